@@ -1,0 +1,1003 @@
+//! Configuration: environment variables and an optional TOML file, parsed, validated, then used.
+//!
+//! Layering, lowest to highest: built-in defaults, then the config file, then the environment.
+//! Pools are the exception to plain overriding: the file may list several pools, and the
+//! environment describes at most one (the app's own `AWS_COGNITO_USER_POOL_ID`). When that pool
+//! id also appears in the file, the environment's values override that pool's fields; otherwise
+//! it is added to the file's pools.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Pool id of the single pool described by the environment (the app's variable).
+pub const ENV_POOL_ID: &str = "AWS_COGNITO_USER_POOL_ID";
+/// App client id(s) of that pool: one id or a comma-separated list.
+pub const ENV_CLIENT_IDS: &str = "AWS_COGNITO_USER_POOL_CLIENT_ID";
+/// Region, used only when the pool id carries none (`us-east-1_AbC` carries `us-east-1`).
+pub const ENV_REGION: &str = "AWS_DEFAULT_REGION";
+/// Expected `iss`, overriding the two AWS forms derived from the pool id.
+pub const ENV_ISSUER: &str = "COGNITO_ISSUER";
+/// Where to fetch the pool's keys, overriding `{issuer}/.well-known/jwks.json`.
+pub const ENV_JWKS_URI: &str = "COGNITO_JWKS_URI";
+/// Token use the pool accepts: `access` (default), `id` or `any`.
+pub const ENV_TOKEN_USE: &str = "COGNITO_TOKEN_USE";
+/// Clock-skew leeway in seconds applied to `exp`, `nbf` and `iat`.
+pub const ENV_LEEWAY: &str = "COGNITO_CLOCK_LEEWAY_SECONDS";
+/// Seconds between background JWKS refreshes.
+pub const ENV_JWKS_REFRESH: &str = "COGNITO_JWKS_REFRESH_SECONDS";
+/// Penalty window in seconds: at most one JWKS fetch per pool per window for unknown `kid`s.
+pub const ENV_JWKS_MIN_REFETCH: &str = "COGNITO_JWKS_MIN_REFETCH_SECONDS";
+/// Timeout in milliseconds for one JWKS fetch (connect, send and read together).
+pub const ENV_JWKS_TIMEOUT_MS: &str = "COGNITO_JWKS_TIMEOUT_MS";
+/// Path of the TOML config file (also `--config`).
+pub const ENV_CONFIG_FILE: &str = "COGNITO_AUTHZ_CONFIG";
+/// Address of the gRPC listener (Envoy's ext_authz, health, reflection, diagnostics).
+pub const ENV_GRPC_ADDR: &str = "AUTHZ_GRPC_ADDR";
+/// Address of the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`).
+pub const ENV_ADMIN_ADDR: &str = "AUTHZ_ADMIN_ADDR";
+/// Log format: `text` (default) or `json`.
+pub const ENV_LOG_FORMAT: &str = "AUTHZ_LOG_FORMAT";
+
+/// Default leeway: 30 s absorbs ordinary NTP drift between Cognito and this host without
+/// stretching a one-hour token noticeably.
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+/// Default refresh: Cognito rotates keys rarely and an unknown `kid` refetches at once anyway.
+pub const DEFAULT_JWKS_REFRESH_SECS: u64 = 900;
+/// Default penalty window: the value AWS's own `aws-jwt-verify` uses.
+pub const DEFAULT_JWKS_MIN_REFETCH_SECS: u64 = 10;
+/// Default fetch timeout: generous for a cross-region fetch, short enough that a request
+/// waiting on an unknown-`kid` refetch is answered well inside a client's patience.
+pub const DEFAULT_JWKS_TIMEOUT_MS: u64 = 5_000;
+/// Default cap on a JWKS body: a Cognito JWKS is about 1 KiB.
+pub const DEFAULT_JWKS_MAX_BYTES: usize = 256 * 1024;
+/// Default cap on a token: a Cognito access token is about 1 KiB; 16 KiB leaves room for
+/// hundreds of groups while bounding the work an attacker can ask for.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// First retry delay after a failed fetch; doubles up to [`DEFAULT_JWKS_RETRY_MAX_MS`].
+pub const DEFAULT_JWKS_RETRY_MIN_MS: u64 = 1_000;
+/// Longest retry delay after repeated failures.
+pub const DEFAULT_JWKS_RETRY_MAX_MS: u64 = 60_000;
+/// Default gRPC listen address.
+pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:9001";
+/// Default admin listen address: loopback only, metrics are not for the world.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9002";
+/// Default grace period for in-flight checks on SIGTERM/SIGINT.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+
+/// A configuration problem, naming the variable or key and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable or key has a bad or missing value.
+    #[error("{key}: {problem}")]
+    Invalid {
+        /// The environment variable or file key (`pools[0].client_ids`).
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The config file could not be read.
+    #[error("{path}: cannot read config file: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema; the message names the key.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key and line.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Which kind of Cognito token a token is (`token_use`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenUse {
+    /// An access token: `client_id`, `scope`, no `aud`.
+    Access,
+    /// An ID token: `aud`, user attributes.
+    Id,
+}
+
+impl TokenUse {
+    /// The claim value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenUse::Access => "access",
+            TokenUse::Id => "id",
+        }
+    }
+}
+
+/// Which token uses a pool (or a route) accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenUsePolicy {
+    /// Access tokens only (the default: APIs are called with access tokens).
+    Access,
+    /// ID tokens only.
+    Id,
+    /// Either.
+    Any,
+}
+
+impl TokenUsePolicy {
+    /// Whether a token of this use is accepted.
+    pub fn accepts(self, token_use: TokenUse) -> bool {
+        matches!(
+            (self, token_use),
+            (TokenUsePolicy::Any, _)
+                | (TokenUsePolicy::Access, TokenUse::Access)
+                | (TokenUsePolicy::Id, TokenUse::Id)
+        )
+    }
+
+    fn parse(key: &str, value: &str) -> Result<Self, ConfigError> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "access" => Ok(TokenUsePolicy::Access),
+            "id" => Ok(TokenUsePolicy::Id),
+            "any" => Ok(TokenUsePolicy::Any),
+            other => Err(ConfigError::invalid(
+                key,
+                format!("'{other}' is not one of access, id, any"),
+            )),
+        }
+    }
+}
+
+/// One user pool, validated and ready to use.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolConfig {
+    /// The pool id (`us-east-1_AbC123`); not format-checked.
+    pub id: String,
+    /// The region, when known.
+    pub region: Option<String>,
+    /// Accepted app client ids (`client_id` of access tokens, `aud` of ID tokens).
+    pub client_ids: Vec<String>,
+    /// Which token uses this pool accepts.
+    pub token_use: TokenUsePolicy,
+    /// Accepted `iss` values: both AWS forms, or the one configured issuer.
+    pub issuers: Vec<String>,
+    /// Where the keys are fetched from.
+    pub jwks_uri: String,
+}
+
+/// Key-store tuning.
+#[derive(Debug, Clone, Serialize)]
+pub struct JwksSettings {
+    /// Interval between background refreshes.
+    #[serde(with = "secs")]
+    pub refresh_interval: Duration,
+    /// Penalty window: at most one on-demand fetch per pool within it.
+    #[serde(with = "secs")]
+    pub min_refetch_interval: Duration,
+    /// Timeout of one fetch.
+    #[serde(with = "secs")]
+    pub fetch_timeout: Duration,
+    /// Largest JWKS body accepted.
+    pub max_body_bytes: usize,
+    /// First retry delay after a failure.
+    #[serde(with = "secs")]
+    pub retry_min: Duration,
+    /// Longest retry delay after repeated failures.
+    #[serde(with = "secs")]
+    pub retry_max: Duration,
+}
+
+impl Default for JwksSettings {
+    fn default() -> Self {
+        JwksSettings {
+            refresh_interval: Duration::from_secs(DEFAULT_JWKS_REFRESH_SECS),
+            min_refetch_interval: Duration::from_secs(DEFAULT_JWKS_MIN_REFETCH_SECS),
+            fetch_timeout: Duration::from_millis(DEFAULT_JWKS_TIMEOUT_MS),
+            max_body_bytes: DEFAULT_JWKS_MAX_BYTES,
+            retry_min: Duration::from_millis(DEFAULT_JWKS_RETRY_MIN_MS),
+            retry_max: Duration::from_millis(DEFAULT_JWKS_RETRY_MAX_MS),
+        }
+    }
+}
+
+/// Listener and logging settings for `serve`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerConfig {
+    /// gRPC listen address (`host:port`, or `unix:/path`).
+    pub grpc_addr: String,
+    /// Admin HTTP listen address.
+    pub admin_addr: String,
+    /// Grace period for in-flight checks at shutdown.
+    #[serde(with = "secs")]
+    pub shutdown_grace: Duration,
+    /// Emit logs as JSON lines.
+    pub json_logs: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            grpc_addr: DEFAULT_GRPC_ADDR.to_string(),
+            admin_addr: DEFAULT_ADMIN_ADDR.to_string(),
+            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
+            json_logs: false,
+        }
+    }
+}
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The user pools whose tokens are accepted; never empty.
+    pub pools: Vec<PoolConfig>,
+    /// Clock-skew leeway.
+    #[serde(with = "secs")]
+    pub leeway: Duration,
+    /// Largest token accepted, in bytes.
+    pub max_token_bytes: usize,
+    /// Key-store tuning.
+    pub jwks: JwksSettings,
+    /// Listeners and logging.
+    pub server: ServerConfig,
+}
+
+/// The file's schema. Every field is optional; unknown keys are errors (a typo must not pass
+/// silently as a default).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    leeway_seconds: Option<u64>,
+    max_token_bytes: Option<usize>,
+    jwks: Option<FileJwks>,
+    server: Option<FileServer>,
+    #[serde(default)]
+    pools: Vec<FilePool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileJwks {
+    refresh_seconds: Option<u64>,
+    min_refetch_seconds: Option<u64>,
+    timeout_ms: Option<u64>,
+    max_bytes: Option<usize>,
+    retry_min_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    grpc_addr: Option<String>,
+    admin_addr: Option<String>,
+    shutdown_grace_seconds: Option<u64>,
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePool {
+    id: Option<String>,
+    region: Option<String>,
+    #[serde(default)]
+    client_ids: Vec<String>,
+    token_use: Option<String>,
+    issuer: Option<String>,
+    jwks_uri: Option<String>,
+}
+
+/// A pool before validation, with the name of the key each field came from.
+struct RawPool {
+    key: String,
+    id: String,
+    region: Option<(String, String)>,
+    client_ids: (String, Vec<String>),
+    token_use: Option<(String, String)>,
+    issuer: Option<(String, String)>,
+    jwks_uri: Option<(String, String)>,
+}
+
+impl Config {
+    /// Reads the process environment and the config file it (or `file`) names.
+    pub fn from_env(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::from_lookup(|key| std::env::var(key).ok(), file)
+    }
+
+    /// Builds the configuration from a variable lookup and an optional file path; the file path
+    /// argument wins over `COGNITO_AUTHZ_CONFIG`. Empty variables count as unset.
+    pub fn from_lookup<F>(lookup: F, file: Option<&Path>) -> Result<Config, ConfigError>
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        let file_path = file
+            .map(Path::to_path_buf)
+            .or_else(|| var(ENV_CONFIG_FILE).map(PathBuf::from));
+        let file_config = match &file_path {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Config::combine(&var, file_config)
+    }
+
+    /// Parses TOML text as if it were the config file (for tests and `check-config`).
+    pub fn from_toml<F>(lookup: F, text: &str) -> Result<Config, ConfigError>
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        let file_config = parse_file(Path::new("<config>"), text)?;
+        Config::combine(&var, file_config)
+    }
+
+    fn combine(
+        var: &dyn Fn(&str) -> Option<String>,
+        file: FileConfig,
+    ) -> Result<Config, ConfigError> {
+        let file_jwks = file.jwks.unwrap_or_default();
+        let file_server = file.server.unwrap_or_default();
+
+        let leeway = Duration::from_secs(pick_u64(
+            var,
+            ENV_LEEWAY,
+            file.leeway_seconds,
+            DEFAULT_LEEWAY_SECS,
+        )?);
+        let max_token_bytes = file.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
+        if max_token_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "max_token_bytes",
+                format!("{max_token_bytes} is too small for any Cognito token (minimum 1024)"),
+            ));
+        }
+
+        let jwks = JwksSettings {
+            refresh_interval: Duration::from_secs(positive(
+                ENV_JWKS_REFRESH,
+                pick_u64(
+                    var,
+                    ENV_JWKS_REFRESH,
+                    file_jwks.refresh_seconds,
+                    DEFAULT_JWKS_REFRESH_SECS,
+                )?,
+            )?),
+            min_refetch_interval: Duration::from_secs(pick_u64(
+                var,
+                ENV_JWKS_MIN_REFETCH,
+                file_jwks.min_refetch_seconds,
+                DEFAULT_JWKS_MIN_REFETCH_SECS,
+            )?),
+            fetch_timeout: Duration::from_millis(positive(
+                ENV_JWKS_TIMEOUT_MS,
+                pick_u64(
+                    var,
+                    ENV_JWKS_TIMEOUT_MS,
+                    file_jwks.timeout_ms,
+                    DEFAULT_JWKS_TIMEOUT_MS,
+                )?,
+            )?),
+            max_body_bytes: file_jwks.max_bytes.unwrap_or(DEFAULT_JWKS_MAX_BYTES),
+            retry_min: Duration::from_millis(positive(
+                "jwks.retry_min_ms",
+                file_jwks.retry_min_ms.unwrap_or(DEFAULT_JWKS_RETRY_MIN_MS),
+            )?),
+            retry_max: Duration::from_millis(positive(
+                "jwks.retry_max_ms",
+                file_jwks.retry_max_ms.unwrap_or(DEFAULT_JWKS_RETRY_MAX_MS),
+            )?),
+        };
+        if jwks.retry_max < jwks.retry_min {
+            return Err(ConfigError::invalid(
+                "jwks.retry_max_ms",
+                "must not be smaller than jwks.retry_min_ms",
+            ));
+        }
+
+        let log_format = var(ENV_LOG_FORMAT)
+            .map(|v| (ENV_LOG_FORMAT.to_string(), v))
+            .or_else(|| {
+                file_server
+                    .log_format
+                    .map(|v| ("server.log_format".to_string(), v))
+            });
+        let json_logs = match log_format {
+            None => false,
+            Some((key, value)) => match value.trim().to_ascii_lowercase().as_str() {
+                "text" => false,
+                "json" => true,
+                other => {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("'{other}' is not one of text, json"),
+                    ))
+                }
+            },
+        };
+        let server = ServerConfig {
+            grpc_addr: var(ENV_GRPC_ADDR)
+                .or(file_server.grpc_addr)
+                .unwrap_or_else(|| DEFAULT_GRPC_ADDR.to_string()),
+            admin_addr: var(ENV_ADMIN_ADDR)
+                .or(file_server.admin_addr)
+                .unwrap_or_else(|| DEFAULT_ADMIN_ADDR.to_string()),
+            shutdown_grace: Duration::from_secs(
+                file_server
+                    .shutdown_grace_seconds
+                    .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
+            ),
+            json_logs,
+        };
+        validate_listen_addr(ENV_GRPC_ADDR, &server.grpc_addr, true)?;
+        validate_listen_addr(ENV_ADMIN_ADDR, &server.admin_addr, false)?;
+
+        let pools = merge_pools(var, file.pools)?
+            .into_iter()
+            .map(|raw| validate_pool(raw, var(ENV_REGION)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if pools.is_empty() {
+            return Err(ConfigError::invalid(
+                ENV_POOL_ID,
+                "no user pool configured: set it, or list [[pools]] in the config file",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, pool) in pools.iter().enumerate() {
+            for issuer in &pool.issuers {
+                if !seen.insert(issuer.clone()) {
+                    return Err(ConfigError::invalid(
+                        format!("pools[{i}].issuer"),
+                        format!("issuer {issuer} is claimed by two pools"),
+                    ));
+                }
+            }
+        }
+
+        Ok(Config {
+            pools,
+            leeway,
+            max_token_bytes,
+            jwks,
+            server,
+        })
+    }
+}
+
+/// A listen address is `host:port` (an IP literal) or, where allowed, `unix:/absolute/path`.
+fn validate_listen_addr(key: &str, addr: &str, allow_unix: bool) -> Result<(), ConfigError> {
+    if let Some(path) = addr.strip_prefix("unix:") {
+        return if !allow_unix {
+            Err(ConfigError::invalid(
+                key,
+                "a Unix socket is not supported here",
+            ))
+        } else if path.starts_with('/') {
+            Ok(())
+        } else {
+            Err(ConfigError::invalid(
+                key,
+                format!("'{addr}' must be unix: followed by an absolute path"),
+            ))
+        };
+    }
+    addr.parse::<std::net::SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| {
+            ConfigError::invalid(key, format!("'{addr}' is not an IP address with a port"))
+        })
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_file(path, &text)
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|err| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: err.to_string().trim_end().replace('\n', " | "),
+    })
+}
+
+fn pick_u64(
+    var: &dyn Fn(&str) -> Option<String>,
+    env_key: &str,
+    file_value: Option<u64>,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    match var(env_key) {
+        Some(text) => text.trim().parse::<u64>().map_err(|_| {
+            ConfigError::invalid(
+                env_key,
+                format!("'{text}' is not a whole number of the expected unit"),
+            )
+        }),
+        None => Ok(file_value.unwrap_or(default)),
+    }
+}
+
+fn positive(key: &str, value: u64) -> Result<u64, ConfigError> {
+    if value == 0 {
+        Err(ConfigError::invalid(key, "must be greater than zero"))
+    } else {
+        Ok(value)
+    }
+}
+
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Joins the file's pools with the environment's one pool (see the module docs for the order).
+fn merge_pools(
+    var: &dyn Fn(&str) -> Option<String>,
+    file_pools: Vec<FilePool>,
+) -> Result<Vec<RawPool>, ConfigError> {
+    let mut pools = Vec::with_capacity(file_pools.len() + 1);
+    for (i, pool) in file_pools.into_iter().enumerate() {
+        let key = format!("pools[{i}]");
+        let id = pool
+            .id
+            .filter(|id| !id.trim().is_empty())
+            .ok_or_else(|| ConfigError::invalid(format!("{key}.id"), "missing pool id"))?;
+        pools.push(RawPool {
+            id: id.trim().to_string(),
+            region: pool.region.map(|v| (format!("{key}.region"), v)),
+            client_ids: (format!("{key}.client_ids"), pool.client_ids),
+            token_use: pool.token_use.map(|v| (format!("{key}.token_use"), v)),
+            issuer: pool.issuer.map(|v| (format!("{key}.issuer"), v)),
+            jwks_uri: pool.jwks_uri.map(|v| (format!("{key}.jwks_uri"), v)),
+            key,
+        });
+    }
+
+    let env_only = [ENV_CLIENT_IDS, ENV_ISSUER, ENV_JWKS_URI, ENV_TOKEN_USE];
+    let Some(env_id) = var(ENV_POOL_ID) else {
+        if let Some(stray) = env_only.iter().find(|k| var(k).is_some()) {
+            return Err(ConfigError::invalid(
+                *stray,
+                format!("is set but {ENV_POOL_ID} is not: it describes the environment's pool"),
+            ));
+        }
+        return Ok(pools);
+    };
+    let env_id = env_id.trim().to_string();
+    let with_key = |k: &str| var(k).map(|v| (k.to_string(), v));
+    let existing = pools.iter_mut().find(|p| p.id == env_id);
+    match existing {
+        Some(pool) => {
+            if let Some(ids) = var(ENV_CLIENT_IDS) {
+                pool.client_ids = (ENV_CLIENT_IDS.to_string(), split_list(&ids));
+            }
+            pool.token_use = with_key(ENV_TOKEN_USE).or(pool.token_use.take());
+            pool.issuer = with_key(ENV_ISSUER).or(pool.issuer.take());
+            pool.jwks_uri = with_key(ENV_JWKS_URI).or(pool.jwks_uri.take());
+        }
+        None => pools.push(RawPool {
+            key: ENV_POOL_ID.to_string(),
+            id: env_id,
+            region: None,
+            client_ids: (
+                ENV_CLIENT_IDS.to_string(),
+                var(ENV_CLIENT_IDS)
+                    .map(|ids| split_list(&ids))
+                    .unwrap_or_default(),
+            ),
+            token_use: with_key(ENV_TOKEN_USE),
+            issuer: with_key(ENV_ISSUER),
+            jwks_uri: with_key(ENV_JWKS_URI),
+        }),
+    }
+    Ok(pools)
+}
+
+/// `us-east-1_AbC` -> `us-east-1`; `None` for ids not in the AWS shape (`local_abc`).
+pub fn region_from_pool_id(pool_id: &str) -> Option<&str> {
+    let (prefix, rest) = pool_id.split_once('_')?;
+    (is_region(prefix) && !rest.is_empty()).then_some(prefix)
+}
+
+fn is_region(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}
+
+fn validate_url(key: &str, value: &str) -> Result<String, ConfigError> {
+    let value = value.trim().trim_end_matches('/');
+    let url = reqwest::Url::parse(value)
+        .map_err(|err| ConfigError::invalid(key, format!("'{value}' is not a URL: {err}")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("'{value}' must be an http(s) URL with a host"),
+        ));
+    }
+    Ok(value.to_string())
+}
+
+fn validate_pool(raw: RawPool, default_region: Option<String>) -> Result<PoolConfig, ConfigError> {
+    let derived = region_from_pool_id(&raw.id).map(str::to_string);
+    let region = match (&derived, raw.region) {
+        (Some(derived), Some((key, given))) if given.trim() != derived => {
+            return Err(ConfigError::invalid(
+                key,
+                format!("'{given}' contradicts the pool id's region '{derived}'"),
+            ))
+        }
+        (Some(derived), _) => Some(derived.clone()),
+        (None, Some((key, given))) => {
+            if !is_region(given.trim()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("'{given}' is not an AWS region"),
+                ));
+            }
+            Some(given.trim().to_string())
+        }
+        (None, None) => default_region
+            .map(|r| r.trim().to_string())
+            .filter(|r| is_region(r)),
+    };
+
+    let (clients_key, client_ids) = raw.client_ids;
+    let mut unique = Vec::new();
+    for id in client_ids
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        if !unique.iter().any(|u: &String| u == id) {
+            unique.push(id.to_string());
+        }
+    }
+    if unique.is_empty() {
+        return Err(ConfigError::invalid(
+            clients_key,
+            format!(
+                "pool {} needs at least one app client id: a token for any other client must be refused",
+                raw.id
+            ),
+        ));
+    }
+
+    let token_use = match raw.token_use {
+        Some((key, value)) => TokenUsePolicy::parse(&key, &value)?,
+        None => TokenUsePolicy::Access,
+    };
+
+    let issuers = match (raw.issuer, &region) {
+        (Some((key, issuer)), _) => vec![validate_url(&key, &issuer)?],
+        (None, Some(region)) => vec![
+            format!("https://cognito-idp.{region}.amazonaws.com/{}", raw.id),
+            format!(
+                "https://issuer-cognito-idp.{region}.amazonaws.com/{}",
+                raw.id
+            ),
+        ],
+        (None, None) => {
+            let key = if raw.key == ENV_POOL_ID {
+                ENV_ISSUER.to_string()
+            } else {
+                format!("{}.issuer", raw.key)
+            };
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "pool {} has no region in its id and none is configured: set the expected issuer",
+                    raw.id
+                ),
+            ));
+        }
+    };
+
+    let jwks_uri = match raw.jwks_uri {
+        Some((key, uri)) => validate_url(&key, &uri)?,
+        None => format!("{}/.well-known/jwks.json", issuers[0]),
+    };
+
+    Ok(PoolConfig {
+        id: raw.id,
+        region,
+        client_ids: unique,
+        token_use,
+        issuers,
+        jwks_uri,
+    })
+}
+
+impl fmt::Display for TokenUsePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TokenUsePolicy::Access => "access",
+            TokenUsePolicy::Id => "id",
+            TokenUsePolicy::Any => "any",
+        })
+    }
+}
+
+mod secs {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn app_env() -> Vec<(&'static str, &'static str)> {
+        vec![
+            (ENV_POOL_ID, "us-east-1_AbC123"),
+            (ENV_CLIENT_IDS, "client-a"),
+        ]
+    }
+
+    fn err_key(result: Result<Config, ConfigError>) -> String {
+        match result {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_apps_variables_are_enough() {
+        let config = Config::from_lookup(env(&app_env()), None).unwrap();
+        let pool = &config.pools[0];
+        assert_eq!(pool.region.as_deref(), Some("us-east-1"));
+        assert_eq!(pool.client_ids, vec!["client-a"]);
+        assert_eq!(pool.token_use, TokenUsePolicy::Access);
+        assert_eq!(
+            pool.issuers,
+            vec![
+                "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC123",
+                "https://issuer-cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC123",
+            ]
+        );
+        assert_eq!(
+            pool.jwks_uri,
+            "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC123/.well-known/jwks.json"
+        );
+        assert_eq!(config.leeway, Duration::from_secs(DEFAULT_LEEWAY_SECS));
+    }
+
+    #[test]
+    fn client_ids_are_a_comma_list_without_blanks_or_repeats() {
+        let mut vars = app_env();
+        vars[1] = (ENV_CLIENT_IDS, " a, b ,,a ");
+        let config = Config::from_lookup(env(&vars), None).unwrap();
+        assert_eq!(config.pools[0].client_ids, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_pool_without_clients_is_refused_naming_the_variable() {
+        let key = err_key(Config::from_lookup(
+            env(&[(ENV_POOL_ID, "us-east-1_AbC123"), (ENV_CLIENT_IDS, " , ")]),
+            None,
+        ));
+        assert_eq!(key, ENV_CLIENT_IDS);
+    }
+
+    #[test]
+    fn no_pool_at_all_is_refused() {
+        assert_eq!(err_key(Config::from_lookup(env(&[]), None)), ENV_POOL_ID);
+    }
+
+    #[test]
+    fn pool_variables_without_a_pool_id_are_refused() {
+        let key = err_key(Config::from_lookup(
+            env(&[(ENV_JWKS_URI, "http://127.0.0.1:1/jwks")]),
+            None,
+        ));
+        assert_eq!(key, ENV_JWKS_URI);
+    }
+
+    #[test]
+    fn an_emulator_pool_id_needs_an_issuer_unless_a_region_is_given() {
+        let vars = [(ENV_POOL_ID, "local_abc"), (ENV_CLIENT_IDS, "c")];
+        assert_eq!(err_key(Config::from_lookup(env(&vars), None)), ENV_ISSUER);
+
+        let mut with_issuer = vars.to_vec();
+        with_issuer.push((ENV_ISSUER, "http://127.0.0.1:5000/local_abc/"));
+        let config = Config::from_lookup(env(&with_issuer), None).unwrap();
+        assert_eq!(
+            config.pools[0].issuers,
+            vec!["http://127.0.0.1:5000/local_abc"]
+        );
+        assert_eq!(
+            config.pools[0].jwks_uri,
+            "http://127.0.0.1:5000/local_abc/.well-known/jwks.json"
+        );
+
+        let mut with_region = vars.to_vec();
+        with_region.push((ENV_REGION, "eu-west-2"));
+        let config = Config::from_lookup(env(&with_region), None).unwrap();
+        assert_eq!(
+            config.pools[0].issuers[0],
+            "https://cognito-idp.eu-west-2.amazonaws.com/local_abc"
+        );
+    }
+
+    #[test]
+    fn the_pool_ids_region_wins_over_the_default_region() {
+        let mut vars = app_env();
+        vars.push((ENV_REGION, "eu-west-1"));
+        let config = Config::from_lookup(env(&vars), None).unwrap();
+        assert_eq!(config.pools[0].region.as_deref(), Some("us-east-1"));
+    }
+
+    #[test]
+    fn an_explicit_issuer_replaces_both_aws_forms() {
+        let mut vars = app_env();
+        vars.push((ENV_ISSUER, "https://idp.example/pool"));
+        vars.push((ENV_JWKS_URI, "http://127.0.0.1:5000/pool/keys"));
+        let config = Config::from_lookup(env(&vars), None).unwrap();
+        assert_eq!(config.pools[0].issuers, vec!["https://idp.example/pool"]);
+        assert_eq!(config.pools[0].jwks_uri, "http://127.0.0.1:5000/pool/keys");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (key, value) in [
+            (ENV_TOKEN_USE, "refresh"),
+            (ENV_LEEWAY, "ten"),
+            (ENV_LEEWAY, "-1"),
+            (ENV_JWKS_REFRESH, "0"),
+            (ENV_JWKS_TIMEOUT_MS, "0"),
+            (ENV_ISSUER, "ftp://example"),
+            (ENV_JWKS_URI, "not a url"),
+            (ENV_LOG_FORMAT, "xml"),
+            (ENV_GRPC_ADDR, "nowhere"),
+        ] {
+            let mut vars = app_env();
+            vars.push((key, value));
+            assert_eq!(
+                err_key(Config::from_lookup(env(&vars), None)),
+                key,
+                "{key}={value}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_use_is_case_insensitive() {
+        let mut vars = app_env();
+        vars.push((ENV_TOKEN_USE, "ANY"));
+        let config = Config::from_lookup(env(&vars), None).unwrap();
+        assert_eq!(config.pools[0].token_use, TokenUsePolicy::Any);
+    }
+
+    #[test]
+    fn region_derivation_needs_the_aws_shape() {
+        assert_eq!(region_from_pool_id("us-east-1_AbC"), Some("us-east-1"));
+        assert_eq!(
+            region_from_pool_id("us-gov-west-1_x"),
+            Some("us-gov-west-1")
+        );
+        assert_eq!(region_from_pool_id("local_abc"), None);
+        assert_eq!(region_from_pool_id("us-east-1_"), None);
+        assert_eq!(region_from_pool_id("us-east-x_abc"), None);
+        assert_eq!(region_from_pool_id("nounderscore"), None);
+    }
+
+    const TWO_POOLS: &str = r#"
+        leeway_seconds = 5
+        [jwks]
+        refresh_seconds = 60
+        [[pools]]
+        id = "us-east-1_One"
+        client_ids = ["web"]
+        [[pools]]
+        id = "local_two"
+        client_ids = ["svc-a", "svc-b"]
+        token_use = "any"
+        issuer = "http://127.0.0.1:5000/local_two"
+        jwks_uri = "http://127.0.0.1:5000/local_two/.well-known/jwks.json"
+    "#;
+
+    #[test]
+    fn a_file_can_list_several_pools() {
+        let config = Config::from_toml(env(&[]), TWO_POOLS).unwrap();
+        assert_eq!(config.pools.len(), 2);
+        assert_eq!(config.pools[1].client_ids, vec!["svc-a", "svc-b"]);
+        assert_eq!(config.pools[1].token_use, TokenUsePolicy::Any);
+        assert_eq!(config.leeway, Duration::from_secs(5));
+        assert_eq!(config.jwks.refresh_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let vars = [
+            (ENV_LEEWAY, "7"),
+            (ENV_POOL_ID, "us-east-1_One"),
+            (ENV_CLIENT_IDS, "mobile"),
+        ];
+        let config = Config::from_toml(env(&vars), TWO_POOLS).unwrap();
+        assert_eq!(config.leeway, Duration::from_secs(7));
+        assert_eq!(config.pools.len(), 2, "same pool id merges, not duplicates");
+        assert_eq!(config.pools[0].client_ids, vec!["mobile"]);
+
+        let vars = [(ENV_POOL_ID, "eu-west-1_Three"), (ENV_CLIENT_IDS, "x")];
+        let config = Config::from_toml(env(&vars), TWO_POOLS).unwrap();
+        assert_eq!(config.pools.len(), 3, "a new pool id is added");
+    }
+
+    #[test]
+    fn file_errors_name_the_key() {
+        let err = Config::from_toml(env(&[]), "[[pools]]\nid = \"us-east-1_X\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("pools[0].client_ids:"), "{err}");
+
+        let err = Config::from_toml(env(&[]), "leeway_secs = 3\n").unwrap_err();
+        assert!(err.to_string().contains("leeway_secs"), "{err}");
+
+        let err = Config::from_toml(
+            env(&[]),
+            "[[pools]]\nid = \"us-east-1_X\"\nregion = \"eu-west-1\"\nclient_ids = [\"a\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("pools[0].region:"), "{err}");
+    }
+
+    #[test]
+    fn two_pools_may_not_claim_one_issuer() {
+        let text = r#"
+            [[pools]]
+            id = "us-east-1_One"
+            client_ids = ["a"]
+            [[pools]]
+            id = "local"
+            client_ids = ["b"]
+            issuer = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_One"
+        "#;
+        let err = Config::from_toml(env(&[]), text).unwrap_err();
+        assert!(err.to_string().starts_with("pools[1].issuer:"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_naming_it() {
+        let err = Config::from_lookup(
+            env(&[(ENV_CONFIG_FILE, "/nonexistent/cognito-authz.toml")]),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/cognito-authz.toml"));
+    }
+}

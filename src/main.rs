@@ -1,0 +1,139 @@
+//! The `cognito-authz` command: parses the command line, installs tracing, loads the
+//! configuration and hands over to the library. Exit codes: 0 success, 1 invalid token,
+//! 2 configuration or I/O error.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cognito_authz::config::Config;
+use cognito_authz::jwks::KeyStore;
+use cognito_authz::verify::{unverified_payload, Verifier};
+use serde_json::{json, Value};
+
+/// Verifies Amazon Cognito tokens for Envoy's ext_authz filter.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// TOML config file (overrides COGNITO_AUTHZ_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify one token against the configured pools and print the verdict as JSON.
+    ///
+    /// Exit 0 when valid, 1 when invalid, 2 on a configuration or I/O error.
+    Verify {
+        /// The token (or `Bearer <token>`); read from stdin when absent or `-`.
+        token: Option<String>,
+    },
+    /// Print the effective configuration as JSON, or exit 2 naming the problem.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config = match Config::from_env(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("cognito-authz: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::CheckConfig => match serde_json::to_string_pretty(&config) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("cognito-authz: {err}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Verify { token } => verify(config, token),
+    }
+}
+
+fn verify(config: Config, token: Option<String>) -> ExitCode {
+    let token = match token.filter(|t| t != "-") {
+        Some(token) => token,
+        None => {
+            let mut text = String::new();
+            if let Err(err) = std::io::stdin().read_to_string(&mut text) {
+                eprintln!("cognito-authz: cannot read the token from stdin: {err}");
+                return ExitCode::from(2);
+            }
+            text
+        }
+    };
+    let token = token.trim();
+    let token = match token.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => token,
+    };
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cognito-authz: cannot start the runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        let keys = match KeyStore::new(&config.pools, &config.jwks) {
+            Ok(keys) => keys,
+            Err(err) => {
+                eprintln!("cognito-authz: {err}");
+                return ExitCode::from(2);
+            }
+        };
+        keys.refresh_all().await;
+        let verifier = Verifier::new(&config, keys);
+        let (valid, output) = match verifier.verify(token).await {
+            Ok(claims) => (
+                true,
+                json!({"valid": true, "reason": null, "pool": claims.pool_id, "claims": claims.raw}),
+            ),
+            Err(rejection) => {
+                let mut output = json!({
+                    "valid": false,
+                    "reason": rejection.reason.as_str(),
+                    "detail": rejection.detail,
+                    "claims": unverified_payload(token).map_or(Value::Null, Value::Object),
+                });
+                if rejection.reason == cognito_authz::verify::Reason::KeysUnavailable {
+                    output["key_status"] = json!(verifier
+                        .keys()
+                        .status()
+                        .iter()
+                        .map(|s| json!({"pool": s.pool_id, "jwks_uri": s.jwks_uri, "last_error": s.last_error}))
+                        .collect::<Vec<_>>());
+                }
+                (false, output)
+            }
+        };
+        println!("{output}");
+        if valid {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    })
+}

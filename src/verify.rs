@@ -1,0 +1,941 @@
+//! Token verification: the checks AWS prescribes for Cognito tokens, in a fixed order, each
+//! failure with a stable reason code.
+//!
+//! Order: shape, header (`alg` RS256 only, `kid`), pool by the unverified `iss` (before any key
+//! lookup, so a stranger's token can make us fetch nothing), key by `kid`, signature, time
+//! (`exp` required, `nbf` and `iat` honoured, all with the leeway), `token_use`, app client.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::config::{Config, PoolConfig, TokenUse};
+use crate::jwks::{KeyError, KeyStore};
+
+/// Why a token was refused. The codes are stable: logs, metrics and deny descriptions use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Not three base64url parts of JSON, a header without `kid`, an unsupported `crit`,
+    /// duplicate names, or over the size cap.
+    Malformed,
+    /// `alg` is not RS256 (`none`, HMAC and every other algorithm are refused).
+    UnsupportedAlg,
+    /// `iss` names no configured pool (or is missing).
+    UnknownIssuer,
+    /// The pool has no key with this `kid`, even after a refetch.
+    UnknownKid,
+    /// The signature does not verify.
+    BadSignature,
+    /// `exp` has passed (beyond the leeway).
+    Expired,
+    /// `nbf` or `iat` is in the future (beyond the leeway).
+    NotYetValid,
+    /// A required claim is missing or of the wrong type (`exp`, `sub`, groups...).
+    InvalidClaims,
+    /// `token_use` is not one the pool accepts.
+    WrongTokenUse,
+    /// `client_id` (access) or `aud` (ID) is not one of the pool's app clients.
+    WrongClient,
+    /// The pool has never obtained keys: the answer is "try later", not "bad token".
+    KeysUnavailable,
+}
+
+impl Reason {
+    /// Every reason, for tests and metrics pre-registration.
+    pub const ALL: [Reason; 11] = [
+        Reason::Malformed,
+        Reason::UnsupportedAlg,
+        Reason::UnknownIssuer,
+        Reason::UnknownKid,
+        Reason::BadSignature,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::InvalidClaims,
+        Reason::WrongTokenUse,
+        Reason::WrongClient,
+        Reason::KeysUnavailable,
+    ];
+
+    /// The stable code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Malformed => "malformed",
+            Reason::UnsupportedAlg => "unsupported_alg",
+            Reason::UnknownIssuer => "unknown_issuer",
+            Reason::UnknownKid => "unknown_kid",
+            Reason::BadSignature => "bad_signature",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::InvalidClaims => "invalid_claims",
+            Reason::WrongTokenUse => "wrong_token_use",
+            Reason::WrongClient => "wrong_client",
+            Reason::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    /// A short human description, safe to send to clients (it never echoes the token).
+    pub fn description(self) -> &'static str {
+        match self {
+            Reason::Malformed => "the token is not a well-formed JWT",
+            Reason::UnsupportedAlg => "the token is not signed with RS256",
+            Reason::UnknownIssuer => "the token was not issued by a trusted user pool",
+            Reason::UnknownKid => "the token was signed with an unknown key",
+            Reason::BadSignature => "the token signature is invalid",
+            Reason::Expired => "the token has expired",
+            Reason::NotYetValid => "the token is not valid yet",
+            Reason::InvalidClaims => "the token lacks a required claim",
+            Reason::WrongTokenUse => "the token is of the wrong kind (access or id)",
+            Reason::WrongClient => "the token was issued to another app client",
+            Reason::KeysUnavailable => "the user pool's keys are not available yet",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused token: the reason code and a fixed detail (never token contents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    /// The stable code.
+    pub reason: Reason,
+    /// Which part of the check failed.
+    pub detail: &'static str,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason.as_str(), self.detail)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+fn reject<T>(reason: Reason, detail: &'static str) -> Result<T, Rejection> {
+    Err(Rejection { reason, detail })
+}
+
+/// What a verified token says, for the stages after verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct Claims {
+    /// The configured pool that issued it.
+    pub pool_id: String,
+    /// `sub`.
+    pub sub: String,
+    /// `username` (access) or `cognito:username` (ID); absent from machine tokens.
+    pub username: Option<String>,
+    /// `client_id` (access) or `aud` (ID).
+    pub client_id: String,
+    /// `token_use`.
+    pub token_use: TokenUse,
+    /// `cognito:groups`.
+    pub groups: Vec<String>,
+    /// `scope`, split on spaces (access tokens).
+    pub scopes: Vec<String>,
+    /// `email` (ID tokens).
+    pub email: Option<String>,
+    /// `email_verified` (ID tokens).
+    pub email_verified: Option<bool>,
+    /// `name` (ID tokens).
+    pub name: Option<String>,
+    /// `preferred_username` (ID tokens).
+    pub preferred_username: Option<String>,
+    /// `exp`, Unix seconds.
+    pub exp: i64,
+    /// `iat`, Unix seconds.
+    pub iat: Option<i64>,
+    /// `auth_time`, Unix seconds.
+    pub auth_time: Option<i64>,
+    /// The whole payload.
+    pub raw: Map<String, Value>,
+}
+
+/// A JSON object that refuses duplicate member names: a token whose claims repeat a name could
+/// mean one thing to us and another to the next reader.
+struct StrictObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for StrictObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrictVisitor;
+        impl<'de> Visitor<'de> for StrictVisitor {
+            type Value = StrictObject;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<StrictObject, A::Error> {
+                let mut map = Map::new();
+                while let Some(key) = access.next_key::<String>()? {
+                    if map.contains_key(&key) {
+                        return Err(de::Error::custom("duplicate member name"));
+                    }
+                    let value = access.next_value::<Value>()?;
+                    map.insert(key, value);
+                }
+                Ok(StrictObject(map))
+            }
+        }
+        deserializer.deserialize_map(StrictVisitor)
+    }
+}
+
+/// A token split and decoded, before any key is involved.
+#[derive(Debug)]
+pub struct Decoded<'a> {
+    /// `kid` from the header.
+    pub kid: String,
+    /// The payload's members.
+    pub payload: Map<String, Value>,
+    /// `header.payload`, the signed bytes.
+    pub message: &'a str,
+    /// The signature bytes.
+    pub signature: Vec<u8>,
+}
+
+fn b64_json(part: &str) -> Result<Map<String, Value>, Rejection> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .or_else(|_| reject(Reason::Malformed, "a part is not base64url"))?;
+    serde_json::from_slice::<StrictObject>(&bytes)
+        .map(|o| o.0)
+        .or_else(|_| {
+            reject(
+                Reason::Malformed,
+                "a part is not a JSON object with unique names",
+            )
+        })
+}
+
+/// Checks 1 and 2: shape and header. Never touches a key.
+pub fn decode(token: &str, max_bytes: usize) -> Result<Decoded<'_>, Rejection> {
+    if token.len() > max_bytes {
+        return reject(Reason::Malformed, "the token exceeds the size cap");
+    }
+    let mut parts = token.splitn(4, '.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return reject(
+            Reason::Malformed,
+            "the token is not three dot-separated parts",
+        );
+    };
+    if header.is_empty() || payload.is_empty() || signature.is_empty() {
+        return reject(Reason::Malformed, "a part of the token is empty");
+    }
+    let header_map = b64_json(header)?;
+    match header_map.get("alg") {
+        Some(Value::String(alg)) if alg == "RS256" => {}
+        _ => return reject(Reason::UnsupportedAlg, "alg must be RS256"),
+    }
+    // RFC 7515 4.1.11: extensions listed in crit must be understood; we understand none.
+    if header_map.contains_key("crit") {
+        return reject(
+            Reason::Malformed,
+            "crit header extensions are not supported",
+        );
+    }
+    // jku, x5u, jwk and x5c are ignored on purpose: keys come only from configuration.
+    let kid = match header_map.get("kid") {
+        Some(Value::String(kid)) if !kid.is_empty() => kid.clone(),
+        _ => return reject(Reason::Malformed, "the header has no kid"),
+    };
+    let payload_map = b64_json(payload)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .or_else(|_| reject(Reason::Malformed, "the signature is not base64url"))?;
+    Ok(Decoded {
+        kid,
+        payload: payload_map,
+        message: &token[..header.len() + 1 + payload.len()],
+        signature,
+    })
+}
+
+/// The unverified payload, for "why was I denied" output; `None` when it cannot be decoded.
+pub fn unverified_payload(token: &str) -> Option<Map<String, Value>> {
+    let payload = token.split('.').nth(1)?;
+    b64_json(payload).ok()
+}
+
+/// A NumericDate: a JSON number (fractions are truncated), saturated to `i64`.
+fn numeric_date(value: &Value) -> Option<i64> {
+    let Value::Number(n) = value else {
+        return None;
+    };
+    if let Some(i) = n.as_i64() {
+        return Some(i);
+    }
+    if n.as_u64().is_some() {
+        return Some(i64::MAX);
+    }
+    // `as` saturates for finite floats; serde_json never yields NaN or infinities.
+    n.as_f64().map(|f| f as i64)
+}
+
+fn optional_date(map: &Map<String, Value>, name: &str) -> Result<Option<i64>, Rejection> {
+    match map.get(name) {
+        None => Ok(None),
+        Some(value) => numeric_date(value).map(Some).ok_or(Rejection {
+            reason: Reason::InvalidClaims,
+            detail: "a time claim is not a number",
+        }),
+    }
+}
+
+fn optional_string(map: &Map<String, Value>, name: &str) -> Result<Option<String>, Rejection> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => reject(Reason::InvalidClaims, "a string claim has another type"),
+    }
+}
+
+/// Verifies tokens against the configured pools. Cheap to clone.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<VerifierInner>,
+}
+
+struct VerifierInner {
+    pools: Vec<PoolConfig>,
+    by_issuer: HashMap<String, usize>,
+    keys: KeyStore,
+    leeway: i64,
+    max_token_bytes: usize,
+}
+
+impl Verifier {
+    /// A verifier for `config`'s pools using `keys` (built from the same pools, in order).
+    pub fn new(config: &Config, keys: KeyStore) -> Verifier {
+        let by_issuer = config
+            .pools
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| p.issuers.iter().map(move |iss| (iss.clone(), i)))
+            .collect();
+        Verifier {
+            inner: Arc::new(VerifierInner {
+                pools: config.pools.clone(),
+                by_issuer,
+                keys,
+                leeway: i64::try_from(config.leeway.as_secs()).unwrap_or(i64::MAX),
+                max_token_bytes: config.max_token_bytes,
+            }),
+        }
+    }
+
+    /// The key store.
+    pub fn keys(&self) -> &KeyStore {
+        &self.inner.keys
+    }
+
+    /// The pools, in configuration order (the key store's indices).
+    pub fn pools(&self) -> &[PoolConfig] {
+        &self.inner.pools
+    }
+
+    /// Verifies `token` now.
+    pub async fn verify(&self, token: &str) -> Result<Claims, Rejection> {
+        self.verify_at(token, crate::unix_now()).await
+    }
+
+    /// Verifies `token` as of `now` (Unix seconds).
+    pub async fn verify_at(&self, token: &str, now: i64) -> Result<Claims, Rejection> {
+        let inner = &*self.inner;
+        let decoded = decode(token, inner.max_token_bytes)?;
+        let payload = &decoded.payload;
+
+        let pool_index = match payload.get("iss") {
+            Some(Value::String(iss)) => match inner.by_issuer.get(iss.as_str()) {
+                Some(&index) => index,
+                None => return reject(Reason::UnknownIssuer, "iss names no configured pool"),
+            },
+            _ => return reject(Reason::UnknownIssuer, "the token has no iss"),
+        };
+        let pool = &inner.pools[pool_index];
+
+        let key = match inner.keys.key(pool_index, &decoded.kid).await {
+            Ok(key) => key,
+            Err(KeyError::UnknownKid) => {
+                return reject(Reason::UnknownKid, "no key of the pool has this kid")
+            }
+            Err(KeyError::Unavailable) => {
+                return reject(Reason::KeysUnavailable, "the pool has no keys yet")
+            }
+        };
+        if !key.verify_rs256(decoded.message.as_bytes(), &decoded.signature) {
+            return reject(Reason::BadSignature, "the signature does not verify");
+        }
+
+        let leeway = inner.leeway;
+        let exp = match payload.get("exp") {
+            None => return reject(Reason::InvalidClaims, "the token has no exp"),
+            Some(value) => numeric_date(value).ok_or(Rejection {
+                reason: Reason::InvalidClaims,
+                detail: "exp is not a number",
+            })?,
+        };
+        if now >= exp.saturating_add(leeway) {
+            return reject(Reason::Expired, "exp has passed");
+        }
+        if optional_date(payload, "nbf")?.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+            return reject(Reason::NotYetValid, "nbf is in the future");
+        }
+        let iat = optional_date(payload, "iat")?;
+        if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+            return reject(Reason::NotYetValid, "iat is in the future");
+        }
+
+        let token_use = match payload.get("token_use").and_then(Value::as_str) {
+            Some("access") => TokenUse::Access,
+            Some("id") => TokenUse::Id,
+            _ => return reject(Reason::WrongTokenUse, "token_use is neither access nor id"),
+        };
+        if !pool.token_use.accepts(token_use) {
+            return reject(
+                Reason::WrongTokenUse,
+                "the pool does not accept this token_use",
+            );
+        }
+
+        let client_id = match (token_use, payload) {
+            (TokenUse::Access, p) => match p.get("client_id") {
+                Some(Value::String(c)) => c,
+                _ => return reject(Reason::WrongClient, "the access token has no client_id"),
+            },
+            (TokenUse::Id, p) => match p.get("aud") {
+                Some(Value::String(a)) => a,
+                Some(Value::Array(_)) => {
+                    return reject(Reason::WrongClient, "aud must be a single app client id")
+                }
+                _ => return reject(Reason::WrongClient, "the ID token has no aud"),
+            },
+        };
+        if !pool.client_ids.iter().any(|c| c == client_id) {
+            return reject(Reason::WrongClient, "the app client is not configured");
+        }
+        let client_id = client_id.clone();
+
+        let sub = match optional_string(payload, "sub")? {
+            Some(sub) if !sub.is_empty() => sub,
+            _ => return reject(Reason::InvalidClaims, "the token has no sub"),
+        };
+        let groups = match payload.get("cognito:groups") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|g| g.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or(Rejection {
+                    reason: Reason::InvalidClaims,
+                    detail: "cognito:groups holds a non-string",
+                })?,
+            Some(_) => return reject(Reason::InvalidClaims, "cognito:groups is not a list"),
+        };
+        let scopes = optional_string(payload, "scope")?
+            .map(|s| s.split_ascii_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        let username = match token_use {
+            TokenUse::Access => optional_string(payload, "username")?,
+            TokenUse::Id => optional_string(payload, "cognito:username")?,
+        };
+        let email_verified = match payload.get("email_verified") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            // Some Cognito versions emit the attribute as a string.
+            Some(Value::String(s)) if s == "true" => Some(true),
+            Some(Value::String(s)) if s == "false" => Some(false),
+            Some(_) => return reject(Reason::InvalidClaims, "email_verified is not a boolean"),
+        };
+
+        Ok(Claims {
+            pool_id: pool.id.clone(),
+            sub,
+            username,
+            client_id,
+            token_use,
+            groups,
+            scopes,
+            email: optional_string(payload, "email")?,
+            email_verified,
+            name: optional_string(payload, "name")?,
+            preferred_username: optional_string(payload, "preferred_username")?,
+            exp,
+            iat,
+            auth_time: optional_date(payload, "auth_time")?,
+            raw: decoded.payload,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ENV_JWKS_MIN_REFETCH;
+    use crate::testkit::{access_claims, id_claims, jwks, now, TestKey};
+    use serde_json::json;
+
+    const POOL: &str = "us-east-1_TestPool";
+    const ISS: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TestPool";
+    const CLIENT: &str = "client-a";
+
+    fn verifier_with(extra: &[(&str, &str)]) -> Verifier {
+        let mut vars: HashMap<String, String> = [
+            ("AWS_COGNITO_USER_POOL_ID", POOL),
+            ("AWS_COGNITO_USER_POOL_CLIENT_ID", CLIENT),
+            // Nothing listens on the discard port: a refetch fails fast.
+            ("COGNITO_JWKS_URI", "http://127.0.0.1:9/jwks.json"),
+            (ENV_JWKS_MIN_REFETCH, "3600"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in extra {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let config = Config::from_lookup(|k| vars.get(k).cloned(), None).unwrap();
+        let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
+        keys.preload(0, jwks(&[TestKey::shared(0)]).to_string().as_bytes())
+            .unwrap();
+        Verifier::new(&config, keys)
+    }
+
+    fn verifier() -> Verifier {
+        verifier_with(&[])
+    }
+
+    fn access(edit: impl FnOnce(&mut Value)) -> String {
+        let mut claims = access_claims(ISS, CLIENT, now());
+        edit(&mut claims);
+        TestKey::shared(0).token(&claims)
+    }
+
+    async fn reason(v: &Verifier, token: &str) -> Reason {
+        v.verify(token).await.unwrap_err().reason
+    }
+
+    #[test]
+    fn reason_codes_are_stable() {
+        let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            codes,
+            [
+                "malformed",
+                "unsupported_alg",
+                "unknown_issuer",
+                "unknown_kid",
+                "bad_signature",
+                "expired",
+                "not_yet_valid",
+                "invalid_claims",
+                "wrong_token_use",
+                "wrong_client",
+                "keys_unavailable",
+            ]
+        );
+        for r in Reason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), json!(r.as_str()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cognito_access_token_is_accepted_with_its_claims() {
+        let claims = verifier().verify(&access(|_| {})).await.unwrap();
+        assert_eq!(claims.pool_id, POOL);
+        assert_eq!(claims.sub, "8f1e2d3c-0000-4000-8000-00000000abcd");
+        assert_eq!(claims.username.as_deref(), Some(claims.sub.as_str()));
+        assert_eq!(claims.client_id, CLIENT);
+        assert_eq!(claims.token_use, TokenUse::Access);
+        assert_eq!(claims.groups, vec!["admins", "beta"]);
+        assert_eq!(
+            claims.scopes,
+            vec!["aws.cognito.signin.user.admin", "openid"]
+        );
+        assert_eq!(claims.raw["jti"], "5a4b3c2d-3333-4333-8333-333333333333");
+    }
+
+    #[tokio::test]
+    async fn the_updated_issuer_form_is_accepted_too() {
+        let token = access(|c| {
+            c["iss"] = json!(format!(
+                "https://issuer-cognito-idp.us-east-1.amazonaws.com/{POOL}"
+            ))
+        });
+        assert!(verifier().verify(&token).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_id_token_is_accepted_where_the_pool_takes_id_tokens() {
+        let v = verifier_with(&[("COGNITO_TOKEN_USE", "id")]);
+        let token = TestKey::shared(0).token(&id_claims(ISS, CLIENT, now()));
+        let claims = v.verify(&token).await.unwrap();
+        assert_eq!(claims.token_use, TokenUse::Id);
+        assert_eq!(claims.client_id, CLIENT);
+        assert_eq!(claims.email.as_deref(), Some("andrew@example.com"));
+        assert_eq!(claims.email_verified, Some(true));
+        assert_eq!(claims.preferred_username.as_deref(), Some("andrewbrown"));
+        assert_eq!(claims.name.as_deref(), Some("Andrew Brown"));
+        assert_eq!(
+            claims.username.as_deref(),
+            Some("8f1e2d3c-0000-4000-8000-00000000abcd")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_machine_token_has_no_username() {
+        let token = access(|c| {
+            c.as_object_mut().unwrap().remove("username");
+            c["sub"] = json!(CLIENT);
+        });
+        let claims = verifier().verify(&token).await.unwrap();
+        assert_eq!(claims.username, None);
+    }
+
+    #[tokio::test]
+    async fn shape_failures_are_malformed() {
+        let v = verifier();
+        let good = access(|_| {});
+        let parts: Vec<&str> = good.split('.').collect();
+        for bad in [
+            String::new(),
+            "abc".to_string(),
+            format!("{}.{}", parts[0], parts[1]),
+            format!("{good}.extra"),
+            format!("{}..{}", parts[0], parts[2]),
+            format!("{}.{}.", parts[0], parts[1]),
+            format!("{}=.{}.{}", parts[0], parts[1], parts[2]),
+            format!(" {good}"),
+            format!("{}.{}.{}", parts[0], "bm90IGpzb24", parts[2]),
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                crate::testkit::b64(b"[1,2]"),
+                parts[2]
+            ),
+            format!("{}.{}.{}!", parts[0], parts[1], parts[2]),
+            "a".repeat(20_000),
+        ] {
+            assert_eq!(reason(&v, &bad).await, Reason::Malformed, "{bad:.60}");
+        }
+    }
+
+    #[tokio::test]
+    async fn duplicate_claim_names_are_malformed() {
+        let payload = format!(
+            r#"{{"iss":"{ISS}","sub":"a","sub":"b","exp":{},"token_use":"access","client_id":"{CLIENT}"}}"#,
+            now() + 60
+        );
+        let header = r#"{"kid":"test-kid-0","alg":"RS256"}"#;
+        let token = TestKey::shared(0).sign_raw(header.as_bytes(), payload.as_bytes());
+        assert_eq!(reason(&verifier(), &token).await, Reason::Malformed);
+    }
+
+    #[tokio::test]
+    async fn a_deeply_nested_payload_is_malformed_not_a_crash() {
+        let payload = format!(
+            r#"{{"iss":"{ISS}","deep":{}1{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        let header = r#"{"kid":"test-kid-0","alg":"RS256"}"#;
+        let token = crate::testkit::b64(header.as_bytes())
+            + "."
+            + &crate::testkit::b64(payload.as_bytes())
+            + ".c2ln";
+        let v = verifier_with(&[]);
+        let inner = Verifier {
+            inner: Arc::new(VerifierInner {
+                max_token_bytes: 1 << 20,
+                pools: v.inner.pools.clone(),
+                by_issuer: v.inner.by_issuer.clone(),
+                keys: v.inner.keys.clone(),
+                leeway: v.inner.leeway,
+            }),
+        };
+        assert_eq!(reason(&inner, &token).await, Reason::Malformed);
+    }
+
+    #[tokio::test]
+    async fn only_rs256_is_accepted() {
+        let v = verifier();
+        let key = TestKey::shared(0);
+        let claims = access_claims(ISS, CLIENT, now());
+        for alg in [
+            json!("none"),
+            json!("HS256"),
+            json!("RS384"),
+            json!("PS256"),
+            json!("ES256"),
+            json!("rs256"),
+            json!(null),
+        ] {
+            let token = key.token_with_header(&json!({"kid": key.kid, "alg": alg}), &claims);
+            assert_eq!(reason(&v, &token).await, Reason::UnsupportedAlg, "{alg}");
+        }
+        let no_alg = key.token_with_header(&json!({"kid": key.kid}), &claims);
+        assert_eq!(reason(&v, &no_alg).await, Reason::UnsupportedAlg);
+        // alg none with an empty signature, the classic attack.
+        let unsigned = format!(
+            "{}.{}.",
+            crate::testkit::b64(br#"{"alg":"none","kid":"test-kid-0"}"#),
+            crate::testkit::b64(claims.to_string().as_bytes())
+        );
+        assert_ne!(v.verify(&unsigned).await.map(|_| ()), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_header_needs_a_kid_and_no_crit() {
+        let v = verifier();
+        let key = TestKey::shared(0);
+        let claims = access_claims(ISS, CLIENT, now());
+        for header in [
+            json!({"alg": "RS256"}),
+            json!({"alg": "RS256", "kid": ""}),
+            json!({"alg": "RS256", "kid": 7}),
+            json!({"alg": "RS256", "kid": key.kid, "crit": ["exp"]}),
+        ] {
+            let token = key.token_with_header(&header, &claims);
+            assert_eq!(reason(&v, &token).await, Reason::Malformed, "{header}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_issuer_is_refused_before_any_key_lookup() {
+        let v = verifier();
+        for iss in [
+            json!("https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Other"),
+            json!(format!("{ISS}/")),
+            json!(7),
+            json!(null),
+        ] {
+            // A kid the store lacks: reaching the key lookup would say unknown_kid.
+            let key = TestKey::shared(1);
+            let mut claims = access_claims(ISS, CLIENT, now());
+            claims["iss"] = iss.clone();
+            assert_eq!(
+                reason(&v, &key.token(&claims)).await,
+                Reason::UnknownIssuer,
+                "{iss}"
+            );
+        }
+        assert_eq!(v.keys().status()[0].fetches_failed, 0, "no fetch was tried");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_is_refused_after_one_refetch() {
+        let v = verifier();
+        let stranger = TestKey::shared(1);
+        let token = stranger.token(&access_claims(ISS, CLIENT, now()));
+        assert_eq!(reason(&v, &token).await, Reason::UnknownKid);
+        assert_eq!(v.keys().status()[0].fetches_failed, 1);
+        // Within the penalty window: refused again without another fetch.
+        assert_eq!(reason(&v, &token).await, Reason::UnknownKid);
+        assert_eq!(v.keys().status()[0].fetches_failed, 1);
+    }
+
+    #[tokio::test]
+    async fn a_foreign_signature_under_a_known_kid_is_refused() {
+        let v = verifier();
+        let mut claims = access_claims(ISS, CLIENT, now());
+        let impostor = TestKey::shared(1);
+        let header = json!({"kid": TestKey::shared(0).kid, "alg": "RS256"});
+        assert_eq!(
+            reason(&v, &impostor.token_with_header(&header, &claims)).await,
+            Reason::BadSignature
+        );
+        // A good token whose payload was edited after signing.
+        let good = TestKey::shared(0).token(&claims);
+        claims["cognito:groups"] = json!(["admins", "root"]);
+        let forged = TestKey::shared(0).token(&claims);
+        let mixed: Vec<&str> = good.split('.').collect();
+        let forged: Vec<&str> = forged.split('.').collect();
+        let tampered = format!("{}.{}.{}", mixed[0], forged[1], mixed[2]);
+        assert_eq!(reason(&v, &tampered).await, Reason::BadSignature);
+    }
+
+    #[tokio::test]
+    async fn hmac_signed_with_the_public_key_is_refused() {
+        // Key confusion: an HS256 token "signed" with the JWKS's public material.
+        let key = TestKey::shared(0);
+        let claims = access_claims(ISS, CLIENT, now());
+        let token = key.token_with_header(&json!({"kid": key.kid, "alg": "HS256"}), &claims);
+        assert_eq!(reason(&verifier(), &token).await, Reason::UnsupportedAlg);
+    }
+
+    #[tokio::test]
+    async fn time_claims_are_checked_with_the_leeway() {
+        let v = verifier_with(&[("COGNITO_CLOCK_LEEWAY_SECONDS", "30")]);
+        let t = now();
+        let at = |edit: &dyn Fn(&mut Value)| {
+            let mut c = access_claims(ISS, CLIENT, t - 100);
+            edit(&mut c);
+            TestKey::shared(0).token(&c)
+        };
+        let exp_in = |secs: i64| at(&move |c: &mut Value| c["exp"] = json!(t + secs));
+        assert!(v.verify_at(&exp_in(-29), t).await.is_ok(), "within leeway");
+        assert_eq!(
+            v.verify_at(&exp_in(-30), t).await.unwrap_err().reason,
+            Reason::Expired
+        );
+        assert_eq!(
+            v.verify_at(&at(&|c| c["exp"] = json!(-5)), t)
+                .await
+                .unwrap_err()
+                .reason,
+            Reason::Expired
+        );
+        assert!(v
+            .verify_at(&at(&|c| c["exp"] = json!(1e300)), t)
+            .await
+            .is_ok());
+        assert!(v
+            .verify_at(&at(&|c| c["exp"] = json!((t + 60) as f64 + 0.5)), t)
+            .await
+            .is_ok());
+        for bad in [json!("9999999999"), json!(null), json!([1])] {
+            let token = at(&|c| c["exp"] = bad.clone());
+            assert_eq!(
+                v.verify_at(&token, t).await.unwrap_err().reason,
+                Reason::InvalidClaims,
+                "{bad}"
+            );
+        }
+        let no_exp = at(&|c| {
+            c.as_object_mut().unwrap().remove("exp");
+        });
+        assert_eq!(
+            v.verify_at(&no_exp, t).await.unwrap_err().reason,
+            Reason::InvalidClaims
+        );
+
+        assert!(v
+            .verify_at(&at(&|c| c["nbf"] = json!(t + 29)), t)
+            .await
+            .is_ok());
+        assert_eq!(
+            v.verify_at(&at(&|c| c["nbf"] = json!(t + 31)), t)
+                .await
+                .unwrap_err()
+                .reason,
+            Reason::NotYetValid
+        );
+        assert_eq!(
+            v.verify_at(&at(&|c| c["iat"] = json!(t + 31)), t)
+                .await
+                .unwrap_err()
+                .reason,
+            Reason::NotYetValid
+        );
+        assert_eq!(
+            v.verify_at(&at(&|c| c["nbf"] = json!("soon")), t)
+                .await
+                .unwrap_err()
+                .reason,
+            Reason::InvalidClaims
+        );
+    }
+
+    #[tokio::test]
+    async fn token_use_must_match_the_pool() {
+        let v = verifier();
+        let id = TestKey::shared(0).token(&id_claims(ISS, CLIENT, now()));
+        assert_eq!(reason(&v, &id).await, Reason::WrongTokenUse);
+        for bad in [json!("refresh"), json!(null), json!(1), json!("ACCESS")] {
+            let token = access(|c| c["token_use"] = bad.clone());
+            assert_eq!(reason(&v, &token).await, Reason::WrongTokenUse, "{bad}");
+        }
+        let any = verifier_with(&[("COGNITO_TOKEN_USE", "any")]);
+        assert!(any.verify(&id).await.is_ok());
+        assert!(any.verify(&access(|_| {})).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_app_client_must_be_configured() {
+        let v = verifier();
+        assert_eq!(
+            reason(&v, &access(|c| c["client_id"] = json!("client-b"))).await,
+            Reason::WrongClient
+        );
+        assert_eq!(
+            reason(
+                &v,
+                &access(|c| {
+                    c.as_object_mut().unwrap().remove("client_id");
+                    c["aud"] = json!(CLIENT);
+                })
+            )
+            .await,
+            Reason::WrongClient,
+            "an access token is judged by client_id, not aud"
+        );
+        let idv = verifier_with(&[("COGNITO_TOKEN_USE", "id")]);
+        let mut claims = id_claims(ISS, CLIENT, now());
+        claims["aud"] = json!([CLIENT]);
+        assert_eq!(
+            reason(&idv, &TestKey::shared(0).token(&claims)).await,
+            Reason::WrongClient
+        );
+        claims["aud"] = json!("client-b");
+        assert_eq!(
+            reason(&idv, &TestKey::shared(0).token(&claims)).await,
+            Reason::WrongClient
+        );
+        let several = verifier_with(&[("AWS_COGNITO_USER_POOL_CLIENT_ID", "x,client-b")]);
+        assert!(several
+            .verify(&access(|c| c["client_id"] = json!("client-b")))
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn ill_typed_identity_claims_are_invalid() {
+        let v = verifier();
+        for edit in [
+            (|c: &mut Value| c["cognito:groups"] = json!("admins")) as fn(&mut Value),
+            |c| c["cognito:groups"] = json!(["admins", 1]),
+            |c| c["sub"] = json!(5),
+            |c| c["sub"] = json!(""),
+            |c| {
+                c.as_object_mut().unwrap().remove("sub");
+            },
+            |c| c["scope"] = json!(["openid"]),
+            |c| c["email_verified"] = json!(1),
+        ] {
+            assert_eq!(reason(&v, &access(edit)).await, Reason::InvalidClaims);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pool_without_keys_answers_keys_unavailable() {
+        let vars: HashMap<&str, &str> = [
+            ("AWS_COGNITO_USER_POOL_ID", POOL),
+            ("AWS_COGNITO_USER_POOL_CLIENT_ID", CLIENT),
+            ("COGNITO_JWKS_URI", "http://127.0.0.1:9/jwks.json"),
+        ]
+        .into_iter()
+        .collect();
+        let config = Config::from_lookup(|k| vars.get(k).map(|v| v.to_string()), None).unwrap();
+        let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
+        let v = Verifier::new(&config, keys);
+        assert_eq!(reason(&v, &access(|_| {})).await, Reason::KeysUnavailable);
+        assert!(!v.keys().all_loaded());
+    }
+
+    #[test]
+    fn the_unverified_payload_is_readable_for_diagnosis() {
+        let token = access(|_| {});
+        assert_eq!(unverified_payload(&token).unwrap()["iss"], ISS);
+        assert!(unverified_payload("x.y.z").is_none());
+        assert!(unverified_payload("nodots").is_none());
+    }
+}

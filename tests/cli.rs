@@ -1,0 +1,145 @@
+//! The command line as a user runs it: `verify` and `check-config`, their output and exit codes.
+
+mod common;
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+
+use cognito_authz::testkit::{access_claims, jwks, now, Behaviour, JwksServer, TestKey};
+use common::{env_for, CLIENT, ISS};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cognito-authz");
+
+fn run(args: &[&str], vars: &std::collections::HashMap<String, String>, stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .envs(vars)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cognito-authz");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json_out(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[tokio::test]
+async fn verify_prints_a_verdict_and_exits_by_it() {
+    let server = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let vars = env_for(&server.url("/jwks.json"), &[]);
+    let good = TestKey::shared(0).token(&access_claims(ISS, CLIENT, now()));
+
+    let out = tokio::task::spawn_blocking({
+        let (vars, good) = (vars.clone(), good.clone());
+        move || run(&["verify", &good], &vars, "")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdict = json_out(&out);
+    assert_eq!(verdict["valid"], true);
+    assert_eq!(verdict["reason"], serde_json::Value::Null);
+    assert_eq!(verdict["claims"]["client_id"], CLIENT);
+
+    let mut expired = access_claims(ISS, CLIENT, now() - 7200);
+    expired["exp"] = serde_json::json!(now() - 3600);
+    let expired = TestKey::shared(0).token(&expired);
+    let out = tokio::task::spawn_blocking({
+        let vars = vars.clone();
+        move || run(&["verify"], &vars, &format!("Bearer {expired}\n"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let verdict = json_out(&out);
+    assert_eq!(verdict["valid"], false);
+    assert_eq!(verdict["reason"], "expired");
+    assert_eq!(
+        verdict["claims"]["iss"], ISS,
+        "unverified claims shown for diagnosis"
+    );
+
+    let out = tokio::task::spawn_blocking(move || run(&["verify", "not.a.jwt"], &vars, ""))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json_out(&out)["reason"], "malformed");
+}
+
+#[test]
+fn a_bad_configuration_exits_2_naming_the_variable() {
+    let mut vars = env_for("http://127.0.0.1:9/jwks.json", &[]);
+    vars.insert("COGNITO_TOKEN_USE".into(), "refresh".into());
+    for args in [&["verify", "x.y.z"][..], &["check-config"][..]] {
+        let out = run(args, &vars, "");
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("COGNITO_TOKEN_USE"), "{stderr}");
+    }
+    let out = run(&["check-config"], &Default::default(), "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AWS_COGNITO_USER_POOL_ID"));
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration() {
+    let dir = std::env::temp_dir().join(format!("cognito-authz-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("config.toml");
+    std::fs::write(
+        &file,
+        "leeway_seconds = 3\n[[pools]]\nid = \"local_pool\"\nclient_ids = [\"c1\"]\nissuer = \"http://127.0.0.1:5000/local_pool\"\n",
+    )
+    .unwrap();
+    let vars = env_for("http://127.0.0.1:9/jwks.json", &[]);
+    let out = run(
+        &["--config", file.to_str().unwrap(), "check-config"],
+        &vars,
+        "",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = json_out(&out);
+    assert_eq!(config["leeway"], 3.0);
+    assert_eq!(config["pools"].as_array().unwrap().len(), 2);
+    assert_eq!(config["pools"][0]["id"], "local_pool");
+    assert_eq!(config["pools"][1]["client_ids"][0], CLIENT);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        &["--help"][..],
+        &["verify", "--help"],
+        &["check-config", "--help"],
+    ] {
+        let out = run(args, &Default::default(), "");
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+    }
+}
