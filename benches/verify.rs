@@ -65,7 +65,11 @@ fn main() {
         ("AWS_COGNITO_USER_POOL_CLIENT_ID", "bench-client"),
     ];
     let config = Config::from_lookup(
-        |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()),
+        |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        },
         None,
     )
     .expect("bench configuration");
@@ -126,8 +130,14 @@ fn main() {
         );
     }
     let base = median(ssl.clone());
-    println!("\nRSA-2048 token verification, one core, no cache (medians of {} interleaved rounds)", ssl.len());
-    println!("{:<38} {:>12} {:>14}", "candidate", "verifies/s", "vs openssl");
+    println!(
+        "\nRSA-2048 token verification, one core, no cache (medians of {} interleaved rounds)",
+        ssl.len()
+    );
+    println!(
+        "{:<38} {:>12} {:>14}",
+        "candidate", "verifies/s", "vs openssl"
+    );
     for (name, values) in [
         ("openssl speed rsa2048 (verify)", ssl),
         ("cognito-authz Verifier::verify", ours),

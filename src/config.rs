@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{IdentitySpec, RouteConfig, RouteSpec};
+
 /// Pool id of the single pool described by the environment (the app's variable).
 pub const ENV_POOL_ID: &str = "AWS_COGNITO_USER_POOL_ID";
 /// App client id(s) of that pool: one id or a comma-separated list.
@@ -254,6 +256,8 @@ pub struct Config {
     pub jwks: JwksSettings,
     /// Listeners and logging.
     pub server: ServerConfig,
+    /// Route rules, identity headers and token sources.
+    pub routes: RouteConfig,
 }
 
 /// The file's schema. Every field is optional; unknown keys are errors (a typo must not pass
@@ -267,6 +271,9 @@ struct FileConfig {
     server: Option<FileServer>,
     #[serde(default)]
     pools: Vec<FilePool>,
+    #[serde(default)]
+    routes: Vec<RouteSpec>,
+    identity: Option<IdentitySpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -455,6 +462,8 @@ impl Config {
                 "no user pool configured: set it, or list [[pools]] in the config file",
             ));
         }
+        let pool_ids: Vec<&str> = pools.iter().map(|p| p.id.as_str()).collect();
+        let routes = RouteConfig::build(file.routes, file.identity.unwrap_or_default(), &pool_ids)?;
         let mut seen = HashSet::new();
         for (i, pool) in pools.iter().enumerate() {
             for issuer in &pool.issuers {
@@ -473,6 +482,7 @@ impl Config {
             max_token_bytes,
             jwks,
             server,
+            routes,
         })
     }
 }

@@ -23,7 +23,7 @@ use crate::config::{JwksSettings, PoolConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The request failed (connect, TLS, timeout, reading the body).
-    #[error("request failed: {0}")]
+    #[error("request failed: {}", error_chain(.0))]
     Http(#[source] reqwest::Error),
     /// The IdP answered with a non-success status.
     #[error("answered HTTP {0}")]
@@ -188,6 +188,18 @@ impl KeySet {
         }
         Ok(KeySet { keys })
     }
+}
+
+/// An error and its sources, `: `-joined (reqwest hides "connection refused" in a source).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn decode_component(value: Option<&str>, name: &str) -> Result<Vec<u8>, String> {
@@ -433,7 +445,7 @@ impl KeyStore {
                     jwks_uri = %keys.jwks_uri,
                     cause = %err,
                     keys_kept = held,
-                    "jwks fetch failed; keeping the last good keys"
+                    "jwks fetch failed"
                 );
                 record.last_error = Some(err.to_string());
                 record.fetches_failed += 1;

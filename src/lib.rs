@@ -8,12 +8,22 @@
 //! - [`config`]: environment variables and the TOML file, parsed then validated.
 //! - [`jwks`]: the key store (fetch, refresh, refetch on unknown `kid`, outage tolerance).
 //! - [`verify`]: the token checks and their stable reason codes.
+//! - [`policy`]: route rules, `context_extensions` overrides, identity-header settings.
+//! - [`authz`]: Envoy's ext_authz service: credential, policy, allow and deny responses.
+//! - [`diagnostics`]: our own gRPC API (`VerifyToken`, `KeyStatus`).
+//! - [`metrics`]: Prometheus metrics.
+//! - [`server`]: listeners, health, reflection, admin HTTP, graceful shutdown.
 //! - `testkit` (feature `testkit`): keys, token minting and a local JWKS server for tests.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod authz;
 pub mod config;
+pub mod diagnostics;
 pub mod jwks;
+pub mod metrics;
+pub mod policy;
+pub mod server;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod verify;
@@ -25,4 +35,20 @@ pub fn unix_now() -> i64 {
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         // A clock before 1970 is broken; 0 makes every token look issued in the future.
         .unwrap_or(0)
+}
+
+/// Code generated from `proto/` by `build.rs`.
+#[rustfmt::skip]
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod generated {
+    /// The diagnostics API.
+    pub mod diagnostics {
+        tonic::include_proto!("cognito_authz.diagnostics.v1");
+    }
+    /// Encoded descriptor of the diagnostics API, for reflection.
+    pub const DIAGNOSTICS_DESCRIPTOR: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/diagnostics_descriptor.bin"));
+    /// Encoded descriptor of Envoy's ext_authz service and its imports, for reflection.
+    pub const ENVOY_AUTHZ_DESCRIPTOR: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/envoy_authz_descriptor.bin"));
 }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use cognito_authz::config::Config;
 use cognito_authz::jwks::KeyStore;
+use cognito_authz::server;
 use cognito_authz::verify::{unverified_payload, Verifier};
 use serde_json::{json, Value};
 
@@ -34,18 +35,13 @@ enum Command {
     },
     /// Print the effective configuration as JSON, or exit 2 naming the problem.
     CheckConfig,
+    /// Serve Envoy's ext_authz Check, health, reflection and diagnostics on AUTHZ_GRPC_ADDR,
+    /// and /metrics, /healthz, /readyz on AUTHZ_ADMIN_ADDR, until SIGTERM or SIGINT.
+    Serve,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-
     let config = match Config::from_env(cli.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
@@ -53,7 +49,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let default_level = match cli.command {
+        Command::Serve => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.server.json_logs {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
+
     match cli.command {
+        Command::Serve => serve(config),
         Command::CheckConfig => match serde_json::to_string_pretty(&config) {
             Ok(text) => {
                 println!("{text}");
@@ -65,6 +77,26 @@ fn main() -> ExitCode {
             }
         },
         Command::Verify { token } => verify(config, token),
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cognito-authz: cannot start the runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(server::run(config, server::shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("cognito-authz: {err}");
+            ExitCode::from(2)
+        }
     }
 }
 

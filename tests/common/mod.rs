@@ -37,3 +37,97 @@ pub fn verifier_for(config: &Config) -> Verifier {
     let keys = KeyStore::new(&config.pools, &config.jwks).expect("key store");
     Verifier::new(config, keys)
 }
+
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+
+/// A CheckRequest as Envoy sends it (header names lowercase).
+pub fn check_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    extensions: &[(&str, &str)],
+) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    id: "1".into(),
+                    method: method.into(),
+                    path: path.into(),
+                    host: "app.local".into(),
+                    scheme: "http".into(),
+                    protocol: "HTTP/1.1".into(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: extensions
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// What Envoy would do with a CheckResponse, in plain terms.
+#[derive(Debug)]
+pub enum Answer {
+    Allowed {
+        set: HashMap<String, String>,
+        removed: Vec<String>,
+    },
+    Denied {
+        status: i32,
+        headers: HashMap<String, String>,
+        body: serde_json::Value,
+    },
+}
+
+#[allow(deprecated)]
+pub fn answer(response: &CheckResponse) -> Answer {
+    match response.http_response.as_ref().expect("an http_response") {
+        HttpResponse::OkResponse(ok) => {
+            assert_eq!(response.status.as_ref().unwrap().code, 0);
+            let mut set = HashMap::new();
+            for h in &ok.headers {
+                assert_eq!(
+                    h.append.as_ref().map(|b| b.value),
+                    Some(false),
+                    "every injected header overwrites (append: false)"
+                );
+                let hv = h.header.as_ref().unwrap();
+                set.insert(hv.key.clone(), hv.value.clone());
+            }
+            for name in &ok.headers_to_remove {
+                assert!(!set.contains_key(name), "{name} is both set and removed");
+            }
+            Answer::Allowed {
+                set,
+                removed: ok.headers_to_remove.clone(),
+            }
+        }
+        HttpResponse::DeniedResponse(denied) => {
+            assert_ne!(response.status.as_ref().unwrap().code, 0);
+            Answer::Denied {
+                status: denied.status.as_ref().unwrap().code,
+                headers: denied
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        let hv = h.header.as_ref().unwrap();
+                        (hv.key.clone(), hv.value.clone())
+                    })
+                    .collect(),
+                body: serde_json::from_str(&denied.body).expect("a JSON body"),
+            }
+        }
+        other => panic!("we never answer with {other:?}"),
+    }
+}

@@ -1,0 +1,627 @@
+//! The Envoy ext_authz v3 service: find the token, apply the route's policy, and answer allow
+//! (identity headers set with `append: false`, every other managed header removed) or deny
+//! (RFC 6750 status, `WWW-Authenticate` and a JSON body).
+//!
+//! Errors become responses in one place, [`Authorizer::respond`]. Only a `CheckRequest` Envoy
+//! itself malformed (no HTTP attributes, an unknown `context_extensions` value) is a gRPC error,
+//! which Envoy turns into its `status_on_error`: nothing is ever allowed because something went
+//! wrong.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption,
+    HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::google::protobuf::{value::Kind, BoolValue, Struct, Value as PbValue};
+use envoy_types::pb::google::rpc;
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::config::TokenUse;
+use crate::metrics::Metrics;
+use crate::policy::{Mode, Requirements, RouteConfig, IDENTITY_PREFIX, MAX_HEADER_VALUE_BYTES};
+use crate::verify::{Claims, Reason, Verifier};
+
+/// Why a request was denied: a token reason or a policy reason. Codes are stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No credential on a route that requires one.
+    NoToken,
+    /// A credential header that is not exactly one well-formed bearer token.
+    InvalidRequest,
+    /// The token failed verification.
+    Token(Reason),
+    /// A valid token from a pool the route does not accept.
+    PoolNotAllowed,
+    /// A valid token in none of the route's groups.
+    MissingGroup,
+    /// A valid token lacking one of the route's scopes.
+    MissingScope,
+    /// A claim we would inject is not a safe header value (control characters, too long).
+    UnsafeClaim,
+}
+
+impl DenyReason {
+    /// Every policy reason (token reasons are [`Reason::ALL`]).
+    pub const POLICY: [DenyReason; 6] = [
+        DenyReason::NoToken,
+        DenyReason::InvalidRequest,
+        DenyReason::PoolNotAllowed,
+        DenyReason::MissingGroup,
+        DenyReason::MissingScope,
+        DenyReason::UnsafeClaim,
+    ];
+
+    /// The stable code used in logs, metrics and the deny body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::NoToken => "no_token",
+            DenyReason::InvalidRequest => "invalid_request",
+            DenyReason::Token(reason) => reason.as_str(),
+            DenyReason::PoolNotAllowed => "pool_not_allowed",
+            DenyReason::MissingGroup => "missing_group",
+            DenyReason::MissingScope => "missing_scope",
+            DenyReason::UnsafeClaim => "unsafe_claim",
+        }
+    }
+
+    /// The HTTP status: 400 malformed credential, 401 missing or invalid token, 403 valid token
+    /// without the rights, 503 keys not loaded yet.
+    pub fn http_status(self) -> u16 {
+        match self {
+            DenyReason::InvalidRequest => 400,
+            DenyReason::MissingGroup | DenyReason::MissingScope => 403,
+            DenyReason::Token(Reason::KeysUnavailable) => 503,
+            _ => 401,
+        }
+    }
+
+    /// The RFC 6750 error code (`None` when the request carried no credential at all).
+    pub fn rfc6750_error(self) -> Option<&'static str> {
+        match self {
+            DenyReason::NoToken => None,
+            DenyReason::InvalidRequest => Some("invalid_request"),
+            DenyReason::MissingGroup | DenyReason::MissingScope => Some("insufficient_scope"),
+            DenyReason::Token(Reason::KeysUnavailable) => Some("temporarily_unavailable"),
+            _ => Some("invalid_token"),
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            DenyReason::NoToken => "a bearer token is required",
+            DenyReason::InvalidRequest => "the authorization header is not one bearer token",
+            DenyReason::Token(reason) => reason.description(),
+            DenyReason::PoolNotAllowed => "the token's user pool is not accepted here",
+            DenyReason::MissingGroup => "the caller is in none of the required groups",
+            DenyReason::MissingScope => "the token lacks a required scope",
+            DenyReason::UnsafeClaim => "a claim holds a value that cannot be forwarded",
+        }
+    }
+}
+
+/// What was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed with the caller's identity.
+    Allow,
+    /// Allowed without identity (public route, or optional route without a usable token).
+    AllowAnonymous,
+    /// Denied.
+    Deny(DenyReason),
+}
+
+impl Decision {
+    /// `allow`, `allow_anonymous` or `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::AllowAnonymous => "allow_anonymous",
+            Decision::Deny(_) => "deny",
+        }
+    }
+}
+
+/// A decision with its reason code and, when allowed with identity, the claims.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// What was decided.
+    pub decision: Decision,
+    /// The reason code: `valid`, `public`, `no_token`, or a deny/token reason (an anonymous
+    /// allow on an optional route names why the token was not used).
+    pub reason: &'static str,
+    /// The verified claims (allow only).
+    pub claims: Option<Claims>,
+    /// Identity headers to set (allow only).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Verdict {
+    fn deny(reason: DenyReason) -> Verdict {
+        Verdict {
+            decision: Decision::Deny(reason),
+            reason: reason.as_str(),
+            claims: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn anonymous(reason: &'static str) -> Verdict {
+        Verdict {
+            decision: Decision::AllowAnonymous,
+            reason,
+            claims: None,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// Where the request's credential stands.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// No credential anywhere we look.
+    Missing,
+    /// A credential header that is not exactly one well-formed bearer token.
+    Malformed,
+    /// One token.
+    Token(&'a str),
+}
+
+/// RFC 6750 `b64token`: the characters a bearer token may use.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+/// Parses `Bearer <token>`: the scheme case-insensitive, exactly one token after it.
+pub fn parse_bearer(value: &str) -> Credential<'_> {
+    let value = value.trim_matches(|c| c == ' ' || c == '\t');
+    let Some((scheme, token)) = value.split_once(' ') else {
+        return Credential::Malformed;
+    };
+    let token = token.trim_start_matches(' ');
+    if scheme.eq_ignore_ascii_case("bearer") && is_b64token(token) {
+        Credential::Token(token)
+    } else {
+        Credential::Malformed
+    }
+}
+
+/// Finds the credential: `authorization`, then the configured header, then the configured
+/// cookie. Envoy joins repeated headers with commas, which no bearer token contains, so two
+/// `authorization` headers are malformed.
+pub fn find_credential<'a>(
+    headers: &'a HashMap<String, String>,
+    routes: &RouteConfig,
+) -> Credential<'a> {
+    if let Some(value) = headers.get("authorization") {
+        return parse_bearer(value);
+    }
+    if let Some(value) = routes.token_header.as_ref().and_then(|h| headers.get(h)) {
+        let value = value.trim();
+        return match parse_bearer(value) {
+            Credential::Token(token) => Credential::Token(token),
+            _ if is_b64token(value) => Credential::Token(value),
+            _ => Credential::Malformed,
+        };
+    }
+    if let (Some(name), Some(cookies)) = (&routes.token_cookie, headers.get("cookie")) {
+        let found = cookies
+            .split(';')
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| k.trim() == name);
+        if let Some((_, value)) = found {
+            let value = value.trim().trim_matches('"');
+            return if is_b64token(value) {
+                Credential::Token(value)
+            } else {
+                Credential::Malformed
+            };
+        }
+    }
+    Credential::Missing
+}
+
+fn header_safe(value: &str) -> bool {
+    value.len() <= MAX_HEADER_VALUE_BYTES && !value.chars().any(|c| c.is_control())
+}
+
+/// Group names may contain commas (Cognito allows punctuation); escape `%` and `,` so the
+/// comma-joined list stays unambiguous.
+fn escape_list_item(item: &str) -> String {
+    if item.contains(['%', ',']) {
+        item.replace('%', "%25").replace(',', "%2C")
+    } else {
+        item.to_string()
+    }
+}
+
+fn claim_as_header(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(escape_list_item))
+            .collect::<Option<Vec<_>>>()
+            .map(|v| v.join(",")),
+        _ => None,
+    }
+}
+
+/// The identity headers for verified claims; `Err` when a value is unsafe to forward.
+pub fn identity_headers(
+    claims: &Claims,
+    routes: &RouteConfig,
+) -> Result<Vec<(String, String)>, DenyReason> {
+    let mut headers: Vec<(String, String)> = Vec::with_capacity(8 + routes.claim_headers.len());
+    let mut add = |name: &str, value: Option<String>| {
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            headers.push((name.to_string(), value));
+        }
+    };
+    add("x-cognito-sub", Some(claims.sub.clone()));
+    add("x-cognito-username", claims.username.clone());
+    add("x-cognito-client-id", Some(claims.client_id.clone()));
+    add(
+        "x-cognito-token-use",
+        Some(claims.token_use.as_str().to_string()),
+    );
+    add(
+        "x-cognito-groups",
+        Some(
+            claims
+                .groups
+                .iter()
+                .map(|g| escape_list_item(g))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    );
+    add("x-cognito-scope", Some(claims.scopes.join(" ")));
+    add("x-cognito-email", claims.email.clone());
+    add(
+        "x-cognito-preferred-username",
+        claims.preferred_username.clone(),
+    );
+    for (claim, header) in &routes.claim_headers {
+        add(header, claims.raw.get(claim).and_then(claim_as_header));
+    }
+    if headers.iter().all(|(_, v)| header_safe(v)) {
+        Ok(headers)
+    } else {
+        Err(DenyReason::UnsafeClaim)
+    }
+}
+
+struct Inner {
+    verifier: Verifier,
+    routes: Arc<RouteConfig>,
+    metrics: Metrics,
+}
+
+/// Decides Checks. Cheap to clone.
+#[derive(Clone)]
+pub struct Authorizer {
+    inner: Arc<Inner>,
+}
+
+impl Authorizer {
+    /// An authorizer over `verifier` with `routes`, counting into `metrics`.
+    pub fn new(verifier: Verifier, routes: RouteConfig, metrics: Metrics) -> Authorizer {
+        Authorizer {
+            inner: Arc::new(Inner {
+                verifier,
+                routes: Arc::new(routes),
+                metrics,
+            }),
+        }
+    }
+
+    /// The verifier.
+    pub fn verifier(&self) -> &Verifier {
+        &self.inner.verifier
+    }
+
+    /// Decides one Check and builds Envoy's answer; counts and logs the decision.
+    pub async fn check(&self, request: &CheckRequest) -> Result<CheckResponse, Status> {
+        let started = Instant::now();
+        let attributes = request
+            .attributes
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("CheckRequest has no attributes"))?;
+        let http = attributes
+            .request
+            .as_ref()
+            .and_then(|r| r.http.as_ref())
+            .ok_or_else(|| Status::invalid_argument("CheckRequest has no HTTP request"))?;
+        let routes = &*self.inner.routes;
+        let requirements = routes
+            .requirements(
+                &http.method,
+                &http.host,
+                &http.path,
+                &attributes.context_extensions,
+            )
+            .map_err(|err| Status::invalid_argument(err.to_string()))?;
+
+        let verdict = self.decide(&requirements, &http.headers).await;
+        let response = self.respond(&verdict, &http.headers, &requirements);
+
+        let elapsed = started.elapsed();
+        self.inner.metrics.decision(
+            verdict.decision.as_str(),
+            verdict.reason,
+            elapsed.as_secs_f64(),
+        );
+        let sub = verdict.claims.as_ref().map(|c| c.sub.as_str());
+        info!(
+            decision = verdict.decision.as_str(),
+            reason = verdict.reason,
+            rule = %requirements.rule,
+            method = %http.method,
+            sub,
+            request_id = http.headers.get("x-request-id").map(String::as_str),
+            latency_us = elapsed.as_micros() as u64,
+            "check"
+        );
+        Ok(response)
+    }
+
+    /// The decision for a request with these headers under these requirements.
+    pub async fn decide(
+        &self,
+        requirements: &Requirements,
+        headers: &HashMap<String, String>,
+    ) -> Verdict {
+        let routes = &*self.inner.routes;
+        if requirements.mode == Mode::Public {
+            return Verdict::anonymous("public");
+        }
+        let optional = requirements.mode == Mode::Optional;
+        let token = match find_credential(headers, routes) {
+            Credential::Token(token) => token,
+            Credential::Missing if optional => return Verdict::anonymous("no_token"),
+            Credential::Missing => return Verdict::deny(DenyReason::NoToken),
+            Credential::Malformed => {
+                return self.refuse(optional, requirements, DenyReason::InvalidRequest)
+            }
+        };
+        let claims = match self.inner.verifier.verify(token).await {
+            Ok(claims) => claims,
+            Err(rejection) => {
+                return self.refuse(optional, requirements, DenyReason::Token(rejection.reason))
+            }
+        };
+        if let Some(reason) = self.policy_failure(requirements, &claims) {
+            return self.refuse(optional, requirements, reason);
+        }
+        match identity_headers(&claims, routes) {
+            Ok(headers) => Verdict {
+                decision: Decision::Allow,
+                reason: "valid",
+                claims: Some(claims),
+                headers,
+            },
+            Err(reason) => self.refuse(optional, requirements, reason),
+        }
+    }
+
+    /// On an optional route a token we cannot use makes the caller anonymous, unless the rule
+    /// says to deny; on a required route it is denied.
+    fn refuse(&self, optional: bool, requirements: &Requirements, reason: DenyReason) -> Verdict {
+        if optional && !requirements.deny_invalid {
+            Verdict::anonymous(reason.as_str())
+        } else {
+            Verdict::deny(reason)
+        }
+    }
+
+    fn policy_failure(&self, requirements: &Requirements, claims: &Claims) -> Option<DenyReason> {
+        if !requirements.pools.is_empty() && !requirements.pools.contains(&claims.pool_id) {
+            return Some(DenyReason::PoolNotAllowed);
+        }
+        if let Some(accepted) = requirements.token_use {
+            if !accepted.accepts(claims.token_use) {
+                return Some(DenyReason::Token(Reason::WrongTokenUse));
+            }
+        }
+        if !requirements.groups_any.is_empty()
+            && !claims
+                .groups
+                .iter()
+                .any(|g| requirements.groups_any.contains(g))
+        {
+            return Some(DenyReason::MissingGroup);
+        }
+        if !requirements
+            .scopes_all
+            .iter()
+            .all(|s| claims.scopes.contains(s))
+        {
+            return Some(DenyReason::MissingScope);
+        }
+        None
+    }
+
+    /// Envoy's answer for a verdict. On every allow, each managed identity header not set here,
+    /// and any request header with our prefix, is removed; none is both set and removed.
+    pub fn respond(
+        &self,
+        verdict: &Verdict,
+        request_headers: &HashMap<String, String>,
+        requirements: &Requirements,
+    ) -> CheckResponse {
+        let routes = &*self.inner.routes;
+        let metadata = decision_metadata(verdict, requirements);
+        match verdict.decision {
+            Decision::Allow | Decision::AllowAnonymous => {
+                let set: HashSet<&str> = verdict.headers.iter().map(|(k, _)| k.as_str()).collect();
+                let mut remove: Vec<String> = routes
+                    .managed_headers
+                    .iter()
+                    .filter(|h| !set.contains(h.as_str()))
+                    .cloned()
+                    .collect();
+                for name in request_headers.keys() {
+                    if name.starts_with(IDENTITY_PREFIX)
+                        && !set.contains(name.as_str())
+                        && !remove.contains(name)
+                    {
+                        remove.push(name.clone());
+                    }
+                }
+                if !routes.forward_token {
+                    remove.push("authorization".to_string());
+                    if let Some(h) = &routes.token_header {
+                        remove.push(h.clone());
+                    }
+                }
+                CheckResponse {
+                    status: Some(rpc::Status {
+                        code: tonic::Code::Ok as i32,
+                        ..Default::default()
+                    }),
+                    dynamic_metadata: Some(metadata),
+                    http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                        headers: verdict
+                            .headers
+                            .iter()
+                            .map(|(k, v)| overwrite(k, v))
+                            .collect(),
+                        headers_to_remove: remove,
+                        ..Default::default()
+                    })),
+                }
+            }
+            Decision::Deny(reason) => deny_response(reason, &routes.realm, metadata),
+        }
+    }
+}
+
+/// A header that replaces any client-sent header of the same name. Envoy 1.40 honours only the
+/// deprecated `append` flag here (it ignores `append_action`), so it is set explicitly.
+#[allow(deprecated)]
+fn overwrite(name: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name.to_string(),
+            value: value.to_string(),
+            ..Default::default()
+        }),
+        append: Some(BoolValue { value: false }),
+        ..Default::default()
+    }
+}
+
+fn deny_response(reason: DenyReason, realm: &str, metadata: Struct) -> CheckResponse {
+    let status = reason.http_status();
+    let description = reason.description();
+    let mut headers = vec![
+        overwrite("content-type", "application/json"),
+        overwrite("cache-control", "no-store"),
+    ];
+    match (status, reason.rfc6750_error()) {
+        (503, _) => headers.push(overwrite("retry-after", "5")),
+        (_, None) => headers.push(overwrite(
+            "www-authenticate",
+            &format!("Bearer realm=\"{realm}\""),
+        )),
+        (_, Some(error)) => headers.push(overwrite(
+            "www-authenticate",
+            &format!(
+                "Bearer realm=\"{realm}\", error=\"{error}\", error_description=\"{description}\""
+            ),
+        )),
+    }
+    let body = serde_json::json!({
+        "error": reason.rfc6750_error().unwrap_or("unauthorized"),
+        "error_description": description,
+        "reason": reason.as_str(),
+    });
+    let grpc_code = match status {
+        403 => tonic::Code::PermissionDenied,
+        503 => tonic::Code::Unavailable,
+        _ => tonic::Code::Unauthenticated,
+    };
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: grpc_code as i32,
+            message: reason.as_str().to_string(),
+            ..Default::default()
+        }),
+        dynamic_metadata: Some(metadata),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(status),
+            }),
+            headers,
+            body: body.to_string(),
+        })),
+    }
+}
+
+fn string_value(s: &str) -> PbValue {
+    PbValue {
+        kind: Some(Kind::StringValue(s.to_string())),
+    }
+}
+
+/// Dynamic metadata for Envoy's access log, under the filter's namespace
+/// (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%`).
+fn decision_metadata(verdict: &Verdict, requirements: &Requirements) -> Struct {
+    let mut fields = HashMap::from([
+        (
+            "decision".to_string(),
+            string_value(verdict.decision.as_str()),
+        ),
+        ("reason".to_string(), string_value(verdict.reason)),
+        ("rule".to_string(), string_value(&requirements.rule)),
+    ]);
+    if let Some(claims) = &verdict.claims {
+        fields.insert("sub".to_string(), string_value(&claims.sub));
+        fields.insert("pool".to_string(), string_value(&claims.pool_id));
+        fields.insert(
+            "token_use".to_string(),
+            string_value(match claims.token_use {
+                TokenUse::Access => "access",
+                TokenUse::Id => "id",
+            }),
+        );
+    }
+    Struct { fields }
+}
+
+/// The tonic service: a thin shell over [`Authorizer::check`].
+#[derive(Clone)]
+pub struct AuthzService {
+    authorizer: Authorizer,
+}
+
+impl AuthzService {
+    /// Wraps an authorizer.
+    pub fn new(authorizer: Authorizer) -> AuthzService {
+        AuthzService { authorizer }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthzService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        self.authorizer
+            .check(request.get_ref())
+            .await
+            .map(Response::new)
+    }
+}

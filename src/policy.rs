@@ -1,0 +1,619 @@
+//! Route policy: which rule governs a request (first match wins, unmatched routes are
+//! `required`), Envoy's per-route overrides through `context_extensions`, and the identity-header
+//! settings (which headers we manage, where a token may come from).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, TokenUsePolicy};
+
+/// `context_extensions` key overriding the rule's mode (`public`, `optional`, `required`).
+pub const CTX_MODE: &str = "cognito_authz.mode";
+/// `context_extensions` key overriding `groups_any` (comma-separated).
+pub const CTX_GROUPS_ANY: &str = "cognito_authz.groups_any";
+/// `context_extensions` key overriding `scopes_all` (comma- or space-separated).
+pub const CTX_SCOPES_ALL: &str = "cognito_authz.scopes_all";
+/// `context_extensions` key overriding the accepted token use (`access`, `id`, `any`).
+pub const CTX_TOKEN_USE: &str = "cognito_authz.token_use";
+/// `context_extensions` key overriding `deny_invalid` (`true`/`false`).
+pub const CTX_DENY_INVALID: &str = "cognito_authz.deny_invalid";
+/// `context_extensions` key naming the rule in logs and metadata.
+pub const CTX_RULE: &str = "cognito_authz.rule";
+
+/// Default `WWW-Authenticate` realm.
+pub const DEFAULT_REALM: &str = "cognito-authz";
+/// Longest identity header value injected; a longer claim value refuses the token.
+pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
+
+/// The identity headers always managed (set from the token, or removed).
+pub const IDENTITY_HEADERS: [&str; 8] = [
+    "x-cognito-sub",
+    "x-cognito-username",
+    "x-cognito-client-id",
+    "x-cognito-token-use",
+    "x-cognito-groups",
+    "x-cognito-scope",
+    "x-cognito-email",
+    "x-cognito-preferred-username",
+];
+/// Any request header with this prefix is removed unless we set it.
+pub const IDENTITY_PREFIX: &str = "x-cognito-";
+
+/// What a rule asks of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// No token needed, none checked.
+    Public,
+    /// Anonymous allowed; a valid token adds identity.
+    Optional,
+    /// A valid token is needed.
+    Required,
+}
+
+impl Mode {
+    fn parse(value: &str) -> Option<Mode> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "public" => Some(Mode::Public),
+            "optional" => Some(Mode::Optional),
+            "required" => Some(Mode::Required),
+            _ => None,
+        }
+    }
+
+    /// The mode's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Public => "public",
+            Mode::Optional => "optional",
+            Mode::Required => "required",
+        }
+    }
+}
+
+/// A route rule as written in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    name: Option<String>,
+    path: Option<String>,
+    prefix: Option<String>,
+    #[serde(default)]
+    methods: Vec<String>,
+    host: Option<String>,
+    mode: Option<Mode>,
+    #[serde(default)]
+    deny_invalid: bool,
+    #[serde(default)]
+    groups_any: Vec<String>,
+    #[serde(default)]
+    scopes_all: Vec<String>,
+    #[serde(default)]
+    pools: Vec<String>,
+    token_use: Option<TokenUsePolicy>,
+}
+
+/// Identity-header and token-source settings as written in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySpec {
+    realm: Option<String>,
+    forward_token: Option<bool>,
+    token_header: Option<String>,
+    token_cookie: Option<String>,
+    #[serde(default)]
+    claim_headers: BTreeMap<String, String>,
+}
+
+/// How a rule matches a request.
+#[derive(Debug, Clone, Serialize)]
+pub enum PathMatch {
+    /// The path (without query) equals this.
+    Exact(String),
+    /// The path starts with this (plain string prefix, as Envoy's `prefix`).
+    Prefix(String),
+}
+
+/// A validated rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rule {
+    /// Name for logs and metadata.
+    pub name: String,
+    /// Path matcher.
+    pub path: PathMatch,
+    /// Methods matched (uppercase); empty matches all.
+    pub methods: Vec<String>,
+    /// Host matched (lowercase, without port); `None` matches all.
+    pub host: Option<String>,
+    /// What the rule requires.
+    pub requirements: Requirements,
+}
+
+/// What a request must satisfy, after `context_extensions` overrides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Requirements {
+    /// The rule's name, for logs.
+    pub rule: String,
+    /// The mode.
+    pub mode: Mode,
+    /// On `optional` routes, deny an invalid token instead of treating the caller as anonymous.
+    pub deny_invalid: bool,
+    /// At least one of these groups (`cognito:groups`), when not empty.
+    pub groups_any: Vec<String>,
+    /// All of these scopes (`scope`).
+    pub scopes_all: Vec<String>,
+    /// Pools accepted on the route (ids); empty accepts every configured pool.
+    pub pools: Vec<String>,
+    /// Token use accepted on the route; narrows the pool's own setting.
+    pub token_use: Option<TokenUsePolicy>,
+}
+
+/// A `context_extensions` entry Envoy sent that we cannot understand: Envoy's configuration is
+/// wrong, so the check fails (closed) instead of guessing.
+#[derive(Debug, thiserror::Error)]
+#[error("context_extensions {key}: {problem}")]
+pub struct OverrideError {
+    /// The key.
+    pub key: &'static str,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Validated route rules and identity settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteConfig {
+    /// Rules in order; the first match wins.
+    pub rules: Vec<Rule>,
+    /// The rule for requests no rule matches: `required`.
+    pub fallback: Requirements,
+    /// `WWW-Authenticate` realm.
+    pub realm: String,
+    /// Whether `authorization` reaches the upstream.
+    pub forward_token: bool,
+    /// A header carrying a raw token, tried when `authorization` is absent.
+    pub token_header: Option<String>,
+    /// A cookie carrying a raw token, tried when `authorization` is absent.
+    pub token_cookie: Option<String>,
+    /// Extra claim -> header mappings.
+    pub claim_headers: Vec<(String, String)>,
+    /// Every identity header we manage: the fixed ones and the mapped ones.
+    pub managed_headers: Vec<String>,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        RouteConfig::build(Vec::new(), IdentitySpec::default(), &[])
+            .expect("the empty route configuration is valid")
+    }
+}
+
+fn header_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn normalize_list(items: &[String]) -> Vec<String> {
+    items
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+impl RouteConfig {
+    /// Validates rules and identity settings; `pool_ids` are the configured pools.
+    pub fn build(
+        routes: Vec<RouteSpec>,
+        identity: IdentitySpec,
+        pool_ids: &[&str],
+    ) -> Result<RouteConfig, ConfigError> {
+        let invalid = |key: String, problem: String| ConfigError::Invalid { key, problem };
+        let mut rules = Vec::with_capacity(routes.len());
+        for (i, spec) in routes.into_iter().enumerate() {
+            let key = format!("routes[{i}]");
+            let path = match (spec.path, spec.prefix) {
+                (Some(p), None) if p.starts_with('/') => PathMatch::Exact(p),
+                (None, Some(p)) if p.starts_with('/') => PathMatch::Prefix(p),
+                (Some(_), Some(_)) => {
+                    return Err(invalid(key, "set either path or prefix, not both".into()))
+                }
+                (None, None) => {
+                    return Err(invalid(key, "needs a path or a prefix".into()));
+                }
+                _ => return Err(invalid(format!("{key}.path"), "must start with '/'".into())),
+            };
+            let mode = spec.mode.ok_or_else(|| {
+                invalid(
+                    format!("{key}.mode"),
+                    "missing: public, optional or required".into(),
+                )
+            })?;
+            for pool in &spec.pools {
+                if !pool_ids.contains(&pool.as_str()) {
+                    return Err(invalid(
+                        format!("{key}.pools"),
+                        format!("'{pool}' is not a configured pool"),
+                    ));
+                }
+            }
+            if mode == Mode::Public && (!spec.groups_any.is_empty() || !spec.scopes_all.is_empty())
+            {
+                return Err(invalid(
+                    format!("{key}.mode"),
+                    "a public route checks no token, so it cannot require groups or scopes".into(),
+                ));
+            }
+            let name = spec.name.unwrap_or_else(|| key.clone());
+            rules.push(Rule {
+                path,
+                methods: spec
+                    .methods
+                    .iter()
+                    .map(|m| m.trim().to_ascii_uppercase())
+                    .collect(),
+                host: spec.host.map(|h| h.trim().to_ascii_lowercase()),
+                requirements: Requirements {
+                    rule: name.clone(),
+                    mode,
+                    deny_invalid: spec.deny_invalid,
+                    groups_any: normalize_list(&spec.groups_any),
+                    scopes_all: normalize_list(&spec.scopes_all),
+                    pools: spec.pools,
+                    token_use: spec.token_use,
+                },
+                name,
+            });
+        }
+
+        let mut managed_headers: Vec<String> =
+            IDENTITY_HEADERS.iter().map(|h| h.to_string()).collect();
+        let mut claim_headers = Vec::new();
+        for (claim, header) in identity.claim_headers {
+            let header = header.trim().to_ascii_lowercase();
+            let key = format!("identity.claim_headers.\"{claim}\"");
+            if !header_name_ok(&header) {
+                return Err(invalid(key, format!("'{header}' is not a header name")));
+            }
+            if managed_headers.contains(&header) {
+                return Err(invalid(key, format!("'{header}' is already managed")));
+            }
+            if matches!(
+                header.as_str(),
+                "authorization" | "host" | "cookie" | "x-request-id"
+            ) {
+                return Err(invalid(key, format!("'{header}' cannot carry identity")));
+            }
+            managed_headers.push(header.clone());
+            claim_headers.push((claim, header));
+        }
+        let token_header = identity.token_header.map(|h| h.trim().to_ascii_lowercase());
+        if let Some(h) = &token_header {
+            if !header_name_ok(h) || managed_headers.contains(h) {
+                return Err(invalid(
+                    "identity.token_header".into(),
+                    format!("'{h}' is not a usable header name"),
+                ));
+            }
+        }
+        let realm = identity.realm.unwrap_or_else(|| DEFAULT_REALM.to_string());
+        if realm.contains('"') || realm.contains('\\') || realm.chars().any(char::is_control) {
+            return Err(invalid(
+                "identity.realm".into(),
+                "must not contain quotes, backslashes or control characters".into(),
+            ));
+        }
+        Ok(RouteConfig {
+            rules,
+            fallback: Requirements {
+                rule: "default".to_string(),
+                mode: Mode::Required,
+                deny_invalid: true,
+                groups_any: Vec::new(),
+                scopes_all: Vec::new(),
+                pools: Vec::new(),
+                token_use: None,
+            },
+            realm,
+            forward_token: identity.forward_token.unwrap_or(true),
+            token_header,
+            token_cookie: identity.token_cookie.map(|c| c.trim().to_string()),
+            claim_headers,
+            managed_headers,
+        })
+    }
+
+    /// The requirements for a request: the first matching rule (or the `required` fallback),
+    /// then Envoy's `context_extensions` overrides.
+    pub fn requirements(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        extensions: &HashMap<String, String>,
+    ) -> Result<Requirements, OverrideError> {
+        let path = path.split(['?', '#']).next().unwrap_or("");
+        let host = host_without_port(host);
+        let base = self
+            .rules
+            .iter()
+            .find(|rule| rule.matches(method, host, path))
+            .map_or(&self.fallback, |rule| &rule.requirements);
+        if !extensions.keys().any(|k| k.starts_with("cognito_authz.")) {
+            return Ok(base.clone());
+        }
+        let mut req = base.clone();
+        for (key, value) in extensions {
+            match key.as_str() {
+                CTX_MODE => {
+                    req.mode = Mode::parse(value).ok_or_else(|| OverrideError {
+                        key: CTX_MODE,
+                        problem: format!("'{value}' is not public, optional or required"),
+                    })?
+                }
+                CTX_GROUPS_ANY => req.groups_any = split_words(value, &[',']),
+                CTX_SCOPES_ALL => req.scopes_all = split_words(value, &[',', ' ']),
+                CTX_TOKEN_USE => {
+                    req.token_use = Some(match value.trim() {
+                        "access" => TokenUsePolicy::Access,
+                        "id" => TokenUsePolicy::Id,
+                        "any" => TokenUsePolicy::Any,
+                        other => {
+                            return Err(OverrideError {
+                                key: CTX_TOKEN_USE,
+                                problem: format!("'{other}' is not access, id or any"),
+                            })
+                        }
+                    })
+                }
+                CTX_DENY_INVALID => {
+                    req.deny_invalid = match value.trim() {
+                        "true" => true,
+                        "false" => false,
+                        other => {
+                            return Err(OverrideError {
+                                key: CTX_DENY_INVALID,
+                                problem: format!("'{other}' is not true or false"),
+                            })
+                        }
+                    }
+                }
+                CTX_RULE => req.rule = value.clone(),
+                other if other.starts_with("cognito_authz.") => {
+                    return Err(OverrideError {
+                        key: "cognito_authz.*",
+                        problem: format!("unknown key {other}"),
+                    })
+                }
+                _ => {}
+            }
+        }
+        if req.mode == Mode::Public && (!req.groups_any.is_empty() || !req.scopes_all.is_empty()) {
+            return Err(OverrideError {
+                key: CTX_MODE,
+                problem: "a public route cannot require groups or scopes".to_string(),
+            });
+        }
+        Ok(req)
+    }
+}
+
+fn split_words(value: &str, separators: &[char]) -> Vec<String> {
+    value
+        .split(separators)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+impl Rule {
+    fn matches(&self, method: &str, host: &str, path: &str) -> bool {
+        let path_ok = match &self.path {
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+        };
+        path_ok
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+            && self
+                .host
+                .as_deref()
+                .is_none_or(|h| h.eq_ignore_ascii_case(host))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(toml_text: &str) -> RouteConfig {
+        #[derive(Deserialize)]
+        struct F {
+            #[serde(default)]
+            routes: Vec<RouteSpec>,
+            #[serde(default)]
+            identity: IdentitySpec,
+        }
+        let f: F = toml::from_str(toml_text).unwrap();
+        RouteConfig::build(f.routes, f.identity, &["us-east-1_A"]).unwrap()
+    }
+
+    fn build_err(toml_text: &str) -> String {
+        #[derive(Deserialize)]
+        struct F {
+            #[serde(default)]
+            routes: Vec<RouteSpec>,
+            #[serde(default)]
+            identity: IdentitySpec,
+        }
+        let f: F = toml::from_str(toml_text).unwrap();
+        RouteConfig::build(f.routes, f.identity, &["us-east-1_A"])
+            .unwrap_err()
+            .to_string()
+    }
+
+    const APP: &str = r#"
+        [[routes]]
+        name = "health"
+        path = "/healthz"
+        mode = "public"
+        [[routes]]
+        name = "home"
+        prefix = "/api/activities/home"
+        methods = ["get"]
+        mode = "optional"
+        [[routes]]
+        name = "admin"
+        prefix = "/api/admin"
+        mode = "required"
+        groups_any = ["admins"]
+        [[routes]]
+        name = "internal"
+        prefix = "/internal"
+        host = "Internal.Example"
+        mode = "public"
+    "#;
+
+    fn none() -> HashMap<String, String> {
+        HashMap::new()
+    }
+
+    #[test]
+    fn the_first_matching_rule_wins_and_unmatched_routes_are_required() {
+        let r = routes(APP);
+        let rule = |m: &str, h: &str, p: &str| r.requirements(m, h, p, &none()).unwrap();
+        assert_eq!(rule("GET", "app", "/healthz").mode, Mode::Public);
+        assert_eq!(
+            rule("GET", "app", "/healthz/x").mode,
+            Mode::Required,
+            "exact"
+        );
+        assert_eq!(rule("GET", "app", "/healthz?probe=1").mode, Mode::Public);
+        assert_eq!(
+            rule("GET", "app", "/api/activities/home").mode,
+            Mode::Optional
+        );
+        assert_eq!(
+            rule("POST", "app", "/api/activities/home").mode,
+            Mode::Required
+        );
+        let admin = rule("GET", "app", "/api/admin/users");
+        assert_eq!(
+            (admin.mode, admin.groups_any.clone()),
+            (Mode::Required, vec!["admins".to_string()])
+        );
+        assert_eq!(
+            rule("GET", "internal.example:8080", "/internal/x").mode,
+            Mode::Public
+        );
+        assert_eq!(
+            rule("GET", "other.example", "/internal/x").mode,
+            Mode::Required
+        );
+        let fallback = rule("GET", "app", "/anything");
+        assert_eq!(
+            (fallback.mode, fallback.rule.as_str()),
+            (Mode::Required, "default")
+        );
+    }
+
+    #[test]
+    fn context_extensions_override_the_rule() {
+        let r = routes(APP);
+        let ext: HashMap<String, String> = [
+            (CTX_MODE, "optional"),
+            (CTX_GROUPS_ANY, "a, b"),
+            (CTX_SCOPES_ALL, "read write,admin"),
+            (CTX_TOKEN_USE, "id"),
+            (CTX_RULE, "from-envoy"),
+            ("unrelated", "ignored"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let req = r.requirements("GET", "app", "/anything", &ext).unwrap();
+        assert_eq!(req.mode, Mode::Optional);
+        assert_eq!(req.groups_any, vec!["a", "b"]);
+        assert_eq!(req.scopes_all, vec!["read", "write", "admin"]);
+        assert_eq!(req.token_use, Some(TokenUsePolicy::Id));
+        assert_eq!(req.rule, "from-envoy");
+    }
+
+    #[test]
+    fn a_bad_override_is_an_error_not_a_guess() {
+        let r = routes(APP);
+        for (k, v) in [
+            (CTX_MODE, "open"),
+            (CTX_TOKEN_USE, "refresh"),
+            (CTX_DENY_INVALID, "yes"),
+            ("cognito_authz.groups", "admins"),
+        ] {
+            let ext = HashMap::from([(k.to_string(), v.to_string())]);
+            assert!(r.requirements("GET", "h", "/x", &ext).is_err(), "{k}={v}");
+        }
+        let ext = HashMap::from([
+            (CTX_MODE.to_string(), "public".to_string()),
+            (CTX_GROUPS_ANY.to_string(), "admins".to_string()),
+        ]);
+        assert!(r.requirements("GET", "h", "/x", &ext).is_err());
+    }
+
+    #[test]
+    fn bad_rules_are_refused_naming_the_key() {
+        assert!(build_err("[[routes]]\nmode = \"public\"\n").starts_with("routes[0]:"));
+        assert!(build_err("[[routes]]\npath = \"x\"\nmode = \"public\"\n")
+            .starts_with("routes[0].path:"));
+        assert!(build_err("[[routes]]\npath = \"/x\"\n").starts_with("routes[0].mode:"));
+        assert!(
+            build_err("[[routes]]\npath = \"/x\"\nmode = \"required\"\npools = [\"nope\"]\n")
+                .starts_with("routes[0].pools:")
+        );
+        assert!(
+            build_err("[[routes]]\npath = \"/x\"\nmode = \"public\"\ngroups_any = [\"a\"]\n")
+                .starts_with("routes[0].mode:")
+        );
+        assert!(
+            build_err("[identity.claim_headers]\n\"custom:t\" = \"x-cognito-sub\"\n")
+                .contains("already managed")
+        );
+        assert!(
+            build_err("[identity.claim_headers]\n\"custom:t\" = \"Bad Header\"\n")
+                .contains("not a header name")
+        );
+        assert!(build_err("[identity]\nrealm = 'a\"b'\n").starts_with("identity.realm:"));
+    }
+
+    #[test]
+    fn mapped_claim_headers_become_managed() {
+        let r = routes("[identity.claim_headers]\n\"custom:tenant\" = \"X-Tenant-Id\"\n");
+        assert_eq!(
+            r.claim_headers,
+            vec![("custom:tenant".to_string(), "x-tenant-id".to_string())]
+        );
+        assert!(r.managed_headers.contains(&"x-tenant-id".to_string()));
+        assert_eq!(r.managed_headers.len(), IDENTITY_HEADERS.len() + 1);
+    }
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(host_without_port("a.example:443"), "a.example");
+        assert_eq!(host_without_port("a.example"), "a.example");
+        assert_eq!(host_without_port("[::1]:80"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
+    }
+}

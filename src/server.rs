@@ -1,0 +1,327 @@
+//! The `serve` runtime: the gRPC listener (Envoy's Check, health, reflection v1 and v1alpha,
+//! diagnostics) on TCP or a Unix socket, the admin HTTP listener (`/metrics`, `/healthz`,
+//! `/readyz`), the key store's background tasks, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tracing::{error, info, warn};
+
+use crate::authz::{Authorizer, AuthzService};
+use crate::config::Config;
+use crate::diagnostics::DiagnosticsService;
+use crate::generated::diagnostics::diagnostics_server::DiagnosticsServer;
+use crate::jwks::{FetchError, KeyStore};
+use crate::metrics::Metrics;
+use crate::verify::Verifier;
+
+/// The gRPC service name health reports for Envoy's Check.
+pub const AUTHZ_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
+/// How often readiness is re-evaluated while starting.
+const READINESS_POLL: Duration = Duration::from_millis(100);
+
+/// Why the server could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP client for JWKS fetches could not be built.
+    #[error("cannot build the JWKS client: {0}")]
+    Client(#[source] FetchError),
+    /// The reflection service could not load a descriptor.
+    #[error("reflection: {0}")]
+    Reflection(#[source] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[source] tonic::transport::Error),
+}
+
+/// Where the gRPC listener is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrpcAddr {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket path.
+    Unix(PathBuf),
+}
+
+/// A started server.
+pub struct Running {
+    /// The bound gRPC address (with the real port when configured with port 0).
+    pub grpc_addr: GrpcAddr,
+    /// The bound admin address.
+    pub admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    health: tonic_health::server::HealthReporter,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    admin: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+async fn set_health(reporter: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter
+        .set_service_status(AUTHZ_SERVICE_NAME, status)
+        .await;
+}
+
+/// Binds the listeners and starts serving; keys are fetched in the background and health says
+/// `SERVING` once every pool has keys.
+pub async fn start(config: Config) -> Result<Running, ServerError> {
+    let metrics = Metrics::new();
+    let keys = KeyStore::with_observer(
+        &config.pools,
+        &config.jwks,
+        std::sync::Arc::new(metrics.clone()),
+    )
+    .map_err(ServerError::Client)?;
+    let verifier = Verifier::new(&config, keys.clone());
+    let authorizer = Authorizer::new(verifier.clone(), config.routes.clone(), metrics.clone());
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::NotServing).await;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+
+    let mut background = Vec::new();
+    background.push(tokio::spawn({
+        let (keys, health, mut shutdown_rx) = (keys.clone(), health.clone(), shutdown_rx.clone());
+        async move {
+            keys.refresh_all().await;
+            let mut refresh = keys.spawn_refresh();
+            loop {
+                if *shutdown_rx.borrow() {
+                    break;
+                }
+                if keys.all_loaded() {
+                    set_health(&health, ServingStatus::Serving).await;
+                    info!("every pool has keys: serving");
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(READINESS_POLL) => {}
+                    _ = shutdown_rx.changed() => {}
+                }
+            }
+            let _ = shutdown_rx.wait_for(|stop| *stop).await;
+            for task in refresh.drain(..) {
+                task.abort();
+            }
+        }
+    }));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::generated::DIAGNOSTICS_DESCRIPTOR)
+        .register_encoded_file_descriptor_set(crate::generated::ENVOY_AUTHZ_DESCRIPTOR)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(ServerError::Reflection)?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::generated::DIAGNOSTICS_DESCRIPTOR)
+        .register_encoded_file_descriptor_set(crate::generated::ENVOY_AUTHZ_DESCRIPTOR)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(ServerError::Reflection)?;
+
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(AuthorizationServer::new(AuthzService::new(authorizer)))
+        .add_service(DiagnosticsServer::new(DiagnosticsService::new(verifier)));
+
+    let stop = {
+        let mut rx = shutdown_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let grpc_config = &config.server.grpc_addr;
+    let (grpc_addr, grpc) = if let Some(path) = grpc_config.strip_prefix("unix:") {
+        let path = PathBuf::from(path);
+        // A socket left by a previous run would make bind fail.
+        if std::fs::metadata(&path).is_ok() {
+            let _ = std::fs::remove_file(&path);
+        }
+        let listener =
+            tokio::net::UnixListener::bind(&path).map_err(|source| ServerError::Bind {
+                addr: grpc_config.clone(),
+                source,
+            })?;
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        (
+            GrpcAddr::Unix(path),
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop)),
+        )
+    } else {
+        let listener =
+            TcpListener::bind(grpc_config)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: grpc_config.clone(),
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: grpc_config.clone(),
+            source,
+        })?;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        (
+            GrpcAddr::Tcp(addr),
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop)),
+        )
+    };
+
+    let admin_listener = TcpListener::bind(&config.server.admin_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.server.admin_addr.clone(),
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.server.admin_addr.clone(),
+            source,
+        })?;
+    let admin = tokio::spawn({
+        let app = admin_router(metrics, keys, shutdown_rx.clone());
+        let mut rx = shutdown_rx;
+        async move {
+            let stop = async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            };
+            if let Err(err) = axum::serve(admin_listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                error!(cause = %err, "admin listener failed");
+            }
+        }
+    });
+    info!(grpc = ?grpc_addr, admin = %admin_addr, "listening");
+
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        shutdown,
+        health,
+        grpc,
+        admin,
+        background,
+        grace: config.server.shutdown_grace,
+    })
+}
+
+fn admin_router(metrics: Metrics, keys: KeyStore, shutdown: watch::Receiver<bool>) -> axum::Router {
+    use axum::http::{header, StatusCode};
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.encode();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = keys.all_loaded() && !*shutdown.borrow();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        )
+}
+
+impl Running {
+    /// Reports `NOT_SERVING`, stops accepting, lets in-flight checks finish within the grace
+    /// period, then stops everything.
+    pub async fn stop(self) -> Result<(), ServerError> {
+        set_health(&self.health, ServingStatus::NotServing).await;
+        let _ = self.shutdown.send(true);
+        let outcome = match tokio::time::timeout(self.grace, self.grpc).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(err))) => Err(ServerError::Transport(err)),
+            Ok(Err(join)) => {
+                error!(cause = %join, "gRPC server task failed");
+                Ok(())
+            }
+            Err(_) => {
+                warn!(grace = ?self.grace, "grace period over: closing remaining connections");
+                Ok(())
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.admin).await;
+        for task in self.background {
+            task.abort();
+        }
+        if let GrpcAddr::Unix(path) = &self.grpc_addr {
+            let _ = std::fs::remove_file(path);
+        }
+        info!("stopped");
+        outcome
+    }
+}
+
+/// Runs until `shutdown` completes, then stops gracefully.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let running = start(config).await?;
+    shutdown.await;
+    info!("shutting down");
+    running.stop().await
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                warn!(cause = %err, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
