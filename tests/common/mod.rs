@@ -131,3 +131,30 @@ pub fn answer(response: &CheckResponse) -> Answer {
         other => panic!("we never answer with {other:?}"),
     }
 }
+
+/// Server configuration on ephemeral loopback ports.
+pub fn serve_config(jwks_uri: &str, extra: &[(&str, &str)], toml_text: &str) -> Config {
+    let mut vars = env_for(jwks_uri, extra);
+    vars.entry("AUTHZ_GRPC_ADDR".into())
+        .or_insert_with(|| "127.0.0.1:0".into());
+    vars.insert("AUTHZ_ADMIN_ADDR".into(), "127.0.0.1:0".into());
+    Config::from_toml(|k| vars.get(k).cloned(), toml_text).expect("valid test configuration")
+}
+
+/// A tonic channel to a TCP address.
+pub async fn channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to the gRPC listener")
+}
+
+/// GET on the admin listener: (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("admin request");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
