@@ -1,0 +1,132 @@
+//! The main job: start the whole local stack (Cognito emulator, cognito-authz, the demo app,
+//! Envoy) on the documented loopback ports, walk through the bootcamp app's flows, then keep
+//! serving until Ctrl-C.
+//!
+//! Flags: `--exit-after-walkthrough` stops after the walkthrough (exit 0 when every step held);
+//! `--print-compose-envoy` prints envoy/envoy.compose.yaml as generated from envoy/envoy.yaml.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cruddur_demo::stack::{compose_envoy_config, Layout, Ports, Stack};
+use cruddur_demo::walkthrough;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("usage: cruddur-demo [--exit-after-walkthrough] [--print-compose-envoy]");
+        println!("Run from the project root (scripts/demo does).");
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "--print-compose-envoy") {
+        return match std::fs::read_to_string(root.join("envoy/envoy.yaml")) {
+            Ok(native) => {
+                print!("{}", compose_envoy_config(&native));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("envoy/envoy.yaml: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(unknown) = args.iter().find(|a| *a != "--exit-after-walkthrough") {
+        eprintln!("cruddur-demo: unknown argument {unknown} (see --help)");
+        return ExitCode::from(2);
+    }
+    let exit_after = !args.is_empty();
+
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .unwrap_or_else(|| root.join("target/release"));
+    let work_dir = root.join(".run");
+    let layout = match Layout::new(&root, &bin_dir, &work_dir) {
+        Ok(layout) => layout,
+        Err(e) => {
+            eprintln!("cruddur-demo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ports = Ports::DOCUMENTED;
+    println!("Starting the stack (logs in {}):", work_dir.display());
+    let stack = match Stack::start(layout, ports).await {
+        Ok(stack) => stack,
+        Err(e) => {
+            eprintln!("cruddur-demo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "  Cognito emulator   http://127.0.0.1:{}  (pool {}, app client {})",
+        ports.cognito, stack.pool.pool_id, stack.pool.client_id
+    );
+    println!(
+        "  cognito-authz      grpc 127.0.0.1:{}, admin http://127.0.0.1:{}/metrics",
+        ports.authz, ports.authz_admin
+    );
+    println!(
+        "  demo app           http://127.0.0.1:{} (behind Envoy)",
+        ports.app
+    );
+    println!(
+        "  Envoy              http://127.0.0.1:{}  (admin http://127.0.0.1:{})",
+        ports.envoy, ports.envoy_admin
+    );
+    println!();
+
+    let steps = walkthrough::run(&stack, |step| {
+        println!(
+            "{} {}",
+            if step.ok { "[ok]  " } else { "[FAIL]" },
+            step.title
+        );
+        for line in &step.lines {
+            println!("         {line}");
+        }
+    })
+    .await;
+    let failed = steps.iter().filter(|s| !s.ok).count();
+    println!();
+    println!("{} steps, {} failed", steps.len(), failed);
+    if failed > 0 || exit_after {
+        return if failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+
+    println!();
+    println!("Still serving. Try:");
+    println!(
+        "  curl -i http://127.0.0.1:{}/api/activities/home",
+        ports.envoy
+    );
+    println!(
+        "  .venv/bin/grpcurl -plaintext 127.0.0.1:{} list",
+        ports.authz
+    );
+    println!("Ctrl-C stops everything.");
+    wait_for_stop().await;
+    println!("Stopping.");
+    drop(stack);
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_stop() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The bootcamp app ("Cruddur") in miniature, behind Envoy and cognito-authz.
+//!
+//! # Layout
+//! - [`app`]: the upstream, which trusts identity headers and never parses a token.
+//! - [`cognito`]: the Cognito API calls the app's front end makes.
+//! - [`stack`]: the emulator, cognito-authz, the app and Envoy as real local processes.
+//! - [`walkthrough`]: the app's flows through Envoy, each step checked.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod cognito;
+pub mod stack;
+pub mod walkthrough;

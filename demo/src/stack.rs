@@ -1,0 +1,550 @@
+//! The local stack, natively on loopback: the Cognito emulator (moto) with the bootcamp pool,
+//! cognito-authz, the demo app and Envoy, each a real process with its log in a work folder.
+//! Dropping the [`Stack`] stops every process it started.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cognito::Cognito;
+
+/// A failure to start or drive the stack, with what the process logs said.
+#[derive(Debug)]
+pub struct StackError(pub String);
+
+impl std::fmt::Display for StackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StackError {}
+
+fn err(message: impl Into<String>) -> StackError {
+    StackError(message.into())
+}
+
+/// The ports the stack listens on, all on 127.0.0.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    /// Envoy's ingress: where clients connect.
+    pub envoy: u16,
+    /// Envoy's admin interface.
+    pub envoy_admin: u16,
+    /// cognito-authz gRPC (Check, health, reflection, diagnostics).
+    pub authz: u16,
+    /// cognito-authz admin HTTP (metrics, health).
+    pub authz_admin: u16,
+    /// The demo app.
+    pub app: u16,
+    /// The Cognito emulator.
+    pub cognito: u16,
+}
+
+impl Ports {
+    /// The documented ports, the ones `envoy/envoy.yaml` names.
+    pub const DOCUMENTED: Ports = Ports {
+        envoy: 8080,
+        envoy_admin: 9901,
+        authz: 9001,
+        authz_admin: 9002,
+        app: 8000,
+        cognito: 5000,
+    };
+
+    /// Six free loopback ports (for tests running side by side).
+    pub fn ephemeral() -> std::io::Result<Ports> {
+        let listeners = (0..6)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let p = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Ports {
+            envoy: p[0],
+            envoy_admin: p[1],
+            authz: p[2],
+            authz_admin: p[3],
+            app: p[4],
+            cognito: p[5],
+        })
+    }
+}
+
+/// Where things are.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The project root (holds `scripts/` and `envoy/`).
+    pub root: PathBuf,
+    /// The virtualenv with `envoy`, `moto_server`, `grpcurl` and `python`.
+    pub venv: PathBuf,
+    /// The folder holding the `cognito-authz` and `cruddur-app` binaries.
+    pub bin_dir: PathBuf,
+    /// Logs and rendered configs.
+    pub work_dir: PathBuf,
+}
+
+impl Layout {
+    /// The layout for a project root and a binaries folder; the virtualenv is `root/.venv` or
+    /// `COGNITO_AUTHZ_VENV`. Fails, naming the fix, when a tool is missing: a test that needs
+    /// Envoy or the emulator must never pass by skipping.
+    pub fn new(root: &Path, bin_dir: &Path, work_dir: &Path) -> Result<Layout, StackError> {
+        let venv = std::env::var_os("COGNITO_AUTHZ_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join(".venv"));
+        let layout = Layout {
+            root: root.to_path_buf(),
+            venv,
+            bin_dir: bin_dir.to_path_buf(),
+            work_dir: work_dir.to_path_buf(),
+        };
+        for tool in ["envoy", "moto_server", "grpcurl", "python"] {
+            if !layout.tool(tool).is_file() {
+                return Err(err(format!(
+                    "{} is missing: run scripts/setup-venv (it installs Envoy, the Cognito emulator and grpcurl)",
+                    layout.tool(tool).display()
+                )));
+            }
+        }
+        for bin in ["cognito-authz", "cruddur-app"] {
+            if !layout.bin_dir.join(bin).is_file() {
+                return Err(err(format!(
+                    "{} is missing: build the workspace (cargo build --workspace)",
+                    layout.bin_dir.join(bin).display()
+                )));
+            }
+        }
+        std::fs::create_dir_all(work_dir)
+            .map_err(|e| err(format!("cannot create {}: {e}", work_dir.display())))?;
+        Ok(layout)
+    }
+
+    /// A tool in the virtualenv.
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.venv.join("bin").join(name)
+    }
+}
+
+/// The bootcamp pool as the set-up script created it.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    /// The pool id.
+    pub pool_id: String,
+    /// The app client id.
+    pub client_id: String,
+    /// Where cognito-authz fetches the keys.
+    pub jwks_uri: String,
+}
+
+struct Proc {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+/// The running stack.
+pub struct Stack {
+    /// Where things are.
+    pub layout: Layout,
+    /// The ports.
+    pub ports: Ports,
+    /// The pool.
+    pub pool: Pool,
+    procs: Vec<Proc>,
+}
+
+/// The compose flavour of a native Envoy config: the ingress listens on all interfaces and the
+/// clusters find cognito-authz and the app by their service names. `envoy/envoy.compose.yaml`
+/// is this function's output, and a test keeps it so.
+pub fn compose_envoy_config(native: &str) -> String {
+    let mut out = String::from(
+        "# Envoy 1.40 in front of the demo app, asking cognito-authz about every request.\n\
+         # Compose stack: generated from envoy.yaml by cruddur_demo::stack::compose_envoy_config\n\
+         # (a test keeps the two in step). Services: cognito-authz:9001, app:8000.\n",
+    );
+    let body = native
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let body = body
+        .replace(
+            "socket_address: { address: 127.0.0.1, port_value: 8080 }",
+            "socket_address: { address: 0.0.0.0, port_value: 8080 }",
+        )
+        .replace("type: STATIC", "type: STRICT_DNS")
+        .replace(
+            "socket_address: { address: 127.0.0.1, port_value: 9001 }",
+            "socket_address: { address: cognito-authz, port_value: 9001 }",
+        )
+        .replace(
+            "socket_address: { address: 127.0.0.1, port_value: 8000 }",
+            "socket_address: { address: app, port_value: 8000 }",
+        );
+    out.push_str(&body);
+    out.push('\n');
+    out
+}
+
+/// The native Envoy config with the documented ports replaced by `ports`.
+pub fn render_envoy_config(native: &str, ports: Ports) -> Result<String, StackError> {
+    let d = Ports::DOCUMENTED;
+    let mut text = native.to_string();
+    for (from, to) in [
+        (d.envoy, ports.envoy),
+        (d.envoy_admin, ports.envoy_admin),
+        (d.authz, ports.authz),
+        (d.app, ports.app),
+    ] {
+        let needle = format!("port_value: {from} ");
+        if !text.contains(&needle) {
+            return Err(err(format!("the Envoy config has no '{needle}' to render")));
+        }
+        text = text.replace(&needle, &format!("port_value: {to} "));
+    }
+    Ok(text)
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(25)..].join("\n")
+}
+
+impl Stack {
+    /// Starts the emulator, creates the pool, then starts cognito-authz, the app and Envoy, each
+    /// waited on until it answers.
+    pub async fn start(layout: Layout, ports: Ports) -> Result<Stack, StackError> {
+        let mut stack = Stack {
+            layout,
+            ports,
+            pool: Pool {
+                pool_id: String::new(),
+                client_id: String::new(),
+                jwks_uri: String::new(),
+            },
+            procs: Vec::new(),
+        };
+        let moto = stack.layout.tool("moto_server");
+        stack.spawn(
+            "cognito-emulator",
+            Command::new(moto).args(["-H", "127.0.0.1", "-p", &ports.cognito.to_string()]),
+        )?;
+        stack.wait_tcp("cognito-emulator", ports.cognito).await?;
+        stack.pool = stack.create_pool()?;
+        stack.start_authz().await?;
+
+        let app = stack.layout.bin_dir.join("cruddur-app");
+        stack.spawn("app", Command::new(app).env("PORT", ports.app.to_string()))?;
+        stack
+            .wait_http("app", &format!("http://127.0.0.1:{}/healthz", ports.app))
+            .await?;
+
+        let native = std::fs::read_to_string(stack.layout.root.join("envoy/envoy.yaml"))
+            .map_err(|e| err(format!("envoy/envoy.yaml: {e}")))?;
+        let rendered = stack.layout.work_dir.join("envoy.yaml");
+        std::fs::write(&rendered, render_envoy_config(&native, ports)?)
+            .map_err(|e| err(format!("{}: {e}", rendered.display())))?;
+        let envoy = stack.layout.tool("envoy");
+        stack.spawn(
+            "envoy",
+            Command::new(envoy).arg("-c").arg(&rendered).args([
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+                "--concurrency",
+                "2",
+            ]),
+        )?;
+        stack
+            .wait_http(
+                "envoy",
+                &format!("http://127.0.0.1:{}/ready", ports.envoy_admin),
+            )
+            .await?;
+        Ok(stack)
+    }
+
+    fn create_pool(&self) -> Result<Pool, StackError> {
+        let endpoint = self.cognito_endpoint();
+        let out = Command::new(self.layout.tool("python"))
+            .arg(self.layout.root.join("scripts/cognito_setup.py"))
+            .args(["--endpoint", &endpoint])
+            .output()
+            .map_err(|e| err(format!("cognito_setup.py: {e}")))?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "cognito_setup.py failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let value: Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| err(format!("cognito_setup.py printed no JSON: {e}")))?;
+        let field = |name: &str| {
+            value[name]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| err(format!("cognito_setup.py printed no {name}")))
+        };
+        Ok(Pool {
+            pool_id: field("pool_id")?,
+            client_id: field("client_id")?,
+            jwks_uri: field("jwks_uri")?,
+        })
+    }
+
+    /// Starts cognito-authz with the app's own variables and waits until it holds keys.
+    pub async fn start_authz(&mut self) -> Result<(), StackError> {
+        let bin = self.layout.bin_dir.join("cognito-authz");
+        let ports = self.ports;
+        let mut command = Command::new(bin);
+        command
+            .arg("serve")
+            .env("AWS_COGNITO_USER_POOL_ID", &self.pool.pool_id)
+            .env("AWS_COGNITO_USER_POOL_CLIENT_ID", &self.pool.client_id)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("COGNITO_JWKS_URI", &self.pool.jwks_uri)
+            .env("AUTHZ_GRPC_ADDR", format!("127.0.0.1:{}", ports.authz))
+            .env(
+                "AUTHZ_ADMIN_ADDR",
+                format!("127.0.0.1:{}", ports.authz_admin),
+            )
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        self.spawn("cognito-authz", &mut command)?;
+        self.wait_http(
+            "cognito-authz",
+            &format!("http://127.0.0.1:{}/readyz", ports.authz_admin),
+        )
+        .await
+    }
+
+    /// Kills cognito-authz (as a crash would) and waits until it is gone.
+    pub fn kill_authz(&mut self) -> Result<(), StackError> {
+        let index = self
+            .procs
+            .iter()
+            .position(|p| p.name == "cognito-authz")
+            .ok_or_else(|| err("cognito-authz is not running"))?;
+        let mut proc = self.procs.remove(index);
+        proc.child
+            .kill()
+            .and_then(|_| proc.child.wait())
+            .map_err(|e| err(format!("cannot kill cognito-authz: {e}")))?;
+        Ok(())
+    }
+
+    /// The emulator's endpoint.
+    pub fn cognito_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.cognito)
+    }
+
+    /// A Cognito client for the pool's app client.
+    pub fn cognito(&self) -> Cognito {
+        Cognito::new(
+            &self.cognito_endpoint(),
+            &self.pool.pool_id,
+            &self.pool.client_id,
+        )
+    }
+
+    /// Envoy's ingress URL for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.ports.envoy, path)
+    }
+
+    /// cognito-authz's gRPC address.
+    pub fn authz_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.authz))
+    }
+
+    /// Requests the app has served so far (read directly, not through Envoy).
+    pub async fn app_requests(&self) -> Result<u64, StackError> {
+        let value: Value = reqwest::get(format!("http://127.0.0.1:{}/_stats", self.ports.app))
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| err(format!("app stats: {e}")))?
+            .json()
+            .await
+            .map_err(|e| err(format!("app stats: {e}")))?;
+        value["requests"]
+            .as_u64()
+            .ok_or_else(|| err("app stats: no count"))
+    }
+
+    /// Re-signs an emulator token with the emulator's key after setting time claims relative
+    /// to now (`[("exp", -60)]`): a real token the emulator would never hand out.
+    pub fn resign(&self, token: &str, edits: &[(&str, i64)]) -> Result<String, StackError> {
+        use std::io::Write as _;
+        let mut command = Command::new(self.layout.tool("python"));
+        command.arg(self.layout.root.join("scripts/emulator_token.py"));
+        for (claim, seconds) in edits {
+            command.arg("--set").arg(format!("{claim}={seconds}"));
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| err(format!("emulator_token.py: {e}")))?;
+        child
+            .stdin
+            .take()
+            .ok_or_else(|| err("emulator_token.py: no stdin"))?
+            .write_all(token.as_bytes())
+            .map_err(|e| err(format!("emulator_token.py: {e}")))?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| err(format!("emulator_token.py: {e}")))?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "emulator_token.py failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Runs grpcurl from the virtualenv against cognito-authz; returns stdout.
+    pub fn grpcurl(&self, args: &[&str]) -> Result<String, StackError> {
+        let out = Command::new(self.layout.tool("grpcurl"))
+            .arg("-plaintext")
+            .args(args)
+            .output()
+            .map_err(|e| err(format!("grpcurl: {e}")))?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "grpcurl {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The path of a process's log.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.layout.work_dir.join(format!("{name}.log"))
+    }
+
+    fn spawn(&mut self, name: &'static str, command: &mut Command) -> Result<(), StackError> {
+        let log = self.log_path(name);
+        let file = File::create(&log).map_err(|e| err(format!("{}: {e}", log.display())))?;
+        let file2 = file
+            .try_clone()
+            .map_err(|e| err(format!("{}: {e}", log.display())))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(file2)
+            .spawn()
+            .map_err(|e| err(format!("cannot start {name}: {e}")))?;
+        self.procs.push(Proc { name, child, log });
+        Ok(())
+    }
+
+    fn check_alive(&mut self, name: &str) -> Result<(), StackError> {
+        if let Some(proc) = self.procs.iter_mut().find(|p| p.name == name) {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                return Err(err(format!(
+                    "{name} exited ({status}); its log ends:\n{}",
+                    tail(&proc.log)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_tcp(&mut self, name: &str, port: u16) -> Result<(), StackError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(());
+            }
+            self.check_alive(name)?;
+            if Instant::now() > deadline {
+                return Err(err(format!(
+                    "{name} did not listen on port {port}; its log ends:\n{}",
+                    tail(&self.log_path(name))
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_http(&mut self, name: &str, url: &str) -> Result<(), StackError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(response) = http.get(url).send().await {
+                if response.status().is_success() {
+                    return Ok(());
+                }
+            }
+            self.check_alive(name)?;
+            if Instant::now() > deadline {
+                return Err(err(format!(
+                    "{name} did not become ready at {url}; its log ends:\n{}",
+                    tail(&self.log_path(name))
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for proc in self.procs.iter_mut().rev() {
+            let _ = proc.child.kill();
+            let _ = proc.child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NATIVE: &str = include_str!("../../envoy/envoy.yaml");
+
+    #[test]
+    fn the_compose_envoy_config_is_the_native_one_for_compose() {
+        let committed = include_str!("../../envoy/envoy.compose.yaml");
+        assert_eq!(
+            committed,
+            compose_envoy_config(NATIVE),
+            "envoy/envoy.compose.yaml is stale: regenerate it with \
+             `cargo run -p cruddur-demo --bin cruddur-demo -- --print-compose-envoy`"
+        );
+    }
+
+    #[test]
+    fn rendering_replaces_every_documented_port() {
+        let ports = Ports {
+            envoy: 1,
+            envoy_admin: 2,
+            authz: 3,
+            authz_admin: 4,
+            app: 5,
+            cognito: 6,
+        };
+        let text = render_envoy_config(NATIVE, ports).unwrap();
+        for old in [
+            "port_value: 8080 ",
+            "port_value: 9901 ",
+            "port_value: 9001 ",
+            "port_value: 8000 ",
+        ] {
+            assert!(!text.contains(old), "{old} left in the rendered config");
+        }
+        assert!(render_envoy_config("admin: {}", ports).is_err());
+    }
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Creates the bootcamp app's user pool in a Cognito API (the emulator, or AWS itself).
+
+Sign-in with email; required attributes name and preferred_username; an app client without a
+secret allowing USER_PASSWORD_AUTH and refresh, whose ID tokens carry email, name and
+preferred_username; an `admins` group. Prints the ids as JSON and, with --config, writes the
+cognito-authz TOML for the pool.
+"""
+import argparse
+import json
+import sys
+
+import boto3
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--endpoint", required=True, help="Cognito API endpoint, e.g. http://127.0.0.1:5000")
+    parser.add_argument("--jwks-base", help="base URL cognito-authz fetches keys from (default: --endpoint)")
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--config", help="write a cognito-authz TOML config for the pool here")
+    args = parser.parse_args()
+
+    cognito = boto3.client(
+        "cognito-idp",
+        endpoint_url=args.endpoint,
+        region_name=args.region,
+        aws_access_key_id="emulator",
+        aws_secret_access_key="emulator",
+    )
+    pool = cognito.create_user_pool(
+        PoolName="cruddur-user-pool",
+        UsernameAttributes=["email"],
+        AutoVerifiedAttributes=["email"],
+        Schema=[
+            {"Name": "name", "AttributeDataType": "String", "Required": True, "Mutable": True},
+            {"Name": "preferred_username", "AttributeDataType": "String", "Required": True, "Mutable": True},
+        ],
+    )["UserPool"]
+    client = cognito.create_user_pool_client(
+        UserPoolId=pool["Id"],
+        ClientName="cruddur-web",
+        GenerateSecret=False,
+        ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH", "ALLOW_USER_SRP_AUTH"],
+        ReadAttributes=["email", "email_verified", "name", "preferred_username"],
+    )["UserPoolClient"]
+    cognito.create_group(GroupName="admins", UserPoolId=pool["Id"], Description="Cruddur administrators")
+
+    jwks_base = (args.jwks_base or args.endpoint).rstrip("/")
+    result = {
+        "pool_id": pool["Id"],
+        "client_id": client["ClientId"],
+        "region": args.region,
+        "jwks_uri": f"{jwks_base}/{pool['Id']}/.well-known/jwks.json",
+    }
+    if args.config:
+        with open(args.config, "w", encoding="utf-8") as out:
+            out.write(
+                "# Written by scripts/cognito_setup.py for the emulated bootcamp pool.\n"
+                "[[pools]]\n"
+                f"id = \"{result['pool_id']}\"\n"
+                f"client_ids = [\"{result['client_id']}\"]\n"
+                f"jwks_uri = \"{result['jwks_uri']}\"\n"
+            )
+    json.dump(result, sys.stdout)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
