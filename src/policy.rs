@@ -310,7 +310,9 @@ impl RouteConfig {
             fallback: Requirements {
                 rule: "default".to_string(),
                 mode: Mode::Required,
-                deny_invalid: true,
+                // Meaningless while required; an override to optional must get the optional
+                // default (an unusable token is anonymous), not a leftover.
+                deny_invalid: false,
                 groups_any: Vec::new(),
                 scopes_all: Vec::new(),
                 pools: Vec::new(),

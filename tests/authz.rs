@@ -457,6 +457,22 @@ async fn context_extensions_override_the_route() {
         Answer::Denied { status, .. } => assert_eq!(status, 403),
         other => panic!("{other:?}"),
     }
+    // Made optional by Envoy, an unmatched route treats an expired token as anonymous.
+    let expired = bearer(&access_token(|c| c["exp"] = json!(now() - 3600)));
+    match check_ext(
+        &a,
+        "/not-in-any-rule",
+        &with_spoofed(&[("authorization", &expired)]),
+        &[("cognito_authz.mode", "optional")],
+    )
+    .await
+    {
+        Answer::Allowed { set, removed } => {
+            assert!(set.is_empty());
+            assert_no_spoof(&set, &removed);
+        }
+        other => panic!("{other:?}"),
+    }
     // A value Envoy should never send is a gRPC error: Envoy then fails closed.
     let err = a
         .check(&check_request(
