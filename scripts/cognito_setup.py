@@ -9,6 +9,9 @@ cognito-authz TOML for the pool.
 import argparse
 import json
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import boto3
 
@@ -19,7 +22,22 @@ def main() -> int:
     parser.add_argument("--jwks-base", help="base URL cognito-authz fetches keys from (default: --endpoint)")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--config", help="write a cognito-authz TOML config for the pool here")
+    parser.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                        help="wait up to this long for the endpoint to answer (compose start-up)")
     args = parser.parse_args()
+
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            urllib.request.urlopen(args.endpoint, timeout=2)
+            break
+        except urllib.error.HTTPError:
+            break  # it answers, whatever it says
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                print(f"cognito_setup.py: {args.endpoint} does not answer: {exc}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
 
     cognito = boto3.client(
         "cognito-idp",

@@ -13,8 +13,19 @@ async fn main() -> std::process::ExitCode {
         }
     };
     eprintln!("cruddur-app: listening on {addr}");
+    // SIGTERM too: in a container the app is PID 1, which ignores signals it does not handle.
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
     };
     match axum::serve(listener, cruddur_demo::app::router())
         .with_graceful_shutdown(shutdown)

@@ -1,0 +1,26 @@
+# syntax=docker/dockerfile:1
+# Multi-stage: build both binaries once, ship each in a small distroless image as non-root.
+#   docker build --target cognito-authz -t cognito-authz .
+#   docker build --target app -t cruddur-app .
+
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --workspace --bins
+
+# cognito-authz: gRPC on 9001 (Envoy's Check, health, reflection, diagnostics), admin on 9002.
+FROM gcr.io/distroless/cc-debian12:nonroot AS cognito-authz
+COPY --from=build /src/target/release/cognito-authz /usr/local/bin/cognito-authz
+USER nonroot
+ENV AUTHZ_GRPC_ADDR=0.0.0.0:9001 AUTHZ_ADMIN_ADDR=0.0.0.0:9002
+EXPOSE 9001 9002
+ENTRYPOINT ["/usr/local/bin/cognito-authz"]
+CMD ["serve"]
+
+# The demo upstream.
+FROM gcr.io/distroless/cc-debian12:nonroot AS app
+COPY --from=build /src/target/release/cruddur-app /usr/local/bin/cruddur-app
+USER nonroot
+ENV BIND=0.0.0.0 PORT=8000
+EXPOSE 8000
+ENTRYPOINT ["/usr/local/bin/cruddur-app"]

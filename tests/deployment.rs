@@ -1,0 +1,118 @@
+//! The deployment files as users take them: every Envoy config in envoy/ passes Envoy 1.40's
+//! own validation, and docker-compose.yml passes `docker-compose config -q` with every file it
+//! mounts or builds from present.
+
+use std::path::Path;
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn envoy() -> std::path::PathBuf {
+    let venv = std::env::var_os("COGNITO_AUTHZ_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv"));
+    let envoy = venv.join("bin/envoy");
+    assert!(
+        envoy.is_file(),
+        "{} is missing: run scripts/setup-venv",
+        envoy.display()
+    );
+    envoy
+}
+
+#[test]
+fn every_envoy_config_validates_with_envoy_1_40() {
+    let envoy = envoy();
+    let version = Command::new(&envoy).arg("--version").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&version.stdout).contains("/1.40."),
+        "Envoy 1.40 expected: {}",
+        String::from_utf8_lossy(&version.stdout)
+    );
+    let mut configs: Vec<_> = std::fs::read_dir(root().join("envoy"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    configs.sort();
+    assert!(
+        configs.len() >= 2,
+        "expected the native and compose configs: {configs:?}"
+    );
+    for config in configs {
+        let out = Command::new(&envoy)
+            .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} does not validate:\n{}{}",
+            config.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn docker_compose_config_is_valid_and_complete() {
+    let compose = root().join("docker-compose.yml");
+    let out = Command::new("docker-compose")
+        .arg("-f")
+        .arg(&compose)
+        .args(["config", "-q"])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("docker-compose is not installed ({e}): the README's test command installs it")
+        });
+    assert!(
+        out.status.success(),
+        "docker-compose config -q failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Every bind-mounted file and build context named in the file exists.
+    let text = std::fs::read_to_string(&compose).unwrap();
+    let mut named = 0;
+    for line in text.lines() {
+        let line = line.trim().trim_start_matches("- ");
+        let path = if let Some(rest) = line.strip_prefix("context:") {
+            Some(rest.trim())
+        } else if let Some(rest) = line.strip_prefix("dockerfile:") {
+            Some(rest.trim())
+        } else if line.starts_with("./") {
+            line.split(':').next()
+        } else {
+            None
+        };
+        if let Some(path) = path {
+            named += 1;
+            assert!(
+                root().join(path.trim_matches('"')).exists(),
+                "docker-compose.yml names {path}, which does not exist"
+            );
+        }
+    }
+    assert!(
+        named >= 4,
+        "expected mounts and build contexts, found {named}"
+    );
+}
+
+#[test]
+fn the_dockerfile_builds_non_root_and_small() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let froms = text.lines().filter(|l| l.starts_with("FROM ")).count();
+    assert!(froms >= 2, "multi-stage");
+    assert!(
+        text.contains("USER nonroot") || text.contains(":nonroot"),
+        "runs as non-root"
+    );
+    assert!(
+        text.contains("distroless") || text.contains("-slim"),
+        "a small runtime image"
+    );
+}
