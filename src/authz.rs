@@ -17,14 +17,13 @@ use envoy_types::ext_authz::v3::pb::{
 };
 use envoy_types::pb::google::protobuf::{value::Kind, BoolValue, Struct, Value as PbValue};
 use envoy_types::pb::google::rpc;
-use serde_json::Value;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use crate::config::TokenUse;
+use crate::cache::{token_key, Identity, Lookup, TokenCache};
 use crate::metrics::Metrics;
-use crate::policy::{Mode, Requirements, RouteConfig, IDENTITY_PREFIX, MAX_HEADER_VALUE_BYTES};
-use crate::verify::{Claims, Reason, Verifier};
+use crate::policy::{Mode, Requirements, RouteConfig, IDENTITY_PREFIX};
+use crate::verify::{Reason, Verifier};
 
 /// Why a request was denied: a token reason or a policy reason. Codes are stable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,10 +133,8 @@ pub struct Verdict {
     /// The reason code: `valid`, `public`, `no_token`, or a deny/token reason (an anonymous
     /// allow on an optional route names why the token was not used).
     pub reason: &'static str,
-    /// The verified claims (allow only).
-    pub claims: Option<Claims>,
-    /// Identity headers to set (allow only).
-    pub headers: Vec<(String, String)>,
+    /// The caller's identity (allow only).
+    pub identity: Option<Arc<Identity>>,
 }
 
 impl Verdict {
@@ -145,8 +142,7 @@ impl Verdict {
         Verdict {
             decision: Decision::Deny(reason),
             reason: reason.as_str(),
-            claims: None,
-            headers: Vec::new(),
+            identity: None,
         }
     }
 
@@ -154,8 +150,7 @@ impl Verdict {
         Verdict {
             decision: Decision::AllowAnonymous,
             reason,
-            claims: None,
-            headers: Vec::new(),
+            identity: None,
         }
     }
 }
@@ -229,83 +224,11 @@ pub fn find_credential<'a>(
     Credential::Missing
 }
 
-fn header_safe(value: &str) -> bool {
-    value.len() <= MAX_HEADER_VALUE_BYTES && !value.chars().any(|c| c.is_control())
-}
-
-/// Group names may contain commas (Cognito allows punctuation); escape `%` and `,` so the
-/// comma-joined list stays unambiguous.
-fn escape_list_item(item: &str) -> String {
-    if item.contains(['%', ',']) {
-        item.replace('%', "%25").replace(',', "%2C")
-    } else {
-        item.to_string()
-    }
-}
-
-fn claim_as_header(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str().map(escape_list_item))
-            .collect::<Option<Vec<_>>>()
-            .map(|v| v.join(",")),
-        _ => None,
-    }
-}
-
-/// The identity headers for verified claims; `Err` when a value is unsafe to forward.
-pub fn identity_headers(
-    claims: &Claims,
-    routes: &RouteConfig,
-) -> Result<Vec<(String, String)>, DenyReason> {
-    let mut headers: Vec<(String, String)> = Vec::with_capacity(8 + routes.claim_headers.len());
-    let mut add = |name: &str, value: Option<String>| {
-        if let Some(value) = value.filter(|v| !v.is_empty()) {
-            headers.push((name.to_string(), value));
-        }
-    };
-    add("x-cognito-sub", Some(claims.sub.clone()));
-    add("x-cognito-username", claims.username.clone());
-    add("x-cognito-client-id", Some(claims.client_id.clone()));
-    add(
-        "x-cognito-token-use",
-        Some(claims.token_use.as_str().to_string()),
-    );
-    add(
-        "x-cognito-groups",
-        Some(
-            claims
-                .groups
-                .iter()
-                .map(|g| escape_list_item(g))
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-    );
-    add("x-cognito-scope", Some(claims.scopes.join(" ")));
-    add("x-cognito-email", claims.email.clone());
-    add(
-        "x-cognito-preferred-username",
-        claims.preferred_username.clone(),
-    );
-    for (claim, header) in &routes.claim_headers {
-        add(header, claims.raw.get(claim).and_then(claim_as_header));
-    }
-    if headers.iter().all(|(_, v)| header_safe(v)) {
-        Ok(headers)
-    } else {
-        Err(DenyReason::UnsafeClaim)
-    }
-}
-
 struct Inner {
     verifier: Verifier,
     routes: Arc<RouteConfig>,
     metrics: Metrics,
+    cache: TokenCache,
 }
 
 /// Decides Checks. Cheap to clone.
@@ -315,15 +238,56 @@ pub struct Authorizer {
 }
 
 impl Authorizer {
-    /// An authorizer over `verifier` with `routes`, counting into `metrics`.
-    pub fn new(verifier: Verifier, routes: RouteConfig, metrics: Metrics) -> Authorizer {
+    /// An authorizer over `verifier` with `routes`, caching up to `cache_entries` verified
+    /// tokens, counting into `metrics`.
+    pub fn new(
+        verifier: Verifier,
+        routes: RouteConfig,
+        cache_entries: usize,
+        metrics: Metrics,
+    ) -> Authorizer {
+        let cache = TokenCache::with_counters(cache_entries, metrics.cache_counters());
         Authorizer {
             inner: Arc::new(Inner {
                 verifier,
                 routes: Arc::new(routes),
                 metrics,
+                cache,
             }),
         }
+    }
+
+    /// The verified-token cache.
+    pub fn cache(&self) -> &TokenCache {
+        &self.inner.cache
+    }
+
+    /// The identity a token proves: from the cache while it is good, else verified and cached.
+    pub async fn identity(&self, token: &str) -> Result<Arc<Identity>, DenyReason> {
+        let inner = &*self.inner;
+        let key = token_key(token);
+        let now = crate::unix_now();
+        let keys = inner.verifier.keys();
+        if let (Lookup::Hit, Some(identity)) =
+            inner
+                .cache
+                .get(&key, now, inner.verifier.leeway(), |pool, kid| {
+                    keys.has_key(pool, kid)
+                })
+        {
+            return Ok(identity);
+        }
+        let claims = inner
+            .verifier
+            .verify_at(token, now)
+            .await
+            .map_err(|rejection| DenyReason::Token(rejection.reason))?;
+        let identity = Arc::new(
+            Identity::from_claims(&claims, &inner.routes.claim_headers)
+                .map_err(|_| DenyReason::UnsafeClaim)?,
+        );
+        inner.cache.insert(key, Arc::clone(&identity));
+        Ok(identity)
     }
 
     /// The verifier.
@@ -362,7 +326,7 @@ impl Authorizer {
             verdict.reason,
             elapsed.as_secs_f64(),
         );
-        let sub = verdict.claims.as_ref().map(|c| c.sub.as_str());
+        let sub = verdict.identity.as_ref().map(|i| i.sub());
         info!(
             decision = verdict.decision.as_str(),
             reason = verdict.reason,
@@ -395,23 +359,17 @@ impl Authorizer {
                 return self.refuse(optional, requirements, DenyReason::InvalidRequest)
             }
         };
-        let claims = match self.inner.verifier.verify(token).await {
-            Ok(claims) => claims,
-            Err(rejection) => {
-                return self.refuse(optional, requirements, DenyReason::Token(rejection.reason))
-            }
+        let identity = match self.identity(token).await {
+            Ok(identity) => identity,
+            Err(reason) => return self.refuse(optional, requirements, reason),
         };
-        if let Some(reason) = self.policy_failure(requirements, &claims) {
+        if let Some(reason) = self.policy_failure(requirements, &identity) {
             return self.refuse(optional, requirements, reason);
         }
-        match identity_headers(&claims, routes) {
-            Ok(headers) => Verdict {
-                decision: Decision::Allow,
-                reason: "valid",
-                claims: Some(claims),
-                headers,
-            },
-            Err(reason) => self.refuse(optional, requirements, reason),
+        Verdict {
+            decision: Decision::Allow,
+            reason: "valid",
+            identity: Some(identity),
         }
     }
 
@@ -425,27 +383,31 @@ impl Authorizer {
         }
     }
 
-    fn policy_failure(&self, requirements: &Requirements, claims: &Claims) -> Option<DenyReason> {
-        if !requirements.pools.is_empty() && !requirements.pools.contains(&claims.pool_id) {
-            return Some(DenyReason::PoolNotAllowed);
+    fn policy_failure(
+        &self,
+        requirements: &Requirements,
+        identity: &Identity,
+    ) -> Option<DenyReason> {
+        if !requirements.pools.is_empty() {
+            let pool_id = &self.inner.verifier.pools()[identity.pool()].id;
+            if !requirements.pools.contains(pool_id) {
+                return Some(DenyReason::PoolNotAllowed);
+            }
         }
         if let Some(accepted) = requirements.token_use {
-            if !accepted.accepts(claims.token_use) {
+            if !accepted.accepts(identity.token_use()) {
                 return Some(DenyReason::Token(Reason::WrongTokenUse));
             }
         }
         if !requirements.groups_any.is_empty()
-            && !claims
-                .groups
-                .iter()
-                .any(|g| requirements.groups_any.contains(g))
+            && !requirements.groups_any.iter().any(|g| identity.in_group(g))
         {
             return Some(DenyReason::MissingGroup);
         }
         if !requirements
             .scopes_all
             .iter()
-            .all(|s| claims.scopes.contains(s))
+            .all(|s| identity.scopes().any(|have| have == s))
         {
             return Some(DenyReason::MissingScope);
         }
@@ -461,10 +423,15 @@ impl Authorizer {
         requirements: &Requirements,
     ) -> CheckResponse {
         let routes = &*self.inner.routes;
-        let metadata = decision_metadata(verdict, requirements);
+        let metadata = self.decision_metadata(verdict, requirements);
         match verdict.decision {
             Decision::Allow | Decision::AllowAnonymous => {
-                let set: HashSet<&str> = verdict.headers.iter().map(|(k, _)| k.as_str()).collect();
+                let headers: Vec<(&str, &str)> = verdict
+                    .identity
+                    .as_ref()
+                    .map(|i| i.headers(&routes.claim_headers).collect())
+                    .unwrap_or_default();
+                let set: HashSet<&str> = headers.iter().map(|(k, _)| *k).collect();
                 let mut remove: Vec<String> = routes
                     .managed_headers
                     .iter()
@@ -492,11 +459,7 @@ impl Authorizer {
                     }),
                     dynamic_metadata: Some(metadata),
                     http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                        headers: verdict
-                            .headers
-                            .iter()
-                            .map(|(k, v)| overwrite(k, v))
-                            .collect(),
+                        headers: headers.iter().map(|(k, v)| overwrite(k, v)).collect(),
                         headers_to_remove: remove,
                         ..Default::default()
                     })),
@@ -504,6 +467,31 @@ impl Authorizer {
             }
             Decision::Deny(reason) => deny_response(reason, &routes.realm, metadata),
         }
+    }
+}
+
+impl Authorizer {
+    /// Dynamic metadata for Envoy's access log, under the filter's namespace
+    /// (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%`).
+    fn decision_metadata(&self, verdict: &Verdict, requirements: &Requirements) -> Struct {
+        let mut fields = HashMap::from([
+            (
+                "decision".to_string(),
+                string_value(verdict.decision.as_str()),
+            ),
+            ("reason".to_string(), string_value(verdict.reason)),
+            ("rule".to_string(), string_value(&requirements.rule)),
+        ]);
+        if let Some(identity) = &verdict.identity {
+            let pool = &self.inner.verifier.pools()[identity.pool()].id;
+            fields.insert("sub".to_string(), string_value(identity.sub()));
+            fields.insert("pool".to_string(), string_value(pool));
+            fields.insert(
+                "token_use".to_string(),
+                string_value(identity.token_use().as_str()),
+            );
+        }
+        Struct { fields }
     }
 }
 
@@ -573,31 +561,6 @@ fn string_value(s: &str) -> PbValue {
     PbValue {
         kind: Some(Kind::StringValue(s.to_string())),
     }
-}
-
-/// Dynamic metadata for Envoy's access log, under the filter's namespace
-/// (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%`).
-fn decision_metadata(verdict: &Verdict, requirements: &Requirements) -> Struct {
-    let mut fields = HashMap::from([
-        (
-            "decision".to_string(),
-            string_value(verdict.decision.as_str()),
-        ),
-        ("reason".to_string(), string_value(verdict.reason)),
-        ("rule".to_string(), string_value(&requirements.rule)),
-    ]);
-    if let Some(claims) = &verdict.claims {
-        fields.insert("sub".to_string(), string_value(&claims.sub));
-        fields.insert("pool".to_string(), string_value(&claims.pool_id));
-        fields.insert(
-            "token_use".to_string(),
-            string_value(match claims.token_use {
-                TokenUse::Access => "access",
-                TokenUse::Id => "id",
-            }),
-        );
-    }
-    Struct { fields }
 }
 
 /// The tonic service: a thin shell over [`Authorizer::check`].

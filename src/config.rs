@@ -37,6 +37,8 @@ pub const ENV_JWKS_MIN_REFETCH: &str = "COGNITO_JWKS_MIN_REFETCH_SECONDS";
 pub const ENV_JWKS_TIMEOUT_MS: &str = "COGNITO_JWKS_TIMEOUT_MS";
 /// Path of the TOML config file (also `--config`).
 pub const ENV_CONFIG_FILE: &str = "COGNITO_AUTHZ_CONFIG";
+/// Verified tokens to cache (0 disables the cache).
+pub const ENV_TOKEN_CACHE_SIZE: &str = "COGNITO_TOKEN_CACHE_SIZE";
 /// Address of the gRPC listener (Envoy's ext_authz, health, reflection, diagnostics).
 pub const ENV_GRPC_ADDR: &str = "AUTHZ_GRPC_ADDR";
 /// Address of the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`).
@@ -252,6 +254,8 @@ pub struct Config {
     pub leeway: Duration,
     /// Largest token accepted, in bytes.
     pub max_token_bytes: usize,
+    /// Verified tokens cached (0: no cache).
+    pub token_cache_entries: usize,
     /// Key-store tuning.
     pub jwks: JwksSettings,
     /// Listeners and logging.
@@ -267,6 +271,7 @@ pub struct Config {
 struct FileConfig {
     leeway_seconds: Option<u64>,
     max_token_bytes: Option<usize>,
+    token_cache_entries: Option<u64>,
     jwks: Option<FileJwks>,
     server: Option<FileServer>,
     #[serde(default)]
@@ -372,6 +377,14 @@ impl Config {
                 format!("{max_token_bytes} is too small for any Cognito token (minimum 1024)"),
             ));
         }
+
+        let token_cache_entries = usize::try_from(pick_u64(
+            var,
+            ENV_TOKEN_CACHE_SIZE,
+            file.token_cache_entries,
+            crate::cache::DEFAULT_CACHE_ENTRIES as u64,
+        )?)
+        .map_err(|_| ConfigError::invalid(ENV_TOKEN_CACHE_SIZE, "too large"))?;
 
         let jwks = JwksSettings {
             refresh_interval: Duration::from_secs(positive(
@@ -480,6 +493,7 @@ impl Config {
             pools,
             leeway,
             max_token_bytes,
+            token_cache_entries,
             jwks,
             server,
             routes,

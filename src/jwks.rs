@@ -68,7 +68,7 @@ pub enum KeyError {
 
 /// One verification key, parsed once.
 pub struct VerificationKey {
-    kid: String,
+    kid: Arc<str>,
     key: ParsedPublicKey,
 }
 
@@ -87,13 +87,13 @@ impl VerificationKey {
             .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
             .map_err(|err| format!("not a usable RSA key: {err}"))?;
         Ok(VerificationKey {
-            kid: kid.to_string(),
+            kid: Arc::from(kid),
             key,
         })
     }
 
-    /// The key's id.
-    pub fn kid(&self) -> &str {
+    /// The key's id (shared, so cached identities can hold it for nothing).
+    pub fn kid(&self) -> &Arc<str> {
         &self.kid
     }
 
@@ -175,7 +175,7 @@ impl KeySet {
                 });
             match parsed {
                 Ok(key) => {
-                    keys.insert(key.kid.clone(), Arc::new(key));
+                    keys.insert(key.kid.to_string(), Arc::new(key));
                 }
                 Err(problem) => {
                     skipped += 1;
@@ -334,6 +334,12 @@ impl KeyStore {
     /// The current key set of pool `pool` (an index into the configured pools).
     pub fn snapshot(&self, pool: usize) -> Arc<KeySet> {
         self.inner.pools[pool].keys.load_full()
+    }
+
+    /// Whether pool `pool` currently holds key `kid` (a cached token signed by a key that left
+    /// the JWKS stops being accepted at the refresh that removed it).
+    pub fn has_key(&self, pool: usize, kid: &str) -> bool {
+        self.inner.pools[pool].keys.load().get(kid).is_some()
     }
 
     /// Whether every pool holds keys (readiness).

@@ -10,6 +10,7 @@
 //! - [`verify`]: the token checks and their stable reason codes.
 //! - [`policy`]: route rules, `context_extensions` overrides, identity-header settings.
 //! - [`authz`]: Envoy's ext_authz service: credential, policy, allow and deny responses.
+//! - [`cache`]: the verified-token cache and the compact identity it holds.
 //! - [`diagnostics`]: our own gRPC API (`VerifyToken`, `KeyStatus`).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: listeners, health, reflection, admin HTTP, graceful shutdown.
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod authz;
+pub mod cache;
 pub mod config;
 pub mod diagnostics;
 pub mod jwks;

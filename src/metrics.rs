@@ -25,6 +25,11 @@ struct FetchLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     pool: String,
 }
@@ -35,6 +40,7 @@ struct Inner {
     check_duration: Histogram,
     fetches: Family<FetchLabels, Counter>,
     keys: Family<PoolLabels, Gauge>,
+    cache: Family<CacheLabels, Counter>,
 }
 
 /// The service's metrics; a cheap-to-clone handle.
@@ -77,6 +83,12 @@ impl Metrics {
         );
         let keys = Family::<PoolLabels, Gauge>::default();
         registry.register("jwks_keys", "Verification keys held per pool", keys.clone());
+        let cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "token_cache_lookups",
+            "Verified-token cache lookups by result (hit, miss, stale)",
+            cache.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -84,8 +96,19 @@ impl Metrics {
                 check_duration,
                 fetches,
                 keys,
+                cache,
             }),
         }
+    }
+
+    /// The cache's hit, miss and stale counters.
+    pub fn cache_counters(&self) -> [Counter; 3] {
+        ["hit", "miss", "stale"].map(|result| {
+            self.inner
+                .cache
+                .get_or_create(&CacheLabels { result })
+                .clone()
+        })
     }
 
     /// Counts one decision and its latency.

@@ -92,7 +92,12 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     )
     .map_err(ServerError::Client)?;
     let verifier = Verifier::new(&config, keys.clone());
-    let authorizer = Authorizer::new(verifier.clone(), config.routes.clone(), metrics.clone());
+    let authorizer = Authorizer::new(
+        verifier.clone(),
+        config.routes.clone(),
+        config.token_cache_entries,
+        metrics.clone(),
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;

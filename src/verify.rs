@@ -130,6 +130,10 @@ fn reject<T>(reason: Reason, detail: &'static str) -> Result<T, Rejection> {
 pub struct Claims {
     /// The configured pool that issued it.
     pub pool_id: String,
+    /// Its index among the configured pools.
+    pub pool_index: usize,
+    /// The id of the key that signed it.
+    pub kid: Arc<str>,
     /// `sub`.
     pub sub: String,
     /// `username` (access) or `cognito:username` (ID); absent from machine tokens.
@@ -334,6 +338,11 @@ impl Verifier {
         }
     }
 
+    /// The clock-skew leeway in seconds.
+    pub fn leeway(&self) -> i64 {
+        self.inner.leeway
+    }
+
     /// The key store.
     pub fn keys(&self) -> &KeyStore {
         &self.inner.keys
@@ -460,6 +469,8 @@ impl Verifier {
 
         Ok(Claims {
             pool_id: pool.id.clone(),
+            pool_index,
+            kid: Arc::clone(key.kid()),
             sub,
             username,
             client_id,

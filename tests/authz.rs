@@ -76,7 +76,7 @@ fn authorizer_with(extra_toml: &str, vars: &[(&str, &str)]) -> Authorizer {
     keys.preload(0, jwks(&[TestKey::shared(0)]).to_string().as_bytes())
         .unwrap();
     let verifier = Verifier::new(&config, keys);
-    Authorizer::new(verifier, config.routes.clone(), Metrics::new())
+    Authorizer::new(verifier, config.routes.clone(), 1000, Metrics::new())
 }
 
 fn authorizer() -> Authorizer {
@@ -508,6 +508,7 @@ async fn keys_not_loaded_yet_is_503_with_retry_after() {
     let a = Authorizer::new(
         Verifier::new(&config, keys),
         config.routes.clone(),
+        1000,
         Metrics::new(),
     );
     let auth = bearer(&access_token(|_| {}));
@@ -614,6 +615,7 @@ async fn every_decision_is_counted_by_reason() {
     let a = Authorizer::new(
         Verifier::new(&config, keys),
         config.routes.clone(),
+        1000,
         metrics.clone(),
     );
     let auth = bearer(&access_token(|_| {}));

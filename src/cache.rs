@@ -1,0 +1,486 @@
+//! The verified-token cache: a bounded concurrent map from a token's SHA-256 to the compact
+//! [`Identity`] it proved, so a token seen before costs a hash and a lookup instead of an RSA
+//! verification.
+//!
+//! Safety: a hit is used only while the token's `exp` (with the leeway) has not passed and the
+//! key that signed it is still in the pool's JWKS; the route's policy runs on every request.
+//! The key is the first 16 bytes of the token's SHA-256: finding another token with the same
+//! key is a second-preimage search of 2^128 work.
+//!
+//! Memory: an entry costs about 310 bytes for a Cognito access token (measured with 100,000
+//! entries: key, value and the cache's own bookkeeping), which is why the value is one small
+//! struct with every header value in a single buffer, not the token's claims.
+
+use std::sync::Arc;
+
+use aws_lc_rs::digest;
+use prometheus_client::metrics::counter::Counter;
+
+use crate::config::TokenUse;
+use crate::policy::MAX_HEADER_VALUE_BYTES;
+use crate::verify::Claims;
+
+/// Default number of cached tokens: about 31 MB at 310 bytes each.
+pub const DEFAULT_CACHE_ENTRIES: usize = 100_000;
+
+const SUB: usize = 0;
+const USERNAME: usize = 1;
+const CLIENT_ID: usize = 2;
+const GROUPS: usize = 3;
+const SCOPE: usize = 4;
+const EMAIL: usize = 5;
+const PREFERRED_USERNAME: usize = 6;
+const FIXED: usize = 7;
+
+/// The fixed identity headers, in [`Identity`] field order.
+const FIXED_HEADERS: [&str; FIXED] = [
+    "x-cognito-sub",
+    "x-cognito-username",
+    "x-cognito-client-id",
+    "x-cognito-groups",
+    "x-cognito-scope",
+    "x-cognito-email",
+    "x-cognito-preferred-username",
+];
+
+/// A claim value that cannot be forwarded as a header value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a claim holds a control character or exceeds the header value cap")]
+pub struct UnsafeClaim;
+
+/// What a verified token says that requests need, compactly: every header value in one
+/// buffer, addressed by end offsets.
+#[derive(Debug)]
+pub struct Identity {
+    exp: i64,
+    pool: u16,
+    token_use: TokenUse,
+    username: Username,
+    kid: Arc<str>,
+    ends: [u16; FIXED],
+    extra_ends: Box<[u16]>,
+    buf: Box<str>,
+}
+
+/// Where the username is: with email sign-in it equals `sub`, so it is stored once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Username {
+    None,
+    SameAsSub,
+    Own,
+}
+
+/// Group names may contain commas (Cognito allows punctuation); `%` and `,` are escaped so the
+/// comma-joined header stays unambiguous.
+pub fn escape_list_item(item: &str) -> std::borrow::Cow<'_, str> {
+    if item.contains(['%', ',']) {
+        item.replace('%', "%25").replace(',', "%2C").into()
+    } else {
+        item.into()
+    }
+}
+
+fn header_safe(value: &str) -> bool {
+    value.len() <= MAX_HEADER_VALUE_BYTES && !value.chars().any(char::is_control)
+}
+
+fn claim_as_header(value: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(escape_list_item))
+            .collect::<Option<Vec<_>>>()
+            .map(|v| v.join(",")),
+        _ => None,
+    }
+}
+
+impl Identity {
+    /// Builds the identity of verified claims; `claim_headers` are the configured extra
+    /// claim -> header mappings. Refuses values that are not safe header values.
+    pub fn from_claims(
+        claims: &Claims,
+        claim_headers: &[(String, String)],
+    ) -> Result<Identity, UnsafeClaim> {
+        let mut buf = String::with_capacity(192);
+        let mut push = |value: &str| -> Result<u16, UnsafeClaim> {
+            if !header_safe(value) {
+                return Err(UnsafeClaim);
+            }
+            buf.push_str(value);
+            u16::try_from(buf.len()).map_err(|_| UnsafeClaim)
+        };
+        let mut ends = [0u16; FIXED];
+        ends[SUB] = push(&claims.sub)?;
+        let username = match claims.username.as_deref() {
+            None => Username::None,
+            Some(u) if u == claims.sub => Username::SameAsSub,
+            Some(_) => Username::Own,
+        };
+        ends[USERNAME] = push(match username {
+            Username::Own => claims.username.as_deref().unwrap_or(""),
+            _ => "",
+        })?;
+        ends[CLIENT_ID] = push(&claims.client_id)?;
+        let mut groups = String::new();
+        for (i, group) in claims.groups.iter().enumerate() {
+            if i > 0 {
+                groups.push(',');
+            }
+            groups.push_str(&escape_list_item(group));
+        }
+        ends[GROUPS] = push(&groups)?;
+        ends[SCOPE] = push(&claims.scopes.join(" "))?;
+        ends[EMAIL] = push(claims.email.as_deref().unwrap_or(""))?;
+        ends[PREFERRED_USERNAME] = push(claims.preferred_username.as_deref().unwrap_or(""))?;
+        let mut extra_ends = Vec::with_capacity(claim_headers.len());
+        for (claim, _) in claim_headers {
+            let value = claims.raw.get(claim).and_then(claim_as_header);
+            extra_ends.push(push(value.as_deref().unwrap_or(""))?);
+        }
+        Ok(Identity {
+            exp: claims.exp,
+            pool: u16::try_from(claims.pool_index).map_err(|_| UnsafeClaim)?,
+            token_use: claims.token_use,
+            username,
+            kid: Arc::clone(&claims.kid),
+            ends,
+            extra_ends: extra_ends.into_boxed_slice(),
+            buf: buf.into_boxed_str(),
+        })
+    }
+
+    fn span(&self, index: usize) -> &str {
+        let end = usize::from(self.ends[index]);
+        let start = if index == 0 {
+            0
+        } else {
+            usize::from(self.ends[index - 1])
+        };
+        &self.buf[start..end]
+    }
+
+    /// `sub`.
+    pub fn sub(&self) -> &str {
+        self.span(SUB)
+    }
+
+    /// The username (`username` or `cognito:username`), when the token has one.
+    pub fn username(&self) -> Option<&str> {
+        match self.username {
+            Username::None => None,
+            Username::SameAsSub => Some(self.sub()),
+            Username::Own => Some(self.span(USERNAME)),
+        }
+    }
+
+    /// The app client.
+    pub fn client_id(&self) -> &str {
+        self.span(CLIENT_ID)
+    }
+
+    /// Groups, each as it appears in `x-cognito-groups` (`%` and `,` escaped).
+    pub fn groups(&self) -> impl Iterator<Item = &str> {
+        self.span(GROUPS).split(',').filter(|g| !g.is_empty())
+    }
+
+    /// Whether the token is in group `name` (given unescaped).
+    pub fn in_group(&self, name: &str) -> bool {
+        let escaped = escape_list_item(name);
+        self.groups().any(|g| g == escaped)
+    }
+
+    /// Scopes.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.span(SCOPE).split_ascii_whitespace()
+    }
+
+    /// `token_use`.
+    pub fn token_use(&self) -> TokenUse {
+        self.token_use
+    }
+
+    /// `exp`, Unix seconds.
+    pub fn exp(&self) -> i64 {
+        self.exp
+    }
+
+    /// The index of the issuing pool.
+    pub fn pool(&self) -> usize {
+        usize::from(self.pool)
+    }
+
+    /// The id of the signing key.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The identity headers with a value, fixed ones first, then the extra mappings (named by
+    /// `claim_headers`, the same list the identity was built with).
+    pub fn headers<'a>(
+        &'a self,
+        claim_headers: &'a [(String, String)],
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let username = self.username().unwrap_or("");
+        let fixed = (0..FIXED).map(move |i| {
+            let value = if i == USERNAME {
+                username
+            } else {
+                self.span(i)
+            };
+            (FIXED_HEADERS[i], value)
+        });
+        let token_use = std::iter::once(("x-cognito-token-use", self.token_use.as_str()));
+        let mut start = usize::from(self.ends[FIXED - 1]);
+        let extra = self
+            .extra_ends
+            .iter()
+            .zip(claim_headers)
+            .map(move |(end, (_, header))| {
+                let end = usize::from(*end);
+                let value = &self.buf[start..end];
+                start = end;
+                (header.as_str(), value)
+            });
+        fixed
+            .chain(token_use)
+            .chain(extra)
+            .filter(|(_, v)| !v.is_empty())
+    }
+}
+
+/// The cache key of a token: the first 16 bytes of its SHA-256.
+pub fn token_key(token: &str) -> [u8; 16] {
+    let digest = digest::digest(&digest::SHA256, token.as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest.as_ref()[..16]);
+    key
+}
+
+/// How a lookup went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Found and still usable.
+    Hit,
+    /// Not cached.
+    Miss,
+    /// Cached but expired, or its key left the JWKS: dropped, verify again.
+    Stale,
+}
+
+/// The cache and its counters.
+pub struct TokenCache {
+    map: Option<quick_cache::sync::Cache<[u8; 16], Arc<Identity>>>,
+    /// Lookups by outcome, for metrics.
+    pub hits: Counter,
+    /// Misses, for metrics.
+    pub misses: Counter,
+    /// Stale entries dropped, for metrics.
+    pub stale: Counter,
+}
+
+impl TokenCache {
+    /// A cache for at most `entries` tokens; 0 disables caching.
+    pub fn new(entries: usize) -> TokenCache {
+        TokenCache::with_counters(
+            entries,
+            [Counter::default(), Counter::default(), Counter::default()],
+        )
+    }
+
+    /// Like [`TokenCache::new`], counting hits, misses and stale entries into these counters.
+    pub fn with_counters(entries: usize, [hits, misses, stale]: [Counter; 3]) -> TokenCache {
+        TokenCache {
+            map: (entries > 0).then(|| quick_cache::sync::Cache::new(entries)),
+            hits,
+            misses,
+            stale,
+        }
+    }
+
+    /// The identity cached under `key`, if it is still good at `now`: `exp` (plus `leeway`)
+    /// not passed and `key_present(pool, kid)`.
+    pub fn get(
+        &self,
+        key: &[u8; 16],
+        now: i64,
+        leeway: i64,
+        key_present: impl FnOnce(usize, &str) -> bool,
+    ) -> (Lookup, Option<Arc<Identity>>) {
+        let Some(map) = &self.map else {
+            return (Lookup::Miss, None);
+        };
+        match map.get(key) {
+            None => {
+                self.misses.inc();
+                (Lookup::Miss, None)
+            }
+            Some(identity) => {
+                if now >= identity.exp.saturating_add(leeway)
+                    || !key_present(identity.pool(), &identity.kid)
+                {
+                    map.remove(key);
+                    self.stale.inc();
+                    (Lookup::Stale, None)
+                } else {
+                    self.hits.inc();
+                    (Lookup::Hit, Some(identity))
+                }
+            }
+        }
+    }
+
+    /// Remembers a verified identity.
+    pub fn insert(&self, key: [u8; 16], identity: Arc<Identity>) {
+        if let Some(map) = &self.map {
+            map.insert(key, identity);
+        }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.map.as_ref().map_or(0, |m| m.len())
+    }
+
+    /// Whether the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims() -> Claims {
+        Claims {
+            pool_id: "us-east-1_A".into(),
+            pool_index: 0,
+            kid: Arc::from("kid-1"),
+            sub: "sub-1".into(),
+            username: Some("sub-1".into()),
+            client_id: "client".into(),
+            token_use: TokenUse::Access,
+            groups: vec!["admins".into(), "a,b".into()],
+            scopes: vec!["openid".into(), "profile".into()],
+            email: None,
+            email_verified: None,
+            name: None,
+            preferred_username: Some("andrew".into()),
+            exp: 1_000,
+            iat: Some(0),
+            auth_time: None,
+            raw: json!({"custom:tenant": "t1", "custom:n": 7})
+                .as_object()
+                .unwrap()
+                .clone(),
+        }
+    }
+
+    #[test]
+    fn an_identity_gives_back_every_header_value() {
+        let mapping = vec![
+            ("custom:tenant".to_string(), "x-tenant".to_string()),
+            ("custom:missing".to_string(), "x-missing".to_string()),
+            ("custom:n".to_string(), "x-n".to_string()),
+        ];
+        let identity = Identity::from_claims(&claims(), &mapping).unwrap();
+        let headers: Vec<(&str, &str)> = identity.headers(&mapping).collect();
+        assert_eq!(
+            headers,
+            vec![
+                ("x-cognito-sub", "sub-1"),
+                ("x-cognito-username", "sub-1"),
+                ("x-cognito-client-id", "client"),
+                ("x-cognito-groups", "admins,a%2Cb"),
+                ("x-cognito-scope", "openid profile"),
+                ("x-cognito-preferred-username", "andrew"),
+                ("x-cognito-token-use", "access"),
+                ("x-tenant", "t1"),
+                ("x-n", "7"),
+            ]
+        );
+        assert!(identity.in_group("a,b") && identity.in_group("admins"));
+        assert!(!identity.in_group("a"));
+        assert_eq!(identity.scopes().collect::<Vec<_>>(), ["openid", "profile"]);
+    }
+
+    #[test]
+    fn a_machine_token_has_no_username() {
+        let mut c = claims();
+        c.sub = "client".into();
+        c.username = None;
+        let identity = Identity::from_claims(&c, &[]).unwrap();
+        assert_eq!(identity.username(), None);
+        let mut c = claims();
+        c.username = Some("someone-else".into());
+        assert_eq!(
+            Identity::from_claims(&c, &[]).unwrap().username(),
+            Some("someone-else")
+        );
+    }
+
+    #[test]
+    fn unsafe_values_are_refused() {
+        let mut c = claims();
+        c.preferred_username = Some("a\r\nx-cognito-sub: root".into());
+        assert_eq!(Identity::from_claims(&c, &[]).unwrap_err(), UnsafeClaim);
+        let mut c = claims();
+        c.raw.insert("custom:t".into(), json!("x".repeat(9000)));
+        let mapping = vec![("custom:t".to_string(), "x-t".to_string())];
+        assert_eq!(
+            Identity::from_claims(&c, &mapping).unwrap_err(),
+            UnsafeClaim
+        );
+    }
+
+    #[test]
+    fn hits_respect_expiry_and_the_signing_key() {
+        let cache = TokenCache::new(10);
+        let key = token_key("a.b.c");
+        assert_ne!(key, token_key("a.b.d"));
+        assert_eq!(cache.get(&key, 0, 0, |_, _| true).0, Lookup::Miss);
+        cache.insert(
+            key,
+            Arc::new(Identity::from_claims(&claims(), &[]).unwrap()),
+        );
+        assert_eq!(cache.get(&key, 999, 0, |_, _| true).0, Lookup::Hit);
+        assert_eq!(
+            cache.get(&key, 1_000, 5, |p, k| p == 0 && k == "kid-1").0,
+            Lookup::Hit,
+            "within the leeway"
+        );
+        assert_eq!(cache.get(&key, 1_005, 5, |_, _| true).0, Lookup::Stale);
+        assert_eq!(
+            cache.get(&key, 0, 0, |_, _| true).0,
+            Lookup::Miss,
+            "dropped"
+        );
+
+        cache.insert(
+            key,
+            Arc::new(Identity::from_claims(&claims(), &[]).unwrap()),
+        );
+        assert_eq!(
+            cache.get(&key, 0, 0, |_, _| false).0,
+            Lookup::Stale,
+            "key gone"
+        );
+        assert_eq!(
+            (cache.hits.get(), cache.misses.get(), cache.stale.get()),
+            (2, 2, 2)
+        );
+
+        let off = TokenCache::new(0);
+        off.insert(
+            key,
+            Arc::new(Identity::from_claims(&claims(), &[]).unwrap()),
+        );
+        assert_eq!(off.get(&key, 0, 0, |_, _| true).0, Lookup::Miss);
+    }
+}

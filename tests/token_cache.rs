@@ -1,0 +1,179 @@
+//! The verified-token cache through Check: a hit skips verification, yet expiry, the signing
+//! key's presence in the JWKS and the route's policy are checked on every request.
+
+mod common;
+
+use std::time::Duration;
+
+use cognito_authz::authz::Authorizer;
+use cognito_authz::config::Config;
+use cognito_authz::jwks::KeyStore;
+use cognito_authz::metrics::Metrics;
+use cognito_authz::testkit::{access_claims, jwks, now, Behaviour, JwksServer, TestKey};
+use cognito_authz::verify::Verifier;
+use common::{answer, check_request, env_for, Answer, CLIENT, ISS};
+
+const ROUTES: &str = r#"
+[[routes]]
+prefix = "/admin"
+mode = "required"
+groups_any = ["root"]
+"#;
+
+async fn setup(idp: &JwksServer, leeway: &str) -> (Authorizer, Metrics) {
+    let vars = env_for(
+        &idp.url("/jwks.json"),
+        &[("COGNITO_CLOCK_LEEWAY_SECONDS", leeway)],
+    );
+    let config = Config::from_toml(|k| vars.get(k).cloned(), ROUTES).unwrap();
+    let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
+    assert!(keys.refresh_all().await);
+    let metrics = Metrics::new();
+    let authorizer = Authorizer::new(
+        Verifier::new(&config, keys),
+        config.routes.clone(),
+        config.token_cache_entries,
+        metrics.clone(),
+    );
+    (authorizer, metrics)
+}
+
+async fn check(a: &Authorizer, path: &str, token: &str) -> Answer {
+    let auth = format!("Bearer {token}");
+    answer(
+        &a.check(&check_request(
+            "GET",
+            path,
+            &[("authorization", &auth)],
+            &[],
+        ))
+        .await
+        .unwrap(),
+    )
+}
+
+fn lookups(metrics: &Metrics, result: &str) -> u64 {
+    let needle = format!("cognito_authz_token_cache_lookups_total{{result=\"{result}\"}} ");
+    metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(&needle).map(|n| n.trim().parse().unwrap()))
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_seen_token_is_a_hit_and_the_policy_still_runs() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let (a, metrics) = setup(&idp, "30").await;
+    let token = TestKey::shared(0).token(&access_claims(ISS, CLIENT, now()));
+    assert!(matches!(
+        check(&a, "/api", &token).await,
+        Answer::Allowed { .. }
+    ));
+    assert_eq!(
+        (lookups(&metrics, "miss"), lookups(&metrics, "hit")),
+        (1, 0)
+    );
+    match check(&a, "/api", &token).await {
+        Answer::Allowed { set, .. } => {
+            assert_eq!(set["x-cognito-sub"], "8f1e2d3c-0000-4000-8000-00000000abcd");
+            assert_eq!(set["x-cognito-groups"], "admins,beta");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(lookups(&metrics, "hit"), 1);
+    // The same cached token on a route it lacks the group for.
+    match check(&a, "/admin/x", &token).await {
+        Answer::Denied { status, .. } => assert_eq!(status, 403),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        lookups(&metrics, "hit"),
+        2,
+        "the 403 came from a hit: policy ran on it"
+    );
+    assert_eq!(a.cache().len(), 1);
+}
+
+#[tokio::test]
+async fn a_cached_token_expires_on_time() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let (a, metrics) = setup(&idp, "0").await;
+    let mut claims = access_claims(ISS, CLIENT, now());
+    claims["exp"] = serde_json::json!(now() + 2);
+    let token = TestKey::shared(0).token(&claims);
+    assert!(matches!(
+        check(&a, "/api", &token).await,
+        Answer::Allowed { .. }
+    ));
+    assert!(matches!(
+        check(&a, "/api", &token).await,
+        Answer::Allowed { .. }
+    ));
+    assert_eq!(lookups(&metrics, "hit"), 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    match check(&a, "/api", &token).await {
+        Answer::Denied { status, body, .. } => {
+            assert_eq!((status, body["reason"].as_str()), (401, Some("expired")));
+        }
+        other => panic!("a cached token outlived its exp: {other:?}"),
+    }
+    assert_eq!(lookups(&metrics, "stale"), 1);
+}
+
+#[tokio::test]
+async fn a_key_removed_from_the_jwks_invalidates_its_cached_tokens_at_the_next_refresh() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[
+        TestKey::shared(0),
+        TestKey::shared(1),
+    ])))
+    .await;
+    let (a, metrics) = setup(&idp, "30").await;
+    let token = TestKey::shared(1).token(&access_claims(ISS, CLIENT, now()));
+    assert!(matches!(
+        check(&a, "/api", &token).await,
+        Answer::Allowed { .. }
+    ));
+    assert!(matches!(
+        check(&a, "/api", &token).await,
+        Answer::Allowed { .. }
+    ));
+    assert_eq!(lookups(&metrics, "hit"), 1);
+
+    idp.set(Behaviour::Json(jwks(&[TestKey::shared(0)])));
+    assert!(a.verifier().keys().refresh(0).await);
+    match check(&a, "/api", &token).await {
+        Answer::Denied { status, body, .. } => {
+            assert_eq!(
+                (status, body["reason"].as_str()),
+                (401, Some("unknown_kid"))
+            );
+        }
+        other => panic!("a removed key's token was still accepted: {other:?}"),
+    }
+    assert_eq!(lookups(&metrics, "stale"), 1);
+}
+
+#[tokio::test]
+async fn a_zero_size_cache_verifies_every_time() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let vars = env_for(&idp.url("/j"), &[("COGNITO_TOKEN_CACHE_SIZE", "0")]);
+    let config = Config::from_lookup(|k| vars.get(k).cloned(), None).unwrap();
+    assert_eq!(config.token_cache_entries, 0);
+    let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
+    keys.refresh_all().await;
+    let a = Authorizer::new(
+        Verifier::new(&config, keys),
+        config.routes.clone(),
+        0,
+        Metrics::new(),
+    );
+    let token = TestKey::shared(0).token(&access_claims(ISS, CLIENT, now()));
+    for _ in 0..3 {
+        assert!(matches!(
+            check(&a, "/api", &token).await,
+            Answer::Allowed { .. }
+        ));
+    }
+    assert!(a.cache().is_empty());
+}
