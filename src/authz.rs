@@ -134,7 +134,7 @@ pub struct Verdict {
     /// allow on an optional route names why the token was not used).
     pub reason: &'static str,
     /// The caller's identity (allow only).
-    pub identity: Option<Arc<Identity>>,
+    pub identity: Option<Identity>,
 }
 
 impl Verdict {
@@ -263,7 +263,7 @@ impl Authorizer {
     }
 
     /// The identity a token proves: from the cache while it is good, else verified and cached.
-    pub async fn identity(&self, token: &str) -> Result<Arc<Identity>, DenyReason> {
+    pub async fn identity(&self, token: &str) -> Result<Identity, DenyReason> {
         let inner = &*self.inner;
         let key = token_key(token);
         let now = crate::unix_now();
@@ -282,11 +282,9 @@ impl Authorizer {
             .verify_at(token, now)
             .await
             .map_err(|rejection| DenyReason::Token(rejection.reason))?;
-        let identity = Arc::new(
-            Identity::from_claims(&claims, &inner.routes.claim_headers)
-                .map_err(|_| DenyReason::UnsafeClaim)?,
-        );
-        inner.cache.insert(key, Arc::clone(&identity));
+        let identity = Identity::from_claims(&claims, &inner.routes.claim_headers)
+            .map_err(|_| DenyReason::UnsafeClaim)?;
+        inner.cache.insert(key, identity.clone());
         Ok(identity)
     }
 
@@ -328,6 +326,7 @@ impl Authorizer {
         );
         let sub = verdict.identity.as_ref().map(|i| i.sub());
         info!(
+            target: "cognito_authz::decision",
             decision = verdict.decision.as_str(),
             reason = verdict.reason,
             rule = %requirements.rule,

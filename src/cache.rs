@@ -48,26 +48,13 @@ const FIXED_HEADERS: [&str; FIXED] = [
 #[error("a claim holds a control character or exceeds the header value cap")]
 pub struct UnsafeClaim;
 
-/// What a verified token says that requests need, compactly: every header value in one
-/// buffer, addressed by end offsets.
-#[derive(Debug)]
-pub struct Identity {
-    exp: i64,
-    pool: u16,
-    token_use: TokenUse,
-    username: Username,
-    kid: Arc<str>,
-    ends: [u16; FIXED],
-    extra_ends: Box<[u16]>,
-    buf: Box<str>,
-}
-
 /// Where the username is: with email sign-in it equals `sub`, so it is stored once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum Username {
-    None,
-    SameAsSub,
-    Own,
+    None = 0,
+    SameAsSub = 1,
+    Own = 2,
 }
 
 /// Group names may contain commas (Cognito allows punctuation); `%` and `,` are escaped so the
@@ -99,6 +86,18 @@ fn claim_as_header(value: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// What a verified token says that requests need, in one allocation (it is what the cache
+/// holds, so its size is the cache's memory): a fixed header, the end offsets of the header
+/// values, the signing `kid`, then the values themselves.
+///
+/// Layout: `exp` i64, pool u16, token use u8, username kind u8, extra count u8, padding u8,
+/// kid length u16 (16 bytes); then one u16 end offset per value (7 fixed + extras); then the kid;
+/// then the values. All little-endian. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Identity(Arc<[u8]>);
+
+const HEADER: usize = 16;
+
 impl Identity {
     /// Builds the identity of verified claims; `claim_headers` are the configured extra
     /// claim -> header mappings. Refuses values that are not safe header values.
@@ -106,26 +105,11 @@ impl Identity {
         claims: &Claims,
         claim_headers: &[(String, String)],
     ) -> Result<Identity, UnsafeClaim> {
-        let mut buf = String::with_capacity(192);
-        let mut push = |value: &str| -> Result<u16, UnsafeClaim> {
-            if !header_safe(value) {
-                return Err(UnsafeClaim);
-            }
-            buf.push_str(value);
-            u16::try_from(buf.len()).map_err(|_| UnsafeClaim)
-        };
-        let mut ends = [0u16; FIXED];
-        ends[SUB] = push(&claims.sub)?;
         let username = match claims.username.as_deref() {
             None => Username::None,
             Some(u) if u == claims.sub => Username::SameAsSub,
             Some(_) => Username::Own,
         };
-        ends[USERNAME] = push(match username {
-            Username::Own => claims.username.as_deref().unwrap_or(""),
-            _ => "",
-        })?;
-        ends[CLIENT_ID] = push(&claims.client_id)?;
         let mut groups = String::new();
         for (i, group) in claims.groups.iter().enumerate() {
             if i > 0 {
@@ -133,35 +117,83 @@ impl Identity {
             }
             groups.push_str(&escape_list_item(group));
         }
-        ends[GROUPS] = push(&groups)?;
-        ends[SCOPE] = push(&claims.scopes.join(" "))?;
-        ends[EMAIL] = push(claims.email.as_deref().unwrap_or(""))?;
-        ends[PREFERRED_USERNAME] = push(claims.preferred_username.as_deref().unwrap_or(""))?;
-        let mut extra_ends = Vec::with_capacity(claim_headers.len());
-        for (claim, _) in claim_headers {
-            let value = claims.raw.get(claim).and_then(claim_as_header);
-            extra_ends.push(push(value.as_deref().unwrap_or(""))?);
+        let scope = claims.scopes.join(" ");
+        let extras: Vec<Option<String>> = claim_headers
+            .iter()
+            .map(|(claim, _)| claims.raw.get(claim).and_then(claim_as_header))
+            .collect();
+        let own_username = match username {
+            Username::Own => claims.username.as_deref().unwrap_or(""),
+            _ => "",
+        };
+        let values: Vec<&str> = [
+            claims.sub.as_str(),
+            own_username,
+            claims.client_id.as_str(),
+            groups.as_str(),
+            scope.as_str(),
+            claims.email.as_deref().unwrap_or(""),
+            claims.preferred_username.as_deref().unwrap_or(""),
+        ]
+        .into_iter()
+        .chain(extras.iter().map(|v| v.as_deref().unwrap_or("")))
+        .collect();
+        if !values.iter().all(|v| header_safe(v)) {
+            return Err(UnsafeClaim);
         }
-        Ok(Identity {
-            exp: claims.exp,
-            pool: u16::try_from(claims.pool_index).map_err(|_| UnsafeClaim)?,
-            token_use: claims.token_use,
-            username,
-            kid: Arc::clone(&claims.kid),
-            ends,
-            extra_ends: extra_ends.into_boxed_slice(),
-            buf: buf.into_boxed_str(),
-        })
+        let extra_count = u8::try_from(extras.len()).map_err(|_| UnsafeClaim)?;
+        let kid_len = u16::try_from(claims.kid.len()).map_err(|_| UnsafeClaim)?;
+        let values_len: usize = values.iter().map(|v| v.len()).sum();
+        let mut bytes =
+            Vec::with_capacity(HEADER + 2 * values.len() + claims.kid.len() + values_len);
+        bytes.extend_from_slice(&claims.exp.to_le_bytes());
+        bytes.extend_from_slice(
+            &u16::try_from(claims.pool_index)
+                .map_err(|_| UnsafeClaim)?
+                .to_le_bytes(),
+        );
+        bytes.push(match claims.token_use {
+            TokenUse::Access => 0,
+            TokenUse::Id => 1,
+        });
+        bytes.push(username as u8);
+        bytes.push(extra_count);
+        bytes.push(0);
+        bytes.extend_from_slice(&kid_len.to_le_bytes());
+        let mut end = 0usize;
+        for value in &values {
+            end += value.len();
+            bytes.extend_from_slice(&u16::try_from(end).map_err(|_| UnsafeClaim)?.to_le_bytes());
+        }
+        bytes.extend_from_slice(claims.kid.as_bytes());
+        for value in &values {
+            bytes.extend_from_slice(value.as_bytes());
+        }
+        Ok(Identity(Arc::from(bytes)))
+    }
+
+    fn u16_at(&self, at: usize) -> usize {
+        usize::from(u16::from_le_bytes([self.0[at], self.0[at + 1]]))
+    }
+
+    fn value_count(&self) -> usize {
+        FIXED + usize::from(self.0[12])
+    }
+
+    fn values_start(&self) -> usize {
+        HEADER + 2 * self.value_count() + self.u16_at(14)
     }
 
     fn span(&self, index: usize) -> &str {
-        let end = usize::from(self.ends[index]);
+        let base = self.values_start();
+        let end = self.u16_at(HEADER + 2 * index);
         let start = if index == 0 {
             0
         } else {
-            usize::from(self.ends[index - 1])
+            self.u16_at(HEADER + 2 * (index - 1))
         };
-        &self.buf[start..end]
+        // Written from &str values at offsets of whole values: always UTF-8.
+        std::str::from_utf8(&self.0[base + start..base + end]).unwrap_or("")
     }
 
     /// `sub`.
@@ -171,16 +203,26 @@ impl Identity {
 
     /// The username (`username` or `cognito:username`), when the token has one.
     pub fn username(&self) -> Option<&str> {
-        match self.username {
-            Username::None => None,
-            Username::SameAsSub => Some(self.sub()),
-            Username::Own => Some(self.span(USERNAME)),
+        match self.0[11] {
+            x if x == Username::SameAsSub as u8 => Some(self.sub()),
+            x if x == Username::Own as u8 => Some(self.span(USERNAME)),
+            _ => None,
         }
     }
 
     /// The app client.
     pub fn client_id(&self) -> &str {
         self.span(CLIENT_ID)
+    }
+
+    /// `email` (ID tokens), when present.
+    pub fn email(&self) -> Option<&str> {
+        Some(self.span(EMAIL)).filter(|e| !e.is_empty())
+    }
+
+    /// `preferred_username` (ID tokens), when present.
+    pub fn preferred_username(&self) -> Option<&str> {
+        Some(self.span(PREFERRED_USERNAME)).filter(|p| !p.is_empty())
     }
 
     /// Groups, each as it appears in `x-cognito-groups` (`%` and `,` escaped).
@@ -201,22 +243,34 @@ impl Identity {
 
     /// `token_use`.
     pub fn token_use(&self) -> TokenUse {
-        self.token_use
+        if self.0[10] == 0 {
+            TokenUse::Access
+        } else {
+            TokenUse::Id
+        }
     }
 
     /// `exp`, Unix seconds.
     pub fn exp(&self) -> i64 {
-        self.exp
+        let mut exp = [0u8; 8];
+        exp.copy_from_slice(&self.0[..8]);
+        i64::from_le_bytes(exp)
     }
 
     /// The index of the issuing pool.
     pub fn pool(&self) -> usize {
-        usize::from(self.pool)
+        self.u16_at(8)
     }
 
     /// The id of the signing key.
     pub fn kid(&self) -> &str {
-        &self.kid
+        let start = HEADER + 2 * self.value_count();
+        std::str::from_utf8(&self.0[start..start + self.u16_at(14)]).unwrap_or("")
+    }
+
+    /// Bytes this identity occupies (its one allocation's payload).
+    pub fn size(&self) -> usize {
+        self.0.len()
     }
 
     /// The identity headers with a value, fixed ones first, then the extra mappings (named by
@@ -234,18 +288,12 @@ impl Identity {
             };
             (FIXED_HEADERS[i], value)
         });
-        let token_use = std::iter::once(("x-cognito-token-use", self.token_use.as_str()));
-        let mut start = usize::from(self.ends[FIXED - 1]);
-        let extra = self
-            .extra_ends
+        let token_use = std::iter::once(("x-cognito-token-use", self.token_use().as_str()));
+        let extra = claim_headers
             .iter()
-            .zip(claim_headers)
-            .map(move |(end, (_, header))| {
-                let end = usize::from(*end);
-                let value = &self.buf[start..end];
-                start = end;
-                (header.as_str(), value)
-            });
+            .take(self.value_count() - FIXED)
+            .enumerate()
+            .map(move |(i, (_, header))| (header.as_str(), self.span(FIXED + i)));
         fixed
             .chain(token_use)
             .chain(extra)
@@ -274,7 +322,7 @@ pub enum Lookup {
 
 /// The cache and its counters.
 pub struct TokenCache {
-    map: Option<quick_cache::sync::Cache<[u8; 16], Arc<Identity>>>,
+    map: Option<quick_cache::sync::Cache<[u8; 16], Identity>>,
     /// Lookups by outcome, for metrics.
     pub hits: Counter,
     /// Misses, for metrics.
@@ -310,7 +358,7 @@ impl TokenCache {
         now: i64,
         leeway: i64,
         key_present: impl FnOnce(usize, &str) -> bool,
-    ) -> (Lookup, Option<Arc<Identity>>) {
+    ) -> (Lookup, Option<Identity>) {
         let Some(map) = &self.map else {
             return (Lookup::Miss, None);
         };
@@ -320,8 +368,8 @@ impl TokenCache {
                 (Lookup::Miss, None)
             }
             Some(identity) => {
-                if now >= identity.exp.saturating_add(leeway)
-                    || !key_present(identity.pool(), &identity.kid)
+                if now >= identity.exp().saturating_add(leeway)
+                    || !key_present(identity.pool(), identity.kid())
                 {
                     map.remove(key);
                     self.stale.inc();
@@ -335,7 +383,7 @@ impl TokenCache {
     }
 
     /// Remembers a verified identity.
-    pub fn insert(&self, key: [u8; 16], identity: Arc<Identity>) {
+    pub fn insert(&self, key: [u8; 16], identity: Identity) {
         if let Some(map) = &self.map {
             map.insert(key, identity);
         }
@@ -406,6 +454,15 @@ mod tests {
             ]
         );
         assert!(identity.in_group("a,b") && identity.in_group("admins"));
+        assert_eq!(
+            (identity.exp(), identity.pool(), identity.kid()),
+            (1_000, 0, "kid-1")
+        );
+        assert_eq!(identity.token_use(), TokenUse::Access);
+        assert_eq!(
+            (identity.email(), identity.preferred_username()),
+            (None, Some("andrew"))
+        );
         assert!(!identity.in_group("a"));
         assert_eq!(identity.scopes().collect::<Vec<_>>(), ["openid", "profile"]);
     }
@@ -445,10 +502,7 @@ mod tests {
         let key = token_key("a.b.c");
         assert_ne!(key, token_key("a.b.d"));
         assert_eq!(cache.get(&key, 0, 0, |_, _| true).0, Lookup::Miss);
-        cache.insert(
-            key,
-            Arc::new(Identity::from_claims(&claims(), &[]).unwrap()),
-        );
+        cache.insert(key, Identity::from_claims(&claims(), &[]).unwrap());
         assert_eq!(cache.get(&key, 999, 0, |_, _| true).0, Lookup::Hit);
         assert_eq!(
             cache.get(&key, 1_000, 5, |p, k| p == 0 && k == "kid-1").0,
@@ -462,10 +516,7 @@ mod tests {
             "dropped"
         );
 
-        cache.insert(
-            key,
-            Arc::new(Identity::from_claims(&claims(), &[]).unwrap()),
-        );
+        cache.insert(key, Identity::from_claims(&claims(), &[]).unwrap());
         assert_eq!(
             cache.get(&key, 0, 0, |_, _| false).0,
             Lookup::Stale,
@@ -477,10 +528,7 @@ mod tests {
         );
 
         let off = TokenCache::new(0);
-        off.insert(
-            key,
-            Arc::new(Identity::from_claims(&claims(), &[]).unwrap()),
-        );
+        off.insert(key, Identity::from_claims(&claims(), &[]).unwrap());
         assert_eq!(off.get(&key, 0, 0, |_, _| true).0, Lookup::Miss);
     }
 }
