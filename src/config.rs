@@ -43,6 +43,8 @@ pub const ENV_TOKEN_CACHE_SIZE: &str = "COGNITO_TOKEN_CACHE_SIZE";
 pub const ENV_GRPC_ADDR: &str = "AUTHZ_GRPC_ADDR";
 /// Address of the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`).
 pub const ENV_ADMIN_ADDR: &str = "AUTHZ_ADMIN_ADDR";
+/// Tokio worker threads for `serve` (default: one per core).
+pub const ENV_WORKER_THREADS: &str = "AUTHZ_WORKER_THREADS";
 /// Log format: `text` (default) or `json`.
 pub const ENV_LOG_FORMAT: &str = "AUTHZ_LOG_FORMAT";
 
@@ -231,6 +233,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Emit logs as JSON lines.
     pub json_logs: bool,
+    /// Runtime worker threads; `None`: one per core.
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -240,6 +244,7 @@ impl Default for ServerConfig {
             admin_addr: DEFAULT_ADMIN_ADDR.to_string(),
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             json_logs: false,
+            worker_threads: None,
         }
     }
 }
@@ -299,6 +304,7 @@ struct FileServer {
     admin_addr: Option<String>,
     shutdown_grace_seconds: Option<u64>,
     log_format: Option<String>,
+    worker_threads: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -461,6 +467,16 @@ impl Config {
                     .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
             ),
             json_logs,
+            worker_threads: match var(ENV_WORKER_THREADS) {
+                Some(_) => Some(positive(
+                    ENV_WORKER_THREADS,
+                    pick_u64(var, ENV_WORKER_THREADS, None, 0)?,
+                )? as usize),
+                None => file_server
+                    .worker_threads
+                    .map(|n| positive("server.worker_threads", n).map(|n| n as usize))
+                    .transpose()?,
+            },
         };
         validate_listen_addr(ENV_GRPC_ADDR, &server.grpc_addr, true)?;
         validate_listen_addr(ENV_ADMIN_ADDR, &server.admin_addr, false)?;

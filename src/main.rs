@@ -55,9 +55,14 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // A background thread does the writing: one log event per decision must not cost the
+    // request a write syscall. Lines are dropped, not waited for, if that thread falls behind
+    // by more than its buffer; the guard flushes the rest at exit.
+    let (writer, _log_guard) = tracing_appender::non_blocking(std::io::stderr());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(writer);
     if config.server.json_logs {
         logs.json().flatten_event(true).init();
     } else {
