@@ -6,7 +6,8 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --workspace --bins
+# Only the shipped packages: the bench crate would enable the testkit feature.
+RUN cargo build --release --locked -p cognito-authz -p cruddur-demo --bins
 
 # cognito-authz: gRPC on 9001 (Envoy's Check, health, reflection, diagnostics), admin on 9002.
 FROM gcr.io/distroless/cc-debian12:nonroot AS cognito-authz
