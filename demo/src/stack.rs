@@ -191,6 +191,30 @@ pub fn compose_envoy_config(native: &str) -> String {
     out
 }
 
+/// Where the Unix-socket flavour expects cognito-authz (`AUTHZ_GRPC_ADDR=unix:` this path).
+pub const UDS_PATH: &str = "/run/cognito-authz/authz.sock";
+
+/// The Unix-socket flavour of a native Envoy config: the authz cluster reaches cognito-authz
+/// through [`UDS_PATH`] instead of TCP. `envoy/envoy.uds.yaml` is this function's output.
+pub fn uds_envoy_config(native: &str) -> String {
+    let mut out = String::from(
+        "# Envoy 1.40 in front of the demo app, asking cognito-authz about every request.\n\
+         # Unix socket: generated from envoy.yaml by cruddur_demo::stack::uds_envoy_config (a test\n\
+         # keeps the two in step). Run cognito-authz with AUTHZ_GRPC_ADDR=unix:/run/cognito-authz/authz.sock.\n",
+    );
+    let body = native
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    out.push_str(&body.replace(
+        "socket_address: { address: 127.0.0.1, port_value: 9001 }",
+        &format!("pipe: {{ path: {UDS_PATH} }}"),
+    ));
+    out.push('\n');
+    out
+}
+
 /// The native Envoy config with the documented ports replaced by `ports`.
 pub fn render_envoy_config(native: &str, ports: Ports) -> Result<String, StackError> {
     let d = Ports::DOCUMENTED;
@@ -524,6 +548,18 @@ mod tests {
             "envoy/envoy.compose.yaml is stale: regenerate it with \
              `cargo run -p cruddur-demo --bin cruddur-demo -- --print-compose-envoy`"
         );
+    }
+
+    #[test]
+    fn the_unix_socket_envoy_config_is_the_native_one_over_a_socket() {
+        let committed = include_str!("../../envoy/envoy.uds.yaml");
+        assert_eq!(
+            committed,
+            uds_envoy_config(NATIVE),
+            "envoy/envoy.uds.yaml is stale: regenerate it with \
+             `cargo run -p cruddur-demo --bin cruddur-demo -- --print-uds-envoy`"
+        );
+        assert!(committed.contains("pipe: { path: /run/cognito-authz/authz.sock }"));
     }
 
     #[test]

@@ -3,12 +3,13 @@
 //! serving until Ctrl-C.
 //!
 //! Flags: `--exit-after-walkthrough` stops after the walkthrough (exit 0 when every step held);
-//! `--print-compose-envoy` prints envoy/envoy.compose.yaml as generated from envoy/envoy.yaml.
+//! `--print-compose-envoy` and `--print-uds-envoy` print envoy/envoy.compose.yaml and
+//! envoy/envoy.uds.yaml as generated from envoy/envoy.yaml.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cruddur_demo::stack::{compose_envoy_config, Layout, Ports, Stack};
+use cruddur_demo::stack::{compose_envoy_config, uds_envoy_config, Layout, Ports, Stack};
 use cruddur_demo::walkthrough;
 
 #[tokio::main]
@@ -16,14 +17,19 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: cruddur-demo [--exit-after-walkthrough] [--print-compose-envoy]");
+        println!("usage: cruddur-demo [--exit-after-walkthrough] [--print-compose-envoy] [--print-uds-envoy]");
         println!("Run from the project root (scripts/demo does).");
         return ExitCode::SUCCESS;
     }
-    if args.iter().any(|a| a == "--print-compose-envoy") {
+    let print_compose = args.iter().any(|a| a == "--print-compose-envoy");
+    if print_compose || args.iter().any(|a| a == "--print-uds-envoy") {
         return match std::fs::read_to_string(root.join("envoy/envoy.yaml")) {
             Ok(native) => {
-                print!("{}", compose_envoy_config(&native));
+                if print_compose {
+                    print!("{}", compose_envoy_config(&native));
+                } else {
+                    print!("{}", uds_envoy_config(&native));
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
