@@ -13,7 +13,8 @@ fixed 5,000 checks/s) and cognito-authz's RSS with 100,000 cached tokens.
 Every figure is printed next to its ratio to (2) and to (3), with CPU time per request of
 Envoy and of the authz server, read from /proc. Writes the report to .run/bench/report.md.
 Environment: BENCH_SECONDS (default 5) per measurement; BENCH_QUICK=1 runs only (3) and (4)
-over TCP at 16 connections, for A/B trials of a setting.
+over TCP at 16 connections, for A/B trials of a setting; BENCH_GRPC_CLIENT=google switches
+Envoy's ext_authz client from envoy_grpc to google_grpc.
 """
 import json
 import os
@@ -32,6 +33,8 @@ RELEASE = ROOT / "target" / "release"
 WORK = ROOT / ".run" / "bench"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 QUICK = os.environ.get("BENCH_QUICK") == "1"
+# Envoy's gRPC client for ext_authz: "envoy" (envoy_grpc, the default) or "google" (google_grpc).
+GRPC_CLIENT = os.environ.get("BENCH_GRPC_CLIENT", "envoy")
 CONNECTIONS = (16,) if QUICK else (1, 16)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROCS = []
@@ -183,7 +186,14 @@ AUTHZ_CLUSTER = """
 """
 
 
-def envoy_config(name, filters, authz_address=None):
+GOOGLE_GRPC = """google_grpc:
+                  target_uri: {target}
+                  stat_prefix: authz"""
+
+
+def envoy_config(name, filters, authz_address=None, google_target=None):
+    if google_target and "envoy_grpc" in filters:
+        filters = filters.replace("envoy_grpc: { cluster_name: authz }", GOOGLE_GRPC.format(target=google_target))
     clusters = "  []" if authz_address is None else AUTHZ_CLUSTER.format(address=authz_address)
     port, admin = free_port(), free_port()
     text = ENVOY_HEAD.format(admin=admin, port=port, filters=filters or "", clusters=clusters)
@@ -306,7 +316,11 @@ def main():
           f" wrk 1 thread, Envoy --concurrency 1, {SECONDS} s a measurement, {os.cpu_count()} cores", flush=True)
 
     def with_envoy(name, filters, authz_address, runs):
-        path, port, admin = envoy_config(name, filters, authz_address)
+        target = None
+        if GRPC_CLIENT == "google" and authz_address:
+            m = re.search(r"port_value: (\d+)", authz_address)
+            target = f"127.0.0.1:{m.group(1)}" if m else f"unix:{authz_address.split('path: ')[1].rstrip(' }')}"
+        path, port, admin = envoy_config(name, filters, authz_address, target)
         proc = start(f"envoy-{name}", [str(envoy), "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
                                        "--log-level", "error"])
         wait_http(f"http://127.0.0.1:{admin}/ready")

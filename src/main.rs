@@ -56,9 +56,14 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // A background thread does the writing: one log event per decision must not cost the
-    // request a write syscall. Lines are dropped, not waited for, if that thread falls behind
-    // by more than its buffer; the guard flushes the rest at exit.
-    let (writer, _log_guard) = tracing_appender::non_blocking(std::io::stderr());
+    // request a write syscall. It buffers what is queued and flushes whenever the queue runs
+    // empty, so under load many lines share one write and at rest each line goes out at once.
+    // Lines are dropped, not waited for, if that thread falls behind by more than its queue;
+    // the guard flushes the rest at exit.
+    let (writer, _log_guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
+        64 * 1024,
+        std::io::stderr(),
+    ));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
