@@ -271,20 +271,19 @@ pub fn unverified_payload(token: &str) -> Option<Map<String, Value>> {
     b64_json(payload).ok()
 }
 
-/// A NumericDate: a JSON number (fractions are truncated), saturated to `i64`.
+/// A NumericDate as Cognito writes it: a whole number of seconds that fits `i64`. Fractions,
+/// strings and out-of-range numbers are refused (RFC 7519 would allow fractions; Cognito never
+/// writes them, so one is a sign of a token Cognito did not make).
 fn numeric_date(value: &Value) -> Option<i64> {
-    let Value::Number(n) = value else {
-        return None;
-    };
-    if let Some(i) = n.as_i64() {
-        return Some(i);
+    match value {
+        Value::Number(n) => n.as_i64(),
+        _ => None,
     }
-    if n.as_u64().is_some() {
-        return Some(i64::MAX);
-    }
-    // `as` saturates for finite floats; serde_json never yields NaN or infinities.
-    n.as_f64().map(|f| f as i64)
 }
+
+/// The longest a Cognito access or ID token lives (the pool's maximum validity, one day): an
+/// `exp` further ahead than this, plus the leeway, cannot be Cognito's.
+pub const MAX_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
 
 fn optional_date(map: &Map<String, Value>, name: &str) -> Result<Option<i64>, Rejection> {
     match map.get(name) {
@@ -396,6 +395,12 @@ impl Verifier {
         };
         if now >= exp.saturating_add(leeway) {
             return reject(Reason::Expired, "exp has passed");
+        }
+        if exp > now.saturating_add(MAX_TOKEN_LIFETIME_SECS + leeway) {
+            return reject(
+                Reason::InvalidClaims,
+                "exp is further ahead than a Cognito token lives",
+            );
         }
         if optional_date(payload, "nbf")?.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
             return reject(Reason::NotYetValid, "nbf is in the future");
@@ -806,14 +811,18 @@ mod tests {
             Reason::Expired
         );
         assert!(v
-            .verify_at(&at(&|c| c["exp"] = json!(1e300)), t)
+            .verify_at(&at(&|c| c["exp"] = json!(t + 24 * 3600)), t)
             .await
             .is_ok());
-        assert!(v
-            .verify_at(&at(&|c| c["exp"] = json!((t + 60) as f64 + 0.5)), t)
-            .await
-            .is_ok());
-        for bad in [json!("9999999999"), json!(null), json!([1])] {
+        for bad in [
+            json!("9999999999"),
+            json!(null),
+            json!([1]),
+            json!(1e300),
+            json!((t + 60) as f64 + 0.5),
+            json!(u64::MAX),
+            json!(t + 24 * 3600 + 31),
+        ] {
             let token = at(&|c| c["exp"] = bad.clone());
             assert_eq!(
                 v.verify_at(&token, t).await.unwrap_err().reason,
