@@ -8,6 +8,7 @@
 //! wrong.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -229,6 +230,7 @@ struct Inner {
     routes: Arc<RouteConfig>,
     metrics: Metrics,
     cache: TokenCache,
+    dry_run: AtomicBool,
 }
 
 /// Decides Checks. Cheap to clone.
@@ -253,8 +255,20 @@ impl Authorizer {
                 routes: Arc::new(routes),
                 metrics,
                 cache,
+                dry_run: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Switches dry-run (shadow) mode: every decision is computed, logged and counted as usual,
+    /// but a denial is answered as an anonymous allow. Identity headers are still injected only
+    /// for valid tokens and stripped otherwise.
+    pub fn set_dry_run(&self, enabled: bool) {
+        self.inner.dry_run.store(enabled, Ordering::Relaxed);
+    }
+
+    fn is_dry_run(&self) -> bool {
+        self.inner.dry_run.load(Ordering::Relaxed)
     }
 
     /// The verified-token cache.
@@ -333,6 +347,7 @@ impl Authorizer {
             method = %http.method,
             sub,
             request_id = http.headers.get("x-request-id").map(String::as_str),
+            dry_run = self.is_dry_run(),
             latency_us = elapsed.as_micros() as u64,
             "check"
         );
@@ -423,8 +438,11 @@ impl Authorizer {
     ) -> CheckResponse {
         let routes = &*self.inner.routes;
         let metadata = self.decision_metadata(verdict, requirements);
+        // In dry-run mode a denial is computed, logged and counted, then let through as anonymous.
+        let shadowed = self.is_dry_run() && matches!(verdict.decision, Decision::Deny(_));
         match verdict.decision {
-            Decision::Allow | Decision::AllowAnonymous => {
+            Decision::Deny(reason) if !shadowed => deny_response(reason, &routes.realm, metadata),
+            _ => {
                 let headers: Vec<(&str, &str)> = verdict
                     .identity
                     .as_ref()
@@ -464,7 +482,6 @@ impl Authorizer {
                     })),
                 }
             }
-            Decision::Deny(reason) => deny_response(reason, &routes.realm, metadata),
         }
     }
 }
@@ -481,6 +498,9 @@ impl Authorizer {
             ("reason".to_string(), string_value(verdict.reason)),
             ("rule".to_string(), string_value(&requirements.rule)),
         ]);
+        if self.is_dry_run() {
+            fields.insert("dry_run".to_string(), string_value("true"));
+        }
         if let Some(identity) = &verdict.identity {
             let pool = &self.inner.verifier.pools()[identity.pool()].id;
             fields.insert("sub".to_string(), string_value(identity.sub()));

@@ -45,6 +45,8 @@ pub const ENV_GRPC_ADDR: &str = "AUTHZ_GRPC_ADDR";
 pub const ENV_ADMIN_ADDR: &str = "AUTHZ_ADMIN_ADDR";
 /// Tokio worker threads for `serve` (default: one per core).
 pub const ENV_WORKER_THREADS: &str = "AUTHZ_WORKER_THREADS";
+/// Dry-run (shadow) mode: decide, log and count, but allow every request (`true`/`false`).
+pub const ENV_DRY_RUN: &str = "AUTHZ_DRY_RUN";
 /// Log format: `text` (default) or `json`.
 pub const ENV_LOG_FORMAT: &str = "AUTHZ_LOG_FORMAT";
 
@@ -235,6 +237,8 @@ pub struct ServerConfig {
     pub json_logs: bool,
     /// Runtime worker threads; `None`: one per core.
     pub worker_threads: Option<usize>,
+    /// Dry-run (shadow) mode: every request is allowed; decisions are still logged and counted.
+    pub dry_run: bool,
 }
 
 impl Default for ServerConfig {
@@ -245,6 +249,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             json_logs: false,
             worker_threads: None,
+            dry_run: false,
         }
     }
 }
@@ -305,6 +310,7 @@ struct FileServer {
     shutdown_grace_seconds: Option<u64>,
     log_format: Option<String>,
     worker_threads: Option<u64>,
+    dry_run: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -476,6 +482,19 @@ impl Config {
                     .worker_threads
                     .map(|n| positive("server.worker_threads", n).map(|n| n as usize))
                     .transpose()?,
+            },
+            dry_run: match var(ENV_DRY_RUN) {
+                Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    other => {
+                        return Err(ConfigError::invalid(
+                            ENV_DRY_RUN,
+                            format!("'{other}' is not true or false"),
+                        ))
+                    }
+                },
+                None => file_server.dry_run.unwrap_or(false),
             },
         };
         validate_listen_addr(ENV_GRPC_ADDR, &server.grpc_addr, true)?;

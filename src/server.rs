@@ -98,6 +98,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         config.token_cache_entries,
         metrics.clone(),
     );
+    authorizer.set_dry_run(config.server.dry_run);
+    if config.server.dry_run {
+        warn!("dry-run mode: every request is allowed; decisions are only logged and counted");
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;

@@ -651,3 +651,88 @@ fn bearer_parsing_follows_rfc_6750() {
         assert_eq!(parse_bearer(bad), Credential::Malformed, "{bad}");
     }
 }
+
+#[tokio::test]
+async fn dry_run_allows_everything_but_still_decides_counts_and_strips() {
+    let env: HashMap<String, String> = [
+        ("AWS_COGNITO_USER_POOL_ID", POOL),
+        ("AWS_COGNITO_USER_POOL_CLIENT_ID", CLIENT),
+        ("COGNITO_JWKS_URI", "http://127.0.0.1:9/jwks.json"),
+        ("COGNITO_JWKS_MIN_REFETCH_SECONDS", "3600"),
+        ("AUTHZ_DRY_RUN", "true"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = Config::from_toml(|k| env.get(k).cloned(), ROUTES).unwrap();
+    assert!(config.server.dry_run);
+    let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
+    keys.preload(0, jwks(&[TestKey::shared(0)]).to_string().as_bytes())
+        .unwrap();
+    let metrics = Metrics::new();
+    let a = Authorizer::new(
+        Verifier::new(&config, keys),
+        config.routes.clone(),
+        1000,
+        metrics.clone(),
+    );
+    a.set_dry_run(config.server.dry_run);
+
+    let expired = bearer(&access_token(|c| c["exp"] = json!(now() - 3600)));
+    let response = a
+        .check(&check_request(
+            "GET",
+            "/api/messages",
+            &with_spoofed(&[("authorization", &expired)]),
+            &[],
+        ))
+        .await
+        .unwrap();
+    let metadata = &response.dynamic_metadata.as_ref().unwrap().fields;
+    let text = |k: &str| match &metadata[k].kind {
+        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => s.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (text("decision"), text("reason"), text("dry_run")),
+        ("deny".into(), "expired".into(), "true".into())
+    );
+    match answer(&response) {
+        Answer::Allowed { set, removed } => {
+            assert!(set.is_empty(), "no identity for an invalid token");
+            assert_no_spoof(&set, &removed);
+        }
+        other => panic!("dry run denied: {other:?}"),
+    }
+    match check(&a, "/api/admin/x", &[]).await {
+        Answer::Allowed { set, .. } => assert!(set.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    let valid = bearer(&access_token(|_| {}));
+    match check(
+        &a,
+        "/api/messages",
+        &with_spoofed(&[("authorization", &valid)]),
+    )
+    .await
+    {
+        Answer::Allowed { set, removed } => {
+            assert_eq!(set["x-cognito-sub"], "8f1e2d3c-0000-4000-8000-00000000abcd");
+            assert_no_spoof(&set, &removed);
+        }
+        other => panic!("{other:?}"),
+    }
+    let counted = metrics.encode();
+    for needle in [
+        "decisions_total{decision=\"deny\",reason=\"expired\"} 1",
+        "decisions_total{decision=\"deny\",reason=\"no_token\"} 1",
+        "decisions_total{decision=\"allow\",reason=\"valid\"} 1",
+    ] {
+        assert!(counted.contains(needle), "{needle} missing from\n{counted}");
+    }
+    a.set_dry_run(false);
+    assert!(matches!(
+        check(&a, "/api/messages", &[("authorization", &expired)]).await,
+        Answer::Denied { status: 401, .. }
+    ));
+}
