@@ -10,6 +10,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Instant;
 
 use envoy_types::ext_authz::v3::pb::{
@@ -225,11 +227,16 @@ pub fn find_credential<'a>(
     Credential::Missing
 }
 
-struct Inner {
+/// Everything a configuration decides: swapped whole on reload, so a request sees one.
+struct State {
     verifier: Verifier,
     routes: Arc<RouteConfig>,
-    metrics: Metrics,
     cache: TokenCache,
+}
+
+struct Inner {
+    state: ArcSwap<State>,
+    metrics: Metrics,
     dry_run: AtomicBool,
 }
 
@@ -248,16 +255,30 @@ impl Authorizer {
         cache_entries: usize,
         metrics: Metrics,
     ) -> Authorizer {
-        let cache = TokenCache::with_counters(cache_entries, metrics.cache_counters());
+        let state = State {
+            verifier,
+            routes: Arc::new(routes),
+            cache: TokenCache::with_counters(cache_entries, metrics.cache_counters()),
+        };
         Authorizer {
             inner: Arc::new(Inner {
-                verifier,
-                routes: Arc::new(routes),
+                state: ArcSwap::from_pointee(state),
                 metrics,
-                cache,
                 dry_run: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Replaces pools, keys, routes and identity settings at once (a reload). Checks in flight
+    /// finish with the configuration they started with; the token cache starts empty, since
+    /// cached identities belong to the old pools and header mappings.
+    pub fn replace(&self, verifier: Verifier, routes: RouteConfig, cache_entries: usize) {
+        let state = State {
+            verifier,
+            routes: Arc::new(routes),
+            cache: TokenCache::with_counters(cache_entries, self.inner.metrics.cache_counters()),
+        };
+        self.inner.state.store(Arc::new(state));
     }
 
     /// Switches dry-run (shadow) mode: every decision is computed, logged and counted as usual,
@@ -271,40 +292,19 @@ impl Authorizer {
         self.inner.dry_run.load(Ordering::Relaxed)
     }
 
-    /// The verified-token cache.
-    pub fn cache(&self) -> &TokenCache {
-        &self.inner.cache
+    /// Tokens in the verified-token cache.
+    pub fn cache_len(&self) -> usize {
+        self.inner.state.load().cache.len()
+    }
+
+    /// The current verifier (and through it the key store).
+    pub fn verifier(&self) -> Verifier {
+        self.inner.state.load().verifier.clone()
     }
 
     /// The identity a token proves: from the cache while it is good, else verified and cached.
     pub async fn identity(&self, token: &str) -> Result<Identity, DenyReason> {
-        let inner = &*self.inner;
-        let key = token_key(token);
-        let now = crate::unix_now();
-        let keys = inner.verifier.keys();
-        if let (Lookup::Hit, Some(identity)) =
-            inner
-                .cache
-                .get(&key, now, inner.verifier.leeway(), |pool, kid| {
-                    keys.has_key(pool, kid)
-                })
-        {
-            return Ok(identity);
-        }
-        let claims = inner
-            .verifier
-            .verify_at(token, now)
-            .await
-            .map_err(|rejection| DenyReason::Token(rejection.reason))?;
-        let identity = Identity::from_claims(&claims, &inner.routes.claim_headers)
-            .map_err(|_| DenyReason::UnsafeClaim)?;
-        inner.cache.insert(key, identity.clone());
-        Ok(identity)
-    }
-
-    /// The verifier.
-    pub fn verifier(&self) -> &Verifier {
-        &self.inner.verifier
+        self.inner.state.load_full().identity(token).await
     }
 
     /// Decides one Check and builds Envoy's answer; counts and logs the decision.
@@ -319,8 +319,9 @@ impl Authorizer {
             .as_ref()
             .and_then(|r| r.http.as_ref())
             .ok_or_else(|| Status::invalid_argument("CheckRequest has no HTTP request"))?;
-        let routes = &*self.inner.routes;
-        let requirements = routes
+        let state = self.inner.state.load_full();
+        let requirements = state
+            .routes
             .requirements(
                 &http.method,
                 &http.host,
@@ -329,8 +330,9 @@ impl Authorizer {
             )
             .map_err(|err| Status::invalid_argument(err.to_string()))?;
 
-        let verdict = self.decide(&requirements, &http.headers).await;
-        let response = self.respond(&verdict, &http.headers, &requirements);
+        let dry_run = self.is_dry_run();
+        let verdict = state.decide(&requirements, &http.headers).await;
+        let response = state.respond(&verdict, &http.headers, &requirements, dry_run);
 
         let elapsed = started.elapsed();
         self.inner.metrics.decision(
@@ -347,20 +349,45 @@ impl Authorizer {
             method = %http.method,
             sub,
             request_id = http.headers.get("x-request-id").map(String::as_str),
-            dry_run = self.is_dry_run(),
+            dry_run,
             latency_us = elapsed.as_micros() as u64,
             "check"
         );
         Ok(response)
     }
+}
+
+impl State {
+    async fn identity(&self, token: &str) -> Result<Identity, DenyReason> {
+        let key = token_key(token);
+        let now = crate::unix_now();
+        let keys = self.verifier.keys();
+        if let (Lookup::Hit, Some(identity)) =
+            self.cache
+                .get(&key, now, self.verifier.leeway(), |pool, kid| {
+                    keys.has_key(pool, kid)
+                })
+        {
+            return Ok(identity);
+        }
+        let claims = self
+            .verifier
+            .verify_at(token, now)
+            .await
+            .map_err(|rejection| DenyReason::Token(rejection.reason))?;
+        let identity = Identity::from_claims(&claims, &self.routes.claim_headers)
+            .map_err(|_| DenyReason::UnsafeClaim)?;
+        self.cache.insert(key, identity.clone());
+        Ok(identity)
+    }
 
     /// The decision for a request with these headers under these requirements.
-    pub async fn decide(
+    async fn decide(
         &self,
         requirements: &Requirements,
         headers: &HashMap<String, String>,
     ) -> Verdict {
-        let routes = &*self.inner.routes;
+        let routes = &*self.routes;
         if requirements.mode == Mode::Public {
             return Verdict::anonymous("public");
         }
@@ -403,7 +430,7 @@ impl Authorizer {
         identity: &Identity,
     ) -> Option<DenyReason> {
         if !requirements.pools.is_empty() {
-            let pool_id = &self.inner.verifier.pools()[identity.pool()].id;
+            let pool_id = &self.verifier.pools()[identity.pool()].id;
             if !requirements.pools.contains(pool_id) {
                 return Some(DenyReason::PoolNotAllowed);
             }
@@ -430,16 +457,17 @@ impl Authorizer {
 
     /// Envoy's answer for a verdict. On every allow, each managed identity header not set here,
     /// and any request header with our prefix, is removed; none is both set and removed.
-    pub fn respond(
+    fn respond(
         &self,
         verdict: &Verdict,
         request_headers: &HashMap<String, String>,
         requirements: &Requirements,
+        dry_run: bool,
     ) -> CheckResponse {
-        let routes = &*self.inner.routes;
-        let metadata = self.decision_metadata(verdict, requirements);
+        let routes = &*self.routes;
+        let metadata = self.decision_metadata(verdict, requirements, dry_run);
         // In dry-run mode a denial is computed, logged and counted, then let through as anonymous.
-        let shadowed = self.is_dry_run() && matches!(verdict.decision, Decision::Deny(_));
+        let shadowed = dry_run && matches!(verdict.decision, Decision::Deny(_));
         match verdict.decision {
             Decision::Deny(reason) if !shadowed => deny_response(reason, &routes.realm, metadata),
             _ => {
@@ -484,12 +512,15 @@ impl Authorizer {
             }
         }
     }
-}
 
-impl Authorizer {
     /// Dynamic metadata for Envoy's access log, under the filter's namespace
     /// (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%`).
-    fn decision_metadata(&self, verdict: &Verdict, requirements: &Requirements) -> Struct {
+    fn decision_metadata(
+        &self,
+        verdict: &Verdict,
+        requirements: &Requirements,
+        dry_run: bool,
+    ) -> Struct {
         let mut fields = HashMap::from([
             (
                 "decision".to_string(),
@@ -498,11 +529,11 @@ impl Authorizer {
             ("reason".to_string(), string_value(verdict.reason)),
             ("rule".to_string(), string_value(&requirements.rule)),
         ]);
-        if self.is_dry_run() {
+        if dry_run {
             fields.insert("dry_run".to_string(), string_value("true"));
         }
         if let Some(identity) = &verdict.identity {
-            let pool = &self.inner.verifier.pools()[identity.pool()].id;
+            let pool = &self.verifier.pools()[identity.pool()].id;
             fields.insert("sub".to_string(), string_value(identity.sub()));
             fields.insert("pool".to_string(), string_value(pool));
             fields.insert(

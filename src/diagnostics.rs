@@ -4,22 +4,23 @@
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
+use crate::authz::Authorizer;
 use crate::generated::diagnostics::diagnostics_server::Diagnostics;
 use crate::generated::diagnostics::{
     KeyStatusRequest, KeyStatusResponse, PoolKeyStatus, VerifyTokenRequest, VerifyTokenResponse,
 };
-use crate::verify::{unverified_payload, Verifier};
+use crate::verify::unverified_payload;
 
 /// The diagnostics service.
 #[derive(Clone)]
 pub struct DiagnosticsService {
-    verifier: Verifier,
+    authorizer: Authorizer,
 }
 
 impl DiagnosticsService {
-    /// A service answering for `verifier`.
-    pub fn new(verifier: Verifier) -> DiagnosticsService {
-        DiagnosticsService { verifier }
+    /// A service answering for the authorizer's current configuration.
+    pub fn new(authorizer: Authorizer) -> DiagnosticsService {
+        DiagnosticsService { authorizer }
     }
 
     /// The verdict for a token (`Bearer ` prefix allowed), as `cognito-authz verify` gives it.
@@ -29,7 +30,7 @@ impl DiagnosticsService {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
             _ => token,
         };
-        match self.verifier.verify(token).await {
+        match self.authorizer.verifier().verify(token).await {
             Ok(claims) => VerifyTokenResponse {
                 valid: true,
                 pool_id: claims.pool_id,
@@ -50,7 +51,8 @@ impl DiagnosticsService {
     pub fn key_status(&self) -> KeyStatusResponse {
         KeyStatusResponse {
             pools: self
-                .verifier
+                .authorizer
+                .verifier()
                 .keys()
                 .status()
                 .into_iter()

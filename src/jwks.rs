@@ -326,6 +326,12 @@ impl KeyStore {
         Ok(())
     }
 
+    /// Starts pool `pool` with a key set another store holds (a reload keeps the keys of an
+    /// unchanged pool, so an IdP outage cannot turn a reload into an outage).
+    pub fn adopt(&self, pool: usize, keys: Arc<KeySet>) {
+        self.inner.pools[pool].keys.store(keys);
+    }
+
     /// Number of pools.
     pub fn pool_count(&self) -> usize {
         self.inner.pools.len()

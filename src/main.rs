@@ -75,7 +75,7 @@ fn main() -> ExitCode {
     }
 
     match cli.command {
-        Command::Serve => serve(config),
+        Command::Serve => serve(config, cli.config),
         Command::CheckConfig => match serde_json::to_string_pretty(&config) {
             Ok(text) => {
                 println!("{text}");
@@ -90,7 +90,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Config) -> ExitCode {
+fn serve(config: Config, file: Option<PathBuf>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,7 +101,8 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(server::run(config, server::shutdown_signal())) {
+    let reload = move || Config::from_env(file.as_deref());
+    match runtime.block_on(server::run(config, server::shutdown_signal(), reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("cognito-authz: {err}");

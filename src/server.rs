@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
@@ -16,7 +17,7 @@ use tonic_health::ServingStatus;
 use tracing::{error, info, warn};
 
 use crate::authz::{Authorizer, AuthzService};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::diagnostics::DiagnosticsService;
 use crate::generated::diagnostics::diagnostics_server::DiagnosticsServer;
 use crate::jwks::{FetchError, KeyStore};
@@ -67,6 +68,10 @@ pub struct Running {
     /// The bound admin address.
     pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
+    authorizer: Authorizer,
+    metrics: Metrics,
+    refresh: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    running_config: Config,
     health: tonic_health::server::HealthReporter,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     admin: JoinHandle<()>,
@@ -93,7 +98,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     .map_err(ServerError::Client)?;
     let verifier = Verifier::new(&config, keys.clone());
     let authorizer = Authorizer::new(
-        verifier.clone(),
+        verifier,
         config.routes.clone(),
         config.token_cache_entries,
         metrics.clone(),
@@ -107,29 +112,39 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     set_health(&health, ServingStatus::NotServing).await;
     let (shutdown, shutdown_rx) = watch::channel(false);
 
+    let refresh: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
     let mut background = Vec::new();
     background.push(tokio::spawn({
-        let (keys, health, mut shutdown_rx) = (keys.clone(), health.clone(), shutdown_rx.clone());
+        let (keys, refresh) = (keys.clone(), Arc::clone(&refresh));
         async move {
             keys.refresh_all().await;
-            let mut refresh = keys.spawn_refresh();
+            lock(&refresh).extend(keys.spawn_refresh());
+        }
+    }));
+    // Health follows readiness for as long as the server runs: keys can appear late, and a
+    // reload can add a pool that has none yet.
+    background.push(tokio::spawn({
+        let (authorizer, health, mut shutdown_rx) =
+            (authorizer.clone(), health.clone(), shutdown_rx.clone());
+        async move {
+            let mut serving = false;
             loop {
-                if *shutdown_rx.borrow() {
-                    break;
-                }
-                if keys.all_loaded() {
-                    set_health(&health, ServingStatus::Serving).await;
-                    info!("every pool has keys: serving");
-                    break;
+                let ready = authorizer.verifier().keys().all_loaded();
+                if ready != serving && !*shutdown_rx.borrow() {
+                    serving = ready;
+                    let status = if ready {
+                        info!("every pool has keys: serving");
+                        ServingStatus::Serving
+                    } else {
+                        warn!("a pool has no keys: not serving");
+                        ServingStatus::NotServing
+                    };
+                    set_health(&health, status).await;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(READINESS_POLL) => {}
-                    _ = shutdown_rx.changed() => {}
+                    _ = shutdown_rx.wait_for(|stop| *stop) => break,
                 }
-            }
-            let _ = shutdown_rx.wait_for(|stop| *stop).await;
-            for task in refresh.drain(..) {
-                task.abort();
             }
         }
     }));
@@ -152,8 +167,12 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AuthorizationServer::new(AuthzService::new(authorizer)))
-        .add_service(DiagnosticsServer::new(DiagnosticsService::new(verifier)));
+        .add_service(AuthorizationServer::new(AuthzService::new(
+            authorizer.clone(),
+        )))
+        .add_service(DiagnosticsServer::new(DiagnosticsService::new(
+            authorizer.clone(),
+        )));
 
     let stop = {
         let mut rx = shutdown_rx.clone();
@@ -210,7 +229,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             source,
         })?;
     let admin = tokio::spawn({
-        let app = admin_router(metrics, keys, shutdown_rx.clone());
+        let app = admin_router(metrics.clone(), authorizer.clone(), shutdown_rx.clone());
         let mut rx = shutdown_rx;
         async move {
             let stop = async move {
@@ -230,6 +249,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         grpc_addr,
         admin_addr,
         shutdown,
+        authorizer,
+        metrics,
+        refresh,
+        running_config: config.clone(),
         health,
         grpc,
         admin,
@@ -238,7 +261,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     })
 }
 
-fn admin_router(metrics: Metrics, keys: KeyStore, shutdown: watch::Receiver<bool>) -> axum::Router {
+fn admin_router(
+    metrics: Metrics,
+    authorizer: Authorizer,
+    shutdown: watch::Receiver<bool>,
+) -> axum::Router {
     use axum::http::{header, StatusCode};
     use axum::routing::get;
     axum::Router::new()
@@ -261,7 +288,7 @@ fn admin_router(metrics: Metrics, keys: KeyStore, shutdown: watch::Receiver<bool
         .route(
             "/readyz",
             get(move || {
-                let ready = keys.all_loaded() && !*shutdown.borrow();
+                let ready = authorizer.verifier().keys().all_loaded() && !*shutdown.borrow();
                 async move {
                     if ready {
                         (StatusCode::OK, "ready\n")
@@ -273,7 +300,54 @@ fn admin_router(metrics: Metrics, keys: KeyStore, shutdown: watch::Receiver<bool
         )
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Running {
+    /// Swaps in a new configuration's pools, app clients, routes and identity settings at once.
+    /// Unchanged pools (same id and JWKS URI) keep their keys; new ones are fetched before the
+    /// swap. Listener addresses and the runtime are not reloaded (a warning says so).
+    pub async fn reload(&self, config: Config) -> Result<(), ServerError> {
+        let old_server = &self.running_config.server;
+        if config.server.grpc_addr != old_server.grpc_addr
+            || config.server.admin_addr != old_server.admin_addr
+        {
+            warn!("listener addresses changed: they take effect at the next restart");
+        }
+        let old = self.authorizer.verifier();
+        let keys =
+            KeyStore::with_observer(&config.pools, &config.jwks, Arc::new(self.metrics.clone()))
+                .map_err(ServerError::Client)?;
+        for (index, pool) in config.pools.iter().enumerate() {
+            if let Some(previous) = old
+                .pools()
+                .iter()
+                .position(|p| p.id == pool.id && p.jwks_uri == pool.jwks_uri)
+            {
+                keys.adopt(index, old.keys().snapshot(previous));
+            }
+        }
+        keys.refresh_all().await;
+        let verifier = Verifier::new(&config, keys.clone());
+        self.authorizer
+            .replace(verifier, config.routes.clone(), config.token_cache_entries);
+        self.authorizer.set_dry_run(config.server.dry_run);
+        let mut refresh = lock(&self.refresh);
+        for task in refresh.drain(..) {
+            task.abort();
+        }
+        refresh.extend(keys.spawn_refresh());
+        info!(
+            pools = config.pools.len(),
+            routes = config.routes.rules.len(),
+            "configuration reloaded"
+        );
+        Ok(())
+    }
+
     /// Reports `NOT_SERVING`, stops accepting, lets in-flight checks finish within the grace
     /// period, then stops everything.
     pub async fn stop(self) -> Result<(), ServerError> {
@@ -295,6 +369,9 @@ impl Running {
         for task in self.background {
             task.abort();
         }
+        for task in lock(&self.refresh).drain(..) {
+            task.abort();
+        }
         if let GrpcAddr::Unix(path) = &self.grpc_addr {
             let _ = std::fs::remove_file(path);
         }
@@ -303,10 +380,37 @@ impl Running {
     }
 }
 
-/// Runs until `shutdown` completes, then stops gracefully.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+/// Runs until `shutdown` completes, then stops gracefully. On SIGHUP, `reload` reads the
+/// configuration again: a valid one is swapped in, an invalid one is refused with a log and the
+/// running one keeps serving.
+pub async fn run<R>(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    reload: R,
+) -> Result<(), ServerError>
+where
+    R: Fn() -> Result<Config, ConfigError>,
+{
     let running = start(config).await?;
-    shutdown.await;
+    tokio::pin!(shutdown);
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(err) => {
+            warn!(cause = %err, "cannot listen for SIGHUP: no reloads");
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = async { match hangups.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                match reload() {
+                    Ok(config) => running.reload(config).await?,
+                    Err(err) => error!(cause = %err, "reload refused: the running configuration stays"),
+                }
+            }
+        }
+    }
     info!("shutting down");
     running.stop().await
 }

@@ -158,3 +158,11 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let status = response.status().as_u16();
     (status, response.text().await.unwrap())
 }
+
+/// GET on the admin listener: the status, or `None` when nothing answers yet.
+pub async fn http_get_opt(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}

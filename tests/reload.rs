@@ -1,0 +1,201 @@
+//! Reload: routes, pools and app clients swap at once; an invalid new configuration is refused
+//! and the running one keeps serving. Directly through `Running::reload`, and end to end with
+//! the real binary and SIGHUP.
+
+mod common;
+
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cognito_authz::config::Config;
+use cognito_authz::server::{self, GrpcAddr};
+use cognito_authz::testkit::{access_claims, jwks, now, Behaviour, JwksServer, TestKey};
+use common::{answer, channel, check_request, env_for, serve_config, Answer, CLIENT, ISS};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+
+async fn check(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Answer {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let response = AuthorizationClient::new(channel(addr).await)
+        .check(check_request("GET", path, &headers, &[]))
+        .await
+        .expect("Check answers")
+        .into_inner();
+    answer(&response)
+}
+
+fn token_for(client: &str) -> String {
+    TestKey::shared(0).token(&access_claims(ISS, client, now()))
+}
+
+const PUBLIC_OPEN: &str = "[[routes]]\nprefix = \"/open\"\nmode = \"public\"\n";
+
+#[tokio::test]
+async fn a_reload_swaps_routes_and_clients_at_once() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let running = server::start(serve_config(&idp.url("/j"), &[], ""))
+        .await
+        .unwrap();
+    let GrpcAddr::Tcp(addr) = running.grpc_addr else {
+        unreachable!()
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    assert!(matches!(
+        check(addr, "/open", None).await,
+        Answer::Denied { status: 401, .. }
+    ));
+    assert!(matches!(
+        check(addr, "/api", Some(&token_for(CLIENT))).await,
+        Answer::Allowed { .. }
+    ));
+    assert!(matches!(
+        check(addr, "/api", Some(&token_for("mobile"))).await,
+        Answer::Denied { status: 401, .. }
+    ));
+    let fetches = idp.hits();
+
+    let next = serve_config(
+        &idp.url("/j"),
+        &[("AWS_COGNITO_USER_POOL_CLIENT_ID", "mobile")],
+        PUBLIC_OPEN,
+    );
+    running.reload(next).await.unwrap();
+    assert!(matches!(
+        check(addr, "/open", None).await,
+        Answer::Allowed { .. }
+    ));
+    assert!(matches!(
+        check(addr, "/api", Some(&token_for("mobile"))).await,
+        Answer::Allowed { .. }
+    ));
+    match check(addr, "/api", Some(&token_for(CLIENT))).await {
+        Answer::Denied { status, body, .. } => {
+            assert_eq!(
+                (status, body["reason"].as_str()),
+                (401, Some("wrong_client"))
+            );
+        }
+        other => panic!("the old client still passes (a cached identity?): {other:?}"),
+    }
+    assert!(
+        idp.hits() <= fetches + 1,
+        "the unchanged pool kept its keys"
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_keys_of_unchanged_pools_when_the_idp_is_down() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let running = server::start(serve_config(&idp.url("/j"), &[], ""))
+        .await
+        .unwrap();
+    let GrpcAddr::Tcp(addr) = running.grpc_addr else {
+        unreachable!()
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    idp.set(Behaviour::Status(503));
+    running
+        .reload(serve_config(&idp.url("/j"), &[], PUBLIC_OPEN))
+        .await
+        .unwrap();
+    assert!(matches!(
+        check(addr, "/api", Some(&token_for(CLIENT))).await,
+        Answer::Allowed { .. }
+    ));
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_file_and_refuses_an_invalid_one() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let dir = std::env::temp_dir().join(format!("cognito-authz-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("config.toml");
+    std::fs::write(&file, "").unwrap();
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut vars = env_for(&idp.url("/j"), &[]);
+    vars.insert("AUTHZ_GRPC_ADDR".into(), grpc.to_string());
+    vars.insert("AUTHZ_ADMIN_ADDR".into(), admin.to_string());
+    // The test's own config must parse too, before the binary sees it.
+    Config::from_toml(|k| vars.get(k).cloned(), PUBLIC_OPEN).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+        .args(["--config", file.to_str().unwrap(), "serve"])
+        .env_clear()
+        .envs(&vars)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while common::http_get_opt(admin, "/readyz").await != Some(200) {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(matches!(
+        check(grpc, "/open", None).await,
+        Answer::Denied { status: 401, .. }
+    ));
+
+    let hup = || {
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    std::fs::write(&file, PUBLIC_OPEN).unwrap();
+    hup();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !matches!(check(grpc, "/open", None).await, Answer::Allowed { .. }) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reload never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    std::fs::write(
+        &file,
+        "[[routes]]\nprefix = \"/open\"\nmode = \"wide-open\"\n",
+    )
+    .unwrap();
+    hup();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        matches!(check(grpc, "/open", None).await, Answer::Allowed { .. }),
+        "the running configuration still serves"
+    );
+    assert!(matches!(
+        check(grpc, "/api", None).await,
+        Answer::Denied { status: 401, .. }
+    ));
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(status.success(), "SIGTERM exits 0: {status}\n{logs}");
+    assert!(logs.contains("configuration reloaded"), "{logs}");
+    assert!(logs.contains("reload refused"), "{logs}");
+    std::fs::remove_dir_all(dir).ok();
+}
