@@ -45,6 +45,12 @@ pub const ENV_GRPC_ADDR: &str = "AUTHZ_GRPC_ADDR";
 pub const ENV_ADMIN_ADDR: &str = "AUTHZ_ADMIN_ADDR";
 /// Tokio worker threads for `serve` (default: one per core).
 pub const ENV_WORKER_THREADS: &str = "AUTHZ_WORKER_THREADS";
+/// PEM certificate chain for the gRPC listener: setting it (with the key) turns TLS on.
+pub const ENV_TLS_CERT: &str = "AUTHZ_TLS_CERT";
+/// PEM private key for the gRPC listener.
+pub const ENV_TLS_KEY: &str = "AUTHZ_TLS_KEY";
+/// PEM CA bundle: setting it requires clients (Envoy) to present a certificate it signed.
+pub const ENV_TLS_CLIENT_CA: &str = "AUTHZ_TLS_CLIENT_CA";
 /// Dry-run (shadow) mode: decide, log and count, but allow every request (`true`/`false`).
 pub const ENV_DRY_RUN: &str = "AUTHZ_DRY_RUN";
 /// Log format: `text` (default) or `json`.
@@ -239,6 +245,19 @@ pub struct ServerConfig {
     pub worker_threads: Option<usize>,
     /// Dry-run (shadow) mode: every request is allowed; decisions are still logged and counted.
     pub dry_run: bool,
+    /// TLS for the gRPC listener, when configured.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Files for the gRPC listener's TLS (paths only: `check-config` never prints key material).
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA bundle for client certificates (mutual TLS), when required.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -250,6 +269,7 @@ impl Default for ServerConfig {
             json_logs: false,
             worker_threads: None,
             dry_run: false,
+            tls: None,
         }
     }
 }
@@ -311,6 +331,9 @@ struct FileServer {
     log_format: Option<String>,
     worker_threads: Option<u64>,
     dry_run: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -496,6 +519,12 @@ impl Config {
                 },
                 None => file_server.dry_run.unwrap_or(false),
             },
+            tls: tls_files(
+                var,
+                file_server.tls_cert,
+                file_server.tls_key,
+                file_server.tls_client_ca,
+            )?,
         };
         validate_listen_addr(ENV_GRPC_ADDR, &server.grpc_addr, true)?;
         validate_listen_addr(ENV_ADMIN_ADDR, &server.admin_addr, false)?;
@@ -558,6 +587,52 @@ fn validate_listen_addr(key: &str, addr: &str, allow_unix: bool) -> Result<(), C
         .map_err(|_| {
             ConfigError::invalid(key, format!("'{addr}' is not an IP address with a port"))
         })
+}
+
+/// TLS settings from the environment (which wins) or the file; each named file must hold PEM.
+fn tls_files(
+    var: &dyn Fn(&str) -> Option<String>,
+    file_cert: Option<PathBuf>,
+    file_key: Option<PathBuf>,
+    file_ca: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let pick = |env: &str, file: Option<PathBuf>, key: &str| {
+        var(env)
+            .map(|v| (env.to_string(), PathBuf::from(v)))
+            .or_else(|| file.map(|p| (key.to_string(), p)))
+    };
+    let cert = pick(ENV_TLS_CERT, file_cert, "server.tls_cert");
+    let key = pick(ENV_TLS_KEY, file_key, "server.tls_key");
+    let ca = pick(ENV_TLS_CLIENT_CA, file_ca, "server.tls_client_ca");
+    let (cert, key) = match (cert, key, &ca) {
+        (None, None, None) => return Ok(None),
+        (Some(cert), Some(key), _) => (cert, key),
+        (None, _, _) => {
+            return Err(ConfigError::invalid(
+                ENV_TLS_CERT,
+                "TLS needs a certificate (and a key)",
+            ))
+        }
+        (Some(_), None, _) => {
+            return Err(ConfigError::invalid(ENV_TLS_KEY, "TLS needs a private key"))
+        }
+    };
+    for (key_name, path) in [Some(&cert), Some(&key), ca.as_ref()].into_iter().flatten() {
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            ConfigError::invalid(key_name.clone(), format!("{}: {err}", path.display()))
+        })?;
+        if !text.contains("-----BEGIN ") {
+            return Err(ConfigError::invalid(
+                key_name.clone(),
+                format!("{} holds no PEM", path.display()),
+            ));
+        }
+    }
+    Ok(Some(TlsFiles {
+        cert: cert.1,
+        key: key.1,
+        client_ca: ca.map(|c| c.1),
+    }))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

@@ -215,6 +215,47 @@ pub fn uds_envoy_config(native: &str) -> String {
     out
 }
 
+/// Where the mutual-TLS flavour reads its files: the CA that signed cognito-authz's certificate
+/// and Envoy's own client certificate and key.
+pub const TLS_DIR: &str = "/etc/cognito-authz/tls/";
+
+const UPSTREAM_TLS: &str = r#"    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: cognito-authz
+        common_tls_context:
+          alpn_protocols: [h2]
+          tls_certificates:
+          - certificate_chain: { filename: /etc/cognito-authz/tls/envoy.pem }
+            private_key: { filename: /etc/cognito-authz/tls/envoy-key.pem }
+          validation_context:
+            trusted_ca: { filename: /etc/cognito-authz/tls/ca.pem }
+            match_typed_subject_alt_names:
+            - san_type: DNS
+              matcher: { exact: cognito-authz }
+"#;
+
+/// The mutual-TLS flavour of a native Envoy config: Envoy presents a client certificate to
+/// cognito-authz and accepts only a server certificate for `cognito-authz` from the CA in
+/// [`TLS_DIR`]. `envoy/envoy.tls.yaml` is this function's output.
+pub fn tls_envoy_config(native: &str) -> String {
+    let mut out = String::from(
+        "# Envoy 1.40 in front of the demo app, asking cognito-authz about every request.\n\
+         # Mutual TLS to cognito-authz: generated from envoy.yaml by cruddur_demo::stack::tls_envoy_config\n\
+         # (a test keeps the two in step). Files in /etc/cognito-authz/tls/: ca.pem, envoy.pem, envoy-key.pem.\n",
+    );
+    let body = native
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let anchor = "  - name: cognito_authz\n    type: STATIC\n    connect_timeout: 0.25s\n";
+    out.push_str(&body.replacen(anchor, &format!("{anchor}{UPSTREAM_TLS}"), 1));
+    out.push('\n');
+    out
+}
+
 /// The native Envoy config with the documented ports replaced by `ports`.
 pub fn render_envoy_config(native: &str, ports: Ports) -> Result<String, StackError> {
     let d = Ports::DOCUMENTED;
@@ -560,6 +601,18 @@ mod tests {
              `cargo run -p cruddur-demo --bin cruddur-demo -- --print-uds-envoy`"
         );
         assert!(committed.contains("pipe: { path: /run/cognito-authz/authz.sock }"));
+    }
+
+    #[test]
+    fn the_tls_envoy_config_is_the_native_one_with_mutual_tls() {
+        let committed = include_str!("../../envoy/envoy.tls.yaml");
+        assert_eq!(
+            committed,
+            tls_envoy_config(NATIVE),
+            "envoy/envoy.tls.yaml is stale: regenerate it with \
+             `cargo run -p cruddur-demo --bin cruddur-demo -- --print-tls-envoy`"
+        );
+        assert!(committed.contains("envoy.transport_sockets.tls"));
     }
 
     #[test]

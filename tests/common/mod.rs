@@ -166,3 +166,46 @@ pub async fn http_get_opt(addr: std::net::SocketAddr, path: &str) -> Option<u16>
         .ok()
         .map(|r| r.status().as_u16())
 }
+
+/// A throwaway PKI in `dir`: `ca.pem`; `server.pem`/`server-key.pem` for cognito-authz (names
+/// cognito-authz, localhost, 127.0.0.1); `envoy.pem`/`envoy-key.pem`, a client certificate from
+/// the same CA; `rogue.pem`/`rogue-key.pem`, a client certificate from another CA.
+pub fn write_pki(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    std::fs::create_dir_all(dir).unwrap();
+    let new_ca = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert, Issuer::new(params, key))
+    };
+    let leaf = |names: Vec<String>, issuer: &Issuer<'_, KeyPair>| {
+        let mut params = CertificateParams::new(names).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (ca_cert, ca) = new_ca("cognito-authz test CA");
+    let (_, rogue_ca) = new_ca("rogue CA");
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    for (name, names, issuer) in [
+        (
+            "server",
+            vec!["cognito-authz".to_string(), "localhost".to_string()],
+            &ca,
+        ),
+        ("envoy", vec!["envoy".to_string()], &ca),
+        ("rogue", vec!["envoy".to_string()], &rogue_ca),
+    ] {
+        let (cert, key) = leaf(names, issuer);
+        std::fs::write(dir.join(format!("{name}.pem")), cert).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), key).unwrap();
+    }
+}

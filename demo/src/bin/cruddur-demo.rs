@@ -9,7 +9,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cruddur_demo::stack::{compose_envoy_config, uds_envoy_config, Layout, Ports, Stack};
+use cruddur_demo::stack::{
+    compose_envoy_config, tls_envoy_config, uds_envoy_config, Layout, Ports, Stack,
+};
 use cruddur_demo::walkthrough;
 
 #[tokio::main]
@@ -17,19 +19,28 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: cruddur-demo [--exit-after-walkthrough] [--print-compose-envoy] [--print-uds-envoy]");
+        println!("usage: cruddur-demo [--exit-after-walkthrough] [--print-compose-envoy] [--print-uds-envoy] [--print-tls-envoy]");
         println!("Run from the project root (scripts/demo does).");
         return ExitCode::SUCCESS;
     }
-    let print_compose = args.iter().any(|a| a == "--print-compose-envoy");
-    if print_compose || args.iter().any(|a| a == "--print-uds-envoy") {
+    let flavour = [
+        "--print-compose-envoy",
+        "--print-uds-envoy",
+        "--print-tls-envoy",
+    ]
+    .into_iter()
+    .find(|f| args.iter().any(|a| a == f));
+    if let Some(flavour) = flavour {
         return match std::fs::read_to_string(root.join("envoy/envoy.yaml")) {
             Ok(native) => {
-                if print_compose {
-                    print!("{}", compose_envoy_config(&native));
-                } else {
-                    print!("{}", uds_envoy_config(&native));
-                }
+                print!(
+                    "{}",
+                    match flavour {
+                        "--print-compose-envoy" => compose_envoy_config(&native),
+                        "--print-uds-envoy" => uds_envoy_config(&native),
+                        _ => tls_envoy_config(&native),
+                    }
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
