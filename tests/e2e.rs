@@ -169,3 +169,97 @@ async fn the_whole_story_with_real_envoy_and_the_cognito_emulator() {
     let seen = get(&stack, "/api/echo", Some(&tokens.access), &[]).await;
     assert_eq!(seen.status.as_u16(), 200, "recovered after restart");
 }
+
+/// Under load through Envoy, cognito-authz is killed and restarted: meanwhile requests get 503,
+/// a request without a token never gets 200, every 200 carries the identity cognito-authz set,
+/// and service resumes after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_cognito_authz_under_load_fails_closed_and_recovers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let mut stack = Stack::start(layout("e2e-kill"), Ports::ephemeral().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("the stack did not start: {e}"));
+    let cognito = stack.cognito();
+    cognito
+        .sign_up("load@example.com", "Load-Test-Passw0rd", "Load", "load")
+        .await
+        .unwrap();
+    cognito
+        .confirm_sign_up("load@example.com", "1")
+        .await
+        .unwrap();
+    let tokens = cognito
+        .sign_in("load@example.com", "Load-Test-Passw0rd")
+        .await
+        .unwrap();
+    let sub = payload(&tokens.access)["sub"].as_str().unwrap().to_string();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = stack.url("/api/echo");
+    let mut workers = Vec::new();
+    for worker in 0..6 {
+        let (stop, url, token) = (Arc::clone(&stop), url.clone(), tokens.access.clone());
+        workers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut seen: Vec<(bool, u16, Value)> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let with_token = worker % 2 == 0;
+                let mut request = http.get(&url).header("x-cognito-sub", "spoof");
+                if with_token {
+                    request = request.bearer_auth(&token);
+                }
+                if let Ok(response) = request.send().await {
+                    let status = response.status().as_u16();
+                    let body = response.json().await.unwrap_or(Value::Null);
+                    seen.push((with_token, status, body));
+                }
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    stack.kill_authz().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    stack.start_authz().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut counts = std::collections::BTreeMap::new();
+    let mut last_with_token = Vec::new();
+    for worker in workers {
+        let seen = worker.await.unwrap();
+        for (with_token, status, body) in &seen {
+            *counts.entry((*with_token, *status)).or_insert(0u32) += 1;
+            if *status == 200 {
+                assert!(*with_token, "a request without a token got 200");
+                assert_eq!(
+                    body["identity_headers"]["x-cognito-sub"],
+                    sub.as_str(),
+                    "a 200 without cognito-authz's identity: {body}"
+                );
+            } else {
+                assert!(
+                    matches!(status, 401 | 503),
+                    "unexpected status {status}: {body}"
+                );
+            }
+        }
+        if let Some(last) = seen.iter().rev().find(|(w, _, _)| *w) {
+            last_with_token.push(last.1);
+        }
+    }
+    assert!(
+        counts.get(&(true, 503)).copied().unwrap_or(0) > 0,
+        "the outage was seen: {counts:?}"
+    );
+    assert!(
+        counts.get(&(true, 200)).copied().unwrap_or(0) > 0,
+        "{counts:?}"
+    );
+    assert!(
+        last_with_token.iter().all(|s| *s == 200),
+        "service resumed after the restart: {last_with_token:?} ({counts:?})"
+    );
+}
