@@ -263,3 +263,73 @@ async fn killing_cognito_authz_under_load_fails_closed_and_recovers() {
         "service resumed after the restart: {last_with_token:?} ({counts:?})"
     );
 }
+
+/// SIGTERM under load through Envoy: cognito-authz exits 0 and drops no check it accepted;
+/// Envoy's counters of connections closed with checks in flight and of streams reset by
+/// cognito-authz stay at zero. Later requests fail closed (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drops_no_accepted_check() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let mut stack = Stack::start(layout("e2e-term"), Ports::ephemeral().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("the stack did not start: {e}"));
+    let cognito = stack.cognito();
+    cognito
+        .sign_up("term@example.com", "Term-Test-Passw0rd", "Term", "term")
+        .await
+        .unwrap();
+    cognito
+        .confirm_sign_up("term@example.com", "1")
+        .await
+        .unwrap();
+    let token = cognito
+        .sign_in("term@example.com", "Term-Test-Passw0rd")
+        .await
+        .unwrap()
+        .access;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..6 {
+        let (stop, url, token) = (Arc::clone(&stop), stack.url("/api/echo"), token.clone());
+        workers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut statuses = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(r) = http.get(&url).bearer_auth(&token).send().await {
+                    statuses.push(r.status().as_u16());
+                }
+            }
+            statuses
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let code = stack.terminate_authz().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut statuses = Vec::new();
+    for worker in workers {
+        statuses.extend(worker.await.unwrap());
+    }
+    assert_eq!(code, Some(0), "SIGTERM exits 0");
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 503)),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&200) && statuses.contains(&503));
+    for counter in [
+        "cluster.cognito_authz.upstream_cx_destroy_remote_with_active_rq",
+        "cluster.cognito_authz.upstream_rq_rx_reset",
+    ] {
+        assert_eq!(stack.envoy_counter(counter).await.unwrap(), 0, "{counter}");
+    }
+    assert!(
+        stack
+            .envoy_counter("cluster.cognito_authz.upstream_rq_completed")
+            .await
+            .unwrap()
+            > 0
+    );
+}

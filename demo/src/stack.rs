@@ -406,6 +406,56 @@ impl Stack {
         Ok(())
     }
 
+    /// Sends cognito-authz SIGTERM and waits (up to 30 s) for it to exit; returns its exit code.
+    pub fn terminate_authz(&mut self) -> Result<Option<i32>, StackError> {
+        let index = self
+            .procs
+            .iter()
+            .position(|p| p.name == "cognito-authz")
+            .ok_or_else(|| err("cognito-authz is not running"))?;
+        let mut proc = self.procs.remove(index);
+        let sent = Command::new("kill")
+            .args(["-TERM", &proc.child.id().to_string()])
+            .status()
+            .map_err(|e| err(format!("kill -TERM: {e}")))?;
+        if !sent.success() {
+            return Err(err("kill -TERM failed"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match proc.child.try_wait() {
+                Ok(Some(status)) => return Ok(status.code()),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => {
+                    let _ = proc.child.kill();
+                    return Err(err("cognito-authz did not exit within 30 s of SIGTERM"));
+                }
+                Err(e) => return Err(err(format!("waiting for cognito-authz: {e}"))),
+            }
+        }
+    }
+
+    /// One of Envoy's counters (`cluster.cognito_authz.upstream_rq_rx_reset`), from its admin.
+    pub async fn envoy_counter(&self, name: &str) -> Result<u64, StackError> {
+        let url = format!(
+            "http://127.0.0.1:{}/stats?filter=^{}$",
+            self.ports.envoy_admin,
+            name.replace('.', "\\.")
+        );
+        let text = reqwest::get(url)
+            .await
+            .map_err(|e| err(format!("envoy stats: {e}")))?
+            .text()
+            .await
+            .map_err(|e| err(format!("envoy stats: {e}")))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| err(format!("envoy has no counter {name}: {text}")))
+    }
+
     /// The emulator's endpoint.
     pub fn cognito_endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports.cognito)
