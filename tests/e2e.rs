@@ -7,6 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use cruddur_demo::stack::{Layout, Ports, Stack};
 use cruddur_demo::walkthrough::{self, get, payload};
 use serde_json::Value;
@@ -81,6 +83,55 @@ async fn the_whole_story_with_real_envoy_and_the_cognito_emulator() {
         stack.app_requests().await.unwrap(),
         before + 1,
         "only the anonymous home feed reached the app"
+    );
+
+    // 2b. Hostile requests where Envoy's own handling matters; none reaches the app.
+    let before = stack.app_requests().await.unwrap();
+    let http = reqwest::Client::new();
+    let two = http
+        .get(stack.url("/api/echo"))
+        .header("authorization", format!("Bearer {}", tokens.access))
+        .header("authorization", format!("Bearer {}", tokens.access))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(two.status().as_u16(), 400, "two authorization headers");
+    let query = http
+        .get(stack.url(&format!("/api/echo?access_token={}", tokens.access)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        query.status().as_u16(),
+        401,
+        "a token in the query string is ignored"
+    );
+    let parts: Vec<&str> = tokens.access.split('.').collect();
+    let unsigned = format!(
+        "{}.{}.c2ln",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","kid":"dummy"}"#),
+        parts[1]
+    );
+    let none = get(&stack, "/api/echo", Some(&unsigned), &[]).await;
+    assert_eq!(
+        (none.status.as_u16(), none.body["reason"].as_str()),
+        (401, Some("unsupported_alg"))
+    );
+    assert_eq!(
+        stack.app_requests().await.unwrap(),
+        before,
+        "no hostile request reached the app"
+    );
+    let lowercase = http
+        .get(stack.url("/api/echo"))
+        .header("authorization", format!("bearer {}", tokens.access))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        lowercase.status().as_u16(),
+        200,
+        "the scheme is case-insensitive"
     );
 
     // 3. grpcurl against cognito-authz: reflection, Check, health, diagnostics.
