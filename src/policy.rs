@@ -443,19 +443,7 @@ impl Rule {
 mod tests {
     use super::*;
 
-    fn routes(toml_text: &str) -> RouteConfig {
-        #[derive(Deserialize)]
-        struct F {
-            #[serde(default)]
-            routes: Vec<RouteSpec>,
-            #[serde(default)]
-            identity: IdentitySpec,
-        }
-        let f: F = toml::from_str(toml_text).unwrap();
-        RouteConfig::build(f.routes, f.identity, &["us-east-1_A"]).unwrap()
-    }
-
-    fn build_err(toml_text: &str) -> String {
+    fn build(toml_text: &str) -> Result<RouteConfig, ConfigError> {
         #[derive(Deserialize)]
         struct F {
             #[serde(default)]
@@ -465,8 +453,14 @@ mod tests {
         }
         let f: F = toml::from_str(toml_text).unwrap();
         RouteConfig::build(f.routes, f.identity, &["us-east-1_A"])
-            .unwrap_err()
-            .to_string()
+    }
+
+    fn routes(toml_text: &str) -> RouteConfig {
+        build(toml_text).unwrap()
+    }
+
+    fn build_err(toml_text: &str) -> String {
+        build(toml_text).unwrap_err().to_string()
     }
 
     const APP: &str = r#"

@@ -59,17 +59,23 @@ mode = "required"
 "custom:tenant" = "x-tenant-id"
 "#;
 
-fn authorizer_with(extra_toml: &str, vars: &[(&str, &str)]) -> Authorizer {
-    let env: HashMap<String, String> = [
+/// The app's variables for the test pool (keys refetch from a port where nothing listens), plus
+/// `fixed` and `vars`.
+fn test_env(fixed: &[(&str, &str)], vars: &[(&str, &str)]) -> HashMap<String, String> {
+    [
         ("AWS_COGNITO_USER_POOL_ID", POOL),
         ("AWS_COGNITO_USER_POOL_CLIENT_ID", CLIENT),
         ("COGNITO_JWKS_URI", "http://127.0.0.1:9/jwks.json"),
-        ("COGNITO_JWKS_MIN_REFETCH_SECONDS", "3600"),
     ]
     .iter()
-    .chain(vars.iter())
+    .chain(fixed)
+    .chain(vars)
     .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    .collect()
+}
+
+fn authorizer_with(extra_toml: &str, vars: &[(&str, &str)]) -> Authorizer {
+    let env = test_env(&[("COGNITO_JWKS_MIN_REFETCH_SECONDS", "3600")], vars);
     let text = format!("{ROUTES}\n{extra_toml}");
     let config = Config::from_toml(|k| env.get(k).cloned(), &text).unwrap();
     let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
@@ -495,14 +501,7 @@ async fn a_check_request_without_http_attributes_is_a_grpc_error() {
 
 #[tokio::test]
 async fn keys_not_loaded_yet_is_503_with_retry_after() {
-    let env: HashMap<String, String> = [
-        ("AWS_COGNITO_USER_POOL_ID", POOL),
-        ("AWS_COGNITO_USER_POOL_CLIENT_ID", CLIENT),
-        ("COGNITO_JWKS_URI", "http://127.0.0.1:9/jwks.json"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let env = test_env(&[], &[]);
     let config = Config::from_toml(|k| env.get(k).cloned(), ROUTES).unwrap();
     let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
     let a = Authorizer::new(
@@ -599,14 +598,7 @@ async fn a_configured_cookie_or_header_can_carry_the_token() {
 
 #[tokio::test]
 async fn every_decision_is_counted_by_reason() {
-    let env: HashMap<String, String> = [
-        ("AWS_COGNITO_USER_POOL_ID", POOL),
-        ("AWS_COGNITO_USER_POOL_CLIENT_ID", CLIENT),
-        ("COGNITO_JWKS_URI", "http://127.0.0.1:9/jwks.json"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let env = test_env(&[], &[]);
     let config = Config::from_toml(|k| env.get(k).cloned(), ROUTES).unwrap();
     let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
     keys.preload(0, jwks(&[TestKey::shared(0)]).to_string().as_bytes())
@@ -654,16 +646,13 @@ fn bearer_parsing_follows_rfc_6750() {
 
 #[tokio::test]
 async fn dry_run_allows_everything_but_still_decides_counts_and_strips() {
-    let env: HashMap<String, String> = [
-        ("AWS_COGNITO_USER_POOL_ID", POOL),
-        ("AWS_COGNITO_USER_POOL_CLIENT_ID", CLIENT),
-        ("COGNITO_JWKS_URI", "http://127.0.0.1:9/jwks.json"),
-        ("COGNITO_JWKS_MIN_REFETCH_SECONDS", "3600"),
-        ("AUTHZ_DRY_RUN", "true"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let env = test_env(
+        &[
+            ("COGNITO_JWKS_MIN_REFETCH_SECONDS", "3600"),
+            ("AUTHZ_DRY_RUN", "true"),
+        ],
+        &[],
+    );
     let config = Config::from_toml(|k| env.get(k).cloned(), ROUTES).unwrap();
     assert!(config.server.dry_run);
     let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();

@@ -162,33 +162,40 @@ pub struct Stack {
 /// clusters find cognito-authz and the app by their service names. `envoy/envoy.compose.yaml`
 /// is this function's output, and a test keeps it so.
 pub fn compose_envoy_config(native: &str) -> String {
-    let mut out = String::from(
-        "# Envoy 1.40 in front of the demo app, asking cognito-authz about every request.\n\
-         # Compose stack: generated from envoy.yaml by cruddur_demo::stack::compose_envoy_config\n\
+    flavour(
+        native,
+        "# Compose stack: generated from envoy.yaml by cruddur_demo::stack::compose_envoy_config\n\
          # (a test keeps the two in step). Services: cognito-authz:9001, app:8000.\n",
-    );
+        |body| {
+            body.replace(
+                "socket_address: { address: 127.0.0.1, port_value: 8080 }",
+                "socket_address: { address: 0.0.0.0, port_value: 8080 }",
+            )
+            .replace("type: STATIC", "type: STRICT_DNS")
+            .replace(
+                "socket_address: { address: 127.0.0.1, port_value: 9001 }",
+                "socket_address: { address: cognito-authz, port_value: 9001 }",
+            )
+            .replace(
+                "socket_address: { address: 127.0.0.1, port_value: 8000 }",
+                "socket_address: { address: app, port_value: 8000 }",
+            )
+        },
+    )
+}
+
+/// A flavour of the native config: the same first line, `header` (the flavour's own comment
+/// lines) in place of the native comment, then the native body passed through `transform`.
+fn flavour(native: &str, header: &str, transform: impl FnOnce(String) -> String) -> String {
     let body = native
         .lines()
         .skip_while(|l| l.starts_with('#'))
         .collect::<Vec<_>>()
         .join("\n");
-    let body = body
-        .replace(
-            "socket_address: { address: 127.0.0.1, port_value: 8080 }",
-            "socket_address: { address: 0.0.0.0, port_value: 8080 }",
-        )
-        .replace("type: STATIC", "type: STRICT_DNS")
-        .replace(
-            "socket_address: { address: 127.0.0.1, port_value: 9001 }",
-            "socket_address: { address: cognito-authz, port_value: 9001 }",
-        )
-        .replace(
-            "socket_address: { address: 127.0.0.1, port_value: 8000 }",
-            "socket_address: { address: app, port_value: 8000 }",
-        );
-    out.push_str(&body);
-    out.push('\n');
-    out
+    format!(
+        "# Envoy 1.40 in front of the demo app, asking cognito-authz about every request.\n{header}{}\n",
+        transform(body)
+    )
 }
 
 /// Where the Unix-socket flavour expects cognito-authz (`AUTHZ_GRPC_ADDR=unix:` this path).
@@ -197,22 +204,17 @@ pub const UDS_PATH: &str = "/run/cognito-authz/authz.sock";
 /// The Unix-socket flavour of a native Envoy config: the authz cluster reaches cognito-authz
 /// through [`UDS_PATH`] instead of TCP. `envoy/envoy.uds.yaml` is this function's output.
 pub fn uds_envoy_config(native: &str) -> String {
-    let mut out = String::from(
-        "# Envoy 1.40 in front of the demo app, asking cognito-authz about every request.\n\
-         # Unix socket: generated from envoy.yaml by cruddur_demo::stack::uds_envoy_config (a test\n\
+    flavour(
+        native,
+        "# Unix socket: generated from envoy.yaml by cruddur_demo::stack::uds_envoy_config (a test\n\
          # keeps the two in step). Run cognito-authz with AUTHZ_GRPC_ADDR=unix:/run/cognito-authz/authz.sock.\n",
-    );
-    let body = native
-        .lines()
-        .skip_while(|l| l.starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n");
-    out.push_str(&body.replace(
-        "socket_address: { address: 127.0.0.1, port_value: 9001 }",
-        &format!("pipe: {{ path: {UDS_PATH} }}"),
-    ));
-    out.push('\n');
-    out
+        |body| {
+            body.replace(
+                "socket_address: { address: 127.0.0.1, port_value: 9001 }",
+                &format!("pipe: {{ path: {UDS_PATH} }}"),
+            )
+        },
+    )
 }
 
 /// Where the mutual-TLS flavour reads its files: the CA that signed cognito-authz's certificate
@@ -240,20 +242,15 @@ const UPSTREAM_TLS: &str = r#"    transport_socket:
 /// cognito-authz and accepts only a server certificate for `cognito-authz` from the CA in
 /// [`TLS_DIR`]. `envoy/envoy.tls.yaml` is this function's output.
 pub fn tls_envoy_config(native: &str) -> String {
-    let mut out = String::from(
-        "# Envoy 1.40 in front of the demo app, asking cognito-authz about every request.\n\
-         # Mutual TLS to cognito-authz: generated from envoy.yaml by cruddur_demo::stack::tls_envoy_config\n\
+    flavour(
+        native,
+        "# Mutual TLS to cognito-authz: generated from envoy.yaml by cruddur_demo::stack::tls_envoy_config\n\
          # (a test keeps the two in step). Files in /etc/cognito-authz/tls/: ca.pem, envoy.pem, envoy-key.pem.\n",
-    );
-    let body = native
-        .lines()
-        .skip_while(|l| l.starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let anchor = "  - name: cognito_authz\n    type: STATIC\n    connect_timeout: 0.25s\n";
-    out.push_str(&body.replacen(anchor, &format!("{anchor}{UPSTREAM_TLS}"), 1));
-    out.push('\n');
-    out
+        |body| {
+            let anchor = "  - name: cognito_authz\n    type: STATIC\n    connect_timeout: 0.25s\n";
+            body.replacen(anchor, &format!("{anchor}{UPSTREAM_TLS}"), 1)
+        },
+    )
 }
 
 /// The native Envoy config with the documented ports replaced by `ports`.
@@ -631,38 +628,39 @@ mod tests {
     const NATIVE: &str = include_str!("../../envoy/envoy.yaml");
 
     #[test]
-    fn the_compose_envoy_config_is_the_native_one_for_compose() {
-        let committed = include_str!("../../envoy/envoy.compose.yaml");
-        assert_eq!(
-            committed,
-            compose_envoy_config(NATIVE),
-            "envoy/envoy.compose.yaml is stale: regenerate it with \
-             `cargo run -p cruddur-demo --bin cruddur-demo -- --print-compose-envoy`"
-        );
-    }
-
-    #[test]
-    fn the_unix_socket_envoy_config_is_the_native_one_over_a_socket() {
-        let committed = include_str!("../../envoy/envoy.uds.yaml");
-        assert_eq!(
-            committed,
-            uds_envoy_config(NATIVE),
-            "envoy/envoy.uds.yaml is stale: regenerate it with \
-             `cargo run -p cruddur-demo --bin cruddur-demo -- --print-uds-envoy`"
-        );
-        assert!(committed.contains("pipe: { path: /run/cognito-authz/authz.sock }"));
-    }
-
-    #[test]
-    fn the_tls_envoy_config_is_the_native_one_with_mutual_tls() {
-        let committed = include_str!("../../envoy/envoy.tls.yaml");
-        assert_eq!(
-            committed,
-            tls_envoy_config(NATIVE),
-            "envoy/envoy.tls.yaml is stale: regenerate it with \
-             `cargo run -p cruddur-demo --bin cruddur-demo -- --print-tls-envoy`"
-        );
-        assert!(committed.contains("envoy.transport_sockets.tls"));
+    fn every_committed_envoy_flavour_is_generated_from_the_native_config() {
+        let flavours: [(&str, &str, fn(&str) -> String, &str, &str); 3] = [
+            (
+                "envoy.compose.yaml",
+                include_str!("../../envoy/envoy.compose.yaml"),
+                compose_envoy_config,
+                "--print-compose-envoy",
+                "address: cognito-authz, port_value: 9001",
+            ),
+            (
+                "envoy.uds.yaml",
+                include_str!("../../envoy/envoy.uds.yaml"),
+                uds_envoy_config,
+                "--print-uds-envoy",
+                "pipe: { path: /run/cognito-authz/authz.sock }",
+            ),
+            (
+                "envoy.tls.yaml",
+                include_str!("../../envoy/envoy.tls.yaml"),
+                tls_envoy_config,
+                "--print-tls-envoy",
+                "envoy.transport_sockets.tls",
+            ),
+        ];
+        for (file, committed, generate, flag, marker) in flavours {
+            assert_eq!(
+                committed,
+                generate(NATIVE),
+                "envoy/{file} is stale: regenerate it with \
+                 `cargo run -p cruddur-demo --bin cruddur-demo -- {flag}`"
+            );
+            assert!(committed.contains(marker), "{file} lacks {marker}");
+        }
     }
 
     #[test]
