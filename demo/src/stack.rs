@@ -629,7 +629,15 @@ mod tests {
 
     #[test]
     fn every_committed_envoy_flavour_is_generated_from_the_native_config() {
-        let flavours: [(&str, &str, fn(&str) -> String, &str, &str); 3] = [
+        // (file, committed text, generator, regeneration flag, a line the flavour must hold)
+        type Flavour = (
+            &'static str,
+            &'static str,
+            fn(&str) -> String,
+            &'static str,
+            &'static str,
+        );
+        let flavours: [Flavour; 3] = [
             (
                 "envoy.compose.yaml",
                 include_str!("../../envoy/envoy.compose.yaml"),
