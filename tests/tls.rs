@@ -146,16 +146,21 @@ fn tool(name: &str) -> PathBuf {
     path
 }
 
+fn native() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/envoy.yaml")).unwrap()
+}
+
 async fn envoy_with(dir: &Path, client: &str, ports: Ports) -> Proc {
-    let native =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/envoy.yaml"))
-            .unwrap();
-    let text = render_envoy_config(&tls_envoy_config(&native), ports)
+    let text = render_envoy_config(&tls_envoy_config(&native()), ports)
         .unwrap()
         .replace(TLS_DIR, &format!("{}/", dir.display()))
         .replace("/envoy.pem", &format!("/{client}.pem"))
         .replace("/envoy-key.pem", &format!("/{client}-key.pem"));
-    let config = dir.join(format!("envoy-{client}.yaml"));
+    run_envoy(dir, client, &text, ports).await
+}
+
+async fn run_envoy(dir: &Path, name: &str, text: &str, ports: Ports) -> Proc {
+    let config = dir.join(format!("envoy-{name}.yaml"));
     std::fs::write(&config, text).unwrap();
     let envoy = Proc(
         Command::new(tool("envoy"))
@@ -254,5 +259,108 @@ async fn envoy_reaches_cognito_authz_over_mutual_tls_and_fails_closed_with_a_wro
         503,
         "a rejected handshake fails closed"
     );
+    running.stop().await.unwrap();
+}
+
+/// The app binary next to ours, started on the stack's app port.
+fn start_app(ports: Ports) -> Proc {
+    let app_bin = Path::new(env!("CARGO_BIN_EXE_cognito-authz")).with_file_name("cruddur-app");
+    assert!(
+        app_bin.is_file(),
+        "{} is missing: cargo build --workspace",
+        app_bin.display()
+    );
+    Proc(
+        Command::new(&app_bin)
+            .env("PORT", ports.app.to_string())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Through Envoy: no token is cognito-authz's 401, a valid token reaches the app with identity.
+async fn assert_envoy_checks_through(ports: Ports) {
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/api/echo", ports.envoy);
+    let denied = http.get(&url).send().await.unwrap();
+    assert_eq!(denied.status().as_u16(), 401);
+    assert_eq!(
+        denied.json::<serde_json::Value>().await.unwrap()["reason"],
+        "no_token"
+    );
+    let token = TestKey::shared(0).token(&access_claims(ISS, CLIENT, now()));
+    let allowed = http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(allowed.status().as_u16(), 200);
+    let seen: serde_json::Value = allowed.json().await.unwrap();
+    assert_eq!(
+        seen["identity_headers"]["x-cognito-sub"],
+        "8f1e2d3c-0000-4000-8000-00000000abcd"
+    );
+}
+
+#[tokio::test]
+async fn envoy_reaches_cognito_authz_over_server_only_tls() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let dir = pki("envoy-tls");
+    let running = tls_server(&idp, &dir, false).await;
+    let GrpcAddr::Tcp(authz) = running.grpc_addr else {
+        unreachable!()
+    };
+    let mut ports = Ports::ephemeral().unwrap();
+    ports.authz = authz.port();
+    let _app = start_app(ports);
+    // Server-only TLS: the mutual-TLS config without Envoy's client certificate.
+    let text = render_envoy_config(&tls_envoy_config(&native()), ports)
+        .unwrap()
+        .replace(
+            "          tls_certificates:\n          - certificate_chain: { filename: /etc/cognito-authz/tls/envoy.pem }\n            private_key: { filename: /etc/cognito-authz/tls/envoy-key.pem }\n",
+            "",
+        )
+        .replace(TLS_DIR, &format!("{}/", dir.display()));
+    assert!(
+        !text.contains("private_key"),
+        "the client certificate was removed"
+    );
+    let _envoy = run_envoy(&dir, "server-only", &text, ports).await;
+    assert_envoy_checks_through(ports).await;
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn envoy_reaches_cognito_authz_over_a_unix_socket() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("envoy-uds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("authz.sock");
+    let addr = format!("unix:{}", socket.display());
+    let running = server::start(serve_config(
+        &idp.url("/j"),
+        &[("AUTHZ_GRPC_ADDR", addr.as_str())],
+        "",
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ports = Ports::ephemeral().unwrap();
+    let _app = start_app(ports);
+    // Render the ports first (keeping 9001, which the socket flavour replaces), then the socket.
+    let rendered = render_envoy_config(
+        &native(),
+        Ports {
+            authz: 9001,
+            ..ports
+        },
+    )
+    .unwrap();
+    let text = cruddur_demo::stack::uds_envoy_config(&rendered)
+        .replace(cruddur_demo::stack::UDS_PATH, socket.to_str().unwrap());
+    assert!(
+        text.contains("pipe: {"),
+        "the authz cluster uses the socket"
+    );
+    let _envoy = run_envoy(&dir, "uds", &text, ports).await;
+    assert_envoy_checks_through(ports).await;
     running.stop().await.unwrap();
 }
