@@ -48,16 +48,6 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    /// Every policy reason (token reasons are [`Reason::ALL`]).
-    pub const POLICY: [DenyReason; 6] = [
-        DenyReason::NoToken,
-        DenyReason::InvalidRequest,
-        DenyReason::PoolNotAllowed,
-        DenyReason::MissingGroup,
-        DenyReason::MissingScope,
-        DenyReason::UnsafeClaim,
-    ];
-
     /// The stable code used in logs, metrics and the deny body.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -300,11 +290,6 @@ impl Authorizer {
     /// The current verifier (and through it the key store).
     pub fn verifier(&self) -> Verifier {
         self.inner.state.load().verifier.clone()
-    }
-
-    /// The identity a token proves: from the cache while it is good, else verified and cached.
-    pub async fn identity(&self, token: &str) -> Result<Identity, DenyReason> {
-        self.inner.state.load_full().identity(token).await
     }
 
     /// Decides one Check and builds Envoy's answer; counts and logs the decision.

@@ -269,11 +269,6 @@ impl Identity {
         std::str::from_utf8(&self.0[start..start + self.u16_at(14)]).unwrap_or("")
     }
 
-    /// Bytes this identity occupies (its one allocation's payload).
-    pub fn size(&self) -> usize {
-        self.0.len()
-    }
-
     /// The identity headers with a value, fixed ones first, then the extra mappings (named by
     /// `claim_headers`, the same list the identity was built with).
     pub fn headers<'a>(

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::signature::{ParsedPublicKey, RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256};
@@ -332,11 +332,6 @@ impl KeyStore {
         self.inner.pools[pool].keys.store(keys);
     }
 
-    /// Number of pools.
-    pub fn pool_count(&self) -> usize {
-        self.inner.pools.len()
-    }
-
     /// The current key set of pool `pool` (an index into the configured pools).
     pub fn snapshot(&self, pool: usize) -> Arc<KeySet> {
         self.inner.pools[pool].keys.load_full()
@@ -488,11 +483,6 @@ impl KeyStore {
                 }
             })
             .collect()
-    }
-
-    /// The configured fetch timeout: the longest a request can wait on a refetch.
-    pub fn fetch_timeout(&self) -> Duration {
-        self.inner.settings.fetch_timeout
     }
 }
 

@@ -388,14 +388,19 @@ impl Stack {
         .await
     }
 
-    /// Kills cognito-authz (as a crash would) and waits until it is gone.
-    pub fn kill_authz(&mut self) -> Result<(), StackError> {
+    /// Takes a running process out of the stack's care (the caller stops it).
+    fn take(&mut self, name: &str) -> Result<Proc, StackError> {
         let index = self
             .procs
             .iter()
-            .position(|p| p.name == "cognito-authz")
-            .ok_or_else(|| err("cognito-authz is not running"))?;
-        let mut proc = self.procs.remove(index);
+            .position(|p| p.name == name)
+            .ok_or_else(|| err(format!("{name} is not running")))?;
+        Ok(self.procs.remove(index))
+    }
+
+    /// Kills cognito-authz (as a crash would) and waits until it is gone.
+    pub fn kill_authz(&mut self) -> Result<(), StackError> {
+        let mut proc = self.take("cognito-authz")?;
         proc.child
             .kill()
             .and_then(|_| proc.child.wait())
@@ -405,12 +410,7 @@ impl Stack {
 
     /// Sends cognito-authz SIGTERM and waits (up to 30 s) for it to exit; returns its exit code.
     pub fn terminate_authz(&mut self) -> Result<Option<i32>, StackError> {
-        let index = self
-            .procs
-            .iter()
-            .position(|p| p.name == "cognito-authz")
-            .ok_or_else(|| err("cognito-authz is not running"))?;
-        let mut proc = self.procs.remove(index);
+        let mut proc = self.take("cognito-authz")?;
         let sent = Command::new("kill")
             .args(["-TERM", &proc.child.id().to_string()])
             .status()
@@ -575,41 +575,51 @@ impl Stack {
     }
 
     async fn wait_tcp(&mut self, name: &str, port: u16) -> Result<(), StackError> {
+        self.wait_for(name, Probe::Tcp(port)).await
+    }
+
+    async fn wait_http(&mut self, name: &str, url: &str) -> Result<(), StackError> {
+        self.wait_for(name, Probe::Http(url)).await
+    }
+
+    /// Polls `probe` until it succeeds, the process dies (its log tail is the error), or 30 s
+    /// pass.
+    async fn wait_for(&mut self, name: &str, probe: Probe<'_>) -> Result<(), StackError> {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let http = reqwest::Client::new();
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let ready = match probe {
+                Probe::Tcp(port) => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                Probe::Http(url) => http
+                    .get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success()),
+            };
+            if ready {
                 return Ok(());
             }
             self.check_alive(name)?;
             if Instant::now() > deadline {
+                let what = match probe {
+                    Probe::Tcp(port) => format!("listen on port {port}"),
+                    Probe::Http(url) => format!("become ready at {url}"),
+                };
                 return Err(err(format!(
-                    "{name} did not listen on port {port}; its log ends:\n{}",
+                    "{name} did not {what}; its log ends:\n{}",
                     tail(&self.log_path(name))
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
 
-    async fn wait_http(&mut self, name: &str, url: &str) -> Result<(), StackError> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let http = reqwest::Client::new();
-        loop {
-            if let Ok(response) = http.get(url).send().await {
-                if response.status().is_success() {
-                    return Ok(());
-                }
-            }
-            self.check_alive(name)?;
-            if Instant::now() > deadline {
-                return Err(err(format!(
-                    "{name} did not become ready at {url}; its log ends:\n{}",
-                    tail(&self.log_path(name))
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+/// How the stack knows a process is up.
+#[derive(Clone, Copy)]
+enum Probe<'a> {
+    Tcp(u16),
+    Http(&'a str),
 }
 
 impl Drop for Stack {

@@ -8,6 +8,8 @@ use cognito_authz::metrics::Metrics;
 use cognito_authz::testkit::{jwks, TestKey};
 use cognito_authz::verify::Verifier;
 
+// Used by some targets only: each includes this file.
+#[allow(dead_code)]
 pub const ISS: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Fuzz";
 
 pub fn authorizer() -> &'static (Authorizer, tokio::runtime::Runtime) {
