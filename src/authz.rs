@@ -217,6 +217,30 @@ pub fn find_credential<'a>(
     Credential::Missing
 }
 
+/// The `cookie` header without the cookie `name`: `None` when it holds no such cookie, an
+/// empty string when nothing else remains.
+pub fn strip_cookie(cookies: &str, name: &str) -> Option<String> {
+    let mut found = false;
+    let kept: Vec<&str> = cookies
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| {
+            let is_token = pair.split_once('=').is_some_and(|(k, _)| k.trim() == name);
+            found |= is_token;
+            !is_token && !pair.is_empty()
+        })
+        .collect();
+    found.then(|| kept.join("; "))
+}
+
+/// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`. Browsers
+/// never attach credentials to one; an `OPTIONS` without both headers is an ordinary request.
+pub fn is_preflight(method: &str, headers: &HashMap<String, String>) -> bool {
+    method == "OPTIONS"
+        && headers.contains_key("origin")
+        && headers.contains_key("access-control-request-method")
+}
+
 /// Everything a configuration decides: swapped whole on reload, so a request sees one.
 struct State {
     verifier: Verifier,
@@ -316,7 +340,9 @@ impl Authorizer {
             .map_err(|err| Status::invalid_argument(err.to_string()))?;
 
         let dry_run = self.is_dry_run();
-        let verdict = state.decide(&requirements, &http.headers).await;
+        let verdict = state
+            .decide(&http.method, &requirements, &http.headers)
+            .await;
         let response = state.respond(&verdict, &http.headers, &requirements, dry_run);
 
         let elapsed = started.elapsed();
@@ -369,12 +395,16 @@ impl State {
     /// The decision for a request with these headers under these requirements.
     async fn decide(
         &self,
+        method: &str,
         requirements: &Requirements,
         headers: &HashMap<String, String>,
     ) -> Verdict {
         let routes = &*self.routes;
         if requirements.mode == Mode::Public {
             return Verdict::anonymous("public");
+        }
+        if requirements.allow_preflight && is_preflight(method, headers) {
+            return Verdict::anonymous("preflight");
         }
         let optional = requirements.mode == Mode::Optional;
         let token = match find_credential(headers, routes) {
@@ -476,10 +506,22 @@ impl State {
                         remove.push(name.clone());
                     }
                 }
+                let mut set_headers: Vec<HeaderValueOption> =
+                    headers.iter().map(|(k, v)| overwrite(k, v)).collect();
                 if !routes.forward_token {
                     remove.push("authorization".to_string());
                     if let Some(h) = &routes.token_header {
                         remove.push(h.clone());
+                    }
+                    // The token cookie goes; the app's other cookies stay.
+                    let stripped = routes
+                        .token_cookie
+                        .as_deref()
+                        .and_then(|name| strip_cookie(request_headers.get("cookie")?, name));
+                    match stripped {
+                        Some(rest) if rest.is_empty() => remove.push("cookie".to_string()),
+                        Some(rest) => set_headers.push(overwrite("cookie", &rest)),
+                        None => {}
                     }
                 }
                 CheckResponse {
@@ -489,7 +531,7 @@ impl State {
                     }),
                     dynamic_metadata: Some(metadata),
                     http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                        headers: headers.iter().map(|(k, v)| overwrite(k, v)).collect(),
+                        headers: set_headers,
                         headers_to_remove: remove,
                         ..Default::default()
                     })),

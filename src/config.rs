@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{IdentitySpec, RouteConfig, RouteSpec};
+use crate::policy::{IdentitySpec, RouteConfig, RouteDefaults, RouteSpec, DEFAULT_ALLOW_PREFLIGHT};
 
 /// Pool id of the single pool described by the environment (the app's variable).
 pub const ENV_POOL_ID: &str = "AWS_COGNITO_USER_POOL_ID";
@@ -55,10 +55,16 @@ pub const ENV_TLS_CLIENT_CA: &str = "AUTHZ_TLS_CLIENT_CA";
 pub const ENV_DRY_RUN: &str = "AUTHZ_DRY_RUN";
 /// Log format: `text` (default) or `json`.
 pub const ENV_LOG_FORMAT: &str = "AUTHZ_LOG_FORMAT";
+/// Let CORS preflights through as anonymous on every route that does not say otherwise
+/// (`true`, the default, or `false`).
+pub const ENV_ALLOW_PREFLIGHT: &str = "AUTHZ_ALLOW_PREFLIGHT";
 
 /// Default leeway: 30 s absorbs ordinary NTP drift between Cognito and this host without
 /// stretching a one-hour token noticeably.
 pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+/// Largest leeway accepted: five minutes (Kerberos's classic skew) is already generous; more
+/// would quietly extend every token, and a huge value would switch expiry checking off.
+pub const MAX_LEEWAY_SECS: u64 = 300;
 /// Default refresh: Cognito rotates keys rarely and an unknown `kid` refetches at once anyway.
 pub const DEFAULT_JWKS_REFRESH_SECS: u64 = 900;
 /// Default penalty window: the value AWS's own `aws-jwt-verify` uses.
@@ -75,8 +81,9 @@ pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub const DEFAULT_JWKS_RETRY_MIN_MS: u64 = 1_000;
 /// Longest retry delay after repeated failures.
 pub const DEFAULT_JWKS_RETRY_MAX_MS: u64 = 60_000;
-/// Default gRPC listen address.
-pub const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:9001";
+/// Default gRPC listen address: loopback, since a sidecar's Envoy is on the same host (or in the
+/// same pod or task). Containers that reach it over a network set `0.0.0.0:9001` themselves.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:9001";
 /// Default admin listen address: loopback only, metrics are not for the world.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9002";
 /// Default grace period for in-flight checks on SIGTERM/SIGINT.
@@ -300,6 +307,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     leeway_seconds: Option<u64>,
+    allow_preflight: Option<bool>,
     max_token_bytes: Option<usize>,
     token_cache_entries: Option<u64>,
     jwks: Option<FileJwks>,
@@ -399,11 +407,15 @@ impl Config {
         let file_jwks = file.jwks.unwrap_or_default();
         let file_server = file.server.unwrap_or_default();
 
-        let leeway = Duration::from_secs(pick_u64(
-            var,
-            ENV_LEEWAY,
-            file.leeway_seconds,
-            DEFAULT_LEEWAY_SECS,
+        let leeway = Duration::from_secs(at_most(
+            pick_u64_keyed(
+                var,
+                ENV_LEEWAY,
+                "leeway_seconds",
+                file.leeway_seconds,
+                DEFAULT_LEEWAY_SECS,
+            )?,
+            MAX_LEEWAY_SECS,
         )?);
         let max_token_bytes = file.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
         if max_token_bytes < 1024 {
@@ -431,12 +443,15 @@ impl Config {
                     DEFAULT_JWKS_REFRESH_SECS,
                 )?,
             )?),
-            min_refetch_interval: Duration::from_secs(pick_u64(
+            // Zero would switch off the unknown-`kid` flood protection: every token with a made-up
+            // `kid` would cost a fetch from the IdP.
+            min_refetch_interval: Duration::from_secs(nonzero(pick_u64_keyed(
                 var,
                 ENV_JWKS_MIN_REFETCH,
+                "jwks.min_refetch_seconds",
                 file_jwks.min_refetch_seconds,
                 DEFAULT_JWKS_MIN_REFETCH_SECS,
-            )?),
+            )?)?),
             fetch_timeout: Duration::from_millis(positive(
                 ENV_JWKS_TIMEOUT_MS,
                 pick_u64(
@@ -507,16 +522,7 @@ impl Config {
                     .transpose()?,
             },
             dry_run: match var(ENV_DRY_RUN) {
-                Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" => true,
-                    "false" | "0" | "no" => false,
-                    other => {
-                        return Err(ConfigError::invalid(
-                            ENV_DRY_RUN,
-                            format!("'{other}' is not true or false"),
-                        ))
-                    }
-                },
+                Some(v) => parse_bool(ENV_DRY_RUN, &v)?,
                 None => file_server.dry_run.unwrap_or(false),
             },
             tls: tls_files(
@@ -540,7 +546,18 @@ impl Config {
             ));
         }
         let pool_ids: Vec<&str> = pools.iter().map(|p| p.id.as_str()).collect();
-        let routes = RouteConfig::build(file.routes, file.identity.unwrap_or_default(), &pool_ids)?;
+        let defaults = RouteDefaults {
+            allow_preflight: match var(ENV_ALLOW_PREFLIGHT) {
+                Some(value) => parse_bool(ENV_ALLOW_PREFLIGHT, &value)?,
+                None => file.allow_preflight.unwrap_or(DEFAULT_ALLOW_PREFLIGHT),
+            },
+        };
+        let routes = RouteConfig::build(
+            file.routes,
+            file.identity.unwrap_or_default(),
+            defaults,
+            &pool_ids,
+        )?;
         let mut seen = HashSet::new();
         for (i, pool) in pools.iter().enumerate() {
             for issuer in &pool.issuers {
@@ -664,6 +681,51 @@ fn pick_u64(
             )
         }),
         None => Ok(file_value.unwrap_or(default)),
+    }
+}
+
+/// Like [`pick_u64`], also naming where the value came from (the variable, the file key, or the
+/// variable for a default), so a later range check names the right place.
+fn pick_u64_keyed(
+    var: &dyn Fn(&str) -> Option<String>,
+    env_key: &str,
+    file_key: &str,
+    file_value: Option<u64>,
+    default: u64,
+) -> Result<(String, u64), ConfigError> {
+    let key = match (var(env_key), file_value) {
+        (None, Some(_)) => file_key,
+        _ => env_key,
+    };
+    Ok((
+        key.to_string(),
+        pick_u64(var, env_key, file_value, default)?,
+    ))
+}
+
+fn nonzero((key, value): (String, u64)) -> Result<u64, ConfigError> {
+    positive(&key, value)
+}
+
+fn at_most((key, value): (String, u64), max: u64) -> Result<u64, ConfigError> {
+    if value > max {
+        Err(ConfigError::invalid(
+            key,
+            format!("{value} is more than the largest accepted, {max}"),
+        ))
+    } else {
+        Ok(value)
+    }
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(ConfigError::invalid(
+            key,
+            format!("'{other}' is not true or false"),
+        )),
     }
 }
 
@@ -1020,6 +1082,7 @@ mod tests {
             (ENV_JWKS_URI, "not a url"),
             (ENV_LOG_FORMAT, "xml"),
             (ENV_GRPC_ADDR, "nowhere"),
+            (ENV_ALLOW_PREFLIGHT, "sometimes"),
         ] {
             let mut vars = app_env();
             vars.push((key, value));
@@ -1029,6 +1092,60 @@ mod tests {
                 "{key}={value}"
             );
         }
+    }
+
+    #[test]
+    fn a_leeway_past_five_minutes_is_refused() {
+        // A huge leeway overflowed the exp arithmetic and switched expiry checking off.
+        for value in ["301", "9223372036854775807", "18446744073709551615"] {
+            let mut vars = app_env();
+            vars.push((ENV_LEEWAY, value));
+            let err = Config::from_lookup(env(&vars), None).unwrap_err();
+            assert!(
+                err.to_string().starts_with(&format!("{ENV_LEEWAY}:")),
+                "{value}: {err}"
+            );
+        }
+        let mut vars = app_env();
+        vars.push((ENV_LEEWAY, "300"));
+        let config = Config::from_lookup(env(&vars), None).unwrap();
+        assert_eq!(config.leeway, Duration::from_secs(MAX_LEEWAY_SECS));
+        let err = Config::from_toml(env(&app_env()), "leeway_seconds = 86400\n").unwrap_err();
+        assert!(err.to_string().starts_with("leeway_seconds:"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_refetch_window_is_refused() {
+        let mut vars = app_env();
+        vars.push((ENV_JWKS_MIN_REFETCH, "0"));
+        assert_eq!(
+            err_key(Config::from_lookup(env(&vars), None)),
+            ENV_JWKS_MIN_REFETCH
+        );
+        let err =
+            Config::from_toml(env(&app_env()), "[jwks]\nmin_refetch_seconds = 0\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with("jwks.min_refetch_seconds:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_grpc_listener_defaults_to_loopback() {
+        let config = Config::from_lookup(env(&app_env()), None).unwrap();
+        assert_eq!(config.server.grpc_addr, "127.0.0.1:9001");
+    }
+
+    #[test]
+    fn preflights_pass_unless_switched_off() {
+        let config = Config::from_lookup(env(&app_env()), None).unwrap();
+        assert!(config.routes.fallback.allow_preflight);
+        let mut vars = app_env();
+        vars.push((ENV_ALLOW_PREFLIGHT, "false"));
+        let config = Config::from_lookup(env(&vars), None).unwrap();
+        assert!(!config.routes.fallback.allow_preflight);
+        let config = Config::from_toml(env(&app_env()), "allow_preflight = false\n").unwrap();
+        assert!(!config.routes.fallback.allow_preflight);
     }
 
     #[test]

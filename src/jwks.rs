@@ -14,6 +14,7 @@ use aws_lc_rs::signature::{ParsedPublicKey, RsaPublicKeyComponents, RSA_PKCS1_20
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -244,11 +245,19 @@ struct PoolKeys {
     jwks_uri: String,
     keys: ArcSwap<KeySet>,
     record: Mutex<FetchRecord>,
-    /// Serialises fetches for the pool; holds when the last on-demand (unknown-`kid`) fetch
-    /// started, which opens the penalty window. Scheduled fetches do not open it, so a key
-    /// rotated just after one is still picked up at once. Requests waiting for an unknown `kid`
-    /// queue here and share the one fetch in progress.
-    fetch_gate: tokio::sync::Mutex<Option<Instant>>,
+    /// Serialises fetches for the pool (scheduled and on-demand).
+    fetch_gate: tokio::sync::Mutex<()>,
+    /// The on-demand (unknown-`kid`) refetch: when the last one started, which opens the
+    /// penalty window, and the one in flight. Scheduled fetches do not open the window, so a
+    /// key rotated just after one is still picked up at once.
+    refetch: Mutex<Refetch>,
+}
+
+#[derive(Default)]
+struct Refetch {
+    last_started: Option<Instant>,
+    /// Completes (changes or closes) when the fetch in flight has ended.
+    in_flight: Option<watch::Receiver<()>>,
 }
 
 /// Counts fetch outcomes; the server plugs its metrics in here.
@@ -267,6 +276,9 @@ struct Inner {
     http: reqwest::Client,
     settings: JwksSettings,
     observer: Arc<dyn FetchObserver>,
+    /// `true` once the store is retired (replaced by a reload, or the server stops): its
+    /// refresh loops end, including any spawned after the retirement.
+    retired: watch::Sender<bool>,
 }
 
 /// A cheap-to-clone handle on every pool's keys.
@@ -304,7 +316,8 @@ impl KeyStore {
                 jwks_uri: p.jwks_uri.clone(),
                 keys: ArcSwap::from_pointee(KeySet::default()),
                 record: Mutex::new(FetchRecord::default()),
-                fetch_gate: tokio::sync::Mutex::new(None),
+                fetch_gate: tokio::sync::Mutex::new(()),
+                refetch: Mutex::new(Refetch::default()),
             })
             .collect();
         Ok(KeyStore {
@@ -313,6 +326,7 @@ impl KeyStore {
                 http,
                 settings: settings.clone(),
                 observer,
+                retired: watch::channel(false).0,
             }),
         })
     }
@@ -350,31 +364,58 @@ impl KeyStore {
 
     /// The key `kid` of pool `pool`, refetching the pool's JWKS once if it is unknown and the
     /// penalty window allows; concurrent callers share one fetch.
+    ///
+    /// The refetch runs as a task of its own: a caller that gives up (Envoy's timeout resets the
+    /// stream and drops this future) stops waiting, not fetching, so a freshly rotated key still
+    /// lands for the requests that follow.
     pub async fn key(&self, pool: usize, kid: &str) -> Result<Arc<VerificationKey>, KeyError> {
         let keys = &self.inner.pools[pool];
         if let Some(key) = keys.keys.load().get(kid) {
             return Ok(Arc::clone(key));
         }
-        let mut gate = keys.fetch_gate.lock().await;
-        // Whoever held the gate before us may have fetched the key we want.
-        let current = keys.keys.load_full();
-        if let Some(key) = current.get(kid) {
-            return Ok(Arc::clone(key));
+        if let Some(mut done) = self.start_refetch(pool) {
+            // Err means the task ended without a word: it is over either way.
+            let _ = done.changed().await;
         }
-        let window = self.inner.settings.min_refetch_interval;
-        let in_penalty = gate.is_some_and(|started| started.elapsed() < window);
-        if in_penalty {
-            debug!(pool = %keys.pool_id, "unknown kid within the refetch penalty window");
-        } else {
-            *gate = Some(Instant::now());
-            self.fetch_into(keys).await;
-        }
-        let current = keys.keys.load_full();
+        let current = keys.keys.load();
         match current.get(kid) {
             Some(key) => Ok(Arc::clone(key)),
             None if current.is_empty() => Err(KeyError::Unavailable),
             None => Err(KeyError::UnknownKid),
         }
+    }
+
+    /// Joins the on-demand refetch in flight, or starts one unless the penalty window is open;
+    /// `None` means no fetch will come.
+    fn start_refetch(&self, pool: usize) -> Option<watch::Receiver<()>> {
+        let keys = &self.inner.pools[pool];
+        let mut refetch = keys.refetch.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(done) = &refetch.in_flight {
+            return Some(done.clone());
+        }
+        let window = self.inner.settings.min_refetch_interval;
+        if refetch
+            .last_started
+            .is_some_and(|started| started.elapsed() < window)
+        {
+            debug!(pool = %keys.pool_id, "unknown kid within the refetch penalty window");
+            return None;
+        }
+        refetch.last_started = Some(Instant::now());
+        let (finished, done) = watch::channel(());
+        refetch.in_flight = Some(done.clone());
+        drop(refetch);
+        let store = self.clone();
+        tokio::spawn(async move {
+            store.refresh(pool).await;
+            let keys = &store.inner.pools[pool];
+            keys.refetch
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .in_flight = None;
+            let _ = finished.send(());
+        });
+        Some(done)
     }
 
     /// Fetches every pool's keys now, concurrently; returns whether all pools hold keys.
@@ -406,11 +447,17 @@ impl KeyStore {
             .collect()
     }
 
+    /// Retires the store: its refresh loops end, now or, for loops spawned later, at once.
+    pub fn retire(&self) {
+        self.inner.retired.send_replace(true);
+    }
+
     async fn refresh_loop(self, pool: usize) {
         let settings = &self.inner.settings;
         let mut backoff = settings.retry_min;
         let mut ok = !self.inner.pools[pool].keys.load().is_empty();
-        loop {
+        let mut retired = self.inner.retired.subscribe();
+        while !*retired.borrow_and_update() {
             let delay = if ok {
                 backoff = settings.retry_min;
                 settings.refresh_interval
@@ -419,7 +466,10 @@ impl KeyStore {
                 backoff = (backoff * 2).min(settings.retry_max);
                 delay
             };
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = retired.wait_for(|retired| *retired) => break,
+            }
             ok = self.refresh(pool).await;
         }
     }

@@ -20,6 +20,12 @@ pub const CTX_TOKEN_USE: &str = "cognito_authz.token_use";
 pub const CTX_DENY_INVALID: &str = "cognito_authz.deny_invalid";
 /// `context_extensions` key naming the rule in logs and metadata.
 pub const CTX_RULE: &str = "cognito_authz.rule";
+/// `context_extensions` key overriding `allow_preflight` (`true`/`false`).
+pub const CTX_ALLOW_PREFLIGHT: &str = "cognito_authz.allow_preflight";
+
+/// Default for `allow_preflight`: a CORS preflight never carries credentials (the Fetch
+/// standard forbids it), so requiring a token on it would block every cross-origin call.
+pub const DEFAULT_ALLOW_PREFLIGHT: bool = true;
 
 /// Default `WWW-Authenticate` realm.
 pub const DEFAULT_REALM: &str = "cognito-authz";
@@ -79,6 +85,7 @@ pub struct RouteSpec {
     name: Option<String>,
     path: Option<String>,
     prefix: Option<String>,
+    path_separated_prefix: Option<String>,
     #[serde(default)]
     methods: Vec<String>,
     host: Option<String>,
@@ -92,6 +99,7 @@ pub struct RouteSpec {
     #[serde(default)]
     pools: Vec<String>,
     token_use: Option<TokenUsePolicy>,
+    allow_preflight: Option<bool>,
 }
 
 /// Identity-header and token-source settings as written in the config file.
@@ -111,8 +119,12 @@ pub struct IdentitySpec {
 pub enum PathMatch {
     /// The path (without query) equals this.
     Exact(String),
-    /// The path starts with this (plain string prefix, as Envoy's `prefix`).
+    /// The path starts with this (plain string prefix, as Envoy's `prefix`): `/api/admin`
+    /// also matches `/api/administrators`.
     Prefix(String),
+    /// The path is this or continues it after a `/` (Envoy's `path_separated_prefix`):
+    /// `/api/admin` matches `/api/admin` and `/api/admin/users`, not `/api/administrators`.
+    SeparatedPrefix(String),
 }
 
 /// A validated rule.
@@ -147,6 +159,9 @@ pub struct Requirements {
     pub pools: Vec<String>,
     /// Token use accepted on the route; narrows the pool's own setting.
     pub token_use: Option<TokenUsePolicy>,
+    /// Let a CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
+    /// through as anonymous, without looking for a token.
+    pub allow_preflight: bool,
 }
 
 /// A `context_extensions` entry Envoy sent that we cannot understand: Envoy's configuration is
@@ -181,10 +196,30 @@ pub struct RouteConfig {
     pub managed_headers: Vec<String>,
 }
 
+/// Settings every rule inherits unless it sets its own.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteDefaults {
+    /// See [`Requirements::allow_preflight`].
+    pub allow_preflight: bool,
+}
+
+impl Default for RouteDefaults {
+    fn default() -> Self {
+        RouteDefaults {
+            allow_preflight: DEFAULT_ALLOW_PREFLIGHT,
+        }
+    }
+}
+
 impl Default for RouteConfig {
     fn default() -> Self {
-        RouteConfig::build(Vec::new(), IdentitySpec::default(), &[])
-            .expect("the empty route configuration is valid")
+        RouteConfig::build(
+            Vec::new(),
+            IdentitySpec::default(),
+            RouteDefaults::default(),
+            &[],
+        )
+        .expect("the empty route configuration is valid")
     }
 }
 
@@ -208,23 +243,45 @@ impl RouteConfig {
     pub fn build(
         routes: Vec<RouteSpec>,
         identity: IdentitySpec,
+        defaults: RouteDefaults,
         pool_ids: &[&str],
     ) -> Result<RouteConfig, ConfigError> {
         let invalid = |key: String, problem: String| ConfigError::Invalid { key, problem };
         let mut rules = Vec::with_capacity(routes.len());
         for (i, spec) in routes.into_iter().enumerate() {
             let key = format!("routes[{i}]");
-            let path = match (spec.path, spec.prefix) {
-                (Some(p), None) if p.starts_with('/') => PathMatch::Exact(p),
-                (None, Some(p)) if p.starts_with('/') => PathMatch::Prefix(p),
-                (Some(_), Some(_)) => {
-                    return Err(invalid(key, "set either path or prefix, not both".into()))
+            let path = match (spec.path, spec.prefix, spec.path_separated_prefix) {
+                (Some(p), None, None) => PathMatch::Exact(p),
+                (None, Some(p), None) => PathMatch::Prefix(p),
+                (None, None, Some(p)) => {
+                    let trimmed = p.trim_end_matches('/');
+                    if trimmed.is_empty() || trimmed.len() != p.len() {
+                        return Err(invalid(
+                            format!("{key}.path_separated_prefix"),
+                            "must not end with '/' (it matches the path and what follows a '/')"
+                                .into(),
+                        ));
+                    }
+                    PathMatch::SeparatedPrefix(p)
                 }
-                (None, None) => {
-                    return Err(invalid(key, "needs a path or a prefix".into()));
+                (None, None, None) => {
+                    return Err(invalid(
+                        key,
+                        "needs a path, a prefix or a path_separated_prefix".into(),
+                    ));
                 }
-                _ => return Err(invalid(format!("{key}.path"), "must start with '/'".into())),
+                _ => {
+                    return Err(invalid(
+                        key,
+                        "set one of path, prefix and path_separated_prefix".into(),
+                    ))
+                }
             };
+            let (PathMatch::Exact(p) | PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p)) =
+                &path;
+            if !p.starts_with('/') {
+                return Err(invalid(format!("{key}.path"), "must start with '/'".into()));
+            }
             let mode = spec.mode.ok_or_else(|| {
                 invalid(
                     format!("{key}.mode"),
@@ -263,6 +320,7 @@ impl RouteConfig {
                     scopes_all: normalize_list(&spec.scopes_all),
                     pools: spec.pools,
                     token_use: spec.token_use,
+                    allow_preflight: spec.allow_preflight.unwrap_or(defaults.allow_preflight),
                 },
                 name,
             });
@@ -317,6 +375,7 @@ impl RouteConfig {
                 scopes_all: Vec::new(),
                 pools: Vec::new(),
                 token_use: None,
+                allow_preflight: defaults.allow_preflight,
             },
             realm,
             forward_token: identity.forward_token.unwrap_or(true),
@@ -337,7 +396,7 @@ impl RouteConfig {
         extensions: &HashMap<String, String>,
     ) -> Result<Requirements, OverrideError> {
         let path = path.split(['?', '#']).next().unwrap_or("");
-        let host = host_without_port(host);
+        let host = host_name(host);
         let base = self
             .rules
             .iter()
@@ -370,17 +429,9 @@ impl RouteConfig {
                         }
                     })
                 }
-                CTX_DENY_INVALID => {
-                    req.deny_invalid = match value.trim() {
-                        "true" => true,
-                        "false" => false,
-                        other => {
-                            return Err(OverrideError {
-                                key: CTX_DENY_INVALID,
-                                problem: format!("'{other}' is not true or false"),
-                            })
-                        }
-                    }
+                CTX_DENY_INVALID => req.deny_invalid = parse_bool(CTX_DENY_INVALID, value)?,
+                CTX_ALLOW_PREFLIGHT => {
+                    req.allow_preflight = parse_bool(CTX_ALLOW_PREFLIGHT, value)?
                 }
                 CTX_RULE => req.rule = value.clone(),
                 other if other.starts_with("cognito_authz.") => {
@@ -411,31 +462,77 @@ fn split_words(value: &str, separators: &[char]) -> Vec<String> {
         .collect()
 }
 
-fn host_without_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // [v6]:port
-        return host
-            .split(']')
-            .next()
-            .map_or(host, |h| &host[..h.len() + 1]);
+fn parse_bool(key: &'static str, value: &str) -> Result<bool, OverrideError> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(OverrideError {
+            key,
+            problem: format!("'{other}' is not true or false"),
+        }),
     }
-    host.rsplit_once(':')
-        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h)
+}
+
+/// The host of a `Host`/`:authority` value without its port: `[v6]` keeps its brackets.
+/// `None` for anything that is not one host with an optional numeric port (`[::1`, two hosts
+/// joined by a comma, spaces): such a request matches no host-specific rule. Works on bytes and
+/// `split_once`, so no input can index out of bounds.
+pub fn host_name(authority: &str) -> Option<&str> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let literal = !inside.is_empty()
+            && inside
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        if !literal {
+            return None;
+        }
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':')?),
+        };
+        // '[' + inside + ']': ASCII on both ends, so the slice is on char boundaries.
+        (authority.get(..inside.len() + 2)?, port)
+    } else {
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        };
+        let name = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        if !name {
+            return None;
+        }
+        (host, port)
+    };
+    match port {
+        Some(port) if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) => None,
+        _ => Some(host),
+    }
+}
+
+impl PathMatch {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::SeparatedPrefix(p) => path
+                .strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+        }
+    }
 }
 
 impl Rule {
-    fn matches(&self, method: &str, host: &str, path: &str) -> bool {
-        let path_ok = match &self.path {
-            PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
-        };
-        path_ok
+    fn matches(&self, method: &str, host: Option<&str>, path: &str) -> bool {
+        self.path.matches(path)
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
-            && self
-                .host
-                .as_deref()
-                .is_none_or(|h| h.eq_ignore_ascii_case(host))
+            && match self.host.as_deref() {
+                None => true,
+                Some(wanted) => host.is_some_and(|h| wanted.eq_ignore_ascii_case(h)),
+            }
     }
 }
 
@@ -452,7 +549,12 @@ mod tests {
             identity: IdentitySpec,
         }
         let f: F = toml::from_str(toml_text).unwrap();
-        RouteConfig::build(f.routes, f.identity, &["us-east-1_A"])
+        RouteConfig::build(
+            f.routes,
+            f.identity,
+            RouteDefaults::default(),
+            &["us-east-1_A"],
+        )
     }
 
     fn routes(toml_text: &str) -> RouteConfig {
@@ -607,9 +709,95 @@ mod tests {
 
     #[test]
     fn ports_are_stripped_from_hosts() {
-        assert_eq!(host_without_port("a.example:443"), "a.example");
-        assert_eq!(host_without_port("a.example"), "a.example");
-        assert_eq!(host_without_port("[::1]:80"), "[::1]");
-        assert_eq!(host_without_port("[::1]"), "[::1]");
+        assert_eq!(host_name("a.example:443"), Some("a.example"));
+        assert_eq!(host_name("a.example"), Some("a.example"));
+        assert_eq!(host_name("[::1]:80"), Some("[::1]"));
+        assert_eq!(host_name("[::1]"), Some("[::1]"));
+    }
+
+    #[test]
+    fn a_host_that_cannot_be_parsed_is_no_host_and_no_panic() {
+        // `[::1` panicked the check (issue 9): it sliced past the end.
+        for bad in [
+            "[",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "[::1]:",
+            "[::1]:8a",
+            "a.example, b.example",
+            "a b",
+            "",
+            ":80",
+            "a.example:",
+            "a:b:c",
+            "[é]",
+            "é.example",
+            "[::1]]",
+        ] {
+            assert_eq!(host_name(bad), None, "{bad:?}");
+        }
+        let r = routes(APP);
+        for bad in ["[::1", "[", "internal.example, internal.example"] {
+            let req = r.requirements("GET", bad, "/internal/x", &none()).unwrap();
+            assert_eq!(req.mode, Mode::Required, "{bad:?} matches no host rule");
+        }
+    }
+
+    #[test]
+    fn a_path_separated_prefix_matches_on_segment_boundaries() {
+        let r = routes(
+            "[[routes]]\npath_separated_prefix = \"/api/admin\"\nmode = \"public\"\n\
+             [[routes]]\nprefix = \"/api/adm\"\nmode = \"optional\"\n",
+        );
+        let mode = |p: &str| r.requirements("GET", "h", p, &none()).unwrap().mode;
+        assert_eq!(mode("/api/admin"), Mode::Public);
+        assert_eq!(mode("/api/admin/users"), Mode::Public);
+        assert_eq!(mode("/api/admin?x=1"), Mode::Public);
+        assert_eq!(mode("/api/administrators"), Mode::Optional, "plain prefix");
+        assert_eq!(mode("/api/ad"), Mode::Required);
+        assert!(
+            build_err("[[routes]]\npath_separated_prefix = \"/api/\"\nmode = \"public\"\n")
+                .starts_with("routes[0].path_separated_prefix:")
+        );
+        assert!(
+            build_err("[[routes]]\npath = \"/a\"\nprefix = \"/b\"\nmode = \"public\"\n")
+                .starts_with("routes[0]:")
+        );
+    }
+
+    #[test]
+    fn preflights_are_allowed_by_default_and_can_be_turned_off() {
+        let r = routes(
+            "[[routes]]\nprefix = \"/strict\"\nmode = \"required\"\nallow_preflight = false\n",
+        );
+        let req = |p: &str, ext: &HashMap<String, String>| {
+            r.requirements("OPTIONS", "h", p, ext)
+                .unwrap()
+                .allow_preflight
+        };
+        assert!(req("/anything", &none()));
+        assert!(!req("/strict/x", &none()));
+        let off = HashMap::from([(CTX_ALLOW_PREFLIGHT.to_string(), "false".to_string())]);
+        assert!(!req("/anything", &off));
+        let on = HashMap::from([(CTX_ALLOW_PREFLIGHT.to_string(), "true".to_string())]);
+        assert!(req("/strict/x", &on));
+        let bad = HashMap::from([(CTX_ALLOW_PREFLIGHT.to_string(), "no".to_string())]);
+        assert!(r.requirements("OPTIONS", "h", "/x", &bad).is_err());
+
+        let f: RouteConfig = RouteConfig::build(
+            Vec::new(),
+            IdentitySpec::default(),
+            RouteDefaults {
+                allow_preflight: false,
+            },
+            &[],
+        )
+        .unwrap();
+        assert!(
+            !f.requirements("OPTIONS", "h", "/", &none())
+                .unwrap()
+                .allow_preflight
+        );
     }
 }

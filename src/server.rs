@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
@@ -60,6 +62,10 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[source] tonic::transport::Error),
+    /// A reload named a pool whose keys could not be fetched: swapping it in would turn a
+    /// working service into a failing one, so the running configuration stays.
+    #[error("pool {0} has no keys (its JWKS could not be fetched): reload refused")]
+    ReloadWithoutKeys(String),
 }
 
 /// Where the gRPC listener is.
@@ -81,7 +87,7 @@ pub struct Running {
     authorizer: Authorizer,
     metrics: Metrics,
     refresh: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    running_config: Config,
+    running_config: Arc<ArcSwap<Config>>,
     health: tonic_health::server::HealthReporter,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     admin: JoinHandle<()>,
@@ -247,8 +253,14 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             addr: config.server.admin_addr.clone(),
             source,
         })?;
+    let running_config = Arc::new(ArcSwap::from_pointee(config.clone()));
     let admin = tokio::spawn({
-        let app = admin_router(metrics.clone(), authorizer.clone(), shutdown_rx.clone());
+        let app = admin_router(
+            metrics.clone(),
+            authorizer.clone(),
+            Arc::clone(&running_config),
+            shutdown_rx.clone(),
+        );
         let mut rx = shutdown_rx;
         async move {
             let stop = async move {
@@ -271,7 +283,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         authorizer,
         metrics,
         refresh,
-        running_config: config.clone(),
+        running_config,
         health,
         grpc,
         admin,
@@ -298,6 +310,7 @@ fn tls_config(tls: &TlsFiles) -> Result<ServerTlsConfig, ServerError> {
 fn admin_router(
     metrics: Metrics,
     authorizer: Authorizer,
+    running_config: Arc<ArcSwap<Config>>,
     shutdown: watch::Receiver<bool>,
 ) -> axum::Router {
     use axum::http::{header, StatusCode};
@@ -319,6 +332,14 @@ fn admin_router(
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
+        // The configuration in force (as `check-config` prints it), reloads included.
+        .route(
+            "/config",
+            get(move || {
+                let config = running_config.load_full();
+                async move { axum::Json(config) }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -345,9 +366,9 @@ impl Running {
     /// Unchanged pools (same id and JWKS URI) keep their keys; new ones are fetched before the
     /// swap. Listener addresses and the runtime are not reloaded (a warning says so).
     pub async fn reload(&self, config: Config) -> Result<(), ServerError> {
-        let old_server = &self.running_config.server;
-        if config.server.grpc_addr != old_server.grpc_addr
-            || config.server.admin_addr != old_server.admin_addr
+        let old_config = self.running_config.load_full();
+        if config.server.grpc_addr != old_config.server.grpc_addr
+            || config.server.admin_addr != old_config.server.admin_addr
         {
             warn!("listener addresses changed: they take effect at the next restart");
         }
@@ -365,10 +386,21 @@ impl Running {
             }
         }
         keys.refresh_all().await;
+        if let Some(pool) = config
+            .pools
+            .iter()
+            .enumerate()
+            .find(|(index, _)| keys.snapshot(*index).is_empty())
+        {
+            keys.retire();
+            return Err(ServerError::ReloadWithoutKeys(pool.1.id.clone()));
+        }
         let verifier = Verifier::new(&config, keys.clone());
         self.authorizer
             .replace(verifier, config.routes.clone(), config.token_cache_entries);
         self.authorizer.set_dry_run(config.server.dry_run);
+        // The old store's loops end, including any its start-up task has yet to spawn.
+        old.keys().retire();
         let mut refresh = lock(&self.refresh);
         for task in refresh.drain(..) {
             task.abort();
@@ -379,7 +411,39 @@ impl Running {
             routes = config.routes.rules.len(),
             "configuration reloaded"
         );
+        self.running_config.store(Arc::new(config));
         Ok(())
+    }
+
+    /// Serves until `shutdown` completes, reloading on every item of `hangups`; then stops
+    /// gracefully. A reload that fails, in reading or in applying, is logged and the running
+    /// configuration keeps serving: nothing but `shutdown` ends the loop.
+    pub async fn serve_until<R>(
+        self,
+        shutdown: impl Future<Output = ()>,
+        mut hangups: impl Stream<Item = ()> + Unpin,
+        reload: R,
+    ) -> Result<(), ServerError>
+    where
+        R: Fn() -> Result<Config, ConfigError>,
+    {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(()) = hangups.next() => {
+                    let applied = match reload() {
+                        Ok(config) => self.reload(config).await.map_err(|e| e.to_string()),
+                        Err(err) => Err(err.to_string()),
+                    };
+                    if let Err(cause) = applied {
+                        error!(%cause, "reload refused: the running configuration stays");
+                    }
+                }
+            }
+        }
+        info!("shutting down");
+        self.stop().await
     }
 
     /// Reports `NOT_SERVING`, stops accepting, lets in-flight checks finish within the grace
@@ -403,6 +467,7 @@ impl Running {
         for task in self.background {
             task.abort();
         }
+        self.authorizer.verifier().keys().retire();
         for task in lock(&self.refresh).drain(..) {
             task.abort();
         }
@@ -426,27 +491,15 @@ where
     R: Fn() -> Result<Config, ConfigError>,
 {
     let running = start(config).await?;
-    tokio::pin!(shutdown);
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => Some(signal),
-        Err(err) => {
-            warn!(cause = %err, "cannot listen for SIGHUP: no reloads");
-            None
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(()) = async { match hangups.as_mut() { Some(h) => h.recv().await, None => None } } => {
-                match reload() {
-                    Ok(config) => running.reload(config).await?,
-                    Err(err) => error!(cause = %err, "reload refused: the running configuration stays"),
-                }
+    let hangups: std::pin::Pin<Box<dyn Stream<Item = ()> + Send>> =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(signal) => Box::pin(tokio_stream::wrappers::SignalStream::new(signal)),
+            Err(err) => {
+                warn!(cause = %err, "cannot listen for SIGHUP: no reloads");
+                Box::pin(tokio_stream::pending())
             }
-        }
-    }
-    info!("shutting down");
-    running.stop().await
+        };
+    running.serve_until(shutdown, hangups, reload).await
 }
 
 /// Completes on SIGTERM or SIGINT.

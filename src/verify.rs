@@ -396,7 +396,7 @@ impl Verifier {
         if now >= exp.saturating_add(leeway) {
             return reject(Reason::Expired, "exp has passed");
         }
-        if exp > now.saturating_add(MAX_TOKEN_LIFETIME_SECS + leeway) {
+        if exp > now.saturating_add(MAX_TOKEN_LIFETIME_SECS.saturating_add(leeway)) {
             return reject(
                 Reason::InvalidClaims,
                 "exp is further ahead than a Cognito token lives",

@@ -566,6 +566,174 @@ async fn forward_token_false_removes_authorization() {
 }
 
 #[tokio::test]
+async fn forward_token_false_keeps_a_cookie_token_from_the_upstream() {
+    let a = authorizer_with(
+        "[identity]\nforward_token = false\ntoken_cookie = \"access_token\"\n",
+        &[],
+    );
+    let token = access_token(|_| {});
+    let cookie = format!("theme=dark; access_token={token}; other=1");
+    match check(&a, "/api/messages", &[("cookie", &cookie)]).await {
+        Answer::Allowed { set, removed } => {
+            assert_eq!(
+                set.get("cookie").map(String::as_str),
+                Some("theme=dark; other=1")
+            );
+            assert!(!removed.contains(&"cookie".to_string()));
+        }
+        other => panic!("{other:?}"),
+    }
+    let only = format!("access_token={token}");
+    match check(&a, "/api/messages", &[("cookie", &only)]).await {
+        Answer::Allowed { set, removed } => {
+            assert!(!set.contains_key("cookie"));
+            assert!(removed.contains(&"cookie".to_string()), "{removed:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A public route forwards no token either.
+    match check(&a, "/healthz", &[("cookie", &cookie)]).await {
+        Answer::Allowed { set, .. } => {
+            assert_eq!(
+                set.get("cookie").map(String::as_str),
+                Some("theme=dark; other=1")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // Cookies without the token are left alone.
+    match check(&a, "/healthz", &[("cookie", "theme=dark")]).await {
+        Answer::Allowed { set, removed } => {
+            assert!(!set.contains_key("cookie") && !removed.contains(&"cookie".to_string()))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn check_method(
+    a: &Authorizer,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    ext: &[(&str, &str)],
+) -> Answer {
+    let response = a
+        .check(&check_request(method, path, headers, ext))
+        .await
+        .expect("an in-band answer");
+    answer(&response)
+}
+
+const PREFLIGHT: [(&str, &str); 3] = [
+    ("origin", "http://localhost:3000"),
+    ("access-control-request-method", "GET"),
+    ("access-control-request-headers", "authorization"),
+];
+
+#[tokio::test]
+async fn a_cors_preflight_passes_as_anonymous_on_every_route() {
+    let a = authorizer();
+    for path in [
+        "/api/messages",
+        "/api/admin/users",
+        "/api/write",
+        "/unmatched",
+    ] {
+        let headers = with_spoofed(&PREFLIGHT);
+        match check_method(&a, "OPTIONS", path, &headers, &[]).await {
+            Answer::Allowed { set, removed } => {
+                assert!(set.is_empty(), "{path}: {set:?}");
+                assert_no_spoof(&set, &removed);
+            }
+            other => panic!("{path}: preflight denied: {other:?}"),
+        }
+    }
+    // Nothing is verified: a garbage token on a preflight changes nothing.
+    let mut headers = PREFLIGHT.to_vec();
+    headers.push(("authorization", "Bearer garbage"));
+    assert!(matches!(
+        check_method(&a, "OPTIONS", "/api/messages", &headers, &[]).await,
+        Answer::Allowed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn an_options_request_that_is_no_preflight_gets_the_ordinary_decision() {
+    let a = authorizer();
+    for headers in [
+        vec![],
+        vec![("origin", "http://localhost:3000")],
+        vec![("access-control-request-method", "GET")],
+    ] {
+        assert!(
+            matches!(
+                check_method(&a, "OPTIONS", "/api/messages", &headers, &[]).await,
+                Answer::Denied { status: 401, .. }
+            ),
+            "{headers:?}"
+        );
+    }
+    // Only OPTIONS can be a preflight.
+    assert!(matches!(
+        check_method(&a, "GET", "/api/messages", &PREFLIGHT, &[]).await,
+        Answer::Denied { status: 401, .. }
+    ));
+}
+
+#[tokio::test]
+async fn preflights_can_be_checked_globally_or_per_route() {
+    let strict = authorizer_with("", &[("AUTHZ_ALLOW_PREFLIGHT", "false")]);
+    assert!(matches!(
+        check_method(&strict, "OPTIONS", "/api/messages", &PREFLIGHT, &[]).await,
+        Answer::Denied { status: 401, .. }
+    ));
+    let a = authorizer();
+    assert!(matches!(
+        check_method(
+            &a,
+            "OPTIONS",
+            "/api/messages",
+            &PREFLIGHT,
+            &[("cognito_authz.allow_preflight", "false")]
+        )
+        .await,
+        Answer::Denied { status: 401, .. }
+    ));
+    assert!(matches!(
+        check_method(
+            &strict,
+            "OPTIONS",
+            "/api/messages",
+            &PREFLIGHT,
+            &[("cognito_authz.allow_preflight", "true")]
+        )
+        .await,
+        Answer::Allowed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_malformed_host_is_answered_not_panicked() {
+    let a = authorizer();
+    let auth = bearer(&access_token(|_| {}));
+    for host in ["[::1", "[", "a.example, b.example", "[::1]x", ""] {
+        let mut request = check_request("GET", "/api/messages", &[("authorization", &auth)], &[]);
+        request
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+            .unwrap()
+            .host = host.to_string();
+        let response = a.check(&request).await.expect("an in-band answer");
+        assert!(
+            matches!(answer(&response), Answer::Allowed { .. }),
+            "{host:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_configured_cookie_or_header_can_carry_the_token() {
     let a = authorizer_with(
         "[identity]\ntoken_cookie = \"access_token\"\ntoken_header = \"x-access-token\"\n",

@@ -53,6 +53,72 @@ async fn a_rotated_key_is_accepted_after_exactly_one_refetch() {
 }
 
 #[tokio::test]
+async fn a_refetch_outlives_a_caller_that_gave_up() {
+    // Envoy resets the stream after its timeout, dropping the Check future halfway through an
+    // unknown-kid refetch. The fetch must finish anyway, or the rotated key stays unknown for a
+    // whole penalty window.
+    let server = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let config = config_for(
+        &server.url("/jwks.json"),
+        &[("COGNITO_JWKS_MIN_REFETCH_SECONDS", "3600")],
+    );
+    let verifier = verifier_for(&config);
+    verifier.keys().refresh_all().await;
+    server.set(Behaviour::Slow(
+        Duration::from_millis(600),
+        Box::new(Behaviour::Json(jwks(&[
+            TestKey::shared(0),
+            TestKey::shared(1),
+        ]))),
+    ));
+    let rotated = token(TestKey::shared(1));
+    let gave_up = tokio::time::timeout(Duration::from_millis(100), verifier.verify(&rotated)).await;
+    assert!(gave_up.is_err(), "the caller's deadline passed first");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !verifier.keys().has_key(0, &TestKey::shared(1).kid) {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned refetch never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    verifier
+        .verify(&rotated)
+        .await
+        .expect("the rotated key is in place");
+    assert_eq!(server.hits(), 2, "one start-up fetch, one refetch");
+}
+
+#[tokio::test]
+async fn callers_of_one_refetch_share_its_result() {
+    let server = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let config = config_for(
+        &server.url("/jwks.json"),
+        &[("COGNITO_JWKS_MIN_REFETCH_SECONDS", "3600")],
+    );
+    let verifier = verifier_for(&config);
+    verifier.keys().refresh_all().await;
+    server.set(Behaviour::Slow(
+        Duration::from_millis(300),
+        Box::new(Behaviour::Json(jwks(&[
+            TestKey::shared(0),
+            TestKey::shared(1),
+        ]))),
+    ));
+    let rotated = token(TestKey::shared(1));
+    let mut waiters = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (verifier, rotated) = (verifier.clone(), rotated.clone());
+        waiters.spawn(async move { verifier.verify(&rotated).await.map(|_| ()) });
+    }
+    while let Some(result) = waiters.join_next().await {
+        result.unwrap().expect("every waiter sees the fetched key");
+    }
+    assert_eq!(server.hits(), 2, "eight waiters, one refetch");
+}
+
+#[tokio::test]
 async fn a_flood_of_unknown_kids_costs_one_fetch_per_penalty_window() {
     let server = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
     let config = config_for(

@@ -9,6 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cognito_authz::config::Config;
+use cognito_authz::generated::diagnostics::diagnostics_client::DiagnosticsClient;
+use cognito_authz::generated::diagnostics::KeyStatusRequest;
 use cognito_authz::server::{self, GrpcAddr};
 use cognito_authz::testkit::{access_claims, jwks, now, Behaviour, JwksServer, TestKey};
 use common::{answer, channel, check_request, env_for, serve_config, Answer, CLIENT, ISS};
@@ -83,6 +85,132 @@ async fn a_reload_swaps_routes_and_clients_at_once() {
         idp.hits() <= fetches + 1,
         "the unchanged pool kept its keys"
     );
+    // What is running is what the diagnostics show.
+    let (status, body) = common::http_get(running.admin_addr, "/config").await;
+    assert_eq!(status, 200);
+    let shown: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        shown["pools"][0]["client_ids"],
+        serde_json::json!(["mobile"])
+    );
+    assert_eq!(shown["routes"]["rules"][0]["path"]["Prefix"], "/open");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn key_status_and_config_follow_a_reload_to_another_pool() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let running = server::start(serve_config(&idp.url("/j"), &[], ""))
+        .await
+        .unwrap();
+    let GrpcAddr::Tcp(addr) = running.grpc_addr else {
+        unreachable!()
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running
+        .reload(serve_config(
+            &idp.url("/other"),
+            &[("AWS_COGNITO_USER_POOL_ID", "eu-west-1_Other")],
+            "",
+        ))
+        .await
+        .unwrap();
+    let status = DiagnosticsClient::new(channel(addr).await)
+        .key_status(KeyStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let pools: Vec<(&str, &str)> = status
+        .pools
+        .iter()
+        .map(|p| (p.pool_id.as_str(), p.jwks_uri.as_str()))
+        .collect();
+    assert_eq!(pools, vec![("eu-west-1_Other", idp.url("/other").as_str())]);
+    let (_, body) = common::http_get(running.admin_addr, "/config").await;
+    let shown: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(shown["pools"][0]["id"], "eu-west-1_Other");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_reload_keeps_serving_and_the_server_still_stops_gracefully() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let running = server::start(serve_config(&idp.url("/j"), &[], ""))
+        .await
+        .unwrap();
+    let GrpcAddr::Tcp(addr) = running.grpc_addr else {
+        unreachable!()
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The new configuration swaps the app client and adds a pool whose IdP cannot be reached:
+    // applying it fails (the new pool has no keys), after it was read successfully.
+    let dead_pool = r#"
+        [[pools]]
+        id = "eu-west-1_Dead"
+        client_ids = ["x"]
+        jwks_uri = "http://127.0.0.1:9/jwks.json"
+    "#;
+    let jwks_uri = idp.url("/j");
+    let reload = move || {
+        Ok(serve_config(
+            &jwks_uri,
+            &[
+                ("AWS_COGNITO_USER_POOL_CLIENT_ID", "mobile"),
+                ("COGNITO_JWKS_TIMEOUT_MS", "300"),
+            ],
+            dead_pool,
+        ))
+    };
+    let hangups = tokio_stream::StreamExt::chain(tokio_stream::iter([()]), tokio_stream::pending());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(running.serve_until(
+        async move {
+            let _ = stopped.await;
+        },
+        hangups,
+        reload,
+    ));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!served.is_finished(), "a failed reload ended the server");
+    assert!(
+        matches!(
+            check(addr, "/api", Some(&token_for(CLIENT))).await,
+            Answer::Allowed { .. }
+        ),
+        "the running configuration stays"
+    );
+    stop.send(()).unwrap();
+    served.await.unwrap().expect("a graceful stop");
+}
+
+#[tokio::test]
+async fn a_replaced_key_stores_refresh_loops_stop() {
+    // The start-up fetch is slow, so a reload lands before the first store has spawned its
+    // refresh loops; they must not start fetching the old IdP afterwards.
+    let old_idp = JwksServer::start(Behaviour::Slow(
+        Duration::from_millis(1200),
+        Box::new(Behaviour::Json(jwks(&[TestKey::shared(0)]))),
+    ))
+    .await;
+    let new_idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let fast = [("COGNITO_JWKS_REFRESH_SECONDS", "1")];
+    let running = server::start(serve_config(&old_idp.url("/j"), &fast, ""))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    running
+        .reload(serve_config(&new_idp.url("/j"), &fast, ""))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let settled = old_idp.hits();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        old_idp.hits(),
+        settled,
+        "the replaced store still refreshes from the old IdP"
+    );
+    assert!(new_idp.hits() >= 3, "the new store refreshes every second");
     running.stop().await.unwrap();
 }
 
