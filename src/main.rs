@@ -78,6 +78,9 @@ fn main() -> ExitCode {
         Command::Serve => serve(config, cli.config),
         Command::CheckConfig => match serde_json::to_string_pretty(&config) {
             Ok(text) => {
+                for warning in config.routes.envoy_forwarding_warnings() {
+                    eprintln!("cognito-authz: warning: {warning}");
+                }
                 println!("{text}");
                 ExitCode::SUCCESS
             }

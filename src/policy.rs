@@ -45,6 +45,15 @@ pub const IDENTITY_HEADERS: [&str; 8] = [
 ];
 /// Any request header with this prefix is removed unless we set it.
 pub const IDENTITY_PREFIX: &str = "x-cognito-";
+/// The request headers the shipped Envoy configs send with each check (`allowed_headers`,
+/// besides every header with [`IDENTITY_PREFIX`]): the credential, the request id for logs, and
+/// what marks a CORS preflight. A test holds every config in `envoy/` to this list.
+pub const ENVOY_ALLOWED_HEADERS: [&str; 4] = [
+    "authorization",
+    "x-request-id",
+    "origin",
+    "access-control-request-method",
+];
 
 /// What a rule asks of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +203,30 @@ pub struct RouteConfig {
     pub claim_headers: Vec<(String, String)>,
     /// Every identity header we manage: the fixed ones and the mapped ones.
     pub managed_headers: Vec<String>,
+}
+
+impl RouteConfig {
+    /// Token sources configured here that the shipped Envoy configs would not send with a
+    /// check (see [`ENVOY_ALLOWED_HEADERS`]): each a sentence saying what to add.
+    pub fn envoy_forwarding_warnings(&self) -> Vec<String> {
+        let sent = |h: &str| ENVOY_ALLOWED_HEADERS.contains(&h) || h.starts_with(IDENTITY_PREFIX);
+        let mut warnings = Vec::new();
+        if let Some(header) = self.token_header.as_deref().filter(|h| !sent(h)) {
+            warnings.push(format!(
+                "identity.token_header = \"{header}\": the shipped Envoy configs do not send \
+                 {header} to cognito-authz; add `- exact: {header}` to the ext_authz filter's \
+                 allowed_headers"
+            ));
+        }
+        if let Some(cookie) = &self.token_cookie {
+            warnings.push(format!(
+                "identity.token_cookie = \"{cookie}\": the shipped Envoy configs do not send the \
+                 cookie header to cognito-authz; add `- exact: cookie` to the ext_authz filter's \
+                 allowed_headers"
+            ));
+        }
+        warnings
+    }
 }
 
 /// Settings every rule inherits unless it sets its own.
@@ -694,6 +727,21 @@ mod tests {
                 .contains("not a header name")
         );
         assert!(build_err("[identity]\nrealm = 'a\"b'\n").starts_with("identity.realm:"));
+    }
+
+    #[test]
+    fn token_sources_envoy_would_not_send_are_warned_about() {
+        assert!(routes("").envoy_forwarding_warnings().is_empty());
+        let r = routes("[identity]\ntoken_cookie = \"jwt\"\ntoken_header = \"x-access-token\"\n");
+        let warnings = r.envoy_forwarding_warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("- exact: x-access-token"));
+        assert!(warnings[1].contains("- exact: cookie"));
+        let r = routes("[identity]\ntoken_header = \"x-cognito-token\"\n");
+        assert!(
+            r.envoy_forwarding_warnings().is_empty(),
+            "x-cognito-* is sent"
+        );
     }
 
     #[test]

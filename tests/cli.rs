@@ -143,3 +143,32 @@ fn every_subcommand_has_help() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
     }
 }
+
+#[test]
+fn check_config_warns_about_a_token_source_the_shipped_envoy_would_not_send() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cognito-authz.toml");
+    std::fs::write(&file, "[identity]\ntoken_cookie = \"jwt\"\n").unwrap();
+    let vars = env_for("http://127.0.0.1:9/jwks.json", &[]);
+    let out = run(
+        &["--config", file.to_str().unwrap(), "check-config"],
+        &vars,
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning") && stderr.contains("- exact: cookie"),
+        "{stderr}"
+    );
+    assert_eq!(json_out(&out)["routes"]["token_cookie"], "jwt");
+
+    let plain = run(&["check-config"], &vars, "");
+    assert!(
+        plain.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+}

@@ -73,6 +73,55 @@ fn every_envoy_config_validates_with_envoy_1_40() {
     }
 }
 
+/// The edge settings every shipped Envoy config must carry, checked against the constants the
+/// service itself uses rather than copies of them.
+#[test]
+fn every_envoy_config_keeps_the_edge_settings() {
+    use cognito_authz::policy::{ENVOY_ALLOWED_HEADERS, IDENTITY_HEADERS, IDENTITY_PREFIX};
+    let configs: Vec<_> = std::fs::read_dir(root().join("envoy"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    assert!(configs.len() >= 4);
+    for config in configs {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let name = config.display();
+        for setting in [
+            "headers_with_underscores_action: REJECT_REQUEST",
+            "use_remote_address: true",
+            "normalize_path: true",
+            "merge_slashes: true",
+            "path_with_escaped_slashes_action: REJECT_REQUEST",
+            "failure_mode_allow: false",
+            "per_connection_buffer_limit_bytes: 32768",
+            "max_concurrent_streams: 100",
+        ] {
+            assert!(text.contains(setting), "{name} lacks {setting}");
+        }
+        let allowed: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.trim().starts_with("allowed_headers:"))
+            .skip(2)
+            .take_while(|l| l.trim().starts_with("- exact:") || l.trim().starts_with("- prefix:"))
+            .map(|l| l.trim())
+            .collect();
+        let mut expected: Vec<String> = ENVOY_ALLOWED_HEADERS
+            .iter()
+            .map(|h| format!("- exact: {h}"))
+            .collect();
+        expected.push(format!("- prefix: {IDENTITY_PREFIX}"));
+        assert_eq!(allowed, expected, "{name}: allowed_headers");
+        // The route cognito-authz never sees strips every managed header itself.
+        for header in IDENTITY_HEADERS {
+            assert!(
+                text.contains(&format!("                - {header}\n")),
+                "{name}: /healthz does not remove {header}"
+            );
+        }
+    }
+}
+
 #[test]
 fn docker_compose_config_is_valid_and_complete() {
     let compose = root().join("docker-compose.yml");

@@ -1,20 +1,70 @@
 //! The upstream: the bootcamp app's API in miniature. It trusts the identity headers Envoy
-//! forwards and never parses a token, which is the point of the sidecar.
+//! forwards and never parses a token, which is the point of the sidecar. It answers CORS as the
+//! bootcamp's flask-cors did, and records what the last request carried so tests can look at
+//! what really reached the upstream.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
-/// Requests the app has served, so tests can prove a denied request never reached it.
+/// The front end's origins when `FRONTEND_URL` is unset: the demo front end, by either name.
+pub const DEFAULT_FRONTEND_URL: &str = "http://127.0.0.1:3000,http://localhost:3000";
+
+/// Requests the app has served, so tests can prove a denied request never reached it, and the
+/// last one it saw.
 #[derive(Clone, Default)]
 pub struct AppState {
     requests: Arc<AtomicU64>,
+    last: Arc<Mutex<Value>>,
+}
+
+/// The bootcamp's flask-cors settings: the front end's origins (`FRONTEND_URL`, a comma list),
+/// `Authorization` and `Content-Type` allowed, `Authorization` exposed, the methods it serves.
+pub fn cors(frontend_urls: &str) -> CorsLayer {
+    let origins: Vec<HeaderValue> = frontend_urls
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::AUTHORIZATION])
+        .allow_methods([Method::OPTIONS, Method::GET, Method::HEAD, Method::POST])
+}
+
+/// Counts every request but `/_stats` and keeps its method, path and headers (credentials
+/// redacted), preflights answered by the CORS layer included.
+async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.uri().path() != "/_stats" {
+        state.requests.fetch_add(1, Ordering::SeqCst);
+        let headers: Map<String, Value> = request
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                let shown = match name.as_str() {
+                    "authorization" | "cookie" => "<redacted>",
+                    _ => value.to_str().unwrap_or("<non-ascii>"),
+                };
+                (name.as_str().to_string(), Value::String(shown.to_string()))
+            })
+            .collect();
+        *state.last.lock().unwrap_or_else(|e| e.into_inner()) = json!({
+            "method": request.method().as_str(),
+            "path": request.uri().path(),
+            "headers": headers,
+        });
+    }
+    next.run(request).await
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -22,7 +72,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The app's routes. `/_stats` is for tests and is not routed by Envoy.
-pub fn router() -> Router {
+pub fn router(frontend_urls: &str) -> Router {
+    let state = AppState::default();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/activities/home", get(home))
@@ -30,18 +81,18 @@ pub fn router() -> Router {
         .route("/api/admin/stats", get(admin))
         .route("/_stats", get(stats))
         .fallback(not_found)
-        .with_state(AppState::default())
+        .layer(cors(frontend_urls))
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .with_state(state)
 }
 
-async fn healthz(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
-    state.requests.fetch_add(1, Ordering::SeqCst);
+async fn healthz(headers: HeaderMap) -> Json<Value> {
     Json(json!({"ok": true, "identity_headers": identity(&headers)}))
 }
 
 /// The home feed: everyone sees it; a signed-in caller gets one extra activity, as the
 /// bootcamp app did when its token check succeeded.
-async fn home(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
-    state.requests.fetch_add(1, Ordering::SeqCst);
+async fn home(headers: HeaderMap) -> Json<Value> {
     let viewer = header(&headers, "x-cognito-sub");
     let mut activities = vec![
         json!({"uuid": "68f126b0-1ceb-4a33-88be-d90fa7109eee", "handle": "andrewbrown",
@@ -64,8 +115,7 @@ async fn home(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> 
 }
 
 /// Echoes what the app received: the identity headers and whether a token was forwarded.
-async fn echo(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
-    state.requests.fetch_add(1, Ordering::SeqCst);
+async fn echo(headers: HeaderMap) -> Json<Value> {
     Json(json!({
         "identity_headers": identity(&headers),
         "authorization_forwarded": headers.contains_key("authorization"),
@@ -74,8 +124,7 @@ async fn echo(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> 
 
 /// Admin-only: Envoy and cognito-authz already required the `admins` group; the app checks the
 /// header too, as a belt-and-braces upstream would.
-async fn admin(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
-    state.requests.fetch_add(1, Ordering::SeqCst);
+async fn admin(headers: HeaderMap) -> impl IntoResponse {
     let is_admin = header(&headers, "x-cognito-groups")
         .is_some_and(|groups| groups.split(',').any(|g| g == "admins"));
     if is_admin {
@@ -89,11 +138,11 @@ async fn admin(State(state): State<AppState>, headers: HeaderMap) -> impl IntoRe
 }
 
 async fn stats(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({"requests": state.requests.load(Ordering::SeqCst)}))
+    let last = state.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Json(json!({"requests": state.requests.load(Ordering::SeqCst), "last": last}))
 }
 
-async fn not_found(State(state): State<AppState>) -> impl IntoResponse {
-    state.requests.fetch_add(1, Ordering::SeqCst);
+async fn not_found() -> impl IntoResponse {
     (StatusCode::NOT_FOUND, Json(json!({"error": "not found"})))
 }
 

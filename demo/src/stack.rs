@@ -491,6 +491,19 @@ impl Stack {
             .ok_or_else(|| err("app stats: no count"))
     }
 
+    /// What the last request to reach the app carried: `{"method", "path", "headers"}` with
+    /// credentials redacted (read directly, not through Envoy).
+    pub async fn app_last_request(&self) -> Result<Value, StackError> {
+        let value: Value = reqwest::get(format!("http://127.0.0.1:{}/_stats", self.ports.app))
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| err(format!("app stats: {e}")))?
+            .json()
+            .await
+            .map_err(|e| err(format!("app stats: {e}")))?;
+        Ok(value["last"].clone())
+    }
+
     /// Re-signs an emulator token with the emulator's key after setting time claims relative
     /// to now (`[("exp", -60)]`): a real token the emulator would never hand out.
     pub fn resign(&self, token: &str, edits: &[(&str, i64)]) -> Result<String, StackError> {

@@ -1,4 +1,5 @@
-//! The demo upstream. `PORT` (default 8000) and `BIND` (default 127.0.0.1) choose the address.
+//! The demo upstream. `PORT` (default 8000) and `BIND` (default 127.0.0.1) choose the address;
+//! `FRONTEND_URL` (a comma list) names the origins CORS allows, as in the bootcamp app.
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -27,7 +28,9 @@ async fn main() -> std::process::ExitCode {
             }
         }
     };
-    match axum::serve(listener, cruddur_demo::app::router())
+    let frontend = std::env::var("FRONTEND_URL")
+        .unwrap_or_else(|_| cruddur_demo::app::DEFAULT_FRONTEND_URL.to_string());
+    match axum::serve(listener, cruddur_demo::app::router(&frontend))
         .with_graceful_shutdown(shutdown)
         .await
     {
