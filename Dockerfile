@@ -13,6 +13,8 @@ RUN cargo build --release --locked -p cognito-authz -p cruddur-demo --bins
 FROM gcr.io/distroless/cc-debian12:nonroot AS cognito-authz
 COPY --from=build /src/target/release/cognito-authz /usr/local/bin/cognito-authz
 USER nonroot
+# The binary defaults to loopback (a sidecar shares Envoy's host); a container's loopback is its
+# own, so the image listens on every interface and the network decides who reaches it.
 ENV AUTHZ_GRPC_ADDR=0.0.0.0:9001 AUTHZ_ADMIN_ADDR=0.0.0.0:9002
 EXPOSE 9001 9002
 ENTRYPOINT ["/usr/local/bin/cognito-authz"]
