@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use cognito_authz::config::Config;
 use cognito_authz::jwks::{KeyStore, VerificationKey};
 use cognito_authz::testkit::{access_claims, jwks, now, TestKey};
-use cognito_authz::verify::Verifier;
 
 const ISS: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_BenchPool";
 const ROUND: Duration = Duration::from_secs(1);
@@ -77,7 +76,7 @@ fn main() {
     store
         .preload(0, jwks(&[key]).to_string().as_bytes())
         .expect("preload");
-    let verifier = Verifier::new(&config, store);
+    let verifier = config.verifier(store);
     let token = key.token(&access_claims(ISS, "bench-client", now()));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()

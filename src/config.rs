@@ -7,13 +7,20 @@
 //! it is added to the file's pools.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{IdentitySpec, RouteConfig, RouteDefaults, RouteSpec, DEFAULT_ALLOW_PREFLIGHT};
+use crate::identity::TokenUsePolicy;
+use crate::jwks::{
+    JwksSettings, DEFAULT_JWKS_MAX_BYTES, DEFAULT_JWKS_MIN_REFETCH_SECS, DEFAULT_JWKS_REFRESH_SECS,
+    DEFAULT_JWKS_RETRY_MAX_MS, DEFAULT_JWKS_RETRY_MIN_MS, DEFAULT_JWKS_TIMEOUT_MS,
+};
+use crate::policy::{
+    IdentitySpec, PolicyError, RouteConfig, RouteDefaults, RouteSpec, DEFAULT_ALLOW_PREFLIGHT,
+};
+pub use crate::pool::PoolConfig;
 
 /// Pool id of the single pool described by the environment (the app's variable).
 pub const ENV_POOL_ID: &str = "AWS_COGNITO_USER_POOL_ID";
@@ -65,22 +72,9 @@ pub const DEFAULT_LEEWAY_SECS: u64 = 30;
 /// Largest leeway accepted: five minutes (Kerberos's classic skew) is already generous; more
 /// would quietly extend every token, and a huge value would switch expiry checking off.
 pub const MAX_LEEWAY_SECS: u64 = 300;
-/// Default refresh: Cognito rotates keys rarely and an unknown `kid` refetches at once anyway.
-pub const DEFAULT_JWKS_REFRESH_SECS: u64 = 900;
-/// Default penalty window: the value AWS's own `aws-jwt-verify` uses.
-pub const DEFAULT_JWKS_MIN_REFETCH_SECS: u64 = 10;
-/// Default fetch timeout: generous for a cross-region fetch, short enough that a request
-/// waiting on an unknown-`kid` refetch is answered well inside a client's patience.
-pub const DEFAULT_JWKS_TIMEOUT_MS: u64 = 5_000;
-/// Default cap on a JWKS body: a Cognito JWKS is about 1 KiB.
-pub const DEFAULT_JWKS_MAX_BYTES: usize = 256 * 1024;
 /// Default cap on a token: a Cognito access token is about 1 KiB; 16 KiB leaves room for
 /// hundreds of groups while bounding the work an attacker can ask for.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
-/// First retry delay after a failed fetch; doubles up to [`DEFAULT_JWKS_RETRY_MAX_MS`].
-pub const DEFAULT_JWKS_RETRY_MIN_MS: u64 = 1_000;
-/// Longest retry delay after repeated failures.
-pub const DEFAULT_JWKS_RETRY_MAX_MS: u64 = 60_000;
 /// Default gRPC listen address: loopback, since a sidecar's Envoy is on the same host (or in the
 /// same pod or task). Containers that reach it over a network set `0.0.0.0:9001` themselves.
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:9001";
@@ -119,119 +113,20 @@ pub enum ConfigError {
     },
 }
 
+impl From<PolicyError> for ConfigError {
+    fn from(err: PolicyError) -> Self {
+        ConfigError::Invalid {
+            key: err.key,
+            problem: err.problem,
+        }
+    }
+}
+
 impl ConfigError {
     fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
         ConfigError::Invalid {
             key: key.into(),
             problem: problem.into(),
-        }
-    }
-}
-
-/// Which kind of Cognito token a token is (`token_use`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenUse {
-    /// An access token: `client_id`, `scope`, no `aud`.
-    Access,
-    /// An ID token: `aud`, user attributes.
-    Id,
-}
-
-impl TokenUse {
-    /// The claim value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenUse::Access => "access",
-            TokenUse::Id => "id",
-        }
-    }
-}
-
-/// Which token uses a pool (or a route) accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenUsePolicy {
-    /// Access tokens only (the default: APIs are called with access tokens).
-    Access,
-    /// ID tokens only.
-    Id,
-    /// Either.
-    Any,
-}
-
-impl TokenUsePolicy {
-    /// Whether a token of this use is accepted.
-    pub fn accepts(self, token_use: TokenUse) -> bool {
-        matches!(
-            (self, token_use),
-            (TokenUsePolicy::Any, _)
-                | (TokenUsePolicy::Access, TokenUse::Access)
-                | (TokenUsePolicy::Id, TokenUse::Id)
-        )
-    }
-
-    fn parse(key: &str, value: &str) -> Result<Self, ConfigError> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "access" => Ok(TokenUsePolicy::Access),
-            "id" => Ok(TokenUsePolicy::Id),
-            "any" => Ok(TokenUsePolicy::Any),
-            other => Err(ConfigError::invalid(
-                key,
-                format!("'{other}' is not one of access, id, any"),
-            )),
-        }
-    }
-}
-
-/// One user pool, validated and ready to use.
-#[derive(Debug, Clone, Serialize)]
-pub struct PoolConfig {
-    /// The pool id (`us-east-1_AbC123`); not format-checked.
-    pub id: String,
-    /// The region, when known.
-    pub region: Option<String>,
-    /// Accepted app client ids (`client_id` of access tokens, `aud` of ID tokens).
-    pub client_ids: Vec<String>,
-    /// Which token uses this pool accepts.
-    pub token_use: TokenUsePolicy,
-    /// Accepted `iss` values: both AWS forms, or the one configured issuer.
-    pub issuers: Vec<String>,
-    /// Where the keys are fetched from.
-    pub jwks_uri: String,
-}
-
-/// Key-store tuning.
-#[derive(Debug, Clone, Serialize)]
-pub struct JwksSettings {
-    /// Interval between background refreshes.
-    #[serde(with = "secs")]
-    pub refresh_interval: Duration,
-    /// Penalty window: at most one on-demand fetch per pool within it.
-    #[serde(with = "secs")]
-    pub min_refetch_interval: Duration,
-    /// Timeout of one fetch.
-    #[serde(with = "secs")]
-    pub fetch_timeout: Duration,
-    /// Largest JWKS body accepted.
-    pub max_body_bytes: usize,
-    /// First retry delay after a failure.
-    #[serde(with = "secs")]
-    pub retry_min: Duration,
-    /// Longest retry delay after repeated failures.
-    #[serde(with = "secs")]
-    pub retry_max: Duration,
-}
-
-impl Default for JwksSettings {
-    fn default() -> Self {
-        JwksSettings {
-            refresh_interval: Duration::from_secs(DEFAULT_JWKS_REFRESH_SECS),
-            min_refetch_interval: Duration::from_secs(DEFAULT_JWKS_MIN_REFETCH_SECS),
-            fetch_timeout: Duration::from_millis(DEFAULT_JWKS_TIMEOUT_MS),
-            max_body_bytes: DEFAULT_JWKS_MAX_BYTES,
-            retry_min: Duration::from_millis(DEFAULT_JWKS_RETRY_MIN_MS),
-            retry_max: Duration::from_millis(DEFAULT_JWKS_RETRY_MAX_MS),
         }
     }
 }
@@ -244,7 +139,7 @@ pub struct ServerConfig {
     /// Admin HTTP listen address.
     pub admin_addr: String,
     /// Grace period for in-flight checks at shutdown.
-    #[serde(with = "secs")]
+    #[serde(with = "crate::secs")]
     pub shutdown_grace: Duration,
     /// Emit logs as JSON lines.
     pub json_logs: bool,
@@ -281,13 +176,28 @@ impl Default for ServerConfig {
     }
 }
 
+impl Config {
+    /// A verifier for these pools and settings over `keys` (built from the same pools).
+    pub fn verifier(&self, keys: crate::jwks::KeyStore) -> crate::verify::Verifier {
+        crate::verify::Verifier::new(&self.pools, self.verify_settings(), keys)
+    }
+
+    /// The verifier's settings.
+    pub fn verify_settings(&self) -> crate::verify::VerifySettings {
+        crate::verify::VerifySettings {
+            leeway: self.leeway,
+            max_token_bytes: self.max_token_bytes,
+        }
+    }
+}
+
 /// The whole effective configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     /// The user pools whose tokens are accepted; never empty.
     pub pools: Vec<PoolConfig>,
     /// Clock-skew leeway.
-    #[serde(with = "secs")]
+    #[serde(with = "crate::secs")]
     pub leeway: Duration,
     /// Largest token accepted, in bytes.
     pub max_token_bytes: usize,
@@ -884,7 +794,9 @@ fn validate_pool(raw: RawPool, default_region: Option<String>) -> Result<PoolCon
     }
 
     let token_use = match raw.token_use {
-        Some((key, value)) => TokenUsePolicy::parse(&key, &value)?,
+        Some((key, value)) => {
+            TokenUsePolicy::parse(&value).map_err(|p| ConfigError::invalid(key, p))?
+        }
         None => TokenUsePolicy::Access,
     };
 
@@ -926,25 +838,6 @@ fn validate_pool(raw: RawPool, default_region: Option<String>) -> Result<PoolCon
         issuers,
         jwks_uri,
     })
-}
-
-impl fmt::Display for TokenUsePolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TokenUsePolicy::Access => "access",
-            TokenUsePolicy::Id => "id",
-            TokenUsePolicy::Any => "any",
-        })
-    }
-}
-
-mod secs {
-    use serde::Serializer;
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
 }
 
 #[cfg(test)]

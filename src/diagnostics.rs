@@ -4,7 +4,7 @@
 use serde_json::Value;
 use tonic::{Request, Response, Status};
 
-use crate::authz::Authorizer;
+use crate::decision::Authorizer;
 use crate::generated::diagnostics::diagnostics_server::Diagnostics;
 use crate::generated::diagnostics::{
     KeyStatusRequest, KeyStatusResponse, PoolKeyStatus, VerifyTokenRequest, VerifyTokenResponse,

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::signature::{ParsedPublicKey, RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256};
@@ -18,7 +18,55 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::config::{JwksSettings, PoolConfig};
+use crate::pool::PoolConfig;
+
+/// Default refresh: Cognito rotates keys rarely and an unknown `kid` refetches at once anyway.
+pub const DEFAULT_JWKS_REFRESH_SECS: u64 = 900;
+/// Default penalty window: the value AWS's own `aws-jwt-verify` uses.
+pub const DEFAULT_JWKS_MIN_REFETCH_SECS: u64 = 10;
+/// Default fetch timeout: generous for a cross-region fetch, short enough that a request
+/// waiting on an unknown-`kid` refetch is answered well inside a client's patience.
+pub const DEFAULT_JWKS_TIMEOUT_MS: u64 = 5_000;
+/// Default cap on a JWKS body: a Cognito JWKS is about 1 KiB.
+pub const DEFAULT_JWKS_MAX_BYTES: usize = 256 * 1024;
+/// First retry delay after a failed fetch; doubles up to [`DEFAULT_JWKS_RETRY_MAX_MS`].
+pub const DEFAULT_JWKS_RETRY_MIN_MS: u64 = 1_000;
+/// Longest retry delay after repeated failures.
+pub const DEFAULT_JWKS_RETRY_MAX_MS: u64 = 60_000;
+/// Key-store tuning.
+#[derive(Debug, Clone, Serialize)]
+pub struct JwksSettings {
+    /// Interval between background refreshes.
+    #[serde(with = "crate::secs")]
+    pub refresh_interval: Duration,
+    /// Penalty window: at most one on-demand fetch per pool within it.
+    #[serde(with = "crate::secs")]
+    pub min_refetch_interval: Duration,
+    /// Timeout of one fetch.
+    #[serde(with = "crate::secs")]
+    pub fetch_timeout: Duration,
+    /// Largest JWKS body accepted.
+    pub max_body_bytes: usize,
+    /// First retry delay after a failure.
+    #[serde(with = "crate::secs")]
+    pub retry_min: Duration,
+    /// Longest retry delay after repeated failures.
+    #[serde(with = "crate::secs")]
+    pub retry_max: Duration,
+}
+
+impl Default for JwksSettings {
+    fn default() -> Self {
+        JwksSettings {
+            refresh_interval: Duration::from_secs(DEFAULT_JWKS_REFRESH_SECS),
+            min_refetch_interval: Duration::from_secs(DEFAULT_JWKS_MIN_REFETCH_SECS),
+            fetch_timeout: Duration::from_millis(DEFAULT_JWKS_TIMEOUT_MS),
+            max_body_bytes: DEFAULT_JWKS_MAX_BYTES,
+            retry_min: Duration::from_millis(DEFAULT_JWKS_RETRY_MIN_MS),
+            retry_max: Duration::from_millis(DEFAULT_JWKS_RETRY_MAX_MS),
+        }
+    }
+}
 
 /// Why a JWKS fetch did not produce keys.
 #[derive(Debug, thiserror::Error)]

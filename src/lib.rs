@@ -5,14 +5,19 @@
 //! upstream) or deny.
 //!
 //! # Layout
-//! - [`config`]: environment variables and the TOML file, parsed then validated.
+//! Lowest first; each module imports only from those above it in this list:
+//! - [`identity`]: token use, the compact identity, the managed identity headers.
+//! - [`credential`]: where the token is (bearer, token header, cookie) and CORS preflights.
+//! - [`pool`]: a configured user pool.
 //! - [`jwks`]: the key store (fetch, refresh, refetch on unknown `kid`, outage tolerance).
 //! - [`verify`]: the token checks and their stable reason codes.
+//! - [`cache`]: the verified-token cache.
 //! - [`policy`]: route rules, `context_extensions` overrides, identity-header settings.
-//! - [`authz`]: Envoy's ext_authz service: credential, policy, allow and deny responses.
-//! - [`cache`]: the verified-token cache and the compact identity it holds.
-//! - [`diagnostics`]: our own gRPC API (`VerifyToken`, `KeyStatus`).
 //! - [`metrics`]: Prometheus metrics.
+//! - [`decision`]: the decision core: allow with identity, anonymous, or deny, as plain values.
+//! - [`authz`]: Envoy's gRPC ext_authz protocol, a thin adapter over the core.
+//! - [`config`]: environment variables and the TOML file, parsed, validated, composed.
+//! - [`diagnostics`]: our own gRPC API (`VerifyToken`, `KeyStatus`).
 //! - [`server`]: listeners, health, reflection, admin HTTP, graceful shutdown.
 //! - `testkit` (feature `testkit`): keys, token minting and a local JWKS server for tests.
 #![forbid(unsafe_code)]
@@ -21,14 +26,28 @@
 pub mod authz;
 pub mod cache;
 pub mod config;
+pub mod credential;
+pub mod decision;
 pub mod diagnostics;
+pub mod identity;
 pub mod jwks;
 pub mod metrics;
 pub mod policy;
+pub mod pool;
 pub mod server;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod verify;
+
+/// Serialises a duration as fractional seconds (for `check-config` and `/config`).
+pub(crate) mod secs {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
 
 /// The current Unix time in whole seconds.
 pub fn unix_now() -> i64 {

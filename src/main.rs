@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use cognito_authz::config::Config;
 use cognito_authz::jwks::KeyStore;
 use cognito_authz::server;
-use cognito_authz::verify::{unverified_payload, Verifier};
+use cognito_authz::verify::unverified_payload;
 use serde_json::{json, Value};
 
 /// Verifies Amazon Cognito tokens for Envoy's ext_authz filter.
@@ -151,7 +151,7 @@ fn verify(config: Config, token: Option<String>) -> ExitCode {
             }
         };
         keys.refresh_all().await;
-        let verifier = Verifier::new(&config, keys);
+        let verifier = config.verifier(keys);
         let (valid, output) = match verifier.verify(token).await {
             Ok(claims) => (
                 true,

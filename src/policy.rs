@@ -6,7 +6,17 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, TokenUsePolicy};
+use crate::identity::{TokenUsePolicy, IDENTITY_HEADERS, IDENTITY_PREFIX};
+
+/// A rule or identity setting that cannot be used, naming its file key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct PolicyError {
+    /// The file key (`routes[2].mode`).
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+}
 
 /// `context_extensions` key overriding the rule's mode (`public`, `optional`, `required`).
 pub const CTX_MODE: &str = "cognito_authz.mode";
@@ -29,22 +39,6 @@ pub const DEFAULT_ALLOW_PREFLIGHT: bool = true;
 
 /// Default `WWW-Authenticate` realm.
 pub const DEFAULT_REALM: &str = "cognito-authz";
-/// Longest identity header value injected; a longer claim value refuses the token.
-pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
-
-/// The identity headers always managed (set from the token, or removed).
-pub const IDENTITY_HEADERS: [&str; 8] = [
-    "x-cognito-sub",
-    "x-cognito-username",
-    "x-cognito-client-id",
-    "x-cognito-token-use",
-    "x-cognito-groups",
-    "x-cognito-scope",
-    "x-cognito-email",
-    "x-cognito-preferred-username",
-];
-/// Any request header with this prefix is removed unless we set it.
-pub const IDENTITY_PREFIX: &str = "x-cognito-";
 /// The request headers the shipped Envoy configs send with each check (`allowed_headers`,
 /// besides every header with [`IDENTITY_PREFIX`]): the credential, the request id for logs, and
 /// what marks a CORS preflight. A test holds every config in `envoy/` to this list.
@@ -203,6 +197,9 @@ pub struct RouteConfig {
     pub claim_headers: Vec<(String, String)>,
     /// Every identity header we manage: the fixed ones and the mapped ones.
     pub managed_headers: Vec<String>,
+    /// The managed headers outside [`IDENTITY_PREFIX`]: Envoy does not send them with a check,
+    /// so they are removed on every allow that does not set them.
+    pub unseen_managed_headers: Vec<String>,
 }
 
 impl RouteConfig {
@@ -278,8 +275,8 @@ impl RouteConfig {
         identity: IdentitySpec,
         defaults: RouteDefaults,
         pool_ids: &[&str],
-    ) -> Result<RouteConfig, ConfigError> {
-        let invalid = |key: String, problem: String| ConfigError::Invalid { key, problem };
+    ) -> Result<RouteConfig, PolicyError> {
+        let invalid = |key: String, problem: String| PolicyError { key, problem };
         let mut rules = Vec::with_capacity(routes.len());
         for (i, spec) in routes.into_iter().enumerate() {
             let key = format!("routes[{i}]");
@@ -415,6 +412,11 @@ impl RouteConfig {
             token_header,
             token_cookie: identity.token_cookie.map(|c| c.trim().to_string()),
             claim_headers,
+            unseen_managed_headers: managed_headers
+                .iter()
+                .filter(|h| !h.starts_with(IDENTITY_PREFIX))
+                .cloned()
+                .collect(),
             managed_headers,
         })
     }
@@ -573,7 +575,7 @@ impl Rule {
 mod tests {
     use super::*;
 
-    fn build(toml_text: &str) -> Result<RouteConfig, ConfigError> {
+    fn build(toml_text: &str) -> Result<RouteConfig, PolicyError> {
         #[derive(Deserialize)]
         struct F {
             #[serde(default)]

@@ -19,13 +19,13 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tracing::{error, info, warn};
 
-use crate::authz::{Authorizer, AuthzService};
+use crate::authz::AuthzService;
 use crate::config::{Config, ConfigError, TlsFiles};
+use crate::decision::Authorizer;
 use crate::diagnostics::DiagnosticsService;
 use crate::generated::diagnostics::diagnostics_server::DiagnosticsServer;
 use crate::jwks::{FetchError, KeyStore};
 use crate::metrics::Metrics;
-use crate::verify::Verifier;
 
 /// The gRPC service name health reports for Envoy's Check.
 pub const AUTHZ_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
@@ -115,7 +115,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         std::sync::Arc::new(metrics.clone()),
     )
     .map_err(ServerError::Client)?;
-    let verifier = Verifier::new(&config, keys.clone());
+    let verifier = config.verifier(keys.clone());
     let authorizer = Authorizer::new(
         verifier,
         config.routes.clone(),
@@ -395,7 +395,7 @@ impl Running {
             keys.retire();
             return Err(ServerError::ReloadWithoutKeys(pool.1.id.clone()));
         }
-        let verifier = Verifier::new(&config, keys.clone());
+        let verifier = config.verifier(keys.clone());
         self.authorizer
             .replace(verifier, config.routes.clone(), config.token_cache_entries);
         self.authorizer.set_dry_run(config.server.dry_run);

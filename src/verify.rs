@@ -15,8 +15,9 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::{Config, PoolConfig, TokenUse};
+use crate::identity::{ClaimSet, TokenUse};
 use crate::jwks::{KeyError, KeyStore};
+use crate::pool::PoolConfig;
 
 /// Why a token was refused. The codes are stable: logs, metrics and deny descriptions use them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -303,6 +304,35 @@ fn optional_string(map: &Map<String, Value>, name: &str) -> Result<Option<String
     }
 }
 
+/// The verifier's own tuning.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifySettings {
+    /// Clock-skew leeway for `exp`, `nbf` and `iat`.
+    pub leeway: std::time::Duration,
+    /// Largest token accepted, in bytes.
+    pub max_token_bytes: usize,
+}
+
+impl Claims {
+    /// What an [`crate::identity::Identity`] is built from.
+    pub fn claim_set(&self) -> ClaimSet<'_> {
+        ClaimSet {
+            pool: self.pool_index,
+            kid: &self.kid,
+            exp: self.exp,
+            token_use: self.token_use,
+            sub: &self.sub,
+            username: self.username.as_deref(),
+            client_id: &self.client_id,
+            groups: &self.groups,
+            scopes: &self.scopes,
+            email: self.email.as_deref(),
+            preferred_username: self.preferred_username.as_deref(),
+            raw: &self.raw,
+        }
+    }
+}
+
 /// Verifies tokens against the configured pools. Cheap to clone.
 #[derive(Clone)]
 pub struct Verifier {
@@ -318,21 +348,20 @@ struct VerifierInner {
 }
 
 impl Verifier {
-    /// A verifier for `config`'s pools using `keys` (built from the same pools, in order).
-    pub fn new(config: &Config, keys: KeyStore) -> Verifier {
-        let by_issuer = config
-            .pools
+    /// A verifier for `pools` using `keys` (built from the same pools, in order).
+    pub fn new(pools: &[PoolConfig], settings: VerifySettings, keys: KeyStore) -> Verifier {
+        let by_issuer = pools
             .iter()
             .enumerate()
             .flat_map(|(i, p)| p.issuers.iter().map(move |iss| (iss.clone(), i)))
             .collect();
         Verifier {
             inner: Arc::new(VerifierInner {
-                pools: config.pools.clone(),
+                pools: pools.to_vec(),
                 by_issuer,
                 keys,
-                leeway: i64::try_from(config.leeway.as_secs()).unwrap_or(i64::MAX),
-                max_token_bytes: config.max_token_bytes,
+                leeway: i64::try_from(settings.leeway.as_secs()).unwrap_or(i64::MAX),
+                max_token_bytes: settings.max_token_bytes,
             }),
         }
     }
@@ -497,7 +526,7 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ENV_JWKS_MIN_REFETCH;
+    use crate::config::{Config, ENV_JWKS_MIN_REFETCH};
     use crate::testkit::{access_claims, id_claims, jwks, now, TestKey};
     use serde_json::json;
 
@@ -523,7 +552,7 @@ mod tests {
         let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
         keys.preload(0, jwks(&[TestKey::shared(0)]).to_string().as_bytes())
             .unwrap();
-        Verifier::new(&config, keys)
+        config.verifier(keys)
     }
 
     fn verifier() -> Verifier {
@@ -946,7 +975,7 @@ mod tests {
         .collect();
         let config = Config::from_lookup(|k| vars.get(k).map(|v| v.to_string()), None).unwrap();
         let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
-        let v = Verifier::new(&config, keys);
+        let v = config.verifier(keys);
         assert_eq!(reason(&v, &access(|_| {})).await, Reason::KeysUnavailable);
         assert!(!v.keys().all_loaded());
     }

@@ -5,13 +5,13 @@ mod common;
 
 use std::collections::HashMap;
 
-use cognito_authz::authz::{parse_bearer, Authorizer, Credential};
+use cognito_authz::authz::Authorizer;
 use cognito_authz::config::Config;
+use cognito_authz::credential::{parse_bearer, Credential};
+use cognito_authz::identity::IDENTITY_HEADERS;
 use cognito_authz::jwks::KeyStore;
 use cognito_authz::metrics::Metrics;
-use cognito_authz::policy::IDENTITY_HEADERS;
 use cognito_authz::testkit::{access_claims, id_claims, jwks, now, TestKey};
-use cognito_authz::verify::Verifier;
 use common::{answer, check_request, Answer, CLIENT, ISS, POOL};
 use serde_json::json;
 
@@ -81,7 +81,7 @@ fn authorizer_with(extra_toml: &str, vars: &[(&str, &str)]) -> Authorizer {
     let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
     keys.preload(0, jwks(&[TestKey::shared(0)]).to_string().as_bytes())
         .unwrap();
-    let verifier = Verifier::new(&config, keys);
+    let verifier = config.verifier(keys);
     Authorizer::new(verifier, config.routes.clone(), 1000, Metrics::new())
 }
 
@@ -131,7 +131,8 @@ fn with_spoofed<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         .collect()
 }
 
-/// No identity header survives unless we set it: each managed one is set or removed.
+/// No identity header survives unless we set it: each spoofed one is set or removed, and the
+/// mapped header outside our prefix (which Envoy does not show us) is set or removed always.
 fn assert_no_spoof(set: &HashMap<String, String>, removed: &[String]) {
     for (name, value) in SPOOFED {
         if let Some(ours) = set.get(name) {
@@ -140,11 +141,48 @@ fn assert_no_spoof(set: &HashMap<String, String>, removed: &[String]) {
             assert!(removed.iter().any(|r| r == name), "{name} was not removed");
         }
     }
+    assert!(
+        set.contains_key("x-tenant-id") || removed.iter().any(|r| r == "x-tenant-id"),
+        "x-tenant-id is neither set nor removed"
+    );
+}
+
+#[tokio::test]
+async fn an_allow_removes_only_the_identity_headers_the_request_carries() {
+    let a = authorizer();
+    // Nothing spoofed: only the unseen mapped header is removed.
+    match check(&a, "/healthz", &[]).await {
+        Answer::Allowed { set, removed } => {
+            assert!(set.is_empty());
+            assert_eq!(removed, vec!["x-tenant-id".to_string()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Each managed header the client sends, in any case Envoy lowercases to, is removed.
     for name in IDENTITY_HEADERS {
-        assert!(
-            set.contains_key(name) || removed.iter().any(|r| r == name),
-            "{name} is neither set nor removed"
-        );
+        match check(&a, "/healthz", &[(name, "spoof")]).await {
+            Answer::Allowed { removed, .. } => {
+                assert!(removed.contains(&name.to_string()), "{name}: {removed:?}");
+                assert_eq!(removed.len(), 2, "{removed:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A valid token: its headers are set, none removed but what the client sent and we did
+    // not set.
+    let auth = bearer(&access_token(|_| {}));
+    match check(
+        &a,
+        "/api/messages",
+        &[("authorization", &auth), ("x-cognito-email", "spoof")],
+    )
+    .await
+    {
+        Answer::Allowed { set, removed } => {
+            assert!(set.contains_key("x-cognito-sub"));
+            assert_eq!(removed, vec!["x-tenant-id", "x-cognito-email"]);
+        }
+        other => panic!("{other:?}"),
     }
 }
 
@@ -505,7 +543,7 @@ async fn keys_not_loaded_yet_is_503_with_retry_after() {
     let config = Config::from_toml(|k| env.get(k).cloned(), ROUTES).unwrap();
     let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
     let a = Authorizer::new(
-        Verifier::new(&config, keys),
+        config.verifier(keys),
         config.routes.clone(),
         1000,
         Metrics::new(),
@@ -773,7 +811,7 @@ async fn every_decision_is_counted_by_reason() {
         .unwrap();
     let metrics = Metrics::new();
     let a = Authorizer::new(
-        Verifier::new(&config, keys),
+        config.verifier(keys),
         config.routes.clone(),
         1000,
         metrics.clone(),
@@ -828,7 +866,7 @@ async fn dry_run_allows_everything_but_still_decides_counts_and_strips() {
         .unwrap();
     let metrics = Metrics::new();
     let a = Authorizer::new(
-        Verifier::new(&config, keys),
+        config.verifier(keys),
         config.routes.clone(),
         1000,
         metrics.clone(),

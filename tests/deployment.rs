@@ -77,7 +77,8 @@ fn every_envoy_config_validates_with_envoy_1_40() {
 /// service itself uses rather than copies of them.
 #[test]
 fn every_envoy_config_keeps_the_edge_settings() {
-    use cognito_authz::policy::{ENVOY_ALLOWED_HEADERS, IDENTITY_HEADERS, IDENTITY_PREFIX};
+    use cognito_authz::identity::{IDENTITY_HEADERS, IDENTITY_PREFIX};
+    use cognito_authz::policy::ENVOY_ALLOWED_HEADERS;
     let configs: Vec<_> = std::fs::read_dir(root().join("envoy"))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cognito_authz::policy::IDENTITY_HEADERS;
+use cognito_authz::identity::IDENTITY_HEADERS;
 use cruddur_demo::stack::{Layout, Ports, Stack};
 use cruddur_demo::walkthrough::payload;
 use serde_json::Value;

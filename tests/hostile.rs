@@ -11,7 +11,6 @@ use cognito_authz::metrics::Metrics;
 use cognito_authz::testkit::{
     access_claims, b64, id_claims, jwks, now, Behaviour, JwksServer, TestKey,
 };
-use cognito_authz::verify::Verifier;
 use common::{answer, check_request, env_for, Answer, CLIENT, ISS};
 use serde_json::{json, Value};
 
@@ -29,7 +28,7 @@ async fn rig() -> Rig {
     let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
     assert!(keys.refresh_all().await);
     let authz = Authorizer::new(
-        Verifier::new(&config, keys),
+        config.verifier(keys),
         config.routes.clone(),
         1000,
         Metrics::new(),
@@ -169,7 +168,7 @@ async fn aud_as_an_array_on_an_id_token() {
     let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
     keys.refresh_all().await;
     let a = Authorizer::new(
-        Verifier::new(&config, keys),
+        config.verifier(keys),
         config.routes.clone(),
         10,
         Metrics::new(),

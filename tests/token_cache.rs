@@ -10,7 +10,6 @@ use cognito_authz::config::Config;
 use cognito_authz::jwks::KeyStore;
 use cognito_authz::metrics::Metrics;
 use cognito_authz::testkit::{access_claims, jwks, now, Behaviour, JwksServer, TestKey};
-use cognito_authz::verify::Verifier;
 use common::{answer, check_request, env_for, Answer, CLIENT, ISS};
 
 const ROUTES: &str = r#"
@@ -30,7 +29,7 @@ async fn setup(idp: &JwksServer, leeway: &str) -> (Authorizer, Metrics) {
     assert!(keys.refresh_all().await);
     let metrics = Metrics::new();
     let authorizer = Authorizer::new(
-        Verifier::new(&config, keys),
+        config.verifier(keys),
         config.routes.clone(),
         config.token_cache_entries,
         metrics.clone(),
@@ -163,7 +162,7 @@ async fn a_zero_size_cache_verifies_every_time() {
     let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
     keys.refresh_all().await;
     let a = Authorizer::new(
-        Verifier::new(&config, keys),
+        config.verifier(keys),
         config.routes.clone(),
         0,
         Metrics::new(),

@@ -6,7 +6,6 @@ use cognito_authz::config::Config;
 use cognito_authz::jwks::KeyStore;
 use cognito_authz::metrics::Metrics;
 use cognito_authz::testkit::{jwks, TestKey};
-use cognito_authz::verify::Verifier;
 
 // Used by some targets only: each includes this file.
 #[allow(dead_code)]
@@ -31,7 +30,7 @@ pub fn authorizer() -> &'static (Authorizer, tokio::runtime::Runtime) {
         let keys = KeyStore::new(&config.pools, &config.jwks).expect("key store");
         keys.preload(0, jwks(&[TestKey::shared(0)]).to_string().as_bytes())
             .expect("keys");
-        let verifier = Verifier::new(&config, keys);
+        let verifier = config.verifier(keys);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -35,7 +35,7 @@ pub fn config_for(jwks_uri: &str, extra: &[(&str, &str)]) -> Config {
 /// A verifier whose store has not fetched yet.
 pub fn verifier_for(config: &Config) -> Verifier {
     let keys = KeyStore::new(&config.pools, &config.jwks).expect("key store");
-    Verifier::new(config, keys)
+    config.verifier(keys)
 }
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};

@@ -1,0 +1,547 @@
+//! The decision core: for one request (method, host, path, headers, `context_extensions`),
+//! find the credential, apply the route's policy and say what Envoy should do — allow with
+//! identity headers to set and headers to remove, allow anonymously, or deny with a status,
+//! headers and a body. Plain values, no wire format: the gRPC adapter ([`crate::authz`]) and the
+//! HTTP adapter ([`crate::http_authz`]) each render an [`Outcome`] in a few lines.
+//!
+//! Counting and the decision log happen here too, so both protocols count and log alike.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tracing::info;
+
+use crate::cache::{token_key, Lookup, TokenCache};
+use crate::credential::{find_credential, is_preflight, strip_cookie, Credential};
+use crate::identity::{Identity, IDENTITY_PREFIX};
+use crate::metrics::Metrics;
+use crate::policy::{Mode, OverrideError, Requirements, RouteConfig};
+use crate::verify::{Reason, Verifier};
+
+/// Why a request was denied: a token reason or a policy reason. Codes are stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No credential on a route that requires one.
+    NoToken,
+    /// A credential header that is not exactly one well-formed bearer token.
+    InvalidRequest,
+    /// The token failed verification.
+    Token(Reason),
+    /// A valid token from a pool the route does not accept.
+    PoolNotAllowed,
+    /// A valid token in none of the route's groups.
+    MissingGroup,
+    /// A valid token lacking one of the route's scopes.
+    MissingScope,
+    /// A claim we would inject is not a safe header value (control characters, too long).
+    UnsafeClaim,
+}
+
+impl DenyReason {
+    /// The stable code used in logs, metrics and the deny body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::NoToken => "no_token",
+            DenyReason::InvalidRequest => "invalid_request",
+            DenyReason::Token(reason) => reason.as_str(),
+            DenyReason::PoolNotAllowed => "pool_not_allowed",
+            DenyReason::MissingGroup => "missing_group",
+            DenyReason::MissingScope => "missing_scope",
+            DenyReason::UnsafeClaim => "unsafe_claim",
+        }
+    }
+
+    /// The HTTP status: 400 malformed credential, 401 missing or invalid token, 403 valid token
+    /// without the rights, 503 keys not loaded yet.
+    pub fn http_status(self) -> u16 {
+        match self {
+            DenyReason::InvalidRequest => 400,
+            DenyReason::MissingGroup | DenyReason::MissingScope => 403,
+            DenyReason::Token(Reason::KeysUnavailable) => 503,
+            _ => 401,
+        }
+    }
+
+    /// The RFC 6750 error code (`None` when the request carried no credential at all).
+    pub fn rfc6750_error(self) -> Option<&'static str> {
+        match self {
+            DenyReason::NoToken => None,
+            DenyReason::InvalidRequest => Some("invalid_request"),
+            DenyReason::MissingGroup | DenyReason::MissingScope => Some("insufficient_scope"),
+            DenyReason::Token(Reason::KeysUnavailable) => Some("temporarily_unavailable"),
+            _ => Some("invalid_token"),
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            DenyReason::NoToken => "a bearer token is required",
+            DenyReason::InvalidRequest => "the authorization header is not one bearer token",
+            DenyReason::Token(reason) => reason.description(),
+            DenyReason::PoolNotAllowed => "the token's user pool is not accepted here",
+            DenyReason::MissingGroup => "the caller is in none of the required groups",
+            DenyReason::MissingScope => "the token lacks a required scope",
+            DenyReason::UnsafeClaim => "a claim holds a value that cannot be forwarded",
+        }
+    }
+}
+
+/// What was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed with the caller's identity.
+    Allow,
+    /// Allowed without identity (public route, or optional route without a usable token).
+    AllowAnonymous,
+    /// Denied.
+    Deny(DenyReason),
+}
+
+impl Decision {
+    /// `allow`, `allow_anonymous` or `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::AllowAnonymous => "allow_anonymous",
+            Decision::Deny(_) => "deny",
+        }
+    }
+}
+
+/// A decision with its reason code and, when allowed with identity, the claims.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// What was decided.
+    pub decision: Decision,
+    /// The reason code: `valid`, `public`, `preflight`, `no_token`, or a deny/token reason (an
+    /// anonymous allow on an optional route names why the token was not used).
+    pub reason: &'static str,
+    /// The caller's identity (allow only).
+    pub identity: Option<Identity>,
+}
+
+impl Verdict {
+    fn deny(reason: DenyReason) -> Verdict {
+        Verdict {
+            decision: Decision::Deny(reason),
+            reason: reason.as_str(),
+            identity: None,
+        }
+    }
+
+    fn anonymous(reason: &'static str) -> Verdict {
+        Verdict {
+            decision: Decision::AllowAnonymous,
+            reason,
+            identity: None,
+        }
+    }
+}
+
+/// One request as either protocol hands it over. Header names are lowercase; repeated
+/// headers are joined with commas, as Envoy does for gRPC.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckInput<'a> {
+    /// The request method.
+    pub method: &'a str,
+    /// `Host` / `:authority`.
+    pub host: &'a str,
+    /// The path with its query.
+    pub path: &'a str,
+    /// The headers Envoy sent (`allowed_headers`).
+    pub headers: &'a HashMap<String, String>,
+    /// `context_extensions` (gRPC only; empty over HTTP).
+    pub extensions: &'a HashMap<String, String>,
+}
+
+/// What Envoy should do with the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Let it through after setting `set` (each replacing the client's value) and removing
+    /// `remove`. No header is in both.
+    Allow {
+        /// Headers to set.
+        set: Vec<(String, String)>,
+        /// Headers to remove.
+        remove: Vec<String>,
+    },
+    /// Answer the client with this response instead.
+    Deny {
+        /// The HTTP status.
+        status: u16,
+        /// Response headers.
+        headers: Vec<(&'static str, String)>,
+        /// The JSON body.
+        body: String,
+    },
+}
+
+/// A decision and what to tell Envoy about it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The decision as made (in dry-run mode a denial here may still be answered as an allow).
+    pub verdict: Verdict,
+    /// What Envoy should do.
+    pub answer: Answer,
+    /// Fields for Envoy's dynamic metadata (the access log): `decision`, `reason`, `sub`, and
+    /// with full metadata also `rule`, `pool`, `token_use`; `dry_run` in dry-run mode.
+    pub metadata: Vec<(&'static str, String)>,
+}
+
+/// Everything a configuration decides: swapped whole on reload, so a request sees one.
+struct State {
+    verifier: Verifier,
+    routes: Arc<RouteConfig>,
+    cache: TokenCache,
+}
+
+struct Inner {
+    state: ArcSwap<State>,
+    metrics: Metrics,
+    dry_run: AtomicBool,
+    full_metadata: AtomicBool,
+}
+
+/// Decides checks for every protocol. Cheap to clone.
+#[derive(Clone)]
+pub struct Authorizer {
+    inner: Arc<Inner>,
+}
+
+impl Authorizer {
+    /// An authorizer over `verifier` with `routes`, caching up to `cache_entries` verified
+    /// tokens, counting into `metrics`.
+    pub fn new(
+        verifier: Verifier,
+        routes: RouteConfig,
+        cache_entries: usize,
+        metrics: Metrics,
+    ) -> Authorizer {
+        let state = State {
+            verifier,
+            routes: Arc::new(routes),
+            cache: TokenCache::with_counters(cache_entries, metrics.cache_counters()),
+        };
+        Authorizer {
+            inner: Arc::new(Inner {
+                state: ArcSwap::from_pointee(state),
+                metrics,
+                dry_run: AtomicBool::new(false),
+                full_metadata: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Replaces pools, keys, routes and identity settings at once (a reload). Checks in flight
+    /// finish with the configuration they started with; the token cache starts empty, since
+    /// cached identities belong to the old pools and header mappings.
+    pub fn replace(&self, verifier: Verifier, routes: RouteConfig, cache_entries: usize) {
+        let state = State {
+            verifier,
+            routes: Arc::new(routes),
+            cache: TokenCache::with_counters(cache_entries, self.inner.metrics.cache_counters()),
+        };
+        self.inner.state.store(Arc::new(state));
+    }
+
+    /// Switches dry-run (shadow) mode: every decision is computed, logged and counted as usual,
+    /// but a denial is answered as an anonymous allow. Identity headers are still injected only
+    /// for valid tokens and stripped otherwise.
+    pub fn set_dry_run(&self, enabled: bool) {
+        self.inner.dry_run.store(enabled, Ordering::Relaxed);
+    }
+
+    /// Switches full decision metadata (`rule`, `pool`, `token_use` besides `decision`,
+    /// `reason` and `sub`). Off by default: Envoy pays for every field it receives.
+    pub fn set_full_metadata(&self, enabled: bool) {
+        self.inner.full_metadata.store(enabled, Ordering::Relaxed);
+    }
+
+    /// Tokens in the verified-token cache.
+    pub fn cache_len(&self) -> usize {
+        self.inner.state.load().cache.len()
+    }
+
+    /// The current verifier (and through it the key store).
+    pub fn verifier(&self) -> Verifier {
+        self.inner.state.load().verifier.clone()
+    }
+
+    /// Decides one request and says what Envoy should do; counts and logs the decision. An
+    /// error means Envoy sent a `context_extensions` value we cannot read: its configuration is
+    /// wrong, and the adapter fails the check closed.
+    pub async fn decide(&self, input: &CheckInput<'_>) -> Result<Outcome, OverrideError> {
+        let started = Instant::now();
+        let state = self.inner.state.load_full();
+        let requirements =
+            state
+                .routes
+                .requirements(input.method, input.host, input.path, input.extensions)?;
+        let dry_run = self.inner.dry_run.load(Ordering::Relaxed);
+        let verdict = state
+            .decide(input.method, &requirements, input.headers)
+            .await;
+        let answer = state.answer(&verdict, input.headers, dry_run);
+        let metadata = state.metadata(
+            &verdict,
+            &requirements,
+            dry_run,
+            self.inner.full_metadata.load(Ordering::Relaxed),
+        );
+
+        let elapsed = started.elapsed();
+        self.inner.metrics.decision(
+            verdict.decision.as_str(),
+            verdict.reason,
+            elapsed.as_secs_f64(),
+        );
+        info!(
+            target: "cognito_authz::decision",
+            decision = verdict.decision.as_str(),
+            reason = verdict.reason,
+            rule = %requirements.rule,
+            method = %input.method,
+            sub = verdict.identity.as_ref().map(|i| i.sub()),
+            request_id = input.headers.get("x-request-id").map(String::as_str),
+            dry_run,
+            latency_us = elapsed.as_micros() as u64,
+            "check"
+        );
+        Ok(Outcome {
+            verdict,
+            answer,
+            metadata,
+        })
+    }
+}
+
+impl State {
+    async fn identity(&self, token: &str) -> Result<Identity, DenyReason> {
+        let key = token_key(token);
+        let now = crate::unix_now();
+        let keys = self.verifier.keys();
+        if let (Lookup::Hit, Some(identity)) =
+            self.cache
+                .get(&key, now, self.verifier.leeway(), |pool, kid| {
+                    keys.has_key(pool, kid)
+                })
+        {
+            return Ok(identity);
+        }
+        let claims = self
+            .verifier
+            .verify_at(token, now)
+            .await
+            .map_err(|rejection| DenyReason::Token(rejection.reason))?;
+        let identity = Identity::from_claims(&claims.claim_set(), &self.routes.claim_headers)
+            .map_err(|_| DenyReason::UnsafeClaim)?;
+        self.cache.insert(key, identity.clone());
+        Ok(identity)
+    }
+
+    /// The decision for a request with these headers under these requirements.
+    async fn decide(
+        &self,
+        method: &str,
+        requirements: &Requirements,
+        headers: &HashMap<String, String>,
+    ) -> Verdict {
+        let routes = &*self.routes;
+        if requirements.mode == Mode::Public {
+            return Verdict::anonymous("public");
+        }
+        if requirements.allow_preflight && is_preflight(method, headers) {
+            return Verdict::anonymous("preflight");
+        }
+        let optional = requirements.mode == Mode::Optional;
+        let credential = find_credential(
+            headers,
+            routes.token_header.as_deref(),
+            routes.token_cookie.as_deref(),
+        );
+        let token = match credential {
+            Credential::Token(token) => token,
+            Credential::Missing if optional => return Verdict::anonymous("no_token"),
+            Credential::Missing => return Verdict::deny(DenyReason::NoToken),
+            Credential::Malformed => {
+                return refuse(optional, requirements, DenyReason::InvalidRequest)
+            }
+        };
+        let identity = match self.identity(token).await {
+            Ok(identity) => identity,
+            Err(reason) => return refuse(optional, requirements, reason),
+        };
+        if let Some(reason) = self.policy_failure(requirements, &identity) {
+            return refuse(optional, requirements, reason);
+        }
+        Verdict {
+            decision: Decision::Allow,
+            reason: "valid",
+            identity: Some(identity),
+        }
+    }
+
+    fn policy_failure(
+        &self,
+        requirements: &Requirements,
+        identity: &Identity,
+    ) -> Option<DenyReason> {
+        if !requirements.pools.is_empty() {
+            let pool_id = &self.verifier.pools()[identity.pool()].id;
+            if !requirements.pools.contains(pool_id) {
+                return Some(DenyReason::PoolNotAllowed);
+            }
+        }
+        if let Some(accepted) = requirements.token_use {
+            if !accepted.accepts(identity.token_use()) {
+                return Some(DenyReason::Token(Reason::WrongTokenUse));
+            }
+        }
+        if !requirements.groups_any.is_empty()
+            && !requirements.groups_any.iter().any(|g| identity.in_group(g))
+        {
+            return Some(DenyReason::MissingGroup);
+        }
+        if !requirements
+            .scopes_all
+            .iter()
+            .all(|s| identity.scopes().any(|have| have == s))
+        {
+            return Some(DenyReason::MissingScope);
+        }
+        None
+    }
+
+    /// What Envoy should do with a verdict. On every allow, each identity header the request
+    /// carries and we do not set is removed: every managed header it holds, and any header with
+    /// our prefix (Envoy sends us all of those). Managed headers outside the prefix, which
+    /// Envoy does not show us, are removed unless set. None is both set and removed.
+    fn answer(
+        &self,
+        verdict: &Verdict,
+        request_headers: &HashMap<String, String>,
+        dry_run: bool,
+    ) -> Answer {
+        let routes = &*self.routes;
+        // In dry-run mode a denial is computed, logged and counted, then let through as anonymous.
+        if let Decision::Deny(reason) = verdict.decision {
+            if !dry_run {
+                return deny_answer(reason, &routes.realm);
+            }
+        }
+        let set: Vec<(String, String)> = verdict
+            .identity
+            .as_ref()
+            .map(|i| {
+                i.headers(&routes.claim_headers)
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let is_set = |name: &str| set.iter().any(|(k, _)| k == name);
+        let mut remove: Vec<String> = routes
+            .unseen_managed_headers
+            .iter()
+            .filter(|h| !is_set(h))
+            .cloned()
+            .collect();
+        for name in request_headers.keys() {
+            let ours = name.starts_with(IDENTITY_PREFIX) || routes.managed_headers.contains(name);
+            if ours && !is_set(name) && !remove.contains(name) {
+                remove.push(name.clone());
+            }
+        }
+        let mut set = set;
+        if !routes.forward_token {
+            remove.push("authorization".to_string());
+            if let Some(h) = &routes.token_header {
+                remove.push(h.clone());
+            }
+            // The token cookie goes; the app's other cookies stay.
+            let stripped = routes
+                .token_cookie
+                .as_deref()
+                .and_then(|name| strip_cookie(request_headers.get("cookie")?, name));
+            match stripped {
+                Some(rest) if rest.is_empty() => remove.push("cookie".to_string()),
+                Some(rest) => set.push(("cookie".to_string(), rest)),
+                None => {}
+            }
+        }
+        Answer::Allow { set, remove }
+    }
+
+    /// Fields for Envoy's access log, under the filter's namespace
+    /// (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%`).
+    fn metadata(
+        &self,
+        verdict: &Verdict,
+        requirements: &Requirements,
+        dry_run: bool,
+        full: bool,
+    ) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            ("decision", verdict.decision.as_str().to_string()),
+            ("reason", verdict.reason.to_string()),
+        ];
+        if let Some(identity) = &verdict.identity {
+            fields.push(("sub", identity.sub().to_string()));
+        }
+        if dry_run {
+            fields.push(("dry_run", "true".to_string()));
+        }
+        if full {
+            fields.push(("rule", requirements.rule.clone()));
+            if let Some(identity) = &verdict.identity {
+                let pool = &self.verifier.pools()[identity.pool()].id;
+                fields.push(("pool", pool.clone()));
+                fields.push(("token_use", identity.token_use().as_str().to_string()));
+            }
+        }
+        fields
+    }
+}
+
+/// On an optional route a token we cannot use makes the caller anonymous, unless the rule says
+/// to deny; on a required route it is denied.
+fn refuse(optional: bool, requirements: &Requirements, reason: DenyReason) -> Verdict {
+    if optional && !requirements.deny_invalid {
+        Verdict::anonymous(reason.as_str())
+    } else {
+        Verdict::deny(reason)
+    }
+}
+
+/// The RFC 6750 denial: status, `WWW-Authenticate` (or `retry-after` for 503), no caching, and
+/// a JSON body naming the reason.
+fn deny_answer(reason: DenyReason, realm: &str) -> Answer {
+    let status = reason.http_status();
+    let description = reason.description();
+    let mut headers = vec![
+        ("content-type", "application/json".to_string()),
+        ("cache-control", "no-store".to_string()),
+    ];
+    match (status, reason.rfc6750_error()) {
+        (503, _) => headers.push(("retry-after", "5".to_string())),
+        (_, None) => headers.push(("www-authenticate", format!("Bearer realm=\"{realm}\""))),
+        (_, Some(error)) => headers.push((
+            "www-authenticate",
+            format!(
+                "Bearer realm=\"{realm}\", error=\"{error}\", error_description=\"{description}\""
+            ),
+        )),
+    }
+    let body = serde_json::json!({
+        "error": reason.rfc6750_error().unwrap_or("unauthorized"),
+        "error_description": description,
+        "reason": reason.as_str(),
+    });
+    Answer::Deny {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}

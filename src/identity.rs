@@ -1,0 +1,511 @@
+//! What a verified token says, as the rest of the service uses it: which kind of token
+//! (`token_use`), the compact [`Identity`] the cache holds and the headers are written from, the
+//! list of identity headers we manage, and the escaping that keeps a header value unambiguous.
+//!
+//! Depends on nothing else in the crate: verification produces a [`ClaimSet`], policy reads an
+//! [`Identity`], and both protocols write its headers.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Longest identity header value injected; a longer claim value refuses the token.
+pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
+
+/// The identity headers always managed (set from the token, or removed).
+pub const IDENTITY_HEADERS: [&str; 8] = [
+    "x-cognito-sub",
+    "x-cognito-username",
+    "x-cognito-client-id",
+    "x-cognito-token-use",
+    "x-cognito-groups",
+    "x-cognito-scope",
+    "x-cognito-email",
+    "x-cognito-preferred-username",
+];
+/// Any request header with this prefix is removed unless we set it.
+pub const IDENTITY_PREFIX: &str = "x-cognito-";
+/// The identity headers always managed (set from the token, or removed).
+/// Which kind of Cognito token a token is (`token_use`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenUse {
+    /// An access token: `client_id`, `scope`, no `aud`.
+    Access,
+    /// An ID token: `aud`, user attributes.
+    Id,
+}
+
+impl TokenUse {
+    /// The claim value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenUse::Access => "access",
+            TokenUse::Id => "id",
+        }
+    }
+}
+
+/// Which token uses a pool (or a route) accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenUsePolicy {
+    /// Access tokens only (the default: APIs are called with access tokens).
+    Access,
+    /// ID tokens only.
+    Id,
+    /// Either.
+    Any,
+}
+
+impl TokenUsePolicy {
+    /// Whether a token of this use is accepted.
+    pub fn accepts(self, token_use: TokenUse) -> bool {
+        matches!(
+            (self, token_use),
+            (TokenUsePolicy::Any, _)
+                | (TokenUsePolicy::Access, TokenUse::Access)
+                | (TokenUsePolicy::Id, TokenUse::Id)
+        )
+    }
+
+    /// Parses `access`, `id` or `any` (any case); the error says what was found.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "access" => Ok(TokenUsePolicy::Access),
+            "id" => Ok(TokenUsePolicy::Id),
+            "any" => Ok(TokenUsePolicy::Any),
+            other => Err(format!("'{other}' is not one of access, id, any")),
+        }
+    }
+}
+
+impl std::fmt::Display for TokenUsePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenUsePolicy::Access => "access",
+            TokenUsePolicy::Id => "id",
+            TokenUsePolicy::Any => "any",
+        })
+    }
+}
+
+/// The claims of a verified token that an [`Identity`] keeps, borrowed from the verifier's
+/// output.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimSet<'a> {
+    /// Index of the issuing pool among the configured pools.
+    pub pool: usize,
+    /// The signing key's id.
+    pub kid: &'a str,
+    /// `exp`, Unix seconds.
+    pub exp: i64,
+    /// `token_use`.
+    pub token_use: TokenUse,
+    /// `sub`.
+    pub sub: &'a str,
+    /// `username` or `cognito:username`.
+    pub username: Option<&'a str>,
+    /// `client_id` or `aud`.
+    pub client_id: &'a str,
+    /// `cognito:groups`.
+    pub groups: &'a [String],
+    /// `scope`, split.
+    pub scopes: &'a [String],
+    /// `email`.
+    pub email: Option<&'a str>,
+    /// `preferred_username`.
+    pub preferred_username: Option<&'a str>,
+    /// The whole payload, for the configured claim -> header mappings.
+    pub raw: &'a Map<String, Value>,
+}
+
+const SUB: usize = 0;
+const USERNAME: usize = 1;
+const CLIENT_ID: usize = 2;
+const GROUPS: usize = 3;
+const SCOPE: usize = 4;
+const EMAIL: usize = 5;
+const PREFERRED_USERNAME: usize = 6;
+const FIXED: usize = 7;
+
+/// The fixed identity headers, in [`Identity`] field order.
+const FIXED_HEADERS: [&str; FIXED] = [
+    "x-cognito-sub",
+    "x-cognito-username",
+    "x-cognito-client-id",
+    "x-cognito-groups",
+    "x-cognito-scope",
+    "x-cognito-email",
+    "x-cognito-preferred-username",
+];
+
+/// A claim value that cannot be forwarded as a header value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a claim holds a control character or exceeds the header value cap")]
+pub struct UnsafeClaim;
+
+/// Where the username is: with email sign-in it equals `sub`, so it is stored once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Username {
+    None = 0,
+    SameAsSub = 1,
+    Own = 2,
+}
+
+/// Group names may contain commas (Cognito allows punctuation); `%` and `,` are escaped so the
+/// comma-joined header stays unambiguous.
+pub fn escape_list_item(item: &str) -> std::borrow::Cow<'_, str> {
+    if item.contains(['%', ',']) {
+        item.replace('%', "%25").replace(',', "%2C").into()
+    } else {
+        item.into()
+    }
+}
+
+fn header_safe(value: &str) -> bool {
+    value.len() <= MAX_HEADER_VALUE_BYTES && !value.chars().any(char::is_control)
+}
+
+fn claim_as_header(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(escape_list_item))
+            .collect::<Option<Vec<_>>>()
+            .map(|v| v.join(",")),
+        _ => None,
+    }
+}
+
+/// What a verified token says that requests need, in one allocation (it is what the cache
+/// holds, so its size is the cache's memory): a fixed header, the end offsets of the header
+/// values, the signing `kid`, then the values themselves.
+///
+/// Layout: `exp` i64, pool u16, token use u8, username kind u8, extra count u8, padding u8,
+/// kid length u16 (16 bytes); then one u16 end offset per value (7 fixed + extras); then the kid;
+/// then the values. All little-endian. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Identity(Arc<[u8]>);
+
+const HEADER: usize = 16;
+
+impl Identity {
+    /// Builds the identity of verified claims; `claim_headers` are the configured extra
+    /// claim -> header mappings. Refuses values that are not safe header values.
+    pub fn from_claims(
+        claims: &ClaimSet<'_>,
+        claim_headers: &[(String, String)],
+    ) -> Result<Identity, UnsafeClaim> {
+        let username = match claims.username {
+            None => Username::None,
+            Some(u) if u == claims.sub => Username::SameAsSub,
+            Some(_) => Username::Own,
+        };
+        let mut groups = String::new();
+        for (i, group) in claims.groups.iter().enumerate() {
+            if i > 0 {
+                groups.push(',');
+            }
+            groups.push_str(&escape_list_item(group));
+        }
+        let scope = claims.scopes.join(" ");
+        let extras: Vec<Option<String>> = claim_headers
+            .iter()
+            .map(|(claim, _)| claims.raw.get(claim).and_then(claim_as_header))
+            .collect();
+        let own_username = match username {
+            Username::Own => claims.username.unwrap_or(""),
+            _ => "",
+        };
+        let values: Vec<&str> = [
+            claims.sub,
+            own_username,
+            claims.client_id,
+            groups.as_str(),
+            scope.as_str(),
+            claims.email.unwrap_or(""),
+            claims.preferred_username.unwrap_or(""),
+        ]
+        .into_iter()
+        .chain(extras.iter().map(|v| v.as_deref().unwrap_or("")))
+        .collect();
+        if !values.iter().all(|v| header_safe(v)) {
+            return Err(UnsafeClaim);
+        }
+        let extra_count = u8::try_from(extras.len()).map_err(|_| UnsafeClaim)?;
+        let kid_len = u16::try_from(claims.kid.len()).map_err(|_| UnsafeClaim)?;
+        let values_len: usize = values.iter().map(|v| v.len()).sum();
+        let mut bytes =
+            Vec::with_capacity(HEADER + 2 * values.len() + claims.kid.len() + values_len);
+        bytes.extend_from_slice(&claims.exp.to_le_bytes());
+        bytes.extend_from_slice(
+            &u16::try_from(claims.pool)
+                .map_err(|_| UnsafeClaim)?
+                .to_le_bytes(),
+        );
+        bytes.push(match claims.token_use {
+            TokenUse::Access => 0,
+            TokenUse::Id => 1,
+        });
+        bytes.push(username as u8);
+        bytes.push(extra_count);
+        bytes.push(0);
+        bytes.extend_from_slice(&kid_len.to_le_bytes());
+        let mut end = 0usize;
+        for value in &values {
+            end += value.len();
+            bytes.extend_from_slice(&u16::try_from(end).map_err(|_| UnsafeClaim)?.to_le_bytes());
+        }
+        bytes.extend_from_slice(claims.kid.as_bytes());
+        for value in &values {
+            bytes.extend_from_slice(value.as_bytes());
+        }
+        Ok(Identity(Arc::from(bytes)))
+    }
+
+    fn u16_at(&self, at: usize) -> usize {
+        usize::from(u16::from_le_bytes([self.0[at], self.0[at + 1]]))
+    }
+
+    fn value_count(&self) -> usize {
+        FIXED + usize::from(self.0[12])
+    }
+
+    fn values_start(&self) -> usize {
+        HEADER + 2 * self.value_count() + self.u16_at(14)
+    }
+
+    fn span(&self, index: usize) -> &str {
+        let base = self.values_start();
+        let end = self.u16_at(HEADER + 2 * index);
+        let start = if index == 0 {
+            0
+        } else {
+            self.u16_at(HEADER + 2 * (index - 1))
+        };
+        // Written from &str values at offsets of whole values: always UTF-8.
+        std::str::from_utf8(&self.0[base + start..base + end]).unwrap_or("")
+    }
+
+    /// `sub`.
+    pub fn sub(&self) -> &str {
+        self.span(SUB)
+    }
+
+    /// The username (`username` or `cognito:username`), when the token has one.
+    pub fn username(&self) -> Option<&str> {
+        match self.0[11] {
+            x if x == Username::SameAsSub as u8 => Some(self.sub()),
+            x if x == Username::Own as u8 => Some(self.span(USERNAME)),
+            _ => None,
+        }
+    }
+
+    /// The app client.
+    pub fn client_id(&self) -> &str {
+        self.span(CLIENT_ID)
+    }
+
+    /// `email` (ID tokens), when present.
+    pub fn email(&self) -> Option<&str> {
+        Some(self.span(EMAIL)).filter(|e| !e.is_empty())
+    }
+
+    /// `preferred_username` (ID tokens), when present.
+    pub fn preferred_username(&self) -> Option<&str> {
+        Some(self.span(PREFERRED_USERNAME)).filter(|p| !p.is_empty())
+    }
+
+    /// Groups, each as it appears in `x-cognito-groups` (`%` and `,` escaped).
+    pub fn groups(&self) -> impl Iterator<Item = &str> {
+        self.span(GROUPS).split(',').filter(|g| !g.is_empty())
+    }
+
+    /// Whether the token is in group `name` (given unescaped).
+    pub fn in_group(&self, name: &str) -> bool {
+        let escaped = escape_list_item(name);
+        self.groups().any(|g| g == escaped)
+    }
+
+    /// Scopes.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.span(SCOPE).split_ascii_whitespace()
+    }
+
+    /// `token_use`.
+    pub fn token_use(&self) -> TokenUse {
+        if self.0[10] == 0 {
+            TokenUse::Access
+        } else {
+            TokenUse::Id
+        }
+    }
+
+    /// `exp`, Unix seconds.
+    pub fn exp(&self) -> i64 {
+        let mut exp = [0u8; 8];
+        exp.copy_from_slice(&self.0[..8]);
+        i64::from_le_bytes(exp)
+    }
+
+    /// The index of the issuing pool.
+    pub fn pool(&self) -> usize {
+        self.u16_at(8)
+    }
+
+    /// The id of the signing key.
+    pub fn kid(&self) -> &str {
+        let start = HEADER + 2 * self.value_count();
+        std::str::from_utf8(&self.0[start..start + self.u16_at(14)]).unwrap_or("")
+    }
+
+    /// The identity headers with a value, fixed ones first, then the extra mappings (named by
+    /// `claim_headers`, the same list the identity was built with).
+    pub fn headers<'a>(
+        &'a self,
+        claim_headers: &'a [(String, String)],
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let username = self.username().unwrap_or("");
+        let fixed = (0..FIXED).map(move |i| {
+            let value = if i == USERNAME {
+                username
+            } else {
+                self.span(i)
+            };
+            (FIXED_HEADERS[i], value)
+        });
+        let token_use = std::iter::once(("x-cognito-token-use", self.token_use().as_str()));
+        let extra = claim_headers
+            .iter()
+            .take(self.value_count() - FIXED)
+            .enumerate()
+            .map(move |(i, (_, header))| (header.as_str(), self.span(FIXED + i)));
+        fixed
+            .chain(token_use)
+            .chain(extra)
+            .filter(|(_, v)| !v.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct Owned {
+        sub: String,
+        username: Option<String>,
+        groups: Vec<String>,
+        scopes: Vec<String>,
+        preferred_username: Option<String>,
+        raw: Map<String, Value>,
+    }
+
+    fn claims() -> Owned {
+        Owned {
+            sub: "sub-1".into(),
+            username: Some("sub-1".into()),
+            groups: vec!["admins".into(), "a,b".into()],
+            scopes: vec!["openid".into(), "profile".into()],
+            preferred_username: Some("andrew".into()),
+            raw: json!({"custom:tenant": "t1", "custom:n": 7})
+                .as_object()
+                .unwrap()
+                .clone(),
+        }
+    }
+
+    impl Owned {
+        fn set(&self) -> ClaimSet<'_> {
+            ClaimSet {
+                pool: 0,
+                kid: "kid-1",
+                exp: 1_000,
+                token_use: TokenUse::Access,
+                sub: &self.sub,
+                username: self.username.as_deref(),
+                client_id: "client",
+                groups: &self.groups,
+                scopes: &self.scopes,
+                email: None,
+                preferred_username: self.preferred_username.as_deref(),
+                raw: &self.raw,
+            }
+        }
+    }
+
+    #[test]
+    fn an_identity_gives_back_every_header_value() {
+        let mapping = vec![
+            ("custom:tenant".to_string(), "x-tenant".to_string()),
+            ("custom:missing".to_string(), "x-missing".to_string()),
+            ("custom:n".to_string(), "x-n".to_string()),
+        ];
+        let identity = Identity::from_claims(&claims().set(), &mapping).unwrap();
+        let headers: Vec<(&str, &str)> = identity.headers(&mapping).collect();
+        assert_eq!(
+            headers,
+            vec![
+                ("x-cognito-sub", "sub-1"),
+                ("x-cognito-username", "sub-1"),
+                ("x-cognito-client-id", "client"),
+                ("x-cognito-groups", "admins,a%2Cb"),
+                ("x-cognito-scope", "openid profile"),
+                ("x-cognito-preferred-username", "andrew"),
+                ("x-cognito-token-use", "access"),
+                ("x-tenant", "t1"),
+                ("x-n", "7"),
+            ]
+        );
+        assert!(identity.in_group("a,b") && identity.in_group("admins"));
+        assert_eq!(
+            (identity.exp(), identity.pool(), identity.kid()),
+            (1_000, 0, "kid-1")
+        );
+        assert_eq!(identity.token_use(), TokenUse::Access);
+        assert_eq!(
+            (identity.email(), identity.preferred_username()),
+            (None, Some("andrew"))
+        );
+        assert!(!identity.in_group("a"));
+        assert_eq!(identity.scopes().collect::<Vec<_>>(), ["openid", "profile"]);
+    }
+
+    #[test]
+    fn a_machine_token_has_no_username() {
+        let mut c = claims();
+        c.sub = "client".into();
+        c.username = None;
+        let identity = Identity::from_claims(&c.set(), &[]).unwrap();
+        assert_eq!(identity.username(), None);
+        let mut c = claims();
+        c.username = Some("someone-else".into());
+        assert_eq!(
+            Identity::from_claims(&c.set(), &[]).unwrap().username(),
+            Some("someone-else")
+        );
+    }
+
+    #[test]
+    fn unsafe_values_are_refused() {
+        let mut c = claims();
+        c.preferred_username = Some("a\r\nx-cognito-sub: root".into());
+        assert_eq!(
+            Identity::from_claims(&c.set(), &[]).unwrap_err(),
+            UnsafeClaim
+        );
+        let mut c = claims();
+        c.raw.insert("custom:t".into(), json!("x".repeat(9000)));
+        let mapping = vec![("custom:t".to_string(), "x-t".to_string())];
+        assert_eq!(
+            Identity::from_claims(&c.set(), &mapping).unwrap_err(),
+            UnsafeClaim
+        );
+    }
+}
