@@ -60,6 +60,12 @@ pub const ENV_TLS_KEY: &str = "AUTHZ_TLS_KEY";
 pub const ENV_TLS_CLIENT_CA: &str = "AUTHZ_TLS_CLIENT_CA";
 /// Dry-run (shadow) mode: decide, log and count, but allow every request (`true`/`false`).
 pub const ENV_DRY_RUN: &str = "AUTHZ_DRY_RUN";
+/// Address of the HTTP ext_authz listener (Envoy's `http_service`): `host:port` or
+/// `unix:/path`. Off when unset.
+pub const ENV_HTTP_ADDR: &str = "AUTHZ_HTTP_ADDR";
+/// Dynamic metadata per decision: `minimal` (default: decision, reason, sub) or `full` (also
+/// rule, pool, token_use).
+pub const ENV_DECISION_METADATA: &str = "AUTHZ_DECISION_METADATA";
 /// Log format: `text` (default) or `json`.
 pub const ENV_LOG_FORMAT: &str = "AUTHZ_LOG_FORMAT";
 /// Let CORS preflights through as anonymous on every route that does not say otherwise
@@ -147,6 +153,10 @@ pub struct ServerConfig {
     pub worker_threads: Option<usize>,
     /// Dry-run (shadow) mode: every request is allowed; decisions are still logged and counted.
     pub dry_run: bool,
+    /// HTTP ext_authz listen address (`host:port` or `unix:/path`), when on.
+    pub http_addr: Option<String>,
+    /// Full dynamic metadata (rule, pool, token_use besides decision, reason, sub).
+    pub full_metadata: bool,
     /// TLS for the gRPC listener, when configured.
     pub tls: Option<TlsFiles>,
 }
@@ -171,6 +181,8 @@ impl Default for ServerConfig {
             json_logs: false,
             worker_threads: None,
             dry_run: false,
+            http_addr: None,
+            full_metadata: false,
             tls: None,
         }
     }
@@ -249,6 +261,8 @@ struct FileServer {
     log_format: Option<String>,
     worker_threads: Option<u64>,
     dry_run: Option<bool>,
+    http_addr: Option<String>,
+    decision_metadata: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
@@ -435,6 +449,26 @@ impl Config {
                 Some(v) => parse_bool(ENV_DRY_RUN, &v)?,
                 None => file_server.dry_run.unwrap_or(false),
             },
+            http_addr: var(ENV_HTTP_ADDR).or(file_server.http_addr),
+            full_metadata: match var(ENV_DECISION_METADATA)
+                .map(|v| (ENV_DECISION_METADATA.to_string(), v))
+                .or_else(|| {
+                    file_server
+                        .decision_metadata
+                        .map(|v| ("server.decision_metadata".to_string(), v))
+                }) {
+                None => false,
+                Some((key, value)) => match value.trim().to_ascii_lowercase().as_str() {
+                    "minimal" => false,
+                    "full" => true,
+                    other => {
+                        return Err(ConfigError::invalid(
+                            key,
+                            format!("'{other}' is not one of minimal, full"),
+                        ))
+                    }
+                },
+            },
             tls: tls_files(
                 var,
                 file_server.tls_cert,
@@ -444,6 +478,9 @@ impl Config {
         };
         validate_listen_addr(ENV_GRPC_ADDR, &server.grpc_addr, true)?;
         validate_listen_addr(ENV_ADMIN_ADDR, &server.admin_addr, false)?;
+        if let Some(addr) = &server.http_addr {
+            validate_listen_addr(ENV_HTTP_ADDR, addr, true)?;
+        }
 
         let pools = merge_pools(var, file.pools)?
             .into_iter()
@@ -976,6 +1013,9 @@ mod tests {
             (ENV_LOG_FORMAT, "xml"),
             (ENV_GRPC_ADDR, "nowhere"),
             (ENV_ALLOW_PREFLIGHT, "sometimes"),
+            (ENV_HTTP_ADDR, "localhost"),
+            (ENV_HTTP_ADDR, "unix:relative.sock"),
+            (ENV_DECISION_METADATA, "all"),
         ] {
             let mut vars = app_env();
             vars.push((key, value));

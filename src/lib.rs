@@ -16,6 +16,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`decision`]: the decision core: allow with identity, anonymous, or deny, as plain values.
 //! - [`authz`]: Envoy's gRPC ext_authz protocol, a thin adapter over the core.
+//! - [`http_authz`]: Envoy's HTTP ext_authz protocol, the other thin adapter.
 //! - [`config`]: environment variables and the TOML file, parsed, validated, composed.
 //! - [`diagnostics`]: our own gRPC API (`VerifyToken`, `KeyStatus`).
 //! - [`server`]: listeners, health, reflection, admin HTTP, graceful shutdown.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod credential;
 pub mod decision;
 pub mod diagnostics;
+pub mod http_authz;
 pub mod identity;
 pub mod jwks;
 pub mod metrics;

@@ -83,6 +83,8 @@ pub struct Running {
     pub grpc_addr: GrpcAddr,
     /// The bound admin address.
     pub admin_addr: SocketAddr,
+    /// The bound HTTP ext_authz address, when that listener is on.
+    pub http_addr: Option<GrpcAddr>,
     shutdown: watch::Sender<bool>,
     authorizer: Authorizer,
     metrics: Metrics,
@@ -91,6 +93,7 @@ pub struct Running {
     health: tonic_health::server::HealthReporter,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     admin: JoinHandle<()>,
+    http: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     grace: Duration,
 }
@@ -123,6 +126,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         metrics.clone(),
     );
     authorizer.set_dry_run(config.server.dry_run);
+    authorizer.set_full_metadata(config.server.full_metadata);
     if config.server.dry_run {
         warn!("dry-run mode: every request is allowed; decisions are only logged and counted");
     }
@@ -261,7 +265,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             Arc::clone(&running_config),
             shutdown_rx.clone(),
         );
-        let mut rx = shutdown_rx;
+        let mut rx = shutdown_rx.clone();
         async move {
             let stop = async move {
                 let _ = rx.wait_for(|stop| *stop).await;
@@ -274,11 +278,19 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             }
         }
     });
-    info!(grpc = ?grpc_addr, admin = %admin_addr, "listening");
+    let (http_addr, http) = match &config.server.http_addr {
+        Some(addr) => {
+            let (bound, task) = serve_http(addr, authorizer.clone(), shutdown_rx.clone()).await?;
+            (Some(bound), Some(task))
+        }
+        None => (None, None),
+    };
+    info!(grpc = ?grpc_addr, admin = %admin_addr, http = ?http_addr, "listening");
 
     Ok(Running {
         grpc_addr,
         admin_addr,
+        http_addr,
         shutdown,
         authorizer,
         metrics,
@@ -287,9 +299,57 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         health,
         grpc,
         admin,
+        http,
         background,
         grace: config.server.shutdown_grace,
     })
+}
+
+/// Binds the HTTP ext_authz listener (`host:port` or `unix:/path`) and serves it, HTTP/1.1 and
+/// HTTP/2 with prior knowledge, until shutdown.
+async fn serve_http(
+    addr: &str,
+    authorizer: Authorizer,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(GrpcAddr, JoinHandle<()>), ServerError> {
+    let bind_error = |source| ServerError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let app = crate::http_authz::router(authorizer);
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    if let Some(path) = addr.strip_prefix("unix:") {
+        let path = PathBuf::from(path);
+        if std::fs::metadata(&path).is_ok() {
+            let _ = std::fs::remove_file(&path);
+        }
+        let listener = tokio::net::UnixListener::bind(&path).map_err(bind_error)?;
+        let task = tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                error!(cause = %err, "HTTP ext_authz listener failed");
+            }
+        });
+        return Ok((GrpcAddr::Unix(path), task));
+    }
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    let task = tokio::spawn(async move {
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        if let Err(err) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            error!(cause = %err, "HTTP ext_authz listener failed");
+        }
+    });
+    Ok((GrpcAddr::Tcp(bound), task))
 }
 
 fn tls_config(tls: &TlsFiles) -> Result<ServerTlsConfig, ServerError> {
@@ -399,6 +459,8 @@ impl Running {
         self.authorizer
             .replace(verifier, config.routes.clone(), config.token_cache_entries);
         self.authorizer.set_dry_run(config.server.dry_run);
+        self.authorizer
+            .set_full_metadata(config.server.full_metadata);
         // The old store's loops end, including any its start-up task has yet to spawn.
         old.keys().retire();
         let mut refresh = lock(&self.refresh);
@@ -463,6 +525,11 @@ impl Running {
                 Ok(())
             }
         };
+        if let Some(http) = self.http {
+            if tokio::time::timeout(self.grace, http).await.is_err() {
+                warn!("HTTP ext_authz listener: grace period over");
+            }
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.admin).await;
         for task in self.background {
             task.abort();
@@ -471,8 +538,10 @@ impl Running {
         for task in lock(&self.refresh).drain(..) {
             task.abort();
         }
-        if let GrpcAddr::Unix(path) = &self.grpc_addr {
-            let _ = std::fs::remove_file(path);
+        for addr in std::iter::once(&self.grpc_addr).chain(self.http_addr.as_ref()) {
+            if let GrpcAddr::Unix(path) = addr {
+                let _ = std::fs::remove_file(path);
+            }
         }
         info!("stopped");
         outcome

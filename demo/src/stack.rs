@@ -39,6 +39,8 @@ pub struct Ports {
     pub authz: u16,
     /// cognito-authz admin HTTP (metrics, health).
     pub authz_admin: u16,
+    /// cognito-authz's HTTP ext_authz listener (used by the HTTP flavour).
+    pub authz_http: u16,
     /// The demo app.
     pub app: u16,
     /// The Cognito emulator.
@@ -52,13 +54,14 @@ impl Ports {
         envoy_admin: 9901,
         authz: 9001,
         authz_admin: 9002,
+        authz_http: 9003,
         app: 8000,
         cognito: 5000,
     };
 
-    /// Six free loopback ports (for tests running side by side).
+    /// Seven free loopback ports (for tests running side by side).
     pub fn ephemeral() -> std::io::Result<Ports> {
-        let listeners = (0..6)
+        let listeners = (0..7)
             .map(|_| TcpListener::bind("127.0.0.1:0"))
             .collect::<std::io::Result<Vec<_>>>()?;
         let p = listeners
@@ -72,6 +75,7 @@ impl Ports {
             authz_admin: p[3],
             app: p[4],
             cognito: p[5],
+            authz_http: p[6],
         })
     }
 }
@@ -155,6 +159,8 @@ pub struct Stack {
     pub ports: Ports,
     /// The pool.
     pub pool: Pool,
+    /// The ext_authz protocol Envoy speaks to cognito-authz.
+    pub protocol: Protocol,
     procs: Vec<Proc>,
 }
 
@@ -196,6 +202,94 @@ fn flavour(native: &str, header: &str, transform: impl FnOnce(String) -> String)
         "# Envoy 1.40 in front of the demo app, asking cognito-authz about every request.\n{header}{}\n",
         transform(body)
     )
+}
+
+/// Which of Envoy's two ext_authz protocols the stack runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `grpc_service` and `envoy/envoy.yaml`: route policy from Envoy's `context_extensions`.
+    Grpc,
+    /// `http_service` and `envoy/envoy.http.yaml`: route policy from
+    /// `envoy/cognito-authz.toml`, since this protocol has no `context_extensions`.
+    Http,
+}
+
+const HTTP_SERVICE: &str = r#"              http_service:
+                server_uri:
+                  uri: http://127.0.0.1:9003
+                  cluster: cognito_authz
+                  timeout: 0.5s
+                authorization_response:
+                  # A 200 copies these onto the upstream request, replacing the client's copies;
+                  # cognito-authz lists the ones to drop in x-envoy-auth-headers-to-remove.
+                  allowed_upstream_headers:
+                    patterns:
+                    - prefix: x-cognito-
+                  # A denial passes its RFC 6750 challenge and JSON body on to the client.
+                  allowed_client_headers:
+                    patterns:
+                    - exact: www-authenticate
+                    - exact: content-type
+                    - exact: cache-control
+                    - exact: retry-after
+                  # The decision and reason, for the access log.
+                  dynamic_metadata_from_headers:
+                    patterns:
+                    - prefix: x-authz-
+"#;
+
+/// The HTTP flavour of a native Envoy config: the ext_authz filter speaks Envoy's HTTP protocol
+/// (`http_service`) to cognito-authz's `AUTHZ_HTTP_ADDR` over the same HTTP/2 cluster, and the
+/// routes carry no `context_extensions` (this protocol has none: `envoy/cognito-authz.toml`
+/// holds the same policy as rules). `envoy/envoy.http.yaml` is this function's output.
+pub fn http_envoy_config(native: &str) -> String {
+    flavour(
+        native,
+        "# HTTP ext_authz protocol: generated from envoy.yaml by cruddur_demo::stack::http_envoy_config\n\
+         # (a test keeps the two in step). Run cognito-authz with AUTHZ_HTTP_ADDR=127.0.0.1:9003 and\n\
+         # COGNITO_AUTHZ_CONFIG=envoy/cognito-authz.toml (the routes' policy as rules).\n",
+        |body| {
+            let grpc = "              grpc_service:\n                envoy_grpc: { cluster_name: cognito_authz }\n                timeout: 0.5s\n";
+            let body = body
+                .replacen(grpc, HTTP_SERVICE, 1)
+                .replace(
+                    "socket_address: { address: 127.0.0.1, port_value: 9001 }",
+                    "socket_address: { address: 127.0.0.1, port_value: 9003 }",
+                )
+                .replace("ext_authz:decision)%", "ext_authz:x-authz-decision)%")
+                .replace("ext_authz:reason)%", "ext_authz:x-authz-reason)%")
+                .replace(
+                    "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:sub)%",
+                    "%REQ(X-COGNITO-SUB)%",
+                );
+            without_context_extensions(&body)
+        },
+    )
+}
+
+/// Drops every route's `typed_per_filter_config` that only sets `context_extensions`, keeping
+/// the ones that disable ext_authz.
+fn without_context_extensions(body: &str) -> String {
+    let lines: Vec<&str> = body.lines().collect();
+    let mut out = Vec::with_capacity(lines.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.trim() == "typed_per_filter_config:" {
+            let indent = line.len() - line.trim_start().len();
+            let end = lines[i + 1..]
+                .iter()
+                .position(|l| l.len() - l.trim_start().len() <= indent)
+                .map_or(lines.len(), |p| i + 1 + p);
+            if lines[i..end].iter().any(|l| l.trim() == "check_settings:") {
+                i = end;
+                continue;
+            }
+        }
+        out.push(line);
+        i += 1;
+    }
+    out.join("\n")
 }
 
 /// Where the Unix-socket flavour expects cognito-authz (`AUTHZ_GRPC_ADDR=unix:` this path).
@@ -260,7 +354,6 @@ pub fn render_envoy_config(native: &str, ports: Ports) -> Result<String, StackEr
     for (from, to) in [
         (d.envoy, ports.envoy),
         (d.envoy_admin, ports.envoy_admin),
-        (d.authz, ports.authz),
         (d.app, ports.app),
     ] {
         let needle = format!("port_value: {from} ");
@@ -268,6 +361,23 @@ pub fn render_envoy_config(native: &str, ports: Ports) -> Result<String, StackEr
             return Err(err(format!("the Envoy config has no '{needle}' to render")));
         }
         text = text.replace(&needle, &format!("port_value: {to} "));
+    }
+    // One of the two authz ports, by protocol.
+    let grpc = format!("port_value: {} ", d.authz);
+    let http = format!("port_value: {} ", d.authz_http);
+    if text.contains(&grpc) {
+        text = text.replace(&grpc, &format!("port_value: {} ", ports.authz));
+    } else if text.contains(&http) {
+        text = text
+            .replace(&http, &format!("port_value: {} ", ports.authz_http))
+            .replace(
+                &format!("uri: http://127.0.0.1:{}", d.authz_http),
+                &format!("uri: http://127.0.0.1:{}", ports.authz_http),
+            );
+    } else {
+        return Err(err(
+            "the Envoy config names no cognito-authz port to render",
+        ));
     }
     Ok(text)
 }
@@ -282,7 +392,17 @@ impl Stack {
     /// Starts the emulator, creates the pool, then starts cognito-authz, the app and Envoy, each
     /// waited on until it answers.
     pub async fn start(layout: Layout, ports: Ports) -> Result<Stack, StackError> {
+        Stack::start_with(layout, ports, Protocol::Grpc).await
+    }
+
+    /// Like [`Stack::start`], with Envoy speaking `protocol` to cognito-authz.
+    pub async fn start_with(
+        layout: Layout,
+        ports: Ports,
+        protocol: Protocol,
+    ) -> Result<Stack, StackError> {
         let mut stack = Stack {
+            protocol,
             layout,
             ports,
             pool: Pool {
@@ -307,10 +427,14 @@ impl Stack {
             .wait_http("app", &format!("http://127.0.0.1:{}/healthz", ports.app))
             .await?;
 
-        let native = std::fs::read_to_string(stack.layout.root.join("envoy/envoy.yaml"))
-            .map_err(|e| err(format!("envoy/envoy.yaml: {e}")))?;
+        let file = match protocol {
+            Protocol::Grpc => "envoy/envoy.yaml",
+            Protocol::Http => "envoy/envoy.http.yaml",
+        };
+        let config = std::fs::read_to_string(stack.layout.root.join(file))
+            .map_err(|e| err(format!("{file}: {e}")))?;
         let rendered = stack.layout.work_dir.join("envoy.yaml");
-        std::fs::write(&rendered, render_envoy_config(&native, ports)?)
+        std::fs::write(&rendered, render_envoy_config(&config, ports)?)
             .map_err(|e| err(format!("{}: {e}", rendered.display())))?;
         let envoy = stack.layout.tool("envoy");
         stack.spawn(
@@ -380,6 +504,14 @@ impl Stack {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             );
+        if self.protocol == Protocol::Http {
+            command
+                .env("AUTHZ_HTTP_ADDR", format!("127.0.0.1:{}", ports.authz_http))
+                .env(
+                    "COGNITO_AUTHZ_CONFIG",
+                    self.layout.root.join("envoy/cognito-authz.toml"),
+                );
+        }
         self.spawn("cognito-authz", &mut command)?;
         self.wait_http(
             "cognito-authz",
@@ -406,6 +538,24 @@ impl Stack {
             .and_then(|_| proc.child.wait())
             .map_err(|e| err(format!("cannot kill cognito-authz: {e}")))?;
         Ok(())
+    }
+
+    /// Sends cognito-authz a signal (`STOP` freezes it, as a hung process would; `CONT` thaws it).
+    pub fn signal_authz(&self, signal: &str) -> Result<(), StackError> {
+        let proc = self
+            .procs
+            .iter()
+            .find(|p| p.name == "cognito-authz")
+            .ok_or_else(|| err("cognito-authz is not running"))?;
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &proc.child.id().to_string()])
+            .status()
+            .map_err(|e| err(format!("kill -{signal}: {e}")))?;
+        if sent.success() {
+            Ok(())
+        } else {
+            Err(err(format!("kill -{signal} failed")))
+        }
     }
 
     /// Sends cognito-authz SIGTERM and waits (up to 30 s) for it to exit; returns its exit code.
@@ -660,7 +810,7 @@ mod tests {
             &'static str,
             &'static str,
         );
-        let flavours: [Flavour; 3] = [
+        let flavours: [Flavour; 4] = [
             (
                 "envoy.compose.yaml",
                 include_str!("../../envoy/envoy.compose.yaml"),
@@ -682,6 +832,13 @@ mod tests {
                 "--print-tls-envoy",
                 "envoy.transport_sockets.tls",
             ),
+            (
+                "envoy.http.yaml",
+                include_str!("../../envoy/envoy.http.yaml"),
+                http_envoy_config,
+                "--print-http-envoy",
+                "http_service:",
+            ),
         ];
         for (file, committed, generate, flag, marker) in flavours {
             assert_eq!(
@@ -695,6 +852,19 @@ mod tests {
     }
 
     #[test]
+    fn the_http_flavour_drops_context_extensions_but_keeps_disabled_routes() {
+        let http = http_envoy_config(NATIVE);
+        assert!(!http.contains("context_extensions"));
+        assert!(!http.contains("grpc_service"));
+        assert_eq!(http.matches("disabled: true").count(), 1);
+        assert_eq!(
+            http.matches("- match:").count(),
+            NATIVE.matches("- match:").count(),
+            "every route stays"
+        );
+    }
+
+    #[test]
     fn rendering_replaces_every_documented_port() {
         let ports = Ports {
             envoy: 1,
@@ -703,6 +873,7 @@ mod tests {
             authz_admin: 4,
             app: 5,
             cognito: 6,
+            authz_http: 7,
         };
         let text = render_envoy_config(NATIVE, ports).unwrap();
         for old in [
@@ -714,5 +885,7 @@ mod tests {
             assert!(!text.contains(old), "{old} left in the rendered config");
         }
         assert!(render_envoy_config("admin: {}", ports).is_err());
+        let http = render_envoy_config(&http_envoy_config(NATIVE), ports).unwrap();
+        assert!(http.contains("uri: http://127.0.0.1:7") && !http.contains("port_value: 9003"));
     }
 }

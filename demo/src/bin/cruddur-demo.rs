@@ -3,14 +3,15 @@
 //! serving until Ctrl-C.
 //!
 //! Flags: `--exit-after-walkthrough` stops after the walkthrough (exit 0 when every step held);
-//! `--print-compose-envoy` and `--print-uds-envoy` print envoy/envoy.compose.yaml and
-//! envoy/envoy.uds.yaml as generated from envoy/envoy.yaml.
+//! `--print-compose-envoy`, `--print-uds-envoy`, `--print-tls-envoy` and `--print-http-envoy`
+//! print the Envoy config flavours as generated from envoy/envoy.yaml.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cruddur_demo::stack::{
-    compose_envoy_config, tls_envoy_config, uds_envoy_config, Layout, Ports, Stack,
+    compose_envoy_config, http_envoy_config, tls_envoy_config, uds_envoy_config, Layout, Ports,
+    Stack,
 };
 use cruddur_demo::walkthrough;
 
@@ -19,7 +20,7 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: cruddur-demo [--exit-after-walkthrough] [--print-compose-envoy] [--print-uds-envoy] [--print-tls-envoy]");
+        println!("usage: cruddur-demo [--exit-after-walkthrough] [--print-compose-envoy] [--print-uds-envoy] [--print-tls-envoy] [--print-http-envoy]");
         println!("Run from the project root (scripts/demo does).");
         return ExitCode::SUCCESS;
     }
@@ -27,6 +28,7 @@ async fn main() -> ExitCode {
         "--print-compose-envoy",
         "--print-uds-envoy",
         "--print-tls-envoy",
+        "--print-http-envoy",
     ]
     .into_iter()
     .find(|f| args.iter().any(|a| a == f));
@@ -38,6 +40,7 @@ async fn main() -> ExitCode {
                     match flavour {
                         "--print-compose-envoy" => compose_envoy_config(&native),
                         "--print-uds-envoy" => uds_envoy_config(&native),
+                        "--print-http-envoy" => http_envoy_config(&native),
                         _ => tls_envoy_config(&native),
                     }
                 );
