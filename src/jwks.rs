@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use aws_lc_rs::signature::{ParsedPublicKey, RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -185,42 +186,37 @@ impl KeySet {
     }
 
     /// Parses a JWKS document, keeping the RSA keys usable for RS256 and skipping the rest.
+    /// Each entry is read with jsonwebtoken's `Jwk` model on its own, so one entry of a kind
+    /// we do not know (a new key type, an encryption key) costs that entry, not the set.
     pub fn from_jwks(body: &[u8]) -> Result<KeySet, FetchError> {
         #[derive(Deserialize)]
         struct Jwks {
             keys: Vec<serde_json::Value>,
-        }
-        #[derive(Deserialize)]
-        struct RsaJwk {
-            kty: String,
-            kid: Option<String>,
-            #[serde(rename = "use")]
-            use_: Option<String>,
-            alg: Option<String>,
-            n: Option<String>,
-            e: Option<String>,
         }
 
         let jwks: Jwks = serde_json::from_slice(body).map_err(FetchError::NotJwks)?;
         let mut keys = HashMap::new();
         let mut skipped = 0;
         for entry in jwks.keys {
-            let parsed = serde_json::from_value::<RsaJwk>(entry)
+            let parsed = serde_json::from_value::<Jwk>(entry)
                 .map_err(|err| err.to_string())
                 .and_then(|jwk| {
-                    if jwk.kty != "RSA" {
-                        return Err(format!("kty {} is not RSA", jwk.kty));
-                    }
-                    if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+                    let AlgorithmParameters::RSA(rsa) = &jwk.algorithm else {
+                        return Err("kty is not RSA".to_string());
+                    };
+                    if !matches!(
+                        jwk.common.public_key_use,
+                        None | Some(PublicKeyUse::Signature)
+                    ) {
                         return Err("use is not sig".to_string());
                     }
-                    if jwk.alg.as_deref().is_some_and(|a| a != "RS256") {
+                    if !matches!(jwk.common.key_algorithm, None | Some(KeyAlgorithm::RS256)) {
                         return Err("alg is not RS256".to_string());
                     }
-                    let kid = jwk.kid.ok_or("no kid")?;
-                    let n = decode_component(jwk.n.as_deref(), "n")?;
-                    let e = decode_component(jwk.e.as_deref(), "e")?;
-                    VerificationKey::from_components(&kid, &n, &e)
+                    let kid = jwk.common.key_id.as_deref().ok_or("no kid")?;
+                    let n = decode_component(&rsa.n, "n")?;
+                    let e = decode_component(&rsa.e, "e")?;
+                    VerificationKey::from_components(kid, &n, &e)
                 });
             match parsed {
                 Ok(key) => {
@@ -251,8 +247,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-fn decode_component(value: Option<&str>, name: &str) -> Result<Vec<u8>, String> {
-    let value = value.ok_or_else(|| format!("no {name}"))?;
+fn decode_component(value: &str, name: &str) -> Result<Vec<u8>, String> {
     URL_SAFE_NO_PAD
         .decode(value)
         .map_err(|_| format!("{name} is not base64url"))
