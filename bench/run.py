@@ -7,6 +7,9 @@ Scenarios, each at 1 and 16 connections: (1) no auth, (2) Envoy jwt_authn with i
 (3) ext_authz to a do-nothing gRPC server, (4) ext_authz to cognito-authz with one valid token
 over TCP and over a Unix socket, (5) 10,000 distinct valid tokens, each seen once before the
 measurement, (6) an invalid token (bad signature: the full verification every time).
+Envoy's HTTP protocol (`http_service`): (3h) a do-nothing HTTP server over an HTTP/2 cluster
+and (3h1) over HTTP/1.1, (4h) and (4h1) cognito-authz over the same; each HTTP row's "vs (3)"
+is against the do-nothing server on the same cluster protocol.
 Then direct gRPC load on Check without Envoy (cache hits, cold with the cache off, p99 at a
 fixed 5,000 checks/s) and cognito-authz's RSS with 100,000 cached tokens.
 
@@ -14,7 +17,9 @@ Every figure is printed next to its ratio to (2) and to (3), with CPU time per r
 Envoy and of the authz server, read from /proc. Writes the report to .run/bench/report.md.
 Environment: BENCH_SECONDS (default 5) per measurement; BENCH_QUICK=1 runs only (3) and (4)
 over TCP at 16 connections, for A/B trials of a setting; BENCH_GRPC_CLIENT=google switches
-Envoy's ext_authz client from envoy_grpc to google_grpc.
+Envoy's ext_authz client from envoy_grpc to google_grpc; BENCH_AUTHZ_B=/path/to/cognito-authz
+adds, in quick mode, (4) with that other binary right after (4) with this one (an A/B of two
+builds in one run).
 """
 import json
 import os
@@ -168,6 +173,28 @@ JWT_AUTHN = """
                 requires: {{ provider_name: cognito }}
 """
 
+EXT_AUTHZ_HTTP = """
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              http_service:
+                server_uri: { uri: "http://127.0.0.1", cluster: authz, timeout: 0.5s }
+                authorization_response:
+                  allowed_upstream_headers: { patterns: [ { prefix: x-cognito- } ] }
+                  allowed_client_headers:
+                    patterns: [ { exact: www-authenticate }, { exact: content-type }, { exact: cache-control } ]
+                  dynamic_metadata_from_headers: { patterns: [ { prefix: x-authz- } ] }
+              failure_mode_allow: false
+              status_on_error: { code: ServiceUnavailable }
+              allowed_headers:
+                patterns:
+                - exact: authorization
+                - exact: x-request-id
+                - exact: origin
+                - exact: access-control-request-method
+                - prefix: x-cognito-
+"""
+
 AUTHZ_CLUSTER = """
   - name: authz
     type: STATIC
@@ -191,10 +218,13 @@ GOOGLE_GRPC = """google_grpc:
                   stat_prefix: authz"""
 
 
-def envoy_config(name, filters, authz_address=None, google_target=None):
+def envoy_config(name, filters, authz_address=None, google_target=None, http1=False):
     if google_target and "envoy_grpc" in filters:
         filters = filters.replace("envoy_grpc: { cluster_name: authz }", GOOGLE_GRPC.format(target=google_target))
     clusters = "  []" if authz_address is None else AUTHZ_CLUSTER.format(address=authz_address)
+    if http1:
+        clusters = clusters.replace("explicit_http_config: {{ http2_protocol_options: {{}} }}".format(),
+                                    "explicit_http_config: { http_protocol_options: {} }")
     port, admin = free_port(), free_port()
     text = ENVOY_HEAD.format(admin=admin, port=port, filters=filters or "", clusters=clusters)
     path = WORK / f"envoy-{name}.yaml"
@@ -274,7 +304,7 @@ def grpc_load(addr, tokens, *extra):
 
 def main():
     WORK.mkdir(parents=True, exist_ok=True)
-    for tool in ["cognito-authz", "noop-authz", "grpc-load", "mint"]:
+    for tool in ["cognito-authz", "noop-authz", "noop-http-authz", "grpc-load", "mint"]:
         if not (RELEASE / tool).exists():
             raise SystemExit(f"{RELEASE / tool} is missing: bench/run builds it")
     envoy = VENV / "bin" / "envoy"
@@ -293,7 +323,7 @@ def main():
                    "--directory", str(tokens_dir)])
     wait_tcp(jwks_port)
 
-    def start_authz(name, addr, cache=None):
+    def start_authz(name, addr, cache=None, http_addr=None, binary=RELEASE / "cognito-authz"):
         admin = free_port()
         env = {
             "AWS_COGNITO_USER_POOL_ID": pool["pool_id"],
@@ -305,7 +335,9 @@ def main():
         }
         if cache is not None:
             env["COGNITO_TOKEN_CACHE_SIZE"] = str(cache)
-        proc = start(name, [str(RELEASE / "cognito-authz"), "serve"], env)
+        if http_addr is not None:
+            env["AUTHZ_HTTP_ADDR"] = http_addr
+        proc = start(name, [str(binary), "serve"], env)
         wait_http(f"http://127.0.0.1:{admin}/readyz")
         return proc, admin
 
@@ -315,12 +347,12 @@ def main():
     print(f"Envoy {version.group(1) if version else '?'},"
           f" wrk 1 thread, Envoy --concurrency 1, {SECONDS} s a measurement, {os.cpu_count()} cores", flush=True)
 
-    def with_envoy(name, filters, authz_address, runs):
+    def with_envoy(name, filters, authz_address, runs, http1=False):
         target = None
         if GRPC_CLIENT == "google" and authz_address:
             m = re.search(r"port_value: (\d+)", authz_address)
             target = f"127.0.0.1:{m.group(1)}" if m else f"unix:{authz_address.split('path: ')[1].rstrip(' }')}"
-        path, port, admin = envoy_config(name, filters, authz_address, target)
+        path, port, admin = envoy_config(name, filters, authz_address, target, http1)
         proc = start(f"envoy-{name}", [str(envoy), "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
                                        "--log-level", "error"])
         wait_http(f"http://127.0.0.1:{admin}/ready")
@@ -330,13 +362,14 @@ def main():
         finally:
             stop(proc)
 
-    def scenario(key, label, tokens, authz_pid=None, expect=200, warm=False):
+    def scenario(key, label, tokens, authz_pid=None, expect=200, warm=False, baseline="3"):
         def run(port, envoy_pid):
             for c in CONNECTIONS:
                 pids = {"envoy": envoy_pid}
                 if authz_pid:
                     pids["authz"] = authz_pid
                 results[(key, c)] = measure(label, port, tokens, c, pids, expect, warm)
+                results[(key, c)]["baseline"] = baseline
         return run
 
     if not QUICK:
@@ -363,7 +396,37 @@ def main():
     ]))
     peak_tcp = rss_kb(authz.pid, "VmHWM")
     stop(authz)
+    other = os.environ.get("BENCH_AUTHZ_B")
+    if other:
+        authz, _ = start_authz("authz-b", f"127.0.0.1:{authz_port}", binary=Path(other))
+        with_envoy("authz-b", EXT_AUTHZ, tcp_address(authz_port),
+                   [scenario("4b", "(4) the other build (BENCH_AUTHZ_B), TCP", valid1, authz.pid)])
+        stop(authz)
+        authz, _ = start_authz("authz-tcp2", f"127.0.0.1:{authz_port}")
+        with_envoy("authz-tcp2", EXT_AUTHZ, tcp_address(authz_port),
+                   [scenario("4again", "(4) this build again, TCP", valid1, authz.pid)])
+        stop(authz)
+
+    # Envoy's HTTP protocol, over an HTTP/2 cluster and over HTTP/1.1.
+    http_port = free_port()
+    noop_http = start("noop-http", [str(RELEASE / "noop-http-authz"), f"127.0.0.1:{http_port}"])
+    wait_tcp(http_port)
+    for suffix, http1 in [("h", False), ("h1", True)]:
+        proto = "HTTP/1.1" if http1 else "HTTP/2"
+        with_envoy(f"noop-{suffix}", EXT_AUTHZ_HTTP, tcp_address(http_port),
+                   [scenario(f"3{suffix}", f"(3{suffix}) HTTP ext_authz, do-nothing, {proto}", valid1, noop_http.pid,
+                             baseline=f"3{suffix}")], http1=http1)
+    stop(noop_http)
+    authz, _ = start_authz("authz-http", f"127.0.0.1:{authz_port}", http_addr=f"127.0.0.1:{http_port}")
+    for suffix, http1 in [("h", False), ("h1", True)]:
+        proto = "HTTP/1.1" if http1 else "HTTP/2"
+        with_envoy(f"authz-{suffix}", EXT_AUTHZ_HTTP, tcp_address(http_port),
+                   [scenario(f"4{suffix}", f"(4{suffix}) cognito-authz over HTTP, {proto}", valid1, authz.pid,
+                             baseline=f"3{suffix}")], http1=http1)
+    stop(authz)
     if QUICK:
+        print()
+        print(render(results, None, None, None, None))
         return
 
     sock = WORK / "authz.sock"
@@ -407,10 +470,12 @@ def render(results, direct, base_rss, cached_rss, peak_tcp):
     lines = ["| scenario | conns | rps | vs (2) | vs (3) | p50 µs | p99 µs | Envoy CPU µs/req | authz CPU µs/req |",
              "|---|---|---|---|---|---|---|---|---|"]
     for (key, c), r in results.items():
-        two, three = results.get(("2", c)), results.get(("3", c))
+        two, three = results.get(("2", c)), results.get((r.get("baseline", "3"), c))
         ratio = lambda base: f"{100 * r['rps'] / base['rps']:.0f}%" if base else "-"
         lines.append(f"| {r['label']} | {c} | {r['rps']:.0f} | {ratio(two)} | {ratio(three)} | {r['p50_us']:.0f} | "
                      f"{r['p99_us']:.0f} | {r.get('cpu_envoy_us', 0):.1f} | {r.get('cpu_authz_us', 0):.1f} |")
+    if direct is None:
+        return "\n".join(lines) + "\n"
     lines += ["", "| direct gRPC Check | checks/s | p50 µs | p99 µs |", "|---|---|---|---|"]
     for k, label in [("hits", "cache hits, as fast as possible"), ("rate5k", "cache hits, fixed 5,000/s"),
                      ("cold", "10,000 tokens, cache off (every check verifies)")]:

@@ -5,6 +5,12 @@
 //! environment describes at most one (the app's own `AWS_COGNITO_USER_POOL_ID`). When that pool
 //! id also appears in the file, the environment's values override that pool's fields; otherwise
 //! it is added to the file's pools.
+//!
+//! Why no layering crate (figment, config): their environment providers map variables to keys
+//! by a prefix and a naming rule, while ours are the app's own names (`AWS_COGNITO_*`) beside
+//! our own (`COGNITO_*`, `AUTHZ_*`); the pool merge above, comma lists and the exit-2 message
+//! naming the exact variable or file key would stay hand-written around either crate. The
+//! layering itself is the `pick_*` helpers below: a few lines each.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -9,5 +9,5 @@ fuzz_target!(|data: &[u8]| {
         assert!(text.starts_with(decoded.message));
     }
     let _ = cognito_authz::verify::unverified_payload(&text);
-    let _ = cognito_authz::authz::parse_bearer(&text);
+    let _ = cognito_authz::credential::parse_bearer(&text);
 });
