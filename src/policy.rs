@@ -2,6 +2,7 @@
 //! `required`), Envoy's per-route overrides through `context_extensions`, and the identity-header
 //! settings (which headers we manage, where a token may come from).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -429,7 +430,7 @@ impl RouteConfig {
         host: &str,
         path: &str,
         extensions: &HashMap<String, String>,
-    ) -> Result<Requirements, OverrideError> {
+    ) -> Result<Cow<'_, Requirements>, OverrideError> {
         let path = path.split(['?', '#']).next().unwrap_or("");
         let host = host_name(host);
         let base = self
@@ -437,8 +438,9 @@ impl RouteConfig {
             .iter()
             .find(|rule| rule.matches(method, host, path))
             .map_or(&self.fallback, |rule| &rule.requirements);
+        // Borrowed unless Envoy overrides something: no per-check copy of the rule.
         if !extensions.keys().any(|k| k.starts_with("cognito_authz.")) {
-            return Ok(base.clone());
+            return Ok(Cow::Borrowed(base));
         }
         let mut req = base.clone();
         for (key, value) in extensions {
@@ -484,7 +486,7 @@ impl RouteConfig {
                 problem: "a public route cannot require groups or scopes".to_string(),
             });
         }
-        Ok(req)
+        Ok(Cow::Owned(req))
     }
 }
 
