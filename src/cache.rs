@@ -138,6 +138,9 @@ mod tests {
             scopes: &[],
             email: None,
             preferred_username: None,
+            jti: None,
+            origin_jti: None,
+            iat: 0,
             raw: &raw,
         };
         Identity::from_claims(&claims, &[]).unwrap()

@@ -27,6 +27,7 @@ use crate::policy::{
     IdentitySpec, PolicyError, RouteConfig, RouteDefaults, RouteSpec, DEFAULT_ALLOW_PREFLIGHT,
 };
 pub use crate::pool::PoolConfig;
+use crate::revocation_check::{self, OnUnavailable, RevocationMode, RevocationSettings};
 
 /// Pool id of the single pool described by the environment (the app's variable).
 pub const ENV_POOL_ID: &str = "AWS_COGNITO_USER_POOL_ID";
@@ -72,6 +73,27 @@ pub const ENV_HTTP_ADDR: &str = "AUTHZ_HTTP_ADDR";
 /// Dynamic metadata per decision: `minimal` (default: decision, reason, sub) or `full` (also
 /// rule, pool, token_use).
 pub const ENV_DECISION_METADATA: &str = "AUTHZ_DECISION_METADATA";
+/// Cognito's API endpoint for the environment's pool (`GetUser`), overriding
+/// `https://cognito-idp.{region}.amazonaws.com/`.
+pub const ENV_IDP_ENDPOINT: &str = "COGNITO_IDP_ENDPOINT";
+/// Service-wide revocation checks: `off` (default) or `cognito`.
+pub const ENV_REVOCATION: &str = "COGNITO_REVOCATION";
+/// Seconds a Cognito verdict on a token is trusted.
+pub const ENV_REVOCATION_TTL: &str = "COGNITO_REVOCATION_TTL_SECONDS";
+/// When Cognito gives no verdict: `deny` (default, 503) or `grace` (accept a recent verdict).
+pub const ENV_REVOCATION_ON_UNAVAILABLE: &str = "COGNITO_REVOCATION_ON_UNAVAILABLE";
+/// How old a verdict `grace` accepts, in seconds.
+pub const ENV_REVOCATION_GRACE: &str = "COGNITO_REVOCATION_GRACE_SECONDS";
+/// Timeout of one `GetUser` call, in milliseconds.
+pub const ENV_REVOCATION_TIMEOUT_MS: &str = "COGNITO_REVOCATION_TIMEOUT_MS";
+/// `GetUser` calls in flight per pool.
+pub const ENV_REVOCATION_MAX_CONCURRENT: &str = "COGNITO_REVOCATION_MAX_CONCURRENT";
+/// Tokens `GetUser` cannot judge on routes that require the check: `deny` (default) or `allow`.
+pub const ENV_REVOCATION_UNVERIFIABLE: &str = "COGNITO_REVOCATION_UNVERIFIABLE";
+/// Redis shared by every replica (`redis://` or `rediss://`): revocations and verdicts.
+pub const ENV_REDIS_URL: &str = "AUTHZ_REDIS_URL";
+/// Whether `/readyz` fails while Redis is down (`false` by default).
+pub const ENV_REDIS_REQUIRED: &str = "AUTHZ_REDIS_REQUIRED";
 /// Log format: `text` (default) or `json`.
 pub const ENV_LOG_FORMAT: &str = "AUTHZ_LOG_FORMAT";
 /// Let CORS preflights through as anonymous on every route that does not say otherwise
@@ -163,6 +185,11 @@ pub struct ServerConfig {
     pub http_addr: Option<String>,
     /// Full dynamic metadata (rule, pool, token_use besides decision, reason, sub).
     pub full_metadata: bool,
+    /// Redis shared by the replicas, when configured (shown without its password).
+    #[serde(serialize_with = "redacted_url")]
+    pub redis_url: Option<String>,
+    /// `/readyz` fails while Redis is down.
+    pub redis_required: bool,
     /// TLS for the gRPC listener, when configured.
     pub tls: Option<TlsFiles>,
 }
@@ -189,6 +216,8 @@ impl Default for ServerConfig {
             dry_run: false,
             http_addr: None,
             full_metadata: false,
+            redis_url: None,
+            redis_required: false,
             tls: None,
         }
     }
@@ -227,6 +256,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Route rules, identity headers and token sources.
     pub routes: RouteConfig,
+    /// Tuning of revocation checks with Cognito (`[revocation]`).
+    pub revocation: RevocationSettings,
 }
 
 /// The file's schema. Every field is optional; unknown keys are errors (a typo must not pass
@@ -245,6 +276,19 @@ struct FileConfig {
     #[serde(default)]
     routes: Vec<RouteSpec>,
     identity: Option<IdentitySpec>,
+    revocation: Option<FileRevocation>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRevocation {
+    mode: Option<String>,
+    ttl_seconds: Option<u64>,
+    on_unavailable: Option<String>,
+    grace_seconds: Option<u64>,
+    timeout_ms: Option<u64>,
+    max_concurrent: Option<u64>,
+    unverifiable: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -269,6 +313,8 @@ struct FileServer {
     dry_run: Option<bool>,
     http_addr: Option<String>,
     decision_metadata: Option<String>,
+    redis_url: Option<String>,
+    redis_required: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
@@ -284,6 +330,7 @@ struct FilePool {
     token_use: Option<String>,
     issuer: Option<String>,
     jwks_uri: Option<String>,
+    idp_endpoint: Option<String>,
 }
 
 /// A pool before validation, with the name of the key each field came from.
@@ -295,6 +342,7 @@ struct RawPool {
     token_use: Option<(String, String)>,
     issuer: Option<(String, String)>,
     jwks_uri: Option<(String, String)>,
+    idp_endpoint: Option<(String, String)>,
 }
 
 impl Config {
@@ -456,6 +504,29 @@ impl Config {
                 None => file_server.dry_run.unwrap_or(false),
             },
             http_addr: var(ENV_HTTP_ADDR).or(file_server.http_addr),
+            redis_url: match var(ENV_REDIS_URL)
+                .map(|v| (ENV_REDIS_URL.to_string(), v))
+                .or_else(|| {
+                    file_server
+                        .redis_url
+                        .map(|v| ("server.redis_url".to_string(), v))
+                }) {
+                None => None,
+                Some((key, url)) => {
+                    let url = url.trim().to_string();
+                    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                        return Err(ConfigError::invalid(
+                            key,
+                            "must be a redis:// or rediss:// URL",
+                        ));
+                    }
+                    Some(url)
+                }
+            },
+            redis_required: match var(ENV_REDIS_REQUIRED) {
+                Some(v) => parse_bool(ENV_REDIS_REQUIRED, &v)?,
+                None => file_server.redis_required.unwrap_or(false),
+            },
             full_metadata: match var(ENV_DECISION_METADATA)
                 .map(|v| (ENV_DECISION_METADATA.to_string(), v))
                 .or_else(|| {
@@ -499,11 +570,86 @@ impl Config {
             ));
         }
         let pool_ids: Vec<&str> = pools.iter().map(|p| p.id.as_str()).collect();
+        let file_revocation = file.revocation.unwrap_or_default();
+        let pick_word = |env: &str, file_key: &str, file_value: Option<String>| {
+            var(env)
+                .map(|v| (env.to_string(), v))
+                .or_else(|| file_value.map(|v| (file_key.to_string(), v)))
+        };
+        let revocation_mode = match pick_word(
+            ENV_REVOCATION,
+            "revocation.mode",
+            file_revocation.mode.clone(),
+        ) {
+            None => RevocationMode::Off,
+            Some((key, value)) => RevocationMode::parse(&value).ok_or_else(|| {
+                ConfigError::invalid(key, format!("'{value}' is not one of off, cognito"))
+            })?,
+        };
+        let on_unavailable = match pick_word(
+            ENV_REVOCATION_ON_UNAVAILABLE,
+            "revocation.on_unavailable",
+            file_revocation.on_unavailable.clone(),
+        ) {
+            None => OnUnavailable::Deny,
+            Some((key, value)) => OnUnavailable::parse(&value).ok_or_else(|| {
+                ConfigError::invalid(key, format!("'{value}' is not one of deny, grace"))
+            })?,
+        };
+        let allow_unverifiable = match pick_word(
+            ENV_REVOCATION_UNVERIFIABLE,
+            "revocation.unverifiable",
+            file_revocation.unverifiable.clone(),
+        ) {
+            None => false,
+            Some((key, value)) => match value.trim().to_ascii_lowercase().as_str() {
+                "deny" => false,
+                "allow" => true,
+                other => {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("'{other}' is not one of deny, allow"),
+                    ))
+                }
+            },
+        };
+        let revocation = RevocationSettings {
+            ttl: Duration::from_secs(nonzero(pick_u64_keyed(
+                var,
+                ENV_REVOCATION_TTL,
+                "revocation.ttl_seconds",
+                file_revocation.ttl_seconds,
+                revocation_check::DEFAULT_TTL_SECS,
+            )?)?),
+            grace: Duration::from_secs(pick_u64(
+                var,
+                ENV_REVOCATION_GRACE,
+                file_revocation.grace_seconds,
+                revocation_check::DEFAULT_GRACE_SECS,
+            )?),
+            timeout: Duration::from_millis(nonzero(pick_u64_keyed(
+                var,
+                ENV_REVOCATION_TIMEOUT_MS,
+                "revocation.timeout_ms",
+                file_revocation.timeout_ms,
+                revocation_check::DEFAULT_TIMEOUT_MS,
+            )?)?),
+            max_concurrent: nonzero(pick_u64_keyed(
+                var,
+                ENV_REVOCATION_MAX_CONCURRENT,
+                "revocation.max_concurrent",
+                file_revocation.max_concurrent,
+                revocation_check::DEFAULT_MAX_CONCURRENT as u64,
+            )?)? as usize,
+            allow_unverifiable,
+        };
         let defaults = RouteDefaults {
             allow_preflight: match var(ENV_ALLOW_PREFLIGHT) {
                 Some(value) => parse_bool(ENV_ALLOW_PREFLIGHT, &value)?,
                 None => file.allow_preflight.unwrap_or(DEFAULT_ALLOW_PREFLIGHT),
             },
+            revocation: revocation_mode,
+            revocation_on_unavailable: on_unavailable,
         };
         let routes = RouteConfig::build(
             file.routes,
@@ -511,6 +657,31 @@ impl Config {
             defaults,
             &pool_ids,
         )?;
+        let checks_cognito = routes.fallback.revocation == RevocationMode::Cognito
+            || routes
+                .rules
+                .iter()
+                .any(|r| r.requirements.revocation == RevocationMode::Cognito);
+        if checks_cognito {
+            if let Some((i, pool)) = pools
+                .iter()
+                .enumerate()
+                .find(|(_, p)| p.idp_endpoint.is_none())
+            {
+                return Err(ConfigError::invalid(
+                    if i + 1 == pools.len() && var(ENV_POOL_ID).as_deref() == Some(pool.id.as_str())
+                    {
+                        ENV_IDP_ENDPOINT.to_string()
+                    } else {
+                        format!("pools[{i}].idp_endpoint")
+                    },
+                    format!(
+                        "revocation checks ask Cognito, and pool {} has no region to derive its endpoint from",
+                        pool.id
+                    ),
+                ));
+            }
+        }
         let mut seen = HashSet::new();
         for (i, pool) in pools.iter().enumerate() {
             for issuer in &pool.issuers {
@@ -524,6 +695,7 @@ impl Config {
         }
 
         Ok(Config {
+            revocation,
             pools,
             leeway,
             max_token_bytes,
@@ -671,6 +843,24 @@ fn at_most((key, value): (String, u64), max: u64) -> Result<u64, ConfigError> {
     }
 }
 
+/// A Redis URL as `check-config` and `/config` show it: the password replaced.
+fn redacted_url<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        None => s.serialize_none(),
+        Some(url) => {
+            let shown = match reqwest::Url::parse(url) {
+                Ok(mut parsed) if parsed.password().is_some() => {
+                    let _ = parsed.set_password(Some("redacted"));
+                    parsed.to_string()
+                }
+                Ok(parsed) => parsed.to_string(),
+                Err(_) => "<unparsable>".to_string(),
+            };
+            s.serialize_some(&shown)
+        }
+    }
+}
+
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
@@ -717,11 +907,20 @@ fn merge_pools(
             token_use: pool.token_use.map(|v| (format!("{key}.token_use"), v)),
             issuer: pool.issuer.map(|v| (format!("{key}.issuer"), v)),
             jwks_uri: pool.jwks_uri.map(|v| (format!("{key}.jwks_uri"), v)),
+            idp_endpoint: pool
+                .idp_endpoint
+                .map(|v| (format!("{key}.idp_endpoint"), v)),
             key,
         });
     }
 
-    let env_only = [ENV_CLIENT_IDS, ENV_ISSUER, ENV_JWKS_URI, ENV_TOKEN_USE];
+    let env_only = [
+        ENV_CLIENT_IDS,
+        ENV_ISSUER,
+        ENV_JWKS_URI,
+        ENV_TOKEN_USE,
+        ENV_IDP_ENDPOINT,
+    ];
     let Some(env_id) = var(ENV_POOL_ID) else {
         if let Some(stray) = env_only.iter().find(|k| var(k).is_some()) {
             return Err(ConfigError::invalid(
@@ -742,6 +941,7 @@ fn merge_pools(
             pool.token_use = with_key(ENV_TOKEN_USE).or(pool.token_use.take());
             pool.issuer = with_key(ENV_ISSUER).or(pool.issuer.take());
             pool.jwks_uri = with_key(ENV_JWKS_URI).or(pool.jwks_uri.take());
+            pool.idp_endpoint = with_key(ENV_IDP_ENDPOINT).or(pool.idp_endpoint.take());
         }
         None => pools.push(RawPool {
             key: ENV_POOL_ID.to_string(),
@@ -756,6 +956,7 @@ fn merge_pools(
             token_use: with_key(ENV_TOKEN_USE),
             issuer: with_key(ENV_ISSUER),
             jwks_uri: with_key(ENV_JWKS_URI),
+            idp_endpoint: with_key(ENV_IDP_ENDPOINT),
         }),
     }
     Ok(pools)
@@ -873,7 +1074,14 @@ fn validate_pool(raw: RawPool, default_region: Option<String>) -> Result<PoolCon
         None => format!("{}/.well-known/jwks.json", issuers[0]),
     };
 
+    let idp_endpoint = match (raw.idp_endpoint, &region) {
+        (Some((key, endpoint)), _) => Some(format!("{}/", validate_url(&key, &endpoint)?)),
+        (None, Some(region)) => Some(format!("https://cognito-idp.{region}.amazonaws.com/")),
+        (None, None) => None,
+    };
+
     Ok(PoolConfig {
+        idp_endpoint,
         id: raw.id,
         region,
         client_ids: unique,
@@ -1022,6 +1230,12 @@ mod tests {
             (ENV_HTTP_ADDR, "localhost"),
             (ENV_HTTP_ADDR, "unix:relative.sock"),
             (ENV_DECISION_METADATA, "all"),
+            (ENV_REVOCATION, "yes"),
+            (ENV_REVOCATION_TTL, "0"),
+            (ENV_REVOCATION_ON_UNAVAILABLE, "allow"),
+            (ENV_REVOCATION_UNVERIFIABLE, "maybe"),
+            (ENV_REDIS_URL, "http://127.0.0.1:6379"),
+            (ENV_IDP_ENDPOINT, "ftp://x"),
         ] {
             let mut vars = app_env();
             vars.push((key, value));
@@ -1085,6 +1299,48 @@ mod tests {
         assert!(!config.routes.fallback.allow_preflight);
         let config = Config::from_toml(env(&app_env()), "allow_preflight = false\n").unwrap();
         assert!(!config.routes.fallback.allow_preflight);
+    }
+
+    #[test]
+    fn revocation_checks_need_an_endpoint_and_default_to_the_region() {
+        let mut vars = app_env();
+        vars.push((ENV_REVOCATION, "cognito"));
+        let config = Config::from_lookup(env(&vars), None).unwrap();
+        assert_eq!(
+            config.pools[0].idp_endpoint.as_deref(),
+            Some("https://cognito-idp.us-east-1.amazonaws.com/")
+        );
+        assert_eq!(config.routes.fallback.revocation, RevocationMode::Cognito);
+        let emulator = [
+            (ENV_POOL_ID, "local_abc"),
+            (ENV_CLIENT_IDS, "c"),
+            (ENV_ISSUER, "http://127.0.0.1:5000/local_abc"),
+            (ENV_REVOCATION, "cognito"),
+        ];
+        assert_eq!(
+            err_key(Config::from_lookup(env(&emulator), None)),
+            ENV_IDP_ENDPOINT
+        );
+        let mut with_endpoint = emulator.to_vec();
+        with_endpoint.push((ENV_IDP_ENDPOINT, "http://127.0.0.1:5000"));
+        let config = Config::from_lookup(env(&with_endpoint), None).unwrap();
+        assert_eq!(
+            config.pools[0].idp_endpoint.as_deref(),
+            Some("http://127.0.0.1:5000/")
+        );
+    }
+
+    #[test]
+    fn a_redis_password_never_shows() {
+        let mut vars = app_env();
+        vars.push((ENV_REDIS_URL, "redis://:s3cret@127.0.0.1:6379/0"));
+        let config = Config::from_lookup(env(&vars), None).unwrap();
+        let shown = serde_json::to_string(&config).unwrap();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("redis://:redacted@127.0.0.1:6379/0"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ use crate::credential::{find_credential, is_preflight, strip_cookie, Credential}
 use crate::identity::{Identity, IDENTITY_PREFIX};
 use crate::metrics::Metrics;
 use crate::policy::{Mode, OverrideError, Requirements, RouteConfig};
+use crate::revocation::{RevocationList, TokenIds};
+use crate::revocation_check::{Check, OnUnavailable, RevocationChecker, RevocationMode};
 use crate::verify::{Reason, Verifier};
 
 /// Why a request was denied: a token reason or a policy reason. Codes are stable.
@@ -38,6 +40,13 @@ pub enum DenyReason {
     MissingScope,
     /// A claim we would inject is not a safe header value (control characters, too long).
     UnsafeClaim,
+    /// Revoked: explicitly, or Cognito refused the token (signed out everywhere).
+    Revoked,
+    /// The route requires a revocation check and Cognito gave no verdict.
+    RevocationUnavailable,
+    /// The route requires a revocation check that `GetUser` cannot make for this token (an ID
+    /// token, or an access token without the `aws.cognito.signin.user.admin` scope).
+    RevocationUnverifiable,
 }
 
 impl DenyReason {
@@ -51,6 +60,9 @@ impl DenyReason {
             DenyReason::MissingGroup => "missing_group",
             DenyReason::MissingScope => "missing_scope",
             DenyReason::UnsafeClaim => "unsafe_claim",
+            DenyReason::Revoked => "revoked",
+            DenyReason::RevocationUnavailable => "revocation_unavailable",
+            DenyReason::RevocationUnverifiable => "revocation_unverifiable",
         }
     }
 
@@ -59,8 +71,10 @@ impl DenyReason {
     pub fn http_status(self) -> u16 {
         match self {
             DenyReason::InvalidRequest => 400,
-            DenyReason::MissingGroup | DenyReason::MissingScope => 403,
-            DenyReason::Token(Reason::KeysUnavailable) => 503,
+            DenyReason::MissingGroup
+            | DenyReason::MissingScope
+            | DenyReason::RevocationUnverifiable => 403,
+            DenyReason::Token(Reason::KeysUnavailable) | DenyReason::RevocationUnavailable => 503,
             _ => 401,
         }
     }
@@ -70,8 +84,12 @@ impl DenyReason {
         match self {
             DenyReason::NoToken => None,
             DenyReason::InvalidRequest => Some("invalid_request"),
-            DenyReason::MissingGroup | DenyReason::MissingScope => Some("insufficient_scope"),
-            DenyReason::Token(Reason::KeysUnavailable) => Some("temporarily_unavailable"),
+            DenyReason::MissingGroup
+            | DenyReason::MissingScope
+            | DenyReason::RevocationUnverifiable => Some("insufficient_scope"),
+            DenyReason::Token(Reason::KeysUnavailable) | DenyReason::RevocationUnavailable => {
+                Some("temporarily_unavailable")
+            }
             _ => Some("invalid_token"),
         }
     }
@@ -85,6 +103,11 @@ impl DenyReason {
             DenyReason::MissingGroup => "the caller is in none of the required groups",
             DenyReason::MissingScope => "the token lacks a required scope",
             DenyReason::UnsafeClaim => "a claim holds a value that cannot be forwarded",
+            DenyReason::Revoked => "the token has been revoked",
+            DenyReason::RevocationUnavailable => "the token's revocation status is unavailable",
+            DenyReason::RevocationUnverifiable => {
+                "the token cannot be checked for revocation here (an access token with the aws.cognito.signin.user.admin scope is needed)"
+            }
         }
     }
 }
@@ -195,7 +218,8 @@ pub struct Outcome {
 struct State {
     verifier: Verifier,
     routes: Arc<RouteConfig>,
-    cache: TokenCache,
+    cache: Arc<TokenCache>,
+    checker: Option<RevocationChecker>,
 }
 
 struct Inner {
@@ -203,6 +227,8 @@ struct Inner {
     metrics: Metrics,
     dry_run: AtomicBool,
     full_metadata: AtomicBool,
+    /// Explicit revocations: kept across reloads.
+    revocations: Arc<RevocationList>,
 }
 
 /// Decides checks for every protocol. Cheap to clone.
@@ -223,7 +249,11 @@ impl Authorizer {
         let state = State {
             verifier,
             routes: Arc::new(routes),
-            cache: TokenCache::with_counters(cache_entries, metrics.cache_counters()),
+            cache: Arc::new(TokenCache::with_counters(
+                cache_entries,
+                metrics.cache_counters(),
+            )),
+            checker: None,
         };
         Authorizer {
             inner: Arc::new(Inner {
@@ -231,6 +261,7 @@ impl Authorizer {
                 metrics,
                 dry_run: AtomicBool::new(false),
                 full_metadata: AtomicBool::new(false),
+                revocations: Arc::default(),
             }),
         }
     }
@@ -239,12 +270,43 @@ impl Authorizer {
     /// finish with the configuration they started with; the token cache starts empty, since
     /// cached identities belong to the old pools and header mappings.
     pub fn replace(&self, verifier: Verifier, routes: RouteConfig, cache_entries: usize) {
+        let checker = self.inner.state.load().checker.clone();
         let state = State {
             verifier,
             routes: Arc::new(routes),
-            cache: TokenCache::with_counters(cache_entries, self.inner.metrics.cache_counters()),
+            cache: Arc::new(TokenCache::with_counters(
+                cache_entries,
+                self.inner.metrics.cache_counters(),
+            )),
+            checker,
         };
         self.inner.state.store(Arc::new(state));
+    }
+
+    /// Installs (or removes) the Cognito revocation checker, keeping everything else.
+    pub fn set_revocation_checker(&self, checker: Option<RevocationChecker>) {
+        let current = self.inner.state.load_full();
+        self.inner.state.store(Arc::new(State {
+            verifier: current.verifier.clone(),
+            routes: Arc::clone(&current.routes),
+            cache: Arc::clone(&current.cache),
+            checker,
+        }));
+    }
+
+    /// The revocation checker in use, when revocation checks are configured.
+    pub fn revocation_checker(&self) -> Option<RevocationChecker> {
+        self.inner.state.load().checker.clone()
+    }
+
+    /// Whether requests no rule matches are confirmed with Cognito (the service-wide setting).
+    pub fn checks_cognito_by_default(&self) -> bool {
+        self.inner.state.load().routes.fallback.revocation == RevocationMode::Cognito
+    }
+
+    /// The explicit revocations in force (shared with Redis's subscriber).
+    pub fn revocations(&self) -> Arc<RevocationList> {
+        Arc::clone(&self.inner.revocations)
     }
 
     /// Switches dry-run (shadow) mode: every decision is computed, logged and counted as usual,
@@ -282,7 +344,12 @@ impl Authorizer {
                 .requirements(input.method, input.host, input.path, input.extensions)?;
         let dry_run = self.inner.dry_run.load(Ordering::Relaxed);
         let verdict = state
-            .decide(input.method, &requirements, input.headers)
+            .decide(
+                input.method,
+                &requirements,
+                input.headers,
+                &self.inner.revocations,
+            )
             .await;
         let answer = state.answer(&verdict, input.headers, dry_run);
         let metadata = state.metadata(
@@ -319,9 +386,7 @@ impl Authorizer {
 }
 
 impl State {
-    async fn identity(&self, token: &str) -> Result<Identity, DenyReason> {
-        let key = token_key(token);
-        let now = crate::unix_now();
+    async fn identity(&self, token: &str, key: [u8; 16], now: i64) -> Result<Identity, DenyReason> {
         let keys = self.verifier.keys();
         if let (Lookup::Hit, Some(identity)) =
             self.cache
@@ -348,6 +413,7 @@ impl State {
         method: &str,
         requirements: &Requirements,
         headers: &HashMap<String, String>,
+        revocations: &RevocationList,
     ) -> Verdict {
         let routes = &*self.routes;
         if requirements.mode == Mode::Public {
@@ -370,12 +436,42 @@ impl State {
                 return refuse(optional, requirements, DenyReason::InvalidRequest)
             }
         };
-        let identity = match self.identity(token).await {
+        let key = token_key(token);
+        let now = crate::unix_now();
+        let identity = match self.identity(token, key, now).await {
             Ok(identity) => identity,
             Err(reason) => return refuse(optional, requirements, reason),
         };
         if let Some(reason) = self.policy_failure(requirements, &identity) {
             return refuse(optional, requirements, reason);
+        }
+        let ids = TokenIds {
+            jti: identity.jti(),
+            origin_jti: identity.origin_jti(),
+            sub: identity.sub(),
+            iat: identity.iat(),
+        };
+        if revocations.is_revoked(&ids, now) {
+            return refuse(optional, requirements, DenyReason::Revoked);
+        }
+        if requirements.revocation == RevocationMode::Cognito {
+            let grace = requirements.revocation_on_unavailable == OnUnavailable::Grace;
+            let check = match &self.checker {
+                Some(checker) => checker.check(key, token, &identity, grace, now).await,
+                None => Check::Unavailable(crate::revocation::Unavailable::Unreachable),
+            };
+            let refused = match check {
+                Check::Live => None,
+                Check::Revoked => Some(DenyReason::Revoked),
+                Check::Unavailable(_) => Some(DenyReason::RevocationUnavailable),
+                Check::Unverifiable => match &self.checker {
+                    Some(checker) if checker.settings().allow_unverifiable => None,
+                    _ => Some(DenyReason::RevocationUnverifiable),
+                },
+            };
+            if let Some(reason) = refused {
+                return refuse(optional, requirements, reason);
+            }
         }
         Verdict {
             decision: Decision::Allow,

@@ -31,12 +31,31 @@ impl DiagnosticsService {
             _ => token,
         };
         match self.authorizer.verifier().verify(token).await {
-            Ok(claims) => VerifyTokenResponse {
-                valid: true,
-                pool_id: claims.pool_id,
-                claims: Some(to_struct(claims.raw)),
-                ..Default::default()
-            },
+            Ok(claims) => {
+                let ask_cognito = self.authorizer.checks_cognito_by_default();
+                let revocation = match self.authorizer.revocation_checker() {
+                    Some(checker) => {
+                        checker
+                            .diagnose(token, &claims, &self.authorizer.revocations(), ask_cognito)
+                            .await
+                    }
+                    None => "off",
+                };
+                let revoked = revocation.starts_with("revoked");
+                VerifyTokenResponse {
+                    valid: !revoked,
+                    reason: if revoked {
+                        "revoked".to_string()
+                    } else {
+                        String::new()
+                    },
+                    pool_id: claims.pool_id,
+                    claims: Some(to_struct(claims.raw)),
+                    revocation_checked: revocation != "off",
+                    revocation: revocation.to_string(),
+                    ..Default::default()
+                }
+            }
             Err(rejection) => VerifyTokenResponse {
                 valid: false,
                 reason: rejection.reason.as_str().to_string(),

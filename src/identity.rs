@@ -117,6 +117,12 @@ pub struct ClaimSet<'a> {
     pub email: Option<&'a str>,
     /// `preferred_username`.
     pub preferred_username: Option<&'a str>,
+    /// `jti`.
+    pub jti: Option<&'a str>,
+    /// `origin_jti`: the sign-in session.
+    pub origin_jti: Option<&'a str>,
+    /// `iat`, Unix seconds (0 when absent).
+    pub iat: i64,
     /// The whole payload, for the configured claim -> header mappings.
     pub raw: &'a Map<String, Value>,
 }
@@ -128,10 +134,14 @@ const GROUPS: usize = 3;
 const SCOPE: usize = 4;
 const EMAIL: usize = 5;
 const PREFERRED_USERNAME: usize = 6;
-const FIXED: usize = 7;
+/// Values written as headers: the first seven.
+const HEADER_VALUES: usize = 7;
+const JTI: usize = 7;
+const ORIGIN_JTI: usize = 8;
+const FIXED: usize = 9;
 
 /// The fixed identity headers, in [`Identity`] field order.
-const FIXED_HEADERS: [&str; FIXED] = [
+const FIXED_HEADERS: [&str; HEADER_VALUES] = [
     "x-cognito-sub",
     "x-cognito-username",
     "x-cognito-client-id",
@@ -188,12 +198,13 @@ fn claim_as_header(value: &Value) -> Option<String> {
 /// values, the signing `kid`, then the values themselves.
 ///
 /// Layout: `exp` i64, pool u16, token use u8, username kind u8, extra count u8, padding u8,
-/// kid length u16 (16 bytes); then one u16 end offset per value (7 fixed + extras); then the kid;
-/// then the values. All little-endian. Cheap to clone.
+/// kid length u16, `iat` i64 (24 bytes); then one u16 end offset per value (7 header values,
+/// `jti`, `origin_jti`, then the extras); then the kid; then the values. All little-endian.
+/// Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Identity(Arc<[u8]>);
 
-const HEADER: usize = 16;
+const HEADER: usize = 24;
 
 impl Identity {
     /// Builds the identity of verified claims; `claim_headers` are the configured extra
@@ -231,6 +242,8 @@ impl Identity {
             scope.as_str(),
             claims.email.unwrap_or(""),
             claims.preferred_username.unwrap_or(""),
+            claims.jti.unwrap_or(""),
+            claims.origin_jti.unwrap_or(""),
         ]
         .into_iter()
         .chain(extras.iter().map(|v| v.as_deref().unwrap_or("")))
@@ -257,6 +270,7 @@ impl Identity {
         bytes.push(extra_count);
         bytes.push(0);
         bytes.extend_from_slice(&kid_len.to_le_bytes());
+        bytes.extend_from_slice(&claims.iat.to_le_bytes());
         let mut end = 0usize;
         for value in &values {
             end += value.len();
@@ -354,6 +368,23 @@ impl Identity {
         i64::from_le_bytes(exp)
     }
 
+    /// `iat`, Unix seconds (0 when the token had none).
+    pub fn iat(&self) -> i64 {
+        let mut iat = [0u8; 8];
+        iat.copy_from_slice(&self.0[16..24]);
+        i64::from_le_bytes(iat)
+    }
+
+    /// `jti`, when present.
+    pub fn jti(&self) -> Option<&str> {
+        Some(self.span(JTI)).filter(|j| !j.is_empty())
+    }
+
+    /// `origin_jti` (the sign-in session every refreshed token shares), when present.
+    pub fn origin_jti(&self) -> Option<&str> {
+        Some(self.span(ORIGIN_JTI)).filter(|j| !j.is_empty())
+    }
+
     /// The index of the issuing pool.
     pub fn pool(&self) -> usize {
         self.u16_at(8)
@@ -372,7 +403,7 @@ impl Identity {
         claim_headers: &'a [(String, String)],
     ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         let username = self.username().unwrap_or("");
-        let fixed = (0..FIXED).map(move |i| {
+        let fixed = (0..HEADER_VALUES).map(move |i| {
             let value = if i == USERNAME {
                 username
             } else {
@@ -435,6 +466,9 @@ mod tests {
                 scopes: &self.scopes,
                 email: None,
                 preferred_username: self.preferred_username.as_deref(),
+                jti: Some("jti-1"),
+                origin_jti: Some("session-1"),
+                iat: 900,
                 raw: &self.raw,
             }
         }
@@ -469,6 +503,10 @@ mod tests {
             (1_000, 0, "kid-1")
         );
         assert_eq!(identity.token_use(), TokenUse::Access);
+        assert_eq!(
+            (identity.jti(), identity.origin_jti(), identity.iat()),
+            (Some("jti-1"), Some("session-1"), 900)
+        );
         assert_eq!(
             (identity.email(), identity.preferred_username()),
             (None, Some("andrew"))

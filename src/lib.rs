@@ -12,6 +12,9 @@
 //! - [`jwks`]: the key store (fetch, refresh, refetch on unknown `kid`, outage tolerance).
 //! - [`verify`]: the token checks and their stable reason codes.
 //! - [`cache`]: the verified-token cache.
+//! - [`revocation`]: explicit revocations and Cognito's `GetUser` answer.
+//! - [`shared`]: revocations and verdicts shared between replicas through Redis.
+//! - [`revocation_check`]: asking Cognito at most once per token per TTL, across replicas.
 //! - [`policy`]: route rules, `context_extensions` overrides, identity-header settings.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`decision`]: the decision core: allow with identity, anonymous, or deny, as plain values.
@@ -36,7 +39,10 @@ pub mod jwks;
 pub mod metrics;
 pub mod policy;
 pub mod pool;
+pub mod revocation;
+pub mod revocation_check;
 pub mod server;
+pub mod shared;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod verify;

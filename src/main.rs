@@ -35,6 +35,28 @@ enum Command {
     },
     /// Print the effective configuration as JSON, or exit 2 naming the problem.
     CheckConfig,
+    /// Revoke a token's session, a session, one token or a user's tokens through a running
+    /// server's admin API; exit 0 once the revocation is recorded.
+    Revoke {
+        /// The admin listener's URL (`http://127.0.0.1:9002`).
+        #[arg(long, value_name = "URL")]
+        admin: String,
+        /// A token: its sign-in session (`origin_jti`) is revoked (its `jti` if it has none).
+        #[arg(long, group = "what")]
+        token: Option<String>,
+        /// One sign-in session.
+        #[arg(long, group = "what")]
+        origin_jti: Option<String>,
+        /// One token by `jti`.
+        #[arg(long, group = "what")]
+        jti: Option<String>,
+        /// One user (`sub`): tokens issued before `--before` (default: now).
+        #[arg(long, group = "what")]
+        sub: Option<String>,
+        /// Unix seconds, with `--sub`.
+        #[arg(long, requires = "sub", value_name = "UNIX_SECONDS")]
+        before: Option<i64>,
+    },
     /// Serve Envoy's ext_authz Check, health, reflection and diagnostics on AUTHZ_GRPC_ADDR,
     /// and /metrics, /healthz, /readyz on AUTHZ_ADMIN_ADDR, until SIGTERM or SIGINT.
     Serve,
@@ -42,6 +64,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Revoking needs only the admin URL: no pool configuration.
+    if let Command::Revoke {
+        admin,
+        token,
+        origin_jti,
+        jti,
+        sub,
+        before,
+    } = &cli.command
+    {
+        return revoke(admin, token, origin_jti, jti, sub, *before);
+    }
     let config = match Config::from_env(cli.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
@@ -90,6 +124,75 @@ fn main() -> ExitCode {
             }
         },
         Command::Verify { token } => verify(config, token),
+        Command::Revoke { .. } => unreachable!("handled before the configuration is read"),
+    }
+}
+
+fn revoke(
+    admin: &str,
+    token: &Option<String>,
+    origin_jti: &Option<String>,
+    jti: &Option<String>,
+    sub: &Option<String>,
+    before: Option<i64>,
+) -> ExitCode {
+    let body = if let Some(token) = token {
+        let token = token.trim().trim_start_matches("Bearer ").trim();
+        // Unverified on purpose: a revocation can only refuse tokens, never admit one.
+        let payload = unverified_payload(token).unwrap_or_default();
+        match (payload.get("origin_jti"), payload.get("jti")) {
+            (Some(Value::String(session)), _) => json!({ "origin_jti": session }),
+            (_, Some(Value::String(jti))) => json!({ "jti": jti }),
+            _ => {
+                eprintln!("cognito-authz: the token has neither origin_jti nor jti");
+                return ExitCode::from(2);
+            }
+        }
+    } else if let Some(session) = origin_jti {
+        json!({ "origin_jti": session })
+    } else if let Some(jti) = jti {
+        json!({ "jti": jti })
+    } else if let Some(sub) = sub {
+        json!({ "sub": sub, "before": before })
+    } else {
+        eprintln!("cognito-authz: say what to revoke: --token, --origin-jti, --jti or --sub");
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cognito-authz: cannot start the runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let url = format!("{}/revocations", admin.trim_end_matches('/'));
+    let result = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        Ok::<_, reqwest::Error>((status, text))
+    });
+    match result {
+        Ok((status, text)) if status.is_success() => {
+            println!("{}", text.trim());
+            ExitCode::SUCCESS
+        }
+        Ok((status, text)) => {
+            eprintln!("cognito-authz: {url} answered {status}: {}", text.trim());
+            ExitCode::from(1)
+        }
+        Err(err) => {
+            eprintln!("cognito-authz: {url}: {err}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -153,10 +256,35 @@ fn verify(config: Config, token: Option<String>) -> ExitCode {
         keys.refresh_all().await;
         let verifier = config.verifier(keys);
         let (valid, output) = match verifier.verify(token).await {
-            Ok(claims) => (
-                true,
-                json!({"valid": true, "reason": null, "pool": claims.pool_id, "claims": claims.raw}),
-            ),
+            Ok(claims) => {
+                let ask = config.routes.fallback.revocation
+                    == cognito_authz::revocation_check::RevocationMode::Cognito;
+                let revocation = match cognito_authz::revocation_check::RevocationChecker::new(
+                    config.revocation.clone(),
+                    config.pools.iter().map(|p| p.idp_endpoint.clone()).collect(),
+                    std::sync::Arc::default(),
+                    None,
+                    cognito_authz::verify::MAX_TOKEN_LIFETIME_SECS,
+                ) {
+                    Ok(checker) => {
+                        checker
+                            .diagnose(token, &claims, &Default::default(), ask)
+                            .await
+                    }
+                    Err(_) => "unavailable:unreachable",
+                };
+                let revoked = revocation.starts_with("revoked");
+                (
+                    !revoked,
+                    json!({
+                        "valid": !revoked,
+                        "reason": if revoked { Some("revoked") } else { None },
+                        "pool": claims.pool_id,
+                        "revocation": {"checked": revocation != "off", "answer": revocation},
+                        "claims": claims.raw,
+                    }),
+                )
+            }
             Err(rejection) => {
                 let mut output = json!({
                     "valid": false,

@@ -11,6 +11,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::jwks::FetchObserver;
+use crate::revocation_check::CheckObserver;
+use crate::shared::SharedObserver;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -30,6 +32,11 @@ struct CacheLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     pool: String,
 }
@@ -41,6 +48,9 @@ struct Inner {
     fetches: Family<FetchLabels, Counter>,
     keys: Family<PoolLabels, Gauge>,
     cache: Family<CacheLabels, Counter>,
+    revocation_checks: Family<CacheLabels, Counter>,
+    redis_up: Gauge,
+    redis_errors: Family<OpLabels, Counter>,
 }
 
 /// The service's metrics; a cheap-to-clone handle.
@@ -89,8 +99,29 @@ impl Metrics {
             "Verified-token cache lookups by result (hit, miss, stale)",
             cache.clone(),
         );
+        let revocation_checks = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "revocation_checks",
+            "Revocation checks by result (cached, shared, valid, revoked, grace, unverifiable, timeout, unreachable, throttled, bad_answer, busy)",
+            revocation_checks.clone(),
+        );
+        let redis_up = Gauge::default();
+        registry.register(
+            "redis_up",
+            "1 while the Redis share is reachable (0 also when none is configured)",
+            redis_up.clone(),
+        );
+        let redis_errors = Family::<OpLabels, Counter>::default();
+        registry.register(
+            "redis_errors",
+            "Redis operations that failed or timed out, by operation",
+            redis_errors.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
+                revocation_checks,
+                redis_up,
+                redis_errors,
                 registry,
                 decisions,
                 check_duration,
@@ -144,6 +175,28 @@ impl FetchObserver for Metrics {
                 pool: pool_id.to_string(),
             })
             .set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
+}
+
+impl CheckObserver for Metrics {
+    fn revocation_check(&self, result: &'static str) {
+        self.inner
+            .revocation_checks
+            .get_or_create(&CacheLabels { result })
+            .inc();
+    }
+}
+
+impl SharedObserver for Metrics {
+    fn redis_up(&self, up: bool) {
+        self.inner.redis_up.set(i64::from(up));
+    }
+
+    fn redis_error(&self, op: &'static str) {
+        self.inner
+            .redis_errors
+            .get_or_create(&OpLabels { op })
+            .inc();
     }
 }
 

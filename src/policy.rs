@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{TokenUsePolicy, IDENTITY_HEADERS, IDENTITY_PREFIX};
+use crate::revocation_check::{OnUnavailable, RevocationMode};
 
 /// A rule or identity setting that cannot be used, naming its file key.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,10 @@ pub const CTX_TOKEN_USE: &str = "cognito_authz.token_use";
 pub const CTX_DENY_INVALID: &str = "cognito_authz.deny_invalid";
 /// `context_extensions` key naming the rule in logs and metadata.
 pub const CTX_RULE: &str = "cognito_authz.rule";
+/// `context_extensions` key overriding `revocation` (`off`, `cognito`).
+pub const CTX_REVOCATION: &str = "cognito_authz.revocation";
+/// `context_extensions` key overriding `revocation_on_unavailable` (`deny`, `grace`).
+pub const CTX_REVOCATION_ON_UNAVAILABLE: &str = "cognito_authz.revocation_on_unavailable";
 /// `context_extensions` key overriding `allow_preflight` (`true`/`false`).
 pub const CTX_ALLOW_PREFLIGHT: &str = "cognito_authz.allow_preflight";
 
@@ -104,6 +109,8 @@ pub struct RouteSpec {
     pools: Vec<String>,
     token_use: Option<TokenUsePolicy>,
     allow_preflight: Option<bool>,
+    revocation: Option<RevocationMode>,
+    revocation_on_unavailable: Option<OnUnavailable>,
 }
 
 /// Identity-header and token-source settings as written in the config file.
@@ -166,6 +173,10 @@ pub struct Requirements {
     /// Let a CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
     /// through as anonymous, without looking for a token.
     pub allow_preflight: bool,
+    /// Whether a locally valid token is confirmed with Cognito.
+    pub revocation: RevocationMode,
+    /// What happens when Cognito gives no verdict.
+    pub revocation_on_unavailable: OnUnavailable,
 }
 
 /// A `context_extensions` entry Envoy sent that we cannot understand: Envoy's configuration is
@@ -232,12 +243,18 @@ impl RouteConfig {
 pub struct RouteDefaults {
     /// See [`Requirements::allow_preflight`].
     pub allow_preflight: bool,
+    /// See [`Requirements::revocation`].
+    pub revocation: RevocationMode,
+    /// See [`Requirements::revocation_on_unavailable`].
+    pub revocation_on_unavailable: OnUnavailable,
 }
 
 impl Default for RouteDefaults {
     fn default() -> Self {
         RouteDefaults {
             allow_preflight: DEFAULT_ALLOW_PREFLIGHT,
+            revocation: RevocationMode::Off,
+            revocation_on_unavailable: OnUnavailable::Deny,
         }
     }
 }
@@ -352,6 +369,10 @@ impl RouteConfig {
                     pools: spec.pools,
                     token_use: spec.token_use,
                     allow_preflight: spec.allow_preflight.unwrap_or(defaults.allow_preflight),
+                    revocation: spec.revocation.unwrap_or(defaults.revocation),
+                    revocation_on_unavailable: spec
+                        .revocation_on_unavailable
+                        .unwrap_or(defaults.revocation_on_unavailable),
                 },
                 name,
             });
@@ -407,6 +428,8 @@ impl RouteConfig {
                 pools: Vec::new(),
                 token_use: None,
                 allow_preflight: defaults.allow_preflight,
+                revocation: defaults.revocation,
+                revocation_on_unavailable: defaults.revocation_on_unavailable,
             },
             realm,
             forward_token: identity.forward_token.unwrap_or(true),
@@ -469,6 +492,19 @@ impl RouteConfig {
                 CTX_DENY_INVALID => req.deny_invalid = parse_bool(CTX_DENY_INVALID, value)?,
                 CTX_ALLOW_PREFLIGHT => {
                     req.allow_preflight = parse_bool(CTX_ALLOW_PREFLIGHT, value)?
+                }
+                CTX_REVOCATION => {
+                    req.revocation = RevocationMode::parse(value).ok_or_else(|| OverrideError {
+                        key: CTX_REVOCATION,
+                        problem: format!("'{value}' is not off or cognito"),
+                    })?
+                }
+                CTX_REVOCATION_ON_UNAVAILABLE => {
+                    req.revocation_on_unavailable =
+                        OnUnavailable::parse(value).ok_or_else(|| OverrideError {
+                            key: CTX_REVOCATION_ON_UNAVAILABLE,
+                            problem: format!("'{value}' is not deny or grace"),
+                        })?
                 }
                 CTX_RULE => req.rule = value.clone(),
                 other if other.starts_with("cognito_authz.") => {
@@ -734,6 +770,31 @@ mod tests {
     }
 
     #[test]
+    fn revocation_checks_are_chosen_per_route_and_by_envoy() {
+        let r = routes(
+            "[[routes]]\nprefix = \"/pay\"\nmode = \"required\"\nrevocation = \"cognito\"\n\
+             revocation_on_unavailable = \"grace\"\n",
+        );
+        let req =
+            |p: &str, ext: &HashMap<String, String>| r.requirements("GET", "h", p, ext).unwrap();
+        let pay = req("/pay", &none());
+        assert_eq!(
+            (pay.revocation, pay.revocation_on_unavailable),
+            (RevocationMode::Cognito, OnUnavailable::Grace)
+        );
+        assert_eq!(req("/other", &none()).revocation, RevocationMode::Off);
+        let on = HashMap::from([(CTX_REVOCATION.to_string(), "cognito".to_string())]);
+        assert_eq!(req("/other", &on).revocation, RevocationMode::Cognito);
+        for (k, v) in [
+            (CTX_REVOCATION, "maybe"),
+            (CTX_REVOCATION_ON_UNAVAILABLE, "allow"),
+        ] {
+            let bad = HashMap::from([(k.to_string(), v.to_string())]);
+            assert!(r.requirements("GET", "h", "/x", &bad).is_err(), "{k}={v}");
+        }
+    }
+
+    #[test]
     fn token_sources_envoy_would_not_send_are_warned_about() {
         assert!(routes("").envoy_forwarding_warnings().is_empty());
         let r = routes("[identity]\ntoken_cookie = \"jwt\"\ntoken_header = \"x-access-token\"\n");
@@ -842,6 +903,7 @@ mod tests {
             IdentitySpec::default(),
             RouteDefaults {
                 allow_preflight: false,
+                ..RouteDefaults::default()
             },
             &[],
         )

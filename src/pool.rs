@@ -20,4 +20,7 @@ pub struct PoolConfig {
     pub issuers: Vec<String>,
     /// Where the keys are fetched from.
     pub jwks_uri: String,
+    /// Cognito's API endpoint for `GetUser` (revocation checks): the region's public endpoint,
+    /// or the configured one (emulator, VPC endpoint); `None` when no region is known.
+    pub idp_endpoint: Option<String>,
 }

@@ -26,6 +26,9 @@ use crate::diagnostics::DiagnosticsService;
 use crate::generated::diagnostics::diagnostics_server::DiagnosticsServer;
 use crate::jwks::{FetchError, KeyStore};
 use crate::metrics::Metrics;
+use crate::revocation::{Entry, Revocation};
+use crate::revocation_check::RevocationChecker;
+use crate::shared::Shared;
 
 /// The gRPC service name health reports for Envoy's Check.
 pub const AUTHZ_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
@@ -62,6 +65,12 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[source] tonic::transport::Error),
+    /// The Redis URL could not be used.
+    #[error("AUTHZ_REDIS_URL: {0}")]
+    Redis(#[source] redis::RedisError),
+    /// The HTTP client for Cognito's API could not be built.
+    #[error("cannot build the Cognito API client: {0}")]
+    CognitoClient(#[source] reqwest::Error),
     /// A reload named a pool whose keys could not be fetched: swapping it in would turn a
     /// working service into a failing one, so the running configuration stays.
     #[error("pool {0} has no keys (its JWKS could not be fetched): reload refused")]
@@ -90,6 +99,7 @@ pub struct Running {
     metrics: Metrics,
     refresh: Arc<Mutex<Vec<JoinHandle<()>>>>,
     running_config: Arc<ArcSwap<Config>>,
+    shared: Option<Shared>,
     health: tonic_health::server::HealthReporter,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     admin: JoinHandle<()>,
@@ -127,6 +137,16 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     );
     authorizer.set_dry_run(config.server.dry_run);
     authorizer.set_full_metadata(config.server.full_metadata);
+    let shared = match &config.server.redis_url {
+        Some(url) => Some(Shared::new(url, Arc::new(metrics.clone())).map_err(ServerError::Redis)?),
+        None => None,
+    };
+    authorizer.set_revocation_checker(Some(revocation_checker(
+        &config,
+        &authorizer,
+        shared.clone(),
+        &metrics,
+    )?));
     if config.server.dry_run {
         warn!("dry-run mode: every request is allowed; decisions are only logged and counted");
     }
@@ -137,6 +157,19 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 
     let refresh: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
     let mut background = Vec::new();
+    if let Some(shared) = &shared {
+        background.push(shared.spawn_subscriber(authorizer.revocations(), shutdown_rx.clone()));
+    }
+    // Revocations are forgotten once no token they match can still be valid.
+    background.push(tokio::spawn({
+        let list = authorizer.revocations();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                list.purge(crate::unix_now());
+            }
+        }
+    }));
     background.push(tokio::spawn({
         let (keys, refresh) = (keys.clone(), Arc::clone(&refresh));
         async move {
@@ -263,6 +296,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             metrics.clone(),
             authorizer.clone(),
             Arc::clone(&running_config),
+            shared.clone(),
             shutdown_rx.clone(),
         );
         let mut rx = shutdown_rx.clone();
@@ -296,6 +330,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         metrics,
         refresh,
         running_config,
+        shared,
         health,
         grpc,
         admin,
@@ -367,15 +402,137 @@ fn tls_config(tls: &TlsFiles) -> Result<ServerTlsConfig, ServerError> {
     Ok(config)
 }
 
+/// The Cognito revocation checker for a configuration: each pool's `GetUser` endpoint, revoked
+/// sessions recorded in the authorizer's list and shared through Redis.
+fn revocation_checker(
+    config: &Config,
+    authorizer: &Authorizer,
+    shared: Option<Shared>,
+    metrics: &Metrics,
+) -> Result<RevocationChecker, ServerError> {
+    RevocationChecker::new(
+        config.revocation.clone(),
+        config
+            .pools
+            .iter()
+            .map(|p| p.idp_endpoint.clone())
+            .collect(),
+        authorizer.revocations(),
+        shared,
+        revocation_lifetime(config),
+    )
+    .map(|checker| checker.with_observer(Arc::new(metrics.clone())))
+    .map_err(ServerError::CognitoClient)
+}
+
+/// How long a revocation is kept: the longest a Cognito token lives, plus the leeway.
+fn revocation_lifetime(config: &Config) -> i64 {
+    crate::verify::MAX_TOKEN_LIFETIME_SECS
+        + i64::try_from(config.leeway.as_secs()).unwrap_or(i64::MAX / 2)
+}
+
+/// A revocation as the admin API takes it: exactly one of `jti`, `origin_jti` and `sub` (with
+/// `before`, default now).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// One token.
+    pub jti: Option<String>,
+    /// One sign-in session.
+    pub origin_jti: Option<String>,
+    /// One user...
+    pub sub: Option<String>,
+    /// ...for tokens issued before this (Unix seconds; default: now).
+    pub before: Option<i64>,
+}
+
+impl RevokeRequest {
+    /// The revocation it names, or what is wrong with it.
+    pub fn revocation(self, now: i64) -> Result<Revocation, &'static str> {
+        let nonempty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        match (
+            nonempty(self.jti),
+            nonempty(self.origin_jti),
+            nonempty(self.sub),
+        ) {
+            (Some(jti), None, None) if self.before.is_none() => Ok(Revocation::Jti(jti)),
+            (None, Some(id), None) if self.before.is_none() => Ok(Revocation::Session(id)),
+            (None, None, Some(sub)) => Ok(Revocation::Sub {
+                sub,
+                before: self.before.unwrap_or(now),
+            }),
+            _ => Err("give exactly one of jti, origin_jti, sub (before goes with sub only)"),
+        }
+    }
+}
+
 fn admin_router(
     metrics: Metrics,
     authorizer: Authorizer,
     running_config: Arc<ArcSwap<Config>>,
+    shared: Option<Shared>,
     shutdown: watch::Receiver<bool>,
 ) -> axum::Router {
     use axum::http::{header, StatusCode};
-    use axum::routing::get;
+    use axum::routing::{get, post};
+    let revoke = {
+        let (authorizer, running_config, shared) = (
+            authorizer.clone(),
+            Arc::clone(&running_config),
+            shared.clone(),
+        );
+        move |body: axum::body::Bytes| {
+            let (authorizer, running_config, shared) = (
+                authorizer.clone(),
+                Arc::clone(&running_config),
+                shared.clone(),
+            );
+            async move {
+                let now = crate::unix_now();
+                let request = serde_json::from_slice::<RevokeRequest>(&body)
+                    .map_err(|_| "the body is not a revocation request")
+                    .and_then(|r| r.revocation(now));
+                let revocation = match request {
+                    Ok(revocation) => revocation,
+                    Err(problem) => {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            axum::Json(serde_json::json!({ "error": problem })),
+                        )
+                    }
+                };
+                let entry =
+                    Entry::new(revocation, now, revocation_lifetime(&running_config.load()));
+                authorizer.revocations().insert(&entry);
+                let shared_ok = match &shared {
+                    Some(shared) => match shared.publish(&entry).await {
+                        Ok(()) => true,
+                        Err(err) => {
+                            warn!(cause = %err, "a revocation was recorded here but not shared");
+                            false
+                        }
+                    },
+                    None => false,
+                };
+                info!(
+                    kind = entry.revocation.kind(),
+                    shared = shared_ok,
+                    "revocation recorded"
+                );
+                (
+                    StatusCode::OK,
+                    axum::Json(serde_json::json!({
+                        "recorded": true,
+                        "expires": entry.expires,
+                        "shared": shared_ok,
+                    })),
+                )
+            }
+        }
+    };
+    let redis_required = running_config.load().server.redis_required;
     axum::Router::new()
+        .route("/revocations", post(revoke))
         .route(
             "/metrics",
             get(move || {
@@ -403,12 +560,23 @@ fn admin_router(
         .route(
             "/readyz",
             get(move || {
-                let ready = authorizer.verifier().keys().all_loaded() && !*shutdown.borrow();
+                let keys = authorizer.verifier().keys().all_loaded();
+                let redis = shared.as_ref().map(Shared::is_up);
+                let ready =
+                    keys && !*shutdown.borrow() && !(redis_required && redis == Some(false));
+                let detail = match redis {
+                    None => "",
+                    Some(true) => "redis: up\n",
+                    Some(false) => "redis: down (deciding from local state)\n",
+                };
                 async move {
                     if ready {
-                        (StatusCode::OK, "ready\n")
+                        (StatusCode::OK, format!("ready\n{detail}"))
                     } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready\n{detail}"),
+                        )
                     }
                 }
             }),
@@ -455,9 +623,16 @@ impl Running {
             keys.retire();
             return Err(ServerError::ReloadWithoutKeys(pool.1.id.clone()));
         }
+        let checker = revocation_checker(
+            &config,
+            &self.authorizer,
+            self.shared.clone(),
+            &self.metrics,
+        )?;
         let verifier = config.verifier(keys.clone());
         self.authorizer
             .replace(verifier, config.routes.clone(), config.token_cache_entries);
+        self.authorizer.set_revocation_checker(Some(checker));
         self.authorizer.set_dry_run(config.server.dry_run);
         self.authorizer
             .set_full_metadata(config.server.full_metadata);

@@ -328,6 +328,9 @@ impl Claims {
             scopes: &self.scopes,
             email: self.email.as_deref(),
             preferred_username: self.preferred_username.as_deref(),
+            jti: self.raw.get("jti").and_then(Value::as_str),
+            origin_jti: self.raw.get("origin_jti").and_then(Value::as_str),
+            iat: self.iat.unwrap_or(0),
             raw: &self.raw,
         }
     }

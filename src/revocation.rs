@@ -1,0 +1,364 @@
+//! Revocation, the part a locally verified token cannot tell: explicit revocations (one token,
+//! one sign-in session, one user's tokens issued before a time) held until no token they match
+//! can still be valid, and Cognito's own answer through `GetUser`, which refuses the tokens of a
+//! user who signed out everywhere (`GlobalSignOut`, `AdminUserGlobalSignOut`).
+//!
+//! Depends on nothing above it: the decision core asks, the Redis share fills the list.
+
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Revocation {
+    /// One token (`jti`).
+    Jti(String),
+    /// One sign-in session (`origin_jti`): every token refreshed from it.
+    Session(String),
+    /// One user's tokens issued (`iat`) before `before` (Unix seconds).
+    Sub {
+        /// `sub`.
+        sub: String,
+        /// Tokens issued before this are revoked.
+        before: i64,
+    },
+}
+
+impl Revocation {
+    /// `jti`, `session` or `sub`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Revocation::Jti(_) => "jti",
+            Revocation::Session(_) => "session",
+            Revocation::Sub { .. } => "sub",
+        }
+    }
+}
+
+/// A revocation with the time it can be forgotten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// What was revoked.
+    pub revocation: Revocation,
+    /// Unix seconds after which no token it matches can still be valid.
+    pub expires: i64,
+}
+
+impl Entry {
+    /// An entry for `revocation` made at `now`, kept while a token it matches may be valid:
+    /// a token lives at most `lifetime` seconds (Cognito: one day) plus the clock leeway.
+    pub fn new(revocation: Revocation, now: i64, lifetime: i64) -> Entry {
+        let from = match &revocation {
+            Revocation::Sub { before, .. } => (*before).min(now),
+            _ => now,
+        };
+        Entry {
+            expires: from.saturating_add(lifetime),
+            revocation,
+        }
+    }
+}
+
+/// The token fields a revocation can match.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenIds<'a> {
+    /// `jti`.
+    pub jti: Option<&'a str>,
+    /// `origin_jti`.
+    pub origin_jti: Option<&'a str>,
+    /// `sub`.
+    pub sub: &'a str,
+    /// `iat`.
+    pub iat: i64,
+}
+
+#[derive(Debug, Default)]
+struct Lists {
+    jtis: HashMap<String, i64>,
+    sessions: HashMap<String, i64>,
+    /// sub -> (before, expires): the latest `before` wins.
+    subs: HashMap<String, (i64, i64)>,
+}
+
+/// The revocations in force in this process. Cheap to read when empty (one lock, no lookups).
+#[derive(Debug, Default)]
+pub struct RevocationList {
+    lists: RwLock<Lists>,
+}
+
+impl RevocationList {
+    /// Records an entry (again: an existing one keeps the later expiry and `before`).
+    pub fn insert(&self, entry: &Entry) {
+        let mut lists = self.lists.write().unwrap_or_else(PoisonError::into_inner);
+        let keep_later = |old: &mut i64, new: i64| *old = (*old).max(new);
+        match &entry.revocation {
+            Revocation::Jti(jti) => keep_later(
+                lists.jtis.entry(jti.clone()).or_insert(entry.expires),
+                entry.expires,
+            ),
+            Revocation::Session(id) => keep_later(
+                lists.sessions.entry(id.clone()).or_insert(entry.expires),
+                entry.expires,
+            ),
+            Revocation::Sub { sub, before } => {
+                let slot = lists
+                    .subs
+                    .entry(sub.clone())
+                    .or_insert((*before, entry.expires));
+                slot.0 = slot.0.max(*before);
+                slot.1 = slot.1.max(entry.expires);
+            }
+        }
+    }
+
+    /// Whether a token with these ids is revoked at `now`.
+    pub fn is_revoked(&self, ids: &TokenIds<'_>, now: i64) -> bool {
+        let lists = self.lists.read().unwrap_or_else(PoisonError::into_inner);
+        if lists.jtis.is_empty() && lists.sessions.is_empty() && lists.subs.is_empty() {
+            return false;
+        }
+        let live = |expires: Option<&i64>| expires.is_some_and(|&e| e > now);
+        ids.jti.is_some_and(|j| live(lists.jtis.get(j)))
+            || ids.origin_jti.is_some_and(|s| live(lists.sessions.get(s)))
+            || lists
+                .subs
+                .get(ids.sub)
+                .is_some_and(|&(before, expires)| expires > now && ids.iat < before)
+    }
+
+    /// Forgets entries that can match no valid token any more.
+    pub fn purge(&self, now: i64) {
+        let mut lists = self.lists.write().unwrap_or_else(PoisonError::into_inner);
+        lists.jtis.retain(|_, e| *e > now);
+        lists.sessions.retain(|_, e| *e > now);
+        lists.subs.retain(|_, (_, e)| *e > now);
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        let lists = self.lists.read().unwrap_or_else(PoisonError::into_inner);
+        lists.jtis.len() + lists.sessions.len() + lists.subs.len()
+    }
+
+    /// Whether nothing is revoked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What Cognito's `GetUser` said about an access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CognitoVerdict {
+    /// The token is live.
+    Valid,
+    /// `NotAuthorizedException`: signed out, revoked, or otherwise refused.
+    Revoked,
+}
+
+/// Why Cognito gave no verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// No answer within the timeout.
+    #[error("timeout")]
+    Timeout,
+    /// The request failed (connection refused, TLS).
+    #[error("unreachable")]
+    Unreachable,
+    /// `TooManyRequestsException` (or HTTP 429).
+    #[error("throttled")]
+    Throttled,
+    /// A 5xx, or a body that is not Cognito's.
+    #[error("bad_answer")]
+    BadAnswer,
+    /// Too many calls in flight for the pool.
+    #[error("busy")]
+    Busy,
+}
+
+impl Unavailable {
+    /// A stable label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unavailable::Timeout => "timeout",
+            Unavailable::Unreachable => "unreachable",
+            Unavailable::Throttled => "throttled",
+            Unavailable::BadAnswer => "bad_answer",
+            Unavailable::Busy => "busy",
+        }
+    }
+}
+
+/// Reads Cognito's answer to `GetUser`: 200 is a live token, `NotAuthorizedException` a
+/// refused one; throttling, server errors and anything else are no verdict.
+pub fn classify(status: u16, body: &[u8]) -> Result<CognitoVerdict, Unavailable> {
+    if status == 200 {
+        return Ok(CognitoVerdict::Valid);
+    }
+    #[derive(Deserialize)]
+    struct Error {
+        #[serde(rename = "__type")]
+        kind: Option<String>,
+    }
+    let kind = serde_json::from_slice::<Error>(body)
+        .ok()
+        .and_then(|e| e.kind)
+        .unwrap_or_default();
+    // AWS may prefix the type with a namespace (`...#NotAuthorizedException`).
+    let kind = kind.rsplit('#').next().unwrap_or("");
+    match (status, kind) {
+        (400, "NotAuthorizedException") => Ok(CognitoVerdict::Revoked),
+        (429, _) | (_, "TooManyRequestsException") => Err(Unavailable::Throttled),
+        _ => Err(Unavailable::BadAnswer),
+    }
+}
+
+/// Calls Cognito's `GetUser` with an access token; the token is its own credential, so no AWS
+/// signature is needed.
+#[derive(Clone)]
+pub struct CognitoClient {
+    http: reqwest::Client,
+}
+
+impl CognitoClient {
+    /// A client whose calls give up after `timeout`.
+    pub fn new(timeout: Duration) -> Result<CognitoClient, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("cognito-authz/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(CognitoClient { http })
+    }
+
+    /// Asks `endpoint` (`https://cognito-idp.{region}.amazonaws.com/`) about `token`.
+    pub async fn get_user(
+        &self,
+        endpoint: &str,
+        token: &str,
+    ) -> Result<CognitoVerdict, Unavailable> {
+        let response = self
+            .http
+            .post(endpoint)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", "AWSCognitoIdentityProviderService.GetUser")
+            .body(serde_json::json!({ "AccessToken": token }).to_string())
+            .send()
+            .await
+            .map_err(|err| {
+                if err.is_timeout() {
+                    Unavailable::Timeout
+                } else {
+                    Unavailable::Unreachable
+                }
+            })?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|err| {
+            if err.is_timeout() {
+                Unavailable::Timeout
+            } else {
+                Unavailable::BadAnswer
+            }
+        })?;
+        classify(status, &body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids<'a>(jti: &'a str, session: &'a str, sub: &'a str, iat: i64) -> TokenIds<'a> {
+        TokenIds {
+            jti: Some(jti),
+            origin_jti: Some(session),
+            sub,
+            iat,
+        }
+    }
+
+    #[test]
+    fn each_kind_of_revocation_matches_what_it_names() {
+        let list = RevocationList::default();
+        assert!(!list.is_revoked(&ids("j", "s", "u", 100), 1_000));
+        list.insert(&Entry::new(Revocation::Jti("j1".into()), 1_000, 86_400));
+        list.insert(&Entry::new(Revocation::Session("s1".into()), 1_000, 86_400));
+        list.insert(&Entry::new(
+            Revocation::Sub {
+                sub: "u1".into(),
+                before: 500,
+            },
+            1_000,
+            86_400,
+        ));
+        assert!(list.is_revoked(&ids("j1", "s", "u", 100), 1_000));
+        assert!(
+            list.is_revoked(&ids("j2", "s1", "u", 100), 1_000),
+            "session"
+        );
+        assert!(
+            list.is_revoked(&ids("j2", "s2", "u1", 499), 1_000),
+            "before"
+        );
+        assert!(
+            !list.is_revoked(&ids("j2", "s2", "u1", 500), 1_000),
+            "after"
+        );
+        assert!(!list.is_revoked(&ids("j2", "s2", "u2", 100), 1_000));
+        assert_eq!(list.len(), 3);
+    }
+
+    #[test]
+    fn an_entry_expires_once_no_token_it_matches_can_be_valid() {
+        let list = RevocationList::default();
+        let entry = Entry::new(Revocation::Session("s".into()), 1_000, 100);
+        assert_eq!(entry.expires, 1_100);
+        list.insert(&entry);
+        assert!(list.is_revoked(&ids("j", "s", "u", 0), 1_099));
+        assert!(!list.is_revoked(&ids("j", "s", "u", 0), 1_100));
+        // Tokens issued before `before` are dead `lifetime` after it.
+        let sub = Entry::new(
+            Revocation::Sub {
+                sub: "u".into(),
+                before: 900,
+            },
+            1_000,
+            100,
+        );
+        assert_eq!(sub.expires, 1_000);
+        list.insert(&sub);
+        list.purge(1_100);
+        assert!(list.is_empty());
+    }
+
+    #[test]
+    fn cognitos_answers_are_classified() {
+        assert_eq!(classify(200, b"{}"), Ok(CognitoVerdict::Valid));
+        assert_eq!(
+            classify(
+                400,
+                br#"{"__type":"NotAuthorizedException","message":"Access Token has been revoked"}"#
+            ),
+            Ok(CognitoVerdict::Revoked)
+        );
+        assert_eq!(
+            classify(400, br#"{"__type":"com.amazon#NotAuthorizedException"}"#),
+            Ok(CognitoVerdict::Revoked)
+        );
+        assert_eq!(
+            classify(400, br#"{"__type":"TooManyRequestsException"}"#),
+            Err(Unavailable::Throttled)
+        );
+        assert_eq!(classify(429, b""), Err(Unavailable::Throttled));
+        assert_eq!(classify(500, b"<html>"), Err(Unavailable::BadAnswer));
+        assert_eq!(
+            classify(400, br#"{"__type":"InvalidParameterException"}"#),
+            Err(Unavailable::BadAnswer)
+        );
+        assert_eq!(classify(400, b"garbage"), Err(Unavailable::BadAnswer));
+    }
+}

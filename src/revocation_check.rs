@@ -1,0 +1,413 @@
+//! Asking Cognito whether a locally valid access token was revoked, at a cost the route chooses:
+//! at most one `GetUser` call per token per TTL (shared by concurrent requests here, and by
+//! every replica through Redis), a cap on calls in flight per pool, a timeout, and a documented
+//! choice when Cognito gives no answer (fail closed, or accept a recent verdict).
+//!
+//! A revoked answer also revokes the token's whole sign-in session (`origin_jti`), so the
+//! session's other and refreshed tokens are refused without another call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, warn};
+
+use crate::identity::{Identity, TokenUse};
+use crate::revocation::{
+    CognitoClient, CognitoVerdict, Entry, Revocation, RevocationList, Unavailable,
+};
+use crate::shared::Shared;
+
+/// The scope `GetUser` needs on an access token.
+pub const ADMIN_SCOPE: &str = "aws.cognito.signin.user.admin";
+/// Default verdict TTL (`COGNITO_REVOCATION_TTL_SECONDS`).
+pub const DEFAULT_TTL_SECS: u64 = 60;
+/// Default grace for an old verdict when Cognito is unavailable and the route accepts one.
+pub const DEFAULT_GRACE_SECS: u64 = 300;
+/// Default timeout of one `GetUser` call.
+pub const DEFAULT_TIMEOUT_MS: u64 = 1_000;
+/// Default cap on `GetUser` calls in flight per pool (Cognito's `UserRead` quota is 120/s per
+/// account and region).
+pub const DEFAULT_MAX_CONCURRENT: usize = 16;
+
+/// Whether a route asks Cognito.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationMode {
+    /// Local verification only (and explicit revocations).
+    Off,
+    /// Confirm locally valid access tokens with `GetUser`.
+    Cognito,
+}
+
+impl RevocationMode {
+    /// Parses `off` or `cognito`.
+    pub fn parse(value: &str) -> Option<RevocationMode> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "off" => Some(RevocationMode::Off),
+            "cognito" => Some(RevocationMode::Cognito),
+            _ => None,
+        }
+    }
+}
+
+/// What a route does when Cognito gives no verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnavailable {
+    /// 503 `revocation_unavailable` (the default: fail closed).
+    Deny,
+    /// Accept the last verdict if it is younger than the grace.
+    Grace,
+}
+
+impl OnUnavailable {
+    /// Parses `deny` or `grace`.
+    pub fn parse(value: &str) -> Option<OnUnavailable> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "deny" => Some(OnUnavailable::Deny),
+            "grace" => Some(OnUnavailable::Grace),
+            _ => None,
+        }
+    }
+}
+
+/// Tuning of the Cognito check.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevocationSettings {
+    /// How long a verdict is trusted.
+    #[serde(with = "crate::secs")]
+    pub ttl: Duration,
+    /// How old a verdict may be when Cognito is unavailable and the route accepts grace.
+    #[serde(with = "crate::secs")]
+    pub grace: Duration,
+    /// Timeout of one `GetUser` call.
+    #[serde(with = "crate::secs")]
+    pub timeout: Duration,
+    /// `GetUser` calls in flight per pool.
+    pub max_concurrent: usize,
+    /// Let tokens `GetUser` cannot judge (ID tokens, access tokens without the admin scope)
+    /// through on routes that require the check (default: deny them).
+    pub allow_unverifiable: bool,
+}
+
+impl Default for RevocationSettings {
+    fn default() -> Self {
+        RevocationSettings {
+            ttl: Duration::from_secs(DEFAULT_TTL_SECS),
+            grace: Duration::from_secs(DEFAULT_GRACE_SECS),
+            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+            allow_unverifiable: false,
+        }
+    }
+}
+
+/// The answer for one token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Cognito (or a fresh shared verdict) says the token is live.
+    Live,
+    /// Revoked.
+    Revoked,
+    /// No verdict, and the route takes none older than its grace.
+    Unavailable(Unavailable),
+    /// An ID token, or an access token without the admin scope: `GetUser` cannot judge it.
+    Unverifiable,
+}
+
+/// Counts check outcomes; the server plugs its metrics in.
+pub trait CheckObserver: Send + Sync {
+    /// One outcome: `cached`, `shared`, `valid`, `revoked`, `grace`, `unverifiable`, or an
+    /// [`Unavailable`] label.
+    fn revocation_check(&self, result: &'static str);
+}
+
+struct NoObserver;
+impl CheckObserver for NoObserver {
+    fn revocation_check(&self, _: &'static str) {}
+}
+
+type Outcome = Option<Result<CognitoVerdict, Unavailable>>;
+
+/// Asks Cognito, through the caches. Cheap to clone.
+#[derive(Clone)]
+pub struct RevocationChecker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: RevocationSettings,
+    client: CognitoClient,
+    /// Per pool: the `GetUser` endpoint (`None`: the pool cannot be asked) and its call cap.
+    pools: Vec<(Option<String>, Arc<Semaphore>)>,
+    verdicts: quick_cache::sync::Cache<[u8; 16], (CognitoVerdict, i64)>,
+    in_flight: Mutex<HashMap<[u8; 16], watch::Receiver<Outcome>>>,
+    list: Arc<RevocationList>,
+    shared: Option<Shared>,
+    lifetime: i64,
+    observer: Arc<dyn CheckObserver>,
+}
+
+impl RevocationChecker {
+    /// A checker for pools with these `GetUser` endpoints, recording revoked sessions in `list`
+    /// (kept `lifetime` seconds) and sharing through `shared`.
+    pub fn new(
+        settings: RevocationSettings,
+        endpoints: Vec<Option<String>>,
+        list: Arc<RevocationList>,
+        shared: Option<Shared>,
+        lifetime: i64,
+    ) -> Result<RevocationChecker, reqwest::Error> {
+        let client = CognitoClient::new(settings.timeout)?;
+        let pools = endpoints
+            .into_iter()
+            .map(|e| (e, Arc::new(Semaphore::new(settings.max_concurrent.max(1)))))
+            .collect();
+        Ok(RevocationChecker {
+            inner: Arc::new(Inner {
+                client,
+                pools,
+                verdicts: quick_cache::sync::Cache::new(100_000),
+                in_flight: Mutex::new(HashMap::new()),
+                list,
+                shared,
+                lifetime,
+                observer: Arc::new(NoObserver),
+                settings,
+            }),
+        })
+    }
+
+    /// The same checker counting into `observer`.
+    pub fn with_observer(self, observer: Arc<dyn CheckObserver>) -> RevocationChecker {
+        let inner = Arc::into_inner(self.inner).map(|mut inner| {
+            inner.observer = observer;
+            inner
+        });
+        match inner {
+            Some(inner) => RevocationChecker {
+                inner: Arc::new(inner),
+            },
+            None => unreachable!("with_observer is called on a checker nobody else holds yet"),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &RevocationSettings {
+        &self.inner.settings
+    }
+
+    fn fresh(&self, key: &[u8; 16], now: i64, age: Duration) -> Option<CognitoVerdict> {
+        let (verdict, at) = self.inner.verdicts.get(key)?;
+        (now.saturating_sub(at) < i64::try_from(age.as_secs()).unwrap_or(i64::MAX))
+            .then_some(verdict)
+    }
+
+    fn count(&self, result: &'static str) {
+        self.inner.observer.revocation_check(result);
+    }
+
+    /// Whether `token` (whose cache key is `key`) is live, asking Cognito at most once per TTL.
+    pub async fn check(
+        &self,
+        key: [u8; 16],
+        token: &str,
+        identity: &Identity,
+        grace: bool,
+        now: i64,
+    ) -> Check {
+        let inner = &*self.inner;
+        if identity.token_use() != TokenUse::Access || !identity.scopes().any(|s| s == ADMIN_SCOPE)
+        {
+            self.count("unverifiable");
+            return Check::Unverifiable;
+        }
+        let ttl = inner.settings.ttl;
+        if let Some(verdict) = self.fresh(&key, now, ttl) {
+            self.count("cached");
+            return verdict_check(verdict);
+        }
+        if let Some(shared) = &inner.shared {
+            if let Ok(Some((verdict, at))) = shared.verdict(&key).await {
+                if now.saturating_sub(at) < ttl.as_secs() as i64 {
+                    inner.verdicts.insert(key, (verdict, at));
+                    self.count("shared");
+                    return verdict_check(verdict);
+                }
+            }
+        }
+        match self.ask(key, token, identity, now).await {
+            Ok(verdict) => verdict_check(verdict),
+            Err(reason) => {
+                if grace {
+                    let window = ttl + inner.settings.grace;
+                    if let Some(verdict) = self.fresh(&key, now, window) {
+                        self.count("grace");
+                        return verdict_check(verdict);
+                    }
+                }
+                Check::Unavailable(reason)
+            }
+        }
+    }
+
+    /// Joins the call in flight for this token, or starts one as a task of its own, so a caller
+    /// Envoy gives up on does not cancel it.
+    async fn ask(
+        &self,
+        key: [u8; 16],
+        token: &str,
+        identity: &Identity,
+        now: i64,
+    ) -> Result<CognitoVerdict, Unavailable> {
+        let mut done = {
+            let mut in_flight = lock(&self.inner.in_flight);
+            // A call that just ended stored its verdict before leaving this map.
+            if let Some(verdict) = self.fresh(&key, now, self.inner.settings.ttl) {
+                return Ok(verdict);
+            }
+            match in_flight.get(&key) {
+                Some(done) => done.clone(),
+                None => {
+                    let (finished, done) = watch::channel(None);
+                    in_flight.insert(key, done.clone());
+                    let checker = self.clone();
+                    let token = token.to_string();
+                    let pool = identity.pool();
+                    let session = identity.origin_jti().map(str::to_string);
+                    tokio::spawn(async move {
+                        let outcome = checker.call(key, &token, pool, session).await;
+                        lock(&checker.inner.in_flight).remove(&key);
+                        let _ = finished.send(Some(outcome));
+                    });
+                    done
+                }
+            }
+        };
+        let outcome = match done.wait_for(Option::is_some).await {
+            Ok(outcome) => *outcome,
+            // The task ended without a word (it cannot panic by design): no verdict.
+            Err(_) => None,
+        };
+        outcome.unwrap_or(Err(Unavailable::BadAnswer))
+    }
+
+    async fn call(
+        &self,
+        key: [u8; 16],
+        token: &str,
+        pool: usize,
+        session: Option<String>,
+    ) -> Result<CognitoVerdict, Unavailable> {
+        let inner = &*self.inner;
+        let settings = &inner.settings;
+        let Some((Some(endpoint), limit)) = inner.pools.get(pool) else {
+            self.count("unreachable");
+            return Err(Unavailable::Unreachable);
+        };
+        // Another replica may be asking already: wait for its verdict instead of asking again.
+        if let Some(shared) = &inner.shared {
+            if let Ok(false) = shared.try_lock(&key, settings.timeout).await {
+                let deadline = tokio::time::Instant::now() + settings.timeout;
+                while tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                    if let Ok(Some((verdict, at))) = shared.verdict(&key).await {
+                        inner.verdicts.insert(key, (verdict, at));
+                        self.count("shared");
+                        return Ok(verdict);
+                    }
+                }
+                debug!("the replica holding the lock gave no verdict in time: asking Cognito");
+            }
+        }
+        let Ok(_permit) = Arc::clone(limit).try_acquire_owned() else {
+            self.count(Unavailable::Busy.as_str());
+            return Err(Unavailable::Busy);
+        };
+        let result = inner.client.get_user(endpoint, token).await;
+        let now = crate::unix_now();
+        match result {
+            Ok(verdict) => {
+                inner.verdicts.insert(key, (verdict, now));
+                self.count(match verdict {
+                    CognitoVerdict::Valid => "valid",
+                    CognitoVerdict::Revoked => "revoked",
+                });
+                if let Some(shared) = &inner.shared {
+                    let keep = settings.ttl + settings.grace;
+                    let _ = shared.store_verdict(&key, verdict, now, keep).await;
+                }
+                if let (CognitoVerdict::Revoked, Some(session)) = (verdict, session) {
+                    // The whole sign-in session is over: its other tokens need no call.
+                    let entry = Entry::new(Revocation::Session(session), now, inner.lifetime);
+                    inner.list.insert(&entry);
+                    if let Some(shared) = &inner.shared {
+                        if let Err(err) = shared.publish(&entry).await {
+                            warn!(cause = %err, "a revoked session was not shared");
+                        }
+                    }
+                }
+            }
+            Err(reason) => self.count(reason.as_str()),
+        }
+        result
+    }
+}
+
+impl RevocationChecker {
+    /// The check for a token the verifier accepted (diagnostics and the `verify` command):
+    /// explicit revocations in `list` first, then Cognito when `ask_cognito`. The answer as
+    /// `VerifyToken` reports it: `valid`, `revoked`, `revoked_explicitly`, `unverifiable`,
+    /// `unavailable:<why>`, or `off`.
+    pub async fn diagnose(
+        &self,
+        token: &str,
+        claims: &crate::verify::Claims,
+        list: &RevocationList,
+        ask_cognito: bool,
+    ) -> &'static str {
+        let now = crate::unix_now();
+        let Ok(identity) = Identity::from_claims(&claims.claim_set(), &[]) else {
+            return "unverifiable";
+        };
+        let ids = crate::revocation::TokenIds {
+            jti: identity.jti(),
+            origin_jti: identity.origin_jti(),
+            sub: identity.sub(),
+            iat: identity.iat(),
+        };
+        if list.is_revoked(&ids, now) {
+            return "revoked_explicitly";
+        }
+        if !ask_cognito {
+            return "off";
+        }
+        let key = crate::cache::token_key(token);
+        match self.check(key, token, &identity, false, now).await {
+            Check::Live => "valid",
+            Check::Revoked => "revoked",
+            Check::Unverifiable => "unverifiable",
+            Check::Unavailable(reason) => match reason {
+                Unavailable::Timeout => "unavailable:timeout",
+                Unavailable::Unreachable => "unavailable:unreachable",
+                Unavailable::Throttled => "unavailable:throttled",
+                Unavailable::BadAnswer => "unavailable:bad_answer",
+                Unavailable::Busy => "unavailable:busy",
+            },
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn verdict_check(verdict: CognitoVerdict) -> Check {
+    match verdict {
+        CognitoVerdict::Valid => Check::Live,
+        CognitoVerdict::Revoked => Check::Revoked,
+    }
+}

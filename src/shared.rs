@@ -1,0 +1,330 @@
+//! Revocation state shared by every replica through Redis (`AUTHZ_REDIS_URL`): revocations as
+//! expiring keys plus a publish/subscribe channel, Cognito verdicts as expiring keys, and a
+//! short lock so replicas checking one token make one `GetUser` call between them.
+//!
+//! Redis is a helper, never a dependency of a decision: every operation has a short timeout,
+//! and while Redis is down (the subscriber says so) nothing waits on it and decisions go on from
+//! local state. The subscriber reloads every live revocation after each (re)subscription, so a
+//! replica that missed messages while disconnected catches up.
+//!
+//! Keys (each expires on its own):
+//! - `cognito-authz:rev:{jti|session|sub}:{id}`: a revocation entry as JSON, until it can match
+//!   no valid token (about 150 bytes with the key);
+//! - `cognito-authz:verdict:{sha256 prefix of the token, hex}`: `valid:{unix}` or
+//!   `revoked:{unix}`, for the verdict TTL plus the grace (about 90 bytes);
+//! - `cognito-authz:lock:{same}`: held by the replica asking Cognito, for the call's timeout.
+//!
+//! Channel: `cognito-authz:revocations`, one JSON entry per message.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::watch;
+use tokio_stream::StreamExt as _;
+use tracing::{info, warn};
+
+use crate::revocation::{CognitoVerdict, Entry, Revocation, RevocationList};
+
+/// The channel revocations are announced on.
+pub const CHANNEL: &str = "cognito-authz:revocations";
+const REVOKED_PREFIX: &str = "cognito-authz:rev:";
+const VERDICT_PREFIX: &str = "cognito-authz:verdict:";
+const LOCK_PREFIX: &str = "cognito-authz:lock:";
+/// How long one Redis operation may take before the decision goes on without it.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A Redis operation that did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    /// Redis is known to be down: not even tried.
+    #[error("redis is down")]
+    Down,
+    /// The operation failed or timed out.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// No answer within [`OPERATION_TIMEOUT`].
+    #[error("redis: timeout")]
+    Timeout,
+}
+
+/// Counts Redis state changes and failures; the server plugs its metrics in.
+pub trait SharedObserver: Send + Sync {
+    /// Redis went up (`true`) or down.
+    fn redis_up(&self, up: bool);
+    /// An operation failed (`op` is a small closed set: get, set, lock, publish, load).
+    fn redis_error(&self, op: &'static str);
+}
+
+struct Inner {
+    client: redis::Client,
+    manager: ConnectionManager,
+    up: AtomicBool,
+    observer: Arc<dyn SharedObserver>,
+}
+
+/// A cheap-to-clone handle on the shared state.
+#[derive(Clone)]
+pub struct Shared {
+    inner: Arc<Inner>,
+}
+
+fn key_of(revocation: &Revocation) -> String {
+    match revocation {
+        Revocation::Jti(jti) => format!("{REVOKED_PREFIX}jti:{jti}"),
+        Revocation::Session(id) => format!("{REVOKED_PREFIX}session:{id}"),
+        Revocation::Sub { sub, .. } => format!("{REVOKED_PREFIX}sub:{sub}"),
+    }
+}
+
+fn hex(key: &[u8; 16]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Shared {
+    /// A share over `url` (`redis://` or `rediss://`). Connects lazily: Redis may be down at
+    /// start-up. Call [`Shared::spawn_subscriber`] to follow revocations.
+    pub fn new(url: &str, observer: Arc<dyn SharedObserver>) -> Result<Shared, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(OPERATION_TIMEOUT))
+            .set_response_timeout(Some(OPERATION_TIMEOUT))
+            .set_number_of_retries(1);
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        Ok(Shared {
+            inner: Arc::new(Inner {
+                client,
+                manager,
+                up: AtomicBool::new(false),
+                observer,
+            }),
+        })
+    }
+
+    /// Whether Redis is reachable, as the subscriber last saw it.
+    pub fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Relaxed)
+    }
+
+    fn set_up(&self, up: bool) {
+        if self.inner.up.swap(up, Ordering::Relaxed) != up {
+            if up {
+                info!("redis is up: revocations and verdicts are shared");
+            } else {
+                warn!("redis is down: deciding from local state");
+            }
+            self.inner.observer.redis_up(up);
+        }
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        command: &redis::Cmd,
+    ) -> Result<T, SharedError> {
+        if !self.is_up() {
+            return Err(SharedError::Down);
+        }
+        let mut connection = self.inner.manager.clone();
+        let result = tokio::time::timeout(OPERATION_TIMEOUT, command.query_async(&mut connection))
+            .await
+            .map_err(|_| SharedError::Timeout)
+            .and_then(|r| r.map_err(SharedError::from));
+        if result.is_err() {
+            self.inner.observer.redis_error(op);
+        }
+        result
+    }
+
+    /// Stores a revocation until it expires and announces it to every replica.
+    pub async fn publish(&self, entry: &Entry) -> Result<(), SharedError> {
+        let json = serde_json::to_string(entry).unwrap_or_default();
+        let expires = u64::try_from(entry.expires).unwrap_or(0);
+        self.run::<()>(
+            "set",
+            redis::cmd("SET")
+                .arg(key_of(&entry.revocation))
+                .arg(&json)
+                .arg("EXAT")
+                .arg(expires),
+        )
+        .await?;
+        self.run::<i64>("publish", redis::cmd("PUBLISH").arg(CHANNEL).arg(&json))
+            .await?;
+        Ok(())
+    }
+
+    /// A verdict another replica (or this one) stored for a token: the verdict and when Cognito
+    /// gave it.
+    pub async fn verdict(
+        &self,
+        key: &[u8; 16],
+    ) -> Result<Option<(CognitoVerdict, i64)>, SharedError> {
+        let value: Option<String> = self
+            .run(
+                "get",
+                redis::cmd("GET").arg(format!("{VERDICT_PREFIX}{}", hex(key))),
+            )
+            .await?;
+        Ok(value.and_then(|v| {
+            let (verdict, at) = v.split_once(':')?;
+            let verdict = match verdict {
+                "valid" => CognitoVerdict::Valid,
+                "revoked" => CognitoVerdict::Revoked,
+                _ => return None,
+            };
+            Some((verdict, at.parse().ok()?))
+        }))
+    }
+
+    /// Stores a verdict for `keep`.
+    pub async fn store_verdict(
+        &self,
+        key: &[u8; 16],
+        verdict: CognitoVerdict,
+        checked_at: i64,
+        keep: Duration,
+    ) -> Result<(), SharedError> {
+        let value = match verdict {
+            CognitoVerdict::Valid => format!("valid:{checked_at}"),
+            CognitoVerdict::Revoked => format!("revoked:{checked_at}"),
+        };
+        self.run::<()>(
+            "set",
+            redis::cmd("SET")
+                .arg(format!("{VERDICT_PREFIX}{}", hex(key)))
+                .arg(value)
+                .arg("PX")
+                .arg(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX).max(1)),
+        )
+        .await
+    }
+
+    /// Takes the lock on asking Cognito about a token for `hold`; `false` when another replica
+    /// holds it.
+    pub async fn try_lock(&self, key: &[u8; 16], hold: Duration) -> Result<bool, SharedError> {
+        let set: Option<String> = self
+            .run(
+                "lock",
+                redis::cmd("SET")
+                    .arg(format!("{LOCK_PREFIX}{}", hex(key)))
+                    .arg("1")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(u64::try_from(hold.as_millis()).unwrap_or(u64::MAX).max(1)),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn load_all(&self, list: &RevocationList) -> Result<usize, SharedError> {
+        let mut cursor: u64 = 0;
+        let mut loaded = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .run(
+                    "load",
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{REVOKED_PREFIX}*"))
+                        .arg("COUNT")
+                        .arg(500),
+                )
+                .await?;
+            if !keys.is_empty() {
+                let values: Vec<Option<String>> =
+                    self.run("load", redis::cmd("MGET").arg(&keys)).await?;
+                for entry in values
+                    .iter()
+                    .flatten()
+                    .filter_map(|v| serde_json::from_str::<Entry>(v).ok())
+                {
+                    list.insert(&entry);
+                    loaded += 1;
+                }
+            }
+            if next == 0 {
+                return Ok(loaded);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Follows the revocation channel into `list` until `stop` turns true: subscribe, load every
+    /// live revocation, apply messages; on a disconnect, mark Redis down and start over.
+    pub fn spawn_subscriber(
+        &self,
+        list: Arc<RevocationList>,
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            while !*stop.borrow() {
+                let session = async {
+                    let mut pubsub = tokio::time::timeout(
+                        OPERATION_TIMEOUT,
+                        shared.inner.client.get_async_pubsub(),
+                    )
+                    .await
+                    .map_err(|_| SharedError::Timeout)??;
+                    pubsub.subscribe(CHANNEL).await?;
+                    // Subscribed first, then loaded: nothing published in between is missed.
+                    shared.set_up(true);
+                    match shared.load_all(&list).await {
+                        Ok(loaded) => info!(loaded, "revocations loaded from redis"),
+                        Err(err) => warn!(cause = %err, "loading revocations from redis failed"),
+                    }
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        let payload: String = message.get_payload().unwrap_or_default();
+                        match serde_json::from_str::<Entry>(&payload) {
+                            Ok(entry) => list.insert(&entry),
+                            Err(_) => warn!("ignoring a malformed revocation message"),
+                        }
+                    }
+                    Ok::<(), SharedError>(())
+                };
+                tokio::select! {
+                    result = session => {
+                        if let Err(err) = result {
+                            warn!(cause = %err, "redis subscription failed");
+                        } else {
+                            backoff = Duration::from_millis(100);
+                        }
+                    }
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                shared.set_up(false);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_the_kind_and_the_id() {
+        assert_eq!(
+            key_of(&Revocation::Session("s-1".into())),
+            "cognito-authz:rev:session:s-1"
+        );
+        assert_eq!(
+            key_of(&Revocation::Sub {
+                sub: "u".into(),
+                before: 5
+            }),
+            "cognito-authz:rev:sub:u"
+        );
+        assert_eq!(hex(&[0xab; 16]).len(), 32);
+    }
+}
