@@ -79,6 +79,8 @@ def main() -> int:
                 f"id = \"{result['pool_id']}\"\n"
                 f"client_ids = [\"{result['client_id']}\"]\n"
                 f"jwks_uri = \"{result['jwks_uri']}\"\n"
+                "# Cognito's API for GetUser (revocation checks): the emulator itself.\n"
+                f"idp_endpoint = \"{args.endpoint.rstrip('/')}\"\n"
             )
     json.dump(result, sys.stdout)
     print()

@@ -128,6 +128,19 @@ impl Cognito {
         })
     }
 
+    /// GlobalSignOut with the user's own access token (Amplify's `signOut({ global: true })`):
+    /// every token of every session of the user is revoked.
+    pub async fn global_sign_out(&self, access_token: &str) -> Result<(), CognitoError> {
+        let body = json!({ "AccessToken": access_token });
+        self.call("GlobalSignOut", body).await.map(|_| ())
+    }
+
+    /// AdminUserGlobalSignOut: an administrator signs a user out everywhere.
+    pub async fn admin_global_sign_out(&self, email: &str) -> Result<(), CognitoError> {
+        let body = json!({ "UserPoolId": self.pool_id, "Username": email });
+        self.call("AdminUserGlobalSignOut", body).await.map(|_| ())
+    }
+
     /// ForgotPassword; returns the confirmation code when the emulator reveals it (its
     /// `x-moto-forgot-password-confirmation-code` header), as a user would read it from mail.
     pub async fn forgot_password(&self, email: &str) -> Result<Option<String>, CognitoError> {

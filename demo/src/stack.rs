@@ -146,7 +146,7 @@ pub struct Pool {
 }
 
 struct Proc {
-    name: &'static str,
+    name: String,
     child: Child,
     log: PathBuf,
 }
@@ -161,7 +161,116 @@ pub struct Stack {
     pub pool: Pool,
     /// The ext_authz protocol Envoy speaks to cognito-authz.
     pub protocol: Protocol,
+    /// Each cognito-authz replica's gRPC, admin and HTTP ports (the first is `ports`').
+    pub replicas: Vec<ReplicaPorts>,
+    /// Redis's port, when the replicas share one.
+    pub redis_port: Option<u16>,
+    proxy: CognitoProxy,
+    extra_env: Vec<(String, String)>,
     procs: Vec<Proc>,
+}
+
+/// One cognito-authz replica's ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaPorts {
+    /// gRPC (Check, health, diagnostics).
+    pub grpc: u16,
+    /// Admin HTTP (metrics, readiness, revocations).
+    pub admin: u16,
+    /// HTTP ext_authz.
+    pub http: u16,
+}
+
+/// How to start the stack.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The ext_authz protocol Envoy speaks.
+    pub protocol: Protocol,
+    /// cognito-authz processes behind Envoy's authz cluster.
+    pub replicas: usize,
+    /// Start a Redis the replicas share (`AUTHZ_REDIS_URL`).
+    pub redis: bool,
+    /// More environment for every replica.
+    pub authz_env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            protocol: Protocol::Grpc,
+            replicas: 1,
+            redis: false,
+            authz_env: Vec::new(),
+        }
+    }
+}
+
+/// How long the stack's cognito-authz trusts a Cognito verdict: short, so signing out shows in
+/// a demo within seconds (the service's default is 60).
+pub const REVOCATION_TTL_SECS: u64 = 2;
+
+/// A pass-through in front of the emulator's API that counts `GetUser` calls: how many times
+/// the replicas asked Cognito.
+struct CognitoProxy {
+    port: u16,
+    get_user_calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CognitoProxy {
+    async fn start(upstream: String) -> Result<CognitoProxy, StackError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let calls = Arc::new(AtomicU64::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| err(format!("cognito proxy: {e}")))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| err(format!("cognito proxy: {e}")))?
+            .port();
+        let http = reqwest::Client::new();
+        let counted = Arc::clone(&calls);
+        let app = axum::Router::new().fallback(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (http, upstream, counted) =
+                    (http.clone(), upstream.clone(), Arc::clone(&counted));
+                async move {
+                    let target = headers
+                        .get("x-amz-target")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    if target.ends_with(".GetUser") {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let answer = http
+                        .post(&upstream)
+                        .header("x-amz-target", target)
+                        .header("content-type", "application/x-amz-json-1.1")
+                        .body(body)
+                        .send()
+                        .await;
+                    match answer {
+                        Ok(r) => {
+                            let status = axum::http::StatusCode::from_u16(r.status().as_u16())
+                                .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+                            (status, r.bytes().await.unwrap_or_default())
+                        }
+                        Err(_) => (axum::http::StatusCode::BAD_GATEWAY, Default::default()),
+                    }
+                }
+            },
+        );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(CognitoProxy {
+            port,
+            get_user_calls: calls,
+            task,
+        })
+    }
 }
 
 /// The compose flavour of a native Envoy config: the ingress listens on all interfaces and the
@@ -392,7 +501,7 @@ impl Stack {
     /// Starts the emulator, creates the pool, then starts cognito-authz, the app and Envoy, each
     /// waited on until it answers.
     pub async fn start(layout: Layout, ports: Ports) -> Result<Stack, StackError> {
-        Stack::start_with(layout, ports, Protocol::Grpc).await
+        Stack::start_options(layout, ports, Options::default()).await
     }
 
     /// Like [`Stack::start`], with Envoy speaking `protocol` to cognito-authz.
@@ -401,8 +510,36 @@ impl Stack {
         ports: Ports,
         protocol: Protocol,
     ) -> Result<Stack, StackError> {
+        let options = Options {
+            protocol,
+            ..Options::default()
+        };
+        Stack::start_options(layout, ports, options).await
+    }
+
+    /// The stack as `options` say: the protocol, several replicas, a shared Redis.
+    pub async fn start_options(
+        layout: Layout,
+        ports: Ports,
+        options: Options,
+    ) -> Result<Stack, StackError> {
+        let protocol = options.protocol;
+        let mut replicas = vec![ReplicaPorts {
+            grpc: ports.authz,
+            admin: ports.authz_admin,
+            http: ports.authz_http,
+        }];
+        for _ in 1..options.replicas.max(1) {
+            let [grpc, admin, http] = free_ports::<3>()?;
+            replicas.push(ReplicaPorts { grpc, admin, http });
+        }
+        let proxy = CognitoProxy::start(format!("http://127.0.0.1:{}/", ports.cognito)).await?;
         let mut stack = Stack {
             protocol,
+            replicas,
+            redis_port: None,
+            proxy,
+            extra_env: options.authz_env,
             layout,
             ports,
             pool: Pool {
@@ -419,7 +556,14 @@ impl Stack {
         )?;
         stack.wait_tcp("cognito-emulator", ports.cognito).await?;
         stack.pool = stack.create_pool()?;
-        stack.start_authz().await?;
+        if options.redis {
+            let [port] = free_ports::<1>()?;
+            stack.redis_port = Some(port);
+            stack.start_redis().await?;
+        }
+        for replica in 0..stack.replicas.len() {
+            stack.start_replica(replica).await?;
+        }
 
         let app = stack.layout.bin_dir.join("cruddur-app");
         stack.spawn("app", Command::new(app).env("PORT", ports.app.to_string()))?;
@@ -434,8 +578,12 @@ impl Stack {
         let config = std::fs::read_to_string(stack.layout.root.join(file))
             .map_err(|e| err(format!("{file}: {e}")))?;
         let rendered = stack.layout.work_dir.join("envoy.yaml");
-        std::fs::write(&rendered, render_envoy_config(&config, ports)?)
-            .map_err(|e| err(format!("{}: {e}", rendered.display())))?;
+        let text = with_replicas(
+            &render_envoy_config(&config, ports)?,
+            &stack.replicas,
+            protocol,
+        );
+        std::fs::write(&rendered, text).map_err(|e| err(format!("{}: {e}", rendered.display())))?;
         let envoy = stack.layout.tool("envoy");
         stack.spawn(
             "envoy",
@@ -484,10 +632,28 @@ impl Stack {
         })
     }
 
-    /// Starts cognito-authz with the app's own variables and waits until it holds keys.
+    /// Starts cognito-authz (the first replica) with the app's own variables and waits until it
+    /// holds keys.
     pub async fn start_authz(&mut self) -> Result<(), StackError> {
+        self.start_replica(0).await
+    }
+
+    fn replica_name(replica: usize) -> String {
+        if replica == 0 {
+            "cognito-authz".to_string()
+        } else {
+            format!("cognito-authz-{replica}")
+        }
+    }
+
+    /// Starts replica `replica` and waits until it holds keys. Every replica confirms tokens
+    /// with the emulator (through the counting proxy) where a route asks for it.
+    pub async fn start_replica(&mut self, replica: usize) -> Result<(), StackError> {
         let bin = self.layout.bin_dir.join("cognito-authz");
-        let ports = self.ports;
+        let ports = *self
+            .replicas
+            .get(replica)
+            .ok_or_else(|| err(format!("there is no replica {replica}")))?;
         let mut command = Command::new(bin);
         command
             .arg("serve")
@@ -495,29 +661,91 @@ impl Stack {
             .env("AWS_COGNITO_USER_POOL_CLIENT_ID", &self.pool.client_id)
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("COGNITO_JWKS_URI", &self.pool.jwks_uri)
-            .env("AUTHZ_GRPC_ADDR", format!("127.0.0.1:{}", ports.authz))
             .env(
-                "AUTHZ_ADMIN_ADDR",
-                format!("127.0.0.1:{}", ports.authz_admin),
+                "COGNITO_IDP_ENDPOINT",
+                format!("http://127.0.0.1:{}/", self.proxy.port),
             )
+            .env(
+                "COGNITO_REVOCATION_TTL_SECONDS",
+                REVOCATION_TTL_SECS.to_string(),
+            )
+            .env("AUTHZ_GRPC_ADDR", format!("127.0.0.1:{}", ports.grpc))
+            .env("AUTHZ_ADMIN_ADDR", format!("127.0.0.1:{}", ports.admin))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             );
+        if let Some(port) = self.redis_port {
+            command.env("AUTHZ_REDIS_URL", format!("redis://127.0.0.1:{port}/"));
+        }
         if self.protocol == Protocol::Http {
             command
-                .env("AUTHZ_HTTP_ADDR", format!("127.0.0.1:{}", ports.authz_http))
+                .env("AUTHZ_HTTP_ADDR", format!("127.0.0.1:{}", ports.http))
                 .env(
                     "COGNITO_AUTHZ_CONFIG",
                     self.layout.root.join("envoy/cognito-authz.toml"),
                 );
         }
-        self.spawn("cognito-authz", &mut command)?;
-        self.wait_http(
-            "cognito-authz",
-            &format!("http://127.0.0.1:{}/readyz", ports.authz_admin),
-        )
-        .await
+        command.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
+        let name = Stack::replica_name(replica);
+        self.spawn(&name, &mut command)?;
+        self.wait_http(&name, &format!("http://127.0.0.1:{}/readyz", ports.admin))
+            .await
+    }
+
+    /// Kills replica `replica` (as a crash would).
+    pub fn kill_replica(&mut self, replica: usize) -> Result<(), StackError> {
+        let mut proc = self.take(&Stack::replica_name(replica))?;
+        proc.child
+            .kill()
+            .and_then(|_| proc.child.wait())
+            .map_err(|e| err(format!("cannot kill replica {replica}: {e}")))?;
+        Ok(())
+    }
+
+    /// Starts the shared Redis (on [`Stack::redis_port`]) and waits until it answers.
+    pub async fn start_redis(&mut self) -> Result<(), StackError> {
+        let port = self
+            .redis_port
+            .ok_or_else(|| err("this stack has no Redis"))?;
+        let server = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                err("redis-server is missing: install Debian's redis-server (scripts/test does)")
+            })?;
+        self.spawn(
+            "redis",
+            Command::new(server).args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]),
+        )?;
+        self.wait_tcp("redis", port).await
+    }
+
+    /// Kills the shared Redis.
+    pub fn kill_redis(&mut self) -> Result<(), StackError> {
+        let mut proc = self.take("redis")?;
+        proc.child
+            .kill()
+            .and_then(|_| proc.child.wait())
+            .map_err(|e| err(format!("cannot kill redis: {e}")))?;
+        Ok(())
+    }
+
+    /// `GetUser` calls the replicas made so far.
+    pub fn get_user_calls(&self) -> u64 {
+        self.proxy
+            .get_user_calls
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Takes a running process out of the stack's care (the caller stops it).
@@ -709,7 +937,7 @@ impl Stack {
         self.layout.work_dir.join(format!("{name}.log"))
     }
 
-    fn spawn(&mut self, name: &'static str, command: &mut Command) -> Result<(), StackError> {
+    fn spawn(&mut self, name: &str, command: &mut Command) -> Result<(), StackError> {
         let log = self.log_path(name);
         let file = File::create(&log).map_err(|e| err(format!("{}: {e}", log.display())))?;
         let file2 = file
@@ -721,7 +949,11 @@ impl Stack {
             .stderr(file2)
             .spawn()
             .map_err(|e| err(format!("cannot start {name}: {e}")))?;
-        self.procs.push(Proc { name, child, log });
+        self.procs.push(Proc {
+            name: name.to_string(),
+            child,
+            log,
+        });
         Ok(())
     }
 
@@ -785,8 +1017,42 @@ enum Probe<'a> {
     Http(&'a str),
 }
 
+/// `N` free loopback ports.
+fn free_ports<const N: usize>() -> Result<[u16; N], StackError> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| err(format!("no free port: {e}")))?;
+    let mut ports = [0u16; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener
+            .local_addr()
+            .map_err(|e| err(format!("no free port: {e}")))?
+            .port();
+    }
+    Ok(ports)
+}
+
+/// A rendered config whose authz cluster balances across every replica (the first is already
+/// in it).
+fn with_replicas(rendered: &str, replicas: &[ReplicaPorts], protocol: Protocol) -> String {
+    let port = |r: &ReplicaPorts| match protocol {
+        Protocol::Grpc => r.grpc,
+        Protocol::Http => r.http,
+    };
+    let endpoint = |p: u16| {
+        format!(
+            "        - endpoint:\n            address:\n              socket_address: {{ address: 127.0.0.1, port_value: {p} }}\n"
+        )
+    };
+    let first = endpoint(port(&replicas[0]));
+    let all: String = replicas.iter().map(|r| endpoint(port(r))).collect();
+    rendered.replacen(&first, &all, 1)
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
+        self.proxy.task.abort();
         for proc in self.procs.iter_mut().rev() {
             let _ = proc.child.kill();
             let _ = proc.child.wait();

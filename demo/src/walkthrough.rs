@@ -393,5 +393,40 @@ pub async fn run(stack: &Stack, mut on_step: impl FnMut(&Step)) -> Vec<Step> {
         Ok(None) => rec.failed("Forgot password", "no confirmation code came back"),
         Err(e) => rec.failed("Forgot password", e),
     }
+
+    // Sign out everywhere, as the app's `Auth.signOut({ global: true })` does.
+    match cognito.sign_in(EMAIL, NEW_PASSWORD).await {
+        Ok(tokens) => {
+            let before = get(stack, "/api/echo", Some(&tokens.access), &[]).await;
+            let signed_out = cognito.global_sign_out(&tokens.access).await;
+            // The API confirms a token with Cognito at most once per TTL: wait one out.
+            tokio::time::sleep(std::time::Duration::from_millis(
+                crate::stack::REVOCATION_TTL_SECS * 1000 + 300,
+            ))
+            .await;
+            let after = get(stack, "/api/echo", Some(&tokens.access), &[]).await;
+            let again = cognito.sign_in(EMAIL, NEW_PASSWORD).await;
+            let works = match &again {
+                Ok(t) => {
+                    get(stack, "/api/echo", Some(&t.access), &[]).await.status == StatusCode::OK
+                }
+                Err(_) => false,
+            };
+            let mut checks = vec![
+                check(
+                    before.status == StatusCode::OK,
+                    format!("before: HTTP {}", before.status.as_u16()),
+                ),
+                check(
+                    signed_out.is_ok(),
+                    format!("GlobalSignOut: {:?}", signed_out.err()),
+                ),
+            ];
+            checks.extend(denial(&after, 401, "revoked"));
+            checks.push(check(works, "signing in again gives a token that works"));
+            rec.step("Sign out everywhere: the old token is refused", checks);
+        }
+        Err(e) => rec.failed("Sign out everywhere", e),
+    }
     rec.steps
 }

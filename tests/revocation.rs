@@ -1,0 +1,308 @@
+//! Sign-out means sign-out, with real components: the Cognito emulator's GlobalSignOut and
+//! AdminUserGlobalSignOut (GetUser then refuses the tokens), Envoy 1.40 with the shipped config
+//! (the `/api/` routes ask for revocation checks), several cognito-authz processes sharing a
+//! Debian `redis-server`, and a counting pass-through in front of the emulator's API.
+//!
+//! Needs `scripts/setup-venv`, `cargo build --workspace` and `redis-server` (the README's test
+//! command installs all three); without them it fails, naming what is missing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cruddur_demo::stack::{Layout, Options, Ports, Stack, REVOCATION_TTL_SECS};
+use cruddur_demo::walkthrough::get;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+
+fn layout(name: &str) -> Layout {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_cognito-authz"))
+        .parent()
+        .expect("binary folder")
+        .to_path_buf();
+    let work =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    Layout::new(root, &bin_dir, &work).unwrap_or_else(|e| panic!("{e}"))
+}
+
+const TTL: Duration = Duration::from_millis(REVOCATION_TTL_SECS * 1000 + 300);
+
+async fn user(stack: &Stack, email: &str) {
+    let cognito = stack.cognito();
+    cognito
+        .sign_up(
+            email,
+            "Revocation-Passw0rd",
+            "Rev",
+            email.split('@').next().unwrap(),
+        )
+        .await
+        .unwrap();
+    cognito.confirm_sign_up(email, "1").await.unwrap();
+}
+
+async fn sign_in(stack: &Stack, email: &str) -> String {
+    stack
+        .cognito()
+        .sign_in(email, "Revocation-Passw0rd")
+        .await
+        .unwrap()
+        .access
+}
+
+/// Check on one replica, on a route that asks Cognito (as Envoy's `/api/` routes do).
+async fn check(port: u16, token: &str) -> (bool, String) {
+    let auth = format!("Bearer {token}");
+    let channel = common::channel(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let response = AuthorizationClient::new(channel)
+        .check(common::check_request(
+            "GET",
+            "/api/echo",
+            &[("authorization", &auth)],
+            &[
+                ("cognito_authz.mode", "required"),
+                ("cognito_authz.revocation", "cognito"),
+            ],
+        ))
+        .await
+        .expect("Check answers")
+        .into_inner();
+    match common::answer(&response) {
+        common::Answer::Allowed { .. } => (true, "allowed".into()),
+        common::Answer::Denied { body, .. } => {
+            (false, body["reason"].as_str().unwrap_or("").into())
+        }
+    }
+}
+
+/// Polls `port` until the token is denied as revoked; returns how long that took.
+async fn until_revoked(port: u16, token: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let (allowed, reason) = check(port, token).await;
+        if !allowed {
+            assert_eq!(reason, "revoked");
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "replica on {port} still allows the revoked token after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn revoke_cli(admin_port: u16, token: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+        .args([
+            "revoke",
+            "--admin",
+            &format!("http://127.0.0.1:{admin_port}"),
+            "--token",
+            token,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cognito-authz revoke failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["recorded"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_sign_out_is_honoured_once_per_ttl_for_every_session() {
+    let stack = Stack::start(layout("revocation"), Ports::ephemeral().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("the stack did not start: {e}"));
+    user(&stack, "rev@example.com").await;
+    let first = sign_in(&stack, "rev@example.com").await;
+    let second = sign_in(&stack, "rev@example.com").await;
+
+    // One GetUser per token per TTL.
+    let calls = stack.get_user_calls();
+    for _ in 0..5 {
+        assert_eq!(
+            get(&stack, "/api/echo", Some(&first), &[])
+                .await
+                .status
+                .as_u16(),
+            200
+        );
+    }
+    assert_eq!(stack.get_user_calls(), calls + 1, "five requests, one call");
+    // The home feed does not ask.
+    assert_eq!(
+        get(&stack, "/api/activities/home", Some(&second), &[])
+            .await
+            .status
+            .as_u16(),
+        200
+    );
+    assert_eq!(stack.get_user_calls(), calls + 1);
+
+    stack
+        .cognito()
+        .admin_global_sign_out("rev@example.com")
+        .await
+        .unwrap();
+    tokio::time::sleep(TTL).await;
+    for token in [&first, &second] {
+        let seen = get(&stack, "/api/echo", Some(token), &[]).await;
+        assert_eq!(seen.status.as_u16(), 401, "{}", seen.body);
+        assert_eq!(seen.body["reason"], "revoked");
+        assert!(seen.challenge.unwrap().contains("error=\"invalid_token\""));
+    }
+    // The revoked session is remembered: its token is refused everywhere without asking again,
+    // and the home feed treats it as anonymous.
+    let calls = stack.get_user_calls();
+    let home = get(&stack, "/api/activities/home", Some(&first), &[]).await;
+    assert_eq!(home.status.as_u16(), 200);
+    assert!(home.body["viewer"].is_null(), "{}", home.body);
+    assert_eq!(
+        get(&stack, "/api/echo", Some(&first), &[])
+            .await
+            .status
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        stack.get_user_calls(),
+        calls,
+        "no call for a known revoked session"
+    );
+
+    // A new sign-in works again.
+    let fresh = sign_in(&stack, "rev@example.com").await;
+    assert_eq!(
+        get(&stack, "/api/echo", Some(&fresh), &[])
+            .await
+            .status
+            .as_u16(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_revocations_and_cognito_verdicts_through_redis() {
+    let options = Options {
+        replicas: 3,
+        redis: true,
+        ..Options::default()
+    };
+    let mut stack = Stack::start_options(layout("replicas"), Ports::ephemeral().unwrap(), options)
+        .await
+        .unwrap_or_else(|e| panic!("the stack did not start: {e}"));
+    let replicas = stack.replicas.clone();
+    user(&stack, "shared@example.com").await;
+    // Every replica subscribes before the test relies on sharing.
+    for r in &replicas {
+        wait_redis(r.admin, true).await;
+    }
+
+    // Three replicas checking one token at once: one GetUser between them.
+    let token = sign_in(&stack, "shared@example.com").await;
+    let calls = stack.get_user_calls();
+    let checks: Vec<_> = replicas
+        .iter()
+        .map(|r| {
+            let (port, token) = (r.grpc, token.clone());
+            tokio::spawn(async move { check(port, &token).await })
+        })
+        .collect();
+    for c in checks {
+        assert_eq!(c.await.unwrap(), (true, "allowed".to_string()));
+    }
+    assert_eq!(
+        stack.get_user_calls(),
+        calls + 1,
+        "one call across three replicas"
+    );
+
+    // Revoked through one replica, refused by every one within a second.
+    revoke_cli(replicas[0].admin, &token);
+    for r in &replicas[1..] {
+        let took = until_revoked(r.grpc, &token, Duration::from_secs(1)).await;
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+
+    // Redis killed under load through Envoy: a valid token keeps working from local state.
+    let live = sign_in(&stack, "shared@example.com").await;
+    assert_eq!(
+        get(&stack, "/api/echo", Some(&live), &[])
+            .await
+            .status
+            .as_u16(),
+        200
+    );
+    let load = {
+        let (url, live) = (stack.url("/api/echo"), live.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let deadline = Instant::now() + Duration::from_millis(2500);
+            let mut statuses = Vec::new();
+            while Instant::now() < deadline {
+                if let Ok(r) = http.get(&url).bearer_auth(&live).send().await {
+                    statuses.push(r.status().as_u16());
+                }
+            }
+            statuses
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.kill_redis().unwrap();
+    let statuses = load.await.unwrap();
+    assert!(statuses.len() > 20, "{} requests", statuses.len());
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "a valid token was refused while Redis was down: {:?}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+    );
+    for r in &replicas {
+        wait_redis(r.admin, false).await;
+        let (_, metrics) = common::http_get(
+            std::net::SocketAddr::from(([127, 0, 0, 1], r.admin)),
+            "/metrics",
+        )
+        .await;
+        assert!(metrics.contains("cognito_authz_redis_up 0"), "{metrics}");
+    }
+
+    // Back up: sharing resumes, revocations made now reach every replica again.
+    stack.start_redis().await.unwrap();
+    for r in &replicas {
+        wait_redis(r.admin, true).await;
+    }
+    revoke_cli(replicas[1].admin, &live);
+    for r in [&replicas[0], &replicas[2]] {
+        until_revoked(r.grpc, &live, Duration::from_secs(1)).await;
+    }
+    let seen = get(&stack, "/api/echo", Some(&live), &[]).await;
+    assert_eq!(
+        (seen.status.as_u16(), seen.body["reason"].as_str()),
+        (401, Some("revoked"))
+    );
+}
+
+/// Waits (up to 10 s) until a replica's `/readyz` reports Redis up or down.
+async fn wait_redis(admin: u16, up: bool) {
+    let want = if up { "redis: up" } else { "redis: down" };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = common::http_get(addr, "/readyz").await;
+        if body.contains(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica {admin} never said {want}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
