@@ -57,6 +57,16 @@ enum Command {
         #[arg(long, requires = "sub", value_name = "UNIX_SECONDS")]
         before: Option<i64>,
     },
+    /// Ask a running server whether it is ready (`/readyz`) or alive (`--live`, `/healthz`):
+    /// exit 0 when it is, 1 when not. For container health checks in images without a shell.
+    Health {
+        /// The admin address (`host:port`); default: AUTHZ_ADMIN_ADDR, else 127.0.0.1:9002.
+        #[arg(long, value_name = "HOST:PORT")]
+        admin: Option<String>,
+        /// Liveness only: the process answers, keys or not.
+        #[arg(long)]
+        live: bool,
+    },
     /// Serve Envoy's ext_authz Check, health, reflection and diagnostics on AUTHZ_GRPC_ADDR,
     /// and /metrics, /healthz, /readyz on AUTHZ_ADMIN_ADDR, until SIGTERM or SIGINT.
     Serve,
@@ -64,7 +74,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Revoking needs only the admin URL: no pool configuration.
+    // Health and revoking need only the admin address: no pool configuration.
+    if let Command::Health { admin, live } = &cli.command {
+        return health(admin.as_deref(), *live);
+    }
     if let Command::Revoke {
         admin,
         token,
@@ -124,7 +137,50 @@ fn main() -> ExitCode {
             }
         },
         Command::Verify { token } => verify(config, token),
-        Command::Revoke { .. } => unreachable!("handled before the configuration is read"),
+        Command::Revoke { .. } | Command::Health { .. } => {
+            unreachable!("handled before the configuration is read")
+        }
+    }
+}
+
+fn health(admin: Option<&str>, live: bool) -> ExitCode {
+    use std::io::Write as _;
+    let addr = admin
+        .map(str::to_string)
+        .or_else(|| std::env::var(cognito_authz::config::ENV_ADMIN_ADDR).ok())
+        .unwrap_or_else(|| cognito_authz::config::DEFAULT_ADMIN_ADDR.to_string())
+        // A server listening on every interface answers on loopback too.
+        .replace("0.0.0.0:", "127.0.0.1:");
+    let path = if live { "/healthz" } else { "/readyz" };
+    let timeout = std::time::Duration::from_secs(2);
+    let answer = (|| {
+        let socket: std::net::SocketAddr = addr
+            .parse()
+            .map_err(|_| std::io::Error::other(format!("'{addr}' is not host:port")))?;
+        let mut stream = std::net::TcpStream::connect_timeout(&socket, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok::<_, std::io::Error>(response)
+    })();
+    match answer {
+        Ok(response)
+            if response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200") =>
+        {
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!(
+                "cognito-authz: {path}: {}",
+                response.lines().next().unwrap_or("")
+            );
+            ExitCode::from(1)
+        }
+        Err(err) => {
+            eprintln!("cognito-authz: {addr}{path}: {err}");
+            ExitCode::from(1)
+        }
     }
 }
 

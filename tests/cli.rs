@@ -172,3 +172,40 @@ fn check_config_warns_about_a_token_source_the_shipped_envoy_would_not_send() {
         String::from_utf8_lossy(&plain.stderr)
     );
 }
+
+#[tokio::test]
+async fn health_answers_for_a_running_server_and_fails_for_none() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let running = cognito_authz::server::start(common::serve_config(&idp.url("/j"), &[], ""))
+        .await
+        .unwrap();
+    let admin = running.admin_addr.to_string();
+    let vars = std::collections::HashMap::new();
+    let mut ready = false;
+    for _ in 0..50 {
+        let out = tokio::task::spawn_blocking({
+            let (admin, vars) = (admin.clone(), vars.clone());
+            move || run(&["health", "--admin", &admin], &vars, "")
+        })
+        .await
+        .unwrap();
+        if out.status.code() == Some(0) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "health never saw the server ready");
+    let live = tokio::task::spawn_blocking({
+        let (admin, vars) = (admin.clone(), vars.clone());
+        move || run(&["health", "--live", "--admin", &admin], &vars, "")
+    })
+    .await
+    .unwrap();
+    assert_eq!(live.status.code(), Some(0));
+    running.stop().await.unwrap();
+    let gone = tokio::task::spawn_blocking(move || run(&["health", "--admin", &admin], &vars, ""))
+        .await
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(1), "nothing listens any more");
+}

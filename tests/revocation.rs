@@ -306,3 +306,83 @@ async fn wait_redis(admin: u16, up: bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_lets_nothing_through_undecided() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let options = Options {
+        replicas: 2,
+        redis: true,
+        ..Options::default()
+    };
+    let mut stack =
+        Stack::start_options(layout("replica-kill"), Ports::ephemeral().unwrap(), options)
+            .await
+            .unwrap_or_else(|e| panic!("the stack did not start: {e}"));
+    user(&stack, "load@example.com").await;
+    let token = sign_in(&stack, "load@example.com").await;
+    let sub = cruddur_demo::walkthrough::payload(&token)["sub"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|worker| {
+            let (stop, url, token) = (Arc::clone(&stop), stack.url("/api/echo"), token.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let with_token = worker % 2 == 0;
+                    let mut request = http.get(&url).header("x-cognito-sub", "spoof");
+                    if with_token {
+                        request = request.bearer_auth(&token);
+                    }
+                    if let Ok(response) = request.send().await {
+                        let status = response.status().as_u16();
+                        let body: serde_json::Value = response.json().await.unwrap_or_default();
+                        seen.push((with_token, status, body, Instant::now()));
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let killed_at = Instant::now();
+    stack.kill_replica(1).unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = Vec::new();
+    for w in workers {
+        seen.extend(w.await.unwrap());
+    }
+
+    let mut after_ok = 0;
+    for (with_token, status, body, at) in &seen {
+        match status {
+            200 => {
+                assert!(with_token, "a request without a token got 200: {body}");
+                assert_eq!(
+                    body["identity_headers"]["x-cognito-sub"],
+                    sub.as_str(),
+                    "{body}"
+                );
+                if *at > killed_at + Duration::from_secs(1) {
+                    after_ok += 1;
+                }
+            }
+            401 => assert!(!with_token, "a valid token was refused: {body}"),
+            503 => {}
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    assert!(seen.len() > 50, "{} requests", seen.len());
+    assert!(
+        after_ok > 10,
+        "the surviving replica serves: {after_ok} allowed after the kill"
+    );
+}

@@ -401,6 +401,89 @@ fn without_context_extensions(body: &str) -> String {
     out.join("\n")
 }
 
+const LOOPBACK_LISTENER: &str = "socket_address: { address: 127.0.0.1, port_value: 8080 }";
+const ANY_LISTENER: &str = "socket_address: { address: 0.0.0.0, port_value: 8080 }";
+
+/// The ECS flavour: the task's containers share localhost (awsvpc), so cognito-authz and the
+/// app stay on 127.0.0.1 and only the listener opens to the load balancer.
+/// `deploy/ecs/envoy.yaml` is this function's output.
+pub fn ecs_envoy_config(native: &str) -> String {
+    flavour(
+        native,
+        "# ECS (Fargate, awsvpc): generated from envoy.yaml by cruddur_demo::stack::ecs_envoy_config\n\
+         # (a test keeps the two in step). Baked into the Envoy image by deploy/ecs/envoy.Dockerfile.\n",
+        |body| body.replace(LOOPBACK_LISTENER, ANY_LISTENER),
+    )
+}
+
+/// The Kubernetes flavour: the Unix-socket config with the listener open to the pod network
+/// (cognito-authz shares the pod through an in-memory volume, the app listens on loopback).
+pub fn kubernetes_envoy_config(native: &str) -> String {
+    uds_envoy_config(native).replacen(LOOPBACK_LISTENER, ANY_LISTENER, 1)
+}
+
+/// `deploy/kubernetes/envoy-configmap.yaml`: the Kubernetes flavour as the ConfigMap the pod
+/// mounts, so the config in the cluster is the tested one.
+pub fn kubernetes_configmap(native: &str) -> String {
+    let config = kubernetes_envoy_config(native);
+    let indented: String = config
+        .lines()
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_string()
+            } else {
+                format!("    {l}\n")
+            }
+        })
+        .collect();
+    format!(
+        "# Envoy's config for the pod in cruddur.yaml: generated from envoy/envoy.yaml by\n\
+         # cruddur_demo::stack::kubernetes_configmap (a test keeps the two in step and validates it).\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cruddur-envoy\n  labels: {{ app.kubernetes.io/name: cruddur }}\n\
+         data:\n  envoy.yaml: |\n{indented}"
+    )
+}
+
+/// Several replicas: Envoy asks each one's gRPC health (`NOT_SERVING` without keys or while
+/// draining) and stops sending checks to one that fails, so a dead replica costs a few 503s,
+/// not half the traffic.
+const REPLICA_HEALTH_CHECKS: &str = "    health_checks:
+    - timeout: 0.25s
+      interval: 0.5s
+      unhealthy_threshold: 1
+      healthy_threshold: 1
+      grpc_health_check: { service_name: envoy.service.auth.v3.Authorization }
+";
+
+fn with_health_checks(config: &str) -> String {
+    let anchor = "  - name: cognito_authz\n    type: STATIC\n    connect_timeout: 0.25s\n    per_connection_buffer_limit_bytes: 32768\n";
+    let strict = anchor.replace("type: STATIC", "type: STRICT_DNS");
+    config
+        .replacen(anchor, &format!("{anchor}{REPLICA_HEALTH_CHECKS}"), 1)
+        .replacen(&strict, &format!("{strict}{REPLICA_HEALTH_CHECKS}"), 1)
+}
+
+/// The compose flavour for the `replicas` profile: two cognito-authz replicas behind one Envoy.
+/// `envoy/envoy.compose-replicas.yaml` is this function's output.
+pub fn compose_replicas_envoy_config(native: &str) -> String {
+    let compose = compose_envoy_config(native);
+    let one = "        - endpoint:\n            address:\n              socket_address: { address: cognito-authz, port_value: 9001 }\n";
+    let two = [1, 2]
+        .map(|i| {
+            format!(
+                "        - endpoint:\n            address:\n              socket_address: {{ address: cognito-authz-{i}, port_value: 9001 }}\n"
+            )
+        })
+        .concat();
+    with_health_checks(&compose)
+        .replacen(
+            "# Compose stack: generated from envoy.yaml by cruddur_demo::stack::compose_envoy_config\n",
+            "# Compose, profile `replicas`: generated from envoy.yaml by\n# cruddur_demo::stack::compose_replicas_envoy_config. Two cognito-authz replicas sharing Redis.\n",
+            1,
+        )
+        .replacen(one, &two, 1)
+}
+
 /// Where the Unix-socket flavour expects cognito-authz (`AUTHZ_GRPC_ADDR=unix:` this path).
 pub const UDS_PATH: &str = "/run/cognito-authz/authz.sock";
 
@@ -1047,7 +1130,12 @@ fn with_replicas(rendered: &str, replicas: &[ReplicaPorts], protocol: Protocol) 
     };
     let first = endpoint(port(&replicas[0]));
     let all: String = replicas.iter().map(|r| endpoint(port(r))).collect();
-    rendered.replacen(&first, &all, 1)
+    let balanced = rendered.replacen(&first, &all, 1);
+    if replicas.len() > 1 && protocol == Protocol::Grpc {
+        with_health_checks(&balanced)
+    } else {
+        balanced
+    }
 }
 
 impl Drop for Stack {
@@ -1076,7 +1164,7 @@ mod tests {
             &'static str,
             &'static str,
         );
-        let flavours: [Flavour; 4] = [
+        let flavours: [Flavour; 7] = [
             (
                 "envoy.compose.yaml",
                 include_str!("../../envoy/envoy.compose.yaml"),
@@ -1104,6 +1192,27 @@ mod tests {
                 http_envoy_config,
                 "--print-http-envoy",
                 "http_service:",
+            ),
+            (
+                "envoy.compose-replicas.yaml",
+                include_str!("../../envoy/envoy.compose-replicas.yaml"),
+                compose_replicas_envoy_config,
+                "--print-compose-replicas-envoy",
+                "address: cognito-authz-2, port_value: 9001",
+            ),
+            (
+                "../deploy/ecs/envoy.yaml",
+                include_str!("../../deploy/ecs/envoy.yaml"),
+                ecs_envoy_config,
+                "--print-ecs-envoy",
+                "address: 0.0.0.0, port_value: 8080",
+            ),
+            (
+                "../deploy/kubernetes/envoy-configmap.yaml",
+                include_str!("../../deploy/kubernetes/envoy-configmap.yaml"),
+                kubernetes_configmap,
+                "--print-kubernetes-configmap",
+                "pipe: { path: /run/cognito-authz/authz.sock }",
             ),
         ];
         for (file, committed, generate, flag, marker) in flavours {

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cruddur_demo::stack::{
-    compose_envoy_config, http_envoy_config, tls_envoy_config, uds_envoy_config, Layout, Ports,
-    Stack,
+    compose_envoy_config, compose_replicas_envoy_config, ecs_envoy_config, http_envoy_config,
+    kubernetes_configmap, tls_envoy_config, uds_envoy_config, Layout, Ports, Stack,
 };
 use cruddur_demo::walkthrough;
 
@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: cruddur-demo [--exit-after-walkthrough] [--print-compose-envoy] [--print-uds-envoy] [--print-tls-envoy] [--print-http-envoy]");
+        println!("usage: cruddur-demo [--exit-after-walkthrough] [--print-compose-envoy] [--print-uds-envoy] [--print-tls-envoy] [--print-http-envoy] [--print-compose-replicas-envoy] [--print-ecs-envoy] [--print-kubernetes-configmap]");
         println!("Run from the project root (scripts/demo does).");
         return ExitCode::SUCCESS;
     }
@@ -29,6 +29,9 @@ async fn main() -> ExitCode {
         "--print-uds-envoy",
         "--print-tls-envoy",
         "--print-http-envoy",
+        "--print-compose-replicas-envoy",
+        "--print-ecs-envoy",
+        "--print-kubernetes-configmap",
     ]
     .into_iter()
     .find(|f| args.iter().any(|a| a == f));
@@ -41,6 +44,9 @@ async fn main() -> ExitCode {
                         "--print-compose-envoy" => compose_envoy_config(&native),
                         "--print-uds-envoy" => uds_envoy_config(&native),
                         "--print-http-envoy" => http_envoy_config(&native),
+                        "--print-compose-replicas-envoy" => compose_replicas_envoy_config(&native),
+                        "--print-ecs-envoy" => ecs_envoy_config(&native),
+                        "--print-kubernetes-configmap" => kubernetes_configmap(&native),
                         _ => tls_envoy_config(&native),
                     }
                 );
