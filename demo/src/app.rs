@@ -23,6 +23,7 @@ pub const DEFAULT_FRONTEND_URL: &str = "http://127.0.0.1:3000,http://localhost:3
 #[derive(Clone, Default)]
 pub struct AppState {
     requests: Arc<AtomicU64>,
+    preflights: Arc<AtomicU64>,
     last: Arc<Mutex<Value>>,
 }
 
@@ -47,6 +48,13 @@ pub fn cors(frontend_urls: &str) -> CorsLayer {
 async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if request.uri().path() != "/_stats" {
         state.requests.fetch_add(1, Ordering::SeqCst);
+        if request.method() == Method::OPTIONS
+            && request
+                .headers()
+                .contains_key("access-control-request-method")
+        {
+            state.preflights.fetch_add(1, Ordering::SeqCst);
+        }
         let headers: Map<String, Value> = request
             .headers()
             .iter()
@@ -139,7 +147,11 @@ async fn admin(headers: HeaderMap) -> impl IntoResponse {
 
 async fn stats(State(state): State<AppState>) -> Json<Value> {
     let last = state.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    Json(json!({"requests": state.requests.load(Ordering::SeqCst), "last": last}))
+    Json(json!({
+        "requests": state.requests.load(Ordering::SeqCst),
+        "preflights": state.preflights.load(Ordering::SeqCst),
+        "last": last,
+    }))
 }
 
 async fn not_found() -> impl IntoResponse {

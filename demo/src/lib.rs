@@ -10,5 +10,6 @@
 
 pub mod app;
 pub mod cognito;
+pub mod frontend;
 pub mod stack;
 pub mod walkthrough;

@@ -41,6 +41,8 @@ pub struct Ports {
     pub authz_admin: u16,
     /// cognito-authz's HTTP ext_authz listener (used by the HTTP flavour).
     pub authz_http: u16,
+    /// The front end (its own origin, as the bootcamp's React app).
+    pub frontend: u16,
     /// The demo app.
     pub app: u16,
     /// The Cognito emulator.
@@ -55,13 +57,14 @@ impl Ports {
         authz: 9001,
         authz_admin: 9002,
         authz_http: 9003,
+        frontend: 3000,
         app: 8000,
         cognito: 5000,
     };
 
-    /// Seven free loopback ports (for tests running side by side).
+    /// Eight free loopback ports (for tests running side by side).
     pub fn ephemeral() -> std::io::Result<Ports> {
-        let listeners = (0..7)
+        let listeners = (0..8)
             .map(|_| TcpListener::bind("127.0.0.1:0"))
             .collect::<std::io::Result<Vec<_>>>()?;
         let p = listeners
@@ -76,6 +79,7 @@ impl Ports {
             app: p[4],
             cognito: p[5],
             authz_http: p[6],
+            frontend: p[7],
         })
     }
 }
@@ -166,6 +170,7 @@ pub struct Stack {
     /// Redis's port, when the replicas share one.
     pub redis_port: Option<u16>,
     proxy: CognitoProxy,
+    frontend: Option<tokio::task::JoinHandle<()>>,
     extra_env: Vec<(String, String)>,
     procs: Vec<Proc>,
 }
@@ -219,7 +224,7 @@ struct CognitoProxy {
 
 impl CognitoProxy {
     async fn start(upstream: String) -> Result<CognitoProxy, StackError> {
-        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::atomic::AtomicU64;
         use std::sync::Arc;
         let calls = Arc::new(AtomicU64::new(0));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -236,29 +241,14 @@ impl CognitoProxy {
                 let (http, upstream, counted) =
                     (http.clone(), upstream.clone(), Arc::clone(&counted));
                 async move {
-                    let target = headers
-                        .get("x-amz-target")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
-                    if target.ends_with(".GetUser") {
-                        counted.fetch_add(1, Ordering::SeqCst);
-                    }
-                    let answer = http
-                        .post(&upstream)
-                        .header("x-amz-target", target)
-                        .header("content-type", "application/x-amz-json-1.1")
-                        .body(body)
-                        .send()
-                        .await;
-                    match answer {
-                        Ok(r) => {
-                            let status = axum::http::StatusCode::from_u16(r.status().as_u16())
-                                .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
-                            (status, r.bytes().await.unwrap_or_default())
-                        }
-                        Err(_) => (axum::http::StatusCode::BAD_GATEWAY, Default::default()),
-                    }
+                    crate::frontend::forward_cognito(
+                        &http,
+                        &upstream,
+                        &headers,
+                        body,
+                        Some(&counted),
+                    )
+                    .await
                 }
             },
         );
@@ -622,6 +612,7 @@ impl Stack {
             replicas,
             redis_port: None,
             proxy,
+            frontend: None,
             extra_env: options.authz_env,
             layout,
             ports,
@@ -649,7 +640,12 @@ impl Stack {
         }
 
         let app = stack.layout.bin_dir.join("cruddur-app");
-        stack.spawn("app", Command::new(app).env("PORT", ports.app.to_string()))?;
+        stack.spawn(
+            "app",
+            Command::new(app)
+                .env("PORT", ports.app.to_string())
+                .env("FRONTEND_URL", stack.frontend_url()),
+        )?;
         stack
             .wait_http("app", &format!("http://127.0.0.1:{}/healthz", ports.app))
             .await?;
@@ -684,6 +680,22 @@ impl Stack {
                 &format!("http://127.0.0.1:{}/ready", ports.envoy_admin),
             )
             .await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", ports.frontend))
+            .await
+            .map_err(|e| {
+                err(format!(
+                    "the front end cannot listen on {}: {e}",
+                    ports.frontend
+                ))
+            })?;
+        let pages = crate::frontend::router(
+            stack.cognito_endpoint() + "/",
+            &format!("http://127.0.0.1:{}", ports.envoy),
+            &stack.pool.client_id,
+        );
+        stack.frontend = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, pages).await;
+        }));
         Ok(stack)
     }
 
@@ -928,6 +940,11 @@ impl Stack {
         )
     }
 
+    /// The front end's origin (`http://127.0.0.1:3000` on the documented ports).
+    pub fn frontend_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.frontend)
+    }
+
     /// Envoy's ingress URL for `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.ports.envoy, path)
@@ -950,6 +967,20 @@ impl Stack {
         value["requests"]
             .as_u64()
             .ok_or_else(|| err("app stats: no count"))
+    }
+
+    /// CORS preflights the app has answered (read directly, not through Envoy).
+    pub async fn app_preflights(&self) -> Result<u64, StackError> {
+        let value: Value = reqwest::get(format!("http://127.0.0.1:{}/_stats", self.ports.app))
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| err(format!("app stats: {e}")))?
+            .json()
+            .await
+            .map_err(|e| err(format!("app stats: {e}")))?;
+        value["preflights"]
+            .as_u64()
+            .ok_or_else(|| err("app stats: no preflight count"))
     }
 
     /// What the last request to reach the app carried: `{"method", "path", "headers"}` with
@@ -1141,6 +1172,9 @@ fn with_replicas(rendered: &str, replicas: &[ReplicaPorts], protocol: Protocol) 
 impl Drop for Stack {
     fn drop(&mut self) {
         self.proxy.task.abort();
+        if let Some(frontend) = &self.frontend {
+            frontend.abort();
+        }
         for proc in self.procs.iter_mut().rev() {
             let _ = proc.child.kill();
             let _ = proc.child.wait();
@@ -1249,6 +1283,7 @@ mod tests {
             app: 5,
             cognito: 6,
             authz_http: 7,
+            frontend: 8,
         };
         let text = render_envoy_config(NATIVE, ports).unwrap();
         for old in [

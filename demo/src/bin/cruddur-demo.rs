@@ -101,6 +101,10 @@ async fn main() -> ExitCode {
         "  Envoy              http://127.0.0.1:{}  (admin http://127.0.0.1:{})",
         ports.envoy, ports.envoy_admin
     );
+    println!(
+        "  front end          {}  (open it in a browser; codes appear on the page)",
+        stack.frontend_url()
+    );
     println!();
 
     let steps = walkthrough::run(&stack, |step| {
@@ -134,6 +138,10 @@ async fn main() -> ExitCode {
     println!(
         "  .venv/bin/grpcurl -plaintext 127.0.0.1:{} list",
         ports.authz
+    );
+    println!(
+        "  open {} in a browser: sign up, confirm, sign in, sign out everywhere",
+        stack.frontend_url()
     );
     println!("Ctrl-C stops everything.");
     wait_for_stop().await;
