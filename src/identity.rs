@@ -136,9 +136,7 @@ const EMAIL: usize = 5;
 const PREFERRED_USERNAME: usize = 6;
 /// Values written as headers: the first seven.
 const HEADER_VALUES: usize = 7;
-const JTI: usize = 7;
-const ORIGIN_JTI: usize = 8;
-const FIXED: usize = 9;
+const FIXED: usize = 7;
 
 /// The fixed identity headers, in [`Identity`] field order.
 const FIXED_HEADERS: [&str; HEADER_VALUES] = [
@@ -198,13 +196,23 @@ fn claim_as_header(value: &Value) -> Option<String> {
 /// values, the signing `kid`, then the values themselves.
 ///
 /// Layout: `exp` i64, pool u16, token use u8, username kind u8, extra count u8, padding u8,
-/// kid length u16, `iat` i64 (24 bytes); then one u16 end offset per value (7 header values,
-/// `jti`, `origin_jti`, then the extras); then the kid; then the values. All little-endian.
-/// Cheap to clone.
+/// kid length u16, `iat` i64, digests of `jti` and `origin_jti` u64 each (40 bytes); then one
+/// u16 end offset per value (7 header values, then the extras); then the kid; then the values.
+/// All little-endian. Cheap to clone. The two ids are kept as 64-bit digests ([`id_digest`]):
+/// revocations only compare them, and two UUID strings would cost 72 bytes a cached token.
 #[derive(Clone, Debug)]
 pub struct Identity(Arc<[u8]>);
 
-const HEADER: usize = 24;
+const HEADER: usize = 40;
+
+/// A 64-bit digest of a token id (`jti`, `origin_jti`) for revocation lookups; 0 is reserved
+/// for "absent". Two ids share a digest with probability 2^-64: at worst one token is refused.
+pub fn id_digest(id: &str) -> u64 {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_le_bytes(first).max(1)
+}
 
 impl Identity {
     /// Builds the identity of verified claims; `claim_headers` are the configured extra
@@ -242,8 +250,6 @@ impl Identity {
             scope.as_str(),
             claims.email.unwrap_or(""),
             claims.preferred_username.unwrap_or(""),
-            claims.jti.unwrap_or(""),
-            claims.origin_jti.unwrap_or(""),
         ]
         .into_iter()
         .chain(extras.iter().map(|v| v.as_deref().unwrap_or("")))
@@ -271,6 +277,8 @@ impl Identity {
         bytes.push(0);
         bytes.extend_from_slice(&kid_len.to_le_bytes());
         bytes.extend_from_slice(&claims.iat.to_le_bytes());
+        bytes.extend_from_slice(&claims.jti.map_or(0, id_digest).to_le_bytes());
+        bytes.extend_from_slice(&claims.origin_jti.map_or(0, id_digest).to_le_bytes());
         let mut end = 0usize;
         for value in &values {
             end += value.len();
@@ -375,14 +383,20 @@ impl Identity {
         i64::from_le_bytes(iat)
     }
 
-    /// `jti`, when present.
-    pub fn jti(&self) -> Option<&str> {
-        Some(self.span(JTI)).filter(|j| !j.is_empty())
+    fn u64_at(&self, at: usize) -> u64 {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&self.0[at..at + 8]);
+        u64::from_le_bytes(bytes)
     }
 
-    /// `origin_jti` (the sign-in session every refreshed token shares), when present.
-    pub fn origin_jti(&self) -> Option<&str> {
-        Some(self.span(ORIGIN_JTI)).filter(|j| !j.is_empty())
+    /// The digest of `jti`, when present.
+    pub fn jti(&self) -> Option<u64> {
+        Some(self.u64_at(24)).filter(|d| *d != 0)
+    }
+
+    /// The digest of `origin_jti` (the sign-in session every refreshed token shares).
+    pub fn origin_jti(&self) -> Option<u64> {
+        Some(self.u64_at(32)).filter(|d| *d != 0)
     }
 
     /// The index of the issuing pool.
@@ -505,7 +519,7 @@ mod tests {
         assert_eq!(identity.token_use(), TokenUse::Access);
         assert_eq!(
             (identity.jti(), identity.origin_jti(), identity.iat()),
-            (Some("jti-1"), Some("session-1"), 900)
+            (Some(id_digest("jti-1")), Some(id_digest("session-1")), 900)
         );
         assert_eq!(
             (identity.email(), identity.preferred_username()),

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::id_digest;
+
 /// What was revoked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,10 +68,10 @@ impl Entry {
 /// The token fields a revocation can match.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenIds<'a> {
-    /// `jti`.
-    pub jti: Option<&'a str>,
-    /// `origin_jti`.
-    pub origin_jti: Option<&'a str>,
+    /// The digest of `jti` ([`id_digest`]).
+    pub jti: Option<u64>,
+    /// The digest of `origin_jti`.
+    pub origin_jti: Option<u64>,
     /// `sub`.
     pub sub: &'a str,
     /// `iat`.
@@ -78,8 +80,9 @@ pub struct TokenIds<'a> {
 
 #[derive(Debug, Default)]
 struct Lists {
-    jtis: HashMap<String, i64>,
-    sessions: HashMap<String, i64>,
+    /// Keyed by [`id_digest`], as cached identities hold the ids.
+    jtis: HashMap<u64, i64>,
+    sessions: HashMap<u64, i64>,
     /// sub -> (before, expires): the latest `before` wins.
     subs: HashMap<String, (i64, i64)>,
 }
@@ -97,11 +100,11 @@ impl RevocationList {
         let keep_later = |old: &mut i64, new: i64| *old = (*old).max(new);
         match &entry.revocation {
             Revocation::Jti(jti) => keep_later(
-                lists.jtis.entry(jti.clone()).or_insert(entry.expires),
+                lists.jtis.entry(id_digest(jti)).or_insert(entry.expires),
                 entry.expires,
             ),
             Revocation::Session(id) => keep_later(
-                lists.sessions.entry(id.clone()).or_insert(entry.expires),
+                lists.sessions.entry(id_digest(id)).or_insert(entry.expires),
                 entry.expires,
             ),
             Revocation::Sub { sub, before } => {
@@ -122,8 +125,8 @@ impl RevocationList {
             return false;
         }
         let live = |expires: Option<&i64>| expires.is_some_and(|&e| e > now);
-        ids.jti.is_some_and(|j| live(lists.jtis.get(j)))
-            || ids.origin_jti.is_some_and(|s| live(lists.sessions.get(s)))
+        ids.jti.is_some_and(|j| live(lists.jtis.get(&j)))
+            || ids.origin_jti.is_some_and(|s| live(lists.sessions.get(&s)))
             || lists
                 .subs
                 .get(ids.sub)
@@ -272,10 +275,10 @@ impl CognitoClient {
 mod tests {
     use super::*;
 
-    fn ids<'a>(jti: &'a str, session: &'a str, sub: &'a str, iat: i64) -> TokenIds<'a> {
+    fn ids<'a>(jti: &str, session: &str, sub: &'a str, iat: i64) -> TokenIds<'a> {
         TokenIds {
-            jti: Some(jti),
-            origin_jti: Some(session),
+            jti: Some(id_digest(jti)),
+            origin_jti: Some(id_digest(session)),
             sub,
             iat,
         }

@@ -277,7 +277,10 @@ impl RevocationChecker {
                     let checker = self.clone();
                     let token = token.to_string();
                     let pool = identity.pool();
-                    let session = identity.origin_jti().map(str::to_string);
+                    // The cached identity keeps only a digest of the session id; the entry
+                    // shared with other replicas needs the id itself, from the token.
+                    let session = crate::verify::unverified_payload(&token)
+                        .and_then(|p| p.get("origin_jti")?.as_str().map(str::to_string));
                     tokio::spawn(async move {
                         let outcome = checker.call(key, &token, pool, session).await;
                         lock(&checker.inner.in_flight).remove(&key);

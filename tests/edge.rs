@@ -133,7 +133,8 @@ async fn the_shipped_edge_holds_against_spelling_tricks_bad_hosts_and_serves_pre
     // 3. CORS preflights pass as anonymous on every route, spoofed identity stripped; the app
     //    answers them as flask-cors did.
     let http = reqwest::Client::new();
-    let origin = "http://127.0.0.1:3000";
+    let frontend = stack.frontend_url();
+    let origin = frontend.as_str();
     for path in [
         "/api/echo",
         "/api/admin/stats",

@@ -26,9 +26,13 @@ async fn tls_server(idp: &JwksServer, dir: &Path, mutual: bool) -> Running {
     let cert = dir.join("server.pem");
     let key = dir.join("server-key.pem");
     let ca = dir.join("ca.pem");
+    // The shipped config's /api/ routes confirm tokens with Cognito: the local IdP server
+    // answers GetUser with 200 (a live token).
+    let get_user = idp.url("/");
     let mut vars = vec![
         ("AUTHZ_TLS_CERT", cert.to_str().unwrap()),
         ("AUTHZ_TLS_KEY", key.to_str().unwrap()),
+        ("COGNITO_IDP_ENDPOINT", get_user.as_str()),
     ];
     if mutual {
         vars.push(("AUTHZ_TLS_CLIENT_CA", ca.to_str().unwrap()));
@@ -335,9 +339,13 @@ async fn envoy_reaches_cognito_authz_over_a_unix_socket() {
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("authz.sock");
     let addr = format!("unix:{}", socket.display());
+    let get_user = idp.url("/");
     let running = server::start(serve_config(
         &idp.url("/j"),
-        &[("AUTHZ_GRPC_ADDR", addr.as_str())],
+        &[
+            ("AUTHZ_GRPC_ADDR", addr.as_str()),
+            ("COGNITO_IDP_ENDPOINT", get_user.as_str()),
+        ],
         "",
     ))
     .await
