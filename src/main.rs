@@ -143,6 +143,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// A single-threaded runtime for a one-shot command; exit 2 when it cannot start.
+fn one_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| {
+            eprintln!("cognito-authz: cannot start the runtime: {err}");
+            ExitCode::from(2)
+        })
+}
+
 fn health(admin: Option<&str>, live: bool) -> ExitCode {
     use std::io::Write as _;
     let addr = admin
@@ -214,15 +225,9 @@ fn revoke(
         eprintln!("cognito-authz: say what to revoke: --token, --origin-jti, --jti or --sub");
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match one_thread_runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("cognito-authz: cannot start the runtime: {err}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let url = format!("{}/revocations", admin.trim_end_matches('/'));
     let result = runtime.block_on(async {
@@ -291,15 +296,9 @@ fn verify(config: Config, token: Option<String>) -> ExitCode {
         _ => token,
     };
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match one_thread_runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("cognito-authz: cannot start the runtime: {err}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let keys = match KeyStore::new(&config.pools, &config.jwks) {

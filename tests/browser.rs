@@ -8,7 +8,9 @@
 //! Needs `chromium` and `chromium-driver` (the README's test command installs them); without
 //! them it fails, naming what is missing.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -17,14 +19,7 @@ use cruddur_demo::walkthrough::payload;
 use fantoccini::{Client, ClientBuilder, Locator};
 
 fn layout(name: &str) -> Layout {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_cognito-authz"))
-        .parent()
-        .expect("binary folder")
-        .to_path_buf();
-    let work =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    Layout::new(root, &bin_dir, &work).unwrap_or_else(|e| panic!("{e}"))
+    common::stack_layout(name)
 }
 
 struct Driver(Child);

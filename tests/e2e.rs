@@ -5,7 +5,7 @@
 //! Needs `scripts/setup-venv` and `cargo build --workspace` first (the README's test command
 //! does both); without them it fails, naming what is missing.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -14,14 +14,7 @@ use cruddur_demo::walkthrough::{self, get, payload};
 use serde_json::Value;
 
 fn layout(name: &str) -> Layout {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_cognito-authz"))
-        .parent()
-        .expect("binary folder")
-        .to_path_buf();
-    let work =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    Layout::new(root, &bin_dir, &work).unwrap_or_else(|e| panic!("{e}"))
+    common::stack_layout(name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

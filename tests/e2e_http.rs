@@ -4,7 +4,8 @@
 //! fail-closed cases (authz hung, authz dead) — judged by what the client got and what the
 //! upstream received.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -13,14 +14,7 @@ use cruddur_demo::stack::{Layout, Ports, Protocol, Stack};
 use cruddur_demo::walkthrough::{self, get, payload};
 
 fn layout(name: &str) -> Layout {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_cognito-authz"))
-        .parent()
-        .expect("binary folder")
-        .to_path_buf();
-    let work =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    Layout::new(root, &bin_dir, &work).unwrap_or_else(|e| panic!("{e}"))
+    common::stack_layout(name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,9 +5,10 @@
 //! Needs `scripts/setup-venv` and `cargo build --workspace` first (the README's test command
 //! does both); without them it fails, naming what is missing.
 
+mod common;
+
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cognito_authz::identity::IDENTITY_HEADERS;
@@ -16,14 +17,7 @@ use cruddur_demo::walkthrough::payload;
 use serde_json::Value;
 
 fn layout(name: &str) -> Layout {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_cognito-authz"))
-        .parent()
-        .expect("binary folder")
-        .to_path_buf();
-    let work =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    Layout::new(root, &bin_dir, &work).unwrap_or_else(|e| panic!("{e}"))
+    common::stack_layout(name)
 }
 
 async fn signed_in(stack: &Stack) -> String {

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -17,14 +16,7 @@ use cruddur_demo::walkthrough::get;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 
 fn layout(name: &str) -> Layout {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_cognito-authz"))
-        .parent()
-        .expect("binary folder")
-        .to_path_buf();
-    let work =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    Layout::new(root, &bin_dir, &work).unwrap_or_else(|e| panic!("{e}"))
+    common::stack_layout(name)
 }
 
 const TTL: Duration = Duration::from_millis(REVOCATION_TTL_SECS * 1000 + 300);

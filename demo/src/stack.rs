@@ -955,45 +955,36 @@ impl Stack {
         SocketAddr::from(([127, 0, 0, 1], self.ports.authz))
     }
 
-    /// Requests the app has served so far (read directly, not through Envoy).
-    pub async fn app_requests(&self) -> Result<u64, StackError> {
-        let value: Value = reqwest::get(format!("http://127.0.0.1:{}/_stats", self.ports.app))
+    /// The app's own counters and its record of the last request (read directly, not through
+    /// Envoy).
+    async fn app_stats(&self) -> Result<Value, StackError> {
+        reqwest::get(format!("http://127.0.0.1:{}/_stats", self.ports.app))
             .await
             .and_then(|r| r.error_for_status())
             .map_err(|e| err(format!("app stats: {e}")))?
             .json()
             .await
-            .map_err(|e| err(format!("app stats: {e}")))?;
-        value["requests"]
+            .map_err(|e| err(format!("app stats: {e}")))
+    }
+
+    /// Requests the app has served so far.
+    pub async fn app_requests(&self) -> Result<u64, StackError> {
+        self.app_stats().await?["requests"]
             .as_u64()
             .ok_or_else(|| err("app stats: no count"))
     }
 
-    /// CORS preflights the app has answered (read directly, not through Envoy).
+    /// CORS preflights the app has answered.
     pub async fn app_preflights(&self) -> Result<u64, StackError> {
-        let value: Value = reqwest::get(format!("http://127.0.0.1:{}/_stats", self.ports.app))
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| err(format!("app stats: {e}")))?
-            .json()
-            .await
-            .map_err(|e| err(format!("app stats: {e}")))?;
-        value["preflights"]
+        self.app_stats().await?["preflights"]
             .as_u64()
             .ok_or_else(|| err("app stats: no preflight count"))
     }
 
     /// What the last request to reach the app carried: `{"method", "path", "headers"}` with
-    /// credentials redacted (read directly, not through Envoy).
+    /// credentials redacted.
     pub async fn app_last_request(&self) -> Result<Value, StackError> {
-        let value: Value = reqwest::get(format!("http://127.0.0.1:{}/_stats", self.ports.app))
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| err(format!("app stats: {e}")))?
-            .json()
-            .await
-            .map_err(|e| err(format!("app stats: {e}")))?;
-        Ok(value["last"].clone())
+        Ok(self.app_stats().await?["last"].clone())
     }
 
     /// Re-signs an emulator token with the emulator's key after setting time claims relative

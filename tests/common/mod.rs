@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use cognito_authz::config::Config;
 use cognito_authz::jwks::KeyStore;
 use cognito_authz::verify::Verifier;
+use cruddur_demo::stack::Layout;
 
 pub const POOL: &str = "us-east-1_IntegPool";
 pub const ISS: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_IntegPool";
@@ -208,4 +209,17 @@ pub fn write_pki(dir: &std::path::Path) {
         std::fs::write(dir.join(format!("{name}.pem")), cert).unwrap();
         std::fs::write(dir.join(format!("{name}-key.pem")), key).unwrap();
     }
+}
+
+/// The demo stack's layout for an end-to-end test: the binaries next to ours, a work folder of
+/// the test's own. Fails, naming the fix, when Envoy, the emulator or a binary is missing.
+pub fn stack_layout(name: &str) -> Layout {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_cognito-authz"))
+        .parent()
+        .expect("binary folder")
+        .to_path_buf();
+    let work = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}", std::process::id()));
+    Layout::new(root, &bin_dir, &work).unwrap_or_else(|e| panic!("{e}"))
 }
