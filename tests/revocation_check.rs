@@ -1,0 +1,233 @@
+//! Revocation checks against a local `GetUser` endpoint whose answers the test chooses: one
+//! call per token per TTL, tokens `GetUser` cannot judge, Cognito unavailable (deny, or grace
+//! with a recent verdict), a timeout, and what `VerifyToken` and `verify` report.
+
+mod common;
+
+use std::time::Duration;
+
+use cognito_authz::generated::diagnostics::diagnostics_client::DiagnosticsClient;
+use cognito_authz::generated::diagnostics::VerifyTokenRequest;
+use cognito_authz::server::{self, GrpcAddr};
+use cognito_authz::testkit::{access_claims, id_claims, jwks, now, Behaviour, JwksServer, TestKey};
+use common::{answer, channel, check_request, serve_config, Answer, CLIENT, ISS};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+
+async fn start(
+    get_user: &JwksServer,
+    idp: &JwksServer,
+    extra: &[(&str, &str)],
+) -> (server::Running, std::net::SocketAddr) {
+    let endpoint = get_user.url("/");
+    let mut vars = vec![
+        ("COGNITO_REVOCATION", "cognito"),
+        ("COGNITO_IDP_ENDPOINT", endpoint.as_str()),
+        ("COGNITO_TOKEN_USE", "any"),
+        ("COGNITO_REVOCATION_TTL_SECONDS", "1"),
+        ("COGNITO_REVOCATION_TIMEOUT_MS", "300"),
+    ];
+    vars.extend_from_slice(extra);
+    let running = server::start(serve_config(&idp.url("/j"), &vars, ""))
+        .await
+        .unwrap();
+    let GrpcAddr::Tcp(addr) = running.grpc_addr else {
+        unreachable!()
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (running, addr)
+}
+
+async fn check(addr: std::net::SocketAddr, token: &str) -> (u16, String) {
+    let auth = format!("Bearer {token}");
+    let response = AuthorizationClient::new(channel(addr).await)
+        .check(check_request(
+            "GET",
+            "/api/x",
+            &[("authorization", &auth)],
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    match answer(&response) {
+        Answer::Allowed { .. } => (200, "allowed".into()),
+        Answer::Denied { status, body, .. } => {
+            (status as u16, body["reason"].as_str().unwrap_or("").into())
+        }
+    }
+}
+
+fn access() -> String {
+    TestKey::shared(0).token(&access_claims(ISS, CLIENT, now()))
+}
+
+#[tokio::test]
+async fn one_call_per_token_per_ttl_and_unverifiable_tokens_refused() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let get_user = JwksServer::start(Behaviour::Json(serde_json::json!({"Username": "u"}))).await;
+    let (running, addr) = start(&get_user, &idp, &[]).await;
+    let token = access();
+    for _ in 0..3 {
+        assert_eq!(check(addr, &token).await, (200, "allowed".into()));
+    }
+    assert_eq!(get_user.hits(), 1, "three checks within the TTL, one call");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(check(addr, &token).await.0, 200);
+    assert_eq!(get_user.hits(), 2, "a new call once the TTL passed");
+
+    // An ID token, and an access token without the admin scope: GetUser cannot judge them.
+    let id = TestKey::shared(0).token(&id_claims(ISS, CLIENT, now()));
+    assert_eq!(
+        check(addr, &id).await,
+        (403, "revocation_unverifiable".into())
+    );
+    let mut narrow = access_claims(ISS, CLIENT, now());
+    narrow["scope"] = "openid".into();
+    let narrow = TestKey::shared(0).token(&narrow);
+    assert_eq!(
+        check(addr, &narrow).await,
+        (403, "revocation_unverifiable".into())
+    );
+    assert_eq!(get_user.hits(), 2, "no call for them");
+    running.stop().await.unwrap();
+
+    let (running, addr) = start(
+        &get_user,
+        &idp,
+        &[("COGNITO_REVOCATION_UNVERIFIABLE", "allow")],
+    )
+    .await;
+    assert_eq!(check(addr, &id).await.0, 200, "allowed when configured so");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cognito_unavailable_fails_closed_unless_the_route_accepts_a_recent_verdict() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let get_user = JwksServer::start(Behaviour::Json(serde_json::json!({}))).await;
+    for (mode, after_outage) in [
+        ("deny", (503, "revocation_unavailable".to_string())),
+        ("grace", (200, "allowed".to_string())),
+    ] {
+        get_user.set(Behaviour::Json(serde_json::json!({})));
+        let (running, addr) = start(
+            &get_user,
+            &idp,
+            &[("COGNITO_REVOCATION_ON_UNAVAILABLE", mode)],
+        )
+        .await;
+        let token = access();
+        assert_eq!(check(addr, &token).await.0, 200, "{mode}: a fresh verdict");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // Throttled, then a 5xx, then slower than the timeout: no verdict each time.
+        for outage in [
+            Behaviour::Status(429),
+            Behaviour::Status(500),
+            Behaviour::Slow(
+                Duration::from_secs(2),
+                Box::new(Behaviour::Json(serde_json::json!({}))),
+            ),
+        ] {
+            get_user.set(outage);
+            assert_eq!(check(addr, &token).await, after_outage, "{mode}");
+        }
+        // A token never confirmed has no verdict to fall back on, in either mode.
+        let mut other = access_claims(ISS, CLIENT, now());
+        other["jti"] = "another-token".into();
+        let other = TestKey::shared(0).token(&other);
+        get_user.set(Behaviour::Status(500));
+        assert_eq!(
+            check(addr, &other).await,
+            (503, "revocation_unavailable".into()),
+            "{mode}"
+        );
+        let (_, metrics) = common::http_get(running.admin_addr, "/metrics").await;
+        for result in ["valid", "throttled", "bad_answer", "timeout"] {
+            assert!(
+                metrics.contains(&format!(
+                    "cognito_authz_revocation_checks_total{{result=\"{result}\"}}"
+                )),
+                "{result} not counted:\n{metrics}"
+            );
+        }
+        running.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn verify_token_reports_the_revocation_check() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let get_user = JwksServer::start(Behaviour::Json(serde_json::json!({}))).await;
+    let (running, addr) = start(&get_user, &idp, &[]).await;
+    let token = access();
+    let mut diag = DiagnosticsClient::new(channel(addr).await);
+    let verdict = diag
+        .verify_token(VerifyTokenRequest {
+            token: token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verdict.valid && verdict.revocation_checked);
+    assert_eq!(verdict.revocation, "valid");
+
+    // Revoked explicitly through the admin API.
+    let revoked = reqwest::Client::new()
+        .post(format!("http://{}/revocations", running.admin_addr))
+        .body(r#"{"origin_jti": "0b8f0c7e-1111-4111-8111-111111111111"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 200);
+    let verdict = diag
+        .verify_token(VerifyTokenRequest {
+            token: token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            verdict.valid,
+            verdict.reason.as_str(),
+            verdict.revocation.as_str()
+        ),
+        (false, "revoked", "revoked_explicitly")
+    );
+    assert_eq!(check(addr, &token).await, (401, "revoked".into()));
+    // A malformed revocation is refused.
+    let bad = reqwest::Client::new()
+        .post(format!("http://{}/revocations", running.admin_addr))
+        .body(r#"{"jti": "a", "sub": "b"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    running.stop().await.unwrap();
+
+    // The verify command asks Cognito too.
+    let endpoint = get_user.url("/");
+    let vars = common::env_for(
+        &idp.url("/j"),
+        &[
+            ("COGNITO_REVOCATION", "cognito"),
+            ("COGNITO_IDP_ENDPOINT", &endpoint),
+        ],
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+            .args(["verify", &token])
+            .env_clear()
+            .envs(&vars)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        printed["revocation"],
+        serde_json::json!({"checked": true, "answer": "valid"})
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
