@@ -441,6 +441,17 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_headers_an_identity_writes_are_the_managed_list() {
+        let mut written: Vec<&str> = FIXED_HEADERS.to_vec();
+        written.push("x-cognito-token-use");
+        written.sort_unstable();
+        let mut managed = IDENTITY_HEADERS.to_vec();
+        managed.sort_unstable();
+        assert_eq!(written, managed);
+        assert!(managed.iter().all(|h| h.starts_with(IDENTITY_PREFIX)));
+    }
     use serde_json::json;
 
     struct Owned {
