@@ -320,6 +320,7 @@ fn verify(config: Config, token: Option<String>) -> ExitCode {
                     std::sync::Arc::default(),
                     None,
                     cognito_authz::verify::MAX_TOKEN_LIFETIME_SECS,
+                    None,
                 ) {
                     Ok(checker) => {
                         checker

@@ -153,13 +153,14 @@ struct Inner {
 
 impl RevocationChecker {
     /// A checker for pools with these `GetUser` endpoints, recording revoked sessions in `list`
-    /// (kept `lifetime` seconds) and sharing through `shared`.
+    /// (kept `lifetime` seconds), sharing through `shared` and counting into `observer`.
     pub fn new(
         settings: RevocationSettings,
         endpoints: Vec<Option<String>>,
         list: Arc<RevocationList>,
         shared: Option<Shared>,
         lifetime: i64,
+        observer: Option<Arc<dyn CheckObserver>>,
     ) -> Result<RevocationChecker, reqwest::Error> {
         let client = CognitoClient::new(settings.timeout)?;
         let pools = endpoints
@@ -175,24 +176,10 @@ impl RevocationChecker {
                 list,
                 shared,
                 lifetime,
-                observer: Arc::new(NoObserver),
+                observer: observer.unwrap_or_else(|| Arc::new(NoObserver)),
                 settings,
             }),
         })
-    }
-
-    /// The same checker counting into `observer`.
-    pub fn with_observer(self, observer: Arc<dyn CheckObserver>) -> RevocationChecker {
-        let inner = Arc::into_inner(self.inner).map(|mut inner| {
-            inner.observer = observer;
-            inner
-        });
-        match inner {
-            Some(inner) => RevocationChecker {
-                inner: Arc::new(inner),
-            },
-            None => unreachable!("with_observer is called on a checker nobody else holds yet"),
-        }
     }
 
     /// The settings.

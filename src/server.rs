@@ -420,8 +420,8 @@ fn revocation_checker(
         authorizer.revocations(),
         shared,
         revocation_lifetime(config),
+        Some(Arc::new(metrics.clone())),
     )
-    .map(|checker| checker.with_observer(Arc::new(metrics.clone())))
     .map_err(ServerError::CognitoClient)
 }
 

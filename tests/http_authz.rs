@@ -79,6 +79,24 @@ async fn the_http_protocol_allows_with_identity_and_denies_with_rfc_6750() {
         assert!(removed.contains(&"x-cognito-anything"), "{removed:?}");
         assert!(removed.contains(&"x-tenant-id"), "{removed:?}");
         assert!(!removed.contains(&"x-cognito-sub"), "set, not removed");
+
+        // A mapped header outside x-cognito- (which Envoy's shipped configs do not copy) is
+        // also listed for removal: a client's copy can never survive next to ours.
+        let mut claims = access_claims(ISS, CLIENT, now());
+        claims["custom:tenant"] = "t1".into();
+        let tenant = TestKey::shared(0).token(&claims);
+        let mapped = client
+            .get(format!("{base}/api/messages"))
+            .bearer_auth(&tenant)
+            .header("x-tenant-id", "forged")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&mapped, "x-tenant-id"), Some("t1"));
+        assert!(header(&mapped, HEADERS_TO_REMOVE)
+            .unwrap()
+            .split(',')
+            .any(|h| h == "x-tenant-id"));
         assert_eq!(header(&allowed, "x-authz-decision"), Some("allow"));
 
         // Denied: the RFC 6750 status, challenge and body.

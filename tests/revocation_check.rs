@@ -231,3 +231,64 @@ async fn verify_token_reports_the_revocation_check() {
     );
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn concurrent_checks_share_one_call_and_the_pool_cap_holds() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let get_user = JwksServer::start(Behaviour::Slow(
+        Duration::from_millis(200),
+        Box::new(Behaviour::Json(serde_json::json!({}))),
+    ))
+    .await;
+    let (running, addr) = start(
+        &get_user,
+        &idp,
+        &[("COGNITO_REVOCATION_MAX_CONCURRENT", "1")],
+    )
+    .await;
+    // Five requests for one token at once: one call between them.
+    let token = access();
+    let same: Vec<_> = (0..5)
+        .map(|_| {
+            let token = token.clone();
+            tokio::spawn(async move { check(addr, &token).await })
+        })
+        .collect();
+    for c in same {
+        assert_eq!(c.await.unwrap(), (200, "allowed".to_string()));
+    }
+    assert_eq!(get_user.hits(), 1, "five concurrent checks, one call");
+
+    // Two different tokens at once with a cap of one call per pool: the second is refused
+    // (fail closed) rather than queued behind Cognito.
+    let tokens: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|jti| {
+            let mut claims = access_claims(ISS, CLIENT, now());
+            claims["jti"] = (*jti).into();
+            TestKey::shared(0).token(&claims)
+        })
+        .collect();
+    let both: Vec<_> = tokens
+        .into_iter()
+        .map(|t| tokio::spawn(async move { check(addr, &t).await }))
+        .collect();
+    let mut answers = Vec::new();
+    for c in both {
+        answers.push(c.await.unwrap());
+    }
+    answers.sort();
+    assert_eq!(
+        answers,
+        vec![
+            (200, "allowed".to_string()),
+            (503, "revocation_unavailable".to_string())
+        ]
+    );
+    let (_, metrics) = common::http_get(running.admin_addr, "/metrics").await;
+    assert!(
+        metrics.contains("cognito_authz_revocation_checks_total{result=\"busy\"} 1"),
+        "{metrics}"
+    );
+    running.stop().await.unwrap();
+}
