@@ -62,15 +62,10 @@ impl Ports {
         cognito: 5000,
     };
 
-    /// Eight free loopback ports (for tests running side by side).
+    /// Eight free loopback ports, below the ephemeral range and never twice in one process (for
+    /// tests running side by side).
     pub fn ephemeral() -> std::io::Result<Ports> {
-        let listeners = (0..8)
-            .map(|_| TcpListener::bind("127.0.0.1:0"))
-            .collect::<std::io::Result<Vec<_>>>()?;
-        let p = listeners
-            .iter()
-            .map(|l| l.local_addr().map(|a| a.port()))
-            .collect::<std::io::Result<Vec<_>>>()?;
+        let p = pick_ports(8)?;
         Ok(Ports {
             envoy: p[0],
             envoy_admin: p[1],
@@ -1124,16 +1119,42 @@ enum Probe<'a> {
 
 /// `N` free loopback ports.
 fn free_ports<const N: usize>() -> Result<[u16; N], StackError> {
-    let listeners = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|e| err(format!("no free port: {e}")))?;
+    let picked = pick_ports(N).map_err(|e| err(format!("no free port: {e}")))?;
     let mut ports = [0u16; N];
-    for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener
-            .local_addr()
-            .map_err(|e| err(format!("no free port: {e}")))?
-            .port();
+    ports.copy_from_slice(&picked);
+    Ok(ports)
+}
+
+/// `n` loopback ports nothing listens on, for processes the stack starts later. They come from
+/// below Linux's ephemeral range (32768 and up), so no outgoing connection can take one in the
+/// meantime, and never twice in one process, so stacks started side by side by one test binary
+/// cannot collide.
+fn pick_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::{Mutex, OnceLock};
+    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let mut handed_out = HANDED_OUT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let random = std::collections::hash_map::RandomState::new();
+    let mut ports = Vec::with_capacity(n);
+    for attempt in 0u64..100_000 {
+        if ports.len() == n {
+            break;
+        }
+        let mut hasher = random.build_hasher();
+        hasher.write_u64(attempt);
+        let port = 20_000 + (hasher.finish() % 12_000) as u16;
+        if handed_out.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        handed_out.insert(port);
+        ports.push(port);
+    }
+    if ports.len() < n {
+        return Err(std::io::Error::other("no free loopback port below 32000"));
     }
     Ok(ports)
 }
