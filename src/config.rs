@@ -1290,15 +1290,15 @@ mod tests {
     }
 
     #[test]
-    fn preflights_pass_unless_switched_off() {
+    fn preflights_are_checked_unless_switched_on() {
         let config = Config::from_lookup(env(&app_env()), None).unwrap();
-        assert!(config.routes.fallback.allow_preflight);
+        assert!(!config.routes.fallback.allow_preflight);
         let mut vars = app_env();
-        vars.push((ENV_ALLOW_PREFLIGHT, "false"));
+        vars.push((ENV_ALLOW_PREFLIGHT, "true"));
         let config = Config::from_lookup(env(&vars), None).unwrap();
-        assert!(!config.routes.fallback.allow_preflight);
-        let config = Config::from_toml(env(&app_env()), "allow_preflight = false\n").unwrap();
-        assert!(!config.routes.fallback.allow_preflight);
+        assert!(config.routes.fallback.allow_preflight);
+        let config = Config::from_toml(env(&app_env()), "allow_preflight = true\n").unwrap();
+        assert!(config.routes.fallback.allow_preflight);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use arc_swap::ArcSwap;
 use tracing::info;
 
 use crate::cache::{token_key, Lookup, TokenCache};
-use crate::credential::{find_credential, is_preflight, strip_cookie, Credential};
-use crate::identity::{Identity, IDENTITY_PREFIX};
+use crate::credential::{find_credential, is_preflight, Credential};
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::policy::{Mode, OverrideError, Requirements, RouteConfig};
 use crate::revocation::{RevocationList, TokenIds};
@@ -511,10 +511,8 @@ impl State {
         None
     }
 
-    /// What Envoy should do with a verdict. On every allow, each identity header the request
-    /// carries and we do not set is removed: every managed header it holds, and any header with
-    /// our prefix (Envoy sends us all of those). Managed headers outside the prefix, which
-    /// Envoy does not show us, are removed unless set. None is both set and removed.
+    /// What Envoy should do with a verdict: a denial's RFC 6750 answer, or the header plan's
+    /// rewrite for an allow (the identity's headers set, every other managed header removed).
     fn answer(
         &self,
         verdict: &Verdict,
@@ -528,46 +526,13 @@ impl State {
                 return deny_answer(reason, &routes.realm);
             }
         }
-        let set: Vec<(String, String)> = verdict
-            .identity
-            .as_ref()
-            .map(|i| {
-                i.headers(&routes.claim_headers)
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let is_set = |name: &str| set.iter().any(|(k, _)| k == name);
-        let mut remove: Vec<String> = routes
-            .unseen_managed_headers
-            .iter()
-            .filter(|h| !is_set(h))
-            .cloned()
-            .collect();
-        for name in request_headers.keys() {
-            let ours = name.starts_with(IDENTITY_PREFIX) || routes.managed_headers.contains(name);
-            if ours && !is_set(name) && !remove.contains(name) {
-                remove.push(name.clone());
-            }
+        let rewrite = routes
+            .headers
+            .allow(verdict.identity.as_ref(), request_headers);
+        Answer::Allow {
+            set: rewrite.set,
+            remove: rewrite.remove,
         }
-        let mut set = set;
-        if !routes.forward_token {
-            remove.push("authorization".to_string());
-            if let Some(h) = &routes.token_header {
-                remove.push(h.clone());
-            }
-            // The token cookie goes; the app's other cookies stay.
-            let stripped = routes
-                .token_cookie
-                .as_deref()
-                .and_then(|name| strip_cookie(request_headers.get("cookie")?, name));
-            match stripped {
-                Some(rest) if rest.is_empty() => remove.push("cookie".to_string()),
-                Some(rest) => set.push(("cookie".to_string(), rest)),
-                None => {}
-            }
-        }
-        Answer::Allow { set, remove }
     }
 
     /// Fields for Envoy's access log, under the filter's namespace

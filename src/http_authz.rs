@@ -18,7 +18,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 
 use crate::decision::{Answer, Authorizer, CheckInput};
-use crate::identity::IDENTITY_PREFIX;
 
 /// The response header listing the request headers Envoy must remove before the upstream.
 pub const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
@@ -76,16 +75,9 @@ impl Authorizer {
             return fail_closed();
         };
         let (status, mut pairs, body) = match outcome.answer {
-            Answer::Allow { set, mut remove } => {
-                // Envoy copies only the headers matching `allowed_upstream_headers` (the shipped
-                // configs: `x-cognito-`). A mapped header outside that prefix might be dropped
-                // while the client's copy of it survives, so it is also listed for removal: at
-                // worst the upstream misses it, never does it see a forged one.
-                for (name, _) in &set {
-                    if !name.starts_with(IDENTITY_PREFIX) && !remove.contains(name) {
-                        remove.push(name.clone());
-                    }
-                }
+            Answer::Allow { set, remove } => {
+                // Envoy copies the set headers that match `allowed_upstream_headers` (the
+                // README says which the guarantee needs) and removes the listed ones.
                 let mut pairs = set;
                 if !remove.is_empty() {
                     pairs.push((HEADERS_TO_REMOVE.to_string(), remove.join(",")));

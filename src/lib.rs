@@ -15,6 +15,7 @@
 //! - [`revocation`]: explicit revocations and Cognito's `GetUser` answer.
 //! - [`shared`]: revocations and verdicts shared between replicas through Redis.
 //! - [`revocation_check`]: asking Cognito at most once per token per TTL, across replicas.
+//! - [`header_plan`]: which headers every allow sets and removes, from the managed list.
 //! - [`policy`]: route rules, `context_extensions` overrides, identity-header settings.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`decision`]: the decision core: allow with identity, anonymous, or deny, as plain values.
@@ -33,6 +34,7 @@ pub mod config;
 pub mod credential;
 pub mod decision;
 pub mod diagnostics;
+pub mod header_plan;
 pub mod http_authz;
 pub mod identity;
 pub mod jwks;

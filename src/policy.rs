@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::header_plan::HeaderPlan;
 use crate::identity::{TokenUsePolicy, IDENTITY_HEADERS, IDENTITY_PREFIX};
 use crate::revocation_check::{OnUnavailable, RevocationMode};
 
@@ -39,9 +40,12 @@ pub const CTX_REVOCATION_ON_UNAVAILABLE: &str = "cognito_authz.revocation_on_una
 /// `context_extensions` key overriding `allow_preflight` (`true`/`false`).
 pub const CTX_ALLOW_PREFLIGHT: &str = "cognito_authz.allow_preflight";
 
-/// Default for `allow_preflight`: a CORS preflight never carries credentials (the Fetch
-/// standard forbids it), so requiring a token on it would block every cross-origin call.
-pub const DEFAULT_ALLOW_PREFLIGHT: bool = true;
+/// Default for `allow_preflight`: off. A preflight carries no credential, and an upstream
+/// handler that ignores the method would run for it without an identity; the shipped Envoy
+/// configs answer preflights with Envoy's CORS filter before the check, so neither the check
+/// nor the app sees them (oauth2-proxy's `skip_auth_preflight` and Pomerium's
+/// `cors_allow_preflight` default to off as well).
+pub const DEFAULT_ALLOW_PREFLIGHT: bool = false;
 
 /// Default `WWW-Authenticate` realm.
 pub const DEFAULT_REALM: &str = "cognito-authz";
@@ -209,9 +213,9 @@ pub struct RouteConfig {
     pub claim_headers: Vec<(String, String)>,
     /// Every identity header we manage: the fixed ones and the mapped ones.
     pub managed_headers: Vec<String>,
-    /// The managed headers outside [`IDENTITY_PREFIX`]: Envoy does not send them with a check,
-    /// so they are removed on every allow that does not set them.
-    pub unseen_managed_headers: Vec<String>,
+    /// Which headers every allow sets and removes, built from the settings above.
+    #[serde(skip)]
+    pub headers: HeaderPlan,
 }
 
 impl RouteConfig {
@@ -233,6 +237,24 @@ impl RouteConfig {
                  cookie header to cognito-authz; add `- exact: cookie` to the ext_authz filter's \
                  allowed_headers"
             ));
+        }
+        // Over Envoy's HTTP protocol a header we set reaches the app only when it matches
+        // `allowed_upstream_headers`; the shipped configs match the x-cognito- prefix. One
+        // outside it that Envoy does not copy leaves the client's own copy in place.
+        for (_, header) in self
+            .claim_headers
+            .iter()
+            .filter(|(_, h)| !h.starts_with(IDENTITY_PREFIX))
+        {
+            warnings.push(format!(
+                "identity.claim_headers maps a claim to {header}: with Envoy's HTTP protocol                  (http_service), add `- exact: {header}` to authorization_response.                 allowed_upstream_headers, or the client's own {header} reaches the app"
+            ));
+        }
+        if !self.forward_token && self.token_cookie.is_some() {
+            warnings.push(
+                "identity.forward_token = false with a token cookie: with Envoy's HTTP protocol                  (http_service), add `- exact: cookie` to authorization_response.                 allowed_upstream_headers, or the token cookie reaches the app"
+                    .to_string(),
+            );
         }
         warnings
     }
@@ -359,7 +381,10 @@ impl RouteConfig {
                     .iter()
                     .map(|m| m.trim().to_ascii_uppercase())
                     .collect(),
-                host: spec.host.map(|h| h.trim().to_ascii_lowercase()),
+                host: spec.host.map(|h| {
+                    let h = h.trim().to_ascii_lowercase();
+                    h.strip_suffix('.').map(str::to_string).unwrap_or(h)
+                }),
                 requirements: Requirements {
                     rule: name.clone(),
                     mode,
@@ -408,6 +433,8 @@ impl RouteConfig {
                 ));
             }
         }
+        let forward_token = identity.forward_token.unwrap_or(true);
+        let token_cookie = identity.token_cookie.map(|c| c.trim().to_string());
         let realm = identity.realm.unwrap_or_else(|| DEFAULT_REALM.to_string());
         if realm.contains('"') || realm.contains('\\') || realm.chars().any(char::is_control) {
             return Err(invalid(
@@ -432,15 +459,17 @@ impl RouteConfig {
                 revocation_on_unavailable: defaults.revocation_on_unavailable,
             },
             realm,
-            forward_token: identity.forward_token.unwrap_or(true),
+            forward_token,
+            headers: HeaderPlan::new(
+                managed_headers.clone(),
+                claim_headers.clone(),
+                forward_token,
+                token_header.as_deref(),
+                token_cookie.as_deref(),
+            ),
             token_header,
-            token_cookie: identity.token_cookie.map(|c| c.trim().to_string()),
+            token_cookie,
             claim_headers,
-            unseen_managed_headers: managed_headers
-                .iter()
-                .filter(|h| !h.starts_with(IDENTITY_PREFIX))
-                .cloned()
-                .collect(),
             managed_headers,
         })
     }
@@ -455,12 +484,16 @@ impl RouteConfig {
         extensions: &HashMap<String, String>,
     ) -> Result<Cow<'_, Requirements>, OverrideError> {
         let path = path.split(['?', '#']).next().unwrap_or("");
-        let host = host_name(host);
-        let base = self
-            .rules
-            .iter()
-            .find(|rule| rule.matches(method, host, path))
-            .map_or(&self.fallback, |rule| &rule.requirements);
+        // A host that does not parse matches no rule at all: it gets the `required` fallback,
+        // never a rule further down that happens to ignore the host.
+        let base = match host_name(host) {
+            Some(host) => self
+                .rules
+                .iter()
+                .find(|rule| rule.matches(method, host, path))
+                .map_or(&self.fallback, |rule| &rule.requirements),
+            None => &self.fallback,
+        };
         // Borrowed unless Envoy overrides something: no per-check copy of the rule.
         if !extensions.keys().any(|k| k.starts_with("cognito_authz.")) {
             return Ok(Cow::Borrowed(base));
@@ -546,10 +579,12 @@ fn parse_bool(key: &'static str, value: &str) -> Result<bool, OverrideError> {
     }
 }
 
-/// The host of a `Host`/`:authority` value without its port: `[v6]` keeps its brackets.
-/// `None` for anything that is not one host with an optional numeric port (`[::1`, two hosts
-/// joined by a comma, spaces): such a request matches no host-specific rule. Works on bytes and
-/// `split_once`, so no input can index out of bounds.
+/// The host of a `Host`/`:authority` value as rules match it: without its port and without a
+/// trailing dot (`a.example.:443` is `a.example`); `[v6]` keeps its brackets. Letter case is
+/// left to the comparison, which ignores it. `None` for anything that is not one host with an
+/// optional numeric port (`[::1`, two hosts joined by a comma, spaces, empty labels): such a
+/// request gets the `required` fallback. Works on bytes and `split_once`, so no input can index
+/// out of bounds.
 pub fn host_name(authority: &str) -> Option<&str> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (inside, after) = rest.split_once(']')?;
@@ -571,7 +606,10 @@ pub fn host_name(authority: &str) -> Option<&str> {
             Some((host, port)) => (host, Some(port)),
             None => (authority, None),
         };
+        // One trailing dot is the fully qualified spelling of the same name.
+        let host = host.strip_suffix('.').unwrap_or(host);
         let name = !host.is_empty()
+            && host.split('.').all(|label| !label.is_empty())
             && host
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
@@ -599,13 +637,13 @@ impl PathMatch {
 }
 
 impl Rule {
-    fn matches(&self, method: &str, host: Option<&str>, path: &str) -> bool {
+    fn matches(&self, method: &str, host: &str, path: &str) -> bool {
         self.path.matches(path)
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
-            && match self.host.as_deref() {
-                None => true,
-                Some(wanted) => host.is_some_and(|h| wanted.eq_ignore_ascii_case(h)),
-            }
+            && self
+                .host
+                .as_deref()
+                .is_none_or(|wanted| wanted.eq_ignore_ascii_case(host))
     }
 }
 
@@ -858,6 +896,48 @@ mod tests {
     }
 
     #[test]
+    fn hosts_are_matched_without_case_port_or_trailing_dot() {
+        assert_eq!(
+            host_name("Internal.Example.:8443"),
+            Some("Internal.Example")
+        );
+        assert_eq!(host_name("a.example."), Some("a.example"));
+        for bad in ["a.example..", ".a.example", "a..example", "."] {
+            assert_eq!(host_name(bad), None, "{bad:?}");
+        }
+        let r = routes(
+            "[[routes]]\nhost = \"Internal.Example.\"\nprefix = \"/internal\"\nmode = \"required\"\n\
+             groups_any = [\"admins\"]\n\
+             [[routes]]\nprefix = \"/internal\"\nmode = \"public\"\n",
+        );
+        let rule = |host: &str| r.requirements("GET", host, "/internal/x", &none()).unwrap();
+        for spelling in [
+            "internal.example",
+            "INTERNAL.EXAMPLE",
+            "internal.example.",
+            "Internal.Example.:443",
+        ] {
+            assert_eq!(rule(spelling).groups_any, vec!["admins"], "{spelling:?}");
+        }
+        assert_eq!(rule("other.example").mode, Mode::Public);
+        // A host that does not parse gets the fallback, never the permissive rule below the
+        // host rule.
+        for bad in ["internal.example:", "internal.example..", "[::1", ""] {
+            assert_eq!(rule(bad).rule, "default", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn mapped_headers_outside_the_prefix_warn_about_the_http_protocol() {
+        let r = routes("[identity.claim_headers]\n\"custom:tenant\" = \"x-tenant-id\"\n");
+        let warnings = r.envoy_forwarding_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("allowed_upstream_headers"));
+        let r = routes("[identity.claim_headers]\n\"custom:tenant\" = \"x-cognito-tenant\"\n");
+        assert!(r.envoy_forwarding_warnings().is_empty());
+    }
+
+    #[test]
     fn a_path_separated_prefix_matches_on_segment_boundaries() {
         let r = routes(
             "[[routes]]\npath_separated_prefix = \"/api/admin\"\nmode = \"public\"\n\
@@ -880,10 +960,26 @@ mod tests {
     }
 
     #[test]
-    fn preflights_are_allowed_by_default_and_can_be_turned_off() {
-        let r = routes(
-            "[[routes]]\nprefix = \"/strict\"\nmode = \"required\"\nallow_preflight = false\n",
+    fn preflights_are_checked_by_default_and_can_be_let_through() {
+        assert!(
+            !routes("")
+                .requirements("OPTIONS", "h", "/", &none())
+                .unwrap()
+                .allow_preflight
         );
+        let r = RouteConfig::build(
+            vec![toml::from_str(
+                "prefix = \"/strict\"\nmode = \"required\"\nallow_preflight = false\n",
+            )
+            .unwrap()],
+            IdentitySpec::default(),
+            RouteDefaults {
+                allow_preflight: true,
+                ..RouteDefaults::default()
+            },
+            &[],
+        )
+        .unwrap();
         let req = |p: &str, ext: &HashMap<String, String>| {
             r.requirements("OPTIONS", "h", p, ext)
                 .unwrap()

@@ -147,40 +147,56 @@ fn assert_no_spoof(set: &HashMap<String, String>, removed: &[String]) {
     );
 }
 
+/// Every managed header: the fixed identity headers and the mapped one.
+fn managed() -> Vec<String> {
+    IDENTITY_HEADERS
+        .iter()
+        .map(|h| h.to_string())
+        .chain(["x-tenant-id".to_string()])
+        .collect()
+}
+
 #[tokio::test]
-async fn an_allow_removes_only_the_identity_headers_the_request_carries() {
+async fn every_allow_removes_every_managed_header_it_does_not_set_whatever_the_request_shows() {
     let a = authorizer();
-    // Nothing spoofed: only the unseen mapped header is removed.
+    // Nothing shown (Envoy Gateway sends no x-cognito-* to the check): all are removed anyway.
     match check(&a, "/healthz", &[]).await {
         Answer::Allowed { set, removed } => {
             assert!(set.is_empty());
-            assert_eq!(removed, vec!["x-tenant-id".to_string()]);
+            assert_eq!(removed, managed());
         }
         other => panic!("{other:?}"),
     }
-    // Each managed header the client sends, in any case Envoy lowercases to, is removed.
+    // A managed header the request shows changes nothing.
     for name in IDENTITY_HEADERS {
         match check(&a, "/healthz", &[(name, "spoof")]).await {
-            Answer::Allowed { removed, .. } => {
-                assert!(removed.contains(&name.to_string()), "{name}: {removed:?}");
-                assert_eq!(removed.len(), 2, "{removed:?}");
-            }
+            Answer::Allowed { removed, .. } => assert_eq!(removed, managed(), "{name}"),
             other => panic!("{other:?}"),
         }
     }
-    // A valid token: its headers are set, none removed but what the client sent and we did
-    // not set.
-    let auth = bearer(&access_token(|_| {}));
-    match check(
-        &a,
-        "/api/messages",
-        &[("authorization", &auth), ("x-cognito-email", "spoof")],
-    )
-    .await
-    {
+    // A valid access token, no x-cognito-* shown: its headers are set, and every managed header
+    // it does not set (groups, email, preferred username, the mapping) is removed.
+    let auth = bearer(&access_token(|c| {
+        c.as_object_mut().unwrap().remove("cognito:groups");
+    }));
+    match check(&a, "/api/messages", &[("authorization", &auth)]).await {
         Answer::Allowed { set, removed } => {
             assert!(set.contains_key("x-cognito-sub"));
-            assert_eq!(removed, vec!["x-tenant-id", "x-cognito-email"]);
+            for name in [
+                "x-cognito-groups",
+                "x-cognito-email",
+                "x-cognito-preferred-username",
+                "x-tenant-id",
+            ] {
+                assert!(!set.contains_key(name), "{name} is set");
+                assert!(removed.iter().any(|r| r == name), "{name}: {removed:?}");
+            }
+            for name in managed() {
+                assert!(
+                    set.contains_key(&name) != removed.contains(&name),
+                    "{name} is set and removed, or neither: {set:?} {removed:?}"
+                );
+            }
         }
         other => panic!("{other:?}"),
     }
@@ -669,8 +685,22 @@ const PREFLIGHT: [(&str, &str); 3] = [
 ];
 
 #[tokio::test]
-async fn a_cors_preflight_passes_as_anonymous_on_every_route() {
+async fn a_preflight_is_checked_by_default() {
     let a = authorizer();
+    for path in ["/api/messages", "/unmatched"] {
+        assert!(
+            matches!(
+                check_method(&a, "OPTIONS", path, &PREFLIGHT, &[]).await,
+                Answer::Denied { status: 401, .. }
+            ),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_the_switch_on_a_cors_preflight_passes_as_anonymous_on_every_route() {
+    let a = authorizer_with("", &[("AUTHZ_ALLOW_PREFLIGHT", "true")]);
     for path in [
         "/api/messages",
         "/api/admin/users",
@@ -719,13 +749,13 @@ async fn an_options_request_that_is_no_preflight_gets_the_ordinary_decision() {
 }
 
 #[tokio::test]
-async fn preflights_can_be_checked_globally_or_per_route() {
-    let strict = authorizer_with("", &[("AUTHZ_ALLOW_PREFLIGHT", "false")]);
+async fn preflights_can_be_let_through_globally_or_per_route() {
+    let strict = authorizer();
     assert!(matches!(
         check_method(&strict, "OPTIONS", "/api/messages", &PREFLIGHT, &[]).await,
         Answer::Denied { status: 401, .. }
     ));
-    let a = authorizer();
+    let a = authorizer_with("", &[("AUTHZ_ALLOW_PREFLIGHT", "true")]);
     assert!(matches!(
         check_method(
             &a,

@@ -80,8 +80,8 @@ async fn the_http_protocol_allows_with_identity_and_denies_with_rfc_6750() {
         assert!(removed.contains(&"x-tenant-id"), "{removed:?}");
         assert!(!removed.contains(&"x-cognito-sub"), "set, not removed");
 
-        // A mapped header outside x-cognito- (which Envoy's shipped configs do not copy) is
-        // also listed for removal: a client's copy can never survive next to ours.
+        // A mapped header is set, never also removed (Envoy removes after setting, so the app
+        // would never see it); the README says the Envoy config must copy it.
         let mut claims = access_claims(ISS, CLIENT, now());
         claims["custom:tenant"] = "t1".into();
         let tenant = TestKey::shared(0).token(&claims);
@@ -93,7 +93,7 @@ async fn the_http_protocol_allows_with_identity_and_denies_with_rfc_6750() {
             .await
             .unwrap();
         assert_eq!(header(&mapped, "x-tenant-id"), Some("t1"));
-        assert!(header(&mapped, HEADERS_TO_REMOVE)
+        assert!(!header(&mapped, HEADERS_TO_REMOVE)
             .unwrap()
             .split(',')
             .any(|h| h == "x-tenant-id"));
@@ -141,7 +141,7 @@ async fn the_http_protocol_allows_with_identity_and_denies_with_rfc_6750() {
             .unwrap();
         assert_eq!(two.status().as_u16(), 400);
 
-        // A preflight passes anonymously.
+        // A preflight is checked like any request (AUTHZ_ALLOW_PREFLIGHT is off by default).
         let preflight = client
             .request(reqwest::Method::OPTIONS, format!("{base}/api/messages"))
             .header("origin", "http://127.0.0.1:3000")
@@ -149,14 +149,14 @@ async fn the_http_protocol_allows_with_identity_and_denies_with_rfc_6750() {
             .send()
             .await
             .unwrap();
-        assert_eq!(preflight.status().as_u16(), 200);
-        assert_eq!(header(&preflight, "x-authz-reason"), Some("preflight"));
+        assert_eq!(preflight.status().as_u16(), 401);
+        assert_eq!(header(&preflight, "x-authz-reason"), Some("no_token"));
     }
 
     // Counted like gRPC decisions.
     let (_, metrics) = common::http_get(running.admin_addr, "/metrics").await;
     assert!(
-        metrics.contains("cognito_authz_decisions_total{decision=\"deny\",reason=\"no_token\"} 2"),
+        metrics.contains("cognito_authz_decisions_total{decision=\"deny\",reason=\"no_token\"} 4"),
         "{metrics}"
     );
     running.stop().await.unwrap();

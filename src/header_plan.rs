@@ -1,0 +1,177 @@
+//! Header hygiene, owned in one place: for an allowed request, every header Envoy sets on the
+//! upstream request and every header it removes.
+//!
+//! The plan works from the managed list (the fixed identity headers, the mapped claim headers
+//! and, with `forward_token = false`, the token's own headers), never from what the request
+//! happened to show. What Envoy shows the check is a platform's choice (Envoy Gateway sends only
+//! `headersToExtAuth`, Istio's HTTP provider only `includeRequestHeadersInCheck`), so a client's
+//! forged `x-cognito-groups` must be removed whether or not the check saw it. Every allow
+//! (valid, anonymous, public, preflight, dry-run) therefore removes every managed header it
+//! does not set, and no header is ever both set and removed: Envoy applies removals after
+//! setting, so a header in both would never reach the app.
+
+use std::collections::HashMap;
+
+use crate::credential::strip_cookie;
+use crate::identity::{Identity, IDENTITY_PREFIX};
+
+/// Which headers an allow sets and removes, for every verdict and both protocols. Built once
+/// per configuration.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderPlan {
+    /// Every identity header we manage: the fixed ones, then the mapped ones.
+    managed: Vec<String>,
+    /// The mapped claim headers, `(claim, header)`, in the order identities hold them.
+    claim_headers: Vec<(String, String)>,
+    /// Headers carrying the token, removed on every allow (`forward_token = false`).
+    token_headers: Vec<String>,
+    /// The cookie carrying the token, cut out of `cookie` on every allow (`forward_token =
+    /// false`): the app keeps its other cookies.
+    token_cookie: Option<String>,
+}
+
+/// What Envoy does to the upstream request on an allow. No name is in both lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Headers to set, each replacing the client's value.
+    pub set: Vec<(String, String)>,
+    /// Headers to remove.
+    pub remove: Vec<String>,
+}
+
+impl HeaderPlan {
+    /// A plan over `managed` identity headers (names lowercase), the `claim_headers` mappings
+    /// (their headers are among `managed`) and, when the token must not reach the app
+    /// (`forward_token = false`), the places a token may come from.
+    pub fn new(
+        managed: Vec<String>,
+        claim_headers: Vec<(String, String)>,
+        forward_token: bool,
+        token_header: Option<&str>,
+        token_cookie: Option<&str>,
+    ) -> HeaderPlan {
+        let (token_headers, token_cookie) = if forward_token {
+            (Vec::new(), None)
+        } else {
+            let mut headers = vec!["authorization".to_string()];
+            headers.extend(token_header.map(str::to_string));
+            (headers, token_cookie.map(str::to_string))
+        };
+        HeaderPlan {
+            managed,
+            claim_headers,
+            token_headers,
+            token_cookie,
+        }
+    }
+
+    /// Every identity header the plan manages.
+    pub fn managed(&self) -> &[String] {
+        &self.managed
+    }
+
+    /// The mapped claim headers, `(claim, header)`.
+    pub fn claim_headers(&self) -> &[(String, String)] {
+        &self.claim_headers
+    }
+
+    /// The rewrite for an allow: the identity's headers set (none when anonymous), every other
+    /// managed header removed, the token's headers removed when it must not be forwarded.
+    ///
+    /// `request` is read for two things only, neither of which the guarantee rests on: the
+    /// `cookie` header, to cut the token cookie out of it, and any other header in our
+    /// namespace that Envoy happened to show, removed as well (defence in depth).
+    pub fn allow(&self, identity: Option<&Identity>, request: &HashMap<String, String>) -> Rewrite {
+        let mut set: Vec<(String, String)> = identity
+            .map(|i| {
+                i.headers(&self.claim_headers)
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let is_set = |set: &[(String, String)], name: &str| set.iter().any(|(k, _)| k == name);
+        let mut remove: Vec<String> = self
+            .managed
+            .iter()
+            .filter(|h| !is_set(&set, h))
+            .cloned()
+            .collect();
+        for name in request.keys() {
+            if name.starts_with(IDENTITY_PREFIX) && !is_set(&set, name) && !remove.contains(name) {
+                remove.push(name.clone());
+            }
+        }
+        remove.extend(self.token_headers.iter().cloned());
+        if let Some(cookie) = &self.token_cookie {
+            match request.get("cookie").and_then(|c| strip_cookie(c, cookie)) {
+                Some(rest) if rest.is_empty() => remove.push("cookie".to_string()),
+                Some(rest) => set.push(("cookie".to_string(), rest)),
+                None => {}
+            }
+        }
+        debug_assert!(
+            set.iter().all(|(k, _)| !remove.contains(k)),
+            "a header is both set and removed"
+        );
+        Rewrite { set, remove }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::IDENTITY_HEADERS;
+
+    fn plan(forward_token: bool) -> HeaderPlan {
+        let mut managed: Vec<String> = IDENTITY_HEADERS.iter().map(|h| h.to_string()).collect();
+        managed.push("x-tenant-id".to_string());
+        HeaderPlan::new(
+            managed,
+            vec![("custom:tenant".into(), "x-tenant-id".into())],
+            forward_token,
+            Some("x-access-token"),
+            Some("jwt"),
+        )
+    }
+
+    #[test]
+    fn an_anonymous_allow_removes_every_managed_header_the_request_did_not_show() {
+        let rewrite = plan(true).allow(None, &HashMap::new());
+        assert!(rewrite.set.is_empty());
+        for header in IDENTITY_HEADERS.iter().copied().chain(["x-tenant-id"]) {
+            assert!(rewrite.remove.iter().any(|h| h == header), "{header}");
+        }
+        assert!(!rewrite.remove.iter().any(|h| h == "authorization"));
+    }
+
+    #[test]
+    fn other_headers_in_our_namespace_that_envoy_shows_are_removed_too() {
+        let request: HashMap<String, String> =
+            [("x-cognito-is-admin".to_string(), "true".to_string())].into();
+        let rewrite = plan(true).allow(None, &request);
+        assert!(rewrite.remove.iter().any(|h| h == "x-cognito-is-admin"));
+    }
+
+    #[test]
+    fn without_forward_token_the_token_goes_and_the_other_cookies_stay_set_not_removed() {
+        let request: HashMap<String, String> =
+            [("cookie".to_string(), "jwt=abc; theme=dark".to_string())].into();
+        let rewrite = plan(false).allow(None, &request);
+        assert!(rewrite.remove.iter().any(|h| h == "authorization"));
+        assert!(rewrite.remove.iter().any(|h| h == "x-access-token"));
+        assert_eq!(
+            rewrite.set,
+            vec![("cookie".to_string(), "theme=dark".to_string())]
+        );
+        assert!(!rewrite.remove.iter().any(|h| h == "cookie"));
+    }
+
+    #[test]
+    fn a_cookie_header_holding_only_the_token_is_removed() {
+        let request: HashMap<String, String> =
+            [("cookie".to_string(), "jwt=abc".to_string())].into();
+        let rewrite = plan(false).allow(None, &request);
+        assert!(rewrite.remove.iter().any(|h| h == "cookie"));
+        assert!(rewrite.set.is_empty());
+    }
+}
