@@ -140,6 +140,7 @@ fn istio_and_gateway_objects_validate_against_their_published_models() {
         "HTTPRoute/cruddur",
         "SecurityPolicy/cruddur-cognito-grpc",
         "SecurityPolicy/cruddur-cognito-http",
+        "VirtualService/cruddur",
     ] {
         assert!(
             out.lines()
@@ -151,6 +152,8 @@ fn istio_and_gateway_objects_validate_against_their_published_models() {
     assert!(mesh.contains("envoyExtAuthzGrpc:") && mesh.contains("envoyExtAuthzHttp:"));
     let policy = std::fs::read_to_string(root().join("deploy/istio/authorization.yaml")).unwrap();
     assert!(policy.contains("action: CUSTOM") && policy.contains("- address: 127.0.0.1"));
+    // No path skips the check: a skipped path would strip no identity header.
+    assert!(!policy.contains("notPaths") && !policy.contains("notMethods"));
 }
 
 #[test]
@@ -251,7 +254,7 @@ fn every_envoy_config_validates_with_envoy_1_40() {
 /// service itself uses rather than copies of them.
 #[test]
 fn every_envoy_config_keeps_the_edge_settings() {
-    use cognito_authz::identity::{IDENTITY_HEADERS, IDENTITY_PREFIX};
+    use cognito_authz::identity::IDENTITY_PREFIX;
     use cognito_authz::policy::ENVOY_ALLOWED_HEADERS;
     let configs = envoy_configs();
     assert!(configs.len() >= 7);
@@ -289,12 +292,30 @@ fn every_envoy_config_keeps_the_edge_settings() {
             .collect();
         expected.push(format!("- prefix: {IDENTITY_PREFIX}"));
         assert_eq!(allowed, expected, "{name}: allowed_headers");
-        // The route cognito-authz never sees strips every managed header itself.
-        for header in IDENTITY_HEADERS {
+        // No route skips the check: health is checked as public (gRPC: context_extensions;
+        // HTTP: the rules file), so identity headers are stripped there too.
+        assert!(
+            !text.contains("disabled: true"),
+            "{name} skips the check on a route"
+        );
+        if text.contains("grpc_service:") {
             assert!(
-                text.contains(&format!("                - {header}\n")),
-                "{name}: /healthz does not remove {header}"
+                text.contains("cognito_authz.mode: public\n                        cognito_authz.rule: health"),
+                "{name}: /healthz is not checked as public"
             );
+        }
+        // CORS is answered at the edge, before the check.
+        let cors = text.find("- name: envoy.filters.http.cors");
+        let authz = text.find("- name: envoy.filters.http.ext_authz");
+        assert!(
+            cors.is_some() && cors < authz,
+            "{name}: no CORS filter before ext_authz"
+        );
+        for setting in [
+            "expose_headers: \"www-authenticate\"",
+            "forward_not_matching_preflights: false",
+        ] {
+            assert!(text.contains(setting), "{name} lacks {setting}");
         }
     }
 }

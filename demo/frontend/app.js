@@ -141,17 +141,36 @@ async function home() {
   page.replaceChildren(...children);
 }
 
+// What a refusal's reason means to a person. Envoy's CORS filter adds the CORS grant to
+// denials too, so the page can read cognito-authz's JSON body and its WWW-Authenticate.
+const REFUSALS = {
+  revoked: "signed out everywhere: sign in again",
+  expired: "your session has expired: sign in again",
+  no_token: "you are not signed in",
+  missing_group: "you are not allowed to do this",
+};
+
 // A cross-origin call to a route that requires a valid token (Envoy asks cognito-authz).
 async function callApi(token) {
+  let response;
   try {
-    const response = await fetch(`${config.apiUrl}/api/echo`, { headers: { Authorization: `Bearer ${token}` } });
-    if (!response.ok) return `refused (HTTP ${response.status})`;
-    const body = await response.json();
-    return `accepted for ${body.identity_headers["x-cognito-sub"]}`;
+    response = await fetch(`${config.apiUrl}/api/echo`, { headers: { Authorization: `Bearer ${token}` } });
   } catch (_) {
-    // A denial carries no CORS grant, so the browser hides it: still a refusal.
-    return "refused";
+    // No answer the browser lets us read: the API is unreachable.
+    return "refused (the API is unreachable)";
   }
+  if (!response.ok) {
+    let reason = "";
+    try {
+      reason = (await response.json()).reason || "";
+    } catch (_) {
+      // Not cognito-authz's JSON (Envoy's own 503, say): the status is all there is.
+    }
+    const meaning = REFUSALS[reason] || `refused by the API`;
+    return `refused: ${meaning} (${reason || "no reason"}, HTTP ${response.status})`;
+  }
+  const body = await response.json();
+  return `accepted for ${body.identity_headers["x-cognito-sub"]}`;
 }
 
 async function checkSession() {

@@ -1,22 +1,19 @@
 //! The upstream: the bootcamp app's API in miniature. It trusts the identity headers Envoy
-//! forwards and never parses a token, which is the point of the sidecar. It answers CORS as the
-//! bootcamp's flask-cors did, and records what the last request carried so tests can look at
-//! what really reached the upstream.
+//! forwards and never parses a token, which is the point of the sidecar. CORS is answered at the
+//! edge (Envoy's CORS filter, as the bootcamp's flask-cors settings had it), not here. It
+//! records what the last request carried so tests can look at what really reached the
+//! upstream, and counts preflights, which should never arrive.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
-use tower_http::cors::{AllowOrigin, CorsLayer};
-
-/// The front end's origins when `FRONTEND_URL` is unset: the demo front end, by either name.
-pub const DEFAULT_FRONTEND_URL: &str = "http://127.0.0.1:3000,http://localhost:3000";
 
 /// Requests the app has served, so tests can prove a denied request never reached it, and the
 /// last one it saw.
@@ -27,24 +24,8 @@ pub struct AppState {
     last: Arc<Mutex<Value>>,
 }
 
-/// The bootcamp's flask-cors settings: the front end's origins (`FRONTEND_URL`, a comma list),
-/// `Authorization` and `Content-Type` allowed, `Authorization` exposed, the methods it serves.
-pub fn cors(frontend_urls: &str) -> CorsLayer {
-    let origins: Vec<HeaderValue> = frontend_urls
-        .split(',')
-        .map(str::trim)
-        .filter(|o| !o.is_empty())
-        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
-        .collect();
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .expose_headers([header::AUTHORIZATION])
-        .allow_methods([Method::OPTIONS, Method::GET, Method::HEAD, Method::POST])
-}
-
-/// Counts every request but `/_stats` and keeps its method, path and headers (credentials
-/// redacted), preflights answered by the CORS layer included.
+/// Counts every request but `/_stats` (preflights apart) and keeps its method, path and headers
+/// (credentials redacted).
 async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if request.uri().path() != "/_stats" {
         state.requests.fetch_add(1, Ordering::SeqCst);
@@ -80,7 +61,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The app's routes. `/_stats` is for tests and is not routed by Envoy.
-pub fn router(frontend_urls: &str) -> Router {
+pub fn router() -> Router {
     let state = AppState::default();
     Router::new()
         .route("/healthz", get(healthz))
@@ -89,7 +70,6 @@ pub fn router(frontend_urls: &str) -> Router {
         .route("/api/admin/stats", get(admin))
         .route("/_stats", get(stats))
         .fallback(not_found)
-        .layer(cors(frontend_urls))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
 }

@@ -386,6 +386,20 @@ fn without_context_extensions(body: &str) -> String {
     out.join("\n")
 }
 
+/// The demo's front-end origins in the native config's CORS policy.
+const DEMO_ORIGINS: &str = "                  - exact: http://127.0.0.1:3000\n                  - exact: http://localhost:3000\n";
+/// The front end's origin in the deployment flavours (Kubernetes, ECS): change it to yours.
+pub const DEPLOYED_ORIGIN: &str = "https://cruddur.example.com";
+
+/// The config with the CORS policy allowing [`DEPLOYED_ORIGIN`] instead of the demo's origins.
+fn with_deployed_origin(body: &str) -> String {
+    body.replacen(
+        DEMO_ORIGINS,
+        &format!("                  - exact: {DEPLOYED_ORIGIN}  # your front end's origin\n"),
+        1,
+    )
+}
+
 const LOOPBACK_LISTENER: &str = "socket_address: { address: 127.0.0.1, port_value: 8080 }";
 const ANY_LISTENER: &str = "socket_address: { address: 0.0.0.0, port_value: 8080 }";
 
@@ -397,14 +411,14 @@ pub fn ecs_envoy_config(native: &str) -> String {
         native,
         "# ECS (Fargate, awsvpc): generated from envoy.yaml by cruddur_demo::stack::ecs_envoy_config\n\
          # (a test keeps the two in step). Baked into the Envoy image by deploy/ecs/envoy.Dockerfile.\n",
-        |body| body.replace(LOOPBACK_LISTENER, ANY_LISTENER),
+        |body| with_deployed_origin(&body.replace(LOOPBACK_LISTENER, ANY_LISTENER)),
     )
 }
 
 /// The Kubernetes flavour: the Unix-socket config with the listener open to the pod network
 /// (cognito-authz shares the pod through an in-memory volume, the app listens on loopback).
 pub fn kubernetes_envoy_config(native: &str) -> String {
-    uds_envoy_config(native).replacen(LOOPBACK_LISTENER, ANY_LISTENER, 1)
+    with_deployed_origin(&uds_envoy_config(native).replacen(LOOPBACK_LISTENER, ANY_LISTENER, 1))
 }
 
 /// `deploy/kubernetes/envoy-configmap.yaml`: the Kubernetes flavour as the ConfigMap the pod
@@ -539,6 +553,15 @@ pub fn render_envoy_config(native: &str, ports: Ports) -> Result<String, StackEr
         }
         text = text.replace(&needle, &format!("port_value: {to} "));
     }
+    // The front end's origin, which the CORS policy allows, moves with its port.
+    text = text.replace(
+        &format!("exact: http://127.0.0.1:{}\n", d.frontend),
+        &format!("exact: http://127.0.0.1:{}\n", ports.frontend),
+    );
+    text = text.replace(
+        &format!("exact: http://localhost:{}\n", d.frontend),
+        &format!("exact: http://localhost:{}\n", ports.frontend),
+    );
     // One of the two authz ports, by protocol.
     let grpc = format!("port_value: {} ", d.authz);
     let http = format!("port_value: {} ", d.authz_http);
@@ -557,6 +580,15 @@ pub fn render_envoy_config(native: &str, ports: Ports) -> Result<String, StackEr
         ));
     }
     Ok(text)
+}
+
+/// The sum of `cognito_authz_decisions_total` over its labels, from a `/metrics` page.
+pub fn decisions_total(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("cognito_authz_decisions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 fn tail(path: &Path) -> String {
@@ -635,12 +667,7 @@ impl Stack {
         }
 
         let app = stack.layout.bin_dir.join("cruddur-app");
-        stack.spawn(
-            "app",
-            Command::new(app)
-                .env("PORT", ports.app.to_string())
-                .env("FRONTEND_URL", stack.frontend_url()),
-        )?;
+        stack.spawn("app", Command::new(app).env("PORT", ports.app.to_string()))?;
         stack
             .wait_http("app", &format!("http://127.0.0.1:{}/healthz", ports.app))
             .await?;
@@ -969,7 +996,20 @@ impl Stack {
             .ok_or_else(|| err("app stats: no count"))
     }
 
-    /// CORS preflights the app has answered.
+    /// Checks cognito-authz (replica 0) has decided so far, from its `/metrics`.
+    pub async fn authz_checks(&self) -> Result<u64, StackError> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.replicas[0].admin);
+        let text = reqwest::get(url)
+            .await
+            .map_err(|e| err(format!("cognito-authz metrics: {e}")))?
+            .text()
+            .await
+            .map_err(|e| err(format!("cognito-authz metrics: {e}")))?;
+        Ok(decisions_total(&text))
+    }
+
+    /// OPTIONS requests with `Access-Control-Request-Method` (CORS preflights) that reached the
+    /// app.
     pub async fn app_preflights(&self) -> Result<u64, StackError> {
         self.app_stats().await?["preflights"]
             .as_u64()
@@ -1273,11 +1313,12 @@ mod tests {
     }
 
     #[test]
-    fn the_http_flavour_drops_context_extensions_but_keeps_disabled_routes() {
+    fn the_http_flavour_drops_context_extensions_but_keeps_the_cors_policy() {
         let http = http_envoy_config(NATIVE);
         assert!(!http.contains("context_extensions"));
         assert!(!http.contains("grpc_service"));
-        assert_eq!(http.matches("disabled: true").count(), 1);
+        assert!(!http.contains("disabled: true"), "every route is checked");
+        assert!(http.contains("envoy.extensions.filters.http.cors.v3.CorsPolicy"));
         assert_eq!(
             http.matches("- match:").count(),
             NATIVE.matches("- match:").count(),
@@ -1298,6 +1339,14 @@ mod tests {
             frontend: 8,
         };
         let text = render_envoy_config(NATIVE, ports).unwrap();
+        assert!(
+            text.contains("exact: http://127.0.0.1:8\n"),
+            "the front end's origin"
+        );
+        assert!(
+            text.contains("exact: http://localhost:8\n"),
+            "the front end's origin"
+        );
         for old in [
             "port_value: 8080 ",
             "port_value: 9901 ",

@@ -1,5 +1,5 @@
-//! The demo upstream. `PORT` (default 8000) and `BIND` (default 127.0.0.1) choose the address;
-//! `FRONTEND_URL` (a comma list) names the origins CORS allows, as in the bootcamp app.
+//! The demo upstream. `PORT` (default 8000) and `BIND` (default 127.0.0.1) choose the address.
+//! CORS is Envoy's job (its CORS filter, configured in `envoy/envoy.yaml`), not the app's.
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -28,9 +28,7 @@ async fn main() -> std::process::ExitCode {
             }
         }
     };
-    let frontend = std::env::var("FRONTEND_URL")
-        .unwrap_or_else(|_| cruddur_demo::app::DEFAULT_FRONTEND_URL.to_string());
-    match axum::serve(listener, cruddur_demo::app::router(&frontend))
+    match axum::serve(listener, cruddur_demo::app::router())
         .with_graceful_shutdown(shutdown)
         .await
     {
