@@ -121,6 +121,38 @@ proptest! {
         }
     }
 
+    /// Host rules: a host that parses matches whatever its case, port or trailing dot; one that
+    /// does not parse gets the `required` fallback, never a rule that ignores the host.
+    #[test]
+    fn hosts_match_in_any_spelling_and_unparsable_ones_get_the_fallback(
+        host in prop_oneof![text(), "[a-zA-Z0-9-]{1,12}(\\.[a-zA-Z0-9-]{1,12}){0,3}"],
+        upper in any::<bool>(),
+        dot in any::<bool>(),
+        port in proptest::option::of(any::<u16>()),
+    ) {
+        let routes: RouteConfig = config().routes;
+        let rule = |h: &str| routes.requirements("GET", h, "/healthz", &HashMap::new()).unwrap().rule.clone();
+        match host_name(&host) {
+            None => prop_assert_eq!(rule(&host), "default"),
+            Some(name) if !name.starts_with('[') => {
+                let mut spelled = if upper { name.to_ascii_uppercase() } else { name.to_string() };
+                if dot {
+                    spelled.push('.');
+                }
+                if let Some(port) = port {
+                    spelled.push_str(&format!(":{port}"));
+                }
+                prop_assert_eq!(host_name(&spelled).map(str::to_ascii_lowercase), Some(name.to_ascii_lowercase()));
+                prop_assert_eq!(rule(&spelled), rule(name));
+                // The host rule: admin.example in any spelling.
+                let admin = |h: &str| routes.requirements("GET", h, "/admin/x", &HashMap::new()).unwrap().groups_any.clone();
+                let wanted = name.eq_ignore_ascii_case("admin.example");
+                prop_assert_eq!(!admin(&spelled).is_empty(), wanted);
+            }
+            Some(_) => {}
+        }
+    }
+
     #[test]
     fn credential_parsing_never_panics(value in text(), name in text()) {
         if let Credential::Token(token) = parse_bearer(&value) {
