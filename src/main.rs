@@ -257,11 +257,17 @@ fn revoke(
     }
 }
 
+/// The name of the serving runtime's worker threads (tests count them).
+const WORKER_THREAD_NAME: &str = "authz-worker";
+
 fn serve(config: Config, file: Option<PathBuf>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name(WORKER_THREAD_NAME);
+    // AUTHZ_WORKER_THREADS: one per core when unset.
+    if let Some(threads) = config.server.worker_threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("cognito-authz: cannot start the runtime: {err}");

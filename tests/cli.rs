@@ -209,3 +209,55 @@ async fn health_answers_for_a_running_server_and_fails_for_none() {
         .unwrap();
     assert_eq!(gone.status.code(), Some(1), "nothing listens any more");
 }
+
+/// `serve`'s runtime workers, counted by name in `/proc`, for `AUTHZ_WORKER_THREADS` = `threads`
+/// (unset: one per core).
+async fn serve_workers(idp: &JwksServer, threads: Option<&str>) -> usize {
+    let mut vars = env_for(&idp.url("/j"), &[]);
+    vars.insert("AUTHZ_GRPC_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("AUTHZ_ADMIN_ADDR".into(), "127.0.0.1:0".into());
+    if let Some(threads) = threads {
+        vars.insert("AUTHZ_WORKER_THREADS".into(), threads.into());
+    }
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .envs(&vars)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run cognito-authz serve");
+    let tasks = format!("/proc/{}/task", child.id());
+    let count = || {
+        std::fs::read_dir(&tasks)
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                    .filter(|name| name.trim() == "authz-worker")
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    // Tokio starts its workers with the runtime; wait until the count is steady.
+    let mut seen = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let now = count();
+        if now > 0 && now == seen {
+            break;
+        }
+        seen = now;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen
+}
+
+#[tokio::test]
+async fn serve_runs_as_many_workers_as_authz_worker_threads_says() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    assert_eq!(serve_workers(&idp, Some("1")).await, 1);
+    assert_eq!(serve_workers(&idp, Some("3")).await, 3);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(serve_workers(&idp, None).await, cores);
+}
