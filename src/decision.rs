@@ -18,7 +18,7 @@ use crate::cache::{token_key, Lookup, TokenCache};
 use crate::credential::{find_credential, is_preflight, Credential};
 use crate::identity::Identity;
 use crate::metrics::Metrics;
-use crate::policy::{Mode, OverrideError, Requirements, RouteConfig};
+use crate::policy::{host_name, Mode, OverrideError, Requirements, RouteConfig};
 use crate::revocation::{RevocationList, TokenIds};
 use crate::revocation_check::{Check, OnUnavailable, RevocationChecker, RevocationMode};
 use crate::verify::{Reason, Verifier};
@@ -30,6 +30,9 @@ pub enum DenyReason {
     NoToken,
     /// A credential header that is not exactly one well-formed bearer token.
     InvalidRequest,
+    /// A `Host`/`:authority` that is not one host name with an optional port: no rule can be
+    /// chosen for it, and any fallback could be weaker than the host's own rule.
+    BadHost,
     /// The token failed verification.
     Token(Reason),
     /// A valid token from a pool the route does not accept.
@@ -55,6 +58,7 @@ impl DenyReason {
         match self {
             DenyReason::NoToken => "no_token",
             DenyReason::InvalidRequest => "invalid_request",
+            DenyReason::BadHost => "bad_host",
             DenyReason::Token(reason) => reason.as_str(),
             DenyReason::PoolNotAllowed => "pool_not_allowed",
             DenyReason::MissingGroup => "missing_group",
@@ -70,7 +74,7 @@ impl DenyReason {
     /// without the rights, 503 keys not loaded yet.
     pub fn http_status(self) -> u16 {
         match self {
-            DenyReason::InvalidRequest => 400,
+            DenyReason::InvalidRequest | DenyReason::BadHost => 400,
             DenyReason::MissingGroup
             | DenyReason::MissingScope
             | DenyReason::RevocationUnverifiable => 403,
@@ -83,7 +87,7 @@ impl DenyReason {
     pub fn rfc6750_error(self) -> Option<&'static str> {
         match self {
             DenyReason::NoToken => None,
-            DenyReason::InvalidRequest => Some("invalid_request"),
+            DenyReason::InvalidRequest | DenyReason::BadHost => Some("invalid_request"),
             DenyReason::MissingGroup
             | DenyReason::MissingScope
             | DenyReason::RevocationUnverifiable => Some("insufficient_scope"),
@@ -98,6 +102,7 @@ impl DenyReason {
         match self {
             DenyReason::NoToken => "a bearer token is required",
             DenyReason::InvalidRequest => "the authorization header is not one bearer token",
+            DenyReason::BadHost => "the host is not one host name with an optional port",
             DenyReason::Token(reason) => reason.description(),
             DenyReason::PoolNotAllowed => "the token's user pool is not accepted here",
             DenyReason::MissingGroup => "the caller is in none of the required groups",
@@ -343,14 +348,20 @@ impl Authorizer {
                 .routes
                 .requirements(input.method, input.host, input.path, input.extensions)?;
         let dry_run = self.inner.dry_run.load(Ordering::Relaxed);
-        let verdict = state
-            .decide(
-                input.method,
-                &requirements,
-                input.headers,
-                &self.inner.revocations,
-            )
-            .await;
+        // A host no rule can be chosen for is refused: the `required` fallback would skip a
+        // stricter rule for that host (or for that path) as surely as a permissive one.
+        let verdict = if host_name(input.host).is_none() {
+            Verdict::deny(DenyReason::BadHost)
+        } else {
+            state
+                .decide(
+                    input.method,
+                    &requirements,
+                    input.headers,
+                    &self.inner.revocations,
+                )
+                .await
+        };
         let answer = state.answer(&verdict, input.headers, dry_run);
         let metadata = state.metadata(
             &verdict,

@@ -239,15 +239,15 @@ impl RouteConfig {
             ));
         }
         // Over Envoy's HTTP protocol a header we set reaches the app only when it matches
-        // `allowed_upstream_headers`; the shipped configs match the x-cognito- prefix. One
-        // outside it that Envoy does not copy leaves the client's own copy in place.
-        for (_, header) in self
-            .claim_headers
-            .iter()
-            .filter(|(_, h)| !h.starts_with(IDENTITY_PREFIX))
-        {
+        // `allowed_upstream_headers` (the shipped configs match the x-cognito- prefix, Envoy
+        // Gateway's `headersToBackend` lists names exactly). One Envoy does not copy leaves the
+        // client's own copy in place, so every mapping is worth a line.
+        for (_, header) in &self.claim_headers {
             warnings.push(format!(
-                "identity.claim_headers maps a claim to {header}: with Envoy's HTTP protocol                  (http_service), add `- exact: {header}` to authorization_response.                 allowed_upstream_headers, or the client's own {header} reaches the app"
+                "identity.claim_headers maps a claim to {header}: with Envoy's HTTP protocol \
+                 (http_service), authorization_response.allowed_upstream_headers must match it \
+                 (`- exact: {header}`; Envoy Gateway: add it to headersToBackend), or the \
+                 client's own {header} reaches the app"
             ));
         }
         if !self.forward_token && self.token_cookie.is_some() {
@@ -293,11 +293,14 @@ impl Default for RouteConfig {
     }
 }
 
+/// A header name we may set or read a token from: lowercase letters, digits and `-`. No `_`:
+/// WSGI and CGI servers fold `x_tenant` and `x-tenant` into one variable, so a client's
+/// `x-tenant` could land where our `x_tenant` was meant to.
 fn header_name_ok(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn normalize_list(items: &[String]) -> Vec<String> {
@@ -484,8 +487,8 @@ impl RouteConfig {
         extensions: &HashMap<String, String>,
     ) -> Result<Cow<'_, Requirements>, OverrideError> {
         let path = path.split(['?', '#']).next().unwrap_or("");
-        // A host that does not parse matches no rule at all: it gets the `required` fallback,
-        // never a rule further down that happens to ignore the host.
+        // A host that does not parse matches no rule: the decision refuses it (`bad_host`), and
+        // the fallback here only names a rule for the log.
         let base = match host_name(host) {
             Some(host) => self
                 .rules
@@ -583,8 +586,8 @@ fn parse_bool(key: &'static str, value: &str) -> Result<bool, OverrideError> {
 /// trailing dot (`a.example.:443` is `a.example`); `[v6]` keeps its brackets. Letter case is
 /// left to the comparison, which ignores it. `None` for anything that is not one host with an
 /// optional numeric port (`[::1`, two hosts joined by a comma, spaces, empty labels): such a
-/// request gets the `required` fallback. Works on bytes and `split_once`, so no input can index
-/// out of bounds.
+/// request is refused (`bad_host`). Works on bytes and `split_once`, so no input can index out
+/// of bounds.
 pub fn host_name(authority: &str) -> Option<&str> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (inside, after) = rest.split_once(']')?;
@@ -639,7 +642,13 @@ impl PathMatch {
 impl Rule {
     fn matches(&self, method: &str, host: &str, path: &str) -> bool {
         self.path.matches(path)
-            && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+            && (self.methods.is_empty()
+                || self.methods.iter().any(|m| {
+                    // Case-insensitive (HTTP/2 lets `delete` through to apps that uppercase
+                    // it), and HEAD is GET without a body to the app (Flask runs the GET view).
+                    m.eq_ignore_ascii_case(method)
+                        || (m == "GET" && method.eq_ignore_ascii_case("HEAD"))
+                }))
             && self
                 .host
                 .as_deref()
@@ -928,13 +937,35 @@ mod tests {
     }
 
     #[test]
+    fn methods_match_in_any_case_and_head_matches_get() {
+        let r = routes(
+            "[[routes]]\npath = \"/x\"\nmethods = [\"DELETE\", \"GET\"]\nmode = \"required\"\n\
+             groups_any = [\"admins\"]\n[[routes]]\npath = \"/x\"\nmode = \"public\"\n",
+        );
+        for method in ["DELETE", "delete", "Delete", "GET", "get", "HEAD", "head"] {
+            let req = r.requirements(method, "h", "/x", &none()).unwrap();
+            assert_eq!(req.groups_any, vec!["admins"], "{method}");
+        }
+        assert_eq!(
+            r.requirements("POST", "h", "/x", &none()).unwrap().mode,
+            Mode::Public
+        );
+    }
+
+    #[test]
     fn mapped_headers_outside_the_prefix_warn_about_the_http_protocol() {
         let r = routes("[identity.claim_headers]\n\"custom:tenant\" = \"x-tenant-id\"\n");
         let warnings = r.envoy_forwarding_warnings();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("allowed_upstream_headers"));
+        // Envoy Gateway's headersToBackend lists names exactly: a mapping inside the prefix
+        // needs it too.
         let r = routes("[identity.claim_headers]\n\"custom:tenant\" = \"x-cognito-tenant\"\n");
-        assert!(r.envoy_forwarding_warnings().is_empty());
+        assert_eq!(r.envoy_forwarding_warnings().len(), 1);
+        assert!(
+            build_err("[identity.claim_headers]\n\"custom:tenant\" = \"x_tenant\"\n")
+                .contains("not a header name")
+        );
     }
 
     #[test]

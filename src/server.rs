@@ -150,6 +150,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     if config.server.dry_run {
         warn!("dry-run mode: every request is allowed; decisions are only logged and counted");
     }
+    for warning in config.routes.envoy_forwarding_warnings() {
+        warn!("{warning}");
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;

@@ -120,7 +120,7 @@ async fn the_shipped_edge_holds_against_spelling_tricks_bad_hosts_and_answers_pr
         port,
         "GET /api/echo HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n",
     );
-    assert_eq!(status, 401, "a bad host is no way around the token");
+    assert_eq!(status, 400, "a bad host is no way around the token");
 
     // 3. CORS preflights are answered by Envoy's CORS filter on every route: neither the app
     //    nor cognito-authz sees one.

@@ -841,40 +841,79 @@ async fn forged_identity_headers_never_reach_the_upstream_on_any_shipped_platfor
 }
 
 /// Host rules through the shipped Envoy: the host is matched without case, port or trailing
-/// dot, and one that does not parse gets the `required` fallback, never a more permissive rule.
+/// dot, and one that does not parse is refused (400 `bad_host`): neither the public rule below
+/// the host rule nor the plain `required` fallback, which a valid token outside the group would
+/// pass. Methods match in any case, and HEAD as GET.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn host_rules_hold_through_envoy_whatever_the_spelling_of_the_host() {
+async fn host_and_method_rules_hold_through_envoy_whatever_their_spelling() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("platform-hosts-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
-    let (app, seen) = upstream().await;
-    let rules =
-        "[[routes]]\nhost = \"internal.example\"\nprefix = \"/internal\"\nmode = \"required\"\n\
+    let (app, _seen) = upstream().await;
+    let rules = "[[routes]]\nhost = \"internal.example\"\nprefix = \"/internal\"\nmode = \"required\"\n\
                  groups_any = [\"admins\"]\n\
-                 [[routes]]\nprefix = \"/internal\"\nmode = \"public\"\n";
+                 [[routes]]\nprefix = \"/internal\"\nmode = \"public\"\n\
+                 [[routes]]\npath = \"/methods\"\nmethods = [\"GET\", \"DELETE\"]\nmode = \"required\"\n\
+                 groups_any = [\"admins\"]\n\
+                 [[routes]]\npath = \"/methods\"\nmode = \"public\"\n";
     let authz = authz(&idp, "127.0.0.1:0", rules, &[]).await;
     let mut ports = Ports::ephemeral().unwrap();
     ports.app = app;
     let config = localize(&read("envoy/envoy.yaml"), &ports, &authz, &dir);
     let _envoy = start_envoy(&dir, "envoy", &config, ports.envoy_admin).await;
-    for (host, expected) in [
-        ("other.example", 200),
-        ("internal.example", 401),
-        ("INTERNAL.Example", 401),
-        ("internal.example.", 401),
-        ("Internal.Example.:8080", 401),
-        // Does not parse: the required fallback, not the public rule below the host rule.
-        ("internal.example..", 401),
-        ("internal.example:", 401),
+    // A valid token of a user in no group.
+    let mut claims = access_claims(ISS, CLIENT, now());
+    claims.as_object_mut().unwrap().remove("cognito:groups");
+    let token = TestKey::shared(0).token(&claims);
+    for (host, anonymous, with_token) in [
+        ("other.example", 200, 200),
+        ("internal.example", 401, 403),
+        ("INTERNAL.Example", 401, 403),
+        ("internal.example.", 401, 403),
+        ("Internal.Example.:8080", 401, 403),
+        // Does not parse: refused.
+        ("internal.example..", 400, 400),
+        ("internal.example:", 400, 400),
+        ("internal.example:x", 400, 400),
     ] {
-        let (status, head) = raw(
-            ports.envoy,
-            &format!("GET /internal/x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
-        );
-        assert_eq!(status, expected, "Host: {host}: {head}");
+        for (bearer, expected) in [("", anonymous), (token.as_str(), with_token)] {
+            let auth = if bearer.is_empty() {
+                String::new()
+            } else {
+                format!("Authorization: Bearer {bearer}\r\n")
+            };
+            let (status, head) = raw(
+                ports.envoy,
+                &format!(
+                    "GET /internal/x HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
+                ),
+            );
+            assert_eq!(
+                status,
+                expected,
+                "Host: {host}, token: {}: {head}",
+                !bearer.is_empty()
+            );
+        }
     }
-    drop(seen);
+    // HTTP/2 lets a lowercase method through Envoy; the rule still applies. HEAD is GET.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for method in ["DELETE", "delete", "GET", "HEAD"] {
+        let response = h2
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("http://127.0.0.1:{}/methods", ports.envoy),
+            )
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 403, "{method}");
+    }
     authz.running.stop().await.unwrap();
 }
 
