@@ -90,6 +90,7 @@ fn kubernetes_objects_validate_against_the_kubernetes_schemas() {
         "service/cruddur",
         "configmap/cruddur-envoy",
         "deployment/cognito-authz",
+        "networkpolicy/cruddur-app-from-the-gateway-only",
     ] {
         assert!(
             out.contains(&format!("passed for resource {kind}")),

@@ -11,7 +11,7 @@ const groups = {
   "gateway.networking.k8s.io/v1": "@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1",
   "gateway.envoyproxy.io/v1alpha1": "@kubernetes-models/envoy-gateway/gateway.envoyproxy.io/v1alpha1",
 };
-const core = new Set(["v1", "apps/v1", "policy/v1"]);
+const core = new Set(["v1", "apps/v1", "policy/v1", "networking.k8s.io/v1"]);
 
 let failures = 0;
 let validated = 0;
