@@ -15,6 +15,10 @@ COPY --from=build /src/target/release/cognito-authz /usr/local/bin/cognito-authz
 USER nonroot
 # The binary defaults to loopback (a sidecar shares Envoy's host); a container's loopback is its
 # own, so the image listens on every interface and the network decides who reaches it.
+# The admin port serves /metrics, /healthz and /readyz to probes and scrapers; its control API
+# (/revocations, /config) stays off until AUTHZ_ADMIN_TOKEN_FILE names a mounted secret
+# (Kubernetes: a Secret volume; compose: the shared volume; ECS: AUTHZ_ADMIN_TOKEN from the
+# task's secrets).
 ENV AUTHZ_GRPC_ADDR=0.0.0.0:9001 AUTHZ_ADMIN_ADDR=0.0.0.0:9002
 EXPOSE 9001 9002
 ENTRYPOINT ["/usr/local/bin/cognito-authz"]

@@ -7,6 +7,8 @@ preferred_username; an `admins` group. Prints the ids as JSON and, with --config
 cognito-authz TOML for the pool.
 """
 import argparse
+import os
+import secrets
 import json
 import sys
 import time
@@ -22,6 +24,8 @@ def main() -> int:
     parser.add_argument("--jwks-base", help="base URL cognito-authz fetches keys from (default: --endpoint)")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--config", help="write a cognito-authz TOML config for the pool here")
+    parser.add_argument("--admin-token", metavar="FILE",
+                        help="write a random secret for cognito-authz's control API here (mode 0600)")
     parser.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                         help="wait up to this long for the endpoint to answer (compose start-up)")
     args = parser.parse_args()
@@ -82,6 +86,16 @@ def main() -> int:
                 "# Cognito's API for GetUser (revocation checks): the emulator itself.\n"
                 f"idp_endpoint = \"{args.endpoint.rstrip('/')}\"\n"
             )
+    if args.admin_token:
+        # cognito-authz reads it (AUTHZ_ADMIN_TOKEN_FILE): readable by that user only. In
+        # compose the container runs as 65532 (distroless nonroot).
+        fd = os.open(args.admin_token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+        try:
+            os.chown(args.admin_token, 65532, 65532)
+        except PermissionError:
+            pass  # not root: the file stays ours
     json.dump(result, sys.stdout)
     print()
     return 0

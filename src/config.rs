@@ -97,8 +97,22 @@ pub const ENV_REDIS_REQUIRED: &str = "AUTHZ_REDIS_REQUIRED";
 /// Log format: `text` (default) or `json`.
 pub const ENV_LOG_FORMAT: &str = "AUTHZ_LOG_FORMAT";
 /// Let CORS preflights through as anonymous on every route that does not say otherwise
-/// (`true`, the default, or `false`).
+/// (`true`, or `false`, the default: the shipped Envoy configs answer them at the edge).
 pub const ENV_ALLOW_PREFLIGHT: &str = "AUTHZ_ALLOW_PREFLIGHT";
+/// A file holding the control API's bearer secret (`/revocations`, `/config`). Without one
+/// (or [`ENV_ADMIN_TOKEN`]) the control API is off.
+pub const ENV_ADMIN_TOKEN_FILE: &str = "AUTHZ_ADMIN_TOKEN_FILE";
+/// The control API's bearer secret itself, for platforms that inject secrets as variables
+/// (ECS task `secrets`); prefer [`ENV_ADMIN_TOKEN_FILE`] elsewhere.
+pub const ENV_ADMIN_TOKEN: &str = "AUTHZ_ADMIN_TOKEN";
+/// Most explicit revocations held (admin API and Redis alike); one more is refused.
+pub const ENV_MAX_REVOCATIONS: &str = "AUTHZ_MAX_REVOCATIONS";
+/// Our diagnostics service (`VerifyToken`, `KeyStatus`) and gRPC reflection on the gRPC
+/// listener: `auto` (the default: on only when it listens on loopback or a Unix socket), `on`
+/// or `off`. `VerifyToken` can make `GetUser` calls against the account's quota.
+pub const ENV_DIAGNOSTICS: &str = "AUTHZ_DIAGNOSTICS";
+/// Shortest control-API secret accepted: 16 bytes (128 bits if random).
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 
 /// Default leeway: 30 s absorbs ordinary NTP drift between Cognito and this host without
 /// stretching a one-hour token noticeably.
@@ -192,6 +206,106 @@ pub struct ServerConfig {
     pub redis_required: bool,
     /// TLS for the gRPC listener, when configured.
     pub tls: Option<TlsFiles>,
+    /// The control API's secret, when configured (never shown).
+    pub admin_token: Option<AdminToken>,
+    /// Most explicit revocations held.
+    pub max_revocations: usize,
+    /// Serve the diagnostics service and reflection on the gRPC listener.
+    pub diagnostics: bool,
+}
+
+/// The control API's bearer secret. Shown as `<redacted>`; compared in constant time.
+#[derive(Clone)]
+pub struct AdminToken(std::sync::Arc<str>);
+
+impl AdminToken {
+    /// Whether `presented` is the secret. Both sides are hashed first, so the comparison takes
+    /// the same time whatever the lengths, and then compared in constant time.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use aws_lc_rs::digest::{digest, SHA256};
+        let (want, got) = (
+            digest(&SHA256, self.0.as_bytes()),
+            digest(&SHA256, presented),
+        );
+        aws_lc_rs::constant_time::verify_slices_are_equal(want.as_ref(), got.as_ref()).is_ok()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl Serialize for AdminToken {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// Whether the gRPC listener serves diagnostics and reflection: as configured, or (`auto`)
+/// only where nothing but this host can reach it.
+fn diagnostics(
+    var: &dyn Fn(&str) -> Option<String>,
+    file: Option<String>,
+    grpc_addr: &str,
+) -> Result<bool, ConfigError> {
+    let (key, value) = match var(ENV_DIAGNOSTICS) {
+        Some(v) => (ENV_DIAGNOSTICS.to_string(), v),
+        None => match file {
+            Some(v) => ("server.diagnostics".to_string(), v),
+            None => (ENV_DIAGNOSTICS.to_string(), "auto".to_string()),
+        },
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        "auto" => Ok(grpc_addr.starts_with("unix:")
+            || grpc_addr
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip().is_loopback())),
+        other => Err(ConfigError::invalid(
+            key,
+            format!("'{other}' is not one of auto, on, off"),
+        )),
+    }
+}
+
+/// The control API's secret from [`ENV_ADMIN_TOKEN_FILE`] (or the file key) or
+/// [`ENV_ADMIN_TOKEN`]: trimmed, at least [`MIN_ADMIN_TOKEN_BYTES`].
+fn admin_token(
+    var: &dyn Fn(&str) -> Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<AdminToken>, ConfigError> {
+    let from_file = var(ENV_ADMIN_TOKEN_FILE)
+        .map(|p| (ENV_ADMIN_TOKEN_FILE.to_string(), PathBuf::from(p)))
+        .or_else(|| file.map(|p| ("server.admin_token_file".to_string(), p)));
+    let (key, secret) = match (from_file, var(ENV_ADMIN_TOKEN)) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                ENV_ADMIN_TOKEN,
+                format!("set {ENV_ADMIN_TOKEN_FILE} or {ENV_ADMIN_TOKEN}, not both"),
+            ))
+        }
+        (Some((key, path)), None) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::invalid(key.clone(), format!("cannot read {}: {e}", path.display()))
+            })?;
+            (key, text)
+        }
+        (None, Some(secret)) => (ENV_ADMIN_TOKEN.to_string(), secret),
+        (None, None) => return Ok(None),
+    };
+    let secret = secret.trim();
+    if secret.len() < MIN_ADMIN_TOKEN_BYTES || secret.chars().any(char::is_whitespace) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "the secret must be at least {MIN_ADMIN_TOKEN_BYTES} bytes without spaces                  (for example: openssl rand -hex 32)"
+            ),
+        ));
+    }
+    Ok(Some(AdminToken(secret.into())))
 }
 
 /// Files for the gRPC listener's TLS (paths only: `check-config` never prints key material).
@@ -219,6 +333,9 @@ impl Default for ServerConfig {
             redis_url: None,
             redis_required: false,
             tls: None,
+            admin_token: None,
+            max_revocations: crate::revocation::DEFAULT_MAX_REVOCATIONS,
+            diagnostics: true,
         }
     }
 }
@@ -318,6 +435,9 @@ struct FileServer {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
+    admin_token_file: Option<PathBuf>,
+    max_revocations: Option<u64>,
+    diagnostics: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -476,7 +596,7 @@ impl Config {
                 }
             },
         };
-        let server = ServerConfig {
+        let mut server = ServerConfig {
             grpc_addr: var(ENV_GRPC_ADDR)
                 .or(file_server.grpc_addr)
                 .unwrap_or_else(|| DEFAULT_GRPC_ADDR.to_string()),
@@ -552,7 +672,22 @@ impl Config {
                 file_server.tls_key,
                 file_server.tls_client_ca,
             )?,
+            admin_token: admin_token(var, file_server.admin_token_file)?,
+            // Set below, once the gRPC address is known.
+            diagnostics: false,
+            max_revocations: match var(ENV_MAX_REVOCATIONS) {
+                Some(_) => positive(
+                    ENV_MAX_REVOCATIONS,
+                    pick_u64(var, ENV_MAX_REVOCATIONS, None, 0)?,
+                )? as usize,
+                None => file_server
+                    .max_revocations
+                    .map(|n| positive("server.max_revocations", n))
+                    .transpose()?
+                    .map_or(crate::revocation::DEFAULT_MAX_REVOCATIONS, |n| n as usize),
+            },
         };
+        server.diagnostics = diagnostics(var, file_server.diagnostics, &server.grpc_addr)?;
         validate_listen_addr(ENV_GRPC_ADDR, &server.grpc_addr, true)?;
         validate_listen_addr(ENV_ADMIN_ADDR, &server.admin_addr, false)?;
         if let Some(addr) = &server.http_addr {

@@ -260,13 +260,17 @@ impl Authorizer {
             )),
             checker: None,
         };
+        let revocations = Arc::new(RevocationList::new(
+            crate::revocation::DEFAULT_MAX_REVOCATIONS,
+            Some(Arc::new(metrics.clone())),
+        ));
         Authorizer {
             inner: Arc::new(Inner {
                 state: ArcSwap::from_pointee(state),
                 metrics,
                 dry_run: AtomicBool::new(false),
                 full_metadata: AtomicBool::new(false),
-                revocations: Arc::default(),
+                revocations,
             }),
         }
     }

@@ -56,6 +56,10 @@ enum Command {
         /// Unix seconds, with `--sub`.
         #[arg(long, requires = "sub", value_name = "UNIX_SECONDS")]
         before: Option<i64>,
+        /// A file holding the control API's secret (default: AUTHZ_ADMIN_TOKEN_FILE, else
+        /// AUTHZ_ADMIN_TOKEN).
+        #[arg(long, value_name = "FILE")]
+        admin_token_file: Option<PathBuf>,
     },
     /// Ask a running server whether it is ready (`/readyz`) or alive (`--live`, `/healthz`):
     /// exit 0 when it is, 1 when not. For container health checks in images without a shell.
@@ -85,9 +89,24 @@ fn main() -> ExitCode {
         jti,
         sub,
         before,
+        admin_token_file,
     } = &cli.command
     {
-        return revoke(admin, token, origin_jti, jti, sub, *before);
+        let secret = match admin_secret(admin_token_file.as_deref()) {
+            Ok(secret) => secret,
+            Err(problem) => {
+                eprintln!("cognito-authz: {problem}");
+                return ExitCode::from(2);
+            }
+        };
+        let what = What {
+            token,
+            origin_jti,
+            jti,
+            sub,
+            before: *before,
+        };
+        return revoke(admin, &what, secret.as_deref());
     }
     let config = match Config::from_env(cli.config.as_deref()) {
         Ok(config) => config,
@@ -195,14 +214,40 @@ fn health(admin: Option<&str>, live: bool) -> ExitCode {
     }
 }
 
-fn revoke(
-    admin: &str,
-    token: &Option<String>,
-    origin_jti: &Option<String>,
-    jti: &Option<String>,
-    sub: &Option<String>,
+/// The control API's secret for `revoke`: the file given, else AUTHZ_ADMIN_TOKEN_FILE, else
+/// AUTHZ_ADMIN_TOKEN; none is fine (the server then answers 401 or 404, and says so).
+fn admin_secret(file: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    use cognito_authz::config::{ENV_ADMIN_TOKEN, ENV_ADMIN_TOKEN_FILE};
+    let file = file
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| std::env::var_os(ENV_ADMIN_TOKEN_FILE).map(PathBuf::from));
+    match file {
+        Some(path) => std::fs::read_to_string(&path)
+            .map(|s| Some(s.trim().to_string()))
+            .map_err(|e| format!("cannot read the admin secret {}: {e}", path.display())),
+        None => Ok(std::env::var(ENV_ADMIN_TOKEN)
+            .ok()
+            .map(|s| s.trim().to_string())),
+    }
+}
+
+/// What `revoke` was asked to revoke.
+struct What<'a> {
+    token: &'a Option<String>,
+    origin_jti: &'a Option<String>,
+    jti: &'a Option<String>,
+    sub: &'a Option<String>,
     before: Option<i64>,
-) -> ExitCode {
+}
+
+fn revoke(admin: &str, what: &What<'_>, secret: Option<&str>) -> ExitCode {
+    let What {
+        token,
+        origin_jti,
+        jti,
+        sub,
+        before,
+    } = what;
     let body = if let Some(token) = token {
         let token = token.trim().trim_start_matches("Bearer ").trim();
         // Unverified on purpose: a revocation can only refuse tokens, never admit one.
@@ -231,17 +276,28 @@ fn revoke(
     };
     let url = format!("{}/revocations", admin.trim_end_matches('/'));
     let result = runtime.block_on(async {
-        let response = reqwest::Client::new()
+        let mut request = reqwest::Client::new()
             .post(&url)
             .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await?;
+            .body(body.to_string());
+        if let Some(secret) = secret {
+            request = request.bearer_auth(secret);
+        }
+        let response = request.send().await?;
         let status = response.status();
         let text = response.text().await?;
         Ok::<_, reqwest::Error>((status, text))
     });
     match result {
+        // 202: recorded here, not shared with the other replicas yet (Redis is down).
+        Ok((status, text)) if status == reqwest::StatusCode::ACCEPTED => {
+            println!("{}", text.trim());
+            eprintln!(
+                "cognito-authz: recorded on this replica only: the others learn of it when \
+                 Redis returns"
+            );
+            ExitCode::from(1)
+        }
         Ok((status, text)) if status.is_success() => {
             println!("{}", text.trim());
             ExitCode::SUCCESS

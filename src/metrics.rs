@@ -32,6 +32,11 @@ struct CacheLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabels {
     op: &'static str,
 }
@@ -51,6 +56,8 @@ struct Inner {
     revocation_checks: Family<CacheLabels, Counter>,
     redis_up: Gauge,
     redis_errors: Family<OpLabels, Counter>,
+    revocations: Gauge,
+    revocations_refused: Family<ReasonLabels, Counter>,
 }
 
 /// The service's metrics; a cheap-to-clone handle.
@@ -117,8 +124,22 @@ impl Metrics {
             "Redis operations that failed or timed out, by operation",
             redis_errors.clone(),
         );
+        let revocations = Gauge::default();
+        registry.register(
+            "revocations",
+            "Explicit revocations held (AUTHZ_MAX_REVOCATIONS at most)",
+            revocations.clone(),
+        );
+        let revocations_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "revocations_refused",
+            "Revocations refused, from the admin API or Redis, by reason (full, too_large, future)",
+            revocations_refused.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
+                revocations,
+                revocations_refused,
                 revocation_checks,
                 redis_up,
                 redis_errors,
@@ -183,6 +204,23 @@ impl CheckObserver for Metrics {
         self.inner
             .revocation_checks
             .get_or_create(&CacheLabels { result })
+            .inc();
+    }
+}
+
+impl crate::revocation::ListObserver for Metrics {
+    fn held(&self, count: usize) {
+        self.inner
+            .revocations
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    fn refused(&self, why: crate::revocation::Refused) {
+        self.inner
+            .revocations_refused
+            .get_or_create(&ReasonLabels {
+                reason: why.as_str(),
+            })
             .inc();
     }
 }

@@ -6,7 +6,8 @@
 //! Depends on nothing above it: the decision core asks, the Redis share fills the list.
 
 use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,48 @@ impl Revocation {
     }
 }
 
+/// Longest id a revocation may name (`jti`, `origin_jti`, `sub`): Cognito's are UUIDs (36
+/// bytes); 256 leaves room for other issuers while bounding what a writer can make us keep.
+pub const MAX_ID_BYTES: usize = 256;
+/// Largest revocation message taken from Redis: an entry is about 100 bytes.
+pub const MAX_ENTRY_BYTES: usize = 1024;
+/// Default cap on the revocations held (`AUTHZ_MAX_REVOCATIONS`): about 100 bytes each, so
+/// 100,000 cost about 10 MB, and more than anyone revokes in a day's token lifetime.
+pub const DEFAULT_MAX_REVOCATIONS: usize = 100_000;
+
+/// Why a revocation was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// An empty id or one over [`MAX_ID_BYTES`], or a message over [`MAX_ENTRY_BYTES`].
+    #[error("an id is empty or longer than 256 bytes")]
+    TooLarge,
+    /// `before` lies in the future beyond the clock leeway.
+    #[error("before lies in the future")]
+    Future,
+    /// The list holds its cap already.
+    #[error("the revocation list is full")]
+    Full,
+}
+
+impl Refused {
+    /// A stable label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refused::TooLarge => "too_large",
+            Refused::Future => "future",
+            Refused::Full => "full",
+        }
+    }
+}
+
+/// Told how many revocations are held and which were refused (the metrics).
+pub trait ListObserver: Send + Sync {
+    /// The number of revocations held changed.
+    fn held(&self, count: usize);
+    /// A revocation was refused.
+    fn refused(&self, why: Refused);
+}
+
 /// A revocation with the time it can be forgotten.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -62,6 +105,27 @@ impl Entry {
             expires: from.saturating_add(lifetime),
             revocation,
         }
+    }
+}
+
+impl Entry {
+    /// Whether a writer (the admin API, Redis) may make us keep this entry at `now`: every id
+    /// non-empty and at most [`MAX_ID_BYTES`], `before` no later than `now + leeway`.
+    pub fn admissible(&self, now: i64, leeway: i64) -> Result<(), Refused> {
+        let id_ok = |id: &str| !id.trim().is_empty() && id.len() <= MAX_ID_BYTES;
+        let ok = match &self.revocation {
+            Revocation::Jti(id) | Revocation::Session(id) => id_ok(id),
+            Revocation::Sub { sub, .. } => id_ok(sub),
+        };
+        if !ok {
+            return Err(Refused::TooLarge);
+        }
+        if let Revocation::Sub { before, .. } = &self.revocation {
+            if *before > now.saturating_add(leeway) {
+                return Err(Refused::Future);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -87,16 +151,61 @@ struct Lists {
     subs: HashMap<String, (i64, i64)>,
 }
 
-/// The revocations in force in this process. Cheap to read when empty (one lock, no lookups).
-#[derive(Debug, Default)]
+/// The revocations in force in this process, at most a cap of them. Cheap to read when empty
+/// (one lock, no lookups).
 pub struct RevocationList {
     lists: RwLock<Lists>,
+    cap: AtomicUsize,
+    observer: Option<Arc<dyn ListObserver>>,
+}
+
+impl Default for RevocationList {
+    fn default() -> Self {
+        RevocationList::new(DEFAULT_MAX_REVOCATIONS, None)
+    }
+}
+
+impl std::fmt::Debug for RevocationList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationList")
+            .field("len", &self.len())
+            .field("cap", &self.cap.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 impl RevocationList {
-    /// Records an entry (again: an existing one keeps the later expiry and `before`).
-    pub fn insert(&self, entry: &Entry) {
+    /// An empty list holding at most `cap` revocations, telling `observer` what it holds.
+    pub fn new(cap: usize, observer: Option<Arc<dyn ListObserver>>) -> RevocationList {
+        RevocationList {
+            lists: RwLock::default(),
+            cap: AtomicUsize::new(cap),
+            observer,
+        }
+    }
+
+    /// Changes the cap (a reload); entries held beyond it stay until they expire.
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// Records an entry (again: an existing one keeps the later expiry and `before`), unless
+    /// it is new and the list holds its cap already.
+    pub fn insert(&self, entry: &Entry) -> Result<(), Refused> {
         let mut lists = self.lists.write().unwrap_or_else(PoisonError::into_inner);
+        let known = match &entry.revocation {
+            Revocation::Jti(jti) => lists.jtis.contains_key(&id_digest(jti)),
+            Revocation::Session(id) => lists.sessions.contains_key(&id_digest(id)),
+            Revocation::Sub { sub, .. } => lists.subs.contains_key(sub),
+        };
+        let held = lists.jtis.len() + lists.sessions.len() + lists.subs.len();
+        if !known && held >= self.cap.load(Ordering::Relaxed) {
+            drop(lists);
+            if let Some(observer) = &self.observer {
+                observer.refused(Refused::Full);
+            }
+            return Err(Refused::Full);
+        }
         let keep_later = |old: &mut i64, new: i64| *old = (*old).max(new);
         match &entry.revocation {
             Revocation::Jti(jti) => keep_later(
@@ -115,6 +224,19 @@ impl RevocationList {
                 slot.0 = slot.0.max(*before);
                 slot.1 = slot.1.max(entry.expires);
             }
+        }
+        let held = lists.jtis.len() + lists.sessions.len() + lists.subs.len();
+        drop(lists);
+        if let Some(observer) = &self.observer {
+            observer.held(held);
+        }
+        Ok(())
+    }
+
+    /// Counts a revocation refused before it reached the list (too large, in the future).
+    pub fn refused(&self, why: Refused) {
+        if let Some(observer) = &self.observer {
+            observer.refused(why);
         }
     }
 
@@ -139,6 +261,11 @@ impl RevocationList {
         lists.jtis.retain(|_, e| *e > now);
         lists.sessions.retain(|_, e| *e > now);
         lists.subs.retain(|_, (_, e)| *e > now);
+        let held = lists.jtis.len() + lists.sessions.len() + lists.subs.len();
+        drop(lists);
+        if let Some(observer) = &self.observer {
+            observer.held(held);
+        }
     }
 
     /// Entries held.
@@ -288,9 +415,11 @@ mod tests {
     fn each_kind_of_revocation_matches_what_it_names() {
         let list = RevocationList::default();
         assert!(!list.is_revoked(&ids("j", "s", "u", 100), 1_000));
-        list.insert(&Entry::new(Revocation::Jti("j1".into()), 1_000, 86_400));
-        list.insert(&Entry::new(Revocation::Session("s1".into()), 1_000, 86_400));
-        list.insert(&Entry::new(
+        list.insert(&Entry::new(Revocation::Jti("j1".into()), 1_000, 86_400))
+            .unwrap();
+        list.insert(&Entry::new(Revocation::Session("s1".into()), 1_000, 86_400))
+            .unwrap();
+        let _ = list.insert(&Entry::new(
             Revocation::Sub {
                 sub: "u1".into(),
                 before: 500,
@@ -320,7 +449,7 @@ mod tests {
         let list = RevocationList::default();
         let entry = Entry::new(Revocation::Session("s".into()), 1_000, 100);
         assert_eq!(entry.expires, 1_100);
-        list.insert(&entry);
+        list.insert(&entry).unwrap();
         assert!(list.is_revoked(&ids("j", "s", "u", 0), 1_099));
         assert!(!list.is_revoked(&ids("j", "s", "u", 0), 1_100));
         // Tokens issued before `before` are dead `lifetime` after it.
@@ -333,7 +462,7 @@ mod tests {
             100,
         );
         assert_eq!(sub.expires, 1_000);
-        list.insert(&sub);
+        list.insert(&sub).unwrap();
         list.purge(1_100);
         assert!(list.is_empty());
     }
@@ -363,5 +492,32 @@ mod tests {
             Err(Unavailable::BadAnswer)
         );
         assert_eq!(classify(400, b"garbage"), Err(Unavailable::BadAnswer));
+    }
+
+    #[test]
+    fn the_list_holds_at_most_its_cap_and_refuses_what_is_too_large_or_in_the_future() {
+        let list = RevocationList::new(2, None);
+        let jti = |id: &str| Entry::new(Revocation::Jti(id.into()), 1_000, 100);
+        list.insert(&jti("a")).unwrap();
+        list.insert(&jti("b")).unwrap();
+        assert_eq!(list.insert(&jti("c")), Err(Refused::Full));
+        // Renewing one already held is not a new entry.
+        list.insert(&jti("a")).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(
+            jti(&"x".repeat(257)).admissible(1_000, 30),
+            Err(Refused::TooLarge)
+        );
+        assert_eq!(jti(" ").admissible(1_000, 30), Err(Refused::TooLarge));
+        assert_eq!(jti(&"x".repeat(256)).admissible(1_000, 30), Ok(()));
+        let sub = |before: i64| Entry {
+            revocation: Revocation::Sub {
+                sub: "u".into(),
+                before,
+            },
+            expires: 2_000,
+        };
+        assert_eq!(sub(1_030).admissible(1_000, 30), Ok(()));
+        assert_eq!(sub(1_031).admissible(1_000, 30), Err(Refused::Future));
     }
 }

@@ -333,8 +333,9 @@ impl RevocationChecker {
                 if let (CognitoVerdict::Revoked, Some(session)) = (verdict, session) {
                     // The whole sign-in session is over: its other tokens need no call.
                     let entry = Entry::new(Revocation::Session(session), now, inner.lifetime);
-                    inner.list.insert(&entry);
-                    if let Some(shared) = &inner.shared {
+                    if let Err(why) = inner.list.insert(&entry) {
+                        warn!(cause = %why, "a revoked session was not recorded");
+                    } else if let Some(shared) = &inner.shared {
                         if let Err(err) = shared.publish(&entry).await {
                             warn!(cause = %err, "a revoked session was not shared");
                         }

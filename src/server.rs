@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use axum::response::IntoResponse;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -137,6 +138,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     );
     authorizer.set_dry_run(config.server.dry_run);
     authorizer.set_full_metadata(config.server.full_metadata);
+    authorizer
+        .revocations()
+        .set_cap(config.server.max_revocations);
     let shared = match &config.server.redis_url {
         Some(url) => Some(Shared::new(url, Arc::new(metrics.clone())).map_err(ServerError::Redis)?),
         None => None,
@@ -228,16 +232,23 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             .map_err(ServerError::Transport)?;
         info!(mutual = tls.client_ca.is_some(), "gRPC listener uses TLS");
     }
+    // Diagnostics and reflection only where configured (by default: a loopback or Unix-socket
+    // listener): VerifyToken can spend the account's GetUser quota.
+    let diagnostics = config.server.diagnostics;
+    if !diagnostics {
+        info!("diagnostics and reflection are off on the gRPC listener");
+    }
     let router = builder
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
         .add_service(AuthorizationServer::new(AuthzService::new(
             authorizer.clone(),
         )))
-        .add_service(DiagnosticsServer::new(DiagnosticsService::new(
-            authorizer.clone(),
-        )));
+        .add_optional_service(diagnostics.then_some(reflection_v1))
+        .add_optional_service(diagnostics.then_some(reflection_v1alpha))
+        .add_optional_service(
+            diagnostics
+                .then(|| DiagnosticsServer::new(DiagnosticsService::new(authorizer.clone()))),
+        );
 
     let stop = {
         let mut rx = shutdown_rx.clone();
@@ -295,13 +306,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         })?;
     let running_config = Arc::new(ArcSwap::from_pointee(config.clone()));
     let admin = tokio::spawn({
-        let app = admin_router(
-            metrics.clone(),
-            authorizer.clone(),
-            Arc::clone(&running_config),
-            shared.clone(),
-            shutdown_rx.clone(),
-        );
+        let app = admin_router(Admin {
+            metrics: metrics.clone(),
+            authorizer: authorizer.clone(),
+            running_config: Arc::clone(&running_config),
+            shared: shared.clone(),
+            shutdown: shutdown_rx.clone(),
+        });
         let mut rx = shutdown_rx.clone();
         async move {
             let stop = async move {
@@ -469,121 +480,180 @@ impl RevokeRequest {
     }
 }
 
-fn admin_router(
+/// What the admin listener's handlers share.
+#[derive(Clone)]
+struct Admin {
     metrics: Metrics,
     authorizer: Authorizer,
     running_config: Arc<ArcSwap<Config>>,
     shared: Option<Shared>,
     shutdown: watch::Receiver<bool>,
-) -> axum::Router {
+}
+
+/// Largest body the control API reads: a revocation is under 1 KiB.
+const MAX_CONTROL_BODY_BYTES: usize = 16 * 1024;
+
+type AdminResponse = (axum::http::StatusCode, axum::Json<serde_json::Value>);
+
+fn admin_error(status: axum::http::StatusCode, message: &str) -> axum::response::Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// The control API (`/revocations`, `/config`) answers only to the operator: the bearer secret
+/// of `AUTHZ_ADMIN_TOKEN_FILE`, compared in constant time. Without a secret it is off: the
+/// admin listener is reachable by every process sharing the pod's or task's network (an SSRF
+/// in the app is enough), and whoever can revoke can sign anyone out.
+async fn operator_only(
+    axum::extract::State(admin): axum::extract::State<Admin>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     use axum::http::{header, StatusCode};
-    use axum::routing::{get, post};
-    let revoke = {
-        let (authorizer, running_config, shared) = (
-            authorizer.clone(),
-            Arc::clone(&running_config),
-            shared.clone(),
+    let config = admin.running_config.load();
+    let Some(secret) = &config.server.admin_token else {
+        return admin_error(
+            StatusCode::NOT_FOUND,
+            "the control API is off: give it a secret with AUTHZ_ADMIN_TOKEN_FILE",
         );
-        move |body: axum::body::Bytes| {
-            let (authorizer, running_config, shared) = (
-                authorizer.clone(),
-                Arc::clone(&running_config),
-                shared.clone(),
-            );
-            async move {
-                let now = crate::unix_now();
-                let request = serde_json::from_slice::<RevokeRequest>(&body)
-                    .map_err(|_| "the body is not a revocation request")
-                    .and_then(|r| r.revocation(now));
-                let revocation = match request {
-                    Ok(revocation) => revocation,
-                    Err(problem) => {
-                        return (
-                            StatusCode::BAD_REQUEST,
-                            axum::Json(serde_json::json!({ "error": problem })),
-                        )
-                    }
-                };
-                let entry =
-                    Entry::new(revocation, now, revocation_lifetime(&running_config.load()));
-                authorizer.revocations().insert(&entry);
-                let shared_ok = match &shared {
-                    Some(shared) => match shared.publish(&entry).await {
-                        Ok(()) => true,
-                        Err(err) => {
-                            warn!(cause = %err, "a revocation was recorded here but not shared");
-                            false
-                        }
-                    },
-                    None => false,
-                };
-                info!(
-                    kind = entry.revocation.kind(),
-                    shared = shared_ok,
-                    "revocation recorded"
-                );
-                (
-                    StatusCode::OK,
-                    axum::Json(serde_json::json!({
-                        "recorded": true,
-                        "expires": entry.expires,
-                        "shared": shared_ok,
-                    })),
-                )
-            }
-        }
     };
-    let redis_required = running_config.load().server.redis_required;
-    axum::Router::new()
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    match presented {
+        Some(token) if secret.matches(token.as_bytes()) => next.run(request).await,
+        _ => {
+            let mut response = admin_error(
+                StatusCode::UNAUTHORIZED,
+                "the control API needs the operator's bearer secret",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"cognito-authz-admin\""),
+            );
+            response.into_response()
+        }
+    }
+}
+
+/// `POST /revocations`: records a revocation here and shares it, within bounds.
+async fn revoke(
+    axum::extract::State(admin): axum::extract::State<Admin>,
+    body: axum::body::Bytes,
+) -> AdminResponse {
+    use axum::http::StatusCode;
+    let refuse = |status: StatusCode, problem: &str| {
+        (status, axum::Json(serde_json::json!({ "error": problem })))
+    };
+    let now = crate::unix_now();
+    let config = admin.running_config.load();
+    let request = serde_json::from_slice::<RevokeRequest>(&body)
+        .map_err(|_| "the body is not a revocation request")
+        .and_then(|r| r.revocation(now));
+    let revocation = match request {
+        Ok(revocation) => revocation,
+        Err(problem) => return refuse(StatusCode::BAD_REQUEST, problem),
+    };
+    let entry = Entry::new(revocation, now, revocation_lifetime(&config));
+    let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(0);
+    let list = admin.authorizer.revocations();
+    if let Err(why) = entry.admissible(now, leeway) {
+        list.refused(why);
+        return refuse(StatusCode::BAD_REQUEST, &why.to_string());
+    }
+    if let Err(why) = list.insert(&entry) {
+        warn!(cause = %why, "a revocation was refused");
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, &why.to_string());
+    }
+    // Shared, or not shared yet (Redis down: published when it returns), or nothing to share
+    // with (no Redis). Only the middle one is not a success: 202, and the CLI exits 1.
+    let (status, shared) = match &admin.shared {
+        Some(shared) => match shared.publish(&entry).await {
+            Ok(()) => (StatusCode::OK, Some(true)),
+            Err(err) => {
+                warn!(cause = %err, "a revocation was recorded here but not shared yet");
+                (StatusCode::ACCEPTED, Some(false))
+            }
+        },
+        None => (StatusCode::OK, None),
+    };
+    info!(
+        kind = entry.revocation.kind(),
+        shared = ?shared,
+        "revocation recorded"
+    );
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "recorded": true,
+            "expires": entry.expires,
+            "shared": shared,
+        })),
+    )
+}
+
+/// `GET /config`: the configuration in force (as `check-config` prints it), reloads included.
+async fn running_config(
+    axum::extract::State(admin): axum::extract::State<Admin>,
+) -> axum::Json<Arc<Config>> {
+    axum::Json(admin.running_config.load_full())
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+async fn metrics(axum::extract::State(admin): axum::extract::State<Admin>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        admin.metrics.encode(),
+    )
+}
+
+/// `GET /readyz`: keys loaded, not draining, and Redis up where it is required.
+async fn readyz(axum::extract::State(admin): axum::extract::State<Admin>) -> impl IntoResponse {
+    use axum::http::StatusCode;
+    let redis_required = admin.running_config.load().server.redis_required;
+    let keys = admin.authorizer.verifier().keys().all_loaded();
+    let redis = admin.shared.as_ref().map(Shared::is_up);
+    let ready = keys && !*admin.shutdown.borrow() && !(redis_required && redis == Some(false));
+    let detail = match redis {
+        None => "",
+        Some(true) => "redis: up\n",
+        Some(false) => "redis: down (deciding from local state)\n",
+    };
+    if ready {
+        (StatusCode::OK, format!("ready\n{detail}"))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{detail}"),
+        )
+    }
+}
+
+/// The admin listener: probes and metrics for anyone who can reach it, the control API for the
+/// operator only.
+fn admin_router(admin: Admin) -> axum::Router {
+    use axum::routing::{get, post};
+    let control = axum::Router::new()
         .route("/revocations", post(revoke))
-        .route(
-            "/metrics",
-            get(move || {
-                let text = metrics.encode();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    )
-                }
-            }),
-        )
+        .route("/config", get(running_config))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_CONTROL_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn_with_state(
+            admin.clone(),
+            operator_only,
+        ));
+    axum::Router::new()
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        // The configuration in force (as `check-config` prints it), reloads included.
-        .route(
-            "/config",
-            get(move || {
-                let config = running_config.load_full();
-                async move { axum::Json(config) }
-            }),
-        )
-        .route(
-            "/readyz",
-            get(move || {
-                let keys = authorizer.verifier().keys().all_loaded();
-                let redis = shared.as_ref().map(Shared::is_up);
-                let ready =
-                    keys && !*shutdown.borrow() && !(redis_required && redis == Some(false));
-                let detail = match redis {
-                    None => "",
-                    Some(true) => "redis: up\n",
-                    Some(false) => "redis: down (deciding from local state)\n",
-                };
-                async move {
-                    if ready {
-                        (StatusCode::OK, format!("ready\n{detail}"))
-                    } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!("not ready\n{detail}"),
-                        )
-                    }
-                }
-            }),
-        )
+        .route("/readyz", get(readyz))
+        .merge(control)
+        .with_state(admin)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -593,10 +663,19 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Running {
+    /// The decision core this server answers with.
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.authorizer
+    }
+
     /// Swaps in a new configuration's pools, app clients, routes and identity settings at once.
     /// Unchanged pools (same id and JWKS URI) keep their keys; new ones are fetched before the
-    /// swap. Listener addresses and the runtime are not reloaded (a warning says so).
+    /// swap. Listener addresses and the runtime are not reloaded (a warning says so). The
+    /// control API's secret and the revocation cap take effect at once.
     pub async fn reload(&self, config: Config) -> Result<(), ServerError> {
+        self.authorizer
+            .revocations()
+            .set_cap(config.server.max_revocations);
         let old_config = self.running_config.load_full();
         if config.server.grpc_addr != old_config.server.grpc_addr
             || config.server.admin_addr != old_config.server.admin_addr

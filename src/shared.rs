@@ -25,7 +25,9 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 use tracing::{info, warn};
 
-use crate::revocation::{CognitoVerdict, Entry, Revocation, RevocationList};
+use crate::revocation::{
+    CognitoVerdict, Entry, Refused, Revocation, RevocationList, MAX_ENTRY_BYTES,
+};
 
 /// The channel revocations are announced on.
 pub const CHANNEL: &str = "cognito-authz:revocations";
@@ -62,7 +64,13 @@ struct Inner {
     manager: ConnectionManager,
     up: AtomicBool,
     observer: Arc<dyn SharedObserver>,
+    /// Revocations recorded here that Redis did not take: published when it returns.
+    pending: std::sync::Mutex<Vec<Entry>>,
 }
+
+/// Most revocations kept for publishing later while Redis is down (the list's own cap bounds
+/// what can be recorded; this bounds the copy).
+const MAX_PENDING: usize = 10_000;
 
 /// A cheap-to-clone handle on the shared state.
 #[derive(Clone)]
@@ -98,6 +106,7 @@ impl Shared {
                 manager,
                 up: AtomicBool::new(false),
                 observer,
+                pending: std::sync::Mutex::default(),
             }),
         })
     }
@@ -137,8 +146,64 @@ impl Shared {
         result
     }
 
-    /// Stores a revocation until it expires and announces it to every replica.
+    /// Stores a revocation until it expires and announces it to every replica. When Redis does
+    /// not take it, it is kept and published when Redis returns (the error still says it was
+    /// not shared now).
     pub async fn publish(&self, entry: &Entry) -> Result<(), SharedError> {
+        let result = self.publish_now(entry).await;
+        if result.is_err() {
+            let mut pending = self
+                .inner
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if pending.len() < MAX_PENDING {
+                pending.push(entry.clone());
+            } else {
+                warn!("too many revocations wait for redis: this one stays local");
+            }
+        }
+        result
+    }
+
+    /// Revocations waiting for Redis.
+    pub fn pending(&self) -> usize {
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Publishes what waited for Redis; what fails again waits on.
+    async fn flush_pending(&self) -> Result<usize, SharedError> {
+        let waiting = std::mem::take(
+            &mut *self
+                .inner
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let now = crate::unix_now();
+        let mut published = 0;
+        let mut rest = waiting.into_iter().filter(|e| e.expires > now);
+        while let Some(entry) = rest.next() {
+            if let Err(err) = self.publish_now(&entry).await {
+                let mut pending = self
+                    .inner
+                    .pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                pending.push(entry);
+                pending.extend(rest);
+                return Err(err);
+            }
+            published += 1;
+        }
+        Ok(published)
+    }
+
+    async fn publish_now(&self, entry: &Entry) -> Result<(), SharedError> {
         let json = serde_json::to_string(entry).unwrap_or_default();
         let expires = u64::try_from(entry.expires).unwrap_or(0);
         self.run::<()>(
@@ -167,15 +232,7 @@ impl Shared {
                 redis::cmd("GET").arg(format!("{VERDICT_PREFIX}{}", hex(key))),
             )
             .await?;
-        Ok(value.and_then(|v| {
-            let (verdict, at) = v.split_once(':')?;
-            let verdict = match verdict {
-                "valid" => CognitoVerdict::Valid,
-                "revoked" => CognitoVerdict::Revoked,
-                _ => return None,
-            };
-            Some((verdict, at.parse().ok()?))
-        }))
+        Ok(value.and_then(|v| parse_verdict(&v, crate::unix_now())))
     }
 
     /// Stores a verdict for `keep`.
@@ -236,13 +293,10 @@ impl Shared {
             if !keys.is_empty() {
                 let values: Vec<Option<String>> =
                     self.run("load", redis::cmd("MGET").arg(&keys)).await?;
-                for entry in values
-                    .iter()
-                    .flatten()
-                    .filter_map(|v| serde_json::from_str::<Entry>(v).ok())
-                {
-                    list.insert(&entry);
-                    loaded += 1;
+                for value in values.iter().flatten() {
+                    if admit(list, value, crate::unix_now()) {
+                        loaded += 1;
+                    }
                 }
             }
             if next == 0 {
@@ -273,6 +327,25 @@ impl Shared {
                     pubsub.subscribe(CHANNEL).await?;
                     // Subscribed first, then loaded: nothing published in between is missed.
                     shared.set_up(true);
+                    // What was revoked here while Redis was down goes out first. The command
+                    // connection may still hold the socket Redis dropped: its first use fails
+                    // and reconnects, so try a few times.
+                    for attempt in 1..=3 {
+                        match shared.flush_pending().await {
+                            Ok(0) => break,
+                            Ok(published) => {
+                                info!(
+                                    published,
+                                    "revocations made while redis was down are shared"
+                                );
+                                break;
+                            }
+                            Err(err) if attempt == 3 => {
+                                warn!(cause = %err, "sharing revocations made while redis was down failed");
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    }
                     match shared.load_all(&list).await {
                         Ok(loaded) => info!(loaded, "revocations loaded from redis"),
                         Err(err) => warn!(cause = %err, "loading revocations from redis failed"),
@@ -280,10 +353,7 @@ impl Shared {
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
                         let payload: String = message.get_payload().unwrap_or_default();
-                        match serde_json::from_str::<Entry>(&payload) {
-                            Ok(entry) => list.insert(&entry),
-                            Err(_) => warn!("ignoring a malformed revocation message"),
-                        }
+                        admit(&list, &payload, crate::unix_now());
                     }
                     Ok::<(), SharedError>(())
                 };
@@ -308,6 +378,54 @@ impl Shared {
     }
 }
 
+/// How far in the future a shared time may lie: the largest clock leeway. A verdict stamped
+/// later would stay fresh for ever; a `before` later would revoke tokens not yet issued.
+const MAX_SKEW_SECS: i64 = crate::config::MAX_LEEWAY_SECS as i64;
+
+/// A verdict as stored (`valid:{unix}` or `revoked:{unix}`), unless it is malformed or stamped
+/// in the future: whoever can write to Redis must not make a verdict fresh for ever.
+fn parse_verdict(value: &str, now: i64) -> Option<(CognitoVerdict, i64)> {
+    let (verdict, at) = value.split_once(':')?;
+    let verdict = match verdict {
+        "valid" => CognitoVerdict::Valid,
+        "revoked" => CognitoVerdict::Revoked,
+        _ => return None,
+    };
+    let at: i64 = at.parse().ok()?;
+    (at <= now.saturating_add(MAX_SKEW_SECS)).then_some((verdict, at))
+}
+
+/// Takes one revocation from Redis into `list` under the same bounds as the admin API: at most
+/// [`MAX_ENTRY_BYTES`], well-formed, ids bounded, `before` not in the future, the list's cap.
+/// Whether it was taken.
+fn admit(list: &RevocationList, value: &str, now: i64) -> bool {
+    if value.len() > MAX_ENTRY_BYTES {
+        warn!(
+            bytes = value.len(),
+            "ignoring an oversized revocation from redis"
+        );
+        list.refused(Refused::TooLarge);
+        return false;
+    }
+    let Ok(entry) = serde_json::from_str::<Entry>(value) else {
+        warn!("ignoring a malformed revocation from redis");
+        return false;
+    };
+    match entry
+        .admissible(now, MAX_SKEW_SECS)
+        .and_then(|()| list.insert(&entry))
+    {
+        Ok(()) => true,
+        Err(why) => {
+            if why != Refused::Full {
+                list.refused(why);
+            }
+            warn!(cause = %why, "ignoring a revocation from redis");
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +444,49 @@ mod tests {
             "cognito-authz:rev:sub:u"
         );
         assert_eq!(hex(&[0xab; 16]).len(), 32);
+    }
+
+    #[test]
+    fn shared_entries_are_bounded_like_the_admin_apis() {
+        let list = RevocationList::new(2, None);
+        let now = 1_000_000;
+        let jti = |id: &str| {
+            format!(
+                r#"{{"revocation":{{"jti":"{id}"}},"expires":{}}}"#,
+                now + 100
+            )
+        };
+        assert!(admit(&list, &jti("a"), now));
+        assert!(!admit(&list, &jti(&"x".repeat(300)), now), "an id too long");
+        assert!(
+            !admit(&list, &"x".repeat(MAX_ENTRY_BYTES + 1), now),
+            "a message too large"
+        );
+        assert!(!admit(&list, "{not json", now));
+        let sub = |before: i64| {
+            format!(
+                r#"{{"revocation":{{"sub":{{"sub":"u","before":{before}}}}},"expires":{}}}"#,
+                now + 100
+            )
+        };
+        assert!(
+            !admit(&list, &sub(now + 3_600), now),
+            "before in the future"
+        );
+        assert!(admit(&list, &sub(now), now));
+        assert!(!admit(&list, &jti("b"), now), "past the cap");
+        assert_eq!(list.len(), 2);
+    }
+
+    #[test]
+    fn a_verdict_stamped_in_the_future_is_no_verdict() {
+        let now = 1_000_000;
+        assert_eq!(
+            parse_verdict(&format!("valid:{now}"), now),
+            Some((CognitoVerdict::Valid, now))
+        );
+        assert_eq!(parse_verdict(&format!("valid:{}", now + 3_600), now), None);
+        assert_eq!(parse_verdict("revoked:x", now), None);
+        assert_eq!(parse_verdict("maybe:1", now), None);
     }
 }

@@ -86,17 +86,24 @@ async fn until_revoked(port: u16, token: &str, within: Duration) -> Duration {
     }
 }
 
-fn revoke_cli(admin_port: u16, token: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+/// `cognito-authz revoke --token` through a replica's admin API, with the stack's secret.
+fn revoke_cli_output(stack: &Stack, admin_port: u16, token: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
         .args([
             "revoke",
             "--admin",
             &format!("http://127.0.0.1:{admin_port}"),
             "--token",
             token,
+            "--admin-token-file",
         ])
+        .arg(stack.admin_token_file().unwrap())
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn revoke_cli(stack: &Stack, admin_port: u16, token: &str) {
+    let out = revoke_cli_output(stack, admin_port, token);
     assert!(
         out.status.success(),
         "cognito-authz revoke failed: {}{}",
@@ -217,7 +224,7 @@ async fn replicas_share_revocations_and_cognito_verdicts_through_redis() {
     );
 
     // Revoked through one replica, refused by every one within a second.
-    revoke_cli(replicas[0].admin, &token);
+    revoke_cli(&stack, replicas[0].admin, &token);
     for r in &replicas[1..] {
         let took = until_revoked(r.grpc, &token, Duration::from_secs(1)).await;
         assert!(took < Duration::from_secs(1), "{took:?}");
@@ -265,12 +272,34 @@ async fn replicas_share_revocations_and_cognito_verdicts_through_redis() {
         assert!(metrics.contains("cognito_authz_redis_up 0"), "{metrics}");
     }
 
-    // Back up: sharing resumes, revocations made now reach every replica again.
+    // A revocation made while Redis is down is no success: recorded here, refused here, not
+    // yet shared (the command exits 1 and says so), then published when Redis returns.
+    let pending = sign_in(&stack, "shared@example.com").await;
+    let out = revoke_cli_output(&stack, replicas[0].admin, &pending);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (answer["recorded"].as_bool(), answer["shared"].as_bool()),
+        (Some(true), Some(false))
+    );
+    until_revoked(replicas[0].grpc, &pending, Duration::from_secs(1)).await;
+
+    // Back up: the pending revocation reaches the other replicas, and revocations made now
+    // reach every replica again.
     stack.start_redis().await.unwrap();
     for r in &replicas {
         wait_redis(r.admin, true).await;
     }
-    revoke_cli(replicas[1].admin, &live);
+    for r in &replicas[1..] {
+        let took = until_revoked(r.grpc, &pending, Duration::from_secs(1)).await;
+        assert!(took < Duration::from_secs(1), "{took:?}");
+    }
+    revoke_cli(&stack, replicas[1].admin, &live);
     for r in [&replicas[0], &replicas[2]] {
         until_revoked(r.grpc, &live, Duration::from_secs(1)).await;
     }

@@ -19,7 +19,9 @@ async fn start(
     extra: &[(&str, &str)],
 ) -> (server::Running, std::net::SocketAddr) {
     let endpoint = get_user.url("/");
+    let secret = admin_secret_file();
     let mut vars = vec![
+        ("AUTHZ_ADMIN_TOKEN_FILE", secret.to_str().unwrap()),
         ("COGNITO_REVOCATION", "cognito"),
         ("COGNITO_IDP_ENDPOINT", endpoint.as_str()),
         ("COGNITO_TOKEN_USE", "any"),
@@ -35,6 +37,18 @@ async fn start(
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     (running, addr)
+}
+
+/// The control API's secret for these tests.
+const ADMIN_SECRET: &str = "revocation-check-test-secret";
+
+fn admin_secret_file() -> std::path::PathBuf {
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "revocation-check-admin-token-{}",
+        std::process::id()
+    ));
+    std::fs::write(&path, ADMIN_SECRET).unwrap();
+    path
 }
 
 async fn check(addr: std::net::SocketAddr, token: &str) -> (u16, String) {
@@ -174,6 +188,7 @@ async fn verify_token_reports_the_revocation_check() {
     // Revoked explicitly through the admin API.
     let revoked = reqwest::Client::new()
         .post(format!("http://{}/revocations", running.admin_addr))
+        .bearer_auth(ADMIN_SECRET)
         .body(r#"{"origin_jti": "0b8f0c7e-1111-4111-8111-111111111111"}"#)
         .send()
         .await
@@ -198,6 +213,7 @@ async fn verify_token_reports_the_revocation_check() {
     // A malformed revocation is refused.
     let bad = reqwest::Client::new()
         .post(format!("http://{}/revocations", running.admin_addr))
+        .bearer_auth(ADMIN_SECRET)
         .body(r#"{"jti": "a", "sub": "b"}"#)
         .send()
         .await

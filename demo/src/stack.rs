@@ -788,6 +788,7 @@ impl Stack {
             )
             .env("AUTHZ_GRPC_ADDR", format!("127.0.0.1:{}", ports.grpc))
             .env("AUTHZ_ADMIN_ADDR", format!("127.0.0.1:{}", ports.admin))
+            .env("AUTHZ_ADMIN_TOKEN_FILE", self.admin_token_file()?)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -808,6 +809,30 @@ impl Stack {
         self.spawn(&name, &mut command)?;
         self.wait_http(&name, &format!("http://127.0.0.1:{}/readyz", ports.admin))
             .await
+    }
+
+    /// The file holding the control API's secret every replica reads (made on first use, mode
+    /// 0600): `cognito-authz revoke --admin-token-file` takes it.
+    pub fn admin_token_file(&self) -> Result<PathBuf, StackError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = self.layout.work_dir.join("admin-token");
+        if !path.exists() {
+            // Unique per stack: the process id and the clock, hex; a demo's secret, not a key.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let secret = format!("{:x}{:032x}", std::process::id(), nanos);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| err(format!("{}: {e}", path.display())))?;
+            std::io::Write::write_all(&mut file, secret.as_bytes())
+                .map_err(|e| err(format!("{}: {e}", path.display())))?;
+        }
+        Ok(path)
     }
 
     /// Kills replica `replica` (as a crash would).
