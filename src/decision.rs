@@ -478,6 +478,7 @@ impl State {
             let refused = match check {
                 Check::Live => None,
                 Check::Revoked => Some(DenyReason::Revoked),
+                Check::Expired => Some(DenyReason::Token(Reason::Expired)),
                 Check::Unavailable(_) => Some(DenyReason::RevocationUnavailable),
                 Check::Unverifiable => match &self.checker {
                     Some(checker) if checker.settings().allow_unverifiable => None,

@@ -280,13 +280,42 @@ impl RevocationList {
     }
 }
 
-/// What Cognito's `GetUser` said about an access token.
+/// A verdict on an access token, as cached and shared between replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CognitoVerdict {
     /// The token is live.
     Valid,
-    /// `NotAuthorizedException`: signed out, revoked, or otherwise refused.
+    /// Cognito refused the token (signed out, revoked, or not its own).
     Revoked,
+}
+
+/// What Cognito's `GetUser` answered, by its exact error shape. Only
+/// `NotAuthorizedException: Access Token has been revoked` says the sign-in session ended;
+/// "Access Token has expired" says nothing about revocation (a token used inside the clock
+/// leeway after its `exp` always gets it), and any other `NotAuthorizedException` ("Invalid
+/// Access Token", an emulator's "Invalid token") refuses this token alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CognitoAnswer {
+    /// 200: the token is live.
+    Live,
+    /// "Access Token has been revoked": the whole sign-in session is over (GlobalSignOut,
+    /// RevokeToken).
+    SessionRevoked,
+    /// Another `NotAuthorizedException`: this token is refused.
+    Refused,
+    /// "Access Token has expired": past its `exp` by Cognito's clock; not a revocation.
+    Expired,
+}
+
+impl CognitoAnswer {
+    /// The verdict to cache and share (none for `Expired`: it is about time, not the token).
+    pub fn verdict(self) -> Option<CognitoVerdict> {
+        match self {
+            CognitoAnswer::Live => Some(CognitoVerdict::Valid),
+            CognitoAnswer::SessionRevoked | CognitoAnswer::Refused => Some(CognitoVerdict::Revoked),
+            CognitoAnswer::Expired => None,
+        }
+    }
 }
 
 /// Why Cognito gave no verdict.
@@ -322,25 +351,39 @@ impl Unavailable {
     }
 }
 
-/// Reads Cognito's answer to `GetUser`: 200 is a live token, `NotAuthorizedException` a
-/// refused one; throttling, server errors and anything else are no verdict.
-pub fn classify(status: u16, body: &[u8]) -> Result<CognitoVerdict, Unavailable> {
+/// Reads Cognito's answer to `GetUser` ([`CognitoAnswer`]); throttling, server errors and
+/// anything else are no verdict.
+pub fn classify(status: u16, body: &[u8]) -> Result<CognitoAnswer, Unavailable> {
     if status == 200 {
-        return Ok(CognitoVerdict::Valid);
+        return Ok(CognitoAnswer::Live);
     }
     #[derive(Deserialize)]
     struct Error {
         #[serde(rename = "__type")]
         kind: Option<String>,
+        // AWS spells it `message`; some SDK paths `Message`.
+        #[serde(alias = "Message")]
+        message: Option<String>,
     }
-    let kind = serde_json::from_slice::<Error>(body)
-        .ok()
-        .and_then(|e| e.kind)
+    let error = serde_json::from_slice::<Error>(body).ok();
+    let kind = error
+        .as_ref()
+        .and_then(|e| e.kind.clone())
         .unwrap_or_default();
+    let message = error
+        .and_then(|e| e.message)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     // AWS may prefix the type with a namespace (`...#NotAuthorizedException`).
     let kind = kind.rsplit('#').next().unwrap_or("");
     match (status, kind) {
-        (400, "NotAuthorizedException") => Ok(CognitoVerdict::Revoked),
+        (400, "NotAuthorizedException") if message.contains("has been revoked") => {
+            Ok(CognitoAnswer::SessionRevoked)
+        }
+        (400, "NotAuthorizedException") if message.contains("has expired") => {
+            Ok(CognitoAnswer::Expired)
+        }
+        (400, "NotAuthorizedException") => Ok(CognitoAnswer::Refused),
         (429, _) | (_, "TooManyRequestsException") => Err(Unavailable::Throttled),
         _ => Err(Unavailable::BadAnswer),
     }
@@ -370,7 +413,7 @@ impl CognitoClient {
         &self,
         endpoint: &str,
         token: &str,
-    ) -> Result<CognitoVerdict, Unavailable> {
+    ) -> Result<CognitoAnswer, Unavailable> {
         let response = self
             .http
             .post(endpoint)
@@ -468,18 +511,53 @@ mod tests {
     }
 
     #[test]
-    fn cognitos_answers_are_classified() {
-        assert_eq!(classify(200, b"{}"), Ok(CognitoVerdict::Valid));
+    fn cognitos_answers_are_classified_by_their_exact_shapes() {
+        assert_eq!(classify(200, b"{}"), Ok(CognitoAnswer::Live));
+        // AWS's three NotAuthorizedException messages for GetUser, as it sends them.
         assert_eq!(
             classify(
                 400,
                 br#"{"__type":"NotAuthorizedException","message":"Access Token has been revoked"}"#
             ),
-            Ok(CognitoVerdict::Revoked)
+            Ok(CognitoAnswer::SessionRevoked)
+        );
+        assert_eq!(
+            classify(
+                400,
+                br#"{"__type":"NotAuthorizedException","message":"Access Token has expired"}"#
+            ),
+            Ok(CognitoAnswer::Expired)
+        );
+        assert_eq!(
+            classify(
+                400,
+                br#"{"__type":"NotAuthorizedException","message":"Invalid Access Token"}"#
+            ),
+            Ok(CognitoAnswer::Refused)
+        );
+        assert_eq!(
+            classify(
+                400,
+                br#"{"__type":"com.amazonaws.cognito.identity.idp.model#NotAuthorizedException","Message":"Access Token has been revoked"}"#
+            ),
+            Ok(CognitoAnswer::SessionRevoked)
+        );
+        // The emulator's answer for a signed-out token: refused, no session ended.
+        assert_eq!(
+            classify(
+                400,
+                br#"{"__type":"NotAuthorizedException","message":"Invalid token"}"#
+            ),
+            Ok(CognitoAnswer::Refused)
         );
         assert_eq!(
             classify(400, br#"{"__type":"com.amazon#NotAuthorizedException"}"#),
-            Ok(CognitoVerdict::Revoked)
+            Ok(CognitoAnswer::Refused)
+        );
+        assert_eq!(CognitoAnswer::Expired.verdict(), None);
+        assert_eq!(
+            CognitoAnswer::Refused.verdict(),
+            Some(CognitoVerdict::Revoked)
         );
         assert_eq!(
             classify(400, br#"{"__type":"TooManyRequestsException"}"#),

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use crate::identity::{Identity, TokenUse};
 use crate::revocation::{
-    CognitoClient, CognitoVerdict, Entry, Revocation, RevocationList, Unavailable,
+    CognitoAnswer, CognitoClient, CognitoVerdict, Entry, Revocation, RevocationList, Unavailable,
 };
 use crate::shared::Shared;
 
@@ -116,6 +116,9 @@ pub enum Check {
     Unavailable(Unavailable),
     /// An ID token, or an access token without the admin scope: `GetUser` cannot judge it.
     Unverifiable,
+    /// Past its `exp` (accepted locally inside the clock leeway) with no fresh verdict, or
+    /// Cognito said "Access Token has expired": refused as `expired`, never a revocation.
+    Expired,
 }
 
 /// Counts check outcomes; the server plugs its metrics in.
@@ -130,7 +133,7 @@ impl CheckObserver for NoObserver {
     fn revocation_check(&self, _: &'static str) {}
 }
 
-type Outcome = Option<Result<CognitoVerdict, Unavailable>>;
+type Outcome = Option<Result<CognitoAnswer, Unavailable>>;
 
 /// Asks Cognito, through the caches. Cheap to clone.
 #[derive(Clone)]
@@ -217,6 +220,13 @@ impl RevocationChecker {
             self.count("cached");
             return verdict_check(verdict);
         }
+        // Past its `exp` (accepted inside the clock leeway): Cognito would only say "Access
+        // Token has expired", which is no verdict on revocation. Never asked, never revokes:
+        // without a fresh verdict the token is simply expired.
+        if now > identity.exp() {
+            self.count("expired");
+            return Check::Expired;
+        }
         if let Some(shared) = &inner.shared {
             if let Ok(Some((verdict, at))) = shared.verdict(&key).await {
                 if now.saturating_sub(at) < ttl.as_secs() as i64 {
@@ -227,7 +237,7 @@ impl RevocationChecker {
             }
         }
         match self.ask(key, token, identity, now).await {
-            Ok(verdict) => verdict_check(verdict),
+            Ok(answer) => answer_check(answer),
             Err(reason) => {
                 if grace {
                     let window = ttl + inner.settings.grace;
@@ -249,12 +259,12 @@ impl RevocationChecker {
         token: &str,
         identity: &Identity,
         now: i64,
-    ) -> Result<CognitoVerdict, Unavailable> {
+    ) -> Result<CognitoAnswer, Unavailable> {
         let mut done = {
             let mut in_flight = lock(&self.inner.in_flight);
             // A call that just ended stored its verdict before leaving this map.
             if let Some(verdict) = self.fresh(&key, now, self.inner.settings.ttl) {
-                return Ok(verdict);
+                return Ok(verdict_answer(verdict));
             }
             match in_flight.get(&key) {
                 Some(done) => done.clone(),
@@ -291,7 +301,7 @@ impl RevocationChecker {
         token: &str,
         pool: usize,
         session: Option<String>,
-    ) -> Result<CognitoVerdict, Unavailable> {
+    ) -> Result<CognitoAnswer, Unavailable> {
         let inner = &*self.inner;
         let settings = &inner.settings;
         let Some((Some(endpoint), limit)) = inner.pools.get(pool) else {
@@ -307,7 +317,7 @@ impl RevocationChecker {
                     if let Ok(Some((verdict, at))) = shared.verdict(&key).await {
                         inner.verdicts.insert(key, (verdict, at));
                         self.count("shared");
-                        return Ok(verdict);
+                        return Ok(verdict_answer(verdict));
                     }
                 }
                 debug!("the replica holding the lock gave no verdict in time: asking Cognito");
@@ -320,24 +330,29 @@ impl RevocationChecker {
         let result = inner.client.get_user(endpoint, token).await;
         let now = crate::unix_now();
         match result {
-            Ok(verdict) => {
-                inner.verdicts.insert(key, (verdict, now));
-                self.count(match verdict {
-                    CognitoVerdict::Valid => "valid",
-                    CognitoVerdict::Revoked => "revoked",
+            Ok(answer) => {
+                self.count(match answer {
+                    CognitoAnswer::Live => "valid",
+                    CognitoAnswer::SessionRevoked | CognitoAnswer::Refused => "revoked",
+                    CognitoAnswer::Expired => "expired",
                 });
-                if let Some(shared) = &inner.shared {
-                    let keep = settings.ttl + settings.grace;
-                    let _ = shared.store_verdict(&key, verdict, now, keep).await;
+                // "Expired" is about the clock, not the token: nothing to keep or share.
+                if let Some(verdict) = answer.verdict() {
+                    inner.verdicts.insert(key, (verdict, now));
+                    if let Some(shared) = &inner.shared {
+                        let keep = settings.ttl + settings.grace;
+                        let _ = shared.store_verdict(&key, verdict, now, keep).await;
+                    }
                 }
-                if let (CognitoVerdict::Revoked, Some(session)) = (verdict, session) {
-                    // The whole sign-in session is over: its other tokens need no call.
+                // Only "Access Token has been revoked" ends the whole sign-in session: its
+                // other tokens need no call. Any other refusal is this token's alone.
+                if let (CognitoAnswer::SessionRevoked, Some(session)) = (answer, session) {
                     let entry = Entry::new(Revocation::Session(session), now, inner.lifetime);
                     if let Err(why) = inner.list.insert(&entry) {
                         warn!(cause = %why, "a revoked session was not recorded");
                     } else if let Some(shared) = &inner.shared {
                         if let Err(err) = shared.publish(&entry).await {
-                            warn!(cause = %err, "a revoked session was not shared");
+                            warn!(cause = %err, "a revoked session was not shared yet");
                         }
                     }
                 }
@@ -381,6 +396,7 @@ impl RevocationChecker {
             Check::Live => "valid",
             Check::Revoked => "revoked",
             Check::Unverifiable => "unverifiable",
+            Check::Expired => "expired",
             Check::Unavailable(reason) => match reason {
                 Unavailable::Timeout => "unavailable:timeout",
                 Unavailable::Unreachable => "unavailable:unreachable",
@@ -394,6 +410,21 @@ impl RevocationChecker {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn verdict_answer(verdict: CognitoVerdict) -> CognitoAnswer {
+    match verdict {
+        CognitoVerdict::Valid => CognitoAnswer::Live,
+        CognitoVerdict::Revoked => CognitoAnswer::Refused,
+    }
+}
+
+fn answer_check(answer: CognitoAnswer) -> Check {
+    match answer {
+        CognitoAnswer::Live => Check::Live,
+        CognitoAnswer::SessionRevoked | CognitoAnswer::Refused => Check::Revoked,
+        CognitoAnswer::Expired => Check::Expired,
+    }
 }
 
 fn verdict_check(verdict: CognitoVerdict) -> Check {

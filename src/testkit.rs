@@ -167,6 +167,8 @@ pub enum Behaviour {
     Status(u16),
     /// 200 with this raw body.
     Raw(String),
+    /// This status with this JSON body (Cognito's error answers).
+    Answer(u16, Value),
     /// Sleep this long, then answer with the inner behaviour.
     Slow(Duration, Box<Behaviour>),
 }
@@ -247,6 +249,15 @@ fn respond(
             )
                 .into_response(),
             Behaviour::Raw(body) => body.into_response(),
+            Behaviour::Answer(code, value) => (
+                axum::http::StatusCode::from_u16(code).expect("valid status"),
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "application/x-amz-json-1.1",
+                )],
+                value.to_string(),
+            )
+                .into_response(),
             Behaviour::Status(code) => (
                 axum::http::StatusCode::from_u16(code).expect("valid status"),
                 "<html><body>error</body></html>",

@@ -157,12 +157,11 @@ async fn admin_sign_out_is_honoured_once_per_ttl_for_every_session() {
         assert_eq!(seen.body["reason"], "revoked");
         assert!(seen.challenge.unwrap().contains("error=\"invalid_token\""));
     }
-    // The revoked session is remembered: its token is refused everywhere without asking again,
-    // and the home feed treats it as anonymous.
+    // The refusal is kept for the TTL: asking again makes no call. (The emulator answers a
+    // signed-out token with "Invalid token", where AWS says "Access Token has been revoked":
+    // only AWS's answer ends the whole session, which tests/revocation_check.rs covers with
+    // AWS's exact shapes. So here each token is refused on its own.)
     let calls = stack.get_user_calls();
-    let home = get(&stack, "/api/activities/home", Some(&first), &[]).await;
-    assert_eq!(home.status.as_u16(), 200);
-    assert!(home.body["viewer"].is_null(), "{}", home.body);
     assert_eq!(
         get(&stack, "/api/echo", Some(&first), &[])
             .await
@@ -170,11 +169,7 @@ async fn admin_sign_out_is_honoured_once_per_ttl_for_every_session() {
             .as_u16(),
         401
     );
-    assert_eq!(
-        stack.get_user_calls(),
-        calls,
-        "no call for a known revoked session"
-    );
+    assert_eq!(stack.get_user_calls(), calls, "no call within the TTL");
 
     // A new sign-in works again.
     let fresh = sign_in(&stack, "rev@example.com").await;

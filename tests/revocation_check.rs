@@ -308,3 +308,76 @@ async fn concurrent_checks_share_one_call_and_the_pool_cap_holds() {
     );
     running.stop().await.unwrap();
 }
+
+/// Cognito's `NotAuthorizedException` for `GetUser`, as AWS sends it.
+fn not_authorized(message: &str) -> Behaviour {
+    Behaviour::Answer(
+        400,
+        serde_json::json!({"__type": "NotAuthorizedException", "message": message}),
+    )
+}
+
+/// An access token of the test session issued `age` seconds ago, valid for an hour, with its
+/// own `jti`.
+fn session_token(age: i64, jti: &str) -> String {
+    let mut claims = access_claims(ISS, CLIENT, now() - age);
+    claims["jti"] = jti.into();
+    TestKey::shared(0).token(&claims)
+}
+
+#[tokio::test]
+async fn a_late_token_is_expired_never_a_revocation() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    // A GetUser that answers as AWS does for an expired access token.
+    let get_user = JwksServer::start(not_authorized("Access Token has expired")).await;
+    let (running, addr) = start(&get_user, &idp, &[]).await;
+
+    // Ten seconds past `exp`, inside the 30 s leeway: not sent to Cognito, refused as expired.
+    let late = session_token(3610, "late");
+    assert_eq!(check(addr, &late).await, (401, "expired".into()));
+    assert_eq!(
+        get_user.hits(),
+        0,
+        "a token past exp is never sent to GetUser"
+    );
+
+    // Cognito's clock ahead of ours: it says "expired" for a token we still hold valid. The
+    // token is refused as expired; its session is not revoked.
+    let skewed = session_token(3590, "skewed");
+    assert_eq!(check(addr, &skewed).await, (401, "expired".into()));
+    assert_eq!(get_user.hits(), 1);
+    assert_eq!(
+        running.authorizer().revocations().len(),
+        0,
+        "nothing revoked"
+    );
+    get_user.set(Behaviour::Json(serde_json::json!({})));
+    let refreshed = session_token(0, "refreshed");
+    assert_eq!(check(addr, &refreshed).await, (200, "allowed".into()));
+
+    // Only "Access Token has been revoked" ends the sign-in session: the session's other
+    // tokens are then refused without asking.
+    get_user.set(not_authorized("Access Token has been revoked"));
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the 1 s verdict TTL
+    assert_eq!(check(addr, &refreshed).await, (401, "revoked".into()));
+    assert_eq!(running.authorizer().revocations().len(), 1, "the session");
+    let hits = get_user.hits();
+    let another = session_token(5, "another");
+    assert_eq!(check(addr, &another).await, (401, "revoked".into()));
+    assert_eq!(
+        get_user.hits(),
+        hits,
+        "a known revoked session needs no call"
+    );
+
+    // Any other refusal ("Invalid Access Token") refuses that token only.
+    let (running2, addr2) = start(&get_user, &idp, &[]).await;
+    get_user.set(not_authorized("Invalid Access Token"));
+    assert_eq!(
+        check(addr2, &session_token(0, "one")).await,
+        (401, "revoked".into())
+    );
+    assert_eq!(running2.authorizer().revocations().len(), 0);
+    running.stop().await.unwrap();
+    running2.stop().await.unwrap();
+}
