@@ -408,15 +408,18 @@ impl CognitoClient {
         Ok(CognitoClient { http })
     }
 
-    /// Asks `endpoint` (`https://cognito-idp.{region}.amazonaws.com/`) about `token`.
+    /// Asks `endpoint` (`https://cognito-idp.{region}.amazonaws.com/`) about `token`, giving up
+    /// after `timeout` (what is left of the check's budget).
     pub async fn get_user(
         &self,
         endpoint: &str,
         token: &str,
+        timeout: Duration,
     ) -> Result<CognitoAnswer, Unavailable> {
         let response = self
             .http
             .post(endpoint)
+            .timeout(timeout)
             .header("content-type", "application/x-amz-json-1.1")
             .header("x-amz-target", "AWSCognitoIdentityProviderService.GetUser")
             .body(serde_json::json!({ "AccessToken": token }).to_string())

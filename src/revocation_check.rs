@@ -7,6 +7,7 @@
 //! session's other and refreshed tokens are refused without another call.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -26,8 +27,13 @@ pub const ADMIN_SCOPE: &str = "aws.cognito.signin.user.admin";
 pub const DEFAULT_TTL_SECS: u64 = 60;
 /// Default grace for an old verdict when Cognito is unavailable and the route accepts one.
 pub const DEFAULT_GRACE_SECS: u64 = 300;
-/// Default timeout of one `GetUser` call.
-pub const DEFAULT_TIMEOUT_MS: u64 = 1_000;
+/// Default budget of one token's revocation check: waiting for another replica's answer, a
+/// turn in the queue and the `GetUser` call together. The shipped Envoy configs give the whole
+/// check 500 ms; 300 leaves room for the rest of it.
+pub const DEFAULT_TIMEOUT_MS: u64 = 300;
+/// Calls that may wait for a turn per pool, as a multiple of `max_concurrent`: a burst of new
+/// tokens queues briefly instead of failing at once; beyond it, `busy`.
+pub const QUEUE_PER_CALL: usize = 8;
 /// Default cap on `GetUser` calls in flight per pool (Cognito's `UserRead` quota is 120/s per
 /// account and region).
 pub const DEFAULT_MAX_CONCURRENT: usize = 16;
@@ -144,9 +150,11 @@ pub struct RevocationChecker {
 struct Inner {
     settings: RevocationSettings,
     client: CognitoClient,
-    /// Per pool: the `GetUser` endpoint (`None`: the pool cannot be asked) and its call cap.
-    pools: Vec<(Option<String>, Arc<Semaphore>)>,
-    verdicts: quick_cache::sync::Cache<[u8; 16], (CognitoVerdict, i64)>,
+    /// Per pool: the `GetUser` endpoint (`None`: the pool cannot be asked), its call cap and
+    /// the calls waiting for a turn.
+    pools: Vec<(Option<String>, Arc<Semaphore>, Arc<AtomicUsize>)>,
+    /// Kept across reloads: a new configuration does not forget what Cognito said.
+    verdicts: Arc<quick_cache::sync::Cache<[u8; 16], (CognitoVerdict, i64)>>,
     in_flight: Mutex<HashMap<[u8; 16], watch::Receiver<Outcome>>>,
     list: Arc<RevocationList>,
     shared: Option<Shared>,
@@ -168,13 +176,19 @@ impl RevocationChecker {
         let client = CognitoClient::new(settings.timeout)?;
         let pools = endpoints
             .into_iter()
-            .map(|e| (e, Arc::new(Semaphore::new(settings.max_concurrent.max(1)))))
+            .map(|e| {
+                (
+                    e,
+                    Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
+                    Arc::new(AtomicUsize::new(0)),
+                )
+            })
             .collect();
         Ok(RevocationChecker {
             inner: Arc::new(Inner {
                 client,
                 pools,
-                verdicts: quick_cache::sync::Cache::new(100_000),
+                verdicts: Arc::new(quick_cache::sync::Cache::new(100_000)),
                 in_flight: Mutex::new(HashMap::new()),
                 list,
                 shared,
@@ -183,6 +197,17 @@ impl RevocationChecker {
                 settings,
             }),
         })
+    }
+
+    /// This checker with `previous`'s verdicts (a reload): Cognito's answers stay cached.
+    pub fn keeping_verdicts_of(self, previous: &RevocationChecker) -> RevocationChecker {
+        let Ok(mut inner) = Arc::try_unwrap(self.inner) else {
+            unreachable!("a checker just built has no other handle")
+        };
+        inner.verdicts = Arc::clone(&previous.inner.verdicts);
+        RevocationChecker {
+            inner: Arc::new(inner),
+        }
     }
 
     /// The settings.
@@ -304,15 +329,18 @@ impl RevocationChecker {
     ) -> Result<CognitoAnswer, Unavailable> {
         let inner = &*self.inner;
         let settings = &inner.settings;
-        let Some((Some(endpoint), limit)) = inner.pools.get(pool) else {
+        let Some((Some(endpoint), limit, waiting)) = inner.pools.get(pool) else {
             self.count("unreachable");
             return Err(Unavailable::Unreachable);
         };
-        // Another replica may be asking already: wait for its verdict instead of asking again.
+        // One budget for everything: another replica's answer, a turn, the call itself.
+        let deadline = tokio::time::Instant::now() + settings.timeout;
+        // Another replica may be asking already: wait (half the budget at most) for its
+        // verdict instead of asking again.
         if let Some(shared) = &inner.shared {
             if let Ok(false) = shared.try_lock(&key, settings.timeout).await {
-                let deadline = tokio::time::Instant::now() + settings.timeout;
-                while tokio::time::Instant::now() < deadline {
+                let patience = tokio::time::Instant::now() + settings.timeout / 2;
+                while tokio::time::Instant::now() < patience.min(deadline) {
                     tokio::time::sleep(Duration::from_millis(25)).await;
                     if let Ok(Some((verdict, at))) = shared.verdict(&key).await {
                         inner.verdicts.insert(key, (verdict, at));
@@ -323,11 +351,26 @@ impl RevocationChecker {
                 debug!("the replica holding the lock gave no verdict in time: asking Cognito");
             }
         }
-        let Ok(_permit) = Arc::clone(limit).try_acquire_owned() else {
+        // A short bounded queue: wait for a turn within the budget, or give up at once when
+        // too many already wait.
+        let queue = settings.max_concurrent.max(1) * QUEUE_PER_CALL;
+        if waiting.fetch_add(1, AtomicOrdering::SeqCst) >= queue {
+            waiting.fetch_sub(1, AtomicOrdering::SeqCst);
             self.count(Unavailable::Busy.as_str());
             return Err(Unavailable::Busy);
+        }
+        let turn = tokio::time::timeout_at(deadline, Arc::clone(limit).acquire_owned()).await;
+        waiting.fetch_sub(1, AtomicOrdering::SeqCst);
+        let Ok(Ok(_permit)) = turn else {
+            self.count(Unavailable::Timeout.as_str());
+            return Err(Unavailable::Timeout);
         };
-        let result = inner.client.get_user(endpoint, token).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            self.count(Unavailable::Timeout.as_str());
+            return Err(Unavailable::Timeout);
+        }
+        let result = inner.client.get_user(endpoint, token, left).await;
         let now = crate::unix_now();
         match result {
             Ok(answer) => {

@@ -705,12 +705,16 @@ impl Running {
             keys.retire();
             return Err(ServerError::ReloadWithoutKeys(pool.1.id.clone()));
         }
-        let checker = revocation_checker(
+        let mut checker = revocation_checker(
             &config,
             &self.authorizer,
             self.shared.clone(),
             &self.metrics,
         )?;
+        // What Cognito said about tokens stays true across a reload.
+        if let Some(previous) = self.authorizer.revocation_checker() {
+            checker = checker.keeping_verdicts_of(&previous);
+        }
         let verifier = config.verifier(keys.clone());
         self.authorizer
             .replace(verifier, config.routes.clone(), config.token_cache_entries);
