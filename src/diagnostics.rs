@@ -9,6 +9,7 @@ use crate::generated::diagnostics::diagnostics_server::Diagnostics;
 use crate::generated::diagnostics::{
     KeyStatusRequest, KeyStatusResponse, PoolKeyStatus, VerifyTokenRequest, VerifyTokenResponse,
 };
+use crate::revocation_check::RevocationStatus;
 use crate::verify::unverified_payload;
 
 /// The diagnostics service.
@@ -39,20 +40,16 @@ impl DiagnosticsService {
                             .diagnose(token, &claims, &self.authorizer.revocations(), ask_cognito)
                             .await
                     }
-                    None => "off",
+                    None => RevocationStatus::Off,
                 };
-                let revoked = revocation.starts_with("revoked");
                 VerifyTokenResponse {
-                    valid: !revoked,
-                    reason: if revoked {
-                        "revoked".to_string()
-                    } else {
-                        String::new()
-                    },
+                    // A token whose revocation status is unknown is not valid.
+                    valid: revocation.is_valid(),
+                    reason: revocation.reason().unwrap_or_default().to_string(),
                     pool_id: claims.pool_id,
                     claims: Some(to_struct(claims.raw)),
-                    revocation_checked: revocation != "off",
-                    revocation: revocation.to_string(),
+                    revocation_checked: revocation != RevocationStatus::Off,
+                    revocation: revocation.as_str().to_string(),
                     ..Default::default()
                 }
             }

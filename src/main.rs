@@ -1,6 +1,7 @@
 //! The `cognito-authz` command: parses the command line, installs tracing, loads the
-//! configuration and hands over to the library. Exit codes: 0 success, 1 invalid token,
-//! 2 configuration or I/O error.
+//! configuration and hands over to the library. Exit codes: 0 success, 1 invalid token (or a
+//! refused request), 2 configuration or I/O error, 3 (`verify`) the token's revocation status
+//! could not be learned.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use cognito_authz::config::Config;
 use cognito_authz::jwks::KeyStore;
+use cognito_authz::revocation_check::RevocationStatus;
 use cognito_authz::server;
 use cognito_authz::verify::unverified_payload;
 use serde_json::{json, Value};
@@ -28,7 +30,8 @@ struct Cli {
 enum Command {
     /// Verify one token against the configured pools and print the verdict as JSON.
     ///
-    /// Exit 0 when valid, 1 when invalid, 2 on a configuration or I/O error.
+    /// Exit 0 when valid, 1 when invalid, 2 on a configuration or I/O error, 3 when the
+    /// revocation check could not run (Cognito unavailable: the token is not known valid).
     Verify {
         /// The token (or `Bearer <token>`); read from stdin when absent or `-`.
         token: Option<String>,
@@ -340,6 +343,16 @@ fn serve(config: Config, file: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// What `verify` found, for its exit code.
+enum Outcome {
+    /// Exit 0.
+    Valid,
+    /// Exit 1.
+    Invalid,
+    /// Exit 3: the signature and claims hold, but the revocation check could not run.
+    Unknown,
+}
+
 fn verify(config: Config, token: Option<String>) -> ExitCode {
     let token = match token.filter(|t| t != "-") {
         Some(token) => token,
@@ -372,7 +385,7 @@ fn verify(config: Config, token: Option<String>) -> ExitCode {
         };
         keys.refresh_all().await;
         let verifier = config.verifier(keys);
-        let (valid, output) = match verifier.verify(token).await {
+        let (outcome, output) = match verifier.verify(token).await {
             Ok(claims) => {
                 let ask = config.routes.fallback.revocation
                     == cognito_authz::revocation_check::RevocationMode::Cognito;
@@ -389,16 +402,25 @@ fn verify(config: Config, token: Option<String>) -> ExitCode {
                             .diagnose(token, &claims, &Default::default(), ask)
                             .await
                     }
-                    Err(_) => "unavailable:unreachable",
+                    Err(_) => RevocationStatus::Unavailable(
+                        cognito_authz::revocation::Unavailable::Unreachable,
+                    ),
                 };
-                let revoked = revocation.starts_with("revoked");
+                let outcome = match revocation {
+                    r if r.is_valid() => Outcome::Valid,
+                    RevocationStatus::Unavailable(_) => Outcome::Unknown,
+                    _ => Outcome::Invalid,
+                };
                 (
-                    !revoked,
+                    outcome,
                     json!({
-                        "valid": !revoked,
-                        "reason": if revoked { Some("revoked") } else { None },
+                        "valid": revocation.is_valid(),
+                        "reason": revocation.reason(),
                         "pool": claims.pool_id,
-                        "revocation": {"checked": revocation != "off", "answer": revocation},
+                        "revocation": {
+                            "checked": revocation != RevocationStatus::Off,
+                            "answer": revocation.as_str(),
+                        },
                         "claims": claims.raw,
                     }),
                 )
@@ -418,14 +440,14 @@ fn verify(config: Config, token: Option<String>) -> ExitCode {
                         .map(|s| json!({"pool": s.pool_id, "jwks_uri": s.jwks_uri, "last_error": s.last_error}))
                         .collect::<Vec<_>>());
                 }
-                (false, output)
+                (Outcome::Invalid, output)
             }
         };
         println!("{output}");
-        if valid {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
+        match outcome {
+            Outcome::Valid => ExitCode::SUCCESS,
+            Outcome::Invalid => ExitCode::from(1),
+            Outcome::Unknown => ExitCode::from(3),
         }
     })
 }

@@ -406,21 +406,89 @@ impl RevocationChecker {
     }
 }
 
+/// What the revocation check said about a token the verifier accepted, as `VerifyToken` and
+/// `verify` report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationStatus {
+    /// No check configured for requests no rule matches, and no explicit revocation.
+    Off,
+    /// Cognito says the token is live.
+    Valid,
+    /// Cognito refused the token.
+    Revoked,
+    /// An explicit revocation matches it.
+    RevokedExplicitly,
+    /// Past its `exp` inside the leeway with no fresh verdict, or Cognito said "expired".
+    Expired,
+    /// `GetUser` cannot judge it (an ID token, or no admin scope); `allowed` when
+    /// `COGNITO_REVOCATION_UNVERIFIABLE=allow`.
+    Unverifiable {
+        /// Whether such tokens are let through.
+        allowed: bool,
+    },
+    /// Cognito gave no verdict: the token's status is unknown, so it is not valid.
+    Unavailable(Unavailable),
+}
+
+impl RevocationStatus {
+    /// `off`, `valid`, `revoked`, `revoked_explicitly`, `expired`, `unverifiable`, or
+    /// `unavailable:<why>`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationStatus::Off => "off",
+            RevocationStatus::Valid => "valid",
+            RevocationStatus::Revoked => "revoked",
+            RevocationStatus::RevokedExplicitly => "revoked_explicitly",
+            RevocationStatus::Expired => "expired",
+            RevocationStatus::Unverifiable { .. } => "unverifiable",
+            RevocationStatus::Unavailable(reason) => match reason {
+                Unavailable::Timeout => "unavailable:timeout",
+                Unavailable::Unreachable => "unavailable:unreachable",
+                Unavailable::Throttled => "unavailable:throttled",
+                Unavailable::BadAnswer => "unavailable:bad_answer",
+                Unavailable::Busy => "unavailable:busy",
+            },
+        }
+    }
+
+    /// Whether the token passes: live, not checked, or unverifiable where that is allowed.
+    pub fn is_valid(self) -> bool {
+        matches!(
+            self,
+            RevocationStatus::Off
+                | RevocationStatus::Valid
+                | RevocationStatus::Unverifiable { allowed: true }
+        )
+    }
+
+    /// The reason code a check would deny with, when it is not valid.
+    pub fn reason(self) -> Option<&'static str> {
+        match self {
+            RevocationStatus::Off
+            | RevocationStatus::Valid
+            | RevocationStatus::Unverifiable { allowed: true } => None,
+            RevocationStatus::Revoked | RevocationStatus::RevokedExplicitly => Some("revoked"),
+            RevocationStatus::Expired => Some("expired"),
+            RevocationStatus::Unverifiable { allowed: false } => Some("revocation_unverifiable"),
+            RevocationStatus::Unavailable(_) => Some("revocation_unavailable"),
+        }
+    }
+}
+
 impl RevocationChecker {
     /// The check for a token the verifier accepted (diagnostics and the `verify` command):
-    /// explicit revocations in `list` first, then Cognito when `ask_cognito`. The answer as
-    /// `VerifyToken` reports it: `valid`, `revoked`, `revoked_explicitly`, `unverifiable`,
-    /// `unavailable:<why>`, or `off`.
+    /// explicit revocations in `list` first, then Cognito when `ask_cognito`.
     pub async fn diagnose(
         &self,
         token: &str,
         claims: &crate::verify::Claims,
         list: &RevocationList,
         ask_cognito: bool,
-    ) -> &'static str {
+    ) -> RevocationStatus {
         let now = crate::unix_now();
+        let allowed = self.inner.settings.allow_unverifiable;
         let Ok(identity) = Identity::from_claims(&claims.claim_set(), &[]) else {
-            return "unverifiable";
+            return RevocationStatus::Unverifiable { allowed };
         };
         let ids = crate::revocation::TokenIds {
             jti: identity.jti(),
@@ -429,24 +497,18 @@ impl RevocationChecker {
             iat: identity.iat(),
         };
         if list.is_revoked(&ids, now) {
-            return "revoked_explicitly";
+            return RevocationStatus::RevokedExplicitly;
         }
         if !ask_cognito {
-            return "off";
+            return RevocationStatus::Off;
         }
         let key = crate::cache::token_key(token);
         match self.check(key, token, &identity, false, now).await {
-            Check::Live => "valid",
-            Check::Revoked => "revoked",
-            Check::Unverifiable => "unverifiable",
-            Check::Expired => "expired",
-            Check::Unavailable(reason) => match reason {
-                Unavailable::Timeout => "unavailable:timeout",
-                Unavailable::Unreachable => "unavailable:unreachable",
-                Unavailable::Throttled => "unavailable:throttled",
-                Unavailable::BadAnswer => "unavailable:bad_answer",
-                Unavailable::Busy => "unavailable:busy",
-            },
+            Check::Live => RevocationStatus::Valid,
+            Check::Revoked => RevocationStatus::Revoked,
+            Check::Expired => RevocationStatus::Expired,
+            Check::Unverifiable => RevocationStatus::Unverifiable { allowed },
+            Check::Unavailable(reason) => RevocationStatus::Unavailable(reason),
         }
     }
 }

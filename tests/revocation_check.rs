@@ -328,7 +328,14 @@ async fn a_burst_of_new_tokens_queues_instead_of_failing() {
         Box::new(Behaviour::Json(serde_json::json!({}))),
     ))
     .await;
-    let (running, addr) = start(&get_user, &idp, &[]).await;
+    // A budget generous enough for a loaded test machine: what is tested is that the calls
+    // past the cap wait their turn instead of failing at once (as they did: `busy`).
+    let (running, addr) = start(
+        &get_user,
+        &idp,
+        &[("COGNITO_REVOCATION_TIMEOUT_MS", "2000")],
+    )
+    .await;
     let checks: Vec<_> = (0..100)
         .map(|i| {
             let token = session_token(0, &format!("burst-{i}"));
@@ -447,4 +454,52 @@ async fn cognitos_verdicts_survive_a_reload() {
     assert_eq!(check(addr, &token).await, (200, "allowed".into()));
     assert_eq!(get_user.hits(), 1, "the verdict was kept across the reload");
     running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_whose_revocation_status_is_unknown_is_not_valid() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let get_user = JwksServer::start(Behaviour::Status(503)).await;
+    let (running, addr) = start(&get_user, &idp, &[]).await;
+    let token = access();
+    let verdict = DiagnosticsClient::new(channel(addr).await)
+        .verify_token(VerifyTokenRequest {
+            token: token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            verdict.valid,
+            verdict.reason.as_str(),
+            verdict.revocation.as_str()
+        ),
+        (false, "revocation_unavailable", "unavailable:bad_answer")
+    );
+    running.stop().await.unwrap();
+
+    // The verify command says so with its own exit code: 3, neither valid (0) nor invalid (1).
+    let endpoint = get_user.url("/");
+    let vars = common::env_for(
+        &idp.url("/j"),
+        &[
+            ("COGNITO_REVOCATION", "cognito"),
+            ("COGNITO_IDP_ENDPOINT", &endpoint),
+        ],
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+            .args(["verify", &token])
+            .env_clear()
+            .envs(&vars)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["valid"], false);
+    assert_eq!(printed["reason"], "revocation_unavailable");
+    assert_eq!(out.status.code(), Some(3));
 }
