@@ -111,6 +111,11 @@ pub const ENV_MAX_REVOCATIONS: &str = "AUTHZ_MAX_REVOCATIONS";
 /// listener: `auto` (the default: on only when it listens on loopback or a Unix socket), `on`
 /// or `off`. `VerifyToken` can make `GetUser` calls against the account's quota.
 pub const ENV_DIAGNOSTICS: &str = "AUTHZ_DIAGNOSTICS";
+/// A file holding the key that signs (HMAC-SHA256) what replicas share through Redis, for a
+/// Redis that others can write: values not signed with it are ignored.
+pub const ENV_REDIS_SIGNING_KEY_FILE: &str = "AUTHZ_REDIS_SIGNING_KEY_FILE";
+/// Shortest Redis signing key accepted: 32 bytes.
+pub const MIN_SIGNING_KEY_BYTES: usize = 32;
 /// Shortest control-API secret accepted: 16 bytes (128 bits if random).
 pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 
@@ -208,6 +213,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// The control API's secret, when configured (never shown).
     pub admin_token: Option<AdminToken>,
+    /// The key signing shared Redis values, when configured (never shown).
+    pub redis_signing_key: Option<AdminToken>,
     /// Most explicit revocations held.
     pub max_revocations: usize,
     /// Serve the diagnostics service and reflection on the gRPC listener.
@@ -219,6 +226,11 @@ pub struct ServerConfig {
 pub struct AdminToken(std::sync::Arc<str>);
 
 impl AdminToken {
+    /// The secret's bytes (a signing key).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
     /// Whether `presented` is the secret. Both sides are hashed first, so the comparison takes
     /// the same time whatever the lengths, and then compared in constant time.
     pub fn matches(&self, presented: &[u8]) -> bool {
@@ -271,41 +283,63 @@ fn diagnostics(
     }
 }
 
+/// A secret read from the file the variable (or the file key) names: trimmed, at least
+/// `min_bytes`, no spaces.
+fn secret_file(
+    var: &dyn Fn(&str) -> Option<String>,
+    env_key: &str,
+    file_key: &str,
+    file: Option<PathBuf>,
+    min_bytes: usize,
+) -> Result<Option<AdminToken>, ConfigError> {
+    let Some((key, path)) = var(env_key)
+        .map(|p| (env_key.to_string(), PathBuf::from(p)))
+        .or_else(|| file.map(|p| (file_key.to_string(), p)))
+    else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ConfigError::invalid(key.clone(), format!("cannot read {}: {e}", path.display()))
+    })?;
+    secret_text(&key, &text, min_bytes).map(Some)
+}
+
+fn secret_text(key: &str, text: &str, min_bytes: usize) -> Result<AdminToken, ConfigError> {
+    let secret = text.trim();
+    if secret.len() < min_bytes || secret.chars().any(char::is_whitespace) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "the secret must be at least {min_bytes} bytes without spaces \
+                 (for example: openssl rand -hex 32)"
+            ),
+        ));
+    }
+    Ok(AdminToken(secret.into()))
+}
+
 /// The control API's secret from [`ENV_ADMIN_TOKEN_FILE`] (or the file key) or
 /// [`ENV_ADMIN_TOKEN`]: trimmed, at least [`MIN_ADMIN_TOKEN_BYTES`].
 fn admin_token(
     var: &dyn Fn(&str) -> Option<String>,
     file: Option<PathBuf>,
 ) -> Result<Option<AdminToken>, ConfigError> {
-    let from_file = var(ENV_ADMIN_TOKEN_FILE)
-        .map(|p| (ENV_ADMIN_TOKEN_FILE.to_string(), PathBuf::from(p)))
-        .or_else(|| file.map(|p| ("server.admin_token_file".to_string(), p)));
-    let (key, secret) = match (from_file, var(ENV_ADMIN_TOKEN)) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::invalid(
-                ENV_ADMIN_TOKEN,
-                format!("set {ENV_ADMIN_TOKEN_FILE} or {ENV_ADMIN_TOKEN}, not both"),
-            ))
-        }
-        (Some((key, path)), None) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::invalid(key.clone(), format!("cannot read {}: {e}", path.display()))
-            })?;
-            (key, text)
-        }
-        (None, Some(secret)) => (ENV_ADMIN_TOKEN.to_string(), secret),
-        (None, None) => return Ok(None),
-    };
-    let secret = secret.trim();
-    if secret.len() < MIN_ADMIN_TOKEN_BYTES || secret.chars().any(char::is_whitespace) {
-        return Err(ConfigError::invalid(
-            key,
-            format!(
-                "the secret must be at least {MIN_ADMIN_TOKEN_BYTES} bytes without spaces                  (for example: openssl rand -hex 32)"
-            ),
-        ));
+    let from_file = secret_file(
+        var,
+        ENV_ADMIN_TOKEN_FILE,
+        "server.admin_token_file",
+        file,
+        MIN_ADMIN_TOKEN_BYTES,
+    )?;
+    match (from_file, var(ENV_ADMIN_TOKEN)) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(
+            ENV_ADMIN_TOKEN,
+            format!("set {ENV_ADMIN_TOKEN_FILE} or {ENV_ADMIN_TOKEN}, not both"),
+        )),
+        (Some(secret), None) => Ok(Some(secret)),
+        (None, Some(text)) => secret_text(ENV_ADMIN_TOKEN, &text, MIN_ADMIN_TOKEN_BYTES).map(Some),
+        (None, None) => Ok(None),
     }
-    Ok(Some(AdminToken(secret.into())))
 }
 
 /// Files for the gRPC listener's TLS (paths only: `check-config` never prints key material).
@@ -334,6 +368,7 @@ impl Default for ServerConfig {
             redis_required: false,
             tls: None,
             admin_token: None,
+            redis_signing_key: None,
             max_revocations: crate::revocation::DEFAULT_MAX_REVOCATIONS,
             diagnostics: true,
         }
@@ -436,6 +471,7 @@ struct FileServer {
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
     admin_token_file: Option<PathBuf>,
+    redis_signing_key_file: Option<PathBuf>,
     max_revocations: Option<u64>,
     diagnostics: Option<String>,
 }
@@ -673,6 +709,13 @@ impl Config {
                 file_server.tls_client_ca,
             )?,
             admin_token: admin_token(var, file_server.admin_token_file)?,
+            redis_signing_key: secret_file(
+                var,
+                ENV_REDIS_SIGNING_KEY_FILE,
+                "server.redis_signing_key_file",
+                file_server.redis_signing_key_file,
+                MIN_SIGNING_KEY_BYTES,
+            )?,
             // Set below, once the gRPC address is known.
             diagnostics: false,
             max_revocations: match var(ENV_MAX_REVOCATIONS) {

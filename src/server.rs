@@ -142,7 +142,18 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         .revocations()
         .set_cap(config.server.max_revocations);
     let shared = match &config.server.redis_url {
-        Some(url) => Some(Shared::new(url, Arc::new(metrics.clone())).map_err(ServerError::Redis)?),
+        Some(url) => Some(
+            Shared::new(
+                url,
+                Arc::new(metrics.clone()),
+                config
+                    .server
+                    .redis_signing_key
+                    .as_ref()
+                    .map(|k| k.as_bytes()),
+            )
+            .map_err(ServerError::Redis)?,
+        ),
         None => None,
     };
     authorizer.set_revocation_checker(Some(revocation_checker(

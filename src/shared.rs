@@ -66,7 +66,36 @@ struct Inner {
     observer: Arc<dyn SharedObserver>,
     /// Revocations recorded here that Redis did not take: published when it returns.
     pending: std::sync::Mutex<Vec<Entry>>,
+    /// Signs what we write and checks what we read (`AUTHZ_REDIS_SIGNING_KEY_FILE`), for a
+    /// Redis that others can write to.
+    signer: Option<Signer>,
 }
+
+/// HMAC-SHA256 over shared values: `{mac hex}.{value}`. A value whose mac does not verify is
+/// ignored, as is an unsigned one while a key is configured.
+struct Signer(aws_lc_rs::hmac::Key);
+
+impl Signer {
+    fn seal(&self, context: &str, value: &str) -> String {
+        let tag = aws_lc_rs::hmac::sign(&self.0, format!("{context}|{value}").as_bytes());
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("{hex}.{value}")
+    }
+
+    fn open<'a>(&self, context: &str, sealed: &'a str) -> Option<&'a str> {
+        let (hex, value) = sealed.split_once('.')?;
+        let tag: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<_>>()?;
+        aws_lc_rs::hmac::verify(&self.0, format!("{context}|{value}").as_bytes(), &tag)
+            .ok()
+            .map(|()| value)
+    }
+}
+
+/// What a revocation is signed over: nothing but itself (the subscriber reads no key name).
+const ENTRY_CONTEXT: &str = "revocation";
 
 /// Most revocations kept for publishing later while Redis is down (the list's own cap bounds
 /// what can be recorded; this bounds the copy).
@@ -93,7 +122,11 @@ fn hex(key: &[u8; 16]) -> String {
 impl Shared {
     /// A share over `url` (`redis://` or `rediss://`). Connects lazily: Redis may be down at
     /// start-up. Call [`Shared::spawn_subscriber`] to follow revocations.
-    pub fn new(url: &str, observer: Arc<dyn SharedObserver>) -> Result<Shared, redis::RedisError> {
+    pub fn new(
+        url: &str,
+        observer: Arc<dyn SharedObserver>,
+        signing_key: Option<&[u8]>,
+    ) -> Result<Shared, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(OPERATION_TIMEOUT))
@@ -107,6 +140,8 @@ impl Shared {
                 up: AtomicBool::new(false),
                 observer,
                 pending: std::sync::Mutex::default(),
+                signer: signing_key
+                    .map(|k| Signer(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, k))),
             }),
         })
     }
@@ -203,8 +238,33 @@ impl Shared {
         Ok(published)
     }
 
+    /// A value as written: sealed when a key is configured.
+    fn seal(&self, context: &str, value: String) -> String {
+        match &self.inner.signer {
+            Some(signer) => signer.seal(context, &value),
+            None => value,
+        }
+    }
+
+    /// A value as read: its content if it is sealed with our key (or no key is configured).
+    fn open<'a>(&self, context: &str, value: &'a str) -> Option<&'a str> {
+        match &self.inner.signer {
+            Some(signer) => {
+                let opened = signer.open(context, value);
+                if opened.is_none() {
+                    warn!("ignoring a redis value that is not signed with our key");
+                }
+                opened
+            }
+            None => Some(value),
+        }
+    }
+
     async fn publish_now(&self, entry: &Entry) -> Result<(), SharedError> {
-        let json = serde_json::to_string(entry).unwrap_or_default();
+        let json = self.seal(
+            ENTRY_CONTEXT,
+            serde_json::to_string(entry).unwrap_or_default(),
+        );
         let expires = u64::try_from(entry.expires).unwrap_or(0);
         self.run::<()>(
             "set",
@@ -232,7 +292,9 @@ impl Shared {
                 redis::cmd("GET").arg(format!("{VERDICT_PREFIX}{}", hex(key))),
             )
             .await?;
-        Ok(value.and_then(|v| parse_verdict(&v, crate::unix_now())))
+        // Bound to the token's key: a verdict cannot be moved onto another token.
+        let context = hex(key);
+        Ok(value.and_then(|v| parse_verdict(self.open(&context, &v)?, crate::unix_now())))
     }
 
     /// Stores a verdict for `keep`.
@@ -243,10 +305,13 @@ impl Shared {
         checked_at: i64,
         keep: Duration,
     ) -> Result<(), SharedError> {
-        let value = match verdict {
-            CognitoVerdict::Valid => format!("valid:{checked_at}"),
-            CognitoVerdict::Revoked => format!("revoked:{checked_at}"),
-        };
+        let value = self.seal(
+            &hex(key),
+            match verdict {
+                CognitoVerdict::Valid => format!("valid:{checked_at}"),
+                CognitoVerdict::Revoked => format!("revoked:{checked_at}"),
+            },
+        );
         self.run::<()>(
             "set",
             redis::cmd("SET")
@@ -294,6 +359,9 @@ impl Shared {
                 let values: Vec<Option<String>> =
                     self.run("load", redis::cmd("MGET").arg(&keys)).await?;
                 for value in values.iter().flatten() {
+                    let Some(value) = self.open(ENTRY_CONTEXT, value) else {
+                        continue;
+                    };
                     if admit(list, value, crate::unix_now()) {
                         loaded += 1;
                     }
@@ -353,7 +421,9 @@ impl Shared {
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
                         let payload: String = message.get_payload().unwrap_or_default();
-                        admit(&list, &payload, crate::unix_now());
+                        if let Some(value) = shared.open(ENTRY_CONTEXT, &payload) {
+                            admit(&list, value, crate::unix_now());
+                        }
                     }
                     Ok::<(), SharedError>(())
                 };
@@ -488,5 +558,25 @@ mod tests {
         assert_eq!(parse_verdict(&format!("valid:{}", now + 3_600), now), None);
         assert_eq!(parse_verdict("revoked:x", now), None);
         assert_eq!(parse_verdict("maybe:1", now), None);
+    }
+
+    #[test]
+    fn a_signed_value_opens_only_with_its_key_and_context() {
+        let signer = Signer(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            b"0123456789abcdef0123456789abcdef",
+        ));
+        let other = Signer(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            b"another key of thirty-two bytes!",
+        ));
+        let sealed = signer.seal("k1", "valid:100");
+        assert_eq!(signer.open("k1", &sealed), Some("valid:100"));
+        assert_eq!(signer.open("k2", &sealed), None, "moved onto another token");
+        assert_eq!(other.open("k1", &sealed), None, "another key");
+        assert_eq!(signer.open("k1", "valid:100"), None, "unsigned");
+        let forged = sealed.replace("valid:100", "valid:999");
+        assert_eq!(signer.open("k1", &forged), None, "altered");
+        assert_eq!(signer.open("k1", "zz.valid:100"), None);
     }
 }

@@ -1,0 +1,137 @@
+//! A Redis that others can write to: with `AUTHZ_REDIS_SIGNING_KEY_FILE`, replicas sign what
+//! they share and ignore whatever is not signed with their key. Two real servers and Debian's
+//! `redis-server`; a third party writes to Redis directly.
+//!
+//! Needs `redis-server` (the README's test command installs it); fails naming it when missing.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cognito_authz::server::{self, Running};
+use cognito_authz::shared::CHANNEL;
+use cognito_authz::testkit::{jwks, Behaviour, JwksServer, TestKey};
+use common::serve_config;
+
+const ADMIN: &str = "signing-test-admin-secret";
+
+struct Redis(Child);
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback port below the ephemeral range (never handed out twice in this process).
+fn free_port() -> u16 {
+    cruddur_demo::stack::Ports::ephemeral().unwrap().app
+}
+
+fn file(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+async fn replica(idp: &JwksServer, url: &str, key: &str, admin: &str) -> Running {
+    let vars = [
+        ("AUTHZ_REDIS_URL", url),
+        ("AUTHZ_REDIS_SIGNING_KEY_FILE", key),
+        ("AUTHZ_ADMIN_TOKEN_FILE", admin),
+    ];
+    let running = server::start(serve_config(&idp.url("/j"), &vars, ""))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = common::http_get(running.admin_addr, "/readyz").await;
+        if body.contains("redis: up") {
+            return running;
+        }
+        assert!(Instant::now() < deadline, "redis never came up: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_take_only_what_is_signed_with_their_key() {
+    assert!(
+        std::path::Path::new("/usr/bin/redis-server").is_file(),
+        "redis-server is missing: the README's test command installs it (Debian redis-server)"
+    );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("redis-signing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let _redis = Redis(
+        Command::new("/usr/bin/redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("redis://127.0.0.1:{port}/");
+    let key = file(&dir, "signing-key", "0123456789abcdef0123456789abcdef0123");
+    let admin = file(&dir, "admin-token", ADMIN);
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let a = replica(&idp, &url, &key, &admin).await;
+    let b = replica(&idp, &url, &key, &admin).await;
+
+    // A revocation through A reaches B: signed and verified.
+    let revoked = reqwest::Client::new()
+        .post(format!("http://{}/revocations", a.admin_addr))
+        .bearer_auth(ADMIN)
+        .body(r#"{"jti": "through-the-api"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while b.authorizer().revocations().len() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "B never took A's signed revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Someone else who can write to Redis: an unsigned entry, and one signed with another key,
+    // published and stored. Neither is taken, now or when a replica reloads the list.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let expires = cognito_authz::unix_now() + 3600;
+    let unsigned = format!(
+        r#"{{"revocation":{{"sub":{{"sub":"victim","before":{}}}}},"expires":{expires}}}"#,
+        expires - 3600
+    );
+    let wrong_key = format!("{}.{unsigned}", "ab".repeat(32));
+    for value in [&unsigned, &wrong_key] {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(CHANNEL)
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("cognito-authz:rev:sub:victim")
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.authorizer().revocations().len(), 1, "only the signed one");
+    let c = replica(&idp, &url, &key, &admin).await;
+    assert_eq!(
+        c.authorizer().revocations().len(),
+        1,
+        "loading from Redis takes only the signed one"
+    );
+    for r in [a, b, c] {
+        r.stop().await.unwrap();
+    }
+}
