@@ -91,7 +91,7 @@ async fn replicas_take_only_what_is_signed_with_their_key() {
         .unwrap();
     assert_eq!(revoked.status().as_u16(), 200);
     let deadline = Instant::now() + Duration::from_secs(2);
-    while b.authorizer().revocations().len() < 1 {
+    while b.authorizer().revocations().is_empty() {
         assert!(
             Instant::now() < deadline,
             "B never took A's signed revocation"
