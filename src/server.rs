@@ -18,7 +18,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::authz::AuthzService;
 use crate::config::{Config, ConfigError, TlsFiles};
@@ -339,7 +339,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     });
     let (http_addr, http) = match &config.server.http_addr {
         Some(addr) => {
-            let (bound, task) = serve_http(addr, authorizer.clone(), shutdown_rx.clone()).await?;
+            let (bound, task) = serve_http(
+                addr,
+                config.server.tls.as_ref(),
+                authorizer.clone(),
+                shutdown_rx.clone(),
+            )
+            .await?;
             (Some(bound), Some(task))
         }
         None => (None, None),
@@ -369,6 +375,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 /// HTTP/2 with prior knowledge, until shutdown.
 async fn serve_http(
     addr: &str,
+    tls: Option<&TlsFiles>,
     authorizer: Authorizer,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(GrpcAddr, JoinHandle<()>), ServerError> {
@@ -377,6 +384,7 @@ async fn serve_http(
         source,
     };
     let app = crate::http_authz::router(authorizer);
+    let acceptor_shutdown = shutdown.clone();
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
@@ -398,6 +406,20 @@ async fn serve_http(
     }
     let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
+    if let Some(tls) = tls {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(rustls_config(tls)?));
+        let listener = TlsListener::start(listener, acceptor, bound, acceptor_shutdown);
+        info!(mutual = tls.client_ca.is_some(), "HTTP listener uses TLS");
+        let task = tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                error!(cause = %err, "HTTP ext_authz listener failed");
+            }
+        });
+        return Ok((GrpcAddr::Tcp(bound), task));
+    }
     let task = tokio::spawn(async move {
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
@@ -410,6 +432,121 @@ async fn serve_http(
         }
     });
     Ok((GrpcAddr::Tcp(bound), task))
+}
+
+/// How long a client gets to finish the TLS handshake on the HTTP listener.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The HTTP listener's TLS: connections are accepted and handshaken in tasks of their own (a
+/// slow client holds up no other), then handed to axum.
+struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+    addr: SocketAddr,
+}
+
+impl TlsListener {
+    fn start(
+        tcp: TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        addr: SocketAddr,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> TlsListener {
+        let (done, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = tcp.accept() => accepted,
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                };
+                let Ok((stream, peer)) = accepted else {
+                    // Out of file descriptors and the like: let the condition pass.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let (acceptor, done) = (acceptor.clone(), done.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls)) => {
+                            let _ = done.send((tls, peer)).await;
+                        }
+                        Ok(Err(err)) => debug!(cause = %err, "TLS handshake failed"),
+                        Err(_) => debug!("TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        TlsListener { ready, addr }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(connection) => connection,
+            // The acceptor stopped (shutdown): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
+
+/// rustls's server configuration from the same PEM files as the gRPC listener's TLS.
+fn rustls_config(tls: &TlsFiles) -> Result<rustls::ServerConfig, ServerError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| ServerError::Tls {
+            path: path.clone(),
+            source,
+        })
+    };
+    let bad = |path: &PathBuf, problem: String| ServerError::Tls {
+        path: path.clone(),
+        source: std::io::Error::other(problem),
+    };
+    let certs = CertificateDer::pem_slice_iter(&read(&tls.cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&tls.cert, e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(&read(&tls.key)?)
+        .map_err(|e| bad(&tls.key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&tls.cert, e.to_string()))?;
+    let builder = match &tls.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&read(ca)?) {
+                roots
+                    .add(cert.map_err(|e| bad(ca, e.to_string()))?)
+                    .map_err(|e| bad(ca, e.to_string()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| bad(ca, e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(&tls.cert, e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 fn tls_config(tls: &TlsFiles) -> Result<ServerTlsConfig, ServerError> {

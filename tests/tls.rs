@@ -372,3 +372,54 @@ async fn envoy_reaches_cognito_authz_over_a_unix_socket() {
     assert_envoy_checks_through(ports).await;
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_http_listener_speaks_tls_with_the_same_files() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let dir = pki("http-tls");
+    let pem = |name: &str| dir.join(name).display().to_string();
+    let (cert, key, ca) = (pem("server.pem"), pem("server-key.pem"), pem("ca.pem"));
+    let running = server::start(serve_config(
+        &idp.url("/j"),
+        &[
+            ("AUTHZ_TLS_CERT", &cert),
+            ("AUTHZ_TLS_KEY", &key),
+            ("AUTHZ_TLS_CLIENT_CA", &ca),
+            ("AUTHZ_HTTP_ADDR", "127.0.0.1:0"),
+        ],
+        "",
+    ))
+    .await
+    .unwrap();
+    let Some(GrpcAddr::Tcp(http)) = running.http_addr.clone() else {
+        unreachable!()
+    };
+    let root = reqwest::Certificate::from_pem(&read(&dir, "ca.pem")).unwrap();
+    let client = |identity: Option<&str>| {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(root.clone())
+            .resolve("cognito-authz", http);
+        if let Some(name) = identity {
+            let mut pem = read(&dir, &format!("{name}.pem"));
+            pem.extend(read(&dir, &format!("{name}-key.pem")));
+            builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+        }
+        builder.build().unwrap()
+    };
+    let url = format!("https://cognito-authz:{}/api/x", http.port());
+    // Envoy with its client certificate: the check answers (no token: 401), over HTTP/1.1 and
+    // HTTP/2 (ALPN).
+    let answer = client(Some("envoy")).get(&url).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 401);
+    assert_eq!(
+        answer.headers()["x-authz-reason"].to_str().unwrap(),
+        "no_token"
+    );
+    // No client certificate, or one from another CA: no answer at all.
+    assert!(client(None).get(&url).send().await.is_err());
+    assert!(client(Some("rogue")).get(&url).send().await.is_err());
+    // Plain HTTP: no answer either.
+    assert!(reqwest::get(format!("http://{http}/api/x")).await.is_err());
+    running.stop().await.unwrap();
+}
