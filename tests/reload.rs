@@ -16,6 +16,28 @@ use cognito_authz::testkit::{access_claims, jwks, now, Behaviour, JwksServer, Te
 use common::{answer, channel, check_request, env_for, serve_config, Answer, CLIENT, ISS};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 
+const ADMIN_SECRET: &str = "reload-test-admin-secret";
+
+/// A file with the control API's secret (a reload turns the control API on with it).
+fn admin_secret() -> String {
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("reload-admin-token-{}", std::process::id()));
+    std::fs::write(&path, ADMIN_SECRET).unwrap();
+    path.display().to_string()
+}
+
+/// `/config` as the operator reads it.
+async fn config_shown(running: &server::Running) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/config", running.admin_addr))
+        .bearer_auth(ADMIN_SECRET)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
 async fn check(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Answer {
     let auth = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
@@ -58,9 +80,13 @@ async fn a_reload_swaps_routes_and_clients_at_once() {
     ));
     let fetches = idp.hits();
 
+    let secret = admin_secret();
     let next = serve_config(
         &idp.url("/j"),
-        &[("AWS_COGNITO_USER_POOL_CLIENT_ID", "mobile")],
+        &[
+            ("AWS_COGNITO_USER_POOL_CLIENT_ID", "mobile"),
+            ("AUTHZ_ADMIN_TOKEN_FILE", &secret),
+        ],
         PUBLIC_OPEN,
     );
     running.reload(next).await.unwrap();
@@ -86,7 +112,7 @@ async fn a_reload_swaps_routes_and_clients_at_once() {
         "the unchanged pool kept its keys"
     );
     // What is running is what the diagnostics show.
-    let (status, body) = common::http_get(running.admin_addr, "/config").await;
+    let (status, body) = config_shown(&running).await;
     assert_eq!(status, 200);
     let shown: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -110,7 +136,10 @@ async fn key_status_and_config_follow_a_reload_to_another_pool() {
     running
         .reload(serve_config(
             &idp.url("/other"),
-            &[("AWS_COGNITO_USER_POOL_ID", "eu-west-1_Other")],
+            &[
+                ("AWS_COGNITO_USER_POOL_ID", "eu-west-1_Other"),
+                ("AUTHZ_ADMIN_TOKEN_FILE", &admin_secret()),
+            ],
             "",
         ))
         .await
@@ -126,7 +155,7 @@ async fn key_status_and_config_follow_a_reload_to_another_pool() {
         .map(|p| (p.pool_id.as_str(), p.jwks_uri.as_str()))
         .collect();
     assert_eq!(pools, vec![("eu-west-1_Other", idp.url("/other").as_str())]);
-    let (_, body) = common::http_get(running.admin_addr, "/config").await;
+    let (_, body) = config_shown(&running).await;
     let shown: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(shown["pools"][0]["id"], "eu-west-1_Other");
     running.stop().await.unwrap();
