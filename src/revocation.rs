@@ -57,12 +57,16 @@ pub enum Refused {
     /// An empty id or one over [`MAX_ID_BYTES`], or a message over [`MAX_ENTRY_BYTES`].
     #[error("an id is empty or longer than 256 bytes")]
     TooLarge,
-    /// `before` lies in the future beyond the clock leeway.
-    #[error("before lies in the future")]
+    /// `before` lies in the future beyond the clock leeway, or the entry would outlive any
+    /// token.
+    #[error("before (or the entry's expiry) lies too far in the future")]
     Future,
     /// The list holds its cap already.
     #[error("the revocation list is full")]
     Full,
+    /// No token it names can still be valid: nothing to keep.
+    #[error("no token it names can still be valid")]
+    Expired,
 }
 
 impl Refused {
@@ -72,6 +76,7 @@ impl Refused {
             Refused::TooLarge => "too_large",
             Refused::Future => "future",
             Refused::Full => "full",
+            Refused::Expired => "expired",
         }
     }
 }
@@ -112,6 +117,16 @@ impl Entry {
     /// Whether a writer (the admin API, Redis) may make us keep this entry at `now`: every id
     /// non-empty and at most [`MAX_ID_BYTES`], `before` no later than `now + leeway`.
     pub fn admissible(&self, now: i64, leeway: i64) -> Result<(), Refused> {
+        // Already over (a `before` far in the past), or kept longer than any token can live.
+        let longest = now
+            .saturating_add(crate::verify::MAX_TOKEN_LIFETIME_SECS)
+            .saturating_add(leeway);
+        if self.expires <= now {
+            return Err(Refused::Expired);
+        }
+        if self.expires > longest {
+            return Err(Refused::Future);
+        }
         let id_ok = |id: &str| !id.trim().is_empty() && id.len() <= MAX_ID_BYTES;
         let ok = match &self.revocation {
             Revocation::Jti(id) | Revocation::Session(id) => id_ok(id),
@@ -192,6 +207,17 @@ impl RevocationList {
     /// Records an entry (again: an existing one keeps the later expiry and `before`), unless
     /// it is new and the list holds its cap already.
     pub fn insert(&self, entry: &Entry) -> Result<(), Refused> {
+        self.insert_up_to(entry, self.cap.load(Ordering::Relaxed))
+    }
+
+    /// Like [`RevocationList::insert`], but only while the list is under half its cap: for
+    /// entries that only save work (a session Cognito said is revoked), which must never
+    /// crowd out the operator's.
+    pub fn insert_within_half(&self, entry: &Entry) -> Result<(), Refused> {
+        self.insert_up_to(entry, self.cap.load(Ordering::Relaxed) / 2)
+    }
+
+    fn insert_up_to(&self, entry: &Entry, cap: usize) -> Result<(), Refused> {
         let mut lists = self.lists.write().unwrap_or_else(PoisonError::into_inner);
         let known = match &entry.revocation {
             Revocation::Jti(jti) => lists.jtis.contains_key(&id_digest(jti)),
@@ -199,7 +225,7 @@ impl RevocationList {
             Revocation::Sub { sub, .. } => lists.subs.contains_key(sub),
         };
         let held = lists.jtis.len() + lists.sessions.len() + lists.subs.len();
-        if !known && held >= self.cap.load(Ordering::Relaxed) {
+        if !known && held >= cap {
             drop(lists);
             if let Some(observer) = &self.observer {
                 observer.refused(Refused::Full);
@@ -376,6 +402,8 @@ pub fn classify(status: u16, body: &[u8]) -> Result<CognitoAnswer, Unavailable> 
         .to_ascii_lowercase();
     // AWS may prefix the type with a namespace (`...#NotAuthorizedException`).
     let kind = kind.rsplit('#').next().unwrap_or("");
+    // Smithy's JSON protocols may append `:{uri}` to the type.
+    let kind = kind.split(':').next().unwrap_or("");
     match (status, kind) {
         (400, "NotAuthorizedException") if message.contains("has been revoked") => {
             Ok(CognitoAnswer::SessionRevoked)
@@ -556,6 +584,13 @@ mod tests {
         assert_eq!(
             classify(400, br#"{"__type":"com.amazon#NotAuthorizedException"}"#),
             Ok(CognitoAnswer::Refused)
+        );
+        assert_eq!(
+            classify(
+                400,
+                br#"{"__type":"NotAuthorizedException:http://internal.amazon.com/coral/","message":"Access Token has been revoked"}"#
+            ),
+            Ok(CognitoAnswer::SessionRevoked)
         );
         assert_eq!(CognitoAnswer::Expired.verdict(), None);
         assert_eq!(

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::identity::{Identity, TokenUse};
 use crate::revocation::{
@@ -31,6 +31,8 @@ pub const DEFAULT_GRACE_SECS: u64 = 300;
 /// turn in the queue and the `GetUser` call together. The shipped Envoy configs give the whole
 /// check 500 ms; 300 leaves room for the rest of it.
 pub const DEFAULT_TIMEOUT_MS: u64 = 300;
+/// How long a token Cognito gave no verdict on is answered the same without asking again.
+pub const NO_VERDICT_HOLD: Duration = Duration::from_secs(1);
 /// Calls that may wait for a turn per pool, as a multiple of `max_concurrent`: a burst of new
 /// tokens queues briefly instead of failing at once; beyond it, `busy`.
 pub const QUEUE_PER_CALL: usize = 8;
@@ -153,6 +155,8 @@ struct Inner {
     /// Per pool: the `GetUser` endpoint (`None`: the pool cannot be asked), its call cap and
     /// the calls waiting for a turn.
     pools: Vec<(Option<String>, Arc<Semaphore>, Arc<AtomicUsize>)>,
+    /// Tokens Cognito just gave no verdict on (timeout, throttled, a bad answer), and when.
+    no_verdict: quick_cache::sync::Cache<[u8; 16], (Unavailable, std::time::Instant)>,
     /// Kept across reloads: a new configuration does not forget what Cognito said.
     verdicts: Arc<quick_cache::sync::Cache<[u8; 16], (CognitoVerdict, i64)>>,
     in_flight: Mutex<HashMap<[u8; 16], watch::Receiver<Outcome>>>,
@@ -189,6 +193,7 @@ impl RevocationChecker {
                 client,
                 pools,
                 verdicts: Arc::new(quick_cache::sync::Cache::new(100_000)),
+                no_verdict: quick_cache::sync::Cache::new(10_000),
                 in_flight: Mutex::new(HashMap::new()),
                 list,
                 shared,
@@ -261,7 +266,20 @@ impl RevocationChecker {
                 }
             }
         }
-        match self.ask(key, token, identity, now).await {
+        // Cognito gave no verdict on this token a moment ago: answer the same without asking
+        // again, so a throttled or failing Cognito is not asked once per request.
+        let recent = inner
+            .no_verdict
+            .get(&key)
+            .filter(|(_, at)| at.elapsed() < NO_VERDICT_HOLD);
+        let asked = match recent {
+            Some((reason, _)) => {
+                self.count("held");
+                Err(reason)
+            }
+            None => self.ask(key, token, identity, now).await,
+        };
+        match asked {
             Ok(answer) => answer_check(answer),
             Err(reason) => {
                 if grace {
@@ -342,10 +360,14 @@ impl RevocationChecker {
                 let patience = tokio::time::Instant::now() + settings.timeout / 2;
                 while tokio::time::Instant::now() < patience.min(deadline) {
                     tokio::time::sleep(Duration::from_millis(25)).await;
+                    // Only a verdict as fresh as `check` demands: the replica holding the lock
+                    // (or whoever set it) does not make an old verdict good again.
                     if let Ok(Some((verdict, at))) = shared.verdict(&key).await {
-                        inner.verdicts.insert(key, (verdict, at));
-                        self.count("shared");
-                        return Ok(verdict_answer(verdict));
+                        if crate::unix_now().saturating_sub(at) < settings.ttl.as_secs() as i64 {
+                            inner.verdicts.insert(key, (verdict, at));
+                            self.count("shared");
+                            return Ok(verdict_answer(verdict));
+                        }
                     }
                 }
                 debug!("the replica holding the lock gave no verdict in time: asking Cognito");
@@ -389,18 +411,25 @@ impl RevocationChecker {
                 }
                 // Only "Access Token has been revoked" ends the whole sign-in session: its
                 // other tokens need no call. Any other refusal is this token's alone.
+                // The entry only saves calls (Cognito refuses those tokens anyway), so it stays
+                // local and takes at most half the list: whoever can sign sessions in and out
+                // must not crowd out the operator's revocations.
                 if let (CognitoAnswer::SessionRevoked, Some(session)) = (answer, session) {
                     let entry = Entry::new(Revocation::Session(session), now, inner.lifetime);
-                    if let Err(why) = inner.list.insert(&entry) {
-                        warn!(cause = %why, "a revoked session was not recorded");
-                    } else if let Some(shared) = &inner.shared {
-                        if let Err(err) = shared.publish(&entry).await {
-                            warn!(cause = %err, "a revoked session was not shared yet");
-                        }
+                    if let Err(why) = inner.list.insert_within_half(&entry) {
+                        debug!(cause = %why, "a revoked session was not recorded");
                     }
                 }
             }
-            Err(reason) => self.count(reason.as_str()),
+            Err(reason) => {
+                self.count(reason.as_str());
+                // `busy` is about us, not the token: the next request may get a turn.
+                if reason != Unavailable::Busy {
+                    inner
+                        .no_verdict
+                        .insert(key, (reason, std::time::Instant::now()));
+                }
+            }
         }
         result
     }

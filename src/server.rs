@@ -821,14 +821,22 @@ impl Running {
     /// swap. Listener addresses and the runtime are not reloaded (a warning says so). The
     /// control API's secret and the revocation cap take effect at once.
     pub async fn reload(&self, config: Config) -> Result<(), ServerError> {
-        self.authorizer
-            .revocations()
-            .set_cap(config.server.max_revocations);
         let old_config = self.running_config.load_full();
         if config.server.grpc_addr != old_config.server.grpc_addr
             || config.server.admin_addr != old_config.server.admin_addr
         {
             warn!("listener addresses changed: they take effect at the next restart");
+        }
+        let signing = |c: &Config| {
+            c.server
+                .redis_signing_key
+                .as_ref()
+                .map(|k| k.as_bytes().to_vec())
+        };
+        if config.server.redis_url != old_config.server.redis_url
+            || signing(&config) != signing(&old_config)
+        {
+            warn!("the Redis URL or signing key changed: they take effect at the next restart");
         }
         let old = self.authorizer.verifier();
         let keys =
@@ -867,6 +875,9 @@ impl Running {
         self.authorizer
             .replace(verifier, config.routes.clone(), config.token_cache_entries);
         self.authorizer.set_revocation_checker(Some(checker));
+        self.authorizer
+            .revocations()
+            .set_cap(config.server.max_revocations);
         self.authorizer.set_dry_run(config.server.dry_run);
         self.authorizer
             .set_full_metadata(config.server.full_metadata);

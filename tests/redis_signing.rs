@@ -135,3 +135,94 @@ async fn replicas_take_only_what_is_signed_with_their_key() {
         r.stop().await.unwrap();
     }
 }
+
+/// Whoever holds the lock on asking Cognito about a token (another replica, or anyone who can
+/// write to Redis) cannot make an old verdict good again: a replica waiting on the lock takes
+/// only a verdict as fresh as the TTL, else asks Cognito itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lock_does_not_revive_a_stale_verdict() {
+    use cognito_authz::testkit::{access_claims, now};
+    use common::{answer, channel, check_request, Answer, CLIENT, ISS};
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    let port = free_port();
+    let _redis = Redis(
+        Command::new("/usr/bin/redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (the README's test command installs it)"),
+    );
+    let url = format!("redis://127.0.0.1:{port}/");
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    // Cognito: this token's session was signed out.
+    let get_user = JwksServer::start(Behaviour::Answer(
+        400,
+        serde_json::json!({"__type": "NotAuthorizedException", "message": "Access Token has been revoked"}),
+    ))
+    .await;
+    let endpoint = get_user.url("/");
+    let vars = [
+        ("AUTHZ_REDIS_URL", url.as_str()),
+        ("COGNITO_REVOCATION", "cognito"),
+        ("COGNITO_IDP_ENDPOINT", endpoint.as_str()),
+        ("COGNITO_REVOCATION_TTL_SECONDS", "2"),
+        ("COGNITO_REVOCATION_GRACE_SECONDS", "600"),
+    ];
+    let running = server::start(serve_config(&idp.url("/j"), &vars, ""))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !common::http_get(running.admin_addr, "/readyz")
+        .await
+        .1
+        .contains("redis: up")
+    {
+        assert!(Instant::now() < deadline, "redis never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = TestKey::shared(0).token(&access_claims(ISS, CLIENT, now()));
+    let key: String = cognito_authz::cache::token_key(&token)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // A lock nobody releases and a `valid` verdict 100 s old (past the TTL, within the grace).
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for (name, value) in [
+        (format!("cognito-authz:lock:{key}"), "x".to_string()),
+        (
+            format!("cognito-authz:verdict:{key}"),
+            format!("valid:{}", now() - 100),
+        ),
+    ] {
+        let _: () = redis::cmd("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let cognito_authz::server::GrpcAddr::Tcp(addr) = running.grpc_addr.clone() else {
+        unreachable!()
+    };
+    let auth = format!("Bearer {token}");
+    let response = AuthorizationClient::new(channel(addr).await)
+        .check(check_request(
+            "GET",
+            "/api/x",
+            &[("authorization", &auth)],
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    match answer(&response) {
+        Answer::Denied { status, body, .. } => {
+            assert_eq!((status, body["reason"].as_str()), (401, Some("revoked")));
+        }
+        other => panic!("a stale verdict let a signed-out token through: {other:?}"),
+    }
+    assert_eq!(get_user.hits(), 1, "asked Cognito itself");
+    running.stop().await.unwrap();
+}

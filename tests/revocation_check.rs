@@ -133,15 +133,22 @@ async fn cognito_unavailable_fails_closed_unless_the_route_accepts_a_recent_verd
         let token = access();
         assert_eq!(check(addr, &token).await.0, 200, "{mode}: a fresh verdict");
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        // Throttled, then a 5xx, then slower than the timeout: no verdict each time.
-        for outage in [
+        // Throttled, then a 5xx, then slower than the timeout: no verdict each time. (A
+        // token's missing verdict is held for a second, so the outages are a second apart.)
+        for (i, outage) in [
             Behaviour::Status(429),
             Behaviour::Status(500),
             Behaviour::Slow(
                 Duration::from_secs(2),
                 Box::new(Behaviour::Json(serde_json::json!({}))),
             ),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i > 0 {
+                tokio::time::sleep(cognito_authz::revocation_check::NO_VERDICT_HOLD).await;
+            }
             get_user.set(outage);
             assert_eq!(check(addr, &token).await, after_outage, "{mode}");
         }
@@ -502,4 +509,33 @@ async fn a_token_whose_revocation_status_is_unknown_is_not_valid() {
     assert_eq!(printed["valid"], false);
     assert_eq!(printed["reason"], "revocation_unavailable");
     assert_eq!(out.status.code(), Some(3));
+}
+
+#[tokio::test]
+async fn a_failing_cognito_is_not_asked_once_per_request() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let get_user = JwksServer::start(Behaviour::Answer(
+        400,
+        serde_json::json!({"__type": "TooManyRequestsException", "message": "Rate exceeded"}),
+    ))
+    .await;
+    let (running, addr) = start(&get_user, &idp, &[]).await;
+    let token = access();
+    for _ in 0..5 {
+        assert_eq!(
+            check(addr, &token).await,
+            (503, "revocation_unavailable".into())
+        );
+    }
+    assert_eq!(
+        get_user.hits(),
+        1,
+        "five requests within a second, one call"
+    );
+    // A second later Cognito is asked again.
+    get_user.set(Behaviour::Json(serde_json::json!({})));
+    tokio::time::sleep(cognito_authz::revocation_check::NO_VERDICT_HOLD).await;
+    assert_eq!(check(addr, &token).await, (200, "allowed".into()));
+    assert_eq!(get_user.hits(), 2);
+    running.stop().await.unwrap();
 }
