@@ -252,7 +252,9 @@ impl RouteConfig {
         }
         if !self.forward_token && self.token_cookie.is_some() {
             warnings.push(
-                "identity.forward_token = false with a token cookie: with Envoy's HTTP protocol                  (http_service), add `- exact: cookie` to authorization_response.                 allowed_upstream_headers, or the token cookie reaches the app"
+                "identity.forward_token = false with a token cookie: with Envoy's HTTP protocol \
+                 (http_service), add `- exact: cookie` to authorization_response.\
+                 allowed_upstream_headers, or the token cookie reaches the app"
                     .to_string(),
             );
         }
@@ -849,6 +851,10 @@ mod tests {
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings[0].contains("- exact: x-access-token"));
         assert!(warnings[1].contains("- exact: cookie"));
+        let r = routes("[identity]\nforward_token = false\ntoken_cookie = \"jwt\"\n");
+        for warning in r.envoy_forwarding_warnings() {
+            assert!(!warning.contains("  "), "a run of spaces: {warning:?}");
+        }
         let r = routes("[identity]\ntoken_header = \"x-cognito-token\"\n");
         assert!(
             r.envoy_forwarding_warnings().is_empty(),
