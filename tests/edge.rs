@@ -8,10 +8,6 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use cognito_authz::identity::IDENTITY_HEADERS;
 use cruddur_demo::stack::{Layout, Ports, Stack};
 use cruddur_demo::walkthrough::payload;
@@ -35,33 +31,6 @@ async fn signed_in(stack: &Stack) -> String {
         .access
 }
 
-/// One raw HTTP/1.1 request (reqwest will not send a malformed Host or an underscore header
-/// the way an attacker would); returns the status line's code and the response head.
-fn raw(port: u16, head: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(head.as_bytes()).unwrap();
-    // Up to the end of the response head: Envoy closes a rejected connection only after its
-    // delayed-close timeout (1 s), and the status is all we need.
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !bytes.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let response = String::from_utf8_lossy(&bytes).into_owned();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {response:?}"));
-    (status, response)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_edge_holds_against_spelling_tricks_bad_hosts_and_answers_preflights() {
     let stack = Stack::start(layout("edge"), Ports::ephemeral().unwrap())
@@ -81,7 +50,7 @@ async fn the_shipped_edge_holds_against_spelling_tricks_bad_hosts_and_answers_pr
             ("/api/activities/home", String::new()),
             ("/healthz", String::new()),
         ] {
-            let (status, response) = raw(
+            let (status, response) = common::raw(
                 port,
                 &format!(
                     "GET {path} HTTP/1.1\r\nHost: app\r\n{auth}{spelled}: attacker\r\n\
@@ -103,7 +72,7 @@ async fn the_shipped_edge_holds_against_spelling_tricks_bad_hosts_and_answers_pr
         "Host: [",
         "Host: a.example\r\nHost: b.example",
     ] {
-        let (status, response) = raw(
+        let (status, response) = common::raw(
             port,
             &format!(
                 "GET /api/echo HTTP/1.1\r\n{host}\r\nAuthorization: Bearer {token}\r\n\
@@ -116,7 +85,7 @@ async fn the_shipped_edge_holds_against_spelling_tricks_bad_hosts_and_answers_pr
             assert_eq!(last["headers"]["x-cognito-sub"], sub.as_str(), "{host:?}");
         }
     }
-    let (status, _) = raw(
+    let (status, _) = common::raw(
         port,
         "GET /api/echo HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n",
     );

@@ -883,7 +883,7 @@ async fn host_and_method_rules_hold_through_envoy_whatever_their_spelling() {
             } else {
                 format!("Authorization: Bearer {bearer}\r\n")
             };
-            let (status, head) = raw(
+            let (status, head) = common::raw(
                 ports.envoy,
                 &format!(
                     "GET /internal/x HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
@@ -915,29 +915,4 @@ async fn host_and_method_rules_hold_through_envoy_whatever_their_spelling() {
         assert_eq!(response.status().as_u16(), 403, "{method}");
     }
     authz.running.stop().await.unwrap();
-}
-
-/// One raw HTTP/1.1 request (reqwest normalises the Host); the status and the response head.
-fn raw(port: u16, head: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(head.as_bytes()).unwrap();
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !bytes.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let response = String::from_utf8_lossy(&bytes).into_owned();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {response:?}"));
-    (status, response)
 }

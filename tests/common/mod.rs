@@ -223,3 +223,30 @@ pub fn stack_layout(name: &str) -> Layout {
         .join(format!("{name}-{}", std::process::id()));
     Layout::new(root, &bin_dir, &work).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// One raw HTTP/1.1 request to a loopback port (reqwest normalises what an attacker would not:
+/// the Host, underscore headers); returns the status and the response head. Reads only up to
+/// the end of the head: Envoy closes a rejected connection only after its delayed-close timeout.
+pub fn raw(port: u16, head: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !bytes.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let response = String::from_utf8_lossy(&bytes).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"));
+    (status, response)
+}
