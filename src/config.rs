@@ -1040,14 +1040,7 @@ fn redacted_url<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::O
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        other => Err(ConfigError::invalid(
-            key,
-            format!("'{other}' is not true or false"),
-        )),
-    }
+    crate::parse_bool(value).map_err(|problem| ConfigError::invalid(key, problem))
 }
 
 fn positive(key: &str, value: u64) -> Result<u64, ConfigError> {

@@ -6,7 +6,7 @@
 //! take a lock-free snapshot ([`arc_swap`]) of the current set.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::lock;
 use crate::pool::PoolConfig;
 
 /// Default refresh: Cognito rotates keys rarely and an unknown `kid` refetches at once anyway.
@@ -432,7 +433,7 @@ impl KeyStore {
     /// `None` means no fetch will come.
     fn start_refetch(&self, pool: usize) -> Option<watch::Receiver<()>> {
         let keys = &self.inner.pools[pool];
-        let mut refetch = keys.refetch.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut refetch = lock(&keys.refetch);
         if let Some(done) = &refetch.in_flight {
             return Some(done.clone());
         }
@@ -452,10 +453,7 @@ impl KeyStore {
         tokio::spawn(async move {
             store.refresh(pool).await;
             let keys = &store.inner.pools[pool];
-            keys.refetch
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .in_flight = None;
+            lock(&keys.refetch).in_flight = None;
             let _ = finished.send(());
         });
         Some(done)
@@ -524,7 +522,7 @@ impl KeyStore {
             self.inner.settings.max_body_bytes,
         )
         .await;
-        let mut record = keys.record.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut record = lock(&keys.record);
         match result {
             Ok(set) => {
                 let count = set.keys.len();
@@ -563,7 +561,7 @@ impl KeyStore {
             .pools
             .iter()
             .map(|p| {
-                let record = p.record.lock().unwrap_or_else(PoisonError::into_inner);
+                let record = lock(&p.record);
                 PoolStatus {
                     pool_id: p.pool_id.clone(),
                     issuers: p.issuers.clone(),

@@ -68,6 +68,28 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Locks a mutex whose guarded data stays consistent even if a holder panicked (every critical
+/// section here is a single insert, swap or read), so a poisoned lock is taken as it is.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Parses a switch, from a variable, a file or an Envoy override alike: `true` or `false` in any
+/// letter case. Anything else (`1`, `yes`, empty) is an error that says what was found, never a
+/// guess.
+pub fn parse_bool(value: &str) -> Result<bool, String> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if value.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(format!("'{value}' is not true or false"))
+    }
+}
+
 /// Code generated from `proto/` by `build.rs`.
 #[rustfmt::skip]
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -82,4 +104,36 @@ pub mod generated {
     /// Encoded descriptor of Envoy's ext_authz service and its imports, for reflection.
     pub const ENVOY_AUTHZ_DESCRIPTOR: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/envoy_authz_descriptor.bin"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bool;
+
+    #[test]
+    fn a_switch_is_true_or_false_in_any_case_and_nothing_else() {
+        for (text, value) in [("true", true), (" FALSE ", false), ("True", true)] {
+            assert_eq!(parse_bool(text), Ok(value), "{text}");
+        }
+        for text in ["1", "0", "yes", "no", "", "truee", "on"] {
+            let problem = parse_bool(text).unwrap_err();
+            assert!(
+                problem.contains("is not true or false"),
+                "{text}: {problem}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_poisoned_lock_is_still_taken() {
+        let mutex = std::sync::Arc::new(std::sync::Mutex::new(1));
+        let held = std::sync::Arc::clone(&mutex);
+        let _ = std::thread::spawn(move || {
+            let _guard = held.lock().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(mutex.is_poisoned());
+        assert_eq!(*super::lock(&mutex), 1);
+    }
 }

@@ -515,17 +515,13 @@ impl RouteConfig {
                 CTX_GROUPS_ANY => req.groups_any = split_words(value, &[',']),
                 CTX_SCOPES_ALL => req.scopes_all = split_words(value, &[',', ' ']),
                 CTX_TOKEN_USE => {
-                    req.token_use = Some(match value.trim() {
-                        "access" => TokenUsePolicy::Access,
-                        "id" => TokenUsePolicy::Id,
-                        "any" => TokenUsePolicy::Any,
-                        other => {
-                            return Err(OverrideError {
+                    req.token_use =
+                        Some(
+                            TokenUsePolicy::parse(value).map_err(|problem| OverrideError {
                                 key: CTX_TOKEN_USE,
-                                problem: format!("'{other}' is not access, id or any"),
-                            })
-                        }
-                    })
+                                problem,
+                            })?,
+                        )
                 }
                 CTX_DENY_INVALID => req.deny_invalid = parse_bool(CTX_DENY_INVALID, value)?,
                 CTX_ALLOW_PREFLIGHT => {
@@ -574,14 +570,7 @@ fn split_words(value: &str, separators: &[char]) -> Vec<String> {
 }
 
 fn parse_bool(key: &'static str, value: &str) -> Result<bool, OverrideError> {
-    match value.trim() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        other => Err(OverrideError {
-            key,
-            problem: format!("'{other}' is not true or false"),
-        }),
-    }
+    crate::parse_bool(value).map_err(|problem| OverrideError { key, problem })
 }
 
 /// The host of a `Host`/`:authority` value as rules match it: without its port and without a

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::debug;
 
 use crate::identity::{Identity, TokenUse};
+use crate::lock;
 use crate::revocation::{
     CognitoAnswer, CognitoClient, CognitoVerdict, Entry, Revocation, RevocationList, Unavailable,
 };
@@ -540,10 +541,6 @@ impl RevocationChecker {
             Check::Unavailable(reason) => RevocationStatus::Unavailable(reason),
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn verdict_answer(verdict: CognitoVerdict) -> CognitoAnswer {

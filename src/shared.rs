@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 use tracing::{info, warn};
 
+use crate::lock;
 use crate::revocation::{
     CognitoVerdict, Entry, Refused, Revocation, RevocationList, MAX_ENTRY_BYTES,
 };
@@ -187,11 +188,7 @@ impl Shared {
     pub async fn publish(&self, entry: &Entry) -> Result<(), SharedError> {
         let result = self.publish_now(entry).await;
         if result.is_err() {
-            let mut pending = self
-                .inner
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut pending = lock(&self.inner.pending);
             if pending.len() < MAX_PENDING {
                 pending.push(entry.clone());
             } else {
@@ -203,32 +200,18 @@ impl Shared {
 
     /// Revocations waiting for Redis.
     pub fn pending(&self) -> usize {
-        self.inner
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        lock(&self.inner.pending).len()
     }
 
     /// Publishes what waited for Redis; what fails again waits on.
     async fn flush_pending(&self) -> Result<usize, SharedError> {
-        let waiting = std::mem::take(
-            &mut *self
-                .inner
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let waiting = std::mem::take(&mut *lock(&self.inner.pending));
         let now = crate::unix_now();
         let mut published = 0;
         let mut rest = waiting.into_iter().filter(|e| e.expires > now);
         while let Some(entry) = rest.next() {
             if let Err(err) = self.publish_now(&entry).await {
-                let mut pending = self
-                    .inner
-                    .pending
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut pending = lock(&self.inner.pending);
                 pending.push(entry);
                 pending.extend(rest);
                 return Err(err);
