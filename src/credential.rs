@@ -24,18 +24,33 @@ fn is_b64token(token: &str) -> bool {
         })
 }
 
-/// Parses `Bearer <token>`: the scheme case-insensitive, exactly one token after it.
+/// What follows the `Bearer` scheme (any letter case) and the spaces after it; `None` without
+/// that scheme. The one place the scheme is recognised.
+fn after_bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' '))
+}
+
+/// Parses a request's `Bearer <token>`: the scheme case-insensitive, exactly one token after it.
 pub fn parse_bearer(value: &str) -> Credential<'_> {
-    let value = value.trim_matches(|c| c == ' ' || c == '\t');
-    let Some((scheme, token)) = value.split_once(' ') else {
-        return Credential::Malformed;
-    };
-    let token = token.trim_start_matches(' ');
-    if scheme.eq_ignore_ascii_case("bearer") && is_b64token(token) {
-        Credential::Token(token)
-    } else {
-        Credential::Malformed
+    match after_bearer(value.trim_matches(|c| c == ' ' || c == '\t')) {
+        Some(token) if is_b64token(token) => Credential::Token(token),
+        _ => Credential::Malformed,
     }
+}
+
+/// The secret in an operator's `Authorization: Bearer <secret>` (the control API): the secret
+/// may hold any characters but surrounding white space; `None` without the scheme.
+pub fn operator_secret(value: &str) -> Option<&str> {
+    after_bearer(value.trim()).map(str::trim)
+}
+
+/// A token as an operator pastes it into the CLI or `VerifyToken`: `Bearer <token>` (any case)
+/// or the bare token, trimmed either way.
+pub fn pasted_token(value: &str) -> &str {
+    operator_secret(value).unwrap_or_else(|| value.trim())
 }
 
 /// Finds the credential: `authorization`, then the header `token_header`, then the cookie
@@ -96,4 +111,32 @@ pub fn is_preflight(method: &str, headers: &HashMap<String, String>) -> bool {
     method == "OPTIONS"
         && headers.contains_key("origin")
         && headers.contains_key("access-control-request-method")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{operator_secret, pasted_token};
+
+    #[test]
+    fn a_pasted_token_loses_its_scheme_in_any_case() {
+        for pasted in [
+            "Bearer abc",
+            "bearer abc",
+            " BEARER   abc \n",
+            "abc",
+            " abc\n",
+        ] {
+            assert_eq!(pasted_token(pasted), "abc", "{pasted:?}");
+        }
+        // Not the scheme: kept whole, and the verifier refuses it as malformed.
+        assert_eq!(pasted_token("Bearerabc"), "Bearerabc");
+    }
+
+    #[test]
+    fn an_operator_secret_needs_the_scheme_and_keeps_any_character() {
+        assert_eq!(operator_secret("Bearer s3cr=t!%"), Some("s3cr=t!%"));
+        assert_eq!(operator_secret("bearer  s "), Some("s"));
+        assert_eq!(operator_secret("Basic s"), None);
+        assert_eq!(operator_secret("s"), None);
+    }
 }

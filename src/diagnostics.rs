@@ -26,11 +26,7 @@ impl DiagnosticsService {
 
     /// The verdict for a token (`Bearer ` prefix allowed), as `cognito-authz verify` gives it.
     pub async fn verify_token(&self, token: &str) -> VerifyTokenResponse {
-        let token = token.trim();
-        let token = match token.split_once(' ') {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-            _ => token,
-        };
+        let token = crate::credential::pasted_token(token);
         match self.authorizer.verifier().verify(token).await {
             Ok(claims) => {
                 let ask_cognito = self.authorizer.checks_cognito_by_default();

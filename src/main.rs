@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use cognito_authz::config::Config;
+use cognito_authz::credential::pasted_token;
 use cognito_authz::jwks::KeyStore;
 use cognito_authz::revocation_check::RevocationStatus;
 use cognito_authz::server;
@@ -252,7 +253,7 @@ fn revoke(admin: &str, what: &What<'_>, secret: Option<&str>) -> ExitCode {
         before,
     } = what;
     let body = if let Some(token) = token {
-        let token = token.trim().trim_start_matches("Bearer ").trim();
+        let token = pasted_token(token);
         // Unverified on purpose: a revocation can only refuse tokens, never admit one.
         let payload = unverified_payload(token).unwrap_or_default();
         match (payload.get("origin_jti"), payload.get("jti")) {
@@ -365,11 +366,7 @@ fn verify(config: Config, token: Option<String>) -> ExitCode {
             text
         }
     };
-    let token = token.trim();
-    let token = match token.split_once(' ') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-        _ => token,
-    };
+    let token = pasted_token(&token);
 
     let runtime = match one_thread_runtime() {
         Ok(runtime) => runtime,
