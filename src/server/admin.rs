@@ -1,0 +1,225 @@
+//! The admin listener: `/metrics`, `/healthz` and `/readyz` for any scraper or probe that can
+//! reach it, and the control API (`POST /revocations`, `GET /config`) for the operator only,
+//! behind the bearer secret of `AUTHZ_ADMIN_TOKEN_FILE`.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::response::IntoResponse;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::reload::revocation_lifetime;
+use crate::config::Config;
+use crate::decision::Authorizer;
+use crate::metrics::Metrics;
+use crate::revocation::{Entry, Revocation};
+use crate::shared::Shared;
+
+/// A revocation as the admin API takes it: exactly one of `jti`, `origin_jti` and `sub` (with
+/// `before`, default now).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// One token.
+    pub jti: Option<String>,
+    /// One sign-in session.
+    pub origin_jti: Option<String>,
+    /// One user...
+    pub sub: Option<String>,
+    /// ...for tokens issued before this (Unix seconds; default: now).
+    pub before: Option<i64>,
+}
+
+impl RevokeRequest {
+    /// The revocation it names, or what is wrong with it.
+    pub fn revocation(self, now: i64) -> Result<Revocation, &'static str> {
+        let nonempty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        match (
+            nonempty(self.jti),
+            nonempty(self.origin_jti),
+            nonempty(self.sub),
+        ) {
+            (Some(jti), None, None) if self.before.is_none() => Ok(Revocation::Jti(jti)),
+            (None, Some(id), None) if self.before.is_none() => Ok(Revocation::Session(id)),
+            (None, None, Some(sub)) => Ok(Revocation::Sub {
+                sub,
+                before: self.before.unwrap_or(now),
+            }),
+            _ => Err("give exactly one of jti, origin_jti, sub (before goes with sub only)"),
+        }
+    }
+}
+
+/// What the admin listener's handlers share.
+#[derive(Clone)]
+pub(super) struct Admin {
+    pub(super) metrics: Metrics,
+    pub(super) authorizer: Authorizer,
+    pub(super) running_config: Arc<ArcSwap<Config>>,
+    pub(super) shared: Option<Shared>,
+    pub(super) shutdown: watch::Receiver<bool>,
+}
+
+/// Largest body the control API reads: a revocation is under 1 KiB.
+const MAX_CONTROL_BODY_BYTES: usize = 16 * 1024;
+
+type AdminResponse = (axum::http::StatusCode, axum::Json<serde_json::Value>);
+
+fn admin_error(status: axum::http::StatusCode, message: &str) -> axum::response::Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// The control API (`/revocations`, `/config`) answers only to the operator: the bearer secret
+/// of `AUTHZ_ADMIN_TOKEN_FILE`, compared in constant time. Without a secret it is off: the
+/// admin listener is reachable by every process sharing the pod's or task's network (an SSRF
+/// in the app is enough), and whoever can revoke can sign anyone out.
+async fn operator_only(
+    axum::extract::State(admin): axum::extract::State<Admin>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    let config = admin.running_config.load();
+    let Some(secret) = &config.server.admin_token else {
+        return admin_error(
+            StatusCode::NOT_FOUND,
+            "the control API is off: give it a secret with AUTHZ_ADMIN_TOKEN_FILE",
+        );
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::credential::operator_secret);
+    match presented {
+        Some(token) if secret.matches(token.as_bytes()) => next.run(request).await,
+        _ => {
+            let mut response = admin_error(
+                StatusCode::UNAUTHORIZED,
+                "the control API needs the operator's bearer secret",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"cognito-authz-admin\""),
+            );
+            response.into_response()
+        }
+    }
+}
+
+/// `POST /revocations`: records a revocation here and shares it, within bounds.
+async fn revoke(
+    axum::extract::State(admin): axum::extract::State<Admin>,
+    body: axum::body::Bytes,
+) -> AdminResponse {
+    use axum::http::StatusCode;
+    let refuse = |status: StatusCode, problem: &str| {
+        (status, axum::Json(serde_json::json!({ "error": problem })))
+    };
+    let now = crate::unix_now();
+    let config = admin.running_config.load();
+    let request = serde_json::from_slice::<RevokeRequest>(&body)
+        .map_err(|_| "the body is not a revocation request")
+        .and_then(|r| r.revocation(now));
+    let revocation = match request {
+        Ok(revocation) => revocation,
+        Err(problem) => return refuse(StatusCode::BAD_REQUEST, problem),
+    };
+    let entry = Entry::new(revocation, now, revocation_lifetime(&config));
+    let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(0);
+    let list = admin.authorizer.revocations();
+    if let Err(why) = entry.admissible(now, leeway) {
+        list.refused(why);
+        return refuse(StatusCode::BAD_REQUEST, &why.to_string());
+    }
+    if let Err(why) = list.insert(&entry) {
+        warn!(cause = %why, "a revocation was refused");
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, &why.to_string());
+    }
+    // Shared, or not shared yet (Redis down: published when it returns), or nothing to share
+    // with (no Redis). Only the middle one is not a success: 202, and the CLI exits 1.
+    let (status, shared) = match &admin.shared {
+        Some(shared) => match shared.publish(&entry).await {
+            Ok(()) => (StatusCode::OK, Some(true)),
+            Err(err) => {
+                warn!(cause = %err, "a revocation was recorded here but not shared yet");
+                (StatusCode::ACCEPTED, Some(false))
+            }
+        },
+        None => (StatusCode::OK, None),
+    };
+    info!(
+        kind = entry.revocation.kind(),
+        shared = ?shared,
+        "revocation recorded"
+    );
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "recorded": true,
+            "expires": entry.expires,
+            "shared": shared,
+        })),
+    )
+}
+
+/// `GET /config`: the configuration in force (as `check-config` prints it), reloads included.
+async fn running_config(
+    axum::extract::State(admin): axum::extract::State<Admin>,
+) -> axum::Json<Arc<Config>> {
+    axum::Json(admin.running_config.load_full())
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+async fn metrics(axum::extract::State(admin): axum::extract::State<Admin>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        admin.metrics.encode(),
+    )
+}
+
+/// `GET /readyz`: keys loaded, not draining, and Redis up where it is required.
+async fn readyz(axum::extract::State(admin): axum::extract::State<Admin>) -> impl IntoResponse {
+    use axum::http::StatusCode;
+    let redis_required = admin.running_config.load().server.redis_required;
+    let keys = admin.authorizer.verifier().keys().all_loaded();
+    let redis = admin.shared.as_ref().map(Shared::is_up);
+    let ready = keys && !*admin.shutdown.borrow() && !(redis_required && redis == Some(false));
+    let detail = match redis {
+        None => "",
+        Some(true) => "redis: up\n",
+        Some(false) => "redis: down (deciding from local state)\n",
+    };
+    if ready {
+        (StatusCode::OK, format!("ready\n{detail}"))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\n{detail}"),
+        )
+    }
+}
+
+/// The admin listener: probes and metrics for anyone who can reach it, the control API for the
+/// operator only.
+pub(super) fn router(admin: Admin) -> axum::Router {
+    use axum::routing::{get, post};
+    let control = axum::Router::new()
+        .route("/revocations", post(revoke))
+        .route("/config", get(running_config))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_CONTROL_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn_with_state(
+            admin.clone(),
+            operator_only,
+        ));
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(control)
+        .with_state(admin)
+}
