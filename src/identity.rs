@@ -24,9 +24,10 @@ pub const IDENTITY_HEADERS: [&str; 8] = [
     "x-cognito-email",
     "x-cognito-preferred-username",
 ];
-/// Any request header with this prefix is removed unless we set it.
+/// The prefix every identity header shares. A header with it that Envoy forwards to us is also
+/// removed unless we set it; one Envoy does not forward is covered only if it is managed, which
+/// is why every allow removes the whole managed list ([`crate::header_plan`]).
 pub const IDENTITY_PREFIX: &str = "x-cognito-";
-/// The identity headers always managed (set from the token, or removed).
 /// Which kind of Cognito token a token is (`token_use`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -192,18 +193,40 @@ fn claim_as_header(value: &Value) -> Option<String> {
 }
 
 /// What a verified token says that requests need, in one allocation (it is what the cache
-/// holds, so its size is the cache's memory): a fixed header, the end offsets of the header
-/// values, the signing `kid`, then the values themselves.
+/// holds, so its size is the cache's memory): a fixed header of [`layout::HEADER`] bytes, the
+/// end offsets of the header values, the signing `kid`, then the values themselves.
 ///
-/// Layout: `exp` i64, pool u16, token use u8, username kind u8, extra count u8, padding u8,
-/// kid length u16, `iat` i64, digests of `jti` and `origin_jti` u64 each (40 bytes); then one
-/// u16 end offset per value (7 header values, then the extras); then the kid; then the values.
-/// All little-endian. Cheap to clone. The two ids are kept as 64-bit digests ([`id_digest`]):
+/// The fixed header's fields stand at the offsets named in [`layout`]; then one u16 end offset
+/// per value (7 header values, then the extras); then the kid; then the values. All
+/// little-endian. Cheap to clone. The two ids are kept as 64-bit digests ([`id_digest`]):
 /// revocations only compare them, and two UUID strings would cost 72 bytes a cached token.
 #[derive(Clone, Debug)]
 pub struct Identity(Arc<[u8]>);
 
-const HEADER: usize = 40;
+/// Where each field of an [`Identity`]'s fixed header stands: a byte offset each, little-endian,
+/// written and read through these names only.
+pub mod layout {
+    /// `exp`: i64.
+    pub const EXP: usize = 0;
+    /// The pool's index: u16.
+    pub const POOL: usize = 8;
+    /// `token_use`: u8, 0 access, 1 id.
+    pub const TOKEN_USE: usize = 10;
+    /// Where the username is: u8, 0 none, 1 the same as `sub`, 2 its own value.
+    pub const USERNAME: usize = 11;
+    /// How many extra claim values follow the 7 fixed ones: u8 (byte 13 is padding).
+    pub const EXTRAS: usize = 12;
+    /// The kid's length: u16.
+    pub const KID_LEN: usize = 14;
+    /// `iat`: i64.
+    pub const IAT: usize = 16;
+    /// The digest of `jti`: u64, 0 when absent.
+    pub const JTI: usize = 24;
+    /// The digest of `origin_jti`: u64, 0 when absent.
+    pub const ORIGIN_JTI: usize = 32;
+    /// The fixed header's length: the value end offsets start here.
+    pub const HEADER: usize = 40;
+}
 
 /// A 64-bit digest of a token id (`jti`, `origin_jti`) for revocation lookups; 0 is reserved
 /// for "absent". Two ids share a digest with probability 2^-64: at worst one token is refused.
@@ -212,6 +235,34 @@ pub fn id_digest(id: &str) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest.as_ref()[..8]);
     u64::from_le_bytes(first).max(1)
+}
+
+/// The fixed header of an identity, written field by field at the [`layout`] offsets.
+fn fixed_header(
+    claims: &ClaimSet<'_>,
+    username: Username,
+    extras: u8,
+) -> Result<[u8; layout::HEADER], UnsafeClaim> {
+    let mut header = [0u8; layout::HEADER];
+    let mut put = |at: usize, bytes: &[u8]| header[at..at + bytes.len()].copy_from_slice(bytes);
+    put(layout::EXP, &claims.exp.to_le_bytes());
+    let pool = u16::try_from(claims.pool).map_err(|_| UnsafeClaim)?;
+    put(layout::POOL, &pool.to_le_bytes());
+    put(
+        layout::TOKEN_USE,
+        &[u8::from(claims.token_use == TokenUse::Id)],
+    );
+    put(layout::USERNAME, &[username as u8]);
+    put(layout::EXTRAS, &[extras]);
+    let kid_len = u16::try_from(claims.kid.len()).map_err(|_| UnsafeClaim)?;
+    put(layout::KID_LEN, &kid_len.to_le_bytes());
+    put(layout::IAT, &claims.iat.to_le_bytes());
+    put(layout::JTI, &claims.jti.map_or(0, id_digest).to_le_bytes());
+    put(
+        layout::ORIGIN_JTI,
+        &claims.origin_jti.map_or(0, id_digest).to_le_bytes(),
+    );
+    Ok(header)
 }
 
 impl Identity {
@@ -258,27 +309,10 @@ impl Identity {
             return Err(UnsafeClaim);
         }
         let extra_count = u8::try_from(extras.len()).map_err(|_| UnsafeClaim)?;
-        let kid_len = u16::try_from(claims.kid.len()).map_err(|_| UnsafeClaim)?;
         let values_len: usize = values.iter().map(|v| v.len()).sum();
         let mut bytes =
-            Vec::with_capacity(HEADER + 2 * values.len() + claims.kid.len() + values_len);
-        bytes.extend_from_slice(&claims.exp.to_le_bytes());
-        bytes.extend_from_slice(
-            &u16::try_from(claims.pool)
-                .map_err(|_| UnsafeClaim)?
-                .to_le_bytes(),
-        );
-        bytes.push(match claims.token_use {
-            TokenUse::Access => 0,
-            TokenUse::Id => 1,
-        });
-        bytes.push(username as u8);
-        bytes.push(extra_count);
-        bytes.push(0);
-        bytes.extend_from_slice(&kid_len.to_le_bytes());
-        bytes.extend_from_slice(&claims.iat.to_le_bytes());
-        bytes.extend_from_slice(&claims.jti.map_or(0, id_digest).to_le_bytes());
-        bytes.extend_from_slice(&claims.origin_jti.map_or(0, id_digest).to_le_bytes());
+            Vec::with_capacity(layout::HEADER + 2 * values.len() + claims.kid.len() + values_len);
+        bytes.extend_from_slice(&fixed_header(claims, username, extra_count)?);
         let mut end = 0usize;
         for value in &values {
             end += value.len();
@@ -295,21 +329,33 @@ impl Identity {
         usize::from(u16::from_le_bytes([self.0[at], self.0[at + 1]]))
     }
 
+    fn u64_at(&self, at: usize) -> u64 {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&self.0[at..at + 8]);
+        u64::from_le_bytes(bytes)
+    }
+
+    fn i64_at(&self, at: usize) -> i64 {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&self.0[at..at + 8]);
+        i64::from_le_bytes(bytes)
+    }
+
     fn value_count(&self) -> usize {
-        FIXED + usize::from(self.0[12])
+        FIXED + usize::from(self.0[layout::EXTRAS])
     }
 
     fn values_start(&self) -> usize {
-        HEADER + 2 * self.value_count() + self.u16_at(14)
+        layout::HEADER + 2 * self.value_count() + self.u16_at(layout::KID_LEN)
     }
 
     fn span(&self, index: usize) -> &str {
         let base = self.values_start();
-        let end = self.u16_at(HEADER + 2 * index);
+        let end = self.u16_at(layout::HEADER + 2 * index);
         let start = if index == 0 {
             0
         } else {
-            self.u16_at(HEADER + 2 * (index - 1))
+            self.u16_at(layout::HEADER + 2 * (index - 1))
         };
         // Written from &str values at offsets of whole values: always UTF-8.
         std::str::from_utf8(&self.0[base + start..base + end]).unwrap_or("")
@@ -322,7 +368,7 @@ impl Identity {
 
     /// The username (`username` or `cognito:username`), when the token has one.
     pub fn username(&self) -> Option<&str> {
-        match self.0[11] {
+        match self.0[layout::USERNAME] {
             x if x == Username::SameAsSub as u8 => Some(self.sub()),
             x if x == Username::Own as u8 => Some(self.span(USERNAME)),
             _ => None,
@@ -362,7 +408,7 @@ impl Identity {
 
     /// `token_use`.
     pub fn token_use(&self) -> TokenUse {
-        if self.0[10] == 0 {
+        if self.0[layout::TOKEN_USE] == 0 {
             TokenUse::Access
         } else {
             TokenUse::Id
@@ -371,43 +417,33 @@ impl Identity {
 
     /// `exp`, Unix seconds.
     pub fn exp(&self) -> i64 {
-        let mut exp = [0u8; 8];
-        exp.copy_from_slice(&self.0[..8]);
-        i64::from_le_bytes(exp)
+        self.i64_at(layout::EXP)
     }
 
     /// `iat`, Unix seconds (0 when the token had none).
     pub fn iat(&self) -> i64 {
-        let mut iat = [0u8; 8];
-        iat.copy_from_slice(&self.0[16..24]);
-        i64::from_le_bytes(iat)
-    }
-
-    fn u64_at(&self, at: usize) -> u64 {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&self.0[at..at + 8]);
-        u64::from_le_bytes(bytes)
+        self.i64_at(layout::IAT)
     }
 
     /// The digest of `jti`, when present.
     pub fn jti(&self) -> Option<u64> {
-        Some(self.u64_at(24)).filter(|d| *d != 0)
+        Some(self.u64_at(layout::JTI)).filter(|d| *d != 0)
     }
 
     /// The digest of `origin_jti` (the sign-in session every refreshed token shares).
     pub fn origin_jti(&self) -> Option<u64> {
-        Some(self.u64_at(32)).filter(|d| *d != 0)
+        Some(self.u64_at(layout::ORIGIN_JTI)).filter(|d| *d != 0)
     }
 
     /// The index of the issuing pool.
     pub fn pool(&self) -> usize {
-        self.u16_at(8)
+        self.u16_at(layout::POOL)
     }
 
     /// The id of the signing key.
     pub fn kid(&self) -> &str {
-        let start = HEADER + 2 * self.value_count();
-        std::str::from_utf8(&self.0[start..start + self.u16_at(14)]).unwrap_or("")
+        let start = layout::HEADER + 2 * self.value_count();
+        std::str::from_utf8(&self.0[start..start + self.u16_at(layout::KID_LEN)]).unwrap_or("")
     }
 
     /// The identity headers with a value, fixed ones first, then the extra mappings (named by
@@ -538,6 +574,51 @@ mod tests {
         );
         assert!(!identity.in_group("a"));
         assert_eq!(identity.scopes().collect::<Vec<_>>(), ["openid", "profile"]);
+    }
+
+    /// Each fixed-header field at its named offset, read back through its accessor, with
+    /// values that tell the fields apart (a field written at another's offset fails here).
+    #[test]
+    fn each_field_stands_at_its_named_offset() {
+        let owned = claims();
+        let mut set = owned.set();
+        set.pool = 0x0102;
+        set.exp = 0x0A0B_0C0D_0E0F_1011;
+        set.iat = 0x2122_2324_2526_2728;
+        set.token_use = TokenUse::Id;
+        set.username = Some("own-name");
+        let mapping = vec![("custom:tenant".to_string(), "x-tenant".to_string())];
+        let identity = Identity::from_claims(&set, &mapping).unwrap();
+        let bytes = &identity.0;
+        let at = |offset: usize, len: usize| &bytes[offset..offset + len];
+        assert_eq!(at(layout::EXP, 8), set.exp.to_le_bytes());
+        assert_eq!(identity.exp(), set.exp);
+        assert_eq!(at(layout::POOL, 2), 0x0102u16.to_le_bytes());
+        assert_eq!(identity.pool(), 0x0102);
+        assert_eq!(bytes[layout::TOKEN_USE], 1);
+        assert_eq!(identity.token_use(), TokenUse::Id);
+        assert_eq!(bytes[layout::USERNAME], Username::Own as u8);
+        assert_eq!(identity.username(), Some("own-name"));
+        assert_eq!(bytes[layout::EXTRAS], 1);
+        assert_eq!(identity.headers(&mapping).last(), Some(("x-tenant", "t1")));
+        assert_eq!(at(layout::KID_LEN, 2), 5u16.to_le_bytes());
+        assert_eq!(identity.kid(), "kid-1");
+        assert_eq!(at(layout::IAT, 8), set.iat.to_le_bytes());
+        assert_eq!(identity.iat(), set.iat);
+        assert_eq!(at(layout::JTI, 8), id_digest("jti-1").to_le_bytes());
+        assert_eq!(identity.jti(), Some(id_digest("jti-1")));
+        assert_eq!(
+            at(layout::ORIGIN_JTI, 8),
+            id_digest("session-1").to_le_bytes()
+        );
+        assert_eq!(identity.origin_jti(), Some(id_digest("session-1")));
+        // The value offsets follow the header: the first value, `sub`, ends at its length.
+        assert_eq!(at(layout::HEADER, 2), 5u16.to_le_bytes());
+        assert_eq!(identity.sub(), "sub-1");
+        set.jti = None;
+        set.origin_jti = None;
+        let without = Identity::from_claims(&set, &[]).unwrap();
+        assert_eq!((without.jti(), without.origin_jti()), (None, None));
     }
 
     #[test]
