@@ -567,176 +567,8 @@ impl Config {
         )?)
         .map_err(|_| ConfigError::invalid(ENV_TOKEN_CACHE_SIZE, "too large"))?;
 
-        let jwks = JwksSettings {
-            refresh_interval: Duration::from_secs(positive(
-                ENV_JWKS_REFRESH,
-                pick_u64(
-                    var,
-                    ENV_JWKS_REFRESH,
-                    file_jwks.refresh_seconds,
-                    DEFAULT_JWKS_REFRESH_SECS,
-                )?,
-            )?),
-            // Zero would switch off the unknown-`kid` flood protection: every token with a made-up
-            // `kid` would cost a fetch from the IdP.
-            min_refetch_interval: Duration::from_secs(nonzero(pick_u64_keyed(
-                var,
-                ENV_JWKS_MIN_REFETCH,
-                "jwks.min_refetch_seconds",
-                file_jwks.min_refetch_seconds,
-                DEFAULT_JWKS_MIN_REFETCH_SECS,
-            )?)?),
-            fetch_timeout: Duration::from_millis(positive(
-                ENV_JWKS_TIMEOUT_MS,
-                pick_u64(
-                    var,
-                    ENV_JWKS_TIMEOUT_MS,
-                    file_jwks.timeout_ms,
-                    DEFAULT_JWKS_TIMEOUT_MS,
-                )?,
-            )?),
-            max_body_bytes: file_jwks.max_bytes.unwrap_or(DEFAULT_JWKS_MAX_BYTES),
-            retry_min: Duration::from_millis(positive(
-                "jwks.retry_min_ms",
-                file_jwks.retry_min_ms.unwrap_or(DEFAULT_JWKS_RETRY_MIN_MS),
-            )?),
-            retry_max: Duration::from_millis(positive(
-                "jwks.retry_max_ms",
-                file_jwks.retry_max_ms.unwrap_or(DEFAULT_JWKS_RETRY_MAX_MS),
-            )?),
-        };
-        if jwks.retry_max < jwks.retry_min {
-            return Err(ConfigError::invalid(
-                "jwks.retry_max_ms",
-                "must not be smaller than jwks.retry_min_ms",
-            ));
-        }
-
-        let log_format = var(ENV_LOG_FORMAT)
-            .map(|v| (ENV_LOG_FORMAT.to_string(), v))
-            .or_else(|| {
-                file_server
-                    .log_format
-                    .map(|v| ("server.log_format".to_string(), v))
-            });
-        let json_logs = match log_format {
-            None => false,
-            Some((key, value)) => match value.trim().to_ascii_lowercase().as_str() {
-                "text" => false,
-                "json" => true,
-                other => {
-                    return Err(ConfigError::invalid(
-                        key,
-                        format!("'{other}' is not one of text, json"),
-                    ))
-                }
-            },
-        };
-        let mut server = ServerConfig {
-            grpc_addr: var(ENV_GRPC_ADDR)
-                .or(file_server.grpc_addr)
-                .unwrap_or_else(|| DEFAULT_GRPC_ADDR.to_string()),
-            admin_addr: var(ENV_ADMIN_ADDR)
-                .or(file_server.admin_addr)
-                .unwrap_or_else(|| DEFAULT_ADMIN_ADDR.to_string()),
-            shutdown_grace: Duration::from_secs(
-                file_server
-                    .shutdown_grace_seconds
-                    .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
-            ),
-            json_logs,
-            worker_threads: match var(ENV_WORKER_THREADS) {
-                Some(_) => Some(positive(
-                    ENV_WORKER_THREADS,
-                    pick_u64(var, ENV_WORKER_THREADS, None, 0)?,
-                )? as usize),
-                None => file_server
-                    .worker_threads
-                    .map(|n| positive("server.worker_threads", n).map(|n| n as usize))
-                    .transpose()?,
-            },
-            dry_run: match var(ENV_DRY_RUN) {
-                Some(v) => parse_bool(ENV_DRY_RUN, &v)?,
-                None => file_server.dry_run.unwrap_or(false),
-            },
-            http_addr: var(ENV_HTTP_ADDR).or(file_server.http_addr),
-            redis_url: match var(ENV_REDIS_URL)
-                .map(|v| (ENV_REDIS_URL.to_string(), v))
-                .or_else(|| {
-                    file_server
-                        .redis_url
-                        .map(|v| ("server.redis_url".to_string(), v))
-                }) {
-                None => None,
-                Some((key, url)) => {
-                    let url = url.trim().to_string();
-                    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                        return Err(ConfigError::invalid(
-                            key,
-                            "must be a redis:// or rediss:// URL",
-                        ));
-                    }
-                    Some(url)
-                }
-            },
-            redis_required: match var(ENV_REDIS_REQUIRED) {
-                Some(v) => parse_bool(ENV_REDIS_REQUIRED, &v)?,
-                None => file_server.redis_required.unwrap_or(false),
-            },
-            full_metadata: match var(ENV_DECISION_METADATA)
-                .map(|v| (ENV_DECISION_METADATA.to_string(), v))
-                .or_else(|| {
-                    file_server
-                        .decision_metadata
-                        .map(|v| ("server.decision_metadata".to_string(), v))
-                }) {
-                None => false,
-                Some((key, value)) => match value.trim().to_ascii_lowercase().as_str() {
-                    "minimal" => false,
-                    "full" => true,
-                    other => {
-                        return Err(ConfigError::invalid(
-                            key,
-                            format!("'{other}' is not one of minimal, full"),
-                        ))
-                    }
-                },
-            },
-            tls: tls_files(
-                var,
-                file_server.tls_cert,
-                file_server.tls_key,
-                file_server.tls_client_ca,
-            )?,
-            admin_token: admin_token(var, file_server.admin_token_file)?,
-            redis_signing_key: secret_file(
-                var,
-                ENV_REDIS_SIGNING_KEY_FILE,
-                "server.redis_signing_key_file",
-                file_server.redis_signing_key_file,
-                MIN_SIGNING_KEY_BYTES,
-            )?,
-            // Set below, once the gRPC address is known.
-            diagnostics: false,
-            max_revocations: match var(ENV_MAX_REVOCATIONS) {
-                Some(_) => positive(
-                    ENV_MAX_REVOCATIONS,
-                    pick_u64(var, ENV_MAX_REVOCATIONS, None, 0)?,
-                )? as usize,
-                None => file_server
-                    .max_revocations
-                    .map(|n| positive("server.max_revocations", n))
-                    .transpose()?
-                    .map_or(crate::revocation::DEFAULT_MAX_REVOCATIONS, |n| n as usize),
-            },
-        };
-        server.diagnostics = diagnostics(var, file_server.diagnostics, &server.grpc_addr)?;
-        validate_listen_addr(ENV_GRPC_ADDR, &server.grpc_addr, true)?;
-        validate_listen_addr(ENV_ADMIN_ADDR, &server.admin_addr, false)?;
-        if let Some(addr) = &server.http_addr {
-            validate_listen_addr(ENV_HTTP_ADDR, addr, true)?;
-        }
-
+        let jwks = jwks_settings(var, file_jwks)?;
+        let server = server_config(var, file_server)?;
         let pools = merge_pools(var, file.pools)?
             .into_iter()
             .map(|raw| validate_pool(raw, var(ENV_REGION)))
@@ -748,84 +580,15 @@ impl Config {
             ));
         }
         let pool_ids: Vec<&str> = pools.iter().map(|p| p.id.as_str()).collect();
-        let file_revocation = file.revocation.unwrap_or_default();
-        let pick_word = |env: &str, file_key: &str, file_value: Option<String>| {
-            var(env)
-                .map(|v| (env.to_string(), v))
-                .or_else(|| file_value.map(|v| (file_key.to_string(), v)))
-        };
-        let revocation_mode = match pick_word(
-            ENV_REVOCATION,
-            "revocation.mode",
-            file_revocation.mode.clone(),
-        ) {
-            None => RevocationMode::Off,
-            Some((key, value)) => RevocationMode::parse(&value).ok_or_else(|| {
-                ConfigError::invalid(key, format!("'{value}' is not one of off, cognito"))
-            })?,
-        };
-        let on_unavailable = match pick_word(
-            ENV_REVOCATION_ON_UNAVAILABLE,
-            "revocation.on_unavailable",
-            file_revocation.on_unavailable.clone(),
-        ) {
-            None => OnUnavailable::Deny,
-            Some((key, value)) => OnUnavailable::parse(&value).ok_or_else(|| {
-                ConfigError::invalid(key, format!("'{value}' is not one of deny, grace"))
-            })?,
-        };
-        let allow_unverifiable = match pick_word(
-            ENV_REVOCATION_UNVERIFIABLE,
-            "revocation.unverifiable",
-            file_revocation.unverifiable.clone(),
-        ) {
-            None => false,
-            Some((key, value)) => match value.trim().to_ascii_lowercase().as_str() {
-                "deny" => false,
-                "allow" => true,
-                other => {
-                    return Err(ConfigError::invalid(
-                        key,
-                        format!("'{other}' is not one of deny, allow"),
-                    ))
-                }
-            },
-        };
-        let revocation = RevocationSettings {
-            ttl: Duration::from_secs(nonzero(pick_u64_keyed(
-                var,
-                ENV_REVOCATION_TTL,
-                "revocation.ttl_seconds",
-                file_revocation.ttl_seconds,
-                revocation_check::DEFAULT_TTL_SECS,
-            )?)?),
-            grace: Duration::from_secs(pick_u64(
-                var,
-                ENV_REVOCATION_GRACE,
-                file_revocation.grace_seconds,
-                revocation_check::DEFAULT_GRACE_SECS,
-            )?),
-            timeout: Duration::from_millis(nonzero(pick_u64_keyed(
-                var,
-                ENV_REVOCATION_TIMEOUT_MS,
-                "revocation.timeout_ms",
-                file_revocation.timeout_ms,
-                revocation_check::DEFAULT_TIMEOUT_MS,
-            )?)?),
-            max_concurrent: nonzero(pick_u64_keyed(
-                var,
-                ENV_REVOCATION_MAX_CONCURRENT,
-                "revocation.max_concurrent",
-                file_revocation.max_concurrent,
-                revocation_check::DEFAULT_MAX_CONCURRENT as u64,
-            )?)? as usize,
-            allow_unverifiable,
-        };
+        let (revocation, revocation_mode, on_unavailable) =
+            revocation_settings(var, file.revocation.unwrap_or_default())?;
         let defaults = RouteDefaults {
-            allow_preflight: match var(ENV_ALLOW_PREFLIGHT) {
-                Some(value) => parse_bool(ENV_ALLOW_PREFLIGHT, &value)?,
-                None => file.allow_preflight.unwrap_or(DEFAULT_ALLOW_PREFLIGHT),
-            },
+            allow_preflight: pick_bool(
+                var,
+                ENV_ALLOW_PREFLIGHT,
+                file.allow_preflight,
+                DEFAULT_ALLOW_PREFLIGHT,
+            )?,
             revocation: revocation_mode,
             revocation_on_unavailable: on_unavailable,
         };
@@ -835,42 +598,7 @@ impl Config {
             defaults,
             &pool_ids,
         )?;
-        let checks_cognito = routes.fallback.revocation == RevocationMode::Cognito
-            || routes
-                .rules
-                .iter()
-                .any(|r| r.requirements.revocation == RevocationMode::Cognito);
-        if checks_cognito {
-            if let Some((i, pool)) = pools
-                .iter()
-                .enumerate()
-                .find(|(_, p)| p.idp_endpoint.is_none())
-            {
-                return Err(ConfigError::invalid(
-                    if i + 1 == pools.len() && var(ENV_POOL_ID).as_deref() == Some(pool.id.as_str())
-                    {
-                        ENV_IDP_ENDPOINT.to_string()
-                    } else {
-                        format!("pools[{i}].idp_endpoint")
-                    },
-                    format!(
-                        "revocation checks ask Cognito, and pool {} has no region to derive its endpoint from",
-                        pool.id
-                    ),
-                ));
-            }
-        }
-        let mut seen = HashSet::new();
-        for (i, pool) in pools.iter().enumerate() {
-            for issuer in &pool.issuers {
-                if !seen.insert(issuer.clone()) {
-                    return Err(ConfigError::invalid(
-                        format!("pools[{i}].issuer"),
-                        format!("issuer {issuer} is claimed by two pools"),
-                    ));
-                }
-            }
-        }
+        check_pools(var, &pools, &routes)?;
 
         Ok(Config {
             revocation,
@@ -882,6 +610,276 @@ impl Config {
             server,
             routes,
         })
+    }
+}
+
+/// `[jwks]` and its variables: the key store's timing and bounds.
+fn jwks_settings(
+    var: &dyn Fn(&str) -> Option<String>,
+    file_jwks: FileJwks,
+) -> Result<JwksSettings, ConfigError> {
+    let jwks = JwksSettings {
+        refresh_interval: Duration::from_secs(positive(
+            ENV_JWKS_REFRESH,
+            pick_u64(
+                var,
+                ENV_JWKS_REFRESH,
+                file_jwks.refresh_seconds,
+                DEFAULT_JWKS_REFRESH_SECS,
+            )?,
+        )?),
+        // Zero would switch off the unknown-`kid` flood protection: every token with a made-up
+        // `kid` would cost a fetch from the IdP.
+        min_refetch_interval: Duration::from_secs(nonzero(pick_u64_keyed(
+            var,
+            ENV_JWKS_MIN_REFETCH,
+            "jwks.min_refetch_seconds",
+            file_jwks.min_refetch_seconds,
+            DEFAULT_JWKS_MIN_REFETCH_SECS,
+        )?)?),
+        fetch_timeout: Duration::from_millis(positive(
+            ENV_JWKS_TIMEOUT_MS,
+            pick_u64(
+                var,
+                ENV_JWKS_TIMEOUT_MS,
+                file_jwks.timeout_ms,
+                DEFAULT_JWKS_TIMEOUT_MS,
+            )?,
+        )?),
+        max_body_bytes: file_jwks.max_bytes.unwrap_or(DEFAULT_JWKS_MAX_BYTES),
+        retry_min: Duration::from_millis(positive(
+            "jwks.retry_min_ms",
+            file_jwks.retry_min_ms.unwrap_or(DEFAULT_JWKS_RETRY_MIN_MS),
+        )?),
+        retry_max: Duration::from_millis(positive(
+            "jwks.retry_max_ms",
+            file_jwks.retry_max_ms.unwrap_or(DEFAULT_JWKS_RETRY_MAX_MS),
+        )?),
+    };
+    if jwks.retry_max < jwks.retry_min {
+        return Err(ConfigError::invalid(
+            "jwks.retry_max_ms",
+            "must not be smaller than jwks.retry_min_ms",
+        ));
+    }
+
+    Ok(jwks)
+}
+
+/// `[server]` and its variables: listeners, logging, Redis, secrets, the revocation cap.
+fn server_config(
+    var: &dyn Fn(&str) -> Option<String>,
+    file_server: FileServer,
+) -> Result<ServerConfig, ConfigError> {
+    let json_logs = pick_choice(
+        var,
+        ENV_LOG_FORMAT,
+        "server.log_format",
+        file_server.log_format,
+        &[("text", false), ("json", true)],
+        false,
+    )?;
+    let mut server = ServerConfig {
+        grpc_addr: var(ENV_GRPC_ADDR)
+            .or(file_server.grpc_addr)
+            .unwrap_or_else(|| DEFAULT_GRPC_ADDR.to_string()),
+        admin_addr: var(ENV_ADMIN_ADDR)
+            .or(file_server.admin_addr)
+            .unwrap_or_else(|| DEFAULT_ADMIN_ADDR.to_string()),
+        shutdown_grace: Duration::from_secs(
+            file_server
+                .shutdown_grace_seconds
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
+        ),
+        json_logs,
+        worker_threads: match var(ENV_WORKER_THREADS) {
+            Some(_) => Some(positive(
+                ENV_WORKER_THREADS,
+                pick_u64(var, ENV_WORKER_THREADS, None, 0)?,
+            )? as usize),
+            None => file_server
+                .worker_threads
+                .map(|n| positive("server.worker_threads", n).map(|n| n as usize))
+                .transpose()?,
+        },
+        dry_run: pick_bool(var, ENV_DRY_RUN, file_server.dry_run, false)?,
+        http_addr: var(ENV_HTTP_ADDR).or(file_server.http_addr),
+        redis_url: redis_url(pick_text(
+            var,
+            ENV_REDIS_URL,
+            "server.redis_url",
+            file_server.redis_url,
+        ))?,
+        redis_required: pick_bool(var, ENV_REDIS_REQUIRED, file_server.redis_required, false)?,
+        full_metadata: pick_choice(
+            var,
+            ENV_DECISION_METADATA,
+            "server.decision_metadata",
+            file_server.decision_metadata,
+            &[("minimal", false), ("full", true)],
+            false,
+        )?,
+        tls: tls_files(
+            var,
+            file_server.tls_cert,
+            file_server.tls_key,
+            file_server.tls_client_ca,
+        )?,
+        admin_token: admin_token(var, file_server.admin_token_file)?,
+        redis_signing_key: secret_file(
+            var,
+            ENV_REDIS_SIGNING_KEY_FILE,
+            "server.redis_signing_key_file",
+            file_server.redis_signing_key_file,
+            MIN_SIGNING_KEY_BYTES,
+        )?,
+        // Set below, once the gRPC address is known.
+        diagnostics: false,
+        max_revocations: match var(ENV_MAX_REVOCATIONS) {
+            Some(_) => positive(
+                ENV_MAX_REVOCATIONS,
+                pick_u64(var, ENV_MAX_REVOCATIONS, None, 0)?,
+            )? as usize,
+            None => file_server
+                .max_revocations
+                .map(|n| positive("server.max_revocations", n))
+                .transpose()?
+                .map_or(crate::revocation::DEFAULT_MAX_REVOCATIONS, |n| n as usize),
+        },
+    };
+    server.diagnostics = diagnostics(var, file_server.diagnostics, &server.grpc_addr)?;
+    validate_listen_addr(ENV_GRPC_ADDR, &server.grpc_addr, true)?;
+    validate_listen_addr(ENV_ADMIN_ADDR, &server.admin_addr, false)?;
+    if let Some(addr) = &server.http_addr {
+        validate_listen_addr(ENV_HTTP_ADDR, addr, true)?;
+    }
+
+    Ok(server)
+}
+
+/// `[revocation]` and its variables: the service-wide mode and on-unavailable policy (route
+/// defaults), and the tuning of the checks with Cognito.
+fn revocation_settings(
+    var: &dyn Fn(&str) -> Option<String>,
+    file_revocation: FileRevocation,
+) -> Result<(RevocationSettings, RevocationMode, OnUnavailable), ConfigError> {
+    let revocation_mode = pick_choice(
+        var,
+        ENV_REVOCATION,
+        "revocation.mode",
+        file_revocation.mode,
+        &RevocationMode::CHOICES,
+        RevocationMode::Off,
+    )?;
+    let on_unavailable = pick_choice(
+        var,
+        ENV_REVOCATION_ON_UNAVAILABLE,
+        "revocation.on_unavailable",
+        file_revocation.on_unavailable,
+        &OnUnavailable::CHOICES,
+        OnUnavailable::Deny,
+    )?;
+    let allow_unverifiable = pick_choice(
+        var,
+        ENV_REVOCATION_UNVERIFIABLE,
+        "revocation.unverifiable",
+        file_revocation.unverifiable,
+        &[("deny", false), ("allow", true)],
+        false,
+    )?;
+    let revocation = RevocationSettings {
+        ttl: Duration::from_secs(nonzero(pick_u64_keyed(
+            var,
+            ENV_REVOCATION_TTL,
+            "revocation.ttl_seconds",
+            file_revocation.ttl_seconds,
+            revocation_check::DEFAULT_TTL_SECS,
+        )?)?),
+        grace: Duration::from_secs(pick_u64(
+            var,
+            ENV_REVOCATION_GRACE,
+            file_revocation.grace_seconds,
+            revocation_check::DEFAULT_GRACE_SECS,
+        )?),
+        timeout: Duration::from_millis(nonzero(pick_u64_keyed(
+            var,
+            ENV_REVOCATION_TIMEOUT_MS,
+            "revocation.timeout_ms",
+            file_revocation.timeout_ms,
+            revocation_check::DEFAULT_TIMEOUT_MS,
+        )?)?),
+        max_concurrent: nonzero(pick_u64_keyed(
+            var,
+            ENV_REVOCATION_MAX_CONCURRENT,
+            "revocation.max_concurrent",
+            file_revocation.max_concurrent,
+            revocation_check::DEFAULT_MAX_CONCURRENT as u64,
+        )?)? as usize,
+        allow_unverifiable,
+    };
+    Ok((revocation, revocation_mode, on_unavailable))
+}
+
+/// What only the whole configuration shows: every pool that revocation checks may ask has an
+/// endpoint, and no issuer belongs to two pools.
+fn check_pools(
+    var: &dyn Fn(&str) -> Option<String>,
+    pools: &[PoolConfig],
+    routes: &RouteConfig,
+) -> Result<(), ConfigError> {
+    let checks_cognito = routes.fallback.revocation == RevocationMode::Cognito
+        || routes
+            .rules
+            .iter()
+            .any(|r| r.requirements.revocation == RevocationMode::Cognito);
+    if checks_cognito {
+        if let Some((i, pool)) = pools
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.idp_endpoint.is_none())
+        {
+            return Err(ConfigError::invalid(
+                if i + 1 == pools.len() && var(ENV_POOL_ID).as_deref() == Some(pool.id.as_str())
+                {
+                    ENV_IDP_ENDPOINT.to_string()
+                } else {
+                    format!("pools[{i}].idp_endpoint")
+                },
+                format!(
+                    "revocation checks ask Cognito, and pool {} has no region to derive its endpoint from",
+                    pool.id
+                ),
+            ));
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, pool) in pools.iter().enumerate() {
+        for issuer in &pool.issuers {
+            if !seen.insert(issuer.clone()) {
+                return Err(ConfigError::invalid(
+                    format!("pools[{i}].issuer"),
+                    format!("issuer {issuer} is claimed by two pools"),
+                ));
+            }
+        }
+    }
+
+    Ok(())
+}
+
+/// A Redis URL, named by where it came from: `redis://` or `rediss://` only.
+fn redis_url(picked: Option<(String, String)>) -> Result<Option<String>, ConfigError> {
+    let Some((key, url)) = picked else {
+        return Ok(None);
+    };
+    let url = url.trim().to_string();
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        Ok(Some(url))
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            "must be a redis:// or rediss:// URL",
+        ))
     }
 }
 
@@ -968,6 +966,56 @@ fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         path: path.to_path_buf(),
         message: err.to_string().trim_end().replace('\n', " | "),
     })
+}
+
+/// A text setting from its variable, else its file key: the value with the name it came under,
+/// so an error names the right place.
+fn pick_text(
+    var: &dyn Fn(&str) -> Option<String>,
+    env_key: &str,
+    file_key: &str,
+    file_value: Option<String>,
+) -> Option<(String, String)> {
+    var(env_key)
+        .map(|v| (env_key.to_string(), v))
+        .or_else(|| file_value.map(|v| (file_key.to_string(), v)))
+}
+
+/// A word setting (any letter case) mapped through `choices`; unset is `default`, anything else
+/// an error listing the choices.
+fn pick_choice<T: Copy>(
+    var: &dyn Fn(&str) -> Option<String>,
+    env_key: &str,
+    file_key: &str,
+    file_value: Option<String>,
+    choices: &[(&str, T)],
+    default: T,
+) -> Result<T, ConfigError> {
+    let Some((key, value)) = pick_text(var, env_key, file_key, file_value) else {
+        return Ok(default);
+    };
+    let word = value.trim();
+    choices
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(word))
+        .map(|(_, choice)| *choice)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            ConfigError::invalid(key, format!("'{word}' is not one of {}", names.join(", ")))
+        })
+}
+
+/// A switch from its variable, else its file key, else `default`.
+fn pick_bool(
+    var: &dyn Fn(&str) -> Option<String>,
+    env_key: &str,
+    file_value: Option<bool>,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match var(env_key) {
+        Some(value) => parse_bool(env_key, &value),
+        None => Ok(file_value.unwrap_or(default)),
+    }
 }
 
 fn pick_u64(

@@ -52,14 +52,25 @@ pub enum RevocationMode {
 }
 
 impl RevocationMode {
-    /// Parses `off` or `cognito`.
+    /// The words that name each mode, for the config and Envoy's overrides alike.
+    pub const CHOICES: [(&'static str, RevocationMode); 2] = [
+        ("off", RevocationMode::Off),
+        ("cognito", RevocationMode::Cognito),
+    ];
+
+    /// Parses `off` or `cognito` (any letter case).
     pub fn parse(value: &str) -> Option<RevocationMode> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "off" => Some(RevocationMode::Off),
-            "cognito" => Some(RevocationMode::Cognito),
-            _ => None,
-        }
+        choose(&Self::CHOICES, value)
     }
+}
+
+/// The choice `value` names (trimmed, any letter case), if any.
+fn choose<T: Copy>(choices: &[(&str, T)], value: &str) -> Option<T> {
+    let value = value.trim();
+    choices
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(value))
+        .map(|(_, choice)| *choice)
 }
 
 /// What a route does when Cognito gives no verdict.
@@ -73,13 +84,15 @@ pub enum OnUnavailable {
 }
 
 impl OnUnavailable {
-    /// Parses `deny` or `grace`.
+    /// The words that name each policy, for the config and Envoy's overrides alike.
+    pub const CHOICES: [(&'static str, OnUnavailable); 2] = [
+        ("deny", OnUnavailable::Deny),
+        ("grace", OnUnavailable::Grace),
+    ];
+
+    /// Parses `deny` or `grace` (any letter case).
     pub fn parse(value: &str) -> Option<OnUnavailable> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "deny" => Some(OnUnavailable::Deny),
-            "grace" => Some(OnUnavailable::Grace),
-            _ => None,
-        }
+        choose(&Self::CHOICES, value)
     }
 }
 
