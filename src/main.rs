@@ -119,7 +119,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let default_level = match cli.command {
+    let _log_guard = init_logs(&config, &cli.command);
+
+    match cli.command {
+        Command::Serve => serve(config, cli.config),
+        Command::CheckConfig => check_config(&config),
+        Command::Verify { token } => verify(config, token),
+        Command::Revoke { .. } | Command::Health { .. } => {
+            unreachable!("handled before the configuration is read")
+        }
+    }
+}
+
+/// Installs the log subscriber for `command` (`RUST_LOG` wins); the guard flushes at exit.
+fn init_logs(config: &Config, command: &Command) -> tracing_appender::non_blocking::WorkerGuard {
+    let default_level = match command {
         Command::Serve => "info",
         _ => "warn",
     };
@@ -130,7 +144,7 @@ fn main() -> ExitCode {
     // empty, so under load many lines share one write and at rest each line goes out at once.
     // Lines are dropped, not waited for, if that thread falls behind by more than its queue;
     // the guard flushes the rest at exit.
-    let (writer, _log_guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
+    let (writer, guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
         64 * 1024,
         std::io::stderr(),
     ));
@@ -143,25 +157,22 @@ fn main() -> ExitCode {
     } else {
         logs.init();
     }
+    guard
+}
 
-    match cli.command {
-        Command::Serve => serve(config, cli.config),
-        Command::CheckConfig => match serde_json::to_string_pretty(&config) {
-            Ok(text) => {
-                for warning in config.routes.envoy_forwarding_warnings() {
-                    eprintln!("cognito-authz: warning: {warning}");
-                }
-                println!("{text}");
-                ExitCode::SUCCESS
+/// `check-config`: the effective configuration as JSON, warnings on stderr.
+fn check_config(config: &Config) -> ExitCode {
+    match serde_json::to_string_pretty(config) {
+        Ok(text) => {
+            for warning in config.routes.envoy_forwarding_warnings() {
+                eprintln!("cognito-authz: warning: {warning}");
             }
-            Err(err) => {
-                eprintln!("cognito-authz: {err}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Verify { token } => verify(config, token),
-        Command::Revoke { .. } | Command::Health { .. } => {
-            unreachable!("handled before the configuration is read")
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("cognito-authz: {err}");
+            ExitCode::from(2)
         }
     }
 }
@@ -354,17 +365,52 @@ enum Outcome {
     Unknown,
 }
 
+/// The token from stdin (`verify` without one, or with `-`); exit 2 when it cannot be read.
+fn read_stdin() -> Result<String, ExitCode> {
+    let mut text = String::new();
+    match std::io::stdin().read_to_string(&mut text) {
+        Ok(_) => Ok(text),
+        Err(err) => {
+            eprintln!("cognito-authz: cannot read the token from stdin: {err}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// What Cognito says of a verified token, when the configuration asks it service-wide.
+async fn revocation_status(
+    config: &Config,
+    token: &str,
+    claims: &cognito_authz::verify::Claims,
+) -> RevocationStatus {
+    let ask = config.routes.fallback.revocation
+        == cognito_authz::revocation_check::RevocationMode::Cognito;
+    match cognito_authz::revocation_check::RevocationChecker::new(
+        config.revocation.clone(),
+        config.idp_endpoints(),
+        std::sync::Arc::default(),
+        None,
+        cognito_authz::verify::MAX_TOKEN_LIFETIME_SECS,
+        None,
+    ) {
+        Ok(checker) => {
+            checker
+                .diagnose(token, claims, &Default::default(), ask)
+                .await
+        }
+        Err(_) => {
+            RevocationStatus::Unavailable(cognito_authz::revocation::Unavailable::Unreachable)
+        }
+    }
+}
+
 fn verify(config: Config, token: Option<String>) -> ExitCode {
     let token = match token.filter(|t| t != "-") {
         Some(token) => token,
-        None => {
-            let mut text = String::new();
-            if let Err(err) = std::io::stdin().read_to_string(&mut text) {
-                eprintln!("cognito-authz: cannot read the token from stdin: {err}");
-                return ExitCode::from(2);
-            }
-            text
-        }
+        None => match read_stdin() {
+            Ok(text) => text,
+            Err(code) => return code,
+        },
     };
     let token = pasted_token(&token);
 
@@ -384,25 +430,7 @@ fn verify(config: Config, token: Option<String>) -> ExitCode {
         let verifier = config.verifier(keys);
         let (outcome, output) = match verifier.verify(token).await {
             Ok(claims) => {
-                let ask = config.routes.fallback.revocation
-                    == cognito_authz::revocation_check::RevocationMode::Cognito;
-                let revocation = match cognito_authz::revocation_check::RevocationChecker::new(
-                    config.revocation.clone(),
-                    config.pools.iter().map(|p| p.idp_endpoint.clone()).collect(),
-                    std::sync::Arc::default(),
-                    None,
-                    cognito_authz::verify::MAX_TOKEN_LIFETIME_SECS,
-                    None,
-                ) {
-                    Ok(checker) => {
-                        checker
-                            .diagnose(token, &claims, &Default::default(), ask)
-                            .await
-                    }
-                    Err(_) => RevocationStatus::Unavailable(
-                        cognito_authz::revocation::Unavailable::Unreachable,
-                    ),
-                };
+                let revocation = revocation_status(&config, token, &claims).await;
                 let outcome = match revocation {
                     r if r.is_valid() => Outcome::Valid,
                     RevocationStatus::Unavailable(_) => Outcome::Unknown,

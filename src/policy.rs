@@ -305,12 +305,149 @@ fn header_name_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// Claim -> header mappings, in configured order.
+type ClaimHeaders = Vec<(String, String)>;
+
+/// The configured claim -> header mappings, validated, and the managed list they extend: every
+/// header an allow sets or removes.
+fn claim_headers(
+    mappings: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Vec<String>, ClaimHeaders), PolicyError> {
+    let invalid = |key: String, problem: String| PolicyError { key, problem };
+    let mut managed_headers: Vec<String> = IDENTITY_HEADERS.iter().map(|h| h.to_string()).collect();
+    let mut claim_headers = Vec::new();
+    for (claim, header) in mappings {
+        let header = header.trim().to_ascii_lowercase();
+        let key = format!("identity.claim_headers.\"{claim}\"");
+        if !header_name_ok(&header) {
+            return Err(invalid(key, format!("'{header}' is not a header name")));
+        }
+        if managed_headers.contains(&header) {
+            return Err(invalid(key, format!("'{header}' is already managed")));
+        }
+        if matches!(
+            header.as_str(),
+            "authorization" | "host" | "cookie" | "x-request-id"
+        ) {
+            return Err(invalid(key, format!("'{header}' cannot carry identity")));
+        }
+        managed_headers.push(header.clone());
+        claim_headers.push((claim, header));
+    }
+    Ok((managed_headers, claim_headers))
+}
+
 fn normalize_list(items: &[String]) -> Vec<String> {
     items
         .iter()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+impl PathMatch {
+    /// The one path condition of a `[[routes]]` entry: exactly one of `path`, `prefix` and
+    /// `path_separated_prefix`, starting with `/`.
+    fn from_spec(
+        key: &str,
+        path: Option<String>,
+        prefix: Option<String>,
+        separated: Option<String>,
+    ) -> Result<PathMatch, PolicyError> {
+        let invalid = |key: String, problem: String| PolicyError { key, problem };
+        let path = match (path, prefix, separated) {
+            (Some(p), None, None) => PathMatch::Exact(p),
+            (None, Some(p), None) => PathMatch::Prefix(p),
+            (None, None, Some(p)) => {
+                let trimmed = p.trim_end_matches('/');
+                if trimmed.is_empty() || trimmed.len() != p.len() {
+                    return Err(invalid(
+                        format!("{key}.path_separated_prefix"),
+                        "must not end with '/' (it matches the path and what follows a '/')".into(),
+                    ));
+                }
+                PathMatch::SeparatedPrefix(p)
+            }
+            (None, None, None) => {
+                return Err(invalid(
+                    key.to_string(),
+                    "needs a path, a prefix or a path_separated_prefix".into(),
+                ));
+            }
+            _ => {
+                return Err(invalid(
+                    key.to_string(),
+                    "set one of path, prefix and path_separated_prefix".into(),
+                ))
+            }
+        };
+        let (PathMatch::Exact(p) | PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p)) = &path;
+        if !p.starts_with('/') {
+            return Err(invalid(format!("{key}.path"), "must start with '/'".into()));
+        }
+        Ok(path)
+    }
+}
+
+impl Rule {
+    /// One `[[routes]]` entry, validated; `key` names it in errors (`routes[2]`).
+    fn from_spec(
+        key: String,
+        spec: RouteSpec,
+        defaults: &RouteDefaults,
+        pool_ids: &[&str],
+    ) -> Result<Rule, PolicyError> {
+        let invalid = |key: String, problem: String| PolicyError { key, problem };
+        let path = PathMatch::from_spec(&key, spec.path, spec.prefix, spec.path_separated_prefix)?;
+        let mode = spec.mode.ok_or_else(|| {
+            invalid(
+                format!("{key}.mode"),
+                "missing: public, optional or required".into(),
+            )
+        })?;
+        for pool in &spec.pools {
+            if !pool_ids.contains(&pool.as_str()) {
+                return Err(invalid(
+                    format!("{key}.pools"),
+                    format!("'{pool}' is not a configured pool"),
+                ));
+            }
+        }
+        if mode == Mode::Public && (!spec.groups_any.is_empty() || !spec.scopes_all.is_empty()) {
+            return Err(invalid(
+                format!("{key}.mode"),
+                "a public route checks no token, so it cannot require groups or scopes".into(),
+            ));
+        }
+        let name = spec.name.unwrap_or_else(|| key.clone());
+        Ok(Rule {
+            path,
+            methods: spec
+                .methods
+                .iter()
+                .map(|m| m.trim().to_ascii_uppercase())
+                .collect(),
+            host: spec.host.map(|h| {
+                let h = h.trim().to_ascii_lowercase();
+                h.strip_suffix('.').map(str::to_string).unwrap_or(h)
+            }),
+            requirements: Requirements {
+                rule: name.clone(),
+                mode,
+                deny_invalid: spec.deny_invalid,
+                groups_any: normalize_list(&spec.groups_any),
+                scopes_all: normalize_list(&spec.scopes_all),
+                pools: spec.pools,
+                token_use: spec.token_use,
+                allow_preflight: spec.allow_preflight.unwrap_or(defaults.allow_preflight),
+                revocation: spec.revocation.unwrap_or(defaults.revocation),
+                revocation_on_unavailable: spec
+                    .revocation_on_unavailable
+                    .unwrap_or(defaults.revocation_on_unavailable),
+            },
+            name,
+        })
+    }
 }
 
 impl RouteConfig {
@@ -321,114 +458,13 @@ impl RouteConfig {
         defaults: RouteDefaults,
         pool_ids: &[&str],
     ) -> Result<RouteConfig, PolicyError> {
+        let rules = routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| Rule::from_spec(format!("routes[{i}]"), spec, &defaults, pool_ids))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (managed_headers, claim_headers) = claim_headers(identity.claim_headers)?;
         let invalid = |key: String, problem: String| PolicyError { key, problem };
-        let mut rules = Vec::with_capacity(routes.len());
-        for (i, spec) in routes.into_iter().enumerate() {
-            let key = format!("routes[{i}]");
-            let path = match (spec.path, spec.prefix, spec.path_separated_prefix) {
-                (Some(p), None, None) => PathMatch::Exact(p),
-                (None, Some(p), None) => PathMatch::Prefix(p),
-                (None, None, Some(p)) => {
-                    let trimmed = p.trim_end_matches('/');
-                    if trimmed.is_empty() || trimmed.len() != p.len() {
-                        return Err(invalid(
-                            format!("{key}.path_separated_prefix"),
-                            "must not end with '/' (it matches the path and what follows a '/')"
-                                .into(),
-                        ));
-                    }
-                    PathMatch::SeparatedPrefix(p)
-                }
-                (None, None, None) => {
-                    return Err(invalid(
-                        key,
-                        "needs a path, a prefix or a path_separated_prefix".into(),
-                    ));
-                }
-                _ => {
-                    return Err(invalid(
-                        key,
-                        "set one of path, prefix and path_separated_prefix".into(),
-                    ))
-                }
-            };
-            let (PathMatch::Exact(p) | PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p)) =
-                &path;
-            if !p.starts_with('/') {
-                return Err(invalid(format!("{key}.path"), "must start with '/'".into()));
-            }
-            let mode = spec.mode.ok_or_else(|| {
-                invalid(
-                    format!("{key}.mode"),
-                    "missing: public, optional or required".into(),
-                )
-            })?;
-            for pool in &spec.pools {
-                if !pool_ids.contains(&pool.as_str()) {
-                    return Err(invalid(
-                        format!("{key}.pools"),
-                        format!("'{pool}' is not a configured pool"),
-                    ));
-                }
-            }
-            if mode == Mode::Public && (!spec.groups_any.is_empty() || !spec.scopes_all.is_empty())
-            {
-                return Err(invalid(
-                    format!("{key}.mode"),
-                    "a public route checks no token, so it cannot require groups or scopes".into(),
-                ));
-            }
-            let name = spec.name.unwrap_or_else(|| key.clone());
-            rules.push(Rule {
-                path,
-                methods: spec
-                    .methods
-                    .iter()
-                    .map(|m| m.trim().to_ascii_uppercase())
-                    .collect(),
-                host: spec.host.map(|h| {
-                    let h = h.trim().to_ascii_lowercase();
-                    h.strip_suffix('.').map(str::to_string).unwrap_or(h)
-                }),
-                requirements: Requirements {
-                    rule: name.clone(),
-                    mode,
-                    deny_invalid: spec.deny_invalid,
-                    groups_any: normalize_list(&spec.groups_any),
-                    scopes_all: normalize_list(&spec.scopes_all),
-                    pools: spec.pools,
-                    token_use: spec.token_use,
-                    allow_preflight: spec.allow_preflight.unwrap_or(defaults.allow_preflight),
-                    revocation: spec.revocation.unwrap_or(defaults.revocation),
-                    revocation_on_unavailable: spec
-                        .revocation_on_unavailable
-                        .unwrap_or(defaults.revocation_on_unavailable),
-                },
-                name,
-            });
-        }
-
-        let mut managed_headers: Vec<String> =
-            IDENTITY_HEADERS.iter().map(|h| h.to_string()).collect();
-        let mut claim_headers = Vec::new();
-        for (claim, header) in identity.claim_headers {
-            let header = header.trim().to_ascii_lowercase();
-            let key = format!("identity.claim_headers.\"{claim}\"");
-            if !header_name_ok(&header) {
-                return Err(invalid(key, format!("'{header}' is not a header name")));
-            }
-            if managed_headers.contains(&header) {
-                return Err(invalid(key, format!("'{header}' is already managed")));
-            }
-            if matches!(
-                header.as_str(),
-                "authorization" | "host" | "cookie" | "x-request-id"
-            ) {
-                return Err(invalid(key, format!("'{header}' cannot carry identity")));
-            }
-            managed_headers.push(header.clone());
-            claim_headers.push((claim, header));
-        }
         let token_header = identity.token_header.map(|h| h.trim().to_ascii_lowercase());
         if let Some(h) = &token_header {
             if !header_name_ok(h) || managed_headers.contains(h) {

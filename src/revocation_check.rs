@@ -352,6 +352,35 @@ impl RevocationChecker {
         outcome.unwrap_or(Err(Unavailable::BadAnswer))
     }
 
+    /// Another replica may be asking already: waits (half the budget at most) for its verdict
+    /// instead of asking again. `None`: ask Cognito here.
+    async fn replica_answer(
+        &self,
+        key: &[u8; 16],
+        deadline: tokio::time::Instant,
+    ) -> Option<CognitoAnswer> {
+        let inner = &*self.inner;
+        let settings = &inner.settings;
+        let shared = inner.shared.as_ref()?;
+        if let Ok(false) = shared.try_lock(key, settings.timeout).await {
+            let patience = tokio::time::Instant::now() + settings.timeout / 2;
+            while tokio::time::Instant::now() < patience.min(deadline) {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                // Only a verdict as fresh as `check` demands: the replica holding the lock
+                // (or whoever set it) does not make an old verdict good again.
+                if let Ok(Some((verdict, at))) = shared.verdict(key).await {
+                    if crate::unix_now().saturating_sub(at) < settings.ttl.as_secs() as i64 {
+                        inner.verdicts.insert(*key, (verdict, at));
+                        self.count("shared");
+                        return Some(verdict_answer(verdict));
+                    }
+                }
+            }
+            debug!("the replica holding the lock gave no verdict in time: asking Cognito");
+        }
+        None
+    }
+
     async fn call(
         &self,
         key: [u8; 16],
@@ -367,25 +396,8 @@ impl RevocationChecker {
         };
         // One budget for everything: another replica's answer, a turn, the call itself.
         let deadline = tokio::time::Instant::now() + settings.timeout;
-        // Another replica may be asking already: wait (half the budget at most) for its
-        // verdict instead of asking again.
-        if let Some(shared) = &inner.shared {
-            if let Ok(false) = shared.try_lock(&key, settings.timeout).await {
-                let patience = tokio::time::Instant::now() + settings.timeout / 2;
-                while tokio::time::Instant::now() < patience.min(deadline) {
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                    // Only a verdict as fresh as `check` demands: the replica holding the lock
-                    // (or whoever set it) does not make an old verdict good again.
-                    if let Ok(Some((verdict, at))) = shared.verdict(&key).await {
-                        if crate::unix_now().saturating_sub(at) < settings.ttl.as_secs() as i64 {
-                            inner.verdicts.insert(key, (verdict, at));
-                            self.count("shared");
-                            return Ok(verdict_answer(verdict));
-                        }
-                    }
-                }
-                debug!("the replica holding the lock gave no verdict in time: asking Cognito");
-            }
+        if let Some(answer) = self.replica_answer(&key, deadline).await {
+            return Ok(answer);
         }
         // A short bounded queue: wait for a turn within the budget, or give up at once when
         // too many already wait.

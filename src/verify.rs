@@ -417,77 +417,15 @@ impl Verifier {
             return reject(Reason::BadSignature, "the signature does not verify");
         }
 
-        let leeway = inner.leeway;
-        let exp = match payload.get("exp") {
-            None => return reject(Reason::InvalidClaims, "the token has no exp"),
-            Some(value) => numeric_date(value).ok_or(Rejection {
-                reason: Reason::InvalidClaims,
-                detail: "exp is not a number",
-            })?,
-        };
-        if now >= exp.saturating_add(leeway) {
-            return reject(Reason::Expired, "exp has passed");
-        }
-        if exp > now.saturating_add(MAX_TOKEN_LIFETIME_SECS.saturating_add(leeway)) {
-            return reject(
-                Reason::InvalidClaims,
-                "exp is further ahead than a Cognito token lives",
-            );
-        }
-        if optional_date(payload, "nbf")?.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
-            return reject(Reason::NotYetValid, "nbf is in the future");
-        }
-        let iat = optional_date(payload, "iat")?;
-        if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
-            return reject(Reason::NotYetValid, "iat is in the future");
-        }
+        let (exp, iat) = check_times(payload, now, inner.leeway)?;
 
-        let token_use = match payload.get("token_use").and_then(Value::as_str) {
-            Some("access") => TokenUse::Access,
-            Some("id") => TokenUse::Id,
-            _ => return reject(Reason::WrongTokenUse, "token_use is neither access nor id"),
-        };
-        if !pool.token_use.accepts(token_use) {
-            return reject(
-                Reason::WrongTokenUse,
-                "the pool does not accept this token_use",
-            );
-        }
-
-        let client_id = match (token_use, payload) {
-            (TokenUse::Access, p) => match p.get("client_id") {
-                Some(Value::String(c)) => c,
-                _ => return reject(Reason::WrongClient, "the access token has no client_id"),
-            },
-            (TokenUse::Id, p) => match p.get("aud") {
-                Some(Value::String(a)) => a,
-                Some(Value::Array(_)) => {
-                    return reject(Reason::WrongClient, "aud must be a single app client id")
-                }
-                _ => return reject(Reason::WrongClient, "the ID token has no aud"),
-            },
-        };
-        if !pool.client_ids.iter().any(|c| c == client_id) {
-            return reject(Reason::WrongClient, "the app client is not configured");
-        }
-        let client_id = client_id.clone();
+        let (token_use, client_id) = check_client(payload, pool)?;
 
         let sub = match optional_string(payload, "sub")? {
             Some(sub) if !sub.is_empty() => sub,
             _ => return reject(Reason::InvalidClaims, "the token has no sub"),
         };
-        let groups = match payload.get("cognito:groups") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|g| g.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or(Rejection {
-                    reason: Reason::InvalidClaims,
-                    detail: "cognito:groups holds a non-string",
-                })?,
-            Some(_) => return reject(Reason::InvalidClaims, "cognito:groups is not a list"),
-        };
+        let groups = groups(payload)?;
         let scopes = optional_string(payload, "scope")?
             .map(|s| s.split_ascii_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
@@ -495,14 +433,7 @@ impl Verifier {
             TokenUse::Access => optional_string(payload, "username")?,
             TokenUse::Id => optional_string(payload, "cognito:username")?,
         };
-        let email_verified = match payload.get("email_verified") {
-            None | Some(Value::Null) => None,
-            Some(Value::Bool(b)) => Some(*b),
-            // Some Cognito versions emit the attribute as a string.
-            Some(Value::String(s)) if s == "true" => Some(true),
-            Some(Value::String(s)) if s == "false" => Some(false),
-            Some(_) => return reject(Reason::InvalidClaims, "email_verified is not a boolean"),
-        };
+        let email_verified = email_verified(payload)?;
 
         Ok(Claims {
             pool_id: pool.id.clone(),
@@ -524,6 +455,105 @@ impl Verifier {
             raw: decoded.payload,
         })
     }
+}
+
+/// The token's times against `now` within `leeway`: `exp` present and not passed, and not
+/// further ahead than a Cognito token lives; `nbf` and `iat`, when present, not in the future.
+/// Gives `exp` and `iat`.
+fn check_times(
+    payload: &Map<String, Value>,
+    now: i64,
+    leeway: i64,
+) -> Result<(i64, Option<i64>), Rejection> {
+    let exp = match payload.get("exp") {
+        None => return reject(Reason::InvalidClaims, "the token has no exp"),
+        Some(value) => numeric_date(value).ok_or(Rejection {
+            reason: Reason::InvalidClaims,
+            detail: "exp is not a number",
+        })?,
+    };
+    if now >= exp.saturating_add(leeway) {
+        return reject(Reason::Expired, "exp has passed");
+    }
+    if exp > now.saturating_add(MAX_TOKEN_LIFETIME_SECS.saturating_add(leeway)) {
+        return reject(
+            Reason::InvalidClaims,
+            "exp is further ahead than a Cognito token lives",
+        );
+    }
+    if optional_date(payload, "nbf")?.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+        return reject(Reason::NotYetValid, "nbf is in the future");
+    }
+    let iat = optional_date(payload, "iat")?;
+    if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+        return reject(Reason::NotYetValid, "iat is in the future");
+    }
+    Ok((exp, iat))
+}
+
+/// `token_use` accepted by the pool, and the app client (`client_id` of an access token, the
+/// single `aud` of an ID token) one of the pool's.
+fn check_client(
+    payload: &Map<String, Value>,
+    pool: &PoolConfig,
+) -> Result<(TokenUse, String), Rejection> {
+    let token_use = match payload.get("token_use").and_then(Value::as_str) {
+        Some("access") => TokenUse::Access,
+        Some("id") => TokenUse::Id,
+        _ => return reject(Reason::WrongTokenUse, "token_use is neither access nor id"),
+    };
+    if !pool.token_use.accepts(token_use) {
+        return reject(
+            Reason::WrongTokenUse,
+            "the pool does not accept this token_use",
+        );
+    }
+
+    let client_id = match (token_use, payload) {
+        (TokenUse::Access, p) => match p.get("client_id") {
+            Some(Value::String(c)) => c,
+            _ => return reject(Reason::WrongClient, "the access token has no client_id"),
+        },
+        (TokenUse::Id, p) => match p.get("aud") {
+            Some(Value::String(a)) => a,
+            Some(Value::Array(_)) => {
+                return reject(Reason::WrongClient, "aud must be a single app client id")
+            }
+            _ => return reject(Reason::WrongClient, "the ID token has no aud"),
+        },
+    };
+    if !pool.client_ids.iter().any(|c| c == client_id) {
+        return reject(Reason::WrongClient, "the app client is not configured");
+    }
+    Ok((token_use, client_id.clone()))
+}
+
+/// `cognito:groups`: absent, null or a list of strings.
+fn groups(payload: &Map<String, Value>) -> Result<Vec<String>, Rejection> {
+    Ok(match payload.get("cognito:groups") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|g| g.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(Rejection {
+                reason: Reason::InvalidClaims,
+                detail: "cognito:groups holds a non-string",
+            })?,
+        Some(_) => return reject(Reason::InvalidClaims, "cognito:groups is not a list"),
+    })
+}
+
+/// `email_verified`: a boolean, or the string form some Cognito versions emit.
+fn email_verified(payload: &Map<String, Value>) -> Result<Option<bool>, Rejection> {
+    Ok(match payload.get("email_verified") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        // Some Cognito versions emit the attribute as a string.
+        Some(Value::String(s)) if s == "true" => Some(true),
+        Some(Value::String(s)) if s == "false" => Some(false),
+        Some(_) => return reject(Reason::InvalidClaims, "email_verified is not a boolean"),
+    })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tracing::{debug, error, info};
 
@@ -79,6 +80,31 @@ where
         }
     })
 }
+
+/// Binds the gRPC listener (`host:port` or `unix:/path`) and serves `router` until shutdown.
+pub(super) async fn serve_grpc(
+    addr: &str,
+    router: tonic::transport::server::Router,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(GrpcAddr, GrpcTask), ServerError> {
+    let bound = bind(addr).await?;
+    let at = bound.addr();
+    let stop = stopped(shutdown);
+    let task = match bound {
+        Bound::Tcp(listener, _) => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
+        }
+        Bound::Unix(listener, _) => {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
+        }
+    };
+    Ok((at, task))
+}
+
+/// The gRPC server's task: its error, if it stops badly.
+pub(super) type GrpcTask = JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// Binds the HTTP ext_authz listener (`host:port` or `unix:/path`) and serves it, HTTP/1.1 and
 /// HTTP/2 with prior knowledge, until shutdown.

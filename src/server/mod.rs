@@ -15,7 +15,6 @@ use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
@@ -108,7 +107,7 @@ pub struct Running {
     running_config: Arc<ArcSwap<Config>>,
     shared: Option<Shared>,
     health: tonic_health::server::HealthReporter,
-    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    grpc: listen::GrpcTask,
     admin: JoinHandle<()>,
     http: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -136,47 +135,18 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
 
     let refresh: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-    let mut background = Vec::new();
-    if let Some(shared) = &shared {
-        background.push(shared.spawn_subscriber(authorizer.revocations(), shutdown_rx.clone()));
-    }
-    // Revocations are forgotten once no token they match can still be valid.
-    background.push(tokio::spawn({
-        let list = authorizer.revocations();
-        async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                list.purge(crate::unix_now());
-            }
-        }
-    }));
-    background.push(tokio::spawn({
-        let (keys, refresh) = (keys.clone(), Arc::clone(&refresh));
-        async move {
-            keys.refresh_all().await;
-            lock(&refresh).extend(keys.spawn_refresh());
-        }
-    }));
-    background.push(spawn_readiness(
-        authorizer.clone(),
-        health.clone(),
-        shutdown_rx.clone(),
-    ));
+    let background = spawn_background(
+        &authorizer,
+        &keys,
+        shared.as_ref(),
+        &health,
+        &shutdown_rx,
+        &refresh,
+    );
 
     let router = grpc_router(&config, &authorizer, health_service)?;
-    let bound = listen::bind(&config.server.grpc_addr).await?;
-    let grpc_addr = bound.addr();
-    let stop = listen::stopped(shutdown_rx.clone());
-    let grpc = match bound {
-        listen::Bound::Tcp(listener, _) => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
-        }
-        listen::Bound::Unix(listener, _) => {
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
-        }
-    };
+    let (grpc_addr, grpc) =
+        listen::serve_grpc(&config.server.grpc_addr, router, shutdown_rx.clone()).await?;
 
     let admin_error = |source| ServerError::Bind {
         addr: config.server.admin_addr.clone(),
@@ -278,6 +248,45 @@ fn decision_core(
         warn!("{warning}");
     }
     Ok((authorizer, keys, shared))
+}
+
+/// The tasks that run beside the listeners: the Redis subscriber, the revocation purge, the
+/// first key fetch (which then starts the refresh loops), and the readiness loop.
+fn spawn_background(
+    authorizer: &Authorizer,
+    keys: &KeyStore,
+    shared: Option<&Shared>,
+    health: &tonic_health::server::HealthReporter,
+    shutdown_rx: &watch::Receiver<bool>,
+    refresh: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+) -> Vec<JoinHandle<()>> {
+    let mut background = Vec::new();
+    if let Some(shared) = shared {
+        background.push(shared.spawn_subscriber(authorizer.revocations(), shutdown_rx.clone()));
+    }
+    // Revocations are forgotten once no token they match can still be valid.
+    background.push(tokio::spawn({
+        let list = authorizer.revocations();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                list.purge(crate::unix_now());
+            }
+        }
+    }));
+    background.push(tokio::spawn({
+        let (keys, refresh) = (keys.clone(), Arc::clone(refresh));
+        async move {
+            keys.refresh_all().await;
+            lock(&refresh).extend(keys.spawn_refresh());
+        }
+    }));
+    background.push(spawn_readiness(
+        authorizer.clone(),
+        health.clone(),
+        shutdown_rx.clone(),
+    ));
+    background
 }
 
 /// Health follows readiness for as long as the server runs: keys can appear late, and a reload
