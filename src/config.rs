@@ -6,11 +6,15 @@
 //! id also appears in the file, the environment's values override that pool's fields; otherwise
 //! it is added to the file's pools.
 //!
+//! Every scalar setting is declared once in [`settings`] (variable, file key, default, bounds,
+//! doc line); its readers do the layering and name the variable or key in every exit-2 message.
+//! The sections live in their own files: [`server`] for `[server]`, [`pools`] for the pools;
+//! this file composes them.
+//!
 //! Why no layering crate (figment, config): their environment providers map variables to keys
 //! by a prefix and a naming rule, while ours are the app's own names (`AWS_COGNITO_*`) beside
 //! our own (`COGNITO_*`, `AUTHZ_*`); the pool merge above, comma lists and the exit-2 message
-//! naming the exact variable or file key would stay hand-written around either crate. The
-//! layering itself is the `pick_*` helpers below: a few lines each.
+//! naming the exact variable or file key would stay hand-written around either crate.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -27,7 +31,18 @@ use crate::policy::{
     IdentitySpec, PolicyError, RouteConfig, RouteDefaults, RouteSpec, DEFAULT_ALLOW_PREFLIGHT,
 };
 pub use crate::pool::PoolConfig;
+
 use crate::revocation_check::{self, OnUnavailable, RevocationMode, RevocationSettings};
+
+mod pools;
+mod server;
+pub mod settings;
+
+pub use self::pools::region_from_pool_id;
+use self::pools::*;
+use self::server::*;
+pub use self::server::{AdminToken, ServerConfig, TlsFiles};
+use self::settings::*;
 
 /// Pool id of the single pool described by the environment (the app's variable).
 pub const ENV_POOL_ID: &str = "AWS_COGNITO_USER_POOL_ID";
@@ -184,201 +199,15 @@ impl ConfigError {
     }
 }
 
-/// Listener and logging settings for `serve`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServerConfig {
-    /// gRPC listen address (`host:port`, or `unix:/path`).
-    pub grpc_addr: String,
-    /// Admin HTTP listen address.
-    pub admin_addr: String,
-    /// Grace period for in-flight checks at shutdown.
-    #[serde(with = "crate::secs")]
-    pub shutdown_grace: Duration,
-    /// Emit logs as JSON lines.
-    pub json_logs: bool,
-    /// Runtime worker threads; `None`: one per core.
-    pub worker_threads: Option<usize>,
-    /// Dry-run (shadow) mode: every request is allowed; decisions are still logged and counted.
-    pub dry_run: bool,
-    /// HTTP ext_authz listen address (`host:port` or `unix:/path`), when on.
-    pub http_addr: Option<String>,
-    /// Full dynamic metadata (rule, pool, token_use besides decision, reason, sub).
-    pub full_metadata: bool,
-    /// Redis shared by the replicas, when configured (shown without its password).
-    #[serde(serialize_with = "redacted_url")]
-    pub redis_url: Option<String>,
-    /// `/readyz` fails while Redis is down.
-    pub redis_required: bool,
-    /// TLS for the gRPC listener, when configured.
-    pub tls: Option<TlsFiles>,
-    /// The control API's secret, when configured (never shown).
-    pub admin_token: Option<AdminToken>,
-    /// The key signing shared Redis values, when configured (never shown).
-    pub redis_signing_key: Option<AdminToken>,
-    /// Most explicit revocations held.
-    pub max_revocations: usize,
-    /// Serve the diagnostics service and reflection on the gRPC listener.
-    pub diagnostics: bool,
-}
-
-/// The control API's bearer secret. Shown as `<redacted>`; compared in constant time.
-#[derive(Clone)]
-pub struct AdminToken(std::sync::Arc<str>);
-
-impl AdminToken {
-    /// The secret's bytes (a signing key).
-    pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-
-    /// Whether `presented` is the secret. Both sides are hashed first, so the comparison takes
-    /// the same time whatever the lengths, and then compared in constant time.
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        use aws_lc_rs::digest::{digest, SHA256};
-        let (want, got) = (
-            digest(&SHA256, self.0.as_bytes()),
-            digest(&SHA256, presented),
-        );
-        aws_lc_rs::constant_time::verify_slices_are_equal(want.as_ref(), got.as_ref()).is_ok()
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
-}
-
-impl Serialize for AdminToken {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
-    }
-}
-
-/// Whether the gRPC listener serves diagnostics and reflection: as configured, or (`auto`)
-/// only where nothing but this host can reach it.
-fn diagnostics(
-    var: &dyn Fn(&str) -> Option<String>,
-    file: Option<String>,
-    grpc_addr: &str,
-) -> Result<bool, ConfigError> {
-    let (key, value) = match var(ENV_DIAGNOSTICS) {
-        Some(v) => (ENV_DIAGNOSTICS.to_string(), v),
-        None => match file {
-            Some(v) => ("server.diagnostics".to_string(), v),
-            None => (ENV_DIAGNOSTICS.to_string(), "auto".to_string()),
-        },
-    };
-    match value.trim().to_ascii_lowercase().as_str() {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        "auto" => Ok(grpc_addr.starts_with("unix:")
-            || grpc_addr
-                .parse::<std::net::SocketAddr>()
-                .is_ok_and(|a| a.ip().is_loopback())),
-        other => Err(ConfigError::invalid(
-            key,
-            format!("'{other}' is not one of auto, on, off"),
-        )),
-    }
-}
-
-/// A secret read from the file the variable (or the file key) names: trimmed, at least
-/// `min_bytes`, no spaces.
-fn secret_file(
-    var: &dyn Fn(&str) -> Option<String>,
-    env_key: &str,
-    file_key: &str,
-    file: Option<PathBuf>,
-    min_bytes: usize,
-) -> Result<Option<AdminToken>, ConfigError> {
-    let Some((key, path)) = var(env_key)
-        .map(|p| (env_key.to_string(), PathBuf::from(p)))
-        .or_else(|| file.map(|p| (file_key.to_string(), p)))
-    else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        ConfigError::invalid(key.clone(), format!("cannot read {}: {e}", path.display()))
-    })?;
-    secret_text(&key, &text, min_bytes).map(Some)
-}
-
-fn secret_text(key: &str, text: &str, min_bytes: usize) -> Result<AdminToken, ConfigError> {
-    let secret = text.trim();
-    if secret.len() < min_bytes || secret.chars().any(char::is_whitespace) {
-        return Err(ConfigError::invalid(
-            key,
-            format!(
-                "the secret must be at least {min_bytes} bytes without spaces \
-                 (for example: openssl rand -hex 32)"
-            ),
-        ));
-    }
-    Ok(AdminToken(secret.into()))
-}
-
-/// The control API's secret from [`ENV_ADMIN_TOKEN_FILE`] (or the file key) or
-/// [`ENV_ADMIN_TOKEN`]: trimmed, at least [`MIN_ADMIN_TOKEN_BYTES`].
-fn admin_token(
-    var: &dyn Fn(&str) -> Option<String>,
-    file: Option<PathBuf>,
-) -> Result<Option<AdminToken>, ConfigError> {
-    let from_file = secret_file(
-        var,
-        ENV_ADMIN_TOKEN_FILE,
-        "server.admin_token_file",
-        file,
-        MIN_ADMIN_TOKEN_BYTES,
-    )?;
-    match (from_file, var(ENV_ADMIN_TOKEN)) {
-        (Some(_), Some(_)) => Err(ConfigError::invalid(
-            ENV_ADMIN_TOKEN,
-            format!("set {ENV_ADMIN_TOKEN_FILE} or {ENV_ADMIN_TOKEN}, not both"),
-        )),
-        (Some(secret), None) => Ok(Some(secret)),
-        (None, Some(text)) => secret_text(ENV_ADMIN_TOKEN, &text, MIN_ADMIN_TOKEN_BYTES).map(Some),
-        (None, None) => Ok(None),
-    }
-}
-
-/// Files for the gRPC listener's TLS (paths only: `check-config` never prints key material).
-#[derive(Debug, Clone, Serialize)]
-pub struct TlsFiles {
-    /// PEM certificate chain.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
-    /// PEM CA bundle for client certificates (mutual TLS), when required.
-    pub client_ca: Option<PathBuf>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            grpc_addr: DEFAULT_GRPC_ADDR.to_string(),
-            admin_addr: DEFAULT_ADMIN_ADDR.to_string(),
-            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
-            json_logs: false,
-            worker_threads: None,
-            dry_run: false,
-            http_addr: None,
-            full_metadata: false,
-            redis_url: None,
-            redis_required: false,
-            tls: None,
-            admin_token: None,
-            redis_signing_key: None,
-            max_revocations: crate::revocation::DEFAULT_MAX_REVOCATIONS,
-            diagnostics: true,
-        }
-    }
-}
-
 impl Config {
     /// A verifier for these pools and settings over `keys` (built from the same pools).
     pub fn verifier(&self, keys: crate::jwks::KeyStore) -> crate::verify::Verifier {
         crate::verify::Verifier::new(&self.pools, self.verify_settings(), keys)
+    }
+
+    /// Each pool's Cognito API endpoint (for `GetUser`), in pool order.
+    pub fn idp_endpoints(&self) -> Vec<Option<String>> {
+        self.pools.iter().map(|p| p.idp_endpoint.clone()).collect()
     }
 
     /// The verifier's settings.
@@ -489,18 +318,6 @@ struct FilePool {
     idp_endpoint: Option<String>,
 }
 
-/// A pool before validation, with the name of the key each field came from.
-struct RawPool {
-    key: String,
-    id: String,
-    region: Option<(String, String)>,
-    client_ids: (String, Vec<String>),
-    token_use: Option<(String, String)>,
-    issuer: Option<(String, String)>,
-    jwks_uri: Option<(String, String)>,
-    idp_endpoint: Option<(String, String)>,
-}
-
 impl Config {
     /// Reads the process environment and the config file it (or `file`) names.
     pub fn from_env(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -541,31 +358,14 @@ impl Config {
         let file_jwks = file.jwks.unwrap_or_default();
         let file_server = file.server.unwrap_or_default();
 
-        let leeway = Duration::from_secs(at_most(
-            pick_u64_keyed(
-                var,
-                ENV_LEEWAY,
-                "leeway_seconds",
-                file.leeway_seconds,
-                DEFAULT_LEEWAY_SECS,
-            )?,
-            MAX_LEEWAY_SECS,
-        )?);
-        let max_token_bytes = file.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
-        if max_token_bytes < 1024 {
-            return Err(ConfigError::invalid(
-                "max_token_bytes",
-                format!("{max_token_bytes} is too small for any Cognito token (minimum 1024)"),
-            ));
-        }
-
-        let token_cache_entries = usize::try_from(pick_u64(
+        let leeway = Duration::from_secs(settings::number(var, &LEEWAY, file.leeway_seconds)?);
+        let max_token_bytes = settings::count(
             var,
-            ENV_TOKEN_CACHE_SIZE,
-            file.token_cache_entries,
-            crate::cache::DEFAULT_CACHE_ENTRIES as u64,
-        )?)
-        .map_err(|_| ConfigError::invalid(ENV_TOKEN_CACHE_SIZE, "too large"))?;
+            &MAX_TOKEN_BYTES,
+            file.max_token_bytes.map(|n| n as u64),
+        )?;
+        let token_cache_entries =
+            settings::count(var, &TOKEN_CACHE_SIZE, file.token_cache_entries)?;
 
         let jwks = jwks_settings(var, file_jwks)?;
         let server = server_config(var, file_server)?;
@@ -583,12 +383,7 @@ impl Config {
         let (revocation, revocation_mode, on_unavailable) =
             revocation_settings(var, file.revocation.unwrap_or_default())?;
         let defaults = RouteDefaults {
-            allow_preflight: pick_bool(
-                var,
-                ENV_ALLOW_PREFLIGHT,
-                file.allow_preflight,
-                DEFAULT_ALLOW_PREFLIGHT,
-            )?,
+            allow_preflight: settings::switch(var, &ALLOW_PREFLIGHT, file.allow_preflight)?,
             revocation: revocation_mode,
             revocation_on_unavailable: on_unavailable,
         };
@@ -619,41 +414,35 @@ fn jwks_settings(
     file_jwks: FileJwks,
 ) -> Result<JwksSettings, ConfigError> {
     let jwks = JwksSettings {
-        refresh_interval: Duration::from_secs(positive(
-            ENV_JWKS_REFRESH,
-            pick_u64(
-                var,
-                ENV_JWKS_REFRESH,
-                file_jwks.refresh_seconds,
-                DEFAULT_JWKS_REFRESH_SECS,
-            )?,
-        )?),
-        // Zero would switch off the unknown-`kid` flood protection: every token with a made-up
-        // `kid` would cost a fetch from the IdP.
-        min_refetch_interval: Duration::from_secs(nonzero(pick_u64_keyed(
+        refresh_interval: Duration::from_secs(settings::number(
             var,
-            ENV_JWKS_MIN_REFETCH,
-            "jwks.min_refetch_seconds",
+            &JWKS_REFRESH,
+            file_jwks.refresh_seconds,
+        )?),
+        min_refetch_interval: Duration::from_secs(settings::number(
+            var,
+            &JWKS_MIN_REFETCH,
             file_jwks.min_refetch_seconds,
-            DEFAULT_JWKS_MIN_REFETCH_SECS,
-        )?)?),
-        fetch_timeout: Duration::from_millis(positive(
-            ENV_JWKS_TIMEOUT_MS,
-            pick_u64(
-                var,
-                ENV_JWKS_TIMEOUT_MS,
-                file_jwks.timeout_ms,
-                DEFAULT_JWKS_TIMEOUT_MS,
-            )?,
         )?),
-        max_body_bytes: file_jwks.max_bytes.unwrap_or(DEFAULT_JWKS_MAX_BYTES),
-        retry_min: Duration::from_millis(positive(
-            "jwks.retry_min_ms",
-            file_jwks.retry_min_ms.unwrap_or(DEFAULT_JWKS_RETRY_MIN_MS),
+        fetch_timeout: Duration::from_millis(settings::number(
+            var,
+            &JWKS_TIMEOUT,
+            file_jwks.timeout_ms,
         )?),
-        retry_max: Duration::from_millis(positive(
-            "jwks.retry_max_ms",
-            file_jwks.retry_max_ms.unwrap_or(DEFAULT_JWKS_RETRY_MAX_MS),
+        max_body_bytes: settings::count(
+            var,
+            &JWKS_MAX_BYTES,
+            file_jwks.max_bytes.map(|n| n as u64),
+        )?,
+        retry_min: Duration::from_millis(settings::number(
+            var,
+            &JWKS_RETRY_MIN,
+            file_jwks.retry_min_ms,
+        )?),
+        retry_max: Duration::from_millis(settings::number(
+            var,
+            &JWKS_RETRY_MAX,
+            file_jwks.retry_max_ms,
         )?),
     };
     if jwks.retry_max < jwks.retry_min {
@@ -666,291 +455,53 @@ fn jwks_settings(
     Ok(jwks)
 }
 
-/// `[server]` and its variables: listeners, logging, Redis, secrets, the revocation cap.
-fn server_config(
-    var: &dyn Fn(&str) -> Option<String>,
-    file_server: FileServer,
-) -> Result<ServerConfig, ConfigError> {
-    let json_logs = pick_choice(
-        var,
-        ENV_LOG_FORMAT,
-        "server.log_format",
-        file_server.log_format,
-        &[("text", false), ("json", true)],
-        false,
-    )?;
-    let mut server = ServerConfig {
-        grpc_addr: var(ENV_GRPC_ADDR)
-            .or(file_server.grpc_addr)
-            .unwrap_or_else(|| DEFAULT_GRPC_ADDR.to_string()),
-        admin_addr: var(ENV_ADMIN_ADDR)
-            .or(file_server.admin_addr)
-            .unwrap_or_else(|| DEFAULT_ADMIN_ADDR.to_string()),
-        shutdown_grace: Duration::from_secs(
-            file_server
-                .shutdown_grace_seconds
-                .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
-        ),
-        json_logs,
-        worker_threads: match var(ENV_WORKER_THREADS) {
-            Some(_) => Some(positive(
-                ENV_WORKER_THREADS,
-                pick_u64(var, ENV_WORKER_THREADS, None, 0)?,
-            )? as usize),
-            None => file_server
-                .worker_threads
-                .map(|n| positive("server.worker_threads", n).map(|n| n as usize))
-                .transpose()?,
-        },
-        dry_run: pick_bool(var, ENV_DRY_RUN, file_server.dry_run, false)?,
-        http_addr: var(ENV_HTTP_ADDR).or(file_server.http_addr),
-        redis_url: redis_url(pick_text(
-            var,
-            ENV_REDIS_URL,
-            "server.redis_url",
-            file_server.redis_url,
-        ))?,
-        redis_required: pick_bool(var, ENV_REDIS_REQUIRED, file_server.redis_required, false)?,
-        full_metadata: pick_choice(
-            var,
-            ENV_DECISION_METADATA,
-            "server.decision_metadata",
-            file_server.decision_metadata,
-            &[("minimal", false), ("full", true)],
-            false,
-        )?,
-        tls: tls_files(
-            var,
-            file_server.tls_cert,
-            file_server.tls_key,
-            file_server.tls_client_ca,
-        )?,
-        admin_token: admin_token(var, file_server.admin_token_file)?,
-        redis_signing_key: secret_file(
-            var,
-            ENV_REDIS_SIGNING_KEY_FILE,
-            "server.redis_signing_key_file",
-            file_server.redis_signing_key_file,
-            MIN_SIGNING_KEY_BYTES,
-        )?,
-        // Set below, once the gRPC address is known.
-        diagnostics: false,
-        max_revocations: match var(ENV_MAX_REVOCATIONS) {
-            Some(_) => positive(
-                ENV_MAX_REVOCATIONS,
-                pick_u64(var, ENV_MAX_REVOCATIONS, None, 0)?,
-            )? as usize,
-            None => file_server
-                .max_revocations
-                .map(|n| positive("server.max_revocations", n))
-                .transpose()?
-                .map_or(crate::revocation::DEFAULT_MAX_REVOCATIONS, |n| n as usize),
-        },
-    };
-    server.diagnostics = diagnostics(var, file_server.diagnostics, &server.grpc_addr)?;
-    validate_listen_addr(ENV_GRPC_ADDR, &server.grpc_addr, true)?;
-    validate_listen_addr(ENV_ADMIN_ADDR, &server.admin_addr, false)?;
-    if let Some(addr) = &server.http_addr {
-        validate_listen_addr(ENV_HTTP_ADDR, addr, true)?;
-    }
-
-    Ok(server)
-}
-
 /// `[revocation]` and its variables: the service-wide mode and on-unavailable policy (route
 /// defaults), and the tuning of the checks with Cognito.
 fn revocation_settings(
     var: &dyn Fn(&str) -> Option<String>,
     file_revocation: FileRevocation,
 ) -> Result<(RevocationSettings, RevocationMode, OnUnavailable), ConfigError> {
-    let revocation_mode = pick_choice(
+    let revocation_mode = settings::choice(
         var,
-        ENV_REVOCATION,
-        "revocation.mode",
+        &REVOCATION,
         file_revocation.mode,
         &RevocationMode::CHOICES,
-        RevocationMode::Off,
     )?;
-    let on_unavailable = pick_choice(
+    let on_unavailable = settings::choice(
         var,
-        ENV_REVOCATION_ON_UNAVAILABLE,
-        "revocation.on_unavailable",
+        &REVOCATION_ON_UNAVAILABLE,
         file_revocation.on_unavailable,
         &OnUnavailable::CHOICES,
-        OnUnavailable::Deny,
-    )?;
-    let allow_unverifiable = pick_choice(
-        var,
-        ENV_REVOCATION_UNVERIFIABLE,
-        "revocation.unverifiable",
-        file_revocation.unverifiable,
-        &[("deny", false), ("allow", true)],
-        false,
     )?;
     let revocation = RevocationSettings {
-        ttl: Duration::from_secs(nonzero(pick_u64_keyed(
+        ttl: Duration::from_secs(settings::number(
             var,
-            ENV_REVOCATION_TTL,
-            "revocation.ttl_seconds",
+            &REVOCATION_TTL,
             file_revocation.ttl_seconds,
-            revocation_check::DEFAULT_TTL_SECS,
-        )?)?),
-        grace: Duration::from_secs(pick_u64(
-            var,
-            ENV_REVOCATION_GRACE,
-            file_revocation.grace_seconds,
-            revocation_check::DEFAULT_GRACE_SECS,
         )?),
-        timeout: Duration::from_millis(nonzero(pick_u64_keyed(
+        grace: Duration::from_secs(settings::number(
             var,
-            ENV_REVOCATION_TIMEOUT_MS,
-            "revocation.timeout_ms",
+            &REVOCATION_GRACE,
+            file_revocation.grace_seconds,
+        )?),
+        timeout: Duration::from_millis(settings::number(
+            var,
+            &REVOCATION_TIMEOUT,
             file_revocation.timeout_ms,
-            revocation_check::DEFAULT_TIMEOUT_MS,
-        )?)?),
-        max_concurrent: nonzero(pick_u64_keyed(
+        )?),
+        max_concurrent: settings::count(
             var,
-            ENV_REVOCATION_MAX_CONCURRENT,
-            "revocation.max_concurrent",
+            &REVOCATION_MAX_CONCURRENT,
             file_revocation.max_concurrent,
-            revocation_check::DEFAULT_MAX_CONCURRENT as u64,
-        )?)? as usize,
-        allow_unverifiable,
+        )?,
+        allow_unverifiable: settings::choice(
+            var,
+            &REVOCATION_UNVERIFIABLE,
+            file_revocation.unverifiable,
+            &[("deny", false), ("allow", true)],
+        )?,
     };
     Ok((revocation, revocation_mode, on_unavailable))
-}
-
-/// What only the whole configuration shows: every pool that revocation checks may ask has an
-/// endpoint, and no issuer belongs to two pools.
-fn check_pools(
-    var: &dyn Fn(&str) -> Option<String>,
-    pools: &[PoolConfig],
-    routes: &RouteConfig,
-) -> Result<(), ConfigError> {
-    let checks_cognito = routes.fallback.revocation == RevocationMode::Cognito
-        || routes
-            .rules
-            .iter()
-            .any(|r| r.requirements.revocation == RevocationMode::Cognito);
-    if checks_cognito {
-        if let Some((i, pool)) = pools
-            .iter()
-            .enumerate()
-            .find(|(_, p)| p.idp_endpoint.is_none())
-        {
-            return Err(ConfigError::invalid(
-                if i + 1 == pools.len() && var(ENV_POOL_ID).as_deref() == Some(pool.id.as_str())
-                {
-                    ENV_IDP_ENDPOINT.to_string()
-                } else {
-                    format!("pools[{i}].idp_endpoint")
-                },
-                format!(
-                    "revocation checks ask Cognito, and pool {} has no region to derive its endpoint from",
-                    pool.id
-                ),
-            ));
-        }
-    }
-    let mut seen = HashSet::new();
-    for (i, pool) in pools.iter().enumerate() {
-        for issuer in &pool.issuers {
-            if !seen.insert(issuer.clone()) {
-                return Err(ConfigError::invalid(
-                    format!("pools[{i}].issuer"),
-                    format!("issuer {issuer} is claimed by two pools"),
-                ));
-            }
-        }
-    }
-
-    Ok(())
-}
-
-/// A Redis URL, named by where it came from: `redis://` or `rediss://` only.
-fn redis_url(picked: Option<(String, String)>) -> Result<Option<String>, ConfigError> {
-    let Some((key, url)) = picked else {
-        return Ok(None);
-    };
-    let url = url.trim().to_string();
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
-        Ok(Some(url))
-    } else {
-        Err(ConfigError::invalid(
-            key,
-            "must be a redis:// or rediss:// URL",
-        ))
-    }
-}
-
-/// A listen address is `host:port` (an IP literal) or, where allowed, `unix:/absolute/path`.
-fn validate_listen_addr(key: &str, addr: &str, allow_unix: bool) -> Result<(), ConfigError> {
-    if let Some(path) = addr.strip_prefix("unix:") {
-        return if !allow_unix {
-            Err(ConfigError::invalid(
-                key,
-                "a Unix socket is not supported here",
-            ))
-        } else if path.starts_with('/') {
-            Ok(())
-        } else {
-            Err(ConfigError::invalid(
-                key,
-                format!("'{addr}' must be unix: followed by an absolute path"),
-            ))
-        };
-    }
-    addr.parse::<std::net::SocketAddr>()
-        .map(|_| ())
-        .map_err(|_| {
-            ConfigError::invalid(key, format!("'{addr}' is not an IP address with a port"))
-        })
-}
-
-/// TLS settings from the environment (which wins) or the file; each named file must hold PEM.
-fn tls_files(
-    var: &dyn Fn(&str) -> Option<String>,
-    file_cert: Option<PathBuf>,
-    file_key: Option<PathBuf>,
-    file_ca: Option<PathBuf>,
-) -> Result<Option<TlsFiles>, ConfigError> {
-    let pick = |env: &str, file: Option<PathBuf>, key: &str| {
-        var(env)
-            .map(|v| (env.to_string(), PathBuf::from(v)))
-            .or_else(|| file.map(|p| (key.to_string(), p)))
-    };
-    let cert = pick(ENV_TLS_CERT, file_cert, "server.tls_cert");
-    let key = pick(ENV_TLS_KEY, file_key, "server.tls_key");
-    let ca = pick(ENV_TLS_CLIENT_CA, file_ca, "server.tls_client_ca");
-    let (cert, key) = match (cert, key, &ca) {
-        (None, None, None) => return Ok(None),
-        (Some(cert), Some(key), _) => (cert, key),
-        (None, _, _) => {
-            return Err(ConfigError::invalid(
-                ENV_TLS_CERT,
-                "TLS needs a certificate (and a key)",
-            ))
-        }
-        (Some(_), None, _) => {
-            return Err(ConfigError::invalid(ENV_TLS_KEY, "TLS needs a private key"))
-        }
-    };
-    for (key_name, path) in [Some(&cert), Some(&key), ca.as_ref()].into_iter().flatten() {
-        let text = std::fs::read_to_string(path).map_err(|err| {
-            ConfigError::invalid(key_name.clone(), format!("{}: {err}", path.display()))
-        })?;
-        if !text.contains("-----BEGIN ") {
-            return Err(ConfigError::invalid(
-                key_name.clone(),
-                format!("{} holds no PEM", path.display()),
-            ));
-        }
-    }
-    Ok(Some(TlsFiles {
-        cert: cert.1,
-        key: key.1,
-        client_ca: ca.map(|c| c.1),
-    }))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -965,348 +516,6 @@ fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     toml::from_str(text).map_err(|err| ConfigError::Parse {
         path: path.to_path_buf(),
         message: err.to_string().trim_end().replace('\n', " | "),
-    })
-}
-
-/// A text setting from its variable, else its file key: the value with the name it came under,
-/// so an error names the right place.
-fn pick_text(
-    var: &dyn Fn(&str) -> Option<String>,
-    env_key: &str,
-    file_key: &str,
-    file_value: Option<String>,
-) -> Option<(String, String)> {
-    var(env_key)
-        .map(|v| (env_key.to_string(), v))
-        .or_else(|| file_value.map(|v| (file_key.to_string(), v)))
-}
-
-/// A word setting (any letter case) mapped through `choices`; unset is `default`, anything else
-/// an error listing the choices.
-fn pick_choice<T: Copy>(
-    var: &dyn Fn(&str) -> Option<String>,
-    env_key: &str,
-    file_key: &str,
-    file_value: Option<String>,
-    choices: &[(&str, T)],
-    default: T,
-) -> Result<T, ConfigError> {
-    let Some((key, value)) = pick_text(var, env_key, file_key, file_value) else {
-        return Ok(default);
-    };
-    let word = value.trim();
-    choices
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(word))
-        .map(|(_, choice)| *choice)
-        .ok_or_else(|| {
-            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-            ConfigError::invalid(key, format!("'{word}' is not one of {}", names.join(", ")))
-        })
-}
-
-/// A switch from its variable, else its file key, else `default`.
-fn pick_bool(
-    var: &dyn Fn(&str) -> Option<String>,
-    env_key: &str,
-    file_value: Option<bool>,
-    default: bool,
-) -> Result<bool, ConfigError> {
-    match var(env_key) {
-        Some(value) => parse_bool(env_key, &value),
-        None => Ok(file_value.unwrap_or(default)),
-    }
-}
-
-fn pick_u64(
-    var: &dyn Fn(&str) -> Option<String>,
-    env_key: &str,
-    file_value: Option<u64>,
-    default: u64,
-) -> Result<u64, ConfigError> {
-    match var(env_key) {
-        Some(text) => text.trim().parse::<u64>().map_err(|_| {
-            ConfigError::invalid(
-                env_key,
-                format!("'{text}' is not a whole number of the expected unit"),
-            )
-        }),
-        None => Ok(file_value.unwrap_or(default)),
-    }
-}
-
-/// Like [`pick_u64`], also naming where the value came from (the variable, the file key, or the
-/// variable for a default), so a later range check names the right place.
-fn pick_u64_keyed(
-    var: &dyn Fn(&str) -> Option<String>,
-    env_key: &str,
-    file_key: &str,
-    file_value: Option<u64>,
-    default: u64,
-) -> Result<(String, u64), ConfigError> {
-    let key = match (var(env_key), file_value) {
-        (None, Some(_)) => file_key,
-        _ => env_key,
-    };
-    Ok((
-        key.to_string(),
-        pick_u64(var, env_key, file_value, default)?,
-    ))
-}
-
-fn nonzero((key, value): (String, u64)) -> Result<u64, ConfigError> {
-    positive(&key, value)
-}
-
-fn at_most((key, value): (String, u64), max: u64) -> Result<u64, ConfigError> {
-    if value > max {
-        Err(ConfigError::invalid(
-            key,
-            format!("{value} is more than the largest accepted, {max}"),
-        ))
-    } else {
-        Ok(value)
-    }
-}
-
-/// A Redis URL as `check-config` and `/config` show it: the password replaced.
-fn redacted_url<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-    match url {
-        None => s.serialize_none(),
-        Some(url) => {
-            let shown = match reqwest::Url::parse(url) {
-                Ok(mut parsed) if parsed.password().is_some() => {
-                    let _ = parsed.set_password(Some("redacted"));
-                    parsed.to_string()
-                }
-                Ok(parsed) => parsed.to_string(),
-                Err(_) => "<unparsable>".to_string(),
-            };
-            s.serialize_some(&shown)
-        }
-    }
-}
-
-fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
-    crate::parse_bool(value).map_err(|problem| ConfigError::invalid(key, problem))
-}
-
-fn positive(key: &str, value: u64) -> Result<u64, ConfigError> {
-    if value == 0 {
-        Err(ConfigError::invalid(key, "must be greater than zero"))
-    } else {
-        Ok(value)
-    }
-}
-
-fn split_list(text: &str) -> Vec<String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// Joins the file's pools with the environment's one pool (see the module docs for the order).
-fn merge_pools(
-    var: &dyn Fn(&str) -> Option<String>,
-    file_pools: Vec<FilePool>,
-) -> Result<Vec<RawPool>, ConfigError> {
-    let mut pools = Vec::with_capacity(file_pools.len() + 1);
-    for (i, pool) in file_pools.into_iter().enumerate() {
-        let key = format!("pools[{i}]");
-        let id = pool
-            .id
-            .filter(|id| !id.trim().is_empty())
-            .ok_or_else(|| ConfigError::invalid(format!("{key}.id"), "missing pool id"))?;
-        pools.push(RawPool {
-            id: id.trim().to_string(),
-            region: pool.region.map(|v| (format!("{key}.region"), v)),
-            client_ids: (format!("{key}.client_ids"), pool.client_ids),
-            token_use: pool.token_use.map(|v| (format!("{key}.token_use"), v)),
-            issuer: pool.issuer.map(|v| (format!("{key}.issuer"), v)),
-            jwks_uri: pool.jwks_uri.map(|v| (format!("{key}.jwks_uri"), v)),
-            idp_endpoint: pool
-                .idp_endpoint
-                .map(|v| (format!("{key}.idp_endpoint"), v)),
-            key,
-        });
-    }
-
-    let env_only = [
-        ENV_CLIENT_IDS,
-        ENV_ISSUER,
-        ENV_JWKS_URI,
-        ENV_TOKEN_USE,
-        ENV_IDP_ENDPOINT,
-    ];
-    let Some(env_id) = var(ENV_POOL_ID) else {
-        if let Some(stray) = env_only.iter().find(|k| var(k).is_some()) {
-            return Err(ConfigError::invalid(
-                *stray,
-                format!("is set but {ENV_POOL_ID} is not: it describes the environment's pool"),
-            ));
-        }
-        return Ok(pools);
-    };
-    let env_id = env_id.trim().to_string();
-    let with_key = |k: &str| var(k).map(|v| (k.to_string(), v));
-    let existing = pools.iter_mut().find(|p| p.id == env_id);
-    match existing {
-        Some(pool) => {
-            if let Some(ids) = var(ENV_CLIENT_IDS) {
-                pool.client_ids = (ENV_CLIENT_IDS.to_string(), split_list(&ids));
-            }
-            pool.token_use = with_key(ENV_TOKEN_USE).or(pool.token_use.take());
-            pool.issuer = with_key(ENV_ISSUER).or(pool.issuer.take());
-            pool.jwks_uri = with_key(ENV_JWKS_URI).or(pool.jwks_uri.take());
-            pool.idp_endpoint = with_key(ENV_IDP_ENDPOINT).or(pool.idp_endpoint.take());
-        }
-        None => pools.push(RawPool {
-            key: ENV_POOL_ID.to_string(),
-            id: env_id,
-            region: None,
-            client_ids: (
-                ENV_CLIENT_IDS.to_string(),
-                var(ENV_CLIENT_IDS)
-                    .map(|ids| split_list(&ids))
-                    .unwrap_or_default(),
-            ),
-            token_use: with_key(ENV_TOKEN_USE),
-            issuer: with_key(ENV_ISSUER),
-            jwks_uri: with_key(ENV_JWKS_URI),
-            idp_endpoint: with_key(ENV_IDP_ENDPOINT),
-        }),
-    }
-    Ok(pools)
-}
-
-/// `us-east-1_AbC` -> `us-east-1`; `None` for ids not in the AWS shape (`local_abc`).
-pub fn region_from_pool_id(pool_id: &str) -> Option<&str> {
-    let (prefix, rest) = pool_id.split_once('_')?;
-    (is_region(prefix) && !rest.is_empty()).then_some(prefix)
-}
-
-fn is_region(text: &str) -> bool {
-    let parts: Vec<&str> = text.split('-').collect();
-    parts.len() >= 3
-        && parts[0].len() == 2
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
-        && !parts[parts.len() - 1].is_empty()
-}
-
-fn validate_url(key: &str, value: &str) -> Result<String, ConfigError> {
-    let value = value.trim().trim_end_matches('/');
-    let url = reqwest::Url::parse(value)
-        .map_err(|err| ConfigError::invalid(key, format!("'{value}' is not a URL: {err}")))?;
-    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
-        return Err(ConfigError::invalid(
-            key,
-            format!("'{value}' must be an http(s) URL with a host"),
-        ));
-    }
-    Ok(value.to_string())
-}
-
-fn validate_pool(raw: RawPool, default_region: Option<String>) -> Result<PoolConfig, ConfigError> {
-    let derived = region_from_pool_id(&raw.id).map(str::to_string);
-    let region = match (&derived, raw.region) {
-        (Some(derived), Some((key, given))) if given.trim() != derived => {
-            return Err(ConfigError::invalid(
-                key,
-                format!("'{given}' contradicts the pool id's region '{derived}'"),
-            ))
-        }
-        (Some(derived), _) => Some(derived.clone()),
-        (None, Some((key, given))) => {
-            if !is_region(given.trim()) {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("'{given}' is not an AWS region"),
-                ));
-            }
-            Some(given.trim().to_string())
-        }
-        (None, None) => default_region
-            .map(|r| r.trim().to_string())
-            .filter(|r| is_region(r)),
-    };
-
-    let (clients_key, client_ids) = raw.client_ids;
-    let mut unique = Vec::new();
-    for id in client_ids
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-    {
-        if !unique.iter().any(|u: &String| u == id) {
-            unique.push(id.to_string());
-        }
-    }
-    if unique.is_empty() {
-        return Err(ConfigError::invalid(
-            clients_key,
-            format!(
-                "pool {} needs at least one app client id: a token for any other client must be refused",
-                raw.id
-            ),
-        ));
-    }
-
-    let token_use = match raw.token_use {
-        Some((key, value)) => {
-            TokenUsePolicy::parse(&value).map_err(|p| ConfigError::invalid(key, p))?
-        }
-        None => TokenUsePolicy::Access,
-    };
-
-    let issuers = match (raw.issuer, &region) {
-        (Some((key, issuer)), _) => vec![validate_url(&key, &issuer)?],
-        (None, Some(region)) => vec![
-            format!("https://cognito-idp.{region}.amazonaws.com/{}", raw.id),
-            format!(
-                "https://issuer-cognito-idp.{region}.amazonaws.com/{}",
-                raw.id
-            ),
-        ],
-        (None, None) => {
-            let key = if raw.key == ENV_POOL_ID {
-                ENV_ISSUER.to_string()
-            } else {
-                format!("{}.issuer", raw.key)
-            };
-            return Err(ConfigError::invalid(
-                key,
-                format!(
-                    "pool {} has no region in its id and none is configured: set the expected issuer",
-                    raw.id
-                ),
-            ));
-        }
-    };
-
-    let jwks_uri = match raw.jwks_uri {
-        Some((key, uri)) => validate_url(&key, &uri)?,
-        None => format!("{}/.well-known/jwks.json", issuers[0]),
-    };
-
-    let idp_endpoint = match (raw.idp_endpoint, &region) {
-        (Some((key, endpoint)), _) => Some(format!("{}/", validate_url(&key, &endpoint)?)),
-        (None, Some(region)) => Some(format!("https://cognito-idp.{region}.amazonaws.com/")),
-        (None, None) => None,
-    };
-
-    Ok(PoolConfig {
-        idp_endpoint,
-        id: raw.id,
-        region,
-        client_ids: unique,
-        token_use,
-        issuers,
-        jwks_uri,
     })
 }
 
@@ -1623,6 +832,62 @@ mod tests {
         let vars = [(ENV_POOL_ID, "eu-west-1_Three"), (ENV_CLIENT_IDS, "x")];
         let config = Config::from_toml(env(&vars), TWO_POOLS).unwrap();
         assert_eq!(config.pools.len(), 3, "a new pool id is added");
+    }
+
+    /// The file's fields as its schema names them: serde lists them when it refuses an
+    /// unknown one.
+    fn schema_fields(section: &str) -> Vec<String> {
+        let text = match section {
+            "" => "bogus_key = 1\n".to_string(),
+            "pools[]" => "[[pools]]\nbogus_key = 1\n".to_string(),
+            _ => format!("[{section}]\nbogus_key = 1\n"),
+        };
+        let err = Config::from_toml(env(&[]), &text).unwrap_err().to_string();
+        let expected = err
+            .split("expected one of ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{section}: {err}"));
+        expected
+            .split(',')
+            .filter_map(|f| f.split('`').nth(1))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Every file key the settings declare is a field of the file's schema, and every scalar
+    /// field of the schema is declared: the table and the schema cannot drift apart.
+    #[test]
+    fn the_file_schema_has_exactly_the_declared_keys() {
+        let sections = ["", "jwks", "server", "revocation", "pools[]"];
+        // Tables and lists read by their own code, not scalar settings.
+        let structured = [
+            "jwks",
+            "server",
+            "pools",
+            "routes",
+            "identity",
+            "revocation",
+        ];
+        let mut fields = Vec::new();
+        for section in sections {
+            for field in schema_fields(section) {
+                if section.is_empty() && structured.contains(&field.as_str()) {
+                    continue;
+                }
+                fields.push(if section.is_empty() {
+                    field
+                } else {
+                    format!("{section}.{field}")
+                });
+            }
+        }
+        fields.sort();
+        let mut declared: Vec<String> = settings::SETTINGS
+            .iter()
+            .filter_map(|s| s.key.map(str::to_string))
+            .collect();
+        declared.sort();
+        assert_eq!(fields, declared);
     }
 
     #[test]

@@ -11,6 +11,14 @@ fn readme() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap()
 }
 
+/// The README's Configuration section, where the variable table is.
+fn configuration_section(text: &str) -> &str {
+    text.split("\n## Configuration\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Configuration section")
+}
+
 /// The fenced blocks of one language, with the line each starts on.
 fn blocks(text: &str, language: &str) -> Vec<(usize, String)> {
     let mut found = Vec::new();
@@ -96,11 +104,7 @@ fn the_variable_table_names_exactly_the_variables_the_service_reads() {
         .collect();
     assert!(constants.len() > 30, "{constants:?}");
     let text = readme();
-    let section = text
-        .split("\n## Configuration\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .expect("a Configuration section");
+    let section = configuration_section(&text);
     let mut documented = BTreeSet::new();
     for row in section.lines().filter(|l| l.starts_with("| `")) {
         let first = row.split('|').nth(1).unwrap_or("");
@@ -115,5 +119,37 @@ fn the_variable_table_names_exactly_the_variables_the_service_reads() {
     assert!(
         undocumented.is_empty() && unknown.is_empty(),
         "not in the README's table: {undocumented:?}; in the table but not read: {unknown:?}"
+    );
+}
+
+#[test]
+fn the_variable_table_states_each_default_as_the_settings_declare_it() {
+    use cognito_authz::config::settings::SETTINGS;
+    let text = readme();
+    let section = configuration_section(&text);
+    let mut checked = 0;
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (names, default) = (cells[1], cells[2]);
+        for name in names.split('`').skip(1).step_by(2) {
+            if name == "RUST_LOG" {
+                continue;
+            }
+            let setting = SETTINGS
+                .iter()
+                .find(|s| s.env == Some(name))
+                .unwrap_or_else(|| panic!("{name} is in the README but not in the settings"));
+            assert_eq!(
+                default,
+                setting.default.to_string(),
+                "{name}: the README's default is not the declared one"
+            );
+            checked += 1;
+        }
+    }
+    let with_env = SETTINGS.iter().filter(|s| s.env.is_some()).count();
+    assert_eq!(
+        checked, with_env,
+        "every variable of the settings has a row"
     );
 }

@@ -107,11 +107,7 @@ pub(super) fn revocation_checker(
 ) -> Result<RevocationChecker, ServerError> {
     RevocationChecker::new(
         config.revocation.clone(),
-        config
-            .pools
-            .iter()
-            .map(|p| p.idp_endpoint.clone())
-            .collect(),
+        config.idp_endpoints(),
         authorizer.revocations(),
         shared,
         revocation_lifetime(config),

@@ -1,0 +1,356 @@
+//! `[server]` and its variables: the listeners, logging, Redis, the secrets (the control API's
+//! and Redis's signing key, never shown), TLS files, the revocation cap and diagnostics.
+
+use super::*;
+
+/// Listener and logging settings for `serve`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerConfig {
+    /// gRPC listen address (`host:port`, or `unix:/path`).
+    pub grpc_addr: String,
+    /// Admin HTTP listen address.
+    pub admin_addr: String,
+    /// Grace period for in-flight checks at shutdown.
+    #[serde(with = "crate::secs")]
+    pub shutdown_grace: Duration,
+    /// Emit logs as JSON lines.
+    pub json_logs: bool,
+    /// Runtime worker threads; `None`: one per core.
+    pub worker_threads: Option<usize>,
+    /// Dry-run (shadow) mode: every request is allowed; decisions are still logged and counted.
+    pub dry_run: bool,
+    /// HTTP ext_authz listen address (`host:port` or `unix:/path`), when on.
+    pub http_addr: Option<String>,
+    /// Full dynamic metadata (rule, pool, token_use besides decision, reason, sub).
+    pub full_metadata: bool,
+    /// Redis shared by the replicas, when configured (shown without its password).
+    #[serde(serialize_with = "redacted_url")]
+    pub redis_url: Option<String>,
+    /// `/readyz` fails while Redis is down.
+    pub redis_required: bool,
+    /// TLS for the gRPC listener, when configured.
+    pub tls: Option<TlsFiles>,
+    /// The control API's secret, when configured (never shown).
+    pub admin_token: Option<AdminToken>,
+    /// The key signing shared Redis values, when configured (never shown).
+    pub redis_signing_key: Option<AdminToken>,
+    /// Most explicit revocations held.
+    pub max_revocations: usize,
+    /// Serve the diagnostics service and reflection on the gRPC listener.
+    pub diagnostics: bool,
+}
+
+/// The control API's bearer secret. Shown as `<redacted>`; compared in constant time.
+#[derive(Clone)]
+pub struct AdminToken(std::sync::Arc<str>);
+
+impl AdminToken {
+    /// The secret's bytes (a signing key).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// Whether `presented` is the secret. Both sides are hashed first, so the comparison takes
+    /// the same time whatever the lengths, and then compared in constant time.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use aws_lc_rs::digest::{digest, SHA256};
+        let (want, got) = (
+            digest(&SHA256, self.0.as_bytes()),
+            digest(&SHA256, presented),
+        );
+        aws_lc_rs::constant_time::verify_slices_are_equal(want.as_ref(), got.as_ref()).is_ok()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl Serialize for AdminToken {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// Whether the gRPC listener serves diagnostics and reflection: as configured, or (`auto`)
+/// only where nothing but this host can reach it.
+pub(super) fn diagnostics(
+    var: &dyn Fn(&str) -> Option<String>,
+    file: Option<String>,
+    grpc_addr: &str,
+) -> Result<bool, ConfigError> {
+    let (key, value) =
+        settings::text(var, &DIAGNOSTICS, file).unwrap_or((ENV_DIAGNOSTICS, String::new()));
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        "auto" => Ok(grpc_addr.starts_with("unix:")
+            || grpc_addr
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip().is_loopback())),
+        other => Err(ConfigError::invalid(
+            key,
+            format!("'{other}' is not one of auto, on, off"),
+        )),
+    }
+}
+
+/// A secret read from the file the setting's variable (or file key) names: trimmed, at least
+/// the setting's minimum in bytes, no spaces.
+pub(super) fn secret_file(
+    var: &dyn Fn(&str) -> Option<String>,
+    setting: &Setting,
+    file: Option<PathBuf>,
+) -> Result<Option<AdminToken>, ConfigError> {
+    let file = file.map(|p| p.to_string_lossy().into_owned());
+    let Some((key, path)) = settings::text(var, setting, file) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError::invalid(key, format!("cannot read {path}: {e}")))?;
+    secret_text(key, &text, setting.min as usize).map(Some)
+}
+
+pub(super) fn secret_text(
+    key: &str,
+    text: &str,
+    min_bytes: usize,
+) -> Result<AdminToken, ConfigError> {
+    let secret = text.trim();
+    if secret.len() < min_bytes || secret.chars().any(char::is_whitespace) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "the secret must be at least {min_bytes} bytes without spaces \
+                 (for example: openssl rand -hex 32)"
+            ),
+        ));
+    }
+    Ok(AdminToken(secret.into()))
+}
+
+/// The control API's secret from [`ENV_ADMIN_TOKEN_FILE`] (or the file key) or
+/// [`ENV_ADMIN_TOKEN`]: trimmed, at least [`MIN_ADMIN_TOKEN_BYTES`].
+pub(super) fn admin_token(
+    var: &dyn Fn(&str) -> Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<AdminToken>, ConfigError> {
+    let from_file = secret_file(var, &ADMIN_TOKEN_FILE, file)?;
+    match (from_file, settings::text(var, &ADMIN_TOKEN, None)) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(
+            ENV_ADMIN_TOKEN,
+            format!("set {ENV_ADMIN_TOKEN_FILE} or {ENV_ADMIN_TOKEN}, not both"),
+        )),
+        (Some(secret), None) => Ok(Some(secret)),
+        (None, Some((key, text))) => secret_text(key, &text, ADMIN_TOKEN.min as usize).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Files for the gRPC listener's TLS (paths only: `check-config` never prints key material).
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA bundle for client certificates (mutual TLS), when required.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            grpc_addr: DEFAULT_GRPC_ADDR.to_string(),
+            admin_addr: DEFAULT_ADMIN_ADDR.to_string(),
+            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
+            json_logs: false,
+            worker_threads: None,
+            dry_run: false,
+            http_addr: None,
+            full_metadata: false,
+            redis_url: None,
+            redis_required: false,
+            tls: None,
+            admin_token: None,
+            redis_signing_key: None,
+            max_revocations: crate::revocation::DEFAULT_MAX_REVOCATIONS,
+            diagnostics: true,
+        }
+    }
+}
+
+/// `[server]` and its variables: listeners, logging, Redis, secrets, the revocation cap.
+pub(super) fn server_config(
+    var: &dyn Fn(&str) -> Option<String>,
+    file_server: FileServer,
+) -> Result<ServerConfig, ConfigError> {
+    let address = |setting: &Setting, file: Option<String>| {
+        settings::text(var, setting, file).map_or_else(String::new, |(_, addr)| addr)
+    };
+    let mut server = ServerConfig {
+        grpc_addr: address(&GRPC_ADDR, file_server.grpc_addr),
+        admin_addr: address(&ADMIN_ADDR, file_server.admin_addr),
+        shutdown_grace: Duration::from_secs(settings::number(
+            var,
+            &SHUTDOWN_GRACE,
+            file_server.shutdown_grace_seconds,
+        )?),
+        json_logs: settings::choice(
+            var,
+            &LOG_FORMAT,
+            file_server.log_format,
+            &[("text", false), ("json", true)],
+        )?,
+        worker_threads: settings::optional_number(
+            var,
+            &WORKER_THREADS,
+            file_server.worker_threads,
+        )?
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        dry_run: settings::switch(var, &DRY_RUN, file_server.dry_run)?,
+        http_addr: settings::text(var, &HTTP_ADDR, file_server.http_addr).map(|(_, addr)| addr),
+        redis_url: redis_url(settings::text(var, &REDIS_URL, file_server.redis_url))?,
+        redis_required: settings::switch(var, &REDIS_REQUIRED, file_server.redis_required)?,
+        full_metadata: settings::choice(
+            var,
+            &DECISION_METADATA,
+            file_server.decision_metadata,
+            &[("minimal", false), ("full", true)],
+        )?,
+        tls: tls_files(
+            var,
+            file_server.tls_cert,
+            file_server.tls_key,
+            file_server.tls_client_ca,
+        )?,
+        admin_token: admin_token(var, file_server.admin_token_file)?,
+        redis_signing_key: secret_file(
+            var,
+            &REDIS_SIGNING_KEY_FILE,
+            file_server.redis_signing_key_file,
+        )?,
+        // Set below, once the gRPC address is known.
+        diagnostics: false,
+        max_revocations: settings::count(var, &MAX_REVOCATIONS, file_server.max_revocations)?,
+    };
+    server.diagnostics = diagnostics(var, file_server.diagnostics, &server.grpc_addr)?;
+    validate_listen_addr(ENV_GRPC_ADDR, &server.grpc_addr, true)?;
+    validate_listen_addr(ENV_ADMIN_ADDR, &server.admin_addr, false)?;
+    if let Some(addr) = &server.http_addr {
+        validate_listen_addr(ENV_HTTP_ADDR, addr, true)?;
+    }
+
+    Ok(server)
+}
+
+/// A Redis URL, named by where it came from: `redis://` or `rediss://` only.
+pub(super) fn redis_url(picked: Option<(&str, String)>) -> Result<Option<String>, ConfigError> {
+    let Some((key, url)) = picked else {
+        return Ok(None);
+    };
+    let url = url.trim().to_string();
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        Ok(Some(url))
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            "must be a redis:// or rediss:// URL",
+        ))
+    }
+}
+
+/// A listen address is `host:port` (an IP literal) or, where allowed, `unix:/absolute/path`.
+pub(super) fn validate_listen_addr(
+    key: &str,
+    addr: &str,
+    allow_unix: bool,
+) -> Result<(), ConfigError> {
+    if let Some(path) = addr.strip_prefix("unix:") {
+        return if !allow_unix {
+            Err(ConfigError::invalid(
+                key,
+                "a Unix socket is not supported here",
+            ))
+        } else if path.starts_with('/') {
+            Ok(())
+        } else {
+            Err(ConfigError::invalid(
+                key,
+                format!("'{addr}' must be unix: followed by an absolute path"),
+            ))
+        };
+    }
+    addr.parse::<std::net::SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| {
+            ConfigError::invalid(key, format!("'{addr}' is not an IP address with a port"))
+        })
+}
+
+/// TLS settings from the environment (which wins) or the file; each named file must hold PEM.
+pub(super) fn tls_files(
+    var: &dyn Fn(&str) -> Option<String>,
+    file_cert: Option<PathBuf>,
+    file_key: Option<PathBuf>,
+    file_ca: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let pick = |setting: &Setting, file: Option<PathBuf>| {
+        let file = file.map(|p| p.to_string_lossy().into_owned());
+        settings::text(var, setting, file).map(|(key, path)| (key, PathBuf::from(path)))
+    };
+    let cert = pick(&TLS_CERT, file_cert);
+    let key = pick(&TLS_KEY, file_key);
+    let ca = pick(&TLS_CLIENT_CA, file_ca);
+    let (cert, key) = match (cert, key, &ca) {
+        (None, None, None) => return Ok(None),
+        (Some(cert), Some(key), _) => (cert, key),
+        (None, _, _) => {
+            return Err(ConfigError::invalid(
+                ENV_TLS_CERT,
+                "TLS needs a certificate (and a key)",
+            ))
+        }
+        (Some(_), None, _) => {
+            return Err(ConfigError::invalid(ENV_TLS_KEY, "TLS needs a private key"))
+        }
+    };
+    for (key_name, path) in [Some(&cert), Some(&key), ca.as_ref()].into_iter().flatten() {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| ConfigError::invalid(*key_name, format!("{}: {err}", path.display())))?;
+        if !text.contains("-----BEGIN ") {
+            return Err(ConfigError::invalid(
+                *key_name,
+                format!("{} holds no PEM", path.display()),
+            ));
+        }
+    }
+    Ok(Some(TlsFiles {
+        cert: cert.1,
+        key: key.1,
+        client_ca: ca.map(|c| c.1),
+    }))
+}
+
+/// A Redis URL as `check-config` and `/config` show it: the password replaced.
+pub(super) fn redacted_url<S: serde::Serializer>(
+    url: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        None => s.serialize_none(),
+        Some(url) => {
+            let shown = match reqwest::Url::parse(url) {
+                Ok(mut parsed) if parsed.password().is_some() => {
+                    let _ = parsed.set_password(Some("redacted"));
+                    parsed.to_string()
+                }
+                Ok(parsed) => parsed.to_string(),
+                Err(_) => "<unparsable>".to_string(),
+            };
+            s.serialize_some(&shown)
+        }
+    }
+}

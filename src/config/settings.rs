@@ -1,0 +1,682 @@
+//! Every scalar setting, declared once: its variable, its file key, its default, its bounds and
+//! its doc line. Reading a value (variable first, then the file, then the default), checking it
+//! against its bounds, and naming the right variable or key in an exit-2 message all go through
+//! these entries; a test holds the README's table to them, and another holds the file schema's
+//! fields to them one to one.
+//!
+//! Why no crate: clap's `env` covers variables but not the file, and figment or config map
+//! variable names to keys by a rule, while ours are the app's own names beside our own. What is
+//! left is a table and five small readers.
+
+use super::*;
+
+/// A setting's default, as it is used and as the README states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultValue {
+    /// A number.
+    Number(u64),
+    /// `true` or `false`.
+    Switch(bool),
+    /// A word or an address, used as if it had been given.
+    Word(&'static str),
+    /// No value; the text says what that means (`none`, `off`, `one per core`).
+    Unset(&'static str),
+}
+
+impl std::fmt::Display for DefaultValue {
+    /// The default as the README's table shows it: a value in backticks, or the prose of
+    /// [`DefaultValue::Unset`] as it is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DefaultValue::Number(n) => write!(f, "`{n}`"),
+            DefaultValue::Switch(b) => write!(f, "`{b}`"),
+            DefaultValue::Word(w) => write!(f, "`{w}`"),
+            DefaultValue::Unset(text) => f.write_str(text),
+        }
+    }
+}
+
+/// One setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The environment variable, when there is one.
+    pub env: Option<&'static str>,
+    /// The config file key (dotted: `jwks.refresh_seconds`), when there is one. Pool settings
+    /// are per pool: `pools[].id`.
+    pub key: Option<&'static str>,
+    /// The default.
+    pub default: DefaultValue,
+    /// The smallest number accepted (numbers only; 0 means any).
+    pub min: u64,
+    /// The largest number accepted (numbers only).
+    pub max: Option<u64>,
+    /// What it does, in one line.
+    pub doc: &'static str,
+}
+
+impl Setting {
+    const fn new(
+        env: &'static str,
+        key: &'static str,
+        default: DefaultValue,
+        doc: &'static str,
+    ) -> Self {
+        Setting {
+            env: Some(env),
+            key: Some(key),
+            default,
+            min: 0,
+            max: None,
+            doc,
+        }
+    }
+
+    const fn file_only(key: &'static str, default: DefaultValue, doc: &'static str) -> Self {
+        Setting {
+            env: None,
+            key: Some(key),
+            default,
+            min: 0,
+            max: None,
+            doc,
+        }
+    }
+
+    const fn env_only(env: &'static str, default: DefaultValue, doc: &'static str) -> Self {
+        Setting {
+            env: Some(env),
+            key: None,
+            default,
+            min: 0,
+            max: None,
+            doc,
+        }
+    }
+
+    const fn at_least(mut self, min: u64) -> Self {
+        self.min = min;
+        self
+    }
+
+    const fn at_most(mut self, max: u64) -> Self {
+        self.max = Some(max);
+        self
+    }
+
+    /// The name a problem is reported under when nothing was given: the variable, else the key.
+    fn name(&self) -> &'static str {
+        self.env.or(self.key).unwrap_or("?")
+    }
+}
+
+use DefaultValue::{Number, Switch, Unset, Word};
+
+/// `COGNITO_CLOCK_LEEWAY_SECONDS`.
+pub const LEEWAY: Setting = Setting::new(
+    ENV_LEEWAY,
+    "leeway_seconds",
+    Number(DEFAULT_LEEWAY_SECS),
+    "clock-skew leeway in seconds for exp, nbf and iat",
+)
+.at_most(MAX_LEEWAY_SECS);
+/// `max_token_bytes`.
+pub const MAX_TOKEN_BYTES: Setting = Setting::file_only(
+    "max_token_bytes",
+    Number(DEFAULT_MAX_TOKEN_BYTES as u64),
+    "largest token accepted, in bytes (no Cognito token is under 1 KiB)",
+)
+.at_least(1024);
+/// `COGNITO_TOKEN_CACHE_SIZE`.
+pub const TOKEN_CACHE_SIZE: Setting = Setting::new(
+    ENV_TOKEN_CACHE_SIZE,
+    "token_cache_entries",
+    Number(crate::cache::DEFAULT_CACHE_ENTRIES as u64),
+    "verified tokens cached (0 disables the cache)",
+);
+/// `AUTHZ_ALLOW_PREFLIGHT`.
+pub const ALLOW_PREFLIGHT: Setting = Setting::new(
+    ENV_ALLOW_PREFLIGHT,
+    "allow_preflight",
+    Switch(DEFAULT_ALLOW_PREFLIGHT),
+    "let CORS preflights through as anonymous where a route does not say otherwise",
+);
+/// `COGNITO_AUTHZ_CONFIG`.
+pub const CONFIG_FILE: Setting = Setting::env_only(
+    ENV_CONFIG_FILE,
+    Unset("none"),
+    "path of the TOML config file (or --config)",
+);
+
+/// `COGNITO_JWKS_REFRESH_SECONDS`.
+pub const JWKS_REFRESH: Setting = Setting::new(
+    ENV_JWKS_REFRESH,
+    "jwks.refresh_seconds",
+    Number(DEFAULT_JWKS_REFRESH_SECS),
+    "seconds between background key refreshes",
+)
+.at_least(1);
+/// `COGNITO_JWKS_MIN_REFETCH_SECONDS`: zero would switch off the unknown-`kid` flood
+/// protection (every token with a made-up `kid` would cost a fetch from the IdP).
+pub const JWKS_MIN_REFETCH: Setting = Setting::new(
+    ENV_JWKS_MIN_REFETCH,
+    "jwks.min_refetch_seconds",
+    Number(DEFAULT_JWKS_MIN_REFETCH_SECS),
+    "penalty window: at most one unknown-kid refetch per pool within it",
+)
+.at_least(1);
+/// `COGNITO_JWKS_TIMEOUT_MS`.
+pub const JWKS_TIMEOUT: Setting = Setting::new(
+    ENV_JWKS_TIMEOUT_MS,
+    "jwks.timeout_ms",
+    Number(DEFAULT_JWKS_TIMEOUT_MS),
+    "timeout of one JWKS fetch in milliseconds",
+)
+.at_least(1);
+/// `jwks.max_bytes`.
+pub const JWKS_MAX_BYTES: Setting = Setting::file_only(
+    "jwks.max_bytes",
+    Number(DEFAULT_JWKS_MAX_BYTES as u64),
+    "largest JWKS document read, in bytes",
+)
+.at_least(1);
+/// `jwks.retry_min_ms`.
+pub const JWKS_RETRY_MIN: Setting = Setting::file_only(
+    "jwks.retry_min_ms",
+    Number(DEFAULT_JWKS_RETRY_MIN_MS),
+    "first retry delay after a failed fetch, in milliseconds",
+)
+.at_least(1);
+/// `jwks.retry_max_ms`.
+pub const JWKS_RETRY_MAX: Setting = Setting::file_only(
+    "jwks.retry_max_ms",
+    Number(DEFAULT_JWKS_RETRY_MAX_MS),
+    "longest retry delay, in milliseconds (not below jwks.retry_min_ms)",
+)
+.at_least(1);
+
+/// `AUTHZ_GRPC_ADDR`.
+pub const GRPC_ADDR: Setting = Setting::new(
+    ENV_GRPC_ADDR,
+    "server.grpc_addr",
+    Word(DEFAULT_GRPC_ADDR),
+    "gRPC listener: host:port or unix:/absolute/path",
+);
+/// `AUTHZ_ADMIN_ADDR`.
+pub const ADMIN_ADDR: Setting = Setting::new(
+    ENV_ADMIN_ADDR,
+    "server.admin_addr",
+    Word(DEFAULT_ADMIN_ADDR),
+    "admin HTTP listener: probes, metrics, the operator's control API",
+);
+/// `AUTHZ_HTTP_ADDR`.
+pub const HTTP_ADDR: Setting = Setting::new(
+    ENV_HTTP_ADDR,
+    "server.http_addr",
+    Unset("off"),
+    "Envoy's HTTP ext_authz listener: host:port or unix:/absolute/path",
+);
+/// `server.shutdown_grace_seconds`.
+pub const SHUTDOWN_GRACE: Setting = Setting::file_only(
+    "server.shutdown_grace_seconds",
+    Number(DEFAULT_SHUTDOWN_GRACE_SECS),
+    "seconds in-flight checks get to finish at shutdown",
+);
+/// `AUTHZ_LOG_FORMAT`.
+pub const LOG_FORMAT: Setting = Setting::new(
+    ENV_LOG_FORMAT,
+    "server.log_format",
+    Word("text"),
+    "text or json",
+);
+/// `AUTHZ_WORKER_THREADS`.
+pub const WORKER_THREADS: Setting = Setting::new(
+    ENV_WORKER_THREADS,
+    "server.worker_threads",
+    Unset("one per core"),
+    "serve's runtime worker threads",
+)
+.at_least(1);
+/// `AUTHZ_DRY_RUN`.
+pub const DRY_RUN: Setting = Setting::new(
+    ENV_DRY_RUN,
+    "server.dry_run",
+    Switch(false),
+    "shadow mode: decide, log and count, allow every request",
+);
+/// `AUTHZ_DECISION_METADATA`.
+pub const DECISION_METADATA: Setting = Setting::new(
+    ENV_DECISION_METADATA,
+    "server.decision_metadata",
+    Word("minimal"),
+    "dynamic metadata per decision: minimal or full",
+);
+/// `AUTHZ_REDIS_URL`.
+pub const REDIS_URL: Setting = Setting::new(
+    ENV_REDIS_URL,
+    "server.redis_url",
+    Unset("none"),
+    "redis:// or rediss:// shared by every replica",
+);
+/// `AUTHZ_REDIS_REQUIRED`.
+pub const REDIS_REQUIRED: Setting = Setting::new(
+    ENV_REDIS_REQUIRED,
+    "server.redis_required",
+    Switch(false),
+    "/readyz fails while Redis is down",
+);
+/// `AUTHZ_REDIS_SIGNING_KEY_FILE`.
+pub const REDIS_SIGNING_KEY_FILE: Setting = Setting::new(
+    ENV_REDIS_SIGNING_KEY_FILE,
+    "server.redis_signing_key_file",
+    Unset("none"),
+    "file holding the key that signs what replicas share",
+)
+.at_least(MIN_SIGNING_KEY_BYTES as u64);
+/// `AUTHZ_TLS_CERT`.
+pub const TLS_CERT: Setting = Setting::new(
+    ENV_TLS_CERT,
+    "server.tls_cert",
+    Unset("none"),
+    "PEM certificate chain: the listeners speak TLS",
+);
+/// `AUTHZ_TLS_KEY`.
+pub const TLS_KEY: Setting = Setting::new(
+    ENV_TLS_KEY,
+    "server.tls_key",
+    Unset("none"),
+    "PEM private key of that certificate",
+);
+/// `AUTHZ_TLS_CLIENT_CA`.
+pub const TLS_CLIENT_CA: Setting = Setting::new(
+    ENV_TLS_CLIENT_CA,
+    "server.tls_client_ca",
+    Unset("none"),
+    "PEM CA bundle: clients must present a certificate it signed",
+);
+/// `AUTHZ_ADMIN_TOKEN_FILE`.
+pub const ADMIN_TOKEN_FILE: Setting = Setting::new(
+    ENV_ADMIN_TOKEN_FILE,
+    "server.admin_token_file",
+    Unset("none"),
+    "file holding the control API's bearer secret; without one the control API is off",
+)
+.at_least(MIN_ADMIN_TOKEN_BYTES as u64);
+/// `AUTHZ_ADMIN_TOKEN`.
+pub const ADMIN_TOKEN: Setting = Setting::env_only(
+    ENV_ADMIN_TOKEN,
+    Unset("none"),
+    "the control API's secret itself, for platforms that inject secrets as variables",
+)
+.at_least(MIN_ADMIN_TOKEN_BYTES as u64);
+/// `AUTHZ_MAX_REVOCATIONS`.
+pub const MAX_REVOCATIONS: Setting = Setting::new(
+    ENV_MAX_REVOCATIONS,
+    "server.max_revocations",
+    Number(crate::revocation::DEFAULT_MAX_REVOCATIONS as u64),
+    "explicit revocations held; one more is refused",
+)
+.at_least(1);
+/// `AUTHZ_DIAGNOSTICS`.
+pub const DIAGNOSTICS: Setting = Setting::new(
+    ENV_DIAGNOSTICS,
+    "server.diagnostics",
+    Word("auto"),
+    "diagnostics and reflection on the gRPC listener: auto, on or off",
+);
+
+/// `COGNITO_REVOCATION`.
+pub const REVOCATION: Setting = Setting::new(
+    ENV_REVOCATION,
+    "revocation.mode",
+    Word("off"),
+    "service-wide revocation checks: off or cognito",
+);
+/// `COGNITO_REVOCATION_TTL_SECONDS`.
+pub const REVOCATION_TTL: Setting = Setting::new(
+    ENV_REVOCATION_TTL,
+    "revocation.ttl_seconds",
+    Number(revocation_check::DEFAULT_TTL_SECS),
+    "seconds a Cognito verdict on a token is trusted",
+)
+.at_least(1);
+/// `COGNITO_REVOCATION_ON_UNAVAILABLE`.
+pub const REVOCATION_ON_UNAVAILABLE: Setting = Setting::new(
+    ENV_REVOCATION_ON_UNAVAILABLE,
+    "revocation.on_unavailable",
+    Word("deny"),
+    "when Cognito gives no verdict: deny or grace",
+);
+/// `COGNITO_REVOCATION_GRACE_SECONDS`.
+pub const REVOCATION_GRACE: Setting = Setting::new(
+    ENV_REVOCATION_GRACE,
+    "revocation.grace_seconds",
+    Number(revocation_check::DEFAULT_GRACE_SECS),
+    "how old a verdict grace accepts, in seconds",
+);
+/// `COGNITO_REVOCATION_TIMEOUT_MS`.
+pub const REVOCATION_TIMEOUT: Setting = Setting::new(
+    ENV_REVOCATION_TIMEOUT_MS,
+    "revocation.timeout_ms",
+    Number(revocation_check::DEFAULT_TIMEOUT_MS),
+    "one token's whole revocation check, in milliseconds",
+)
+.at_least(1);
+/// `COGNITO_REVOCATION_MAX_CONCURRENT`.
+pub const REVOCATION_MAX_CONCURRENT: Setting = Setting::new(
+    ENV_REVOCATION_MAX_CONCURRENT,
+    "revocation.max_concurrent",
+    Number(revocation_check::DEFAULT_MAX_CONCURRENT as u64),
+    "GetUser calls in flight per pool",
+)
+.at_least(1);
+/// `COGNITO_REVOCATION_UNVERIFIABLE`.
+pub const REVOCATION_UNVERIFIABLE: Setting = Setting::new(
+    ENV_REVOCATION_UNVERIFIABLE,
+    "revocation.unverifiable",
+    Word("deny"),
+    "tokens GetUser cannot judge, on routes that require the check: deny or allow",
+);
+
+/// `AWS_COGNITO_USER_POOL_ID`.
+pub const POOL_ID: Setting = Setting::new(
+    ENV_POOL_ID,
+    "pools[].id",
+    Unset("(required unless the file lists pools)"),
+    "the user pool",
+);
+/// `AWS_COGNITO_USER_POOL_CLIENT_ID`.
+pub const CLIENT_IDS: Setting = Setting::new(
+    ENV_CLIENT_IDS,
+    "pools[].client_ids",
+    Unset("(required with the pool)"),
+    "the app client id, or a comma-separated list",
+);
+/// `AWS_DEFAULT_REGION`.
+pub const REGION: Setting = Setting::new(
+    ENV_REGION,
+    "pools[].region",
+    Unset("none"),
+    "used only when the pool id carries no region",
+);
+/// `COGNITO_ISSUER`.
+pub const ISSUER: Setting = Setting::new(
+    ENV_ISSUER,
+    "pools[].issuer",
+    Unset("both AWS forms (below)"),
+    "the expected iss, replacing both AWS forms",
+);
+/// `COGNITO_JWKS_URI`.
+pub const JWKS_URI: Setting = Setting::new(
+    ENV_JWKS_URI,
+    "pools[].jwks_uri",
+    Unset("`{issuer}/.well-known/jwks.json`"),
+    "where keys are fetched",
+);
+/// `COGNITO_TOKEN_USE`.
+pub const TOKEN_USE: Setting = Setting::new(
+    ENV_TOKEN_USE,
+    "pools[].token_use",
+    Word("access"),
+    "access, id or any",
+);
+/// `COGNITO_IDP_ENDPOINT`.
+pub const IDP_ENDPOINT: Setting = Setting::new(
+    ENV_IDP_ENDPOINT,
+    "pools[].idp_endpoint",
+    Unset("`https://cognito-idp.{region}.amazonaws.com/`"),
+    "Cognito's API for GetUser",
+);
+
+/// Every setting, in the README's order of sections.
+pub const SETTINGS: [&Setting; 43] = [
+    &POOL_ID,
+    &CLIENT_IDS,
+    &REGION,
+    &ISSUER,
+    &JWKS_URI,
+    &TOKEN_USE,
+    &LEEWAY,
+    &MAX_TOKEN_BYTES,
+    &TOKEN_CACHE_SIZE,
+    &ALLOW_PREFLIGHT,
+    &CONFIG_FILE,
+    &JWKS_REFRESH,
+    &JWKS_MIN_REFETCH,
+    &JWKS_TIMEOUT,
+    &JWKS_MAX_BYTES,
+    &JWKS_RETRY_MIN,
+    &JWKS_RETRY_MAX,
+    &GRPC_ADDR,
+    &ADMIN_ADDR,
+    &HTTP_ADDR,
+    &SHUTDOWN_GRACE,
+    &LOG_FORMAT,
+    &WORKER_THREADS,
+    &DRY_RUN,
+    &DECISION_METADATA,
+    &REDIS_URL,
+    &REDIS_REQUIRED,
+    &REDIS_SIGNING_KEY_FILE,
+    &TLS_CERT,
+    &TLS_KEY,
+    &TLS_CLIENT_CA,
+    &ADMIN_TOKEN_FILE,
+    &ADMIN_TOKEN,
+    &MAX_REVOCATIONS,
+    &DIAGNOSTICS,
+    &REVOCATION,
+    &REVOCATION_TTL,
+    &REVOCATION_ON_UNAVAILABLE,
+    &REVOCATION_GRACE,
+    &REVOCATION_TIMEOUT,
+    &REVOCATION_MAX_CONCURRENT,
+    &REVOCATION_UNVERIFIABLE,
+    &IDP_ENDPOINT,
+];
+
+/// The variable lookup every reader takes: empty variables already count as unset.
+pub(super) type Vars<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Where a value came from and the value: the variable when it is set, else the file key.
+fn given<T>(
+    var: Vars<'_>,
+    setting: &Setting,
+    file: Option<T>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<(&'static str, T)>, ConfigError> {
+    if let Some(name) = setting.env {
+        if let Some(text) = var(name) {
+            return parse(&text)
+                .map(|value| Some((name, value)))
+                .map_err(|problem| ConfigError::invalid(name, problem));
+        }
+    }
+    Ok(file.map(|value| (setting.key.unwrap_or("?"), value)))
+}
+
+fn whole_number(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("'{text}' is not a whole number of the expected unit"))
+}
+
+/// `value` within the setting's bounds, or an error under `name`.
+fn bounded(setting: &Setting, name: &str, value: u64) -> Result<u64, ConfigError> {
+    if value < setting.min {
+        let problem = if setting.min == 1 {
+            "must be greater than zero".to_string()
+        } else {
+            format!(
+                "{value} is less than the smallest accepted, {}",
+                setting.min
+            )
+        };
+        return Err(ConfigError::invalid(name, problem));
+    }
+    match setting.max {
+        Some(max) if value > max => Err(ConfigError::invalid(
+            name,
+            format!("{value} is more than the largest accepted, {max}"),
+        )),
+        _ => Ok(value),
+    }
+}
+
+/// A number: the variable, else the file, else the default; within bounds either way.
+pub(super) fn number(
+    var: Vars<'_>,
+    setting: &Setting,
+    file: Option<u64>,
+) -> Result<u64, ConfigError> {
+    match given(var, setting, file, whole_number)? {
+        Some((name, value)) => bounded(setting, name, value),
+        None => match setting.default {
+            Number(n) => Ok(n),
+            other => Err(ConfigError::invalid(
+                setting.name(),
+                format!("has no numeric default ({other})"),
+            )),
+        },
+    }
+}
+
+/// A number that may be left unset (its default is [`DefaultValue::Unset`]).
+pub(super) fn optional_number(
+    var: Vars<'_>,
+    setting: &Setting,
+    file: Option<u64>,
+) -> Result<Option<u64>, ConfigError> {
+    given(var, setting, file, whole_number)?
+        .map(|(name, value)| bounded(setting, name, value))
+        .transpose()
+}
+
+/// A number that counts things in memory.
+pub(super) fn count(
+    var: Vars<'_>,
+    setting: &Setting,
+    file: Option<u64>,
+) -> Result<usize, ConfigError> {
+    let value = number(var, setting, file)?;
+    usize::try_from(value)
+        .map_err(|_| ConfigError::invalid(setting.name(), format!("{value} is too large")))
+}
+
+/// A switch: `true` or `false` in any letter case.
+pub(super) fn switch(
+    var: Vars<'_>,
+    setting: &Setting,
+    file: Option<bool>,
+) -> Result<bool, ConfigError> {
+    match given(var, setting, file, crate::parse_bool)? {
+        Some((_, value)) => Ok(value),
+        None => match setting.default {
+            Switch(b) => Ok(b),
+            _ => Ok(false),
+        },
+    }
+}
+
+/// Text (an address, a URL, a path), with the name it came under; the default when it is a
+/// [`DefaultValue::Word`], nothing when it is [`DefaultValue::Unset`].
+pub(super) fn text(
+    var: Vars<'_>,
+    setting: &Setting,
+    file: Option<String>,
+) -> Option<(&'static str, String)> {
+    let text = |t: &str| Ok::<_, String>(t.to_string());
+    match given(var, setting, file, text) {
+        Ok(Some(found)) => Some(found),
+        _ => match setting.default {
+            Word(w) => Some((setting.name(), w.to_string())),
+            _ => None,
+        },
+    }
+}
+
+/// A word (any letter case) mapped through `choices`; the default is the setting's
+/// [`DefaultValue::Word`], which must be one of them.
+pub(super) fn choice<T: Copy>(
+    var: Vars<'_>,
+    setting: &Setting,
+    file: Option<String>,
+    choices: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let (name, word) = text(var, setting, file).unwrap_or((setting.name(), String::new()));
+    let word = word.trim();
+    choices
+        .iter()
+        .find(|(choice, _)| choice.eq_ignore_ascii_case(word))
+        .map(|(_, value)| *value)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(choice, _)| *choice).collect();
+            ConfigError::invalid(name, format!("'{word}' is not one of {}", names.join(", ")))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_default_is_one_of_its_choices_and_every_number_within_its_bounds() {
+        let none = |_: &str| None;
+        for setting in SETTINGS {
+            if let Number(n) = setting.default {
+                assert_eq!(
+                    bounded(setting, setting.name(), n).ok(),
+                    Some(n),
+                    "{setting:?}"
+                );
+            }
+        }
+        assert!(!choice(&none, &LOG_FORMAT, None, &[("text", false), ("json", true)]).unwrap());
+        assert_eq!(
+            choice(&none, &REVOCATION, None, &RevocationMode::CHOICES).unwrap(),
+            RevocationMode::Off
+        );
+        assert_eq!(
+            choice(
+                &none,
+                &REVOCATION_ON_UNAVAILABLE,
+                None,
+                &OnUnavailable::CHOICES
+            )
+            .unwrap(),
+            OnUnavailable::Deny
+        );
+    }
+
+    #[test]
+    fn a_value_is_named_by_where_it_came_from() {
+        let vars = |k: &str| (k == ENV_JWKS_REFRESH).then(|| "0".to_string());
+        let none = |_: &str| None;
+        let from_env = number(&vars, &JWKS_REFRESH, Some(5)).unwrap_err();
+        assert!(from_env
+            .to_string()
+            .starts_with("COGNITO_JWKS_REFRESH_SECONDS:"));
+        let from_file = number(&none, &JWKS_REFRESH, Some(0)).unwrap_err();
+        assert!(
+            from_file.to_string().starts_with("jwks.refresh_seconds:"),
+            "{from_file}"
+        );
+        assert_eq!(
+            number(&none, &JWKS_REFRESH, None).unwrap(),
+            DEFAULT_JWKS_REFRESH_SECS
+        );
+        let leeway = number(&none, &LEEWAY, Some(301)).unwrap_err();
+        assert!(
+            leeway.to_string().contains("largest accepted, 300"),
+            "{leeway}"
+        );
+    }
+
+    #[test]
+    fn every_variable_is_in_the_table_once() {
+        let mut vars: Vec<&str> = SETTINGS.iter().filter_map(|s| s.env).collect();
+        vars.sort_unstable();
+        vars.dedup();
+        let with_env = SETTINGS.iter().filter(|s| s.env.is_some()).count();
+        assert_eq!(vars.len(), with_env, "a variable listed twice");
+    }
+}
