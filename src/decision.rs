@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use tracing::info;
 
 use crate::cache::{token_key, Lookup, TokenCache};
+use crate::clock::Clock;
 use crate::credential::{find_credential, is_preflight, Credential};
 use crate::identity::Identity;
 use crate::metrics::Metrics;
@@ -234,6 +235,8 @@ struct Inner {
     full_metadata: AtomicBool,
     /// Explicit revocations: kept across reloads.
     revocations: Arc<RevocationList>,
+    /// What every expiry is judged by.
+    clock: Clock,
 }
 
 /// Decides checks for every protocol. Cheap to clone.
@@ -250,6 +253,17 @@ impl Authorizer {
         routes: RouteConfig,
         cache_entries: usize,
         metrics: Metrics,
+    ) -> Authorizer {
+        Authorizer::with_clock(verifier, routes, cache_entries, metrics, Clock::system())
+    }
+
+    /// Like [`Authorizer::new`], judging every expiry by `clock` (a manual one in tests).
+    pub fn with_clock(
+        verifier: Verifier,
+        routes: RouteConfig,
+        cache_entries: usize,
+        metrics: Metrics,
+        clock: Clock,
     ) -> Authorizer {
         let state = State {
             verifier,
@@ -271,6 +285,7 @@ impl Authorizer {
                 dry_run: AtomicBool::new(false),
                 full_metadata: AtomicBool::new(false),
                 revocations,
+                clock,
             }),
         }
     }
@@ -341,6 +356,11 @@ impl Authorizer {
         self.inner.state.load().verifier.clone()
     }
 
+    /// The clock every expiry is judged by.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
     /// Decides one request and says what Envoy should do; counts and logs the decision. An
     /// error means Envoy sent a `context_extensions` value we cannot read: its configuration is
     /// wrong, and the adapter fails the check closed.
@@ -363,6 +383,7 @@ impl Authorizer {
                     &requirements,
                     input.headers,
                     &self.inner.revocations,
+                    self.inner.clock.now(),
                 )
                 .await
         };
@@ -429,6 +450,7 @@ impl State {
         requirements: &Requirements,
         headers: &HashMap<String, String>,
         revocations: &RevocationList,
+        now: i64,
     ) -> Verdict {
         let routes = &*self.routes;
         if requirements.mode == Mode::Public {
@@ -452,7 +474,6 @@ impl State {
             }
         };
         let key = token_key(token);
-        let now = crate::unix_now();
         let identity = match self.identity(token, key, now).await {
             Ok(identity) => identity,
             Err(reason) => return refuse(optional, requirements, reason),

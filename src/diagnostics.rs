@@ -27,7 +27,8 @@ impl DiagnosticsService {
     /// The verdict for a token (`Bearer ` prefix allowed), as `cognito-authz verify` gives it.
     pub async fn verify_token(&self, token: &str) -> VerifyTokenResponse {
         let token = crate::credential::pasted_token(token);
-        match self.authorizer.verifier().verify(token).await {
+        let now = self.authorizer.clock().now();
+        match self.authorizer.verifier().verify_at(token, now).await {
             Ok(claims) => {
                 let ask_cognito = self.authorizer.checks_cognito_by_default();
                 let revocation = match self.authorizer.revocation_checker() {

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! Lowest first; each module imports only from those above it in this list:
+//! - [`clock`]: the one clock for everything that expires (system, or manual in tests).
 //! - [`identity`]: token use, the compact identity, the managed identity headers.
 //! - [`credential`]: where the token is (bearer, token header, cookie) and CORS preflights.
 //! - [`pool`]: a configured user pool.
@@ -30,6 +31,7 @@
 
 pub mod authz;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod credential;
 pub mod decision;

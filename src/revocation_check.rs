@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
 use tracing::debug;
 
+use crate::clock::Clock;
 use crate::identity::{Identity, TokenUse};
 use crate::lock;
 use crate::revocation::{
@@ -161,6 +162,7 @@ type Outcome = Option<Result<CognitoAnswer, Unavailable>>;
 #[derive(Clone)]
 pub struct RevocationChecker {
     inner: Arc<Inner>,
+    clock: Clock,
 }
 
 struct Inner {
@@ -215,6 +217,7 @@ impl RevocationChecker {
                 observer: observer.unwrap_or_else(|| Arc::new(NoObserver)),
                 settings,
             }),
+            clock: Clock::system(),
         })
     }
 
@@ -226,7 +229,14 @@ impl RevocationChecker {
         inner.verdicts = Arc::clone(&previous.inner.verdicts);
         RevocationChecker {
             inner: Arc::new(inner),
+            clock: self.clock,
         }
+    }
+
+    /// The same checker judging verdict ages by `clock` (a manual one in tests).
+    pub fn with_clock(mut self, clock: Clock) -> RevocationChecker {
+        self.clock = clock;
+        self
     }
 
     /// The settings.
@@ -369,7 +379,7 @@ impl RevocationChecker {
                 // Only a verdict as fresh as `check` demands: the replica holding the lock
                 // (or whoever set it) does not make an old verdict good again.
                 if let Ok(Some((verdict, at))) = shared.verdict(key).await {
-                    if crate::unix_now().saturating_sub(at) < settings.ttl.as_secs() as i64 {
+                    if self.clock.now().saturating_sub(at) < settings.ttl.as_secs() as i64 {
                         inner.verdicts.insert(*key, (verdict, at));
                         self.count("shared");
                         return Some(verdict_answer(verdict));
@@ -419,7 +429,7 @@ impl RevocationChecker {
             return Err(Unavailable::Timeout);
         }
         let result = inner.client.get_user(endpoint, token, left).await;
-        let now = crate::unix_now();
+        let now = self.clock.now();
         match result {
             Ok(answer) => {
                 self.count(match answer {
@@ -540,7 +550,7 @@ impl RevocationChecker {
         list: &RevocationList,
         ask_cognito: bool,
     ) -> RevocationStatus {
-        let now = crate::unix_now();
+        let now = self.clock.now();
         let allowed = self.inner.settings.allow_unverifiable;
         let Ok(identity) = Identity::from_claims(&claims.claim_set(), &[]) else {
             return RevocationStatus::Unverifiable { allowed };

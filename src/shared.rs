@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::lock;
 use crate::revocation::{
     CognitoVerdict, Entry, Refused, Revocation, RevocationList, MAX_ENTRY_BYTES,
@@ -106,6 +107,7 @@ const MAX_PENDING: usize = 10_000;
 #[derive(Clone)]
 pub struct Shared {
     inner: Arc<Inner>,
+    clock: Clock,
 }
 
 fn key_of(revocation: &Revocation) -> String {
@@ -144,7 +146,14 @@ impl Shared {
                 signer: signing_key
                     .map(|k| Signer(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, k))),
             }),
+            clock: Clock::system(),
         })
+    }
+
+    /// The same link judging expiry by `clock` (a manual one in tests).
+    pub fn with_clock(mut self, clock: Clock) -> Shared {
+        self.clock = clock;
+        self
     }
 
     /// Whether Redis is reachable, as the subscriber last saw it.
@@ -206,7 +215,7 @@ impl Shared {
     /// Publishes what waited for Redis; what fails again waits on.
     async fn flush_pending(&self) -> Result<usize, SharedError> {
         let waiting = std::mem::take(&mut *lock(&self.inner.pending));
-        let now = crate::unix_now();
+        let now = self.clock.now();
         let mut published = 0;
         let mut rest = waiting.into_iter().filter(|e| e.expires > now);
         while let Some(entry) = rest.next() {
@@ -277,7 +286,7 @@ impl Shared {
             .await?;
         // Bound to the token's key: a verdict cannot be moved onto another token.
         let context = hex(key);
-        Ok(value.and_then(|v| parse_verdict(self.open(&context, &v)?, crate::unix_now())))
+        Ok(value.and_then(|v| parse_verdict(self.open(&context, &v)?, self.clock.now())))
     }
 
     /// Stores a verdict for `keep`.
@@ -345,7 +354,7 @@ impl Shared {
                     let Some(value) = self.open(ENTRY_CONTEXT, value) else {
                         continue;
                     };
-                    if admit(list, value, crate::unix_now()) {
+                    if admit(list, value, self.clock.now()) {
                         loaded += 1;
                     }
                 }
@@ -405,7 +414,7 @@ impl Shared {
                     while let Some(message) = messages.next().await {
                         let payload: String = message.get_payload().unwrap_or_default();
                         if let Some(value) = shared.open(ENTRY_CONTEXT, &payload) {
-                            admit(&list, value, crate::unix_now());
+                            admit(&list, value, shared.clock.now());
                         }
                     }
                     Ok::<(), SharedError>(())

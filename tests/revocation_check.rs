@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use cognito_authz::clock::Clock;
 use cognito_authz::generated::diagnostics::diagnostics_client::DiagnosticsClient;
 use cognito_authz::generated::diagnostics::VerifyTokenRequest;
 use cognito_authz::server::{self, GrpcAddr};
@@ -29,14 +30,31 @@ async fn start(
         ("COGNITO_REVOCATION_TIMEOUT_MS", "300"),
     ];
     vars.extend_from_slice(extra);
-    let running = server::start(serve_config(&idp.url("/j"), &vars, ""))
+    // A manual clock: a verdict's TTL passes when the test says so, not on a second boundary.
+    let clock = Clock::manual(now());
+    let running = server::start_with_clock(serve_config(&idp.url("/j"), &vars, ""), clock)
         .await
         .unwrap();
     let GrpcAddr::Tcp(addr) = running.grpc_addr else {
         unreachable!()
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Ready once the pool has keys.
+    for _ in 0..500 {
+        if running.authorizer().verifier().keys().all_loaded() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        running.authorizer().verifier().keys().all_loaded(),
+        "no keys after 5 s"
+    );
     (running, addr)
+}
+
+/// Moves the server's clock past the 1 s verdict TTL.
+fn past_the_ttl(running: &server::Running) {
+    assert!(running.authorizer().clock().advance(2), "a manual clock");
 }
 
 /// The control API's secret for these tests.
@@ -85,7 +103,7 @@ async fn one_call_per_token_per_ttl_and_unverifiable_tokens_refused() {
         assert_eq!(check(addr, &token).await, (200, "allowed".into()));
     }
     assert_eq!(get_user.hits(), 1, "three checks within the TTL, one call");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    past_the_ttl(&running);
     assert_eq!(check(addr, &token).await.0, 200);
     assert_eq!(get_user.hits(), 2, "a new call once the TTL passed");
 
@@ -132,7 +150,7 @@ async fn cognito_unavailable_fails_closed_unless_the_route_accepts_a_recent_verd
         .await;
         let token = access();
         assert_eq!(check(addr, &token).await.0, 200, "{mode}: a fresh verdict");
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        past_the_ttl(&running);
         // Throttled, then a 5xx, then slower than the timeout: no verdict each time. (A
         // token's missing verdict is held for a second, so the outages are a second apart.)
         for (i, outage) in [
@@ -410,7 +428,7 @@ async fn a_late_token_is_expired_never_a_revocation() {
     // Only "Access Token has been revoked" ends the sign-in session: the session's other
     // tokens are then refused without asking.
     get_user.set(not_authorized("Access Token has been revoked"));
-    tokio::time::sleep(Duration::from_millis(1100)).await; // past the 1 s verdict TTL
+    past_the_ttl(&running);
     assert_eq!(check(addr, &refreshed).await, (401, "revoked".into()));
     assert_eq!(running.authorizer().revocations().len(), 1, "the session");
     let hits = get_user.hits();

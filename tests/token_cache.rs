@@ -3,9 +3,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use cognito_authz::authz::Authorizer;
+use cognito_authz::clock::Clock;
 use cognito_authz::config::Config;
 use cognito_authz::jwks::KeyStore;
 use cognito_authz::metrics::Metrics;
@@ -20,6 +19,10 @@ groups_any = ["root"]
 "#;
 
 async fn setup(idp: &JwksServer, leeway: &str) -> (Authorizer, Metrics) {
+    setup_with_clock(idp, leeway, Clock::system()).await
+}
+
+async fn setup_with_clock(idp: &JwksServer, leeway: &str, clock: Clock) -> (Authorizer, Metrics) {
     let vars = env_for(
         &idp.url("/jwks.json"),
         &[("COGNITO_CLOCK_LEEWAY_SECONDS", leeway)],
@@ -28,11 +31,12 @@ async fn setup(idp: &JwksServer, leeway: &str) -> (Authorizer, Metrics) {
     let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
     assert!(keys.refresh_all().await);
     let metrics = Metrics::new();
-    let authorizer = Authorizer::new(
+    let authorizer = Authorizer::with_clock(
         config.verifier(keys),
         config.routes.clone(),
         config.token_cache_entries,
         metrics.clone(),
+        clock,
     );
     (authorizer, metrics)
 }
@@ -97,9 +101,11 @@ async fn a_seen_token_is_a_hit_and_the_policy_still_runs() {
 #[tokio::test]
 async fn a_cached_token_expires_on_time() {
     let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
-    let (a, metrics) = setup(&idp, "0").await;
-    let mut claims = access_claims(ISS, CLIENT, now());
-    claims["exp"] = serde_json::json!(now() + 2);
+    // A manual clock: the token expires when the test moves it, not on a second boundary.
+    let clock = Clock::manual(now());
+    let (a, metrics) = setup_with_clock(&idp, "0", clock.clone()).await;
+    let mut claims = access_claims(ISS, CLIENT, clock.now());
+    claims["exp"] = serde_json::json!(clock.now() + 2);
     let token = TestKey::shared(0).token(&claims);
     assert!(matches!(
         check(&a, "/api", &token).await,
@@ -110,7 +116,13 @@ async fn a_cached_token_expires_on_time() {
         Answer::Allowed { .. }
     ));
     assert_eq!(lookups(&metrics, "hit"), 1);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(clock.advance(1));
+    assert_eq!(lookups(&metrics, "hit"), 1);
+    assert!(
+        matches!(check(&a, "/api", &token).await, Answer::Allowed { .. }),
+        "a second before exp"
+    );
+    assert!(clock.advance(1));
     match check(&a, "/api", &token).await {
         Answer::Denied { status, body, .. } => {
             assert_eq!((status, body["reason"].as_str()), (401, Some("expired")));

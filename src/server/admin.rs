@@ -117,7 +117,7 @@ async fn revoke(
     let refuse = |status: StatusCode, problem: &str| {
         (status, axum::Json(serde_json::json!({ "error": problem })))
     };
-    let now = crate::unix_now();
+    let now = admin.authorizer.clock().now();
     let config = admin.running_config.load();
     let request = serde_json::from_slice::<RevokeRequest>(&body)
         .map_err(|_| "the body is not a revocation request")

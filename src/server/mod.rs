@@ -19,6 +19,7 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::authz::AuthzService;
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::decision::Authorizer;
 use crate::diagnostics::DiagnosticsService;
@@ -124,11 +125,17 @@ async fn set_health(reporter: &tonic_health::server::HealthReporter, status: Ser
 /// Binds the listeners and starts serving; keys are fetched in the background and health says
 /// `SERVING` once every pool has keys.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
+    start_with_clock(config, Clock::system()).await
+}
+
+/// Like [`start`], judging every expiry (tokens, verdicts, revocations, shared entries) by
+/// `clock`: tests pass a manual one and advance it instead of sleeping.
+pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Running, ServerError> {
     // Two rustls providers are linked (reqwest brings ring, tonic aws-lc-rs), so rustls cannot
     // pick one by itself; choose aws-lc-rs, the one our signatures use. Already chosen: fine.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let metrics = Metrics::new();
-    let (authorizer, keys, shared) = decision_core(&config, &metrics)?;
+    let (authorizer, keys, shared) = decision_core(&config, &metrics, clock)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
@@ -208,14 +215,16 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 fn decision_core(
     config: &Config,
     metrics: &Metrics,
+    clock: Clock,
 ) -> Result<(Authorizer, KeyStore, Option<Shared>), ServerError> {
     let keys = KeyStore::with_observer(&config.pools, &config.jwks, Arc::new(metrics.clone()))
         .map_err(ServerError::Client)?;
-    let authorizer = Authorizer::new(
+    let authorizer = Authorizer::with_clock(
         config.verifier(keys.clone()),
         config.routes.clone(),
         config.token_cache_entries,
         metrics.clone(),
+        clock.clone(),
     );
     authorizer.set_dry_run(config.server.dry_run);
     authorizer.set_full_metadata(config.server.full_metadata);
@@ -231,7 +240,7 @@ fn decision_core(
                 signing.map(|k| k.as_bytes()),
             )
             .map_err(ServerError::Redis)?;
-            Some(shared)
+            Some(shared.with_clock(clock))
         }
         None => None,
     };
@@ -266,11 +275,11 @@ fn spawn_background(
     }
     // Revocations are forgotten once no token they match can still be valid.
     background.push(tokio::spawn({
-        let list = authorizer.revocations();
+        let (list, clock) = (authorizer.revocations(), authorizer.clock().clone());
         async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(60)).await;
-                list.purge(crate::unix_now());
+                list.purge(clock.now());
             }
         }
     }));

@@ -113,6 +113,7 @@ pub(super) fn revocation_checker(
         revocation_lifetime(config),
         Some(Arc::new(metrics.clone())),
     )
+    .map(|checker| checker.with_clock(authorizer.clock().clone()))
     .map_err(ServerError::CognitoClient)
 }
 
