@@ -267,18 +267,22 @@ pub fn compose_envoy_config(native: &str) -> String {
         "# Compose stack: generated from envoy.yaml by cruddur_demo::stack::compose_envoy_config\n\
          # (a test keeps the two in step). Services: cognito-authz:9001, app:8000.\n",
         |body| {
-            body.replace(
-                "socket_address: { address: 127.0.0.1, port_value: 8080 }",
-                "socket_address: { address: 0.0.0.0, port_value: 8080 }",
-            )
-            .replace("type: STATIC", "type: STRICT_DNS")
-            .replace(
-                "socket_address: { address: 127.0.0.1, port_value: 9001 }",
-                "socket_address: { address: cognito-authz, port_value: 9001 }",
-            )
-            .replace(
-                "socket_address: { address: 127.0.0.1, port_value: 8000 }",
-                "socket_address: { address: app, port_value: 8000 }",
+            edited(
+                &body,
+                &[
+                    (LOOPBACK_LISTENER, ANY_LISTENER, 1),
+                    ("type: STATIC", "type: STRICT_DNS", 2),
+                    (
+                        AUTHZ_ENDPOINT,
+                        "socket_address: { address: cognito-authz, port_value: 9001 }",
+                        1,
+                    ),
+                    (
+                        "socket_address: { address: 127.0.0.1, port_value: 8000 }",
+                        "socket_address: { address: app, port_value: 8000 }",
+                        1,
+                    ),
+                ],
             )
         },
     )
@@ -296,6 +300,24 @@ fn flavour(native: &str, header: &str, transform: impl FnOnce(String) -> String)
         "# Envoy 1.40 in front of the demo app, asking cognito-authz about every request.\n{header}{}\n",
         transform(body)
     )
+}
+
+/// `text` with each of `edits` applied, each `(from, to, count)`: `from` must stand exactly
+/// `count` times. The flavours are edits of the native config's text (its comments are part of
+/// what ships); a reformatted source fails here, loudly, instead of yielding a flavour that
+/// silently kept the native value.
+fn edited(text: &str, edits: &[(&str, &str, usize)]) -> String {
+    let mut text = text.to_string();
+    for (from, to, count) in edits {
+        let found = text.matches(from).count();
+        assert_eq!(
+            found, *count,
+            "the Envoy config holds {found}× {from:?} where this flavour edits {count}: \
+             update the flavour with the native config"
+        );
+        text = text.replace(from, to);
+    }
+    text
 }
 
 /// Which of Envoy's two ext_authz protocols the stack runs.
@@ -344,18 +366,24 @@ pub fn http_envoy_config(native: &str) -> String {
          # COGNITO_AUTHZ_CONFIG=envoy/cognito-authz.toml (the routes' policy as rules).\n",
         |body| {
             let grpc = "              grpc_service:\n                envoy_grpc: { cluster_name: cognito_authz }\n                timeout: 0.5s\n";
-            let body = body
-                .replacen(grpc, HTTP_SERVICE, 1)
-                .replace(
-                    "socket_address: { address: 127.0.0.1, port_value: 9001 }",
-                    "socket_address: { address: 127.0.0.1, port_value: 9003 }",
-                )
-                .replace("ext_authz:decision)%", "ext_authz:x-authz-decision)%")
-                .replace("ext_authz:reason)%", "ext_authz:x-authz-reason)%")
-                .replace(
-                    "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:sub)%",
-                    "%REQ(X-COGNITO-SUB)%",
-                );
+            let body = edited(
+                &body,
+                &[
+                    (grpc, HTTP_SERVICE, 1),
+                    (
+                        AUTHZ_ENDPOINT,
+                        "socket_address: { address: 127.0.0.1, port_value: 9003 }",
+                        1,
+                    ),
+                    ("ext_authz:decision)%", "ext_authz:x-authz-decision)%", 1),
+                    ("ext_authz:reason)%", "ext_authz:x-authz-reason)%", 1),
+                    (
+                        "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:sub)%",
+                        "%REQ(X-COGNITO-SUB)%",
+                        1,
+                    ),
+                ],
+            );
             without_context_extensions(&body)
         },
     )
@@ -366,6 +394,7 @@ pub fn http_envoy_config(native: &str) -> String {
 fn without_context_extensions(body: &str) -> String {
     let lines: Vec<&str> = body.lines().collect();
     let mut out = Vec::with_capacity(lines.len());
+    let mut removed = 0;
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
@@ -376,6 +405,7 @@ fn without_context_extensions(body: &str) -> String {
                 .position(|l| l.len() - l.trim_start().len() <= indent)
                 .map_or(lines.len(), |p| i + 1 + p);
             if lines[i..end].iter().any(|l| l.trim() == "check_settings:") {
+                removed += 1;
                 i = end;
                 continue;
             }
@@ -383,6 +413,10 @@ fn without_context_extensions(body: &str) -> String {
         out.push(line);
         i += 1;
     }
+    assert!(
+        removed > 0,
+        "no route of the Envoy config sets context_extensions: update the HTTP flavour"
+    );
     out.join("\n")
 }
 
@@ -393,15 +427,15 @@ pub const DEPLOYED_ORIGIN: &str = "https://cruddur.example.com";
 
 /// The config with the CORS policy allowing [`DEPLOYED_ORIGIN`] instead of the demo's origins.
 fn with_deployed_origin(body: &str) -> String {
-    body.replacen(
-        DEMO_ORIGINS,
-        &format!("                  - exact: {DEPLOYED_ORIGIN}  # your front end's origin\n"),
-        1,
-    )
+    let deployed =
+        format!("                  - exact: {DEPLOYED_ORIGIN}  # your front end's origin\n");
+    edited(body, &[(DEMO_ORIGINS, &deployed, 1)])
 }
 
 const LOOPBACK_LISTENER: &str = "socket_address: { address: 127.0.0.1, port_value: 8080 }";
 const ANY_LISTENER: &str = "socket_address: { address: 0.0.0.0, port_value: 8080 }";
+/// The native config's cognito-authz endpoint.
+const AUTHZ_ENDPOINT: &str = "socket_address: { address: 127.0.0.1, port_value: 9001 }";
 
 /// The ECS flavour: the task's containers share localhost (awsvpc), so cognito-authz and the
 /// app stay on 127.0.0.1 and only the listener opens to the load balancer.
@@ -411,14 +445,17 @@ pub fn ecs_envoy_config(native: &str) -> String {
         native,
         "# ECS (Fargate, awsvpc): generated from envoy.yaml by cruddur_demo::stack::ecs_envoy_config\n\
          # (a test keeps the two in step). Baked into the Envoy image by deploy/ecs/envoy.Dockerfile.\n",
-        |body| with_deployed_origin(&body.replace(LOOPBACK_LISTENER, ANY_LISTENER)),
+        |body| with_deployed_origin(&edited(&body, &[(LOOPBACK_LISTENER, ANY_LISTENER, 1)])),
     )
 }
 
 /// The Kubernetes flavour: the Unix-socket config with the listener open to the pod network
 /// (cognito-authz shares the pod through an in-memory volume, the app listens on loopback).
 pub fn kubernetes_envoy_config(native: &str) -> String {
-    with_deployed_origin(&uds_envoy_config(native).replacen(LOOPBACK_LISTENER, ANY_LISTENER, 1))
+    with_deployed_origin(&edited(
+        &uds_envoy_config(native),
+        &[(LOOPBACK_LISTENER, ANY_LISTENER, 1)],
+    ))
 }
 
 /// `deploy/kubernetes/envoy-configmap.yaml`: the Kubernetes flavour as the ConfigMap the pod
@@ -457,9 +494,15 @@ const REPLICA_HEALTH_CHECKS: &str = "    health_checks:
 fn with_health_checks(config: &str) -> String {
     let anchor = "  - name: cognito_authz\n    type: STATIC\n    connect_timeout: 0.25s\n    per_connection_buffer_limit_bytes: 32768\n";
     let strict = anchor.replace("type: STATIC", "type: STRICT_DNS");
-    config
-        .replacen(anchor, &format!("{anchor}{REPLICA_HEALTH_CHECKS}"), 1)
-        .replacen(&strict, &format!("{strict}{REPLICA_HEALTH_CHECKS}"), 1)
+    let anchor = if config.contains(anchor) {
+        anchor
+    } else {
+        strict.as_str()
+    };
+    edited(
+        config,
+        &[(anchor, &format!("{anchor}{REPLICA_HEALTH_CHECKS}"), 1)],
+    )
 }
 
 /// The compose flavour for the `replicas` profile: two cognito-authz replicas behind one Envoy.
@@ -474,13 +517,17 @@ pub fn compose_replicas_envoy_config(native: &str) -> String {
             )
         })
         .concat();
-    with_health_checks(&compose)
-        .replacen(
-            "# Compose stack: generated from envoy.yaml by cruddur_demo::stack::compose_envoy_config\n",
-            "# Compose, profile `replicas`: generated from envoy.yaml by\n# cruddur_demo::stack::compose_replicas_envoy_config. Two cognito-authz replicas sharing Redis.\n",
-            1,
-        )
-        .replacen(one, &two, 1)
+    edited(
+        &with_health_checks(&compose),
+        &[
+            (
+                "# Compose stack: generated from envoy.yaml by cruddur_demo::stack::compose_envoy_config\n",
+                "# Compose, profile `replicas`: generated from envoy.yaml by\n# cruddur_demo::stack::compose_replicas_envoy_config. Two cognito-authz replicas sharing Redis.\n",
+                1,
+            ),
+            (one, &two, 1),
+        ],
+    )
 }
 
 /// Where the Unix-socket flavour expects cognito-authz (`AUTHZ_GRPC_ADDR=unix:` this path).
@@ -493,12 +540,7 @@ pub fn uds_envoy_config(native: &str) -> String {
         native,
         "# Unix socket: generated from envoy.yaml by cruddur_demo::stack::uds_envoy_config (a test\n\
          # keeps the two in step). Run cognito-authz with AUTHZ_GRPC_ADDR=unix:/run/cognito-authz/authz.sock.\n",
-        |body| {
-            body.replace(
-                "socket_address: { address: 127.0.0.1, port_value: 9001 }",
-                &format!("pipe: {{ path: {UDS_PATH} }}"),
-            )
-        },
+        |body| edited(&body, &[(AUTHZ_ENDPOINT, &format!("pipe: {{ path: {UDS_PATH} }}"), 1)]),
     )
 }
 
@@ -533,7 +575,7 @@ pub fn tls_envoy_config(native: &str) -> String {
          # (a test keeps the two in step). Files in /etc/cognito-authz/tls/: ca.pem, envoy.pem, envoy-key.pem.\n",
         |body| {
             let anchor = "  - name: cognito_authz\n    type: STATIC\n    connect_timeout: 0.25s\n";
-            body.replacen(anchor, &format!("{anchor}{UPSTREAM_TLS}"), 1)
+            edited(&body, &[(anchor, &format!("{anchor}{UPSTREAM_TLS}"), 1)])
         },
     )
 }
@@ -1264,6 +1306,30 @@ mod tests {
     use super::*;
 
     const NATIVE: &str = include_str!("../../envoy/envoy.yaml");
+
+    /// A native config whose layout moved (here: the authz endpoint in block style) makes every
+    /// flavour that edits it fail, instead of shipping the native value unchanged.
+    #[test]
+    fn a_reformatted_native_config_fails_loudly() {
+        let moved = NATIVE.replace(
+            AUTHZ_ENDPOINT,
+            "socket_address:\n                address: 127.0.0.1\n                port_value: 9001",
+        );
+        assert_ne!(moved, NATIVE);
+        for (name, generate) in [
+            ("uds", uds_envoy_config as fn(&str) -> String),
+            ("compose", compose_envoy_config),
+            ("http", http_envoy_config),
+        ] {
+            let outcome = std::panic::catch_unwind(|| generate(&moved));
+            assert!(
+                outcome.is_err(),
+                "{name}: generated from a config it could not edit"
+            );
+        }
+        // The flavours that do not touch the endpoint still generate.
+        assert!(std::panic::catch_unwind(|| ecs_envoy_config(&moved)).is_ok());
+    }
 
     #[test]
     fn every_committed_envoy_flavour_is_generated_from_the_native_config() {
