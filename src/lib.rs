@@ -22,9 +22,11 @@
 //! - [`decision`]: the decision core: allow with identity, anonymous, or deny, as plain values.
 //! - [`authz`]: Envoy's gRPC ext_authz protocol, a thin adapter over the core.
 //! - [`http_authz`]: Envoy's HTTP ext_authz protocol, the other thin adapter.
-//! - [`config`]: environment variables and the TOML file, parsed, validated, composed.
+//! - [`config`]: environment variables and the TOML file, parsed, validated, composed; every
+//!   setting declared once in [`config::settings`].
 //! - [`diagnostics`]: our own gRPC API (`VerifyToken`, `KeyStatus`).
-//! - [`server`]: listeners, health, reflection, admin HTTP, graceful shutdown.
+//! - [`server`]: the `serve` runtime, by job: listeners (TCP, Unix socket, TLS), the admin
+//!   listener and its operator-only control API, reload, graceful shutdown.
 //! - `testkit` (feature `testkit`): keys, token minting and a local JWKS server for tests.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
