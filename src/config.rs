@@ -891,6 +891,37 @@ mod tests {
     }
 
     #[test]
+    fn a_switch_is_true_or_false_and_nothing_else() {
+        for (value, expected) in [
+            ("TRUE", Some(true)),
+            ("false", Some(false)),
+            ("1", None),
+            ("yes", None),
+        ] {
+            let mut vars = app_env();
+            vars.push((ENV_DRY_RUN, value));
+            match Config::from_lookup(env(&vars), None) {
+                Ok(config) => assert_eq!(Some(config.server.dry_run), expected, "{value}"),
+                Err(err) => {
+                    assert_eq!(expected, None, "{value}: {err}");
+                    assert!(err.to_string().starts_with(ENV_DRY_RUN), "{err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_zero_in_the_file_is_refused_under_the_file_key() {
+        for (text, key) in [
+            ("[jwks]\nmax_bytes = 0\n", "jwks.max_bytes"),
+            ("[jwks]\nrefresh_seconds = 0\n", "jwks.refresh_seconds"),
+        ] {
+            let err = Config::from_toml(env(&app_env()), text).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn file_errors_name_the_key() {
         let err = Config::from_toml(env(&[]), "[[pools]]\nid = \"us-east-1_X\"\n").unwrap_err();
         assert!(err.to_string().starts_with("pools[0].client_ids:"), "{err}");
