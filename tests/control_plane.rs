@@ -171,6 +171,40 @@ async fn the_revoke_command_takes_the_secret_from_a_file() {
     running.stop().await.unwrap();
 }
 
+/// `revoke --token` takes the token as an operator pastes it: `bearer` in any letter case.
+#[tokio::test]
+async fn the_revoke_command_takes_a_pasted_token_in_any_case() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let file = secret_file("pasted", SECRET);
+    let running = start(&idp, &[("AUTHZ_ADMIN_TOKEN_FILE", file.to_str().unwrap())]).await;
+    let admin = format!("http://{}", running.admin_addr);
+    let token = TestKey::shared(0).token(&cognito_authz::testkit::access_claims(
+        common::ISS,
+        common::CLIENT,
+        now(),
+    ));
+    let pasted = format!("bearer {token}");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+            .args(["revoke", "--admin", &admin, "--token", &pasted])
+            .arg("--admin-token-file")
+            .arg(&file)
+            .env_clear()
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(running.authorizer().revocations().len(), 1, "the session");
+    running.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn what_the_control_api_accepts_is_bounded() {
     let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;

@@ -18,6 +18,21 @@ use common::serve_config;
 const ADMIN: &str = "signing-test-admin-secret";
 
 struct Redis(Child);
+
+impl Redis {
+    /// A throwaway Debian `redis-server` on a free loopback port, and its URL.
+    fn start() -> (Redis, String) {
+        let port = free_port();
+        let child = Command::new("/usr/bin/redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (the README's test command installs it)");
+        (Redis(child), format!("redis://127.0.0.1:{port}/"))
+    }
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -65,16 +80,7 @@ async fn replicas_take_only_what_is_signed_with_their_key() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("redis-signing-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let _redis = Redis(
-        Command::new("/usr/bin/redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("redis://127.0.0.1:{port}/");
+    let (_redis, url) = Redis::start();
     let key = file(&dir, "signing-key", "0123456789abcdef0123456789abcdef0123");
     let admin = file(&dir, "admin-token", ADMIN);
     let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
@@ -142,18 +148,8 @@ async fn replicas_take_only_what_is_signed_with_their_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_lock_does_not_revive_a_stale_verdict() {
     use cognito_authz::testkit::{access_claims, now};
-    use common::{answer, channel, check_request, Answer, CLIENT, ISS};
-    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-    let port = free_port();
-    let _redis = Redis(
-        Command::new("/usr/bin/redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (the README's test command installs it)"),
-    );
-    let url = format!("redis://127.0.0.1:{port}/");
+    use common::{Answer, CLIENT, ISS};
+    let (_redis, url) = Redis::start();
     let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
     // Cognito: this token's session was signed out.
     let get_user = JwksServer::start(Behaviour::Answer(
@@ -206,18 +202,7 @@ async fn a_held_lock_does_not_revive_a_stale_verdict() {
     let cognito_authz::server::GrpcAddr::Tcp(addr) = running.grpc_addr.clone() else {
         unreachable!()
     };
-    let auth = format!("Bearer {token}");
-    let response = AuthorizationClient::new(channel(addr).await)
-        .check(check_request(
-            "GET",
-            "/api/x",
-            &[("authorization", &auth)],
-            &[],
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    match answer(&response) {
+    match common::check_bearer(addr, &token).await {
         Answer::Denied { status, body, .. } => {
             assert_eq!((status, body["reason"].as_str()), (401, Some("revoked")));
         }

@@ -11,8 +11,7 @@ use cognito_authz::generated::diagnostics::diagnostics_client::DiagnosticsClient
 use cognito_authz::generated::diagnostics::VerifyTokenRequest;
 use cognito_authz::server::{self, GrpcAddr};
 use cognito_authz::testkit::{access_claims, id_claims, jwks, now, Behaviour, JwksServer, TestKey};
-use common::{answer, channel, check_request, serve_config, Answer, CLIENT, ISS};
-use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use common::{channel, serve_config, Answer, CLIENT, ISS};
 
 async fn start(
     get_user: &JwksServer,
@@ -70,23 +69,44 @@ fn admin_secret_file() -> std::path::PathBuf {
 }
 
 async fn check(addr: std::net::SocketAddr, token: &str) -> (u16, String) {
-    let auth = format!("Bearer {token}");
-    let response = AuthorizationClient::new(channel(addr).await)
-        .check(check_request(
-            "GET",
-            "/api/x",
-            &[("authorization", &auth)],
-            &[],
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    match answer(&response) {
+    match common::check_bearer(addr, token).await {
         Answer::Allowed { .. } => (200, "allowed".into()),
         Answer::Denied { status, body, .. } => {
             (status as u16, body["reason"].as_str().unwrap_or("").into())
         }
     }
+}
+
+/// `cognito-authz verify TOKEN` with revocation checks against `get_user`: what it printed
+/// and its exit code.
+async fn verify_cli(
+    idp: &JwksServer,
+    get_user: &JwksServer,
+    token: &str,
+) -> (serde_json::Value, Option<i32>) {
+    let endpoint = get_user.url("/");
+    let vars = common::env_for(
+        &idp.url("/j"),
+        &[
+            ("COGNITO_REVOCATION", "cognito"),
+            ("COGNITO_IDP_ENDPOINT", &endpoint),
+        ],
+    );
+    let token = token.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+            .args(["verify", &token])
+            .env_clear()
+            .envs(&vars)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        serde_json::from_slice(&out.stdout).unwrap(),
+        out.status.code(),
+    )
 }
 
 fn access() -> String {
@@ -247,30 +267,12 @@ async fn verify_token_reports_the_revocation_check() {
     running.stop().await.unwrap();
 
     // The verify command asks Cognito too.
-    let endpoint = get_user.url("/");
-    let vars = common::env_for(
-        &idp.url("/j"),
-        &[
-            ("COGNITO_REVOCATION", "cognito"),
-            ("COGNITO_IDP_ENDPOINT", &endpoint),
-        ],
-    );
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
-            .args(["verify", &token])
-            .env_clear()
-            .envs(&vars)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (printed, code) = verify_cli(&idp, &get_user, &token).await;
     assert_eq!(
         printed["revocation"],
         serde_json::json!({"checked": true, "answer": "valid"})
     );
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(code, Some(0));
 }
 
 #[tokio::test]
@@ -505,28 +507,10 @@ async fn a_token_whose_revocation_status_is_unknown_is_not_valid() {
     running.stop().await.unwrap();
 
     // The verify command says so with its own exit code: 3, neither valid (0) nor invalid (1).
-    let endpoint = get_user.url("/");
-    let vars = common::env_for(
-        &idp.url("/j"),
-        &[
-            ("COGNITO_REVOCATION", "cognito"),
-            ("COGNITO_IDP_ENDPOINT", &endpoint),
-        ],
-    );
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
-            .args(["verify", &token])
-            .env_clear()
-            .envs(&vars)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (printed, code) = verify_cli(&idp, &get_user, &token).await;
     assert_eq!(printed["valid"], false);
     assert_eq!(printed["reason"], "revocation_unavailable");
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(code, Some(3));
 }
 
 #[tokio::test]

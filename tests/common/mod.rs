@@ -151,6 +151,26 @@ pub async fn channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
         .expect("connect to the gRPC listener")
 }
 
+/// Envoy's Check for `GET /api/x` with `Authorization: Bearer <token>`, through the gRPC
+/// listener at `addr`: the answer as the tests read it.
+pub async fn check_bearer(addr: std::net::SocketAddr, token: &str) -> Answer {
+    let auth = format!("Bearer {token}");
+    let response =
+        envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(
+            channel(addr).await,
+        )
+        .check(check_request(
+            "GET",
+            "/api/x",
+            &[("authorization", &auth)],
+            &[],
+        ))
+        .await
+        .expect("Check")
+        .into_inner();
+    answer(&response)
+}
+
 /// GET on the admin listener: (status, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let response = reqwest::get(format!("http://{addr}{path}"))
