@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cognito::Cognito;
+pub use crate::envoy_config::{
+    compose_envoy_config, compose_replicas_envoy_config, ecs_envoy_config, http_envoy_config,
+    kubernetes_configmap, kubernetes_envoy_config, render_envoy_config, tls_envoy_config,
+    uds_envoy_config, EnvoyConfig, AUTHZ_CLUSTER, DEPLOYED_ORIGIN, TLS_DIR, UDS_PATH,
+};
 
 /// A failure to start or drive the stack, with what the process logs said.
 #[derive(Debug)]
@@ -258,68 +263,6 @@ impl CognitoProxy {
     }
 }
 
-/// The compose flavour of a native Envoy config: the ingress listens on all interfaces and the
-/// clusters find cognito-authz and the app by their service names. `envoy/envoy.compose.yaml`
-/// is this function's output, and a test keeps it so.
-pub fn compose_envoy_config(native: &str) -> String {
-    flavour(
-        native,
-        "# Compose stack: generated from envoy.yaml by cruddur_demo::stack::compose_envoy_config\n\
-         # (a test keeps the two in step). Services: cognito-authz:9001, app:8000.\n",
-        |body| {
-            edited(
-                &body,
-                &[
-                    (LOOPBACK_LISTENER, ANY_LISTENER, 1),
-                    ("type: STATIC", "type: STRICT_DNS", 2),
-                    (
-                        AUTHZ_ENDPOINT,
-                        "socket_address: { address: cognito-authz, port_value: 9001 }",
-                        1,
-                    ),
-                    (
-                        "socket_address: { address: 127.0.0.1, port_value: 8000 }",
-                        "socket_address: { address: app, port_value: 8000 }",
-                        1,
-                    ),
-                ],
-            )
-        },
-    )
-}
-
-/// A flavour of the native config: the same first line, `header` (the flavour's own comment
-/// lines) in place of the native comment, then the native body passed through `transform`.
-fn flavour(native: &str, header: &str, transform: impl FnOnce(String) -> String) -> String {
-    let body = native
-        .lines()
-        .skip_while(|l| l.starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n");
-    format!(
-        "# Envoy 1.40 in front of the demo app, asking cognito-authz about every request.\n{header}{}\n",
-        transform(body)
-    )
-}
-
-/// `text` with each of `edits` applied, each `(from, to, count)`: `from` must stand exactly
-/// `count` times. The flavours are edits of the native config's text (its comments are part of
-/// what ships); a reformatted source fails here, loudly, instead of yielding a flavour that
-/// silently kept the native value.
-fn edited(text: &str, edits: &[(&str, &str, usize)]) -> String {
-    let mut text = text.to_string();
-    for (from, to, count) in edits {
-        let found = text.matches(from).count();
-        assert_eq!(
-            found, *count,
-            "the Envoy config holds {found}× {from:?} where this flavour edits {count}: \
-             update the flavour with the native config"
-        );
-        text = text.replace(from, to);
-    }
-    text
-}
-
 /// Which of Envoy's two ext_authz protocols the stack runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -328,300 +271,6 @@ pub enum Protocol {
     /// `http_service` and `envoy/envoy.http.yaml`: route policy from
     /// `envoy/cognito-authz.toml`, since this protocol has no `context_extensions`.
     Http,
-}
-
-const HTTP_SERVICE: &str = r#"              http_service:
-                server_uri:
-                  uri: http://127.0.0.1:9003
-                  cluster: cognito_authz
-                  timeout: 0.5s
-                authorization_response:
-                  # A 200 copies these onto the upstream request, replacing the client's copies;
-                  # cognito-authz lists the ones to drop in x-envoy-auth-headers-to-remove.
-                  allowed_upstream_headers:
-                    patterns:
-                    - prefix: x-cognito-
-                  # A denial passes its RFC 6750 challenge and JSON body on to the client.
-                  allowed_client_headers:
-                    patterns:
-                    - exact: www-authenticate
-                    - exact: content-type
-                    - exact: cache-control
-                    - exact: retry-after
-                  # The decision and reason, for the access log.
-                  dynamic_metadata_from_headers:
-                    patterns:
-                    - prefix: x-authz-
-"#;
-
-/// The HTTP flavour of a native Envoy config: the ext_authz filter speaks Envoy's HTTP protocol
-/// (`http_service`) to cognito-authz's `AUTHZ_HTTP_ADDR` over the same HTTP/2 cluster, and the
-/// routes carry no `context_extensions` (this protocol has none: `envoy/cognito-authz.toml`
-/// holds the same policy as rules). `envoy/envoy.http.yaml` is this function's output.
-pub fn http_envoy_config(native: &str) -> String {
-    flavour(
-        native,
-        "# HTTP ext_authz protocol: generated from envoy.yaml by cruddur_demo::stack::http_envoy_config\n\
-         # (a test keeps the two in step). Run cognito-authz with AUTHZ_HTTP_ADDR=127.0.0.1:9003 and\n\
-         # COGNITO_AUTHZ_CONFIG=envoy/cognito-authz.toml (the routes' policy as rules).\n",
-        |body| {
-            let grpc = "              grpc_service:\n                envoy_grpc: { cluster_name: cognito_authz }\n                timeout: 0.5s\n";
-            let body = edited(
-                &body,
-                &[
-                    (grpc, HTTP_SERVICE, 1),
-                    (
-                        AUTHZ_ENDPOINT,
-                        "socket_address: { address: 127.0.0.1, port_value: 9003 }",
-                        1,
-                    ),
-                    ("ext_authz:decision)%", "ext_authz:x-authz-decision)%", 1),
-                    ("ext_authz:reason)%", "ext_authz:x-authz-reason)%", 1),
-                    (
-                        "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:sub)%",
-                        "%REQ(X-COGNITO-SUB)%",
-                        1,
-                    ),
-                ],
-            );
-            without_context_extensions(&body)
-        },
-    )
-}
-
-/// Drops every route's `typed_per_filter_config` that only sets `context_extensions`, keeping
-/// the ones that disable ext_authz.
-fn without_context_extensions(body: &str) -> String {
-    let lines: Vec<&str> = body.lines().collect();
-    let mut out = Vec::with_capacity(lines.len());
-    let mut removed = 0;
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        if line.trim() == "typed_per_filter_config:" {
-            let indent = line.len() - line.trim_start().len();
-            let end = lines[i + 1..]
-                .iter()
-                .position(|l| l.len() - l.trim_start().len() <= indent)
-                .map_or(lines.len(), |p| i + 1 + p);
-            if lines[i..end].iter().any(|l| l.trim() == "check_settings:") {
-                removed += 1;
-                i = end;
-                continue;
-            }
-        }
-        out.push(line);
-        i += 1;
-    }
-    assert!(
-        removed > 0,
-        "no route of the Envoy config sets context_extensions: update the HTTP flavour"
-    );
-    out.join("\n")
-}
-
-/// The demo's front-end origins in the native config's CORS policy.
-const DEMO_ORIGINS: &str = "                  - exact: http://127.0.0.1:3000\n                  - exact: http://localhost:3000\n";
-/// The front end's origin in the deployment flavours (Kubernetes, ECS): change it to yours.
-pub const DEPLOYED_ORIGIN: &str = "https://cruddur.example.com";
-
-/// The config with the CORS policy allowing [`DEPLOYED_ORIGIN`] instead of the demo's origins.
-fn with_deployed_origin(body: &str) -> String {
-    let deployed =
-        format!("                  - exact: {DEPLOYED_ORIGIN}  # your front end's origin\n");
-    edited(body, &[(DEMO_ORIGINS, &deployed, 1)])
-}
-
-const LOOPBACK_LISTENER: &str = "socket_address: { address: 127.0.0.1, port_value: 8080 }";
-const ANY_LISTENER: &str = "socket_address: { address: 0.0.0.0, port_value: 8080 }";
-/// The native config's cognito-authz endpoint.
-const AUTHZ_ENDPOINT: &str = "socket_address: { address: 127.0.0.1, port_value: 9001 }";
-
-/// The ECS flavour: the task's containers share localhost (awsvpc), so cognito-authz and the
-/// app stay on 127.0.0.1 and only the listener opens to the load balancer.
-/// `deploy/ecs/envoy.yaml` is this function's output.
-pub fn ecs_envoy_config(native: &str) -> String {
-    flavour(
-        native,
-        "# ECS (Fargate, awsvpc): generated from envoy.yaml by cruddur_demo::stack::ecs_envoy_config\n\
-         # (a test keeps the two in step). Baked into the Envoy image by deploy/ecs/envoy.Dockerfile.\n",
-        |body| with_deployed_origin(&edited(&body, &[(LOOPBACK_LISTENER, ANY_LISTENER, 1)])),
-    )
-}
-
-/// The Kubernetes flavour: the Unix-socket config with the listener open to the pod network
-/// (cognito-authz shares the pod through an in-memory volume, the app listens on loopback).
-pub fn kubernetes_envoy_config(native: &str) -> String {
-    with_deployed_origin(&edited(
-        &uds_envoy_config(native),
-        &[(LOOPBACK_LISTENER, ANY_LISTENER, 1)],
-    ))
-}
-
-/// `deploy/kubernetes/envoy-configmap.yaml`: the Kubernetes flavour as the ConfigMap the pod
-/// mounts, so the config in the cluster is the tested one.
-pub fn kubernetes_configmap(native: &str) -> String {
-    let config = kubernetes_envoy_config(native);
-    let indented: String = config
-        .lines()
-        .map(|l| {
-            if l.is_empty() {
-                "\n".to_string()
-            } else {
-                format!("    {l}\n")
-            }
-        })
-        .collect();
-    format!(
-        "# Envoy's config for the pod in cruddur.yaml: generated from envoy/envoy.yaml by\n\
-         # cruddur_demo::stack::kubernetes_configmap (a test keeps the two in step and validates it).\n\
-         apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cruddur-envoy\n  labels: {{ app.kubernetes.io/name: cruddur }}\n\
-         data:\n  envoy.yaml: |\n{indented}"
-    )
-}
-
-/// Several replicas: Envoy asks each one's gRPC health (`NOT_SERVING` without keys or while
-/// draining) and stops sending checks to one that fails, so a dead replica costs a few 503s,
-/// not half the traffic.
-const REPLICA_HEALTH_CHECKS: &str = "    health_checks:
-    - timeout: 0.25s
-      interval: 0.5s
-      unhealthy_threshold: 1
-      healthy_threshold: 1
-      grpc_health_check: { service_name: envoy.service.auth.v3.Authorization }
-";
-
-fn with_health_checks(config: &str) -> String {
-    let anchor = "  - name: cognito_authz\n    type: STATIC\n    connect_timeout: 0.25s\n    per_connection_buffer_limit_bytes: 32768\n";
-    let strict = anchor.replace("type: STATIC", "type: STRICT_DNS");
-    let anchor = if config.contains(anchor) {
-        anchor
-    } else {
-        strict.as_str()
-    };
-    edited(
-        config,
-        &[(anchor, &format!("{anchor}{REPLICA_HEALTH_CHECKS}"), 1)],
-    )
-}
-
-/// The compose flavour for the `replicas` profile: two cognito-authz replicas behind one Envoy.
-/// `envoy/envoy.compose-replicas.yaml` is this function's output.
-pub fn compose_replicas_envoy_config(native: &str) -> String {
-    let compose = compose_envoy_config(native);
-    let one = "        - endpoint:\n            address:\n              socket_address: { address: cognito-authz, port_value: 9001 }\n";
-    let two = [1, 2]
-        .map(|i| {
-            format!(
-                "        - endpoint:\n            address:\n              socket_address: {{ address: cognito-authz-{i}, port_value: 9001 }}\n"
-            )
-        })
-        .concat();
-    edited(
-        &with_health_checks(&compose),
-        &[
-            (
-                "# Compose stack: generated from envoy.yaml by cruddur_demo::stack::compose_envoy_config\n",
-                "# Compose, profile `replicas`: generated from envoy.yaml by\n# cruddur_demo::stack::compose_replicas_envoy_config. Two cognito-authz replicas sharing Redis.\n",
-                1,
-            ),
-            (one, &two, 1),
-        ],
-    )
-}
-
-/// Where the Unix-socket flavour expects cognito-authz (`AUTHZ_GRPC_ADDR=unix:` this path).
-pub const UDS_PATH: &str = "/run/cognito-authz/authz.sock";
-
-/// The Unix-socket flavour of a native Envoy config: the authz cluster reaches cognito-authz
-/// through [`UDS_PATH`] instead of TCP. `envoy/envoy.uds.yaml` is this function's output.
-pub fn uds_envoy_config(native: &str) -> String {
-    flavour(
-        native,
-        "# Unix socket: generated from envoy.yaml by cruddur_demo::stack::uds_envoy_config (a test\n\
-         # keeps the two in step). Run cognito-authz with AUTHZ_GRPC_ADDR=unix:/run/cognito-authz/authz.sock.\n",
-        |body| edited(&body, &[(AUTHZ_ENDPOINT, &format!("pipe: {{ path: {UDS_PATH} }}"), 1)]),
-    )
-}
-
-/// Where the mutual-TLS flavour reads its files: the CA that signed cognito-authz's certificate
-/// and Envoy's own client certificate and key.
-pub const TLS_DIR: &str = "/etc/cognito-authz/tls/";
-
-const UPSTREAM_TLS: &str = r#"    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: cognito-authz
-        common_tls_context:
-          alpn_protocols: [h2]
-          tls_certificates:
-          - certificate_chain: { filename: /etc/cognito-authz/tls/envoy.pem }
-            private_key: { filename: /etc/cognito-authz/tls/envoy-key.pem }
-          validation_context:
-            trusted_ca: { filename: /etc/cognito-authz/tls/ca.pem }
-            match_typed_subject_alt_names:
-            - san_type: DNS
-              matcher: { exact: cognito-authz }
-"#;
-
-/// The mutual-TLS flavour of a native Envoy config: Envoy presents a client certificate to
-/// cognito-authz and accepts only a server certificate for `cognito-authz` from the CA in
-/// [`TLS_DIR`]. `envoy/envoy.tls.yaml` is this function's output.
-pub fn tls_envoy_config(native: &str) -> String {
-    flavour(
-        native,
-        "# Mutual TLS to cognito-authz: generated from envoy.yaml by cruddur_demo::stack::tls_envoy_config\n\
-         # (a test keeps the two in step). Files in /etc/cognito-authz/tls/: ca.pem, envoy.pem, envoy-key.pem.\n",
-        |body| {
-            let anchor = "  - name: cognito_authz\n    type: STATIC\n    connect_timeout: 0.25s\n";
-            edited(&body, &[(anchor, &format!("{anchor}{UPSTREAM_TLS}"), 1)])
-        },
-    )
-}
-
-/// The native Envoy config with the documented ports replaced by `ports`.
-pub fn render_envoy_config(native: &str, ports: Ports) -> Result<String, StackError> {
-    let d = Ports::DOCUMENTED;
-    let mut text = native.to_string();
-    for (from, to) in [
-        (d.envoy, ports.envoy),
-        (d.envoy_admin, ports.envoy_admin),
-        (d.app, ports.app),
-    ] {
-        let needle = format!("port_value: {from} ");
-        if !text.contains(&needle) {
-            return Err(err(format!("the Envoy config has no '{needle}' to render")));
-        }
-        text = text.replace(&needle, &format!("port_value: {to} "));
-    }
-    // The front end's origin, which the CORS policy allows, moves with its port.
-    text = text.replace(
-        &format!("exact: http://127.0.0.1:{}\n", d.frontend),
-        &format!("exact: http://127.0.0.1:{}\n", ports.frontend),
-    );
-    text = text.replace(
-        &format!("exact: http://localhost:{}\n", d.frontend),
-        &format!("exact: http://localhost:{}\n", ports.frontend),
-    );
-    // One of the two authz ports, by protocol.
-    let grpc = format!("port_value: {} ", d.authz);
-    let http = format!("port_value: {} ", d.authz_http);
-    if text.contains(&grpc) {
-        text = text.replace(&grpc, &format!("port_value: {} ", ports.authz));
-    } else if text.contains(&http) {
-        text = text
-            .replace(&http, &format!("port_value: {} ", ports.authz_http))
-            .replace(
-                &format!("uri: http://127.0.0.1:{}", d.authz_http),
-                &format!("uri: http://127.0.0.1:{}", ports.authz_http),
-            );
-    } else {
-        return Err(err(
-            "the Envoy config names no cognito-authz port to render",
-        ));
-    }
-    Ok(text)
 }
 
 /// The sum of `cognito_authz_decisions_total` over its labels, from a `/metrics` page.
@@ -721,11 +370,25 @@ impl Stack {
         let config = std::fs::read_to_string(stack.layout.root.join(file))
             .map_err(|e| err(format!("{file}: {e}")))?;
         let rendered = stack.layout.work_dir.join("envoy.yaml");
-        let text = with_replicas(
-            &render_envoy_config(&config, ports)?,
-            &stack.replicas,
-            protocol,
-        );
+        let config = EnvoyConfig::parse(&config);
+        config.render(ports)?;
+        if stack.replicas.len() > 1 {
+            // The authz cluster balances across every replica, and with gRPC asks each one's
+            // health.
+            let endpoints: Vec<(&str, u16)> = stack
+                .replicas
+                .iter()
+                .map(|r| match protocol {
+                    Protocol::Grpc => ("127.0.0.1", r.grpc),
+                    Protocol::Http => ("127.0.0.1", r.http),
+                })
+                .collect();
+            config.authz_endpoints(&endpoints);
+            if protocol == Protocol::Grpc {
+                config.with_health_checks();
+            }
+        }
+        let text = config.text();
         std::fs::write(&rendered, text).map_err(|e| err(format!("{}: {e}", rendered.display())))?;
         let envoy = stack.layout.tool("envoy");
         stack.spawn(
@@ -1266,28 +929,6 @@ fn pick_ports(n: usize) -> std::io::Result<Vec<u16>> {
     Ok(ports)
 }
 
-/// A rendered config whose authz cluster balances across every replica (the first is already
-/// in it).
-fn with_replicas(rendered: &str, replicas: &[ReplicaPorts], protocol: Protocol) -> String {
-    let port = |r: &ReplicaPorts| match protocol {
-        Protocol::Grpc => r.grpc,
-        Protocol::Http => r.http,
-    };
-    let endpoint = |p: u16| {
-        format!(
-            "        - endpoint:\n            address:\n              socket_address: {{ address: 127.0.0.1, port_value: {p} }}\n"
-        )
-    };
-    let first = endpoint(port(&replicas[0]));
-    let all: String = replicas.iter().map(|r| endpoint(port(r))).collect();
-    let balanced = rendered.replacen(&first, &all, 1);
-    if replicas.len() > 1 && protocol == Protocol::Grpc {
-        with_health_checks(&balanced)
-    } else {
-        balanced
-    }
-}
-
 impl Drop for Stack {
     fn drop(&mut self) {
         self.proxy.task.abort();
@@ -1298,156 +939,5 @@ impl Drop for Stack {
             let _ = proc.child.kill();
             let _ = proc.child.wait();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const NATIVE: &str = include_str!("../../envoy/envoy.yaml");
-
-    /// A native config whose layout moved (here: the authz endpoint in block style) makes every
-    /// flavour that edits it fail, instead of shipping the native value unchanged.
-    #[test]
-    fn a_reformatted_native_config_fails_loudly() {
-        let moved = NATIVE.replace(
-            AUTHZ_ENDPOINT,
-            "socket_address:\n                address: 127.0.0.1\n                port_value: 9001",
-        );
-        assert_ne!(moved, NATIVE);
-        for (name, generate) in [
-            ("uds", uds_envoy_config as fn(&str) -> String),
-            ("compose", compose_envoy_config),
-            ("http", http_envoy_config),
-        ] {
-            let outcome = std::panic::catch_unwind(|| generate(&moved));
-            assert!(
-                outcome.is_err(),
-                "{name}: generated from a config it could not edit"
-            );
-        }
-        // The flavours that do not touch the endpoint still generate.
-        assert!(std::panic::catch_unwind(|| ecs_envoy_config(&moved)).is_ok());
-    }
-
-    #[test]
-    fn every_committed_envoy_flavour_is_generated_from_the_native_config() {
-        // (file, committed text, generator, regeneration flag, a line the flavour must hold)
-        type Flavour = (
-            &'static str,
-            &'static str,
-            fn(&str) -> String,
-            &'static str,
-            &'static str,
-        );
-        let flavours: [Flavour; 7] = [
-            (
-                "envoy.compose.yaml",
-                include_str!("../../envoy/envoy.compose.yaml"),
-                compose_envoy_config,
-                "--print-compose-envoy",
-                "address: cognito-authz, port_value: 9001",
-            ),
-            (
-                "envoy.uds.yaml",
-                include_str!("../../envoy/envoy.uds.yaml"),
-                uds_envoy_config,
-                "--print-uds-envoy",
-                "pipe: { path: /run/cognito-authz/authz.sock }",
-            ),
-            (
-                "envoy.tls.yaml",
-                include_str!("../../envoy/envoy.tls.yaml"),
-                tls_envoy_config,
-                "--print-tls-envoy",
-                "envoy.transport_sockets.tls",
-            ),
-            (
-                "envoy.http.yaml",
-                include_str!("../../envoy/envoy.http.yaml"),
-                http_envoy_config,
-                "--print-http-envoy",
-                "http_service:",
-            ),
-            (
-                "envoy.compose-replicas.yaml",
-                include_str!("../../envoy/envoy.compose-replicas.yaml"),
-                compose_replicas_envoy_config,
-                "--print-compose-replicas-envoy",
-                "address: cognito-authz-2, port_value: 9001",
-            ),
-            (
-                "../deploy/ecs/envoy.yaml",
-                include_str!("../../deploy/ecs/envoy.yaml"),
-                ecs_envoy_config,
-                "--print-ecs-envoy",
-                "address: 0.0.0.0, port_value: 8080",
-            ),
-            (
-                "../deploy/kubernetes/envoy-configmap.yaml",
-                include_str!("../../deploy/kubernetes/envoy-configmap.yaml"),
-                kubernetes_configmap,
-                "--print-kubernetes-configmap",
-                "pipe: { path: /run/cognito-authz/authz.sock }",
-            ),
-        ];
-        for (file, committed, generate, flag, marker) in flavours {
-            assert_eq!(
-                committed,
-                generate(NATIVE),
-                "envoy/{file} is stale: regenerate it with \
-                 `cargo run -p cruddur-demo --bin cruddur-demo -- {flag}`"
-            );
-            assert!(committed.contains(marker), "{file} lacks {marker}");
-        }
-    }
-
-    #[test]
-    fn the_http_flavour_drops_context_extensions_but_keeps_the_cors_policy() {
-        let http = http_envoy_config(NATIVE);
-        assert!(!http.contains("context_extensions"));
-        assert!(!http.contains("grpc_service"));
-        assert!(!http.contains("disabled: true"), "every route is checked");
-        assert!(http.contains("envoy.extensions.filters.http.cors.v3.CorsPolicy"));
-        assert_eq!(
-            http.matches("- match:").count(),
-            NATIVE.matches("- match:").count(),
-            "every route stays"
-        );
-    }
-
-    #[test]
-    fn rendering_replaces_every_documented_port() {
-        let ports = Ports {
-            envoy: 1,
-            envoy_admin: 2,
-            authz: 3,
-            authz_admin: 4,
-            app: 5,
-            cognito: 6,
-            authz_http: 7,
-            frontend: 8,
-        };
-        let text = render_envoy_config(NATIVE, ports).unwrap();
-        assert!(
-            text.contains("exact: http://127.0.0.1:8\n"),
-            "the front end's origin"
-        );
-        assert!(
-            text.contains("exact: http://localhost:8\n"),
-            "the front end's origin"
-        );
-        for old in [
-            "port_value: 8080 ",
-            "port_value: 9901 ",
-            "port_value: 9001 ",
-            "port_value: 8000 ",
-        ] {
-            assert!(!text.contains(old), "{old} left in the rendered config");
-        }
-        assert!(render_envoy_config("admin: {}", ports).is_err());
-        let http = render_envoy_config(&http_envoy_config(NATIVE), ports).unwrap();
-        assert!(http.contains("uri: http://127.0.0.1:7") && !http.contains("port_value: 9003"));
     }
 }
