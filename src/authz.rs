@@ -14,6 +14,7 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::pb::google::protobuf::{value::Kind, BoolValue, Struct, Value as PbValue};
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 pub use crate::decision::Authorizer;
 use crate::decision::{Answer, CheckInput, Outcome};
@@ -140,8 +141,28 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        // Envoy's ext_authz span travels in the gRPC metadata; without one, a `traceparent`
+        // among the request's headers (the client's own, when Envoy forwards it) will do.
+        let span = crate::trace::check_span("grpc");
+        let headers = request
+            .get_ref()
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+            .map(|http| &http.headers);
+        match headers {
+            Some(headers) => crate::trace::adopt_parent(
+                &span,
+                &[&crate::trace::Metadata(request.metadata()), headers],
+            ),
+            None => {
+                crate::trace::adopt_parent(&span, &[&crate::trace::Metadata(request.metadata())])
+            }
+        }
         self.authorizer
             .check(request.get_ref())
+            .instrument(span)
             .await
             .map(Response::new)
     }

@@ -33,16 +33,19 @@ use crate::policy::{
 pub use crate::pool::PoolConfig;
 
 use crate::revocation_check::{self, OnUnavailable, RevocationMode, RevocationSettings};
+use crate::trace::export::{SamplerChoice, TraceSettings};
 
 mod pools;
 mod server;
 pub mod settings;
+mod tracing;
 
 pub use self::pools::region_from_pool_id;
 use self::pools::*;
 use self::server::*;
 pub use self::server::{AdminToken, ServerConfig, TlsFiles};
 use self::settings::*;
+use self::tracing::trace_settings;
 
 /// Pool id of the single pool described by the environment (the app's variable).
 pub const ENV_POOL_ID: &str = "AWS_COGNITO_USER_POOL_ID";
@@ -129,6 +132,25 @@ pub const ENV_DIAGNOSTICS: &str = "AUTHZ_DIAGNOSTICS";
 /// A file holding the key that signs (HMAC-SHA256) what replicas share through Redis, for a
 /// Redis that others can write: values not signed with it are ignored.
 pub const ENV_REDIS_SIGNING_KEY_FILE: &str = "AUTHZ_REDIS_SIGNING_KEY_FILE";
+/// OpenTelemetry's standard variables (traces): the collector's OTLP/gRPC endpoint; unset, no
+/// traces are made.
+pub const ENV_OTEL_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// The traces-only form of [`ENV_OTEL_ENDPOINT`], which it overrides.
+pub const ENV_OTEL_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+/// The service name on our spans.
+pub const ENV_OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+/// Which traces are kept.
+pub const ENV_OTEL_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
+/// The ratio of the ratio samplers.
+pub const ENV_OTEL_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
+/// Spans waiting for export; one more is dropped and counted.
+pub const ENV_OTEL_QUEUE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
+/// Spans per export.
+pub const ENV_OTEL_BATCH: &str = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE";
+/// The longest a span waits for its batch, in milliseconds.
+pub const ENV_OTEL_DELAY: &str = "OTEL_BSP_SCHEDULE_DELAY";
+/// One export's limit, in milliseconds.
+pub const ENV_OTEL_EXPORT_TIMEOUT: &str = "OTEL_BSP_EXPORT_TIMEOUT";
 /// Shortest Redis signing key accepted: 32 bytes.
 pub const MIN_SIGNING_KEY_BYTES: usize = 32;
 /// Shortest control-API secret accepted: 16 bytes (128 bits if random).
@@ -239,6 +261,8 @@ pub struct Config {
     pub routes: RouteConfig,
     /// Tuning of revocation checks with Cognito (`[revocation]`).
     pub revocation: RevocationSettings,
+    /// OpenTelemetry traces (the standard `OTEL_*` variables).
+    pub tracing: TraceSettings,
 }
 
 /// The file's schema. Every field is optional; unknown keys are errors (a typo must not pass
@@ -394,6 +418,7 @@ impl Config {
             &pool_ids,
         )?;
         check_pools(var, &pools, &routes)?;
+        let tracing = trace_settings(var)?;
 
         Ok(Config {
             revocation,
@@ -404,6 +429,7 @@ impl Config {
             jwks,
             server,
             routes,
+            tracing,
         })
     }
 }

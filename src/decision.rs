@@ -401,6 +401,16 @@ impl Authorizer {
             verdict.reason,
             elapsed.as_secs_f64(),
         );
+        crate::trace::record_decision(
+            verdict.decision.as_str(),
+            verdict.reason,
+            &requirements.rule,
+            verdict
+                .identity
+                .as_ref()
+                .and_then(|i| state.verifier.pools().get(i.pool()))
+                .map(|p| p.id.as_str()),
+        );
         info!(
             target: "cognito_authz::decision",
             decision = verdict.decision.as_str(),
@@ -430,8 +440,10 @@ impl State {
                     keys.has_key(pool, kid)
                 })
         {
+            crate::trace::record_cache(true);
             return Ok(identity);
         }
+        crate::trace::record_cache(false);
         let claims = self
             .verifier
             .verify_at(token, now)

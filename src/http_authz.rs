@@ -16,6 +16,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
+use tracing::Instrument as _;
 
 use crate::decision::{Answer, Authorizer, CheckInput};
 
@@ -129,8 +130,12 @@ pub fn router(authorizer: Authorizer) -> axum::Router {
     axum::Router::new().fallback(move |request: Request| {
         let authorizer = authorizer.clone();
         async move {
+            // Envoy puts its ext_authz span's context in the request's own headers.
+            let span = crate::trace::check_span("http");
+            crate::trace::adopt_parent(&span, &[&crate::trace::HttpHeaders(request.headers())]);
             authorizer
                 .check_http(request.method(), request.uri(), request.headers())
+                .instrument(span)
                 .await
         }
     })

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+use tracing::Instrument as _;
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::signature::{ParsedPublicKey, RsaPublicKeyComponents, RSA_PKCS1_2048_8192_SHA256};
@@ -450,12 +451,14 @@ impl KeyStore {
         refetch.in_flight = Some(done.clone());
         drop(refetch);
         let store = self.clone();
-        tokio::spawn(async move {
+        // The refetch belongs to the check that found the unknown kid: its trace, as a child.
+        let refetch = async move {
             store.refresh(pool).await;
             let keys = &store.inner.pools[pool];
             lock(&keys.refetch).in_flight = None;
             let _ = finished.send(());
-        });
+        };
+        tokio::spawn(refetch.in_current_span());
         Some(done)
     }
 
@@ -516,12 +519,20 @@ impl KeyStore {
     }
 
     async fn fetch_into(&self, keys: &PoolKeys) -> bool {
+        let span = crate::trace::jwks_span(&keys.pool_id);
         let result = fetch_jwks(
             &self.inner.http,
             &keys.jwks_uri,
             self.inner.settings.max_body_bytes,
         )
+        .instrument(span.clone())
         .await;
+        match &result {
+            Ok(_) => {
+                span.record("outcome", "ok");
+            }
+            Err(err) => crate::trace::record_failure(&span, err.as_str()),
+        }
         let mut record = lock(&keys.record);
         match result {
             Ok(set) => {

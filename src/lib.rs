@@ -7,6 +7,8 @@
 //! # Layout
 //! Lowest first; each module imports only from those above it in this list:
 //! - [`clock`]: the one clock for everything that expires (system, or manual in tests).
+//! - [`trace`]: OpenTelemetry spans (the check, JWKS, `GetUser`, Redis), W3C context, OTLP
+//!   export through a bounded queue; off unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! - [`identity`]: token use, the compact identity, the managed identity headers.
 //! - [`credential`]: where the token is (bearer, token header, cookie) and CORS preflights.
 //! - [`pool`]: a configured user pool.
@@ -51,6 +53,7 @@ pub mod server;
 pub mod shared;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod trace;
 pub mod verify;
 
 /// Serialises a duration as fractional seconds (for `check-config` and `/config`).

@@ -13,6 +13,7 @@ use cognito_authz::credential::pasted_token;
 use cognito_authz::jwks::KeyStore;
 use cognito_authz::revocation_check::RevocationStatus;
 use cognito_authz::server;
+use cognito_authz::trace::export::Tracing;
 use cognito_authz::verify::unverified_payload;
 use serde_json::{json, Value};
 
@@ -119,10 +120,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _log_guard = init_logs(&config, &cli.command);
+    let (_log_guard, tracing) = match init_logs(&config, &cli.command) {
+        Ok(installed) => installed,
+        Err(problem) => {
+            eprintln!("cognito-authz: {problem}");
+            return ExitCode::from(2);
+        }
+    };
 
     match cli.command {
-        Command::Serve => serve(config, cli.config),
+        Command::Serve => {
+            let code = serve(config, cli.config);
+            if let Some(tracing) = tracing {
+                // What is queued goes out, within a bound: a dead collector cannot hold the
+                // exit.
+                tracing.shutdown(std::time::Duration::from_secs(5));
+            }
+            code
+        }
         Command::CheckConfig => check_config(&config),
         Command::Verify { token } => verify(config, token),
         Command::Revoke { .. } | Command::Health { .. } => {
@@ -131,14 +146,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// Installs the log subscriber for `command` (`RUST_LOG` wins); the guard flushes at exit.
-fn init_logs(config: &Config, command: &Command) -> tracing_appender::non_blocking::WorkerGuard {
+/// Installs the log subscriber for `command` (`RUST_LOG` wins) and, for `serve` with an
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`, the trace pipeline beside it; the guard flushes the logs at
+/// exit. Our spans (target `cognito_authz::trace`) go to traces only, never to the logs.
+fn init_logs(
+    config: &Config,
+    command: &Command,
+) -> Result<(tracing_appender::non_blocking::WorkerGuard, Option<Tracing>), String> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let default_level = match command {
         Command::Serve => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
+        .add_directive(
+            format!("{}=off", cognito_authz::trace::TARGET)
+                .parse()
+                .map_err(|err| format!("the log filter: {err}"))?,
+        );
     // A background thread does the writing: one log event per decision must not cost the
     // request a write syscall. It buffers what is queued and flushes whenever the queue runs
     // empty, so under load many lines share one write and at rest each line goes out at once.
@@ -148,16 +176,25 @@ fn init_logs(config: &Config, command: &Command) -> tracing_appender::non_blocki
         64 * 1024,
         std::io::stderr(),
     ));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(writer);
-    if config.server.json_logs {
-        logs.json().flatten_event(true).init();
+    let logs = if config.server.json_logs {
+        logs.json().flatten_event(true).with_filter(filter).boxed()
     } else {
-        logs.init();
-    }
-    guard
+        logs.with_filter(filter).boxed()
+    };
+    let tracing = match (command, &config.tracing.endpoint) {
+        (Command::Serve, Some(_)) => Some(Tracing::start(&config.tracing)?),
+        _ => None,
+    };
+    let traces = tracing.as_ref().map(|t| t.layer());
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init()
+        .map_err(|err| format!("the log subscriber: {err}"))?;
+    Ok((guard, tracing))
 }
 
 /// `check-config`: the effective configuration as JSON, warnings on stderr.

@@ -136,6 +136,7 @@ impl Metrics {
             "Revocations refused, from the admin API or Redis, by reason (full, too_large, future)",
             revocations_refused.clone(),
         );
+        registry.register_collector(Box::new(SpanCollector));
         Metrics {
             inner: Arc::new(Inner {
                 revocations,
@@ -178,6 +179,44 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
         out
+    }
+}
+
+/// The trace pipeline's span counts ([`crate::trace::export::counts`]), read at each scrape.
+#[derive(Debug)]
+struct SpanCollector;
+
+impl prometheus_client::collector::Collector for SpanCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use std::sync::atomic::Ordering::Relaxed;
+        let counts = crate::trace::export::counts();
+        let exported = ConstCounter::new(counts.exported.load(Relaxed));
+        exported.encode(encoder.encode_descriptor(
+            "trace_spans_exported",
+            "Spans the OTLP collector accepted",
+            None,
+            exported.metric_type(),
+        )?)?;
+        let mut dropped = encoder.encode_descriptor(
+            "trace_spans_dropped",
+            "Spans given up on, by reason (queue_full: the export queue was full; \
+             export_failed: the collector refused or did not answer in time)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (reason, count) in [
+            ("queue_full", &counts.dropped_queue_full),
+            ("export_failed", &counts.dropped_export_failed),
+        ] {
+            ConstCounter::new(count.load(Relaxed))
+                .encode(dropped.encode_family(&ReasonLabels { reason })?)?;
+        }
+        Ok(())
     }
 }
 
@@ -254,6 +293,10 @@ mod tests {
             "cognito_authz_check_duration_seconds_count 1",
             "cognito_authz_jwks_fetches_total{pool=\"us-east-1_A\",result=\"timeout\"} 1",
             "cognito_authz_jwks_keys{pool=\"us-east-1_A\"} 2",
+            "# TYPE cognito_authz_trace_spans_exported counter",
+            "cognito_authz_trace_spans_exported_total 0",
+            "cognito_authz_trace_spans_dropped_total{reason=\"queue_full\"} 0",
+            "cognito_authz_trace_spans_dropped_total{reason=\"export_failed\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

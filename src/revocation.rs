@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use serde::{Deserialize, Serialize};
 
@@ -334,6 +335,16 @@ pub enum CognitoAnswer {
 }
 
 impl CognitoAnswer {
+    /// A stable label for traces.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CognitoAnswer::Live => "live",
+            CognitoAnswer::SessionRevoked => "session_revoked",
+            CognitoAnswer::Refused => "refused",
+            CognitoAnswer::Expired => "expired",
+        }
+    }
+
     /// The verdict to cache and share (none for `Expired`: it is about time, not the token).
     pub fn verdict(self) -> Option<CognitoVerdict> {
         match self {
@@ -439,6 +450,26 @@ impl CognitoClient {
     /// Asks `endpoint` (`https://cognito-idp.{region}.amazonaws.com/`) about `token`, giving up
     /// after `timeout` (what is left of the check's budget).
     pub async fn get_user(
+        &self,
+        endpoint: &str,
+        token: &str,
+        timeout: Duration,
+    ) -> Result<CognitoAnswer, Unavailable> {
+        let span = crate::trace::get_user_span();
+        let answer = self
+            .ask(endpoint, token, timeout)
+            .instrument(span.clone())
+            .await;
+        match answer {
+            Ok(answer) => {
+                span.record("outcome", answer.as_str());
+            }
+            Err(unavailable) => crate::trace::record_failure(&span, unavailable.as_str()),
+        }
+        answer
+    }
+
+    async fn ask(
         &self,
         endpoint: &str,
         token: &str,

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
@@ -345,11 +346,13 @@ impl RevocationChecker {
                     // shared with other replicas needs the id itself, from the token.
                     let session = crate::verify::unverified_payload(&token)
                         .and_then(|p| p.get("origin_jti")?.as_str().map(str::to_string));
-                    tokio::spawn(async move {
+                    // The call belongs to the first asker's check: its trace, as a child.
+                    let call = async move {
                         let outcome = checker.call(key, &token, pool, session).await;
                         lock(&checker.inner.in_flight).remove(&key);
                         let _ = finished.send(Some(outcome));
-                    });
+                    };
+                    tokio::spawn(call.in_current_span());
                     done
                 }
             }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument as _};
 
 use crate::clock::Clock;
 use crate::lock;
@@ -51,6 +51,17 @@ pub enum SharedError {
     /// No answer within [`OPERATION_TIMEOUT`].
     #[error("redis: timeout")]
     Timeout,
+}
+
+impl SharedError {
+    /// A stable label for traces.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SharedError::Down => "down",
+            SharedError::Redis(_) => "error",
+            SharedError::Timeout => "timeout",
+        }
+    }
 }
 
 /// Counts Redis state changes and failures; the server plugs its metrics in.
@@ -181,12 +192,15 @@ impl Shared {
             return Err(SharedError::Down);
         }
         let mut connection = self.inner.manager.clone();
+        let span = crate::trace::redis_span(op);
         let result = tokio::time::timeout(OPERATION_TIMEOUT, command.query_async(&mut connection))
+            .instrument(span.clone())
             .await
             .map_err(|_| SharedError::Timeout)
             .and_then(|r| r.map_err(SharedError::from));
-        if result.is_err() {
+        if let Err(err) = &result {
             self.inner.observer.redis_error(op);
+            crate::trace::record_failure(&span, err.as_str());
         }
         result
     }

@@ -12,11 +12,18 @@ fn readme() -> String {
 }
 
 /// The README's Configuration section, where the variable table is.
-fn configuration_section(text: &str) -> &str {
-    text.split("\n## Configuration\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .expect("a Configuration section")
+/// The sections whose tables list variables: Configuration, and Tracing (OpenTelemetry's).
+fn configuration_section(text: &str) -> String {
+    ["Configuration", "Tracing"]
+        .iter()
+        .map(|name| {
+            text.split(&format!("\n## {name}\n"))
+                .nth(1)
+                .and_then(|rest| rest.split("\n## ").next())
+                .unwrap_or_else(|| panic!("a {name} section"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The fenced blocks of one language, with the line each starts on.
@@ -41,6 +48,36 @@ fn blocks(text: &str, language: &str) -> Vec<(usize, String)> {
         }
     }
     found
+}
+
+/// `check-config` for the README's example at `line`, with a pool set and `file` and `vars`
+/// besides: the effective configuration, or a failure naming the line.
+fn check_config(
+    line: usize,
+    file: Option<&std::path::Path>,
+    vars: &[(&str, &str)],
+) -> serde_json::Value {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cognito-authz"));
+    command.arg("check-config");
+    if let Some(file) = file {
+        command.arg("--config").arg(file);
+    }
+    let out = command
+        .env_clear()
+        .envs([
+            ("AWS_COGNITO_USER_POOL_ID", "us-east-1_AbC123"),
+            ("AWS_COGNITO_USER_POOL_CLIENT_ID", "web-client-id"),
+        ])
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "README.md line {line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
@@ -69,25 +106,31 @@ fn every_toml_block_passes_check_config() {
         let text = text.replace("/etc/cognito-authz/", &format!("{}/", dir.display()));
         let file = dir.join(format!("block-{line}.toml"));
         std::fs::write(&file, &text).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
-            .arg("check-config")
-            .arg("--config")
-            .arg(&file)
-            .env_clear()
-            .envs([
-                ("AWS_COGNITO_USER_POOL_ID", "us-east-1_AbC123"),
-                ("AWS_COGNITO_USER_POOL_CLIENT_ID", "web-client-id"),
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "README.md line {line}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let config = check_config(line, Some(&file), &[]);
         assert!(config["pools"].as_array().is_some_and(|p| !p.is_empty()));
+    }
+}
+
+/// Each `env` block is a set of variables the service takes: `check-config` accepts them and
+/// shows them in effect.
+#[test]
+fn every_env_block_passes_check_config() {
+    let env = blocks(&readme(), "env");
+    assert!(!env.is_empty(), "the README's variable examples");
+    for (line, text) in env {
+        let vars: Vec<(&str, &str)> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.split_once('=').expect("NAME=value"))
+            .collect();
+        let config = check_config(line, None, &vars);
+        let shown = config.to_string();
+        for (name, value) in vars {
+            assert!(
+                shown.contains(value),
+                "README.md line {line}: {name} not in effect: {shown}"
+            );
+        }
     }
 }
 

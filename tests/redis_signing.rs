@@ -7,43 +7,14 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cognito_authz::server::{self, Running};
 use cognito_authz::shared::CHANNEL;
 use cognito_authz::testkit::{jwks, Behaviour, JwksServer, TestKey};
-use common::serve_config;
+use common::{serve_config, Redis};
 
 const ADMIN: &str = "signing-test-admin-secret";
-
-struct Redis(Child);
-
-impl Redis {
-    /// A throwaway Debian `redis-server` on a free loopback port, and its URL.
-    fn start() -> (Redis, String) {
-        let port = free_port();
-        let child = Command::new("/usr/bin/redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (the README's test command installs it)");
-        (Redis(child), format!("redis://127.0.0.1:{port}/"))
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A free loopback port below the ephemeral range (never handed out twice in this process).
-fn free_port() -> u16 {
-    cruddur_demo::stack::Ports::ephemeral().unwrap().app
-}
 
 fn file(dir: &std::path::Path, name: &str, text: &str) -> String {
     let path = dir.join(name);

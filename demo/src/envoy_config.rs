@@ -370,6 +370,34 @@ impl EnvoyConfig {
         self
     }
 
+    /// Envoy traces every request with OpenTelemetry, sending its spans to the OTLP/gRPC
+    /// collector at `host:port` and the trace context on to cognito-authz (gRPC metadata or
+    /// request headers) and the app (`traceparent`). With `flush_ms`, Envoy sends its spans
+    /// that often and one at a time (its default is every 5 s, five at a time).
+    pub fn with_tracing(&self, host: &str, port: u16, flush_ms: Option<u64>) -> &Self {
+        let manager = self.connection_manager();
+        insert_after(&manager, "access_log", "tracing", snippet_mapping(TRACING));
+        let clusters = sequence(&self.static_resources(), "clusters");
+        clusters.push(snippet_mapping(
+            &COLLECTOR_CLUSTER
+                .replace("{host}", host)
+                .replace("{port}", &port.to_string()),
+        ));
+        if let Some(ms) = flush_ms {
+            assert!(
+                !self.root().contains_key("layered_runtime"),
+                "the Envoy config already has a layered_runtime"
+            );
+            self.root().set(
+                "layered_runtime",
+                snippet_mapping(&format!(
+                    "layers:\n- name: tracing\n  static_layer:\n    tracing.opentelemetry.flush_interval_ms: {ms}\n    tracing.opentelemetry.min_flush_spans: 1"
+                )),
+            );
+        }
+        self
+    }
+
     /// Every documented port replaced by the one in `ports`; fails when the config names one of
     /// Envoy's, the app's or cognito-authz's documented ports nowhere.
     pub fn render(&self, ports: Ports) -> Result<&Self, StackError> {
@@ -437,6 +465,35 @@ impl EnvoyConfig {
             .ok_or(())
     }
 }
+
+/// The HTTP connection manager's tracer: the text the native config carries commented out.
+pub const TRACING: &str = r#"provider:
+  name: envoy.tracers.opentelemetry
+  typed_config:
+    "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+    grpc_service:
+      envoy_grpc: { cluster_name: opentelemetry_collector }
+      timeout: 0.25s
+    service_name: envoy
+"#;
+
+/// The collector's cluster (OTLP over gRPC: HTTP/2).
+pub const COLLECTOR_CLUSTER: &str = r#"name: opentelemetry_collector
+type: STRICT_DNS
+connect_timeout: 0.25s
+typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    explicit_http_config:
+      http2_protocol_options: {}
+load_assignment:
+  cluster_name: opentelemetry_collector
+  endpoints:
+  - lb_endpoints:
+    - endpoint:
+        address:
+          socket_address: { address: {host}, port_value: {port} }
+"#;
 
 const HTTP_SERVICE: &str = r#"server_uri:
   uri: http://127.0.0.1:{port}
@@ -789,6 +846,35 @@ mod tests {
         out.sort();
     }
 
+    /// The native config's commented-out tracer, uncommented, is what the demo's switch adds.
+    #[test]
+    fn the_commented_tracer_is_the_one_the_demo_switch_adds() {
+        let mut uncommented = Vec::new();
+        let mut inside = false;
+        for line in NATIVE.lines() {
+            let body = line.trim_start();
+            let indent = &line[..line.len() - body.len()];
+            if body == "# tracing:" || body == "# - name: opentelemetry_collector" {
+                inside = true;
+            } else if !body.starts_with("# ") {
+                inside = false;
+            }
+            match body.strip_prefix("# ") {
+                Some(rest) if inside => uncommented.push(format!("{indent}{rest}")),
+                _ => uncommented.push(line.to_string()),
+            }
+        }
+        let uncommented = uncommented.join("\n");
+        assert_ne!(
+            data(&uncommented),
+            data(NATIVE),
+            "nothing was commented out"
+        );
+        let switched = EnvoyConfig::parse(NATIVE);
+        switched.with_tracing("127.0.0.1", 4317, None);
+        assert_eq!(data(&uncommented), data(&switched.text()));
+    }
+
     #[test]
     fn every_committed_envoy_flavour_is_generated_from_the_native_config() {
         // (file, committed text, generator, regeneration flag, a line the flavour must hold)
@@ -865,7 +951,11 @@ mod tests {
     fn the_http_flavour_drops_context_extensions_but_keeps_the_cors_policy() {
         let http = http_envoy_config(NATIVE);
         assert!(!http.contains("context_extensions"));
-        assert!(!http.contains("grpc_service"));
+        let filters = &data(&http)["static_resources"]["listeners"][0]["filter_chains"][0]
+            ["filters"][0]["typed_config"]["http_filters"];
+        let ext_authz = &filters[1]["typed_config"];
+        assert_eq!(filters[1]["name"], "envoy.filters.http.ext_authz");
+        assert!(ext_authz.get("grpc_service").is_none() && ext_authz.get("http_service").is_some());
         assert!(!http.contains("disabled: true"), "every route is checked");
         assert!(http.contains("envoy.extensions.filters.http.cors.v3.CorsPolicy"));
         assert_eq!(

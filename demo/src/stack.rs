@@ -172,6 +172,7 @@ pub struct Stack {
     proxy: CognitoProxy,
     frontend: Option<tokio::task::JoinHandle<()>>,
     extra_env: Vec<(String, String)>,
+    traces: Option<String>,
     procs: Vec<Proc>,
 }
 
@@ -197,6 +198,9 @@ pub struct Options {
     pub redis: bool,
     /// More environment for every replica.
     pub authz_env: Vec<(String, String)>,
+    /// An OTLP/gRPC collector (`http://host:port`): Envoy traces every request and
+    /// cognito-authz joins its traces, both exporting there, each within a fraction of a second.
+    pub traces: Option<String>,
 }
 
 impl Default for Options {
@@ -206,6 +210,7 @@ impl Default for Options {
             replicas: 1,
             redis: false,
             authz_env: Vec::new(),
+            traces: None,
         }
     }
 }
@@ -273,6 +278,23 @@ pub enum Protocol {
     Http,
 }
 
+/// The host and port of an OTLP collector's `http://host:port` endpoint.
+fn collector_address(endpoint: &str) -> Result<(String, u16), StackError> {
+    let rest = endpoint.strip_prefix("http://").ok_or_else(|| {
+        err(format!(
+            "{endpoint}: the collector must be http://host:port"
+        ))
+    })?;
+    let (host, port) = rest
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .ok_or_else(|| err(format!("{endpoint}: no port")))?;
+    let port = port
+        .parse()
+        .map_err(|_| err(format!("{endpoint}: the port is not a number")))?;
+    Ok((host.to_string(), port))
+}
+
 /// The sum of `cognito_authz_decisions_total` over its labels, from a `/metrics` page.
 pub fn decisions_total(metrics: &str) -> u64 {
     metrics
@@ -332,6 +354,7 @@ impl Stack {
             proxy,
             frontend: None,
             extra_env: options.authz_env,
+            traces: options.traces,
             layout,
             ports,
             pool: Pool {
@@ -387,6 +410,10 @@ impl Stack {
             if protocol == Protocol::Grpc {
                 config.with_health_checks();
             }
+        }
+        if let Some(collector) = &stack.traces {
+            let (host, port) = collector_address(collector)?;
+            config.with_tracing(&host, port, Some(200));
         }
         let text = config.text();
         std::fs::write(&rendered, text).map_err(|e| err(format!("{}: {e}", rendered.display())))?;
@@ -508,6 +535,11 @@ impl Stack {
                     "COGNITO_AUTHZ_CONFIG",
                     self.layout.root.join("envoy/cognito-authz.toml"),
                 );
+        }
+        if let Some(collector) = &self.traces {
+            command
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector)
+                .env("OTEL_BSP_SCHEDULE_DELAY", "200");
         }
         command.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         let name = Stack::replica_name(replica);

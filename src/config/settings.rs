@@ -427,8 +427,67 @@ pub const IDP_ENDPOINT: Setting = Setting::new(
     "Cognito's API for GetUser",
 );
 
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+pub const OTEL_ENDPOINT: Setting = Setting::env_only(
+    ENV_OTEL_ENDPOINT,
+    Unset("off"),
+    "the collector's OTLP/gRPC endpoint; traces are made only when it is set",
+);
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
+pub const OTEL_TRACES_ENDPOINT: Setting = Setting::env_only(
+    ENV_OTEL_TRACES_ENDPOINT,
+    Unset("none"),
+    "the same for traces only, overriding OTEL_EXPORTER_OTLP_ENDPOINT",
+);
+/// `OTEL_SERVICE_NAME`.
+pub const OTEL_SERVICE_NAME: Setting = Setting::env_only(
+    ENV_OTEL_SERVICE_NAME,
+    Word("cognito-authz"),
+    "service.name on our spans",
+);
+/// `OTEL_TRACES_SAMPLER`.
+pub const OTEL_SAMPLER: Setting = Setting::env_only(
+    ENV_OTEL_SAMPLER,
+    Word("parentbased_always_on"),
+    "which traces are kept",
+);
+/// `OTEL_TRACES_SAMPLER_ARG`: a ratio, read as a number in `[0, 1]` by the tracing reader.
+pub const OTEL_SAMPLER_ARG: Setting = Setting::env_only(
+    ENV_OTEL_SAMPLER_ARG,
+    Word("1.0"),
+    "the ratio of the traceidratio samplers, 0 to 1",
+);
+/// `OTEL_BSP_MAX_QUEUE_SIZE`.
+pub const OTEL_QUEUE: Setting = Setting::env_only(
+    ENV_OTEL_QUEUE,
+    Number(2048),
+    "spans waiting for export; one more is dropped and counted",
+)
+.at_least(1)
+.at_most(1 << 20);
+/// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
+pub const OTEL_BATCH: Setting = Setting::env_only(ENV_OTEL_BATCH, Number(512), "spans per export")
+    .at_least(1)
+    .at_most(1 << 16);
+/// `OTEL_BSP_SCHEDULE_DELAY`.
+pub const OTEL_DELAY: Setting = Setting::env_only(
+    ENV_OTEL_DELAY,
+    Number(5000),
+    "the longest a span waits for its batch, in milliseconds",
+)
+.at_least(1)
+.at_most(3_600_000);
+/// `OTEL_BSP_EXPORT_TIMEOUT`.
+pub const OTEL_EXPORT_TIMEOUT: Setting = Setting::env_only(
+    ENV_OTEL_EXPORT_TIMEOUT,
+    Number(30000),
+    "one export's limit in milliseconds; its spans are dropped after it",
+)
+.at_least(1)
+.at_most(3_600_000);
+
 /// Every setting, in the README's order of sections.
-pub const SETTINGS: [&Setting; 43] = [
+pub const SETTINGS: [&Setting; 52] = [
     &POOL_ID,
     &CLIENT_IDS,
     &REGION,
@@ -472,6 +531,15 @@ pub const SETTINGS: [&Setting; 43] = [
     &REVOCATION_MAX_CONCURRENT,
     &REVOCATION_UNVERIFIABLE,
     &IDP_ENDPOINT,
+    &OTEL_ENDPOINT,
+    &OTEL_TRACES_ENDPOINT,
+    &OTEL_SERVICE_NAME,
+    &OTEL_SAMPLER,
+    &OTEL_SAMPLER_ARG,
+    &OTEL_QUEUE,
+    &OTEL_BATCH,
+    &OTEL_DELAY,
+    &OTEL_EXPORT_TIMEOUT,
 ];
 
 /// The variable lookup every reader takes: empty variables already count as unset.

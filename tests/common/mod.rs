@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: configurations pointing at a local JWKS server.
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::collections::HashMap;
 
 use cognito_authz::config::Config;
@@ -269,4 +271,28 @@ pub fn raw(port: u16, head: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {response:?}"));
     (status, response)
+}
+
+/// A throwaway Debian `redis-server`; killed when dropped.
+pub struct Redis(std::process::Child);
+
+impl Redis {
+    /// A throwaway Debian `redis-server` on a free loopback port, and its URL.
+    pub fn start() -> (Redis, String) {
+        let port = cruddur_demo::stack::Ports::ephemeral().unwrap().app;
+        let child = std::process::Command::new("/usr/bin/redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (the README's test command installs it)");
+        (Redis(child), format!("redis://127.0.0.1:{port}/"))
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

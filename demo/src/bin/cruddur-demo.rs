@@ -5,13 +5,17 @@
 //! Flags: `--exit-after-walkthrough` stops after the walkthrough (exit 0 when every step held);
 //! `--print-compose-envoy`, `--print-uds-envoy`, `--print-tls-envoy` and `--print-http-envoy`
 //! print the Envoy config flavours as generated from envoy/envoy.yaml.
+//!
+//! With `OTEL_EXPORTER_OTLP_ENDPOINT=http://host:port` set (an OTLP/gRPC collector such as
+//! Jaeger's), Envoy traces every request and cognito-authz joins each trace: one request's path
+//! through Envoy, the check, Cognito and the app shows as one trace there.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cruddur_demo::stack::{
     compose_envoy_config, compose_replicas_envoy_config, ecs_envoy_config, http_envoy_config,
-    kubernetes_configmap, tls_envoy_config, uds_envoy_config, Layout, Ports, Stack,
+    kubernetes_configmap, tls_envoy_config, uds_envoy_config, Layout, Options, Ports, Stack,
 };
 use cruddur_demo::walkthrough;
 
@@ -78,7 +82,14 @@ async fn main() -> ExitCode {
     };
     let ports = Ports::DOCUMENTED;
     println!("Starting the stack (logs in {}):", work_dir.display());
-    let stack = match Stack::start(layout, ports).await {
+    let traces = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let options = Options {
+        traces: traces.clone(),
+        ..Options::default()
+    };
+    let stack = match Stack::start_options(layout, ports, options).await {
         Ok(stack) => stack,
         Err(e) => {
             eprintln!("cruddur-demo: {e}");
@@ -105,6 +116,9 @@ async fn main() -> ExitCode {
         "  front end          {}  (open it in a browser; codes appear on the page)",
         stack.frontend_url()
     );
+    if let Some(collector) = &traces {
+        println!("  traces             Envoy and cognito-authz export to {collector}");
+    }
     println!();
 
     let steps = walkthrough::run(&stack, |step| {
