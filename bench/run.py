@@ -19,7 +19,9 @@ Environment: BENCH_SECONDS (default 5) per measurement; BENCH_QUICK=1 runs only 
 over TCP at 16 connections, for A/B trials of a setting; BENCH_GRPC_CLIENT=google switches
 Envoy's ext_authz client from envoy_grpc to google_grpc; BENCH_AUTHZ_B=/path/to/cognito-authz
 adds, in quick mode, (4) with that other binary right after (4) with this one (an A/B of two
-builds in one run).
+builds in one run). BENCH_TRACING=1 runs only the tracing comparison: direct gRPC load on Check
+(cache hits) with traces off, on at sampling 1.0 and on at 0.01 (to a do-nothing OTLP
+collector), each twice, interleaved.
 """
 import json
 import os
@@ -38,6 +40,7 @@ RELEASE = ROOT / "target" / "release"
 WORK = ROOT / ".run" / "bench"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 QUICK = os.environ.get("BENCH_QUICK") == "1"
+TRACING = os.environ.get("BENCH_TRACING") == "1"
 # Envoy's gRPC client for ext_authz: "envoy" (envoy_grpc, the default) or "google" (google_grpc).
 GRPC_CLIENT = os.environ.get("BENCH_GRPC_CLIENT", "envoy")
 CONNECTIONS = (16,) if QUICK else (1, 16)
@@ -307,7 +310,7 @@ def grpc_load(addr, tokens, *extra):
 
 def main():
     WORK.mkdir(parents=True, exist_ok=True)
-    for tool in ["cognito-authz", "noop-authz", "noop-http-authz", "grpc-load", "mint"]:
+    for tool in ["cognito-authz", "noop-authz", "noop-http-authz", "grpc-load", "mint", "otlp-sink"]:
         if not (RELEASE / tool).exists():
             raise SystemExit(f"{RELEASE / tool} is missing: bench/run builds it")
     envoy = VENV / "bin" / "envoy"
@@ -345,6 +348,9 @@ def main():
         wait_http(f"http://127.0.0.1:{admin}/readyz")
         return proc, admin
 
+    if TRACING:
+        tracing_comparison(start_authz, valid1)
+        return
     results = {}
     version = re.search(r"/(\d+\.\d+\.\d+)/", subprocess.run([str(envoy), "--version"], capture_output=True,
                                                                 text=True).stdout)
@@ -483,6 +489,54 @@ def main():
 
     report = render(results, direct, base_rss, cached_rss, peak_tcp)
     (WORK / "report.md").write_text(report)
+    print()
+    print(report)
+
+
+def tracing_comparison(start_authz, tokens):
+    """Direct gRPC load on Check, cache hits: traces off, sampled at 1.0 and at 0.01 (grpc-load
+    sends no trace context, so each check is a root the sampler decides on). Twice each,
+    interleaved, so drift on a shared machine falls on all three alike."""
+    sink_port = free_port()
+    sink = start("otlp-sink", [str(RELEASE / "otlp-sink"), f"127.0.0.1:{sink_port}"])
+    wait_tcp(sink_port)
+    modes = {
+        "off": {},
+        "1.0": {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+                "OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.0"},
+        "0.01": {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+                 "OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"},
+    }
+    runs = {mode: [] for mode in modes}
+    port = free_port()
+    for round_ in range(2):
+        for mode, env in modes.items():
+            authz, admin = start_authz(f"authz-trace-{mode}-{round_}", f"127.0.0.1:{port}", extra=env)
+            grpc_load(f"127.0.0.1:{port}", tokens, "--seconds", "1")
+            result = grpc_load(f"127.0.0.1:{port}", tokens, "--seconds", str(SECONDS))
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics").read().decode()
+            dropped = sum(int(m) for m in re.findall(r'trace_spans_dropped_total\{[^}]*\} (\d+)', metrics))
+            exported = re.search(r'trace_spans_exported_total (\d+)', metrics)
+            stop(authz)
+            result["dropped"] = dropped
+            result["exported"] = int(exported.group(1)) if exported else 0
+            runs[mode].append(result)
+            print(f"  {mode:<5} {result['rps']:>9.0f} checks/s  p50 {result['p50_us']} us  p99 {result['p99_us']} us  "
+                  f"exported {result['exported']} dropped {dropped} denied {result['denied']} errors {result['errors']}",
+                  flush=True)
+    sink.send_signal(signal.SIGINT)
+    sink.wait(timeout=10)
+    base = sum(r["rps"] for r in runs["off"]) / len(runs["off"])
+    lines = ["| tracing | checks/s (two runs) | vs off | p50 µs | p99 µs | spans exported | dropped |",
+             "|---|---|---|---|---|---|---|"]
+    for mode, results in runs.items():
+        mean = sum(r["rps"] for r in results) / len(results)
+        def each(key, fmt="{}"):
+            return " / ".join(fmt.format(r[key]) for r in results)
+        lines.append(f"| {mode} | {each('rps', '{:.0f}')} | {mean / base:.2f} | {each('p50_us')} | "
+                     f"{each('p99_us')} | {each('exported')} | {each('dropped')} |")
+    report = "\n".join(lines) + "\n"
+    (WORK / "tracing.md").write_text(report)
     print()
     print(report)
 
