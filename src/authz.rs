@@ -151,15 +151,11 @@ impl Authorization for AuthzService {
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref())
             .map(|http| &http.headers);
-        match headers {
-            Some(headers) => crate::trace::adopt_parent(
-                &span,
-                &[&crate::trace::Metadata(request.metadata()), headers],
-            ),
-            None => {
-                crate::trace::adopt_parent(&span, &[&crate::trace::Metadata(request.metadata())])
-            }
-        }
+        crate::trace::adopt_parent(
+            &span,
+            &crate::trace::Metadata(request.metadata()),
+            headers.map(|h| h as &dyn opentelemetry::propagation::Extractor),
+        );
         self.authorizer
             .check(request.get_ref())
             .instrument(span)

@@ -148,7 +148,7 @@ fn main() -> ExitCode {
 
 /// Installs the log subscriber for `command` (`RUST_LOG` wins) and, for `serve` with an
 /// `OTEL_EXPORTER_OTLP_ENDPOINT`, the trace pipeline beside it; the guard flushes the logs at
-/// exit. Our spans (target `cognito_authz::trace`) go to traces only, never to the logs.
+/// exit. Our spans (target `cognito_authz_otel`) go to traces only, never to the logs.
 fn init_logs(
     config: &Config,
     command: &Command,

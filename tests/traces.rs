@@ -449,6 +449,16 @@ async fn key_fetches_get_user_and_redis_calls_are_children_of_the_check() {
         ],
     )
     .await;
+    // Redis is not asked while it is down: wait until the share is up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = common::http_get(authz.admin, "/metrics").await;
+        if metric(&metrics, "cognito_authz_redis_up") == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Redis never came up: {metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
     let valid = TestKey::shared(0).token(&access_claims(ISS, CLIENT, now()));
     let answer = check(authz.grpc, &valid, Some(&traceparent), &[]).await;
@@ -514,4 +524,55 @@ async fn key_fetches_get_user_and_redis_calls_are_children_of_the_check() {
     assert!(spans
         .iter()
         .any(|s| s.name == "jwks.fetch" && s.parent_span_id.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_own_traceparent_links_but_cannot_force_sampling() {
+    let receiver = Receiver::start().await;
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let endpoint = receiver.endpoint();
+    // Keep no trace of our own; follow the caller's choice when the caller is Envoy.
+    let authz = start_authz(
+        &idp.url("/jwks.json"),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+        ],
+    )
+    .await;
+    let token = TestKey::shared(0).token(&access_claims(ISS, CLIENT, now()));
+    let client_trace = "c".repeat(32);
+    let sampled_by_client = format!("00-{client_trace}-b7ad6b7169203331-01");
+    let huge_state = format!("vendor={}", "x".repeat(250));
+    for _ in 0..5 {
+        let answer = check(
+            authz.grpc,
+            &token,
+            None,
+            &[
+                ("traceparent", &sampled_by_client),
+                ("tracestate", &huge_state),
+            ],
+        )
+        .await;
+        assert!(is_allowed(&answer));
+    }
+    // Envoy's context (the metadata) is followed: sampled there, sampled here.
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    assert!(is_allowed(
+        &check(authz.grpc, &token, Some(&traceparent), &[]).await
+    ));
+    let spans = receiver
+        .wait_for(Duration::from_secs(10), |s| !checks(s).is_empty())
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let spans = [spans, receiver.spans()].concat();
+    let ours = checks(&spans);
+    assert!(!ours.is_empty(), "Envoy's sampled context was not followed");
+    assert!(
+        ours.iter().all(|s| s.trace_id == TRACE_ID),
+        "a client's flag chose sampling: {ours:#?}"
+    );
 }

@@ -464,7 +464,7 @@ pub const OTEL_QUEUE: Setting = Setting::env_only(
     "spans waiting for export; one more is dropped and counted",
 )
 .at_least(1)
-.at_most(1 << 20);
+.at_most(1 << 16);
 /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
 pub const OTEL_BATCH: Setting = Setting::env_only(ENV_OTEL_BATCH, Number(512), "spans per export")
     .at_least(1)

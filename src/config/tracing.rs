@@ -33,15 +33,23 @@ pub(super) fn trace_settings(var: Vars<'_>) -> Result<TraceSettings, ConfigError
     })
 }
 
-/// An `http://` or `https://` URL with a host: what tonic's exporter can dial.
+/// An `http://` URL with a host. No `https://`: the exporter is built without TLS, and a
+/// collector it cannot reach would lose every span; a collector beside the service (the node's
+/// or the pod's) takes plain OTLP and forwards it over TLS.
 fn collector_url(name: &'static str, url: String) -> Result<String, ConfigError> {
     let url = url.trim().to_string();
+    if url.starts_with("https://") {
+        return Err(ConfigError::invalid(
+            name,
+            format!(
+                "'{url}': TLS to the collector is not supported; send to a collector beside \
+                 the service (http://) and let it forward over TLS"
+            ),
+        ));
+    }
     let host = url
         .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| {
-            ConfigError::invalid(name, format!("'{url}' is not an http:// or https:// URL"))
-        })?;
+        .ok_or_else(|| ConfigError::invalid(name, format!("'{url}' is not an http:// URL")))?;
     if host.is_empty() || host.starts_with('/') {
         return Err(ConfigError::invalid(name, format!("'{url}' names no host")));
     }

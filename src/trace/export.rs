@@ -62,6 +62,17 @@ impl SamplerChoice {
         ),
     ];
 
+    /// What decides a trace that starts here (for the parent-based samplers, their root).
+    fn root(self, ratio: f64) -> Sampler {
+        match self {
+            SamplerChoice::AlwaysOn | SamplerChoice::ParentBasedAlwaysOn => Sampler::AlwaysOn,
+            SamplerChoice::AlwaysOff | SamplerChoice::ParentBasedAlwaysOff => Sampler::AlwaysOff,
+            SamplerChoice::TraceIdRatio | SamplerChoice::ParentBasedTraceIdRatio => {
+                Sampler::TraceIdRatioBased(ratio)
+            }
+        }
+    }
+
     fn sampler(self, ratio: f64) -> Sampler {
         match self {
             SamplerChoice::AlwaysOn => Sampler::AlwaysOn,
@@ -303,6 +314,7 @@ impl Tracing {
             spans: spans_tx,
             control: Mutex::new(Some(control_tx)),
         };
+        super::set_root_sampler(settings.sampler.root(settings.ratio));
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_sampler(settings.sampler.sampler(settings.ratio))

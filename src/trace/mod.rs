@@ -8,16 +8,21 @@
 //! pool, cache hit or miss, operation), never a token, a header map or a request.
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::TraceContextExt;
+use std::sync::OnceLock;
+
+use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt, TraceFlags, TraceState};
 use opentelemetry::Context;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub mod export;
 
-/// The `tracing` target of every span meant for OpenTelemetry.
-pub const TARGET: &str = "cognito_authz::trace";
+/// The `tracing` target of every span meant for OpenTelemetry. Not a module path: filters
+/// match targets by prefix, and switching these spans off in the logs must not switch off a
+/// module's log events.
+pub const TARGET: &str = "cognito_authz_otel";
 
 /// The check's span, before its parent is known: `protocol` is `grpc` or `http`. Its fields
 /// are filled in by [`record_decision`] and [`record_cache`].
@@ -35,22 +40,89 @@ pub fn check_span(protocol: &'static str) -> Span {
     )
 }
 
-/// Makes `span` a child of the first valid W3C trace context among `sources`, tried in order
-/// (the transport's metadata first, then the request's own headers). A missing or malformed
+/// Makes `span` a child of the W3C trace context in `transport` (what Envoy sets: the gRPC
+/// metadata, or the HTTP protocol's request headers), else of a `traceparent` among the
+/// `request`'s own headers (the client's, when Envoy forwards it). A missing or malformed
 /// `traceparent` leaves `span` a root: never an error. Nothing is parsed when tracing is off.
-pub fn adopt_parent(span: &Span, sources: &[&dyn Extractor]) {
+///
+/// Only `traceparent` is read: a `tracestate` (up to 16 KiB a client chooses) would ride on
+/// every span we export. A context from the request's headers is the client's word, so it
+/// links the trace but does not choose sampling: the configured root sampler decides, as for a
+/// trace of our own.
+pub fn adopt_parent(span: &Span, transport: &dyn Extractor, request: Option<&dyn Extractor>) {
     if span.is_disabled() {
         return;
     }
-    let propagator = TraceContextPropagator::new();
-    for source in sources {
-        let cx = propagator.extract(*source);
-        if cx.span().span_context().is_valid() {
-            // Fails only when no OpenTelemetry layer is installed: then there is nothing to link.
-            let _ = span.set_parent(cx);
-            return;
+    let parent = match parent_in(transport) {
+        Some(parent) => parent,
+        None => match request.and_then(parent_in) {
+            Some(claimed) => resampled(&claimed),
+            None => return,
+        },
+    };
+    // Fails only when no OpenTelemetry layer is installed: then there is nothing to link.
+    let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+}
+
+/// The longest `traceparent` read: version 00 is 55 characters; later versions may append.
+const MAX_TRACEPARENT: usize = 128;
+
+/// A source's `traceparent`, and nothing else.
+struct TraceparentOnly<'a>(&'a dyn Extractor);
+
+impl Extractor for TraceparentOnly<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        if key != "traceparent" {
+            return None;
         }
+        self.0.get(key).filter(|v| v.len() <= MAX_TRACEPARENT)
     }
+
+    fn keys(&self) -> Vec<&str> {
+        Vec::new()
+    }
+}
+
+/// The valid span context a source's `traceparent` names.
+fn parent_in(source: &dyn Extractor) -> Option<SpanContext> {
+    let cx = TraceContextPropagator::new().extract(&TraceparentOnly(source));
+    let parent = cx.span().span_context().clone();
+    parent.is_valid().then_some(parent)
+}
+
+/// The sampler that decides a trace of our own, for contexts a client names.
+static ROOT_SAMPLER: OnceLock<Sampler> = OnceLock::new();
+
+/// Sets the root sampler (once, when the pipeline starts).
+pub(crate) fn set_root_sampler(sampler: Sampler) {
+    let _ = ROOT_SAMPLER.set(sampler);
+}
+
+/// `claimed` with its sampled flag set by the root sampler instead of the client.
+fn resampled(claimed: &SpanContext) -> SpanContext {
+    let sampled = ROOT_SAMPLER.get().is_some_and(|sampler| {
+        let result = sampler.should_sample(
+            None,
+            claimed.trace_id(),
+            "authz.check",
+            &SpanKind::Server,
+            &[],
+            &[],
+        );
+        result.decision == SamplingDecision::RecordAndSample
+    });
+    let flags = if sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    SpanContext::new(
+        claimed.trace_id(),
+        claimed.span_id(),
+        flags,
+        true,
+        TraceState::default(),
+    )
 }
 
 /// The decision on the current check span (a no-op outside one).
@@ -148,7 +220,9 @@ impl Extractor for HttpHeaders<'_> {
 pub fn context_of(traceparent: &str) -> Context {
     let headers =
         std::collections::HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
-    TraceContextPropagator::new().extract(&headers)
+    parent_in(&headers)
+        .map(|parent| Context::new().with_remote_span_context(parent))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -188,6 +262,44 @@ mod tests {
     }
 
     #[test]
+    fn a_tracestate_is_never_read_and_an_oversized_traceparent_is_ignored() {
+        let headers = std::collections::HashMap::from([
+            (
+                "traceparent".to_string(),
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string(),
+            ),
+            ("tracestate".to_string(), format!("k={}", "v".repeat(200))),
+        ]);
+        let parent = parent_in(&headers).unwrap();
+        assert_eq!(parent.trace_state().header(), "");
+        let long = format!(
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-{}",
+            "0".repeat(MAX_TRACEPARENT)
+        );
+        assert!(!context_of(&long).span().span_context().is_valid());
+    }
+
+    #[test]
+    fn a_clients_context_is_sampled_by_our_root_sampler_not_its_flag() {
+        let unsampled = SpanContext::new(
+            TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            SpanId::from_hex("b7ad6b7169203331").unwrap(),
+            TraceFlags::default(),
+            true,
+            TraceState::default(),
+        );
+        // Before a pipeline starts there is no root sampler: nothing a client says is sampled.
+        assert!(!resampled(&unsampled).is_sampled());
+        set_root_sampler(Sampler::AlwaysOn);
+        let taken = resampled(&unsampled);
+        assert!(taken.is_sampled());
+        assert_eq!(
+            (taken.trace_id(), taken.span_id()),
+            (unsampled.trace_id(), unsampled.span_id())
+        );
+    }
+
+    #[test]
     fn without_a_layer_spans_are_disabled_and_adopting_a_parent_is_a_no_op() {
         let span = check_span("grpc");
         assert!(span.is_disabled());
@@ -195,7 +307,7 @@ mod tests {
             "traceparent".to_string(),
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string(),
         )]);
-        adopt_parent(&span, &[&headers]);
+        adopt_parent(&span, &headers, Some(&headers));
         record_decision("allow", "valid", "api", Some("pool"));
         record_cache(true);
     }
