@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cognito_authz::testkit::{access_claims, jwks, now, Behaviour, JwksServer, TestKey};
 use common::otlp::{ReceivedSpan, Receiver};
 use common::{answer, channel, check_request, env_for, Answer, CLIENT, ISS, POOL};
-use cruddur_demo::stack::{Options, Ports, Stack};
+use cruddur_demo::stack::{Options, Ports, Protocol, Stack};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -352,13 +352,21 @@ async fn a_dead_or_silent_collector_never_holds_a_check_and_drops_are_counted() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_envoy_its_spans_and_ours_form_one_trace_and_the_app_gets_the_context() {
+    // Envoy passes its context in the gRPC metadata, or in the HTTP protocol's headers.
+    for protocol in [Protocol::Grpc, Protocol::Http] {
+        one_trace_through_envoy(protocol).await;
+    }
+}
+
+async fn one_trace_through_envoy(protocol: Protocol) {
     let receiver = Receiver::start().await;
     let options = Options {
+        protocol,
         traces: Some(receiver.endpoint()),
         ..Options::default()
     };
     let stack = Stack::start_options(
-        common::stack_layout("traces"),
+        common::stack_layout(&format!("traces-{protocol:?}")),
         Ports::ephemeral().unwrap(),
         options,
     )
@@ -403,7 +411,15 @@ async fn through_envoy_its_spans_and_ours_form_one_trace_and_the_app_gets_the_co
     let ours = in_trace
         .iter()
         .find(|s| s.name == "authz.check")
-        .unwrap_or_else(|| panic!("no check span in the trace: {spans:#?}"));
+        .unwrap_or_else(|| panic!("{protocol:?}: no check span in the trace: {spans:#?}"));
+    assert_eq!(
+        ours.attributes["rpc.system"],
+        if protocol == Protocol::Grpc {
+            "grpc"
+        } else {
+            "http"
+        }
+    );
     let envoy: Vec<&&ReceivedSpan> = in_trace.iter().filter(|s| s.service == "envoy").collect();
     assert!(
         envoy.len() >= 2,
@@ -412,7 +428,7 @@ async fn through_envoy_its_spans_and_ours_form_one_trace_and_the_app_gets_the_co
     let parent = envoy
         .iter()
         .find(|s| s.span_id == ours.parent_span_id)
-        .unwrap_or_else(|| panic!("our span's parent is not Envoy's: {in_trace:#?}"));
+        .unwrap_or_else(|| panic!("{protocol:?}: our span's parent is not Envoy's: {in_trace:#?}"));
     // Envoy's ext_authz call is itself a child of its ingress span, the trace's root.
     assert!(
         envoy.iter().any(|s| s.span_id == parent.parent_span_id),
