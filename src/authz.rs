@@ -153,8 +153,8 @@ impl Authorization for AuthzService {
             .map(|http| &http.headers);
         crate::trace::adopt_parent(
             &span,
-            &crate::trace::Metadata(request.metadata()),
-            headers.map(|h| h as &dyn opentelemetry::propagation::Extractor),
+            request.metadata(),
+            headers.map(|h| h as &dyn crate::trace::Carrier),
         );
         self.authorizer
             .check(request.get_ref())

@@ -33,7 +33,7 @@ use crate::policy::{
 pub use crate::pool::PoolConfig;
 
 use crate::revocation_check::{self, OnUnavailable, RevocationMode, RevocationSettings};
-use crate::trace::export::{SamplerChoice, TraceSettings};
+use crate::trace::settings::{SamplerChoice, TraceSettings};
 
 mod pools;
 mod server;

@@ -132,7 +132,7 @@ pub fn router(authorizer: Authorizer) -> axum::Router {
         async move {
             // Envoy puts its ext_authz span's context in the request's own headers.
             let span = crate::trace::check_span("http");
-            crate::trace::adopt_parent(&span, &crate::trace::HttpHeaders(request.headers()), None);
+            crate::trace::adopt_parent(&span, request.headers(), None);
             authorizer
                 .check_http(request.method(), request.uri(), request.headers())
                 .instrument(span)

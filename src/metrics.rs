@@ -182,7 +182,7 @@ impl Metrics {
     }
 }
 
-/// The trace pipeline's span counts ([`crate::trace::export::counts`]), read at each scrape.
+/// The trace pipeline's span counts ([`crate::trace::counts`]), read at each scrape.
 #[derive(Debug)]
 struct SpanCollector;
 
@@ -194,7 +194,7 @@ impl prometheus_client::collector::Collector for SpanCollector {
         use prometheus_client::encoding::EncodeMetric as _;
         use prometheus_client::metrics::counter::ConstCounter;
         use std::sync::atomic::Ordering::Relaxed;
-        let counts = crate::trace::export::counts();
+        let counts = crate::trace::counts();
         let exported = ConstCounter::new(counts.exported.load(Relaxed));
         exported.encode(encoder.encode_descriptor(
             "trace_spans_exported",

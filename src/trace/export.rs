@@ -6,7 +6,7 @@
 //! of dropped spans to itself (it only logs it at shutdown), and an operator needs that count
 //! in `/metrics` while it grows.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,50 +18,11 @@ use opentelemetry_sdk::trace::{
     Sampler, SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor,
 };
 use opentelemetry_sdk::Resource;
-use serde::Serialize;
+
+pub use super::settings::{SamplerChoice, TraceSettings};
 use tokio::sync::mpsc;
 
-/// Which spans are kept (`OTEL_TRACES_SAMPLER`, with `OTEL_TRACES_SAMPLER_ARG` as the ratio).
-/// Shown (`check-config`) by the names the variable takes.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub enum SamplerChoice {
-    /// `always_on`.
-    #[serde(rename = "always_on")]
-    AlwaysOn,
-    /// `always_off`.
-    #[serde(rename = "always_off")]
-    AlwaysOff,
-    /// `traceidratio`.
-    #[serde(rename = "traceidratio")]
-    TraceIdRatio,
-    /// `parentbased_always_on` (the default: follow the caller, sample roots).
-    #[serde(rename = "parentbased_always_on")]
-    ParentBasedAlwaysOn,
-    /// `parentbased_always_off`.
-    #[serde(rename = "parentbased_always_off")]
-    ParentBasedAlwaysOff,
-    /// `parentbased_traceidratio`.
-    #[serde(rename = "parentbased_traceidratio")]
-    ParentBasedTraceIdRatio,
-}
-
 impl SamplerChoice {
-    /// The names `OTEL_TRACES_SAMPLER` takes.
-    pub const CHOICES: [(&'static str, SamplerChoice); 6] = [
-        ("always_on", SamplerChoice::AlwaysOn),
-        ("always_off", SamplerChoice::AlwaysOff),
-        ("traceidratio", SamplerChoice::TraceIdRatio),
-        ("parentbased_always_on", SamplerChoice::ParentBasedAlwaysOn),
-        (
-            "parentbased_always_off",
-            SamplerChoice::ParentBasedAlwaysOff,
-        ),
-        (
-            "parentbased_traceidratio",
-            SamplerChoice::ParentBasedTraceIdRatio,
-        ),
-    ];
-
     /// What decides a trace that starts here (for the parent-based samplers, their root).
     fn root(self, ratio: f64) -> Sampler {
         match self {
@@ -87,52 +48,6 @@ impl SamplerChoice {
             }
         }
     }
-}
-
-/// The `OTEL_*` settings, read and bounded by the configuration like ours.
-#[derive(Debug, Clone, Serialize)]
-pub struct TraceSettings {
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`): the collector's
-    /// OTLP/gRPC address. Unset: tracing is off.
-    pub endpoint: Option<String>,
-    /// `OTEL_SERVICE_NAME`.
-    pub service_name: String,
-    /// `OTEL_TRACES_SAMPLER`.
-    pub sampler: SamplerChoice,
-    /// `OTEL_TRACES_SAMPLER_ARG`, for the ratio samplers.
-    pub ratio: f64,
-    /// `OTEL_BSP_MAX_QUEUE_SIZE`: spans waiting for export; one more is dropped and counted.
-    pub max_queue: usize,
-    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
-    pub max_batch: usize,
-    /// `OTEL_BSP_SCHEDULE_DELAY`: the longest a span waits for a batch to fill.
-    #[serde(with = "crate::secs")]
-    pub delay: Duration,
-    /// `OTEL_BSP_EXPORT_TIMEOUT`: one export's limit; its spans are dropped after it.
-    #[serde(with = "crate::secs")]
-    pub export_timeout: Duration,
-}
-
-/// Spans handed to the exporter and spans given up on, for `/metrics`. Process-wide, like the
-/// tracer provider they describe.
-#[derive(Debug, Default)]
-pub struct SpanCounts {
-    /// Spans the collector accepted.
-    pub exported: AtomicU64,
-    /// Spans dropped because the queue was full.
-    pub dropped_queue_full: AtomicU64,
-    /// Spans dropped because their export failed or timed out.
-    pub dropped_export_failed: AtomicU64,
-}
-
-/// The process's span counts (zero while tracing is off).
-pub fn counts() -> &'static SpanCounts {
-    static COUNTS: SpanCounts = SpanCounts {
-        exported: AtomicU64::new(0),
-        dropped_queue_full: AtomicU64::new(0),
-        dropped_export_failed: AtomicU64::new(0),
-    };
-    &COUNTS
 }
 
 /// What the export thread is asked to do besides exporting.
@@ -177,7 +92,9 @@ impl SpanProcessor for QueueProcessor {
             return;
         }
         if self.spans.try_send(span).is_err() {
-            counts().dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+            super::counts()
+                .dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -246,8 +163,8 @@ async fn export(exporter: &impl SpanExporter, batch: Vec<SpanData>, timeout: Dur
         return;
     }
     let counter = match tokio::time::timeout(timeout, exporter.export(batch)).await {
-        Ok(Ok(())) => &counts().exported,
-        Ok(Err(_)) | Err(_) => &counts().dropped_export_failed,
+        Ok(Ok(())) => &super::counts().exported,
+        Ok(Err(_)) | Err(_) => &super::counts().dropped_export_failed,
     };
     counter.fetch_add(n, Ordering::Relaxed);
 }
