@@ -59,13 +59,19 @@ fn past_the_ttl(running: &server::Running) {
 /// The control API's secret for these tests.
 const ADMIN_SECRET: &str = "revocation-check-test-secret";
 
+/// The secret's file, written once per process: the tests run side by side, and rewriting it
+/// (truncate, then write) let another test's server read it empty.
 fn admin_secret_file() -> std::path::PathBuf {
-    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "revocation-check-admin-token-{}",
-        std::process::id()
-    ));
-    std::fs::write(&path, ADMIN_SECRET).unwrap();
-    path
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "revocation-check-admin-token-{}",
+            std::process::id()
+        ));
+        std::fs::write(&path, ADMIN_SECRET).unwrap();
+        path
+    })
+    .clone()
 }
 
 async fn check(addr: std::net::SocketAddr, token: &str) -> (u16, String) {
