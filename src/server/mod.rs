@@ -259,13 +259,72 @@ fn decision_core(
     Ok((authorizer, keys, shared))
 }
 
-/// The tasks that run beside the listeners: the Redis subscriber, the revocation purge, the
-/// first key fetch (which then starts the refresh loops), and the readiness loop.
+/// The decision core with its upkeep running and no listener: what a filter inside Envoy (the
+/// dynamic module) embeds. Dropping it stops the upkeep.
+pub struct Core {
+    /// Decides checks.
+    pub authorizer: Authorizer,
+    /// What the core counts.
+    pub metrics: Metrics,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    refresh: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Core {
+    /// Builds the core `config` describes and starts its upkeep (the first key fetch and the
+    /// refresh loops, the revocation purge, the Redis subscriber) on the current Tokio runtime.
+    pub fn start(config: &Config, clock: Clock) -> Result<Core, ServerError> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let metrics = Metrics::new();
+        let (authorizer, keys, shared) = decision_core(config, &metrics, clock)?;
+        // Kept by the core: a closed channel would read as "stop" to the Redis subscriber.
+        let (stop, shutdown_rx) = watch::channel(false);
+        let refresh: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let tasks = spawn_upkeep(&authorizer, &keys, shared.as_ref(), &shutdown_rx, &refresh);
+        Ok(Core {
+            authorizer,
+            metrics,
+            stop,
+            tasks,
+            refresh,
+        })
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks.iter().chain(lock(&self.refresh).iter()) {
+            task.abort();
+        }
+    }
+}
+
+/// The tasks that run beside the listeners: the core's upkeep and the readiness loop.
 fn spawn_background(
     authorizer: &Authorizer,
     keys: &KeyStore,
     shared: Option<&Shared>,
     health: &tonic_health::server::HealthReporter,
+    shutdown_rx: &watch::Receiver<bool>,
+    refresh: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+) -> Vec<JoinHandle<()>> {
+    let mut background = spawn_upkeep(authorizer, keys, shared, shutdown_rx, refresh);
+    background.push(spawn_readiness(
+        authorizer.clone(),
+        health.clone(),
+        shutdown_rx.clone(),
+    ));
+    background
+}
+
+/// The decision core's upkeep: the Redis subscriber, the revocation purge, and the first key
+/// fetch (which then starts the refresh loops).
+fn spawn_upkeep(
+    authorizer: &Authorizer,
+    keys: &KeyStore,
+    shared: Option<&Shared>,
     shutdown_rx: &watch::Receiver<bool>,
     refresh: &Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) -> Vec<JoinHandle<()>> {
@@ -290,11 +349,6 @@ fn spawn_background(
             lock(&refresh).extend(keys.spawn_refresh());
         }
     }));
-    background.push(spawn_readiness(
-        authorizer.clone(),
-        health.clone(),
-        shutdown_rx.clone(),
-    ));
     background
 }
 

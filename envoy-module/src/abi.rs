@@ -1,0 +1,656 @@
+//! The one module with `unsafe`: the C ABI of Envoy 1.40's dynamic modules, declared by hand
+//! from `source/extensions/dynamic_modules/abi/abi.h` in envoyproxy/envoy (the types, the event
+//! hooks this module exports, and the callbacks it calls; nothing is copied from the header or
+//! Envoy's SDK). Every hook turns its raw pointers into safe values, runs the filter's logic
+//! ([`crate::filter`]) under `catch_unwind`, and turns a panic into a fail-closed local reply:
+//! no panic crosses into Envoy, and no request passes that was not decided.
+//!
+//! Threads: `program_init`, `config_new` and `per_route_config_new` run on Envoy's main thread;
+//! every per-stream hook runs on the worker thread that owns the stream. A check that waits on
+//! the network finishes on the module's runtime, which wakes the stream through a scheduler
+//! (`scheduler_commit` may be called from any thread); `on_http_filter_scheduled` then runs
+//! on the stream's worker thread again.
+
+use std::ffi::{c_char, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use crate::filter::{self, FilterConfig, Parked, RouteOverrides, Step, Stream};
+
+/// The ABI version this module is written against: Envoy 1.40.0's, whose loader logs
+/// "Dynamic module ABI version v0.2.0 matched." for it.
+pub const ABI_VERSION: &CStr = c"v0.2.0";
+
+/// Bytes owned by Envoy, valid for the current hook only (`envoy_dynamic_module_type_envoy_buffer`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EnvoyBuffer {
+    ptr: *const c_char,
+    length: usize,
+}
+
+/// Bytes owned by the module, read by Envoy during the call only.
+#[repr(C)]
+struct ModuleBuffer {
+    ptr: *const c_char,
+    length: usize,
+}
+
+impl ModuleBuffer {
+    fn of(bytes: &[u8]) -> ModuleBuffer {
+        ModuleBuffer {
+            ptr: bytes.as_ptr().cast(),
+            length: bytes.len(),
+        }
+    }
+
+    /// The null buffer: `set_header` with it removes the header.
+    fn null() -> ModuleBuffer {
+        ModuleBuffer {
+            ptr: std::ptr::null(),
+            length: 0,
+        }
+    }
+}
+
+/// A header owned by the module (local replies).
+#[repr(C)]
+struct ModuleHttpHeader {
+    key_ptr: *const c_char,
+    key_length: usize,
+    value_ptr: *const c_char,
+    value_length: usize,
+}
+
+/// A header owned by Envoy's header map, valid for the current hook only.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct EnvoyHttpHeader {
+    key_ptr: *const c_char,
+    key_length: usize,
+    value_ptr: *const c_char,
+    value_length: usize,
+}
+
+/// Envoy's opaque per-stream filter (`DynamicModuleHttpFilter`).
+type FilterEnvoyPtr = *mut c_void;
+/// Envoy's opaque filter config.
+type ConfigEnvoyPtr = *mut c_void;
+/// A scheduler Envoy allocated and the module deletes.
+type SchedulerPtr = *mut c_void;
+
+/// `envoy_dynamic_module_type_http_header_type_RequestHeader`.
+const REQUEST_HEADER: u32 = 0;
+
+// `envoy_dynamic_module_type_on_http_filter_request_headers_status`.
+const HEADERS_CONTINUE: u32 = 0;
+const HEADERS_STOP_ITERATION: u32 = 1;
+const HEADERS_STOP_ALL_AND_WATERMARK: u32 = 4;
+// `..._request_body_status`: Continue, StopIterationAndWatermark.
+const BODY_CONTINUE: u32 = 0;
+const BODY_STOP_AND_WATERMARK: u32 = 2;
+// `..._request_trailers_status`.
+const TRAILERS_CONTINUE: u32 = 0;
+const TRAILERS_STOP: u32 = 1;
+
+// The callbacks Envoy exports (its binary's dynamic symbol table), resolved when Envoy loads
+// the module.
+extern "C" {
+    fn envoy_dynamic_module_callback_http_get_headers_size(
+        filter: FilterEnvoyPtr,
+        header_type: u32,
+    ) -> usize;
+    fn envoy_dynamic_module_callback_http_get_headers(
+        filter: FilterEnvoyPtr,
+        header_type: u32,
+        result_headers: *mut EnvoyHttpHeader,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_set_header(
+        filter: FilterEnvoyPtr,
+        header_type: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_send_response(
+        filter: FilterEnvoyPtr,
+        status_code: u32,
+        headers: *mut ModuleHttpHeader,
+        headers_size: usize,
+        body: ModuleBuffer,
+        details: ModuleBuffer,
+    );
+    fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+        filter: FilterEnvoyPtr,
+        namespace: ModuleBuffer,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    );
+    fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: FilterEnvoyPtr);
+    fn envoy_dynamic_module_callback_get_most_specific_route_config(
+        filter: FilterEnvoyPtr,
+    ) -> *const c_void;
+    fn envoy_dynamic_module_callback_http_filter_scheduler_new(
+        filter: FilterEnvoyPtr,
+    ) -> SchedulerPtr;
+    fn envoy_dynamic_module_callback_http_filter_scheduler_commit(
+        scheduler: SchedulerPtr,
+        event_id: u64,
+    );
+    fn envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler: SchedulerPtr);
+    fn envoy_dynamic_module_callback_log(level: u32, message: ModuleBuffer);
+}
+
+/// `envoy_dynamic_module_type_log_level_Error`.
+const LOG_ERROR: u32 = 4;
+
+/// Writes `message` to Envoy's log under the `dynamic_modules` logger.
+fn log_error(message: &str) {
+    let message = format!("cognito-authz: {message}");
+    // SAFETY: the buffer points into `message`, alive for the call; Envoy copies it.
+    unsafe { envoy_dynamic_module_callback_log(LOG_ERROR, ModuleBuffer::of(message.as_bytes())) }
+}
+
+/// The bytes of an Envoy buffer, copied.
+///
+/// # Safety
+/// `buffer` must come from Envoy in the current hook (pointer and length valid, or null).
+unsafe fn copied(ptr: *const c_char, length: usize) -> Vec<u8> {
+    if ptr.is_null() || length == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the caller guarantees `length` readable bytes at `ptr` for this hook.
+    unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), length) }.to_vec()
+}
+
+/// One stream, reached through Envoy's callbacks. Only built inside a hook, on the stream's
+/// worker thread, from the pointer Envoy passed to it.
+struct EnvoyStream(FilterEnvoyPtr);
+
+impl Stream for EnvoyStream {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        // SAFETY: `self.0` is the live filter of the current hook.
+        let count = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.0, 0) };
+        let empty = EnvoyHttpHeader {
+            key_ptr: std::ptr::null(),
+            key_length: 0,
+            value_ptr: std::ptr::null(),
+            value_length: 0,
+        };
+        let mut headers = vec![empty; count];
+        // SAFETY: `headers` has room for the `count` entries Envoy reported; Envoy fills them
+        // with pointers into its header map, valid until this hook returns or a header is set.
+        let ok = unsafe {
+            envoy_dynamic_module_callback_http_get_headers(
+                self.0,
+                REQUEST_HEADER,
+                headers.as_mut_ptr(),
+            )
+        };
+        if !ok {
+            return Vec::new();
+        }
+        headers
+            .iter()
+            .map(|h| {
+                // SAFETY: filled by Envoy just above; copied before any header is set.
+                let (key, value) = unsafe {
+                    (
+                        copied(h.key_ptr, h.key_length),
+                        copied(h.value_ptr, h.value_length),
+                    )
+                };
+                (
+                    String::from_utf8_lossy(&key).into_owned(),
+                    String::from_utf8_lossy(&value).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn set_header(&mut self, name: &str, value: &str) {
+        // SAFETY: live filter of the current hook; both buffers outlive the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_header(
+                self.0,
+                REQUEST_HEADER,
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            );
+        }
+    }
+
+    fn remove_header(&mut self, name: &str) {
+        // SAFETY: as in `set_header`; a null value removes every value of the header.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_header(
+                self.0,
+                REQUEST_HEADER,
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::null(),
+            );
+        }
+    }
+
+    fn set_metadata(&mut self, namespace: &str, key: &str, value: &str) {
+        // SAFETY: live filter of the current hook; the buffers outlive the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+                self.0,
+                ModuleBuffer::of(namespace.as_bytes()),
+                ModuleBuffer::of(key.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            );
+        }
+    }
+
+    fn send_local_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &str) {
+        let mut headers: Vec<ModuleHttpHeader> = headers
+            .iter()
+            .map(|(k, v)| ModuleHttpHeader {
+                key_ptr: k.as_ptr().cast(),
+                key_length: k.len(),
+                value_ptr: v.as_ptr().cast(),
+                value_length: v.len(),
+            })
+            .collect();
+        let details = b"cognito_authz_denied";
+        // SAFETY: live filter of the current hook; the header array and every buffer it points
+        // into outlive the call, and Envoy copies them.
+        unsafe {
+            envoy_dynamic_module_callback_http_send_response(
+                self.0,
+                u32::from(status),
+                headers.as_mut_ptr(),
+                headers.len(),
+                ModuleBuffer::of(body.as_bytes()),
+                ModuleBuffer::of(details),
+            );
+        }
+    }
+}
+
+/// A scheduler for one stream, owned by the check that waits: committing wakes the stream on
+/// its worker thread; dropping deletes it (after the commit, or unused when the runtime stops).
+struct Scheduler(SchedulerPtr);
+
+// SAFETY: Envoy's scheduler is made to be committed from any thread (it posts to the stream's
+// dispatcher and holds the filter weakly: an event for a destroyed stream is dropped), and the
+// module deletes it once, in `drop`.
+unsafe impl Send for Scheduler {}
+
+impl Scheduler {
+    fn commit(&self) {
+        // SAFETY: the scheduler is alive until `drop`.
+        unsafe { envoy_dynamic_module_callback_http_filter_scheduler_commit(self.0, 0) }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        // SAFETY: created by `scheduler_new`, deleted exactly once, here.
+        unsafe { envoy_dynamic_module_callback_http_filter_scheduler_delete(self.0) }
+    }
+}
+
+/// One stream's state, owned by Envoy through the pointer `on_http_filter_new` returns.
+struct Filter {
+    config: Arc<FilterConfig>,
+    /// The outcome of a check that is running on the module's runtime.
+    parked: Option<Arc<Parked>>,
+}
+
+/// Runs `body`, or answers 500 if it panics: the request is never let through undecided.
+fn guarded<T>(filter: FilterEnvoyPtr, on_panic: T, body: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(value) => value,
+        Err(_) => {
+            log_error("the check panicked: the request is refused (500)");
+            let replied = catch_unwind(AssertUnwindSafe(|| {
+                filter::fail_closed(&mut EnvoyStream(filter));
+            }));
+            if replied.is_err() {
+                log_error("refusing the request panicked too");
+            }
+            on_panic
+        }
+    }
+}
+
+/// Runs `body` where no request is at stake (config hooks): a panic becomes `fallback`.
+fn contained<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| {
+        log_error("a configuration hook panicked");
+        fallback
+    })
+}
+
+/// Called once when Envoy loads the module: the ABI version it was written against.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+    ABI_VERSION.as_ptr()
+}
+
+/// A `DynamicModuleFilter` config: the TOML in `filter_config`. Null refuses the config.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    _config_envoy: ConfigEnvoyPtr,
+    _name: EnvoyBuffer,
+    config: EnvoyBuffer,
+) -> *const c_void {
+    contained(std::ptr::null(), || {
+        // SAFETY: Envoy's buffer, valid during this hook.
+        let bytes = unsafe { copied(config.ptr, config.length) };
+        let Ok(text) = String::from_utf8(bytes) else {
+            log_error("the filter config is not UTF-8");
+            return std::ptr::null();
+        };
+        match FilterConfig::new(&text, |key| std::env::var(key).ok()) {
+            Ok(config) => Box::into_raw(Box::new(Arc::new(config))) as *const c_void,
+            Err(err) => {
+                log_error(&format!("the filter config is refused: {}", err.0));
+                std::ptr::null()
+            }
+        }
+    })
+}
+
+/// The config is gone from Envoy: no filter of it remains.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
+    contained((), || {
+        // SAFETY: `config` came from `Box::into_raw` in `config_new`; Envoy destroys it once.
+        drop(unsafe { Box::from_raw(config as *mut Arc<FilterConfig>) });
+    })
+}
+
+/// A `DynamicModuleFilterPerRoute` config: the route's overrides as a JSON object of strings.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
+    _name: EnvoyBuffer,
+    config: EnvoyBuffer,
+) -> *const c_void {
+    contained(std::ptr::null(), || {
+        // SAFETY: Envoy's buffer, valid during this hook.
+        let bytes = unsafe { copied(config.ptr, config.length) };
+        match RouteOverrides::parse(&bytes) {
+            Ok(route) => Box::into_raw(Box::new(route)) as *const c_void,
+            Err(err) => {
+                log_error(&format!("a per-route config is refused: {}", err.0));
+                std::ptr::null()
+            }
+        }
+    })
+}
+
+/// A per-route config is gone from Envoy.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
+    route: *const c_void,
+) {
+    contained((), || {
+        // SAFETY: `route` came from `Box::into_raw` in `per_route_config_new`; destroyed once.
+        drop(unsafe { Box::from_raw(route as *mut RouteOverrides) });
+    })
+}
+
+/// A new stream.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    config: *const c_void,
+    _filter_envoy: FilterEnvoyPtr,
+) -> *const c_void {
+    contained(std::ptr::null(), || {
+        // SAFETY: `config` is the live `Arc<FilterConfig>` from `config_new`: Envoy destroys a
+        // config only after every filter made from it.
+        let config = unsafe { &*(config as *const Arc<FilterConfig>) };
+        let filter = Filter {
+            config: Arc::clone(config),
+            parked: None,
+        };
+        Box::into_raw(Box::new(filter)) as *const c_void
+    })
+}
+
+/// The filter of `module` in a hook.
+///
+/// # Safety
+/// `module` must be the pointer `on_http_filter_new` returned, not yet destroyed; Envoy calls a
+/// stream's hooks one at a time on its worker thread, so the borrow is exclusive.
+unsafe fn filter_of<'a>(module: *const c_void) -> &'a mut Filter {
+    // SAFETY: as the caller guarantees.
+    unsafe { &mut *(module as *mut Filter) }
+}
+
+/// The request headers: the check runs here.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    filter_envoy: FilterEnvoyPtr,
+    module: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    guarded(filter_envoy, HEADERS_STOP_ITERATION, || {
+        // SAFETY: a hook of a live filter (see `filter_of`).
+        let filter = unsafe { filter_of(module) };
+        // SAFETY: live filter of this hook; the pointer returned is null or a per-route config
+        // this module made and Envoy keeps alive for the route, hence for this stream.
+        let route = unsafe {
+            let route = envoy_dynamic_module_callback_get_most_specific_route_config(filter_envoy);
+            (route as *const RouteOverrides).as_ref()
+        };
+        let mut stream = EnvoyStream(filter_envoy);
+        let waker = || {
+            // SAFETY: created on the stream's worker thread inside its hook, as required.
+            let scheduler =
+                Scheduler(unsafe { envoy_dynamic_module_callback_http_filter_scheduler_new(filter_envoy) });
+            move || scheduler.commit()
+        };
+        let (step, parked) = filter::on_request_headers(&filter.config, route, &mut stream, waker);
+        filter.parked = parked;
+        match step {
+            Step::Continue => HEADERS_CONTINUE,
+            Step::Replied => HEADERS_STOP_ITERATION,
+            Step::Pending => HEADERS_STOP_ALL_AND_WATERMARK,
+        }
+    })
+}
+
+/// A check that waited on the network is done: carry out its outcome on the worker thread.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    filter_envoy: FilterEnvoyPtr,
+    module: *const c_void,
+    _event_id: u64,
+) {
+    guarded(filter_envoy, (), || {
+        // SAFETY: a hook of a live filter (see `filter_of`).
+        let filter = unsafe { filter_of(module) };
+        let Some(parked) = filter.parked.take() else {
+            return;
+        };
+        let mut stream = EnvoyStream(filter_envoy);
+        let step = match parked.take() {
+            Some(outcome) => filter::apply(outcome.as_ref(), &mut stream),
+            None => {
+                filter::fail_closed(&mut stream);
+                Step::Replied
+            }
+        };
+        if step == Step::Continue {
+            // SAFETY: live filter of this hook, whose request headers were stopped.
+            unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(filter_envoy) }
+        }
+    })
+}
+
+/// Request body: held back while the check is pending.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    filter_envoy: FilterEnvoyPtr,
+    module: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    guarded(filter_envoy, BODY_STOP_AND_WATERMARK, || {
+        // SAFETY: a hook of a live filter (see `filter_of`).
+        match unsafe { filter_of(module) }.parked {
+            Some(_) => BODY_STOP_AND_WATERMARK,
+            None => BODY_CONTINUE,
+        }
+    })
+}
+
+/// Request trailers: held back while the check is pending.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    filter_envoy: FilterEnvoyPtr,
+    module: *const c_void,
+) -> u32 {
+    guarded(filter_envoy, TRAILERS_STOP, || {
+        // SAFETY: a hook of a live filter (see `filter_of`).
+        match unsafe { filter_of(module) }.parked {
+            Some(_) => TRAILERS_STOP,
+            None => TRAILERS_CONTINUE,
+        }
+    })
+}
+
+/// The stream is gone: free its state (a pending check finishes and its event is dropped).
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: *const c_void) {
+    contained((), || {
+        // SAFETY: `module` came from `Box::into_raw` in `filter_new`; destroyed once.
+        drop(unsafe { Box::from_raw(module as *mut Filter) });
+    })
+}
+
+/// Hooks Envoy requires but this filter has no use for: the response passes untouched.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    _filter_envoy: FilterEnvoyPtr,
+    _module: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    HEADERS_CONTINUE
+}
+
+/// See [`envoy_dynamic_module_on_http_filter_response_headers`].
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    _filter_envoy: FilterEnvoyPtr,
+    _module: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    BODY_CONTINUE
+}
+
+/// See [`envoy_dynamic_module_on_http_filter_response_headers`].
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    _filter_envoy: FilterEnvoyPtr,
+    _module: *const c_void,
+) -> u32 {
+    TRAILERS_CONTINUE
+}
+
+/// See [`envoy_dynamic_module_on_http_filter_response_headers`].
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+    _filter_envoy: FilterEnvoyPtr,
+    _module: *const c_void,
+) {
+}
+
+/// This filter makes no HTTP callouts through Envoy (its network work runs on its runtime).
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    _filter_envoy: FilterEnvoyPtr,
+    _module: *const c_void,
+    _callout_id: u64,
+    _result: u32,
+    _headers: *const EnvoyHttpHeaderOpaque,
+    _headers_size: usize,
+    _body_chunks: *const EnvoyBufferOpaque,
+    _body_chunks_size: usize,
+) {
+}
+
+/// No streamed callouts either.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _filter_envoy: FilterEnvoyPtr,
+    _module: *const c_void,
+    _stream_id: u64,
+    _headers: *const EnvoyHttpHeaderOpaque,
+    _headers_size: usize,
+    _end_stream: bool,
+) {
+}
+
+/// See [`envoy_dynamic_module_on_http_filter_http_stream_headers`].
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _filter_envoy: FilterEnvoyPtr,
+    _module: *const c_void,
+    _stream_id: u64,
+    _data: *const EnvoyBufferOpaque,
+    _data_count: usize,
+    _end_stream: bool,
+) {
+}
+
+/// See [`envoy_dynamic_module_on_http_filter_http_stream_headers`].
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _filter_envoy: FilterEnvoyPtr,
+    _module: *const c_void,
+    _stream_id: u64,
+    _trailers: *const EnvoyHttpHeaderOpaque,
+    _trailers_size: usize,
+) {
+}
+
+/// See [`envoy_dynamic_module_on_http_filter_http_stream_headers`].
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _filter_envoy: FilterEnvoyPtr,
+    _module: *const c_void,
+    _stream_id: u64,
+) {
+}
+
+/// See [`envoy_dynamic_module_on_http_filter_http_stream_headers`].
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _filter_envoy: FilterEnvoyPtr,
+    _module: *const c_void,
+    _stream_id: u64,
+    _reason: u32,
+) {
+}
+
+/// Downstream write-buffer watermarks (terminal filters only; this one is not).
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _filter_envoy: FilterEnvoyPtr,
+    _module: *const c_void,
+) {
+}
+
+/// See [`envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark`].
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _filter_envoy: FilterEnvoyPtr,
+    _module: *const c_void,
+) {
+}
+
+/// Header and buffer arrays in hooks this filter ignores: never dereferenced.
+#[repr(C)]
+pub struct EnvoyHttpHeaderOpaque {
+    _private: [u8; 0],
+}
+
+/// See [`EnvoyHttpHeaderOpaque`].
+#[repr(C)]
+pub struct EnvoyBufferOpaque {
+    _private: [u8; 0],
+}

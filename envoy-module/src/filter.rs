@@ -1,0 +1,296 @@
+//! The filter's logic, free of FFI: the filter config (the decision core and the runtime its
+//! network work runs on), the per-route overrides, and one stream's check. Envoy is reached
+//! only through the [`Stream`] trait, which the FFI module implements over Envoy's callbacks
+//! and the tests implement over plain values.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use cognito_authz::clock::Clock;
+use cognito_authz::config::Config;
+use cognito_authz::decision::{Answer, CheckInput, Outcome};
+use cognito_authz::server::Core;
+
+/// The dynamic-metadata namespace the decision is written under: the sidecar's, so one
+/// access-log format serves both (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%`).
+pub const METADATA_NAMESPACE: &str = "envoy.filters.http.ext_authz";
+
+/// What the filter needs from Envoy for one stream.
+pub trait Stream {
+    /// Every request header as Envoy holds it (pseudo-headers included), in order.
+    fn request_headers(&self) -> Vec<(String, String)>;
+    /// Replaces every value of `name` with `value`.
+    fn set_header(&mut self, name: &str, value: &str);
+    /// Removes every value of `name`.
+    fn remove_header(&mut self, name: &str);
+    /// Writes a string into the stream's dynamic metadata.
+    fn set_metadata(&mut self, namespace: &str, key: &str, value: &str);
+    /// Answers the client instead of the upstream.
+    fn send_local_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &str);
+}
+
+/// What the filter tells Envoy after the request headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Go on to the upstream (headers rewritten).
+    Continue,
+    /// Stop here: a local reply was sent.
+    Replied,
+    /// Stop and wait: the check waits on the network and resumes through the scheduler.
+    Pending,
+}
+
+/// A filter config that could not be built: Envoy refuses the config with this message.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+/// The decision core for one `DynamicModuleFilter` config, with the runtime that runs its
+/// network work (key fetches, `GetUser`, Redis) off Envoy's worker threads.
+pub struct FilterConfig {
+    core: Option<Core>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl FilterConfig {
+    /// Builds the config from the filter's TOML (`serve`'s file format), with the pool and
+    /// every other setting also taken from the environment as `serve` takes them.
+    pub fn new(toml: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let config = Config::from_toml(env, toml).map_err(|e| ConfigError(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("cognito-authz")
+            .enable_all()
+            .build()
+            .map_err(|e| ConfigError(format!("cannot start the module's runtime: {e}")))?;
+        let core = {
+            let _entered = runtime.enter();
+            Core::start(&config, Clock::system()).map_err(|e| ConfigError(e.to_string()))?
+        };
+        Ok(FilterConfig {
+            core: Some(core),
+            runtime: Some(runtime),
+        })
+    }
+
+    fn core(&self) -> &Core {
+        self.core.as_ref().expect("the core lives as long as the config")
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives as long as the config")
+    }
+
+    /// The verified-token cache's size (for tests).
+    pub fn cache_len(&self) -> usize {
+        self.core().authorizer.cache_len()
+    }
+}
+
+impl Drop for FilterConfig {
+    fn drop(&mut self) {
+        // The core's upkeep is aborted inside its runtime; the runtime then stops without
+        // waiting (this runs on Envoy's main thread, which must not block).
+        if let Some(runtime) = self.runtime.take() {
+            {
+                let _entered = runtime.enter();
+                self.core.take();
+            }
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A route's overrides: the keys and values `context_extensions` carry to the sidecar
+/// (`cognito_authz.mode`, `cognito_authz.groups_any`, ...), as a JSON object of strings
+/// (`DynamicModuleFilterPerRoute`'s `filter_config` as a `google.protobuf.Struct`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RouteOverrides(pub HashMap<String, String>);
+
+impl RouteOverrides {
+    /// Parses a per-route config; anything but an object of strings is refused at load time.
+    pub fn parse(config: &[u8]) -> Result<RouteOverrides, ConfigError> {
+        if config.iter().all(u8::is_ascii_whitespace) {
+            return Ok(RouteOverrides::default());
+        }
+        let value: serde_json::Value = serde_json::from_slice(config)
+            .map_err(|e| ConfigError(format!("per-route config is not JSON: {e}")))?;
+        let object = value.as_object().ok_or_else(|| {
+            ConfigError("per-route config must be an object of strings".to_string())
+        })?;
+        object
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(ConfigError(format!("per-route config: {k} must be a string"))),
+            })
+            .collect::<Result<HashMap<_, _>, _>>()
+            .map(RouteOverrides)
+    }
+}
+
+type Decision = Pin<Box<dyn Future<Output = Option<Outcome>> + Send>>;
+
+/// Where a check that waited on the network leaves its outcome for the worker thread.
+#[derive(Default)]
+pub struct Parked(Mutex<Option<Option<Outcome>>>);
+
+impl Parked {
+    /// The outcome, once (None before the check finished or after it was taken).
+    pub fn take(&self) -> Option<Option<Outcome>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Decides the request whose headers `stream` holds. A check that can be decided without the
+/// network (a cache hit, a token refused by its shape, a public route) is decided here, on the
+/// worker thread; one that must wait (a key fetch, `GetUser`, Redis) runs on the module's
+/// runtime, which calls the closure `waker` made (on this thread) when it is done; the outcome
+/// is then in the returned slot.
+pub fn on_request_headers<W>(
+    config: &FilterConfig,
+    route: Option<&RouteOverrides>,
+    stream: &mut dyn Stream,
+    waker: impl FnOnce() -> W,
+) -> (Step, Option<Arc<Parked>>)
+where
+    W: FnOnce() + Send + 'static,
+{
+    let mut decision = decision(config, route, stream.request_headers());
+    let runtime = config.runtime();
+    let polled = {
+        let _entered = runtime.enter();
+        decision
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+    };
+    match polled {
+        Poll::Ready(outcome) => (apply(outcome.as_ref(), stream), None),
+        Poll::Pending => {
+            let parked = Arc::new(Parked::default());
+            let slot = Arc::clone(&parked);
+            let resume = waker();
+            runtime.spawn(async move {
+                let outcome = decision.await;
+                *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+                resume();
+            });
+            (Step::Pending, Some(parked))
+        }
+    }
+}
+
+/// The check as a future that owns what it reads. `None`: the route's overrides could not be
+/// read (Envoy's config is wrong), which fails closed.
+fn decision(
+    config: &FilterConfig,
+    route: Option<&RouteOverrides>,
+    headers: Vec<(String, String)>,
+) -> Decision {
+    let authorizer = config.core().authorizer.clone();
+    let extensions = route.map(|r| r.0.clone()).unwrap_or_default();
+    let mut request = Request::default();
+    for (name, value) in headers {
+        request.add(name, value);
+    }
+    Box::pin(async move {
+        let input = CheckInput {
+            method: &request.method,
+            host: &request.host,
+            path: &request.path,
+            headers: &request.headers,
+            extensions: &extensions,
+        };
+        authorizer.decide(&input).await.ok()
+    })
+}
+
+/// The request as the decision core reads it: pseudo-headers apart, other names lowercase,
+/// repeated headers joined with commas (as Envoy joins them for the gRPC protocol).
+#[derive(Default)]
+struct Request {
+    method: String,
+    host: String,
+    path: String,
+    headers: HashMap<String, String>,
+}
+
+impl Request {
+    fn add(&mut self, name: String, value: String) {
+        match name.as_str() {
+            ":method" => self.method = value,
+            ":authority" => self.host = value,
+            ":path" => self.path = value,
+            _ if name.starts_with(':') => {}
+            _ => {
+                let name = name.to_ascii_lowercase();
+                match self.headers.get_mut(&name) {
+                    Some(joined) => {
+                        joined.push(',');
+                        joined.push_str(&value);
+                    }
+                    None => {
+                        self.headers.insert(name, value);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Carries out an outcome on the stream. No outcome (a route override Envoy's config got
+/// wrong) is refused like an internal error.
+pub fn apply(outcome: Option<&Outcome>, stream: &mut dyn Stream) -> Step {
+    let Some(outcome) = outcome else {
+        fail_closed(stream);
+        return Step::Replied;
+    };
+    for (key, value) in &outcome.metadata {
+        stream.set_metadata(METADATA_NAMESPACE, key, value);
+    }
+    match &outcome.answer {
+        Answer::Allow { set, remove } => {
+            for name in remove {
+                stream.remove_header(name);
+            }
+            for (name, value) in set {
+                stream.set_header(name, value);
+            }
+            Step::Continue
+        }
+        Answer::Deny {
+            status,
+            headers,
+            body,
+        } => {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            stream.send_local_reply(*status, &headers, body);
+            Step::Replied
+        }
+    }
+}
+
+/// The body of the answer to a request the filter could not decide.
+pub const INTERNAL_ERROR_BODY: &str =
+    r#"{"error":"server_error","error_description":"the authorization check failed","reason":"internal_error"}"#;
+
+/// Refuses the request because the filter itself failed (a panic, an unreadable override):
+/// never let through what was not decided.
+pub fn fail_closed(stream: &mut dyn Stream) {
+    stream.set_metadata(METADATA_NAMESPACE, "decision", "deny");
+    stream.set_metadata(METADATA_NAMESPACE, "reason", "internal_error");
+    stream.send_local_reply(
+        500,
+        &[
+            ("content-type", "application/json"),
+            ("cache-control", "no-store"),
+        ],
+        INTERNAL_ERROR_BODY,
+    );
+}
