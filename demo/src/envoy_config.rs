@@ -320,6 +320,58 @@ impl EnvoyConfig {
         self
     }
 
+    /// cognito-authz runs inside Envoy: the ext_authz filter becomes the dynamic-module filter
+    /// (loaded by name through `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`; `serve`'s settings from its
+    /// TOML and Envoy's environment), each route's `context_extensions` become that route's
+    /// `DynamicModuleFilterPerRoute` config, and the authz cluster goes.
+    pub fn in_process_module(&self) -> &Self {
+        let filters = sequence(&self.connection_manager(), "http_filters");
+        let index = mappings(&filters)
+            .iter()
+            .position(|f| {
+                f.get("name").and_then(|n| scalar(&n)).as_deref()
+                    == Some("envoy.filters.http.ext_authz")
+            })
+            .expect("the Envoy config has no ext_authz filter to replace");
+        filters.set(index, snippet_mapping(MODULE_FILTER));
+        let mut moved = 0;
+        for route in mappings(&sequence(&self.virtual_host(), "routes")) {
+            let Some(per_filter) = route.get_mapping("typed_per_filter_config") else {
+                continue;
+            };
+            let Some(ext_authz) = per_filter.get_mapping("envoy.filters.http.ext_authz") else {
+                continue;
+            };
+            let extensions = mapping(&mapping(&ext_authz, "check_settings"), "context_extensions");
+            let mut per_route = MODULE_PER_ROUTE.to_string();
+            for (key, value) in extensions.iter() {
+                let (Some(key), Some(value)) = (scalar(&key), scalar(&value)) else {
+                    panic!("a route's context_extensions hold a value that is not a string");
+                };
+                per_route.push_str(&format!("\n    {key}: {value}"));
+            }
+            insert_after(
+                &per_filter,
+                "envoy.filters.http.ext_authz",
+                "envoy.filters.http.dynamic_modules",
+                snippet_mapping(&per_route),
+            );
+            per_filter.remove("envoy.filters.http.ext_authz");
+            moved += 1;
+        }
+        assert!(
+            moved > 0,
+            "no route of the Envoy config sets context_extensions"
+        );
+        let clusters = sequence(&self.static_resources(), "clusters");
+        let index = mappings(&clusters)
+            .iter()
+            .position(|c| c.get("name").and_then(|n| scalar(&n)).as_deref() == Some(AUTHZ_CLUSTER))
+            .expect("the Envoy config has no authz cluster");
+        clusters.remove(index);
+        self
+    }
+
     /// Envoy presents a client certificate to cognito-authz and accepts only its certificate.
     pub fn authz_over_mutual_tls(&self) -> &Self {
         let cluster = self.cluster(AUTHZ_CLUSTER);
@@ -432,7 +484,11 @@ impl EnvoyConfig {
                 )));
             }
         }
-        if !moved[3] && !moved[4] {
+        // The in-process flavour has no cognito-authz to reach.
+        let has_authz = mappings(&sequence(&self.static_resources(), "clusters"))
+            .iter()
+            .any(|c| c.get("name").and_then(|n| scalar(&n)).as_deref() == Some(AUTHZ_CLUSTER));
+        if has_authz && !moved[3] && !moved[4] {
             return Err(StackError(
                 "the Envoy config names no cognito-authz port to render".into(),
             ));
@@ -459,8 +515,18 @@ impl EnvoyConfig {
         Ok(self)
     }
 
+    /// The ext_authz filter's `http_service`, if it has one (the in-process flavour has no
+    /// ext_authz filter at all).
     fn http_service(&self) -> Result<Mapping, ()> {
-        self.http_filter("envoy.filters.http.ext_authz")
+        let filters = mappings(&sequence(&self.connection_manager(), "http_filters"));
+        let ext_authz = filters
+            .iter()
+            .find(|f| {
+                f.get("name").and_then(|n| scalar(&n)).as_deref()
+                    == Some("envoy.filters.http.ext_authz")
+            })
+            .ok_or(())?;
+        mapping(ext_authz, "typed_config")
             .get_mapping("http_service")
             .ok_or(())
     }
@@ -540,6 +606,29 @@ const REPLICA_HEALTH_CHECKS: &str = "- timeout: 0.25s
   healthy_threshold: 1
   grpc_health_check: { service_name: envoy.service.auth.v3.Authorization }
 ";
+
+/// The dynamic-module filter in place of ext_authz: the module `libcognito_authz_envoy.so`,
+/// its settings as `serve`'s TOML (empty here: the pool comes from Envoy's environment, the
+/// route policy from the per-route configs).
+const MODULE_FILTER: &str = r#"name: envoy.filters.http.dynamic_modules
+typed_config:
+  "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+  dynamic_module_config: { name: cognito_authz_envoy }
+  filter_name: cognito-authz
+  # cognito-authz's settings as its TOML file; every variable of `serve` (the pool's
+  # AWS_COGNITO_USER_POOL_ID, AWS_COGNITO_USER_POOL_CLIENT_ID, AWS_DEFAULT_REGION among them)
+  # is read from Envoy's environment.
+  filter_config:
+    "@type": type.googleapis.com/google.protobuf.StringValue
+    value: ""
+"#;
+
+/// A route's policy for the module: what `context_extensions` carry to the sidecar.
+const MODULE_PER_ROUTE: &str = r#""@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute
+dynamic_module_config: { name: cognito_authz_envoy }
+filter_config:
+  "@type": type.googleapis.com/google.protobuf.Struct
+  value:"#;
 
 /// A flavour of the native config: the same first line, `header` (the flavour's own comment
 /// lines) in place of the native comment, then the native config with `edit` applied.
@@ -690,6 +779,22 @@ pub fn tls_envoy_config(native: &str) -> String {
     )
 }
 
+/// The in-process flavour: cognito-authz as an Envoy dynamic module, no sidecar.
+/// `envoy/envoy.module.yaml` is this function's output.
+pub fn module_envoy_config(native: &str) -> String {
+    flavour(
+        native,
+        "# In-process: generated from envoy.yaml by cruddur_demo::stack::module_envoy_config (a test\n\
+         # keeps the two in step). cognito-authz runs inside Envoy as a dynamic module, no sidecar:\n\
+         # run Envoy with ENVOY_DYNAMIC_MODULES_SEARCH_PATH naming the folder that holds\n\
+         # libcognito_authz_envoy.so (cargo build --release -p cognito-authz-envoy) and the app's\n\
+         # AWS_COGNITO_USER_POOL_ID, AWS_COGNITO_USER_POOL_CLIENT_ID and AWS_DEFAULT_REGION.\n",
+        |config| {
+            config.in_process_module();
+        },
+    )
+}
+
 /// The native Envoy config with the documented ports replaced by `ports`.
 pub fn render_envoy_config(native: &str, ports: Ports) -> Result<String, StackError> {
     let config = EnvoyConfig::parse(native);
@@ -707,7 +812,7 @@ mod tests {
     type Generate = fn(&str) -> String;
 
     /// Every flavour generator, by name.
-    const FLAVOURS: [(&str, Generate); 7] = [
+    const FLAVOURS: [(&str, Generate); 8] = [
         ("compose", compose_envoy_config),
         ("compose-replicas", compose_replicas_envoy_config),
         ("http", http_envoy_config),
@@ -715,6 +820,7 @@ mod tests {
         ("kubernetes", kubernetes_envoy_config),
         ("uds", uds_envoy_config),
         ("tls", tls_envoy_config),
+        ("module", module_envoy_config),
     ];
 
     fn data(text: &str) -> serde_json::Value {
@@ -813,6 +919,35 @@ mod tests {
         ];
         compose.sort();
         assert_eq!(paths(&compose_envoy_config(NATIVE)), compose);
+        // The module flavour: the second HTTP filter, the four routes' per-filter configs and
+        // the clusters (the authz cluster goes, so the list differs from its first entry on).
+        let module = paths(&module_envoy_config(NATIVE));
+        let routes = format!("{hcm}/route_config/virtual_hosts/0/routes");
+        let mut expected: Vec<String> = (0..4)
+            .flat_map(|i| {
+                let at = format!("{routes}/{i}/typed_per_filter_config");
+                [
+                    format!("{at}/envoy.filters.http.dynamic_modules"),
+                    format!("{at}/envoy.filters.http.ext_authz"),
+                ]
+            })
+            .collect();
+        expected.push(format!("{hcm}/http_filters/1/name"));
+        expected.push(format!("{hcm}/http_filters/1/typed_config"));
+        for path in &expected {
+            assert!(
+                module.contains(path),
+                "the module flavour leaves {path} alone"
+            );
+        }
+        let others: Vec<&String> = module
+            .iter()
+            .filter(|p| !expected.contains(p) && !p.starts_with(clusters))
+            .collect();
+        assert!(
+            others.is_empty(),
+            "the module flavour also changes {others:?}"
+        );
     }
 
     /// The JSON-pointer-like paths where `a` and `b` differ, sorted.
@@ -920,6 +1055,13 @@ mod tests {
                 compose_replicas_envoy_config,
                 "--print-compose-replicas-envoy",
                 "address: cognito-authz-2, port_value: 9001",
+            ),
+            (
+                "envoy.module.yaml",
+                include_str!("../../envoy/envoy.module.yaml"),
+                module_envoy_config,
+                "--print-module-envoy",
+                "name: cognito_authz_envoy",
             ),
             (
                 "../deploy/ecs/envoy.yaml",

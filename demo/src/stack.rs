@@ -13,8 +13,9 @@ use serde_json::Value;
 use crate::cognito::Cognito;
 pub use crate::envoy_config::{
     compose_envoy_config, compose_replicas_envoy_config, ecs_envoy_config, http_envoy_config,
-    kubernetes_configmap, kubernetes_envoy_config, render_envoy_config, tls_envoy_config,
-    uds_envoy_config, EnvoyConfig, AUTHZ_CLUSTER, DEPLOYED_ORIGIN, TLS_DIR, UDS_PATH,
+    kubernetes_configmap, kubernetes_envoy_config, module_envoy_config, render_envoy_config,
+    tls_envoy_config, uds_envoy_config, EnvoyConfig, AUTHZ_CLUSTER, DEPLOYED_ORIGIN, TLS_DIR,
+    UDS_PATH,
 };
 
 /// A failure to start or drive the stack, with what the process logs said.
@@ -276,6 +277,9 @@ pub enum Protocol {
     /// `http_service` and `envoy/envoy.http.yaml`: route policy from
     /// `envoy/cognito-authz.toml`, since this protocol has no `context_extensions`.
     Http,
+    /// No sidecar: cognito-authz runs inside Envoy as a dynamic module
+    /// (`envoy/envoy.module.yaml`, `libcognito_authz_envoy.so` from the binaries' folder).
+    Module,
 }
 
 /// The host and port of an OTLP collector's `http://host:port` endpoint.
@@ -376,6 +380,9 @@ impl Stack {
             stack.redis_port = Some(port);
             stack.start_redis().await?;
         }
+        if protocol == Protocol::Module {
+            stack.replicas.clear();
+        }
         for replica in 0..stack.replicas.len() {
             stack.start_replica(replica).await?;
         }
@@ -389,6 +396,7 @@ impl Stack {
         let file = match protocol {
             Protocol::Grpc => "envoy/envoy.yaml",
             Protocol::Http => "envoy/envoy.http.yaml",
+            Protocol::Module => "envoy/envoy.module.yaml",
         };
         let config = std::fs::read_to_string(stack.layout.root.join(file))
             .map_err(|e| err(format!("{file}: {e}")))?;
@@ -403,7 +411,7 @@ impl Stack {
                 .iter()
                 .map(|r| match protocol {
                     Protocol::Grpc => ("127.0.0.1", r.grpc),
-                    Protocol::Http => ("127.0.0.1", r.http),
+                    Protocol::Http | Protocol::Module => ("127.0.0.1", r.http),
                 })
                 .collect();
             config.authz_endpoints(&endpoints);
@@ -418,16 +426,23 @@ impl Stack {
         let text = config.text();
         std::fs::write(&rendered, text).map_err(|e| err(format!("{}: {e}", rendered.display())))?;
         let envoy = stack.layout.tool("envoy");
-        stack.spawn(
-            "envoy",
-            Command::new(envoy).arg("-c").arg(&rendered).args([
-                "--disable-hot-restart",
-                "--log-level",
-                "warn",
-                "--concurrency",
-                "2",
-            ]),
-        )?;
+        let mut command = Command::new(envoy);
+        command.arg("-c").arg(&rendered).args([
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+            "--concurrency",
+            "2",
+        ]);
+        if protocol == Protocol::Module {
+            // The module reads the app's variables from Envoy's environment, as `serve` does;
+            // the loader's line (the ABI version matched, or a warning) goes to envoy.log.
+            command
+                .args(["--component-log-level", "dynamic_modules:info"])
+                .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", &stack.layout.bin_dir)
+                .envs(stack.authz_env()?);
+        }
+        stack.spawn("envoy", &mut command)?;
         stack
             .wait_http(
                 "envoy",
@@ -506,18 +521,7 @@ impl Stack {
         let mut command = Command::new(bin);
         command
             .arg("serve")
-            .env("AWS_COGNITO_USER_POOL_ID", &self.pool.pool_id)
-            .env("AWS_COGNITO_USER_POOL_CLIENT_ID", &self.pool.client_id)
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("COGNITO_JWKS_URI", &self.pool.jwks_uri)
-            .env(
-                "COGNITO_IDP_ENDPOINT",
-                format!("http://127.0.0.1:{}/", self.proxy.port),
-            )
-            .env(
-                "COGNITO_REVOCATION_TTL_SECONDS",
-                REVOCATION_TTL_SECS.to_string(),
-            )
+            .envs(self.authz_env()?)
             .env("AUTHZ_GRPC_ADDR", format!("127.0.0.1:{}", ports.grpc))
             .env("AUTHZ_ADMIN_ADDR", format!("127.0.0.1:{}", ports.admin))
             .env("AUTHZ_ADMIN_TOKEN_FILE", self.admin_token_file()?)
@@ -525,9 +529,6 @@ impl Stack {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             );
-        if let Some(port) = self.redis_port {
-            command.env("AUTHZ_REDIS_URL", format!("redis://127.0.0.1:{port}/"));
-        }
         if self.protocol == Protocol::Http {
             command
                 .env("AUTHZ_HTTP_ADDR", format!("127.0.0.1:{}", ports.http))
@@ -546,6 +547,42 @@ impl Stack {
         self.spawn(&name, &mut command)?;
         self.wait_http(&name, &format!("http://127.0.0.1:{}/readyz", ports.admin))
             .await
+    }
+
+    /// What cognito-authz reads wherever it runs (a replica's process, or Envoy's for the
+    /// module): the app's pool variables, the emulator's JWKS and API (through the counting
+    /// proxy), the short revocation TTL, the shared Redis, and the options' extra variables.
+    fn authz_env(&self) -> Result<Vec<(String, String)>, StackError> {
+        let mut env: Vec<(String, String)> = [
+            ("AWS_COGNITO_USER_POOL_ID", self.pool.pool_id.clone()),
+            (
+                "AWS_COGNITO_USER_POOL_CLIENT_ID",
+                self.pool.client_id.clone(),
+            ),
+            ("AWS_DEFAULT_REGION", "us-east-1".to_string()),
+            ("COGNITO_JWKS_URI", self.pool.jwks_uri.clone()),
+            (
+                "COGNITO_IDP_ENDPOINT",
+                format!("http://127.0.0.1:{}/", self.proxy.port),
+            ),
+            (
+                "COGNITO_REVOCATION_TTL_SECONDS",
+                REVOCATION_TTL_SECS.to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Some(port) = self.redis_port {
+            env.push((
+                "AUTHZ_REDIS_URL".to_string(),
+                format!("redis://127.0.0.1:{port}/"),
+            ));
+        }
+        if self.protocol == Protocol::Module {
+            env.extend(self.extra_env.iter().cloned());
+        }
+        Ok(env)
     }
 
     /// The file holding the control API's secret every replica reads (made on first use, mode
@@ -760,7 +797,11 @@ impl Stack {
 
     /// Checks cognito-authz (replica 0) has decided so far, from its `/metrics`.
     pub async fn authz_checks(&self) -> Result<u64, StackError> {
-        let url = format!("http://127.0.0.1:{}/metrics", self.replicas[0].admin);
+        let replica = self
+            .replicas
+            .first()
+            .ok_or_else(|| err("no cognito-authz process runs (the module is in Envoy)"))?;
+        let url = format!("http://127.0.0.1:{}/metrics", replica.admin);
         let text = reqwest::get(url)
             .await
             .map_err(|e| err(format!("cognito-authz metrics: {e}")))?

@@ -440,8 +440,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         let mut stream = EnvoyStream(filter_envoy);
         let waker = || {
             // SAFETY: created on the stream's worker thread inside its hook, as required.
-            let scheduler =
-                Scheduler(unsafe { envoy_dynamic_module_callback_http_filter_scheduler_new(filter_envoy) });
+            let scheduler = Scheduler(unsafe {
+                envoy_dynamic_module_callback_http_filter_scheduler_new(filter_envoy)
+            });
             move || scheduler.commit()
         };
         let (step, parked) = filter::on_request_headers(&filter.config, route, &mut stream, waker);

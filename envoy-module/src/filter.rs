@@ -77,7 +77,9 @@ impl FilterConfig {
     }
 
     fn core(&self) -> &Core {
-        self.core.as_ref().expect("the core lives as long as the config")
+        self.core
+            .as_ref()
+            .expect("the core lives as long as the config")
     }
 
     fn runtime(&self) -> &tokio::runtime::Runtime {
@@ -127,7 +129,9 @@ impl RouteOverrides {
             .iter()
             .map(|(k, v)| match v {
                 serde_json::Value::String(s) => Ok((k.clone(), s.clone())),
-                _ => Err(ConfigError(format!("per-route config: {k} must be a string"))),
+                _ => Err(ConfigError(format!(
+                    "per-route config: {k} must be a string"
+                ))),
             })
             .collect::<Result<HashMap<_, _>, _>>()
             .map(RouteOverrides)
@@ -277,8 +281,7 @@ pub fn apply(outcome: Option<&Outcome>, stream: &mut dyn Stream) -> Step {
 }
 
 /// The body of the answer to a request the filter could not decide.
-pub const INTERNAL_ERROR_BODY: &str =
-    r#"{"error":"server_error","error_description":"the authorization check failed","reason":"internal_error"}"#;
+pub const INTERNAL_ERROR_BODY: &str = r#"{"error":"server_error","error_description":"the authorization check failed","reason":"internal_error"}"#;
 
 /// Refuses the request because the filter itself failed (a panic, an unreadable override):
 /// never let through what was not decided.

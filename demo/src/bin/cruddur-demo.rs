@@ -15,7 +15,8 @@ use std::process::ExitCode;
 
 use cruddur_demo::stack::{
     compose_envoy_config, compose_replicas_envoy_config, ecs_envoy_config, http_envoy_config,
-    kubernetes_configmap, tls_envoy_config, uds_envoy_config, Layout, Options, Ports, Stack,
+    kubernetes_configmap, module_envoy_config, tls_envoy_config, uds_envoy_config, Layout, Options,
+    Ports, Stack,
 };
 use cruddur_demo::walkthrough;
 
@@ -24,7 +25,7 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: cruddur-demo [--exit-after-walkthrough] [--print-compose-envoy] [--print-uds-envoy] [--print-tls-envoy] [--print-http-envoy] [--print-compose-replicas-envoy] [--print-ecs-envoy] [--print-kubernetes-configmap]");
+        println!("usage: cruddur-demo [--exit-after-walkthrough] [--print-compose-envoy] [--print-uds-envoy] [--print-tls-envoy] [--print-http-envoy] [--print-compose-replicas-envoy] [--print-ecs-envoy] [--print-kubernetes-configmap] [--print-module-envoy] [--module]");
         println!("Run from the project root (scripts/demo does).");
         return ExitCode::SUCCESS;
     }
@@ -36,6 +37,7 @@ async fn main() -> ExitCode {
         "--print-compose-replicas-envoy",
         "--print-ecs-envoy",
         "--print-kubernetes-configmap",
+        "--print-module-envoy",
     ]
     .into_iter()
     .find(|f| args.iter().any(|a| a == f));
@@ -51,6 +53,7 @@ async fn main() -> ExitCode {
                         "--print-compose-replicas-envoy" => compose_replicas_envoy_config(&native),
                         "--print-ecs-envoy" => ecs_envoy_config(&native),
                         "--print-kubernetes-configmap" => kubernetes_configmap(&native),
+                        "--print-module-envoy" => module_envoy_config(&native),
                         _ => tls_envoy_config(&native),
                     }
                 );

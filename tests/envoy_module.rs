@@ -1,0 +1,482 @@
+//! cognito-authz inside Envoy: the pinned Envoy 1.40 loads `libcognito_authz_envoy.so` (built
+//! by `scripts/test`, `cargo build -p cognito-authz-envoy`) through the shipped
+//! `envoy/envoy.module.yaml`, in front of the demo app, with no sidecar. Judged by what the
+//! client got and what the upstream received: the walkthrough, spoof stripping in every
+//! spelling and on every path, the hostile-token set, key rotation, the IdP down at start-up,
+//! and failing closed when the filter cannot decide.
+
+mod common;
+
+use cognito_authz::testkit::{
+    access_claims, b64, id_claims, jwks, now, Behaviour, JwksServer, TestKey,
+};
+use cruddur_demo::stack::{Layout, Options, Ports, Protocol, Stack};
+use cruddur_demo::walkthrough::{self, get, payload};
+use serde_json::{json, Value};
+
+fn layout(name: &str) -> Layout {
+    let layout = common::stack_layout(name);
+    let module = layout.bin_dir.join("libcognito_authz_envoy.so");
+    assert!(
+        module.exists(),
+        "{} is missing: build it with `cargo build -p cognito-authz-envoy` (scripts/test does)",
+        module.display()
+    );
+    layout
+}
+
+/// The stack with the module in Envoy, and `env` for it (Envoy's environment).
+async fn module_stack(name: &str, env: &[(&str, String)]) -> Stack {
+    let options = Options {
+        protocol: Protocol::Module,
+        authz_env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        ..Options::default()
+    };
+    Stack::start_options(layout(name), Ports::ephemeral().unwrap(), options)
+        .await
+        .unwrap_or_else(|e| panic!("the stack did not start: {e}"))
+}
+
+/// The identity headers the upstream received on its last request.
+async fn identity_seen(stack: &Stack) -> Vec<(String, Value)> {
+    let last = stack.app_last_request().await.unwrap();
+    last["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("x-cognito-"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walkthrough_and_spoofed_headers_with_the_module_in_envoy() {
+    let stack = module_stack("module-e2e", &[]).await;
+    let log = std::fs::read_to_string(stack.log_path("envoy")).unwrap();
+    assert!(
+        log.contains("Dynamic module ABI version v0.2.0 matched"),
+        "Envoy did not match the module's ABI version:\n{log}"
+    );
+    assert!(!log.contains("deprecated"), "Envoy warned:\n{log}");
+
+    // 1. The walkthrough, every step, as with the sidecar.
+    let steps = walkthrough::run(&stack, |_| {}).await;
+    let failed: Vec<String> = steps
+        .iter()
+        .filter(|s| !s.ok)
+        .map(|s| format!("{}: {}", s.title, s.lines.join("; ")))
+        .collect();
+    assert!(
+        steps.len() >= 12,
+        "the walkthrough stopped early: {steps:?}"
+    );
+    assert!(
+        failed.is_empty(),
+        "walkthrough steps failed:\n{}",
+        failed.join("\n")
+    );
+
+    // 2. Spoofing: on an allow the upstream sees our identity, whatever the client sent and
+    // however it spelled it; on an anonymous or public allow it sees none.
+    let tokens = stack
+        .cognito()
+        .sign_in(walkthrough::EMAIL, "Cruddur-Bootcamp-2")
+        .await
+        .expect("the walkthrough's final password signs in");
+    let sub = payload(&tokens.access)["sub"].as_str().unwrap().to_string();
+    let spoofs = [
+        ("x-cognito-sub", "spoof"),
+        ("X-Cognito-Groups", "spoof"),
+        ("X-COGNITO-EXTRA", "spoof"),
+        ("x-cognito-username", "root"),
+    ];
+    let seen = get(&stack, "/api/echo", Some(&tokens.access), &spoofs).await;
+    assert_eq!(seen.status.as_u16(), 200, "{}", seen.body);
+    let identity = identity_seen(&stack).await;
+    assert!(
+        identity.contains(&("x-cognito-sub".into(), json!(sub))),
+        "{identity:?}"
+    );
+    for (name, value) in &identity {
+        assert_ne!(
+            value, "spoof",
+            "{name} reached the app as the client sent it"
+        );
+        assert_ne!(
+            value, "root",
+            "{name} reached the app as the client sent it"
+        );
+    }
+    assert!(
+        !identity.iter().any(|(k, _)| k == "x-cognito-extra"),
+        "{identity:?}"
+    );
+    for (path, token) in [("/api/activities/home", None), ("/healthz", None)] {
+        let seen = get(&stack, path, token, &spoofs).await;
+        assert_eq!(seen.status.as_u16(), 200, "{path}: {}", seen.body);
+        let identity = identity_seen(&stack).await;
+        assert!(identity.is_empty(), "{path}: the app saw {identity:?}");
+    }
+    // A header repeated by the client goes whole.
+    let repeated = reqwest::Client::new()
+        .get(stack.url("/api/activities/home"))
+        .header("x-cognito-sub", "one")
+        .header("x-cognito-sub", "two")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(repeated.status().as_u16(), 200);
+    assert!(identity_seen(&stack).await.is_empty());
+
+    // 3. The decision is in Envoy's dynamic metadata under the sidecar's keys (access log).
+    let before = stack.app_requests().await.unwrap();
+    let denied = get(&stack, "/api/echo", None, &spoofs).await;
+    assert_eq!(
+        (denied.status.as_u16(), denied.body["reason"].as_str()),
+        (401, Some("no_token"))
+    );
+    assert!(denied.challenge.unwrap().starts_with("Bearer realm="));
+    assert_eq!(
+        stack.app_requests().await.unwrap(),
+        before,
+        "a denial reached the app"
+    );
+}
+
+/// A local JWKS the module fetches instead of the emulator's, so the test signs its own
+/// tokens for the stack's pool and client.
+struct Idp {
+    server: JwksServer,
+    issuer: String,
+    client: String,
+}
+
+impl Idp {
+    fn claims(&self) -> Value {
+        access_claims(&self.issuer, &self.client, now())
+    }
+
+    fn token(&self, key: usize) -> String {
+        TestKey::shared(key).token(&self.claims())
+    }
+
+    fn with_claims(&self, edit: impl FnOnce(&mut Value)) -> String {
+        let mut claims = self.claims();
+        edit(&mut claims);
+        TestKey::shared(0).token(&claims)
+    }
+}
+
+/// The stack over a local JWKS that starts out answering `behaviour`.
+async fn stack_over_local_keys(name: &str, behaviour: Behaviour) -> (Stack, Idp) {
+    let server = JwksServer::start(behaviour).await;
+    // Unknown-kid refetches at most once a second (the default is longer): the rotation below
+    // comes right after the hostile tokens' unknown kids.
+    let env = [
+        ("COGNITO_JWKS_URI", server.url("/jwks.json")),
+        ("COGNITO_JWKS_MIN_REFETCH_SECONDS", "1".to_string()),
+    ];
+    let stack = module_stack(name, &env).await;
+    let idp = Idp {
+        server,
+        issuer: format!(
+            "https://cognito-idp.us-east-1.amazonaws.com/{}",
+            stack.pool.pool_id
+        ),
+        client: stack.pool.client_id.clone(),
+    };
+    (stack, idp)
+}
+
+/// (status, reason) for `token` on a route that requires one (the catch-all rule).
+async fn verdict(stack: &Stack, token: &str) -> (u16, String) {
+    let seen = get(stack, "/elsewhere", Some(token), &[]).await;
+    let reason = seen.body["reason"].as_str().unwrap_or("").to_string();
+    (seen.status.as_u16(), reason)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idp_down_at_start_then_hostile_tokens_then_a_rotated_key() {
+    let (stack, idp) = stack_over_local_keys("module-keys", Behaviour::Status(503)).await;
+
+    // 1. The IdP is down as Envoy starts: every token is refused (503, the keys are not
+    // there), nothing reaches the app; once it answers, the same token passes.
+    let before = stack.app_requests().await.unwrap();
+    assert_eq!(
+        verdict(&stack, &idp.token(0)).await,
+        (503, "keys_unavailable".to_string())
+    );
+    assert_eq!(stack.app_requests().await.unwrap(), before);
+    idp.server.set(Behaviour::Json(jwks(&[TestKey::shared(0)])));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let seen = get(&stack, "/api/activities/home", Some(&idp.token(0)), &[]).await;
+        if seen.status.as_u16() == 200 && !seen.body["viewer"].is_null() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the keys never arrived: {} {}",
+            seen.status,
+            seen.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // 2. Hostile tokens: each refused with its reason; none reaches the app.
+    let evil = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(3)]))).await;
+    let header = |h: Value| TestKey::shared(0).token_with_header(&h, &idp.claims());
+    let kid = TestKey::shared(0).kid.clone();
+    let hostile: Vec<(&str, String, u16, &str)> = vec![
+        ("alg none", header(json!({"alg": "none", "kid": kid})), 401, "unsupported_alg"),
+        ("unsigned", format!("{}.{}.", b64(br#"{"alg":"none"}"#), b64(idp.claims().to_string().as_bytes())), 401, "malformed"),
+        ("RS384", header(json!({"alg": "RS384", "kid": kid})), 401, "unsupported_alg"),
+        ("unknown kid", header(json!({"alg": "RS256", "kid": "not-a-kid"})), 401, "unknown_kid"),
+        ("jku", TestKey::shared(3).token_with_header(&json!({"alg": "RS256", "kid": TestKey::shared(3).kid, "jku": evil.url("/jwks.json")}), &idp.claims()), 401, "unknown_kid"),
+        ("embedded jwk", TestKey::shared(3).token_with_header(&json!({"alg": "RS256", "kid": kid, "jwk": TestKey::shared(3).jwk()}), &idp.claims()), 401, "bad_signature"),
+        ("expired", idp.with_claims(|c| c["exp"] = json!(now() - 600)), 401, "expired"),
+        ("exp huge", idp.with_claims(|c| c["exp"] = json!(i64::MAX)), 401, "invalid_claims"),
+        ("nbf ahead", idp.with_claims(|c| c["nbf"] = json!(now() + 600)), 401, "not_yet_valid"),
+        ("another issuer", idp.with_claims(|c| c["iss"] = json!("https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Evil")), 401, "unknown_issuer"),
+        ("another client", idp.with_claims(|c| c["client_id"] = json!("another-client")), 401, "wrong_client"),
+        ("refresh token_use", idp.with_claims(|c| c["token_use"] = json!("refresh")), 401, "wrong_token_use"),
+        ("id token", TestKey::shared(0).token(&id_claims(&idp.issuer, &idp.client, now())), 401, "wrong_token_use"),
+        ("CRLF in a claim", idp.with_claims(|c| c["username"] = json!("eve\r\nx-cognito-sub: admin")), 401, "unsafe_claim"),
+        ("oversized", idp.with_claims(|c| c["padding"] = json!("x".repeat(20_000))), 401, "malformed"),
+        ("whitespace inside", { let t = idp.token(0); let p: Vec<&str> = t.split('.').collect(); format!("{}. {}.{}", p[0], p[1], p[2]) }, 400, "invalid_request"),
+    ];
+    let before = stack.app_requests().await.unwrap();
+    for (what, token, status, reason) in &hostile {
+        assert_eq!(
+            verdict(&stack, token).await,
+            (*status, reason.to_string()),
+            "{what}"
+        );
+    }
+    let two = reqwest::Client::new()
+        .get(stack.url("/elsewhere"))
+        .bearer_auth(idp.token(0))
+        .header("authorization", format!("Bearer {}", idp.token(0)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(two.status().as_u16(), 400, "two authorization headers");
+    assert_eq!(evil.hits(), 0, "a server a token named was contacted");
+    assert_eq!(
+        stack.app_requests().await.unwrap(),
+        before,
+        "a hostile request reached the app"
+    );
+
+    // 3. Key rotation: the IdP publishes a new key and drops the old one; a token signed with
+    // the new key passes after one refetch (the unknown kid, off the worker thread).
+    idp.server.set(Behaviour::Json(jwks(&[TestKey::shared(1)])));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let fetched = idp.server.hits();
+    let seen = get(&stack, "/api/activities/home", Some(&idp.token(1)), &[]).await;
+    assert_eq!(seen.status.as_u16(), 200, "{}", seen.body);
+    assert!(
+        !seen.body["viewer"].is_null(),
+        "the rotated key was not used: {}",
+        seen.body
+    );
+    assert_eq!(
+        idp.server.hits(),
+        fetched + 1,
+        "one refetch for the new kid"
+    );
+}
+
+/// A plain hand-written Envoy config around the module: one listener, a route whose
+/// per-route config is `route_override` (JSON), the rest under the module's catch-all rule,
+/// and `upstream` as the only cluster.
+fn hand_written_config(listen: u16, admin: u16, upstream: u16, route_override: &str) -> String {
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:
+  - address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: plain
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ path: /special }}
+                route: {{ cluster: upstream }}
+                typed_per_filter_config:
+                  envoy.filters.http.dynamic_modules:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute
+                    dynamic_module_config: {{ name: cognito_authz_envoy }}
+                    filter_config:
+                      "@type": type.googleapis.com/google.protobuf.Struct
+                      value: {route_override}
+              - match: {{ prefix: / }}
+                route: {{ cluster: upstream }}
+          http_filters:
+          - name: envoy.filters.http.dynamic_modules
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config: {{ name: cognito_authz_envoy }}
+              filter_name: cognito-authz
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: ""
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: upstream
+    connect_timeout: 0.25s
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream} }} }} }}
+"#
+    )
+}
+
+/// An upstream that counts the requests it receives.
+async fn counting_upstream() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback({
+        let count = std::sync::Arc::clone(&count);
+        move || {
+            count.fetch_add(1, Ordering::SeqCst);
+            async { "upstream" }
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, count)
+}
+
+/// Envoy with a hand-written config and the module from `search_path`; killed on drop.
+struct PlainEnvoy {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Drop for PlainEnvoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn plain_envoy(
+    name: &str,
+    search_path: &std::path::Path,
+    route_override: &str,
+    upstream: u16,
+    jwks_uri: &str,
+) -> PlainEnvoy {
+    let layout = layout(name);
+    let [listen, admin] = free_ports();
+    std::fs::create_dir_all(&layout.work_dir).unwrap();
+    let config = layout.work_dir.join("plain-envoy.yaml");
+    std::fs::write(
+        &config,
+        hand_written_config(listen, admin, upstream, route_override),
+    )
+    .unwrap();
+    let log = layout.work_dir.join("plain-envoy.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = std::process::Command::new(layout.tool("envoy"))
+        .arg("-c")
+        .arg(&config)
+        .args([
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "--log-level",
+            "warn",
+        ])
+        .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", search_path)
+        .env("AWS_COGNITO_USER_POOL_ID", "us-east-1_PlainPool")
+        .env("AWS_COGNITO_USER_POOL_CLIENT_ID", "plain-client")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("COGNITO_JWKS_URI", jwks_uri)
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let envoy = PlainEnvoy {
+        child,
+        port: listen,
+        log,
+    };
+    let ready = format!("http://127.0.0.1:{admin}/ready");
+    for _ in 0..100 {
+        if reqwest::get(&ready)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return envoy;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "Envoy did not start:\n{}",
+        std::fs::read_to_string(&envoy.log).unwrap_or_default()
+    );
+}
+
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_override_the_core_cannot_read_fails_closed_in_a_plain_config() {
+    // The route's mode is one the decision core does not know: Envoy's config is wrong, and
+    // the module refuses the request (500), never lets it through.
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let (upstream, count) = counting_upstream().await;
+    let bin_dir = common::stack_layout("module-plain-bin").bin_dir;
+    let envoy = plain_envoy(
+        "module-plain",
+        &bin_dir,
+        r#"{ "cognito_authz.mode": "sometimes" }"#,
+        upstream,
+        &idp.url("/jwks.json"),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let special = http
+        .get(format!("http://127.0.0.1:{}/special", envoy.port))
+        .header("x-cognito-sub", "spoof")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(special.status().as_u16(), 500);
+    let body: Value = special.json().await.unwrap();
+    assert_eq!(body["reason"], "internal_error", "{body}");
+    // Elsewhere the catch-all rule holds: no token, 401.
+    let other = http
+        .get(format!("http://127.0.0.1:{}/other", envoy.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 401);
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the upstream was reached"
+    );
+}
