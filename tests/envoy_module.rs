@@ -474,9 +474,70 @@ async fn an_override_the_core_cannot_read_fails_closed_in_a_plain_config() {
         .await
         .unwrap();
     assert_eq!(other.status().as_u16(), 401);
+    // The shipped build has no fault injection: the header is just a header.
+    let inert = http
+        .get(format!("http://127.0.0.1:{}/other", envoy.port))
+        .header("x-cognito-authz-fault", "panic")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(inert.status().as_u16(), 401);
     assert_eq!(
         count.load(std::sync::atomic::Ordering::SeqCst),
         0,
         "the upstream was reached"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_filter_is_a_refusal_and_envoy_goes_on() {
+    // The module built with fault injection (scripts/test puts it in its own folder): a panic on
+    // the worker thread or on the module's runtime never crosses into Envoy; the request is
+    // refused (500) and the next one is decided as usual.
+    let bin_dir = common::stack_layout("module-fault-bin").bin_dir;
+    let faulty = bin_dir.join("fault-injection");
+    assert!(
+        faulty.join("libcognito_authz_envoy.so").exists(),
+        "{}/libcognito_authz_envoy.so is missing: scripts/test builds it with \
+         `cargo build -p cognito-authz-envoy --features fault-injection`",
+        faulty.display()
+    );
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let (upstream, count) = counting_upstream().await;
+    let envoy = plain_envoy(
+        "module-fault",
+        &faulty,
+        r#"{ "cognito_authz.mode": "public" }"#,
+        upstream,
+        &idp.url("/jwks.json"),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    for (path, fault) in [
+        ("/other", "panic"),
+        ("/other", "panic-later"),
+        ("/special", "panic"),
+    ] {
+        let seen = http
+            .get(format!("http://127.0.0.1:{}{path}", envoy.port))
+            .header("x-cognito-authz-fault", fault)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(seen.status().as_u16(), 500, "{path} {fault}");
+        let body: Value = seen.json().await.unwrap();
+        assert_eq!(body["reason"], "internal_error", "{body}");
+    }
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a request the filter panicked on reached the upstream"
+    );
+    let public = http
+        .get(format!("http://127.0.0.1:{}/special", envoy.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status().as_u16(), 200, "Envoy and the module go on");
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -179,8 +179,11 @@ where
             let parked = Arc::new(Parked::default());
             let slot = Arc::clone(&parked);
             let resume = waker();
+            let decided = runtime.spawn(decision);
             runtime.spawn(async move {
-                let outcome = decision.await;
+                // A check that panics on the runtime ends as no outcome: refused (500), and
+                // the stream is woken all the same.
+                let outcome = decided.await.ok().flatten();
                 *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
                 resume();
             });
@@ -202,7 +205,18 @@ fn decision(
     for (name, value) in headers {
         request.add(name, value);
     }
+    #[cfg(feature = "fault-injection")]
+    let fault = request.headers.get("x-cognito-authz-fault").cloned();
+    #[cfg(feature = "fault-injection")]
+    if fault.as_deref() == Some("panic") {
+        panic!("injected fault on the worker thread");
+    }
     Box::pin(async move {
+        #[cfg(feature = "fault-injection")]
+        if fault.as_deref() == Some("panic-later") {
+            tokio::task::yield_now().await;
+            panic!("injected fault on the module's runtime");
+        }
         let input = CheckInput {
             method: &request.method,
             host: &request.host,
