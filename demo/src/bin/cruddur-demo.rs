@@ -3,6 +3,7 @@
 //! serving until Ctrl-C.
 //!
 //! Flags: `--exit-after-walkthrough` stops after the walkthrough (exit 0 when every step held);
+//! `--module` runs cognito-authz inside Envoy (the dynamic module) instead of as a sidecar;
 //! `--print-compose-envoy`, `--print-uds-envoy`, `--print-tls-envoy` and `--print-http-envoy`
 //! print the Envoy config flavours as generated from envoy/envoy.yaml.
 //!
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 use cruddur_demo::stack::{
     compose_envoy_config, compose_replicas_envoy_config, ecs_envoy_config, http_envoy_config,
     kubernetes_configmap, module_envoy_config, tls_envoy_config, uds_envoy_config, Layout, Options,
-    Ports, Stack,
+    Ports, Protocol, Stack,
 };
 use cruddur_demo::walkthrough;
 
@@ -65,11 +66,15 @@ async fn main() -> ExitCode {
             }
         };
     }
-    if let Some(unknown) = args.iter().find(|a| *a != "--exit-after-walkthrough") {
+    if let Some(unknown) = args
+        .iter()
+        .find(|a| *a != "--exit-after-walkthrough" && *a != "--module")
+    {
         eprintln!("cruddur-demo: unknown argument {unknown} (see --help)");
         return ExitCode::from(2);
     }
-    let exit_after = !args.is_empty();
+    let exit_after = args.iter().any(|a| a == "--exit-after-walkthrough");
+    let module = args.iter().any(|a| a == "--module");
 
     let bin_dir = std::env::current_exe()
         .ok()
@@ -90,6 +95,11 @@ async fn main() -> ExitCode {
         .filter(|v| !v.is_empty());
     let options = Options {
         traces: traces.clone(),
+        protocol: if module {
+            Protocol::Module
+        } else {
+            Protocol::Grpc
+        },
         ..Options::default()
     };
     let stack = match Stack::start_options(layout, ports, options).await {
@@ -103,10 +113,14 @@ async fn main() -> ExitCode {
         "  Cognito emulator   http://127.0.0.1:{}  (pool {}, app client {})",
         ports.cognito, stack.pool.pool_id, stack.pool.client_id
     );
-    println!(
-        "  cognito-authz      grpc 127.0.0.1:{}, admin http://127.0.0.1:{}/metrics",
-        ports.authz, ports.authz_admin
-    );
+    if module {
+        println!("  cognito-authz      inside Envoy (libcognito_authz_envoy.so, envoy/envoy.module.yaml)");
+    } else {
+        println!(
+            "  cognito-authz      grpc 127.0.0.1:{}, admin http://127.0.0.1:{}/metrics",
+            ports.authz, ports.authz_admin
+        );
+    }
     println!(
         "  demo app           http://127.0.0.1:{} (behind Envoy)",
         ports.app
@@ -152,10 +166,12 @@ async fn main() -> ExitCode {
         "  curl -i http://127.0.0.1:{}/api/activities/home",
         ports.envoy
     );
-    println!(
-        "  .venv/bin/grpcurl -plaintext 127.0.0.1:{} list",
-        ports.authz
-    );
+    if !module {
+        println!(
+            "  .venv/bin/grpcurl -plaintext 127.0.0.1:{} list",
+            ports.authz
+        );
+    }
     println!(
         "  open {} in a browser: sign up, confirm, sign in, sign out everywhere",
         stack.frontend_url()
