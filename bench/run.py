@@ -21,7 +21,11 @@ Envoy's ext_authz client from envoy_grpc to google_grpc; BENCH_AUTHZ_B=/path/to/
 adds, in quick mode, (4) with that other binary right after (4) with this one (an A/B of two
 builds in one run). BENCH_TRACING=1 runs only the tracing comparison: direct gRPC load on Check
 (cache hits) with traces off, on at sampling 1.0 and on at 0.01 (to a do-nothing OTLP
-collector), each twice, interleaved.
+collector), each twice, interleaved. BENCH_MODULE=1 runs only the in-process comparison, side
+by side in one run: (1) no auth, (2) jwt_authn with its cache and (2u) without it (a token
+verified on every request), (M) the cognito-authz Envoy module (cache on) and (Mu) with its
+cache off, each of (2) and (M) twice, interleaved; then (3)/(4) the do-nothing gRPC server and
+the gRPC sidecar, (3h)/(4h) the do-nothing HTTP server and the HTTP sidecar (HTTP/2).
 """
 import json
 import os
@@ -41,6 +45,7 @@ WORK = ROOT / ".run" / "bench"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 TRACING = os.environ.get("BENCH_TRACING") == "1"
+MODULE = os.environ.get("BENCH_MODULE") == "1"
 # Envoy's gRPC client for ext_authz: "envoy" (envoy_grpc, the default) or "google" (google_grpc).
 GRPC_CLIENT = os.environ.get("BENCH_GRPC_CLIENT", "envoy")
 CONNECTIONS = (16,) if QUICK else (1, 16)
@@ -159,6 +164,31 @@ EXT_AUTHZ = """
                 - exact: authorization
                 - exact: x-request-id
                 - prefix: x-cognito-
+"""
+
+MODULE_FILTER = """
+          - name: envoy.filters.http.dynamic_modules
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config: { name: cognito_authz_envoy }
+              filter_name: cognito-authz
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: ""
+"""
+
+JWT_AUTHN_UNCACHED = """
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                cognito:
+                  issuer: {issuer}
+                  local_jwks: {{ inline_string: '{jwks}' }}
+                  forward: true
+              rules:
+              - match: {{ prefix: / }}
+                requires: {{ provider_name: cognito }}
 """
 
 JWT_AUTHN = """
@@ -357,22 +387,24 @@ def main():
     print(f"Envoy {version.group(1) if version else '?'},"
           f" wrk 1 thread, Envoy --concurrency 1, {SECONDS} s a measurement, {os.cpu_count()} cores", flush=True)
 
-    def with_envoy(name, filters, authz_address, runs, http1=False):
+    def with_envoy(name, filters, authz_address, runs, http1=False, env=None):
         target = None
         if GRPC_CLIENT == "google" and authz_address:
             m = re.search(r"port_value: (\d+)", authz_address)
             target = f"127.0.0.1:{m.group(1)}" if m else f"unix:{authz_address.split('path: ')[1].rstrip(' }')}"
         path, port, admin = envoy_config(name, filters, authz_address, target, http1)
         proc = start(f"envoy-{name}", [str(envoy), "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
-                                       "--log-level", "error"])
+                                       "--log-level", "error"], env)
         wait_http(f"http://127.0.0.1:{admin}/ready")
+        if env:
+            wait_allowed(port, valid1)
         try:
             for run in runs:
                 run(port, proc.pid)
         finally:
             stop(proc)
 
-    def scenario(key, label, tokens, authz_pid=None, expect=200, warm=False, baseline="3"):
+    def scenario(key, label, tokens, authz_pid=None, expect=200, warm=False, baseline="3", jwt="2"):
         def run(port, envoy_pid):
             for c in CONNECTIONS:
                 pids = {"envoy": envoy_pid}
@@ -380,7 +412,16 @@ def main():
                     pids["authz"] = authz_pid
                 results[(key, c)] = measure(label, port, tokens, c, pids, expect, warm)
                 results[(key, c)]["baseline"] = baseline
+                results[(key, c)]["jwt"] = jwt
         return run
+
+    if MODULE:
+        module_comparison(with_envoy, scenario, start_authz, results, pool, jwks, jwks_port, valid1, valid10k)
+        report = render(results, None, None, None, None)
+        (WORK / "module-report.md").write_text(report)
+        print()
+        print(report)
+        return
 
     if not QUICK:
         with_envoy("direct", "", None, [scenario("1", "(1) no auth, direct response", valid1)])
@@ -493,6 +534,67 @@ def main():
     print(report)
 
 
+def wait_allowed(port, token_file, timeout=30):
+    """Until a valid token passes (the module fetches its keys after Envoy is ready)."""
+    token = Path(token_file).read_text().split()[0]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/bench",
+                                         headers={"Authorization": f"Bearer {token}"})
+        try:
+            if urllib.request.urlopen(request, timeout=2).status == 200:
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"no valid token passed on port {port} within {timeout} s")
+
+
+def module_comparison(with_envoy, scenario, start_authz, results, pool, jwks, jwks_port, valid1, valid10k):
+    """The in-process module against jwt_authn, the sidecars and the do-nothing servers."""
+    if not (RELEASE / "libcognito_authz_envoy.so").exists():
+        raise SystemExit(f"{RELEASE / 'libcognito_authz_envoy.so'} is missing: bench/run builds it")
+    module_env = {
+        "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(RELEASE),
+        "AWS_COGNITO_USER_POOL_ID": pool["pool_id"],
+        "AWS_COGNITO_USER_POOL_CLIENT_ID": pool["client_id"],
+        "COGNITO_JWKS_URI": f"http://127.0.0.1:{jwks_port}/jwks.json",
+    }
+    jwt = JWT_AUTHN.format(issuer=pool["issuer"], jwks=jwks)
+    jwt_uncached = JWT_AUTHN_UNCACHED.format(issuer=pool["issuer"], jwks=jwks)
+    with_envoy("direct", "", None, [scenario("1", "(1) no auth, direct response", valid1)])
+    for round in ["", " again"]:
+        suffix = "b" if round else ""
+        with_envoy(f"jwt{suffix}", jwt, None,
+                   [scenario(f"2{suffix}", f"(2) jwt_authn, one token (JWT cache){round}", valid1)])
+        with_envoy(f"module{suffix}", MODULE_FILTER, None,
+                   [scenario(f"M{suffix}", f"(M) cognito-authz module, one token{round}", valid1)],
+                   env=module_env)
+    with_envoy("jwt-uncached", jwt_uncached, None,
+               [scenario("2u", "(2u) jwt_authn, no cache, 10,000 tokens", valid10k)])
+    with_envoy("module-uncached", MODULE_FILTER, None,
+               [scenario("Mu", "(Mu) module, cache off, 10,000 tokens", valid10k, jwt="2u")],
+               env={**module_env, "COGNITO_TOKEN_CACHE_SIZE": "0"})
+    noop_port = free_port()
+    noop = start("noop", [str(RELEASE / "noop-authz"), f"127.0.0.1:{noop_port}"])
+    wait_tcp(noop_port)
+    with_envoy("noop", EXT_AUTHZ, tcp_address(noop_port),
+               [scenario("3", "(3) ext_authz to a do-nothing server, gRPC", valid1, noop.pid)])
+    stop(noop)
+    authz_port, http_port = free_port(), free_port()
+    authz, _ = start_authz("authz", f"127.0.0.1:{authz_port}", http_addr=f"127.0.0.1:{http_port}")
+    with_envoy("authz-grpc", EXT_AUTHZ, tcp_address(authz_port),
+               [scenario("4", "(4) cognito-authz sidecar, gRPC", valid1, authz.pid)])
+    with_envoy("authz-http", EXT_AUTHZ_HTTP, tcp_address(http_port),
+               [scenario("4h", "(4h) cognito-authz sidecar, HTTP/2", valid1, authz.pid, baseline="3h")])
+    stop(authz)
+    noop_http = start("noop-http", [str(RELEASE / "noop-http-authz"), f"127.0.0.1:{http_port}"])
+    wait_tcp(http_port)
+    with_envoy("noop-h", EXT_AUTHZ_HTTP, tcp_address(http_port),
+               [scenario("3h", "(3h) HTTP ext_authz, do-nothing, HTTP/2", valid1, noop_http.pid, baseline="3h")])
+    stop(noop_http)
+
+
 def tracing_comparison(start_authz, tokens):
     """Direct gRPC load on Check, cache hits: traces off, sampled at 1.0 and at 0.01 (grpc-load
     sends no trace context, so each check is a root the sampler decides on). Twice each,
@@ -545,7 +647,7 @@ def render(results, direct, base_rss, cached_rss, peak_tcp):
     lines = ["| scenario | conns | rps | vs (2) | vs (3) | p50 µs | p99 µs | Envoy CPU µs/req | authz CPU µs/req |",
              "|---|---|---|---|---|---|---|---|---|"]
     for (key, c), r in results.items():
-        two, three = results.get(("2", c)), results.get((r.get("baseline", "3"), c))
+        two, three = results.get((r.get("jwt", "2"), c)), results.get((r.get("baseline", "3"), c))
         ratio = lambda base: f"{100 * r['rps'] / base['rps']:.0f}%" if base else "-"
         lines.append(f"| {r['label']} | {c} | {r['rps']:.0f} | {ratio(two)} | {ratio(three)} | {r['p50_us']:.0f} | "
                      f"{r['p99_us']:.0f} | {r.get('cpu_envoy_us', 0):.1f} | {r.get('cpu_authz_us', 0):.1f} |")

@@ -311,3 +311,173 @@ pub fn fail_closed(stream: &mut dyn Stream) {
         INTERNAL_ERROR_BODY,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cognito_authz::testkit::{access_claims, jwks, now, Behaviour, JwksServer, TestKey};
+    use std::sync::mpsc;
+
+    /// A stream over plain values: what the filter read, set, removed and answered.
+    #[derive(Default)]
+    struct FakeStream {
+        headers: Vec<(String, String)>,
+        set: Vec<(String, String)>,
+        removed: Vec<String>,
+        metadata: Vec<(String, String)>,
+        reply: Option<(u16, String)>,
+    }
+
+    impl Stream for FakeStream {
+        fn request_headers(&self) -> Vec<(String, String)> {
+            self.headers.clone()
+        }
+        fn set_header(&mut self, name: &str, value: &str) {
+            self.set.push((name.into(), value.into()));
+        }
+        fn remove_header(&mut self, name: &str) {
+            self.removed.push(name.into());
+        }
+        fn set_metadata(&mut self, namespace: &str, key: &str, value: &str) {
+            assert_eq!(namespace, METADATA_NAMESPACE);
+            self.metadata.push((key.into(), value.into()));
+        }
+        fn send_local_reply(&mut self, status: u16, _headers: &[(&str, &str)], body: &str) {
+            self.reply = Some((status, body.into()));
+        }
+    }
+
+    fn request(path: &str, extra: &[(&str, &str)]) -> FakeStream {
+        let mut headers: Vec<(String, String)> = [
+            (":method", "GET"),
+            (":authority", "app.example.com"),
+            (":path", path),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        headers.push(("x-request-id".into(), "r1".into()));
+        FakeStream {
+            headers,
+            ..FakeStream::default()
+        }
+    }
+
+    const POOL: &str = "us-east-1_ModulePool";
+    const CLIENT: &str = "module-client";
+
+    fn config(jwks_uri: &str) -> FilterConfig {
+        let env = [
+            ("AWS_COGNITO_USER_POOL_ID", POOL.to_string()),
+            ("AWS_COGNITO_USER_POOL_CLIENT_ID", CLIENT.to_string()),
+            ("AWS_DEFAULT_REGION", "us-east-1".to_string()),
+            ("COGNITO_JWKS_URI", jwks_uri.to_string()),
+        ];
+        FilterConfig::new("", |k| {
+            env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        })
+        .unwrap_or_else(|e| panic!("{}", e.0))
+    }
+
+    fn never() -> impl FnOnce() + Send + 'static {
+        || panic!("a check that needs no network woke the stream")
+    }
+
+    #[test]
+    fn repeated_headers_are_joined_and_names_lowercased() {
+        let mut request = Request::default();
+        for (k, v) in [
+            (":method", "GET"),
+            (":path", "/a"),
+            (":authority", "h"),
+            (":scheme", "http"),
+            ("X-Cognito-Sub", "one"),
+            ("x-cognito-sub", "two"),
+        ] {
+            request.add(k.into(), v.into());
+        }
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("GET", "/a")
+        );
+        assert_eq!(request.host, "h");
+        assert_eq!(request.headers.len(), 1, "{:?}", request.headers);
+        assert_eq!(request.headers["x-cognito-sub"], "one,two");
+    }
+
+    #[test]
+    fn a_route_override_must_be_an_object_of_strings() {
+        let ok = RouteOverrides::parse(br#"{"cognito_authz.mode": "public"}"#).unwrap();
+        assert_eq!(ok.0["cognito_authz.mode"], "public");
+        assert_eq!(
+            RouteOverrides::parse(b"  ").unwrap(),
+            RouteOverrides::default()
+        );
+        for bad in [
+            &br#"{"cognito_authz.mode": 1}"#[..],
+            b"[1]",
+            b"mode: public",
+            b"\"x\"",
+        ] {
+            assert!(
+                RouteOverrides::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_public_route_is_decided_on_the_worker_thread_and_strips_spoofed_headers() {
+        let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+        let config = config(&idp.url("/jwks.json"));
+        let route = RouteOverrides::parse(br#"{"cognito_authz.mode": "public"}"#).unwrap();
+        let mut stream = request("/healthz", &[("x-cognito-sub", "spoof")]);
+        let (step, parked) = on_request_headers(&config, Some(&route), &mut stream, never);
+        assert_eq!(step, Step::Continue);
+        assert!(parked.is_none());
+        assert!(stream.removed.iter().any(|h| h == "x-cognito-sub"));
+        assert!(stream.set.is_empty(), "{:?}", stream.set);
+        assert!(stream
+            .metadata
+            .contains(&("reason".into(), "public".into())));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_check_that_waits_for_keys_resumes_through_the_waker_then_hits_the_cache() {
+        let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+        let config = config(&idp.url("/jwks.json"));
+        let issuer = format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}");
+        let token = TestKey::shared(0).token(&access_claims(&issuer, CLIENT, now()));
+        let auth = format!("Bearer {token}");
+        let (woken, wait) = mpsc::channel();
+        let mut stream = request("/api/x", &[("authorization", &auth)]);
+        let (step, parked) = on_request_headers(&config, None, &mut stream, || {
+            move || woken.send(()).unwrap()
+        });
+        let step = match step {
+            // The first fetch may already have landed: then no wait at all.
+            Step::Continue => step,
+            Step::Pending => {
+                wait.recv_timeout(std::time::Duration::from_secs(10))
+                    .expect("the stream was woken");
+                let outcome = parked.expect("a parked check").take().expect("an outcome");
+                apply(outcome.as_ref(), &mut stream)
+            }
+            Step::Replied => panic!("refused: {:?}", stream.reply),
+        };
+        assert_eq!(step, Step::Continue, "{:?}", stream.reply);
+        assert!(
+            stream.set.iter().any(|(k, _)| k == "x-cognito-sub"),
+            "{:?}",
+            stream.set
+        );
+        assert_eq!(config.cache_len(), 1);
+
+        // The same token again: a cache hit, decided without waking anything.
+        let mut again = request("/api/x", &[("authorization", &auth)]);
+        let (step, parked) = on_request_headers(&config, None, &mut again, never);
+        assert_eq!((step, parked.is_none()), (Step::Continue, true));
+    }
+}
