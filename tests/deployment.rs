@@ -236,9 +236,18 @@ fn every_envoy_config_validates_with_envoy_1_40() {
         } else {
             config.clone()
         };
+        // The in-process config loads the module, which reads the pool from the environment.
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_cognito-authz"))
+            .parent()
+            .unwrap();
         let out = Command::new(&envoy)
             .args(["--mode", "validate", "--disable-hot-restart", "-c"])
             .arg(&target)
+            .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", bin_dir)
+            .env("AWS_COGNITO_USER_POOL_ID", "us-east-1_Validate")
+            .env("AWS_COGNITO_USER_POOL_CLIENT_ID", "validate-client")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("COGNITO_JWKS_URI", "http://127.0.0.1:9/jwks.json")
             .output()
             .unwrap();
         assert!(
@@ -274,12 +283,39 @@ fn every_envoy_config_keeps_the_edge_settings() {
             "normalize_path: true",
             "merge_slashes: true",
             "path_with_escaped_slashes_action: REJECT_REQUEST",
-            "failure_mode_allow: false",
             "per_connection_buffer_limit_bytes: 32768",
             "max_concurrent_streams: 100",
         ] {
             assert!(text.contains(setting), "{name} lacks {setting}");
         }
+        // In-process, the module sees every header and fails closed by itself (a panic or an
+        // unreadable override is a 500): no ext_authz settings to keep.
+        let module = text.contains("- name: envoy.filters.http.dynamic_modules");
+        if module {
+            assert!(
+                !text.contains("- name: envoy.filters.http.ext_authz"),
+                "{name}: the module and ext_authz both"
+            );
+            assert!(
+                text.contains("cognito_authz.mode: public\n                        cognito_authz.rule: health"),
+                "{name}: /healthz is not checked as public"
+            );
+            let cors = text.find("- name: envoy.filters.http.cors");
+            let authz = text.find("- name: envoy.filters.http.dynamic_modules");
+            assert!(
+                cors.is_some() && cors < authz,
+                "{name}: no CORS filter before the module"
+            );
+            assert!(
+                !text.contains("disabled: true"),
+                "{name} skips the check on a route"
+            );
+            continue;
+        }
+        assert!(
+            text.contains("failure_mode_allow: false"),
+            "{name} lacks failure_mode_allow: false"
+        );
         let allowed: Vec<&str> = text
             .lines()
             .skip_while(|l| !l.trim().starts_with("allowed_headers:"))
