@@ -541,3 +541,27 @@ async fn a_panic_in_the_filter_is_a_refusal_and_envoy_goes_on() {
     assert_eq!(public.status().as_u16(), 200, "Envoy and the module go on");
     assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[test]
+fn the_readme_shows_the_filter_envoy_module_yaml_ships() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let shipped = std::fs::read_to_string(root.join("envoy/envoy.module.yaml")).unwrap();
+    let section = readme
+        .split("### Inside Envoy: the dynamic module")
+        .nth(1)
+        .expect("the README's module section");
+    let block = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a yaml block in the module section");
+    let bare = |l: &str| l.trim().trim_start_matches("- ").to_string();
+    let shipped: Vec<String> = shipped.lines().map(bare).collect();
+    let mut at = 0;
+    for line in block.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let found = shipped[at..].iter().position(|s| *s == bare(line));
+        let found = found.unwrap_or_else(|| panic!("envoy.module.yaml lacks `{line}` (in order)"));
+        at += found + 1;
+    }
+}
