@@ -112,7 +112,7 @@ impl Drop for FilterConfig {
 /// (`cognito_authz.mode`, `cognito_authz.groups_any`, ...), as a JSON object of strings
 /// (`DynamicModuleFilterPerRoute`'s `filter_config` as a `google.protobuf.Struct`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RouteOverrides(pub HashMap<String, String>);
+pub struct RouteOverrides(pub Arc<HashMap<String, String>>);
 
 impl RouteOverrides {
     /// Parses a per-route config; anything but an object of strings is refused at load time.
@@ -134,7 +134,7 @@ impl RouteOverrides {
                 ))),
             })
             .collect::<Result<HashMap<_, _>, _>>()
-            .map(RouteOverrides)
+            .map(|overrides| RouteOverrides(Arc::new(overrides)))
     }
 }
 
@@ -200,7 +200,8 @@ fn decision(
     headers: Vec<(String, String)>,
 ) -> Decision {
     let authorizer = config.core().authorizer.clone();
-    let extensions = route.map(|r| r.0.clone()).unwrap_or_default();
+    // Shared, not copied: a route's overrides are the same for each of its requests.
+    let extensions = route.map(|r| Arc::clone(&r.0)).unwrap_or_default();
     let mut request = Request::default();
     for (name, value) in headers {
         request.add(name, value);
