@@ -305,6 +305,38 @@ fn header_name_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// Headers a claim must never be written into: the credential and the request's identity, the
+/// ones that frame the message or the connection (a claim in `content-length` would smuggle a
+/// second request), and the ones proxies set about the client and the route.
+fn reserved_header(name: &str) -> bool {
+    const EXACT: [&str; 20] = [
+        "authorization",
+        "host",
+        "cookie",
+        "x-request-id",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "proxy-authorization",
+        "proxy-connection",
+        "forwarded",
+        "via",
+        "x-real-ip",
+        "traceparent",
+    ];
+    EXACT.contains(&name)
+        || ["x-forwarded-", "x-envoy-", "tracestate", "grpc-"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+}
+
 /// Claim -> header mappings, in configured order.
 type ClaimHeaders = Vec<(String, String)>;
 
@@ -325,10 +357,7 @@ fn claim_headers(
         if managed_headers.contains(&header) {
             return Err(invalid(key, format!("'{header}' is already managed")));
         }
-        if matches!(
-            header.as_str(),
-            "authorization" | "host" | "cookie" | "x-request-id"
-        ) {
+        if reserved_header(&header) {
             return Err(invalid(key, format!("'{header}' cannot carry identity")));
         }
         managed_headers.push(header.clone());
@@ -896,6 +925,33 @@ mod tests {
         );
         assert!(r.managed_headers.contains(&"x-tenant-id".to_string()));
         assert_eq!(r.managed_headers.len(), IDENTITY_HEADERS.len() + 1);
+    }
+
+    #[test]
+    fn a_claim_cannot_be_mapped_to_a_header_that_frames_or_routes_the_request() {
+        // A claim in `content-length` smuggled a second request to the upstream; one in
+        // `x-forwarded-for` overwrote the address Envoy set.
+        for header in [
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "te",
+            "upgrade",
+            "expect",
+            "keep-alive",
+            "proxy-authorization",
+            "forwarded",
+            "via",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-real-ip",
+            "x-envoy-original-path",
+            "traceparent",
+            "content-type",
+        ] {
+            let text = format!("[identity.claim_headers]\n\"custom:tenant\" = \"{header}\"\n");
+            assert!(build(&text).is_err(), "{header} was accepted");
+        }
     }
 
     #[test]
