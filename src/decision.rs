@@ -346,6 +346,12 @@ impl Authorizer {
         self.inner.full_metadata.store(enabled, Ordering::Relaxed);
     }
 
+    /// Every header an allow sets or removes under the running configuration (the identity
+    /// headers and the mapped claim headers).
+    pub fn managed_headers(&self) -> Vec<String> {
+        self.inner.state.load().routes.managed_headers.clone()
+    }
+
     /// Tokens in the verified-token cache.
     pub fn cache_len(&self) -> usize {
         self.inner.state.load().cache.len()

@@ -293,7 +293,15 @@ async fn the_idp_down_at_start_then_hostile_tokens_then_a_rotated_key() {
 /// A plain hand-written Envoy config around the module: one listener, a route whose
 /// per-route config is `route_override` (JSON), the rest under the module's catch-all rule,
 /// and `upstream` as the only cluster.
-fn hand_written_config(listen: u16, admin: u16, upstream: u16, route_override: &str) -> String {
+fn hand_written_config(
+    listen: u16,
+    admin: u16,
+    upstream: u16,
+    route_override: &str,
+    filter_toml: &str,
+) -> String {
+    // A JSON string is a YAML scalar: the TOML goes in as it is.
+    let filter_toml = serde_json::to_string(filter_toml).unwrap();
     format!(
         r#"admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
@@ -330,7 +338,7 @@ static_resources:
               filter_name: cognito-authz
               filter_config:
                 "@type": type.googleapis.com/google.protobuf.StringValue
-                value: ""
+                value: {filter_toml}
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
@@ -377,22 +385,30 @@ impl Drop for PlainEnvoy {
     }
 }
 
-async fn plain_envoy(
-    name: &str,
-    search_path: &std::path::Path,
-    route_override: &str,
+/// What a hand-written Envoy around the module is given.
+struct Plain<'a> {
+    search_path: &'a std::path::Path,
+    route_override: &'a str,
+    filter_toml: &'a str,
     upstream: u16,
-    jwks_uri: &str,
-) -> PlainEnvoy {
+    jwks_uri: &'a str,
+}
+
+/// Envoy with a hand-written config and the module from `search_path`; its log if it would not
+/// start.
+async fn plain_envoy(name: &str, plain: Plain<'_>) -> Result<PlainEnvoy, String> {
     let layout = layout(name);
     let [listen, admin] = free_ports();
     std::fs::create_dir_all(&layout.work_dir).unwrap();
     let config = layout.work_dir.join("plain-envoy.yaml");
-    std::fs::write(
-        &config,
-        hand_written_config(listen, admin, upstream, route_override),
-    )
-    .unwrap();
+    let text = hand_written_config(
+        listen,
+        admin,
+        plain.upstream,
+        plain.route_override,
+        plain.filter_toml,
+    );
+    std::fs::write(&config, text).unwrap();
     let log = layout.work_dir.join("plain-envoy.log");
     let file = std::fs::File::create(&log).unwrap();
     let child = std::process::Command::new(layout.tool("envoy"))
@@ -405,16 +421,16 @@ async fn plain_envoy(
             "--log-level",
             "warn",
         ])
-        .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", search_path)
+        .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", plain.search_path)
         .env("AWS_COGNITO_USER_POOL_ID", "us-east-1_PlainPool")
         .env("AWS_COGNITO_USER_POOL_CLIENT_ID", "plain-client")
         .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("COGNITO_JWKS_URI", jwks_uri)
+        .env("COGNITO_JWKS_URI", plain.jwks_uri)
         .stdout(file.try_clone().unwrap())
         .stderr(file)
         .spawn()
         .unwrap();
-    let envoy = PlainEnvoy {
+    let mut envoy = PlainEnvoy {
         child,
         port: listen,
         log,
@@ -425,14 +441,14 @@ async fn plain_envoy(
             .await
             .is_ok_and(|r| r.status().is_success())
         {
-            return envoy;
+            return Ok(envoy);
+        }
+        if envoy.child.try_wait().unwrap().is_some() {
+            break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!(
-        "Envoy did not start:\n{}",
-        std::fs::read_to_string(&envoy.log).unwrap_or_default()
-    );
+    Err(std::fs::read_to_string(&envoy.log).unwrap_or_default())
 }
 
 fn free_ports<const N: usize>() -> [u16; N] {
@@ -443,20 +459,83 @@ fn free_ports<const N: usize>() -> [u16; N] {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_override_the_core_cannot_read_fails_closed_in_a_plain_config() {
-    // The route's mode is one the decision core does not know: Envoy's config is wrong, and
-    // the module refuses the request (500), never lets it through.
+async fn a_per_route_config_the_module_cannot_read_keeps_envoy_from_starting() {
+    // A typo in a route's policy, or a key without our prefix, would leave the route without
+    // the policy it was meant to have: the config is refused at load, naming the problem.
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let (upstream, _) = counting_upstream().await;
+    let bin_dir = common::stack_layout("module-refused-bin").bin_dir;
+    for (route_override, named) in [
+        (
+            r#"{ "cognito_authz.mode": "sometimes" }"#,
+            "'sometimes' is not public",
+        ),
+        (
+            r#"{ "groups_any": "admins" }"#,
+            "groups_any is not a cognito_authz.* key",
+        ),
+    ] {
+        let refused = plain_envoy(
+            "module-refused",
+            Plain {
+                search_path: &bin_dir,
+                route_override,
+                filter_toml: "",
+                upstream,
+                jwks_uri: &idp.url("/jwks.json"),
+            },
+        )
+        .await;
+        let log = match refused {
+            Ok(_) => panic!("Envoy started with {route_override}"),
+            Err(log) => log,
+        };
+        assert!(log.contains(named), "{route_override}:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cores_warnings_reach_envoys_log() {
+    // Dry-run mode lets every denial through: it must not be on without a word in Envoy's log.
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let (upstream, _) = counting_upstream().await;
+    let bin_dir = common::stack_layout("module-warn-bin").bin_dir;
+    let envoy = plain_envoy(
+        "module-warn",
+        Plain {
+            search_path: &bin_dir,
+            route_override: r#"{ "cognito_authz.mode": "public" }"#,
+            filter_toml: "[server]\ndry_run = true\n",
+            upstream,
+            jwks_uri: &idp.url("/jwks.json"),
+        },
+    )
+    .await
+    .unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"));
+    let log = std::fs::read_to_string(&envoy.log).unwrap();
+    assert!(log.contains("dry-run mode"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_override_that_conflicts_with_its_rule_fails_closed_in_a_plain_config() {
+    // The route's rule (the filter's TOML) requires a group; the route's override makes it
+    // public. Which was meant cannot be known at load: each request is refused (500), never
+    // let through.
     let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
     let (upstream, count) = counting_upstream().await;
     let bin_dir = common::stack_layout("module-plain-bin").bin_dir;
     let envoy = plain_envoy(
         "module-plain",
-        &bin_dir,
-        r#"{ "cognito_authz.mode": "sometimes" }"#,
-        upstream,
-        &idp.url("/jwks.json"),
+        Plain {
+            search_path: &bin_dir,
+            route_override: r#"{ "cognito_authz.mode": "public" }"#,
+            filter_toml: "[[routes]]\nname = \"special\"\npath = \"/special\"\nmode = \"required\"\ngroups_any = [\"admins\"]\n",
+            upstream,
+            jwks_uri: &idp.url("/jwks.json"),
+        },
     )
-    .await;
+    .await
+    .unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"));
     let http = reqwest::Client::new();
     let special = http
         .get(format!("http://127.0.0.1:{}/special", envoy.port))
@@ -506,12 +585,16 @@ async fn a_panic_in_the_filter_is_a_refusal_and_envoy_goes_on() {
     let (upstream, count) = counting_upstream().await;
     let envoy = plain_envoy(
         "module-fault",
-        &faulty,
-        r#"{ "cognito_authz.mode": "public" }"#,
-        upstream,
-        &idp.url("/jwks.json"),
+        Plain {
+            search_path: &faulty,
+            route_override: r#"{ "cognito_authz.mode": "public" }"#,
+            filter_toml: "",
+            upstream,
+            jwks_uri: &idp.url("/jwks.json"),
+        },
     )
-    .await;
+    .await
+    .unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"));
     let http = reqwest::Client::new();
     for (path, fault) in [
         ("/other", "panic"),

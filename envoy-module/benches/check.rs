@@ -35,6 +35,10 @@ impl Stream for Recording {
     fn send_local_reply(&mut self, _: u16, _: &[(&str, &str)], _: &str) {
         self.calls += 1;
     }
+    fn request_trailer_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn remove_request_trailer(&mut self, _: &str) {}
 }
 
 fn rate(mut f: impl FnMut()) -> f64 {
@@ -56,7 +60,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let idp = runtime.block_on(JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))));
+    let idp = runtime.block_on(JwksServer::start(Behaviour::Json(jwks(&[
+        TestKey::shared(0),
+    ]))));
     let env: HashMap<&str, String> = [
         ("AWS_COGNITO_USER_POOL_ID", POOL.to_string()),
         ("AWS_COGNITO_USER_POOL_CLIENT_ID", CLIENT.to_string()),
@@ -64,7 +70,8 @@ fn main() {
         ("COGNITO_JWKS_URI", idp.url("/jwks.json")),
     ]
     .into();
-    let config = FilterConfig::new("", |k| env.get(k).cloned()).unwrap_or_else(|e| panic!("{}", e.0));
+    let config =
+        FilterConfig::new("", |k| env.get(k).cloned()).unwrap_or_else(|e| panic!("{}", e.0));
     let issuer = format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}");
     let token = TestKey::shared(0).token(&access_claims(&issuer, CLIENT, now() + 0));
     // What a browser's API call through Envoy carries.
@@ -73,7 +80,10 @@ fn main() {
         (":path", "/api/activities/home"),
         (":method", "GET"),
         (":scheme", "https"),
-        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+        ),
         ("accept", "application/json"),
         ("accept-encoding", "gzip, deflate, br"),
         ("origin", "https://app.example.com"),
@@ -96,7 +106,10 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut filter = Vec::new();
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     for _ in 0..rounds {
         filter.push(rate(|| {
             let (step, _) = on_request_headers(&config, None, &mut stream, || || {});

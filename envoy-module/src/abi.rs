@@ -11,6 +11,7 @@
 //! (`scheduler_commit` may be called from any thread); `on_http_filter_scheduled` then runs
 //! on the stream's worker thread again.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -81,6 +82,8 @@ type SchedulerPtr = *mut c_void;
 
 /// `envoy_dynamic_module_type_http_header_type_RequestHeader`.
 const REQUEST_HEADER: u32 = 0;
+/// `envoy_dynamic_module_type_http_header_type_RequestTrailer`.
+const REQUEST_TRAILER: u32 = 1;
 
 // `envoy_dynamic_module_type_on_http_filter_request_headers_status`.
 const HEADERS_CONTINUE: u32 = 0;
@@ -140,6 +143,8 @@ extern "C" {
     fn envoy_dynamic_module_callback_log(level: u32, message: ModuleBuffer);
 }
 
+/// `envoy_dynamic_module_type_log_level_Warn`.
+const LOG_WARN: u32 = 3;
 /// `envoy_dynamic_module_type_log_level_Error`.
 const LOG_ERROR: u32 = 4;
 
@@ -166,10 +171,11 @@ unsafe fn copied(ptr: *const c_char, length: usize) -> Vec<u8> {
 /// worker thread, from the pointer Envoy passed to it.
 struct EnvoyStream(FilterEnvoyPtr);
 
-impl Stream for EnvoyStream {
-    fn request_headers(&self) -> Vec<(String, String)> {
+impl EnvoyStream {
+    /// Every header of the map `kind` (request headers or trailers), copied.
+    fn headers(&self, kind: u32) -> Vec<(String, String)> {
         // SAFETY: `self.0` is the live filter of the current hook.
-        let count = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.0, 0) };
+        let count = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.0, kind) };
         let empty = EnvoyHttpHeader {
             key_ptr: std::ptr::null(),
             key_length: 0,
@@ -180,11 +186,7 @@ impl Stream for EnvoyStream {
         // SAFETY: `headers` has room for the `count` entries Envoy reported; Envoy fills them
         // with pointers into its header map, valid until this hook returns or a header is set.
         let ok = unsafe {
-            envoy_dynamic_module_callback_http_get_headers(
-                self.0,
-                REQUEST_HEADER,
-                headers.as_mut_ptr(),
-            )
+            envoy_dynamic_module_callback_http_get_headers(self.0, kind, headers.as_mut_ptr())
         };
         if !ok {
             return Vec::new();
@@ -207,6 +209,37 @@ impl Stream for EnvoyStream {
             .collect()
     }
 
+    /// Removes every value of `name` from the map `kind`.
+    fn remove(&mut self, kind: u32, name: &str) {
+        // SAFETY: live filter of the current hook; a null value removes every value of the
+        // header; the name's buffer outlives the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_header(
+                self.0,
+                kind,
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::null(),
+            );
+        }
+    }
+}
+
+impl Stream for EnvoyStream {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.headers(REQUEST_HEADER)
+    }
+
+    fn request_trailer_names(&self) -> Vec<String> {
+        self.headers(REQUEST_TRAILER)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    fn remove_request_trailer(&mut self, name: &str) {
+        self.remove(REQUEST_TRAILER, name);
+    }
+
     fn set_header(&mut self, name: &str, value: &str) {
         // SAFETY: live filter of the current hook; both buffers outlive the call.
         unsafe {
@@ -220,15 +253,7 @@ impl Stream for EnvoyStream {
     }
 
     fn remove_header(&mut self, name: &str) {
-        // SAFETY: as in `set_header`; a null value removes every value of the header.
-        unsafe {
-            envoy_dynamic_module_callback_http_set_header(
-                self.0,
-                REQUEST_HEADER,
-                ModuleBuffer::of(name.as_bytes()),
-                ModuleBuffer::null(),
-            );
-        }
+        self.remove(REQUEST_HEADER, name);
     }
 
     fn set_metadata(&mut self, namespace: &str, key: &str, value: &str) {
@@ -292,11 +317,16 @@ impl Drop for Scheduler {
     }
 }
 
-/// One stream's state, owned by Envoy through the pointer `on_http_filter_new` returns.
+/// One stream's state, owned by Envoy through the pointer `on_http_filter_new` returns. Hooks
+/// reach it through a shared reference only: Envoy can call one hook from inside another (the
+/// body hook runs inside `continue_decoding`, called from the scheduled hook), so two may be
+/// live at once; the state that changes is in `Cell`s.
 struct Filter {
     config: Arc<FilterConfig>,
     /// The outcome of a check that is running on the module's runtime.
-    parked: Option<Arc<Parked>>,
+    parked: Cell<Option<Arc<Parked>>>,
+    /// Whether the request waits for that check (its body and trailers are held back).
+    pending: Cell<bool>,
 }
 
 /// Runs `body`, or answers 500 if it panics: the request is never let through undecided.
@@ -324,10 +354,48 @@ fn contained<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     })
 }
 
-/// Called once when Envoy loads the module: the ABI version it was written against.
+/// Called once when Envoy loads the module: the ABI version it was written against. The
+/// decision core's warnings and errors (dry-run mode on, a key fetch failing) go to Envoy's
+/// log from here on.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+    contained((), || {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(|| EnvoyLogLine(Vec::new()))
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .without_time()
+            .try_init();
+    });
     ABI_VERSION.as_ptr()
+}
+
+/// One log line for Envoy's log (`dynamic_modules`, at warning level), written when dropped.
+struct EnvoyLogLine(Vec<u8>);
+
+impl std::io::Write for EnvoyLogLine {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EnvoyLogLine {
+    fn drop(&mut self) {
+        let line = String::from_utf8_lossy(&self.0);
+        let line = line.trim_end();
+        if !line.is_empty() {
+            // SAFETY: the buffer points into `line`, alive for the call; Envoy copies it, and its
+            // logger may be called from any thread.
+            unsafe {
+                envoy_dynamic_module_callback_log(LOG_WARN, ModuleBuffer::of(line.as_bytes()))
+            }
+        }
+    }
 }
 
 /// A `DynamicModuleFilter` config: the TOML in `filter_config`. Null refuses the config.
@@ -347,7 +415,12 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         match FilterConfig::new(&text, |key| std::env::var(key).ok()) {
             Ok(config) => Box::into_raw(Box::new(Arc::new(config))) as *const c_void,
             Err(err) => {
-                log_error(&format!("the filter config is refused: {}", err.0));
+                // Without the lines a TOML error quotes: they may hold a secret (a Redis URL).
+                let reason: Vec<&str> = err.0.lines().filter(|l| !l.contains('|')).collect();
+                log_error(&format!(
+                    "the filter config is refused: {}",
+                    reason.join(" ")
+                ));
                 std::ptr::null()
             }
         }
@@ -405,7 +478,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
         let config = unsafe { &*(config as *const Arc<FilterConfig>) };
         let filter = Filter {
             config: Arc::clone(config),
-            parked: None,
+            parked: Cell::new(None),
+            pending: Cell::new(false),
         };
         Box::into_raw(Box::new(filter)) as *const c_void
     })
@@ -414,11 +488,12 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
 /// The filter of `module` in a hook.
 ///
 /// # Safety
-/// `module` must be the pointer `on_http_filter_new` returned, not yet destroyed; Envoy calls a
-/// stream's hooks one at a time on its worker thread, so the borrow is exclusive.
-unsafe fn filter_of<'a>(module: *const c_void) -> &'a mut Filter {
+/// `module` must be the pointer `on_http_filter_new` returned, not yet destroyed. Envoy calls a
+/// stream's hooks on its worker thread only, possibly one inside another: hence a shared
+/// reference (`Filter` is not `Sync`, and never leaves that thread).
+unsafe fn filter_of<'a>(module: *const c_void) -> &'a Filter {
     // SAFETY: as the caller guarantees.
-    unsafe { &mut *(module as *mut Filter) }
+    unsafe { &*(module as *const Filter) }
 }
 
 /// The request headers: the check runs here.
@@ -446,7 +521,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             move || scheduler.commit()
         };
         let (step, parked) = filter::on_request_headers(&filter.config, route, &mut stream, waker);
-        filter.parked = parked;
+        filter.pending.set(parked.is_some());
+        filter.parked.set(parked);
         match step {
             Step::Continue => HEADERS_CONTINUE,
             Step::Replied => HEADERS_STOP_ITERATION,
@@ -476,6 +552,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
                 Step::Replied
             }
         };
+        // Decided: the body hooks Envoy calls from inside `continue_decoding` let data through.
+        filter.pending.set(false);
         if step == Step::Continue {
             // SAFETY: live filter of this hook, whose request headers were stopped.
             unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(filter_envoy) }
@@ -492,14 +570,15 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
 ) -> u32 {
     guarded(filter_envoy, BODY_STOP_AND_WATERMARK, || {
         // SAFETY: a hook of a live filter (see `filter_of`).
-        match unsafe { filter_of(module) }.parked {
-            Some(_) => BODY_STOP_AND_WATERMARK,
-            None => BODY_CONTINUE,
+        if unsafe { filter_of(module) }.pending.get() {
+            BODY_STOP_AND_WATERMARK
+        } else {
+            BODY_CONTINUE
         }
     })
 }
 
-/// Request trailers: held back while the check is pending.
+/// Request trailers: our headers stripped from them, and held back while the check is pending.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     filter_envoy: FilterEnvoyPtr,
@@ -507,9 +586,12 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
 ) -> u32 {
     guarded(filter_envoy, TRAILERS_STOP, || {
         // SAFETY: a hook of a live filter (see `filter_of`).
-        match unsafe { filter_of(module) }.parked {
-            Some(_) => TRAILERS_STOP,
-            None => TRAILERS_CONTINUE,
+        let filter = unsafe { filter_of(module) };
+        filter::strip_trailers(&filter.config, &mut EnvoyStream(filter_envoy));
+        if filter.pending.get() {
+            TRAILERS_STOP
+        } else {
+            TRAILERS_CONTINUE
         }
     })
 }

@@ -13,6 +13,8 @@ use std::task::{Context, Poll, Waker};
 use cognito_authz::clock::Clock;
 use cognito_authz::config::Config;
 use cognito_authz::decision::{Answer, CheckInput, Outcome};
+use cognito_authz::identity::IDENTITY_PREFIX;
+use cognito_authz::policy::RouteConfig;
 use cognito_authz::server::Core;
 
 /// The dynamic-metadata namespace the decision is written under: the sidecar's, so one
@@ -31,6 +33,10 @@ pub trait Stream {
     fn set_metadata(&mut self, namespace: &str, key: &str, value: &str);
     /// Answers the client instead of the upstream.
     fn send_local_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &str);
+    /// The names of the request's trailers.
+    fn request_trailer_names(&self) -> Vec<String>;
+    /// Removes every value of the request trailer `name`.
+    fn remove_request_trailer(&mut self, name: &str);
 }
 
 /// What the filter tells Envoy after the request headers.
@@ -125,16 +131,26 @@ impl RouteOverrides {
         let object = value.as_object().ok_or_else(|| {
             ConfigError("per-route config must be an object of strings".to_string())
         })?;
-        object
+        let overrides = object
             .iter()
             .map(|(k, v)| match v {
-                serde_json::Value::String(s) => Ok((k.clone(), s.clone())),
+                serde_json::Value::String(s) if k.starts_with("cognito_authz.") => {
+                    Ok((k.clone(), s.clone()))
+                }
+                serde_json::Value::String(_) => Err(ConfigError(format!(
+                    "per-route config: {k} is not a cognito_authz.* key"
+                ))),
                 _ => Err(ConfigError(format!(
                     "per-route config: {k} must be a string"
                 ))),
             })
-            .collect::<Result<HashMap<_, _>, _>>()
-            .map(|overrides| RouteOverrides(Arc::new(overrides)))
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        // Every key and value read now, as a check would read them: a typo refuses the config
+        // at load instead of failing each request on the route.
+        RouteConfig::default()
+            .requirements("GET", "localhost", "/", &overrides)
+            .map_err(|e| ConfigError(format!("per-route config: {e}")))?;
+        Ok(RouteOverrides(Arc::new(overrides)))
     }
 }
 
@@ -250,7 +266,9 @@ impl Request {
                 let name = name.to_ascii_lowercase();
                 match self.headers.get_mut(&name) {
                     Some(joined) => {
-                        joined.push(',');
+                        // Cookies join as one `Cookie` header would carry them (RFC 6265), so a
+                        // token cookie in a second header is still found and cut out.
+                        joined.push_str(if name == "cookie" { "; " } else { "," });
                         joined.push_str(&value);
                     }
                     None => {
@@ -295,6 +313,23 @@ pub fn apply(outcome: Option<&Outcome>, stream: &mut dyn Stream) -> Step {
     }
 }
 
+/// Removes from the request's trailers every header an allow manages and every other header
+/// in our namespace: an upstream that reads trailers (gRPC, HTTP/2) must not find a client's
+/// `x-cognito-sub` there either.
+pub fn strip_trailers(config: &FilterConfig, stream: &mut dyn Stream) {
+    let names = stream.request_trailer_names();
+    if names.is_empty() {
+        return;
+    }
+    let managed = config.core().authorizer.managed_headers();
+    for name in names {
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with(IDENTITY_PREFIX) || managed.contains(&lower) {
+            stream.remove_request_trailer(&name);
+        }
+    }
+}
+
 /// The body of the answer to a request the filter could not decide.
 pub const INTERNAL_ERROR_BODY: &str = r#"{"error":"server_error","error_description":"the authorization check failed","reason":"internal_error"}"#;
 
@@ -327,6 +362,7 @@ mod tests {
         removed: Vec<String>,
         metadata: Vec<(String, String)>,
         reply: Option<(u16, String)>,
+        trailers: Vec<String>,
     }
 
     impl Stream for FakeStream {
@@ -345,6 +381,12 @@ mod tests {
         }
         fn send_local_reply(&mut self, status: u16, _headers: &[(&str, &str)], body: &str) {
             self.reply = Some((status, body.into()));
+        }
+        fn request_trailer_names(&self) -> Vec<String> {
+            self.trailers.clone()
+        }
+        fn remove_request_trailer(&mut self, name: &str) {
+            self.trailers.retain(|t| t != name);
         }
     }
 
@@ -408,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn a_route_override_must_be_an_object_of_strings() {
+    fn a_route_override_must_be_an_object_of_known_keys_and_values() {
         let ok = RouteOverrides::parse(br#"{"cognito_authz.mode": "public"}"#).unwrap();
         assert_eq!(ok.0["cognito_authz.mode"], "public");
         assert_eq!(
@@ -420,6 +462,11 @@ mod tests {
             b"[1]",
             b"mode: public",
             b"\"x\"",
+            // A key without our prefix would be ignored: the route's policy would vanish.
+            br#"{"groups_any": "admins", "mode": "required"}"#,
+            br#"{"cognito_authz.groups": "admins"}"#,
+            br#"{"cognito_authz.mode": "requried"}"#,
+            br#"{"cognito_authz.revocation": "sometimes"}"#,
         ] {
             assert!(
                 RouteOverrides::parse(bad).is_err(),
@@ -427,6 +474,30 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn two_cookie_headers_join_as_one() {
+        let mut request = Request::default();
+        request.add("cookie".into(), "a=1".into());
+        request.add("cookie".into(), "jwt=t".into());
+        assert_eq!(request.headers["cookie"], "a=1; jwt=t");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn identity_trailers_are_stripped() {
+        let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+        let config = config(&idp.url("/jwks.json"));
+        let mut stream = FakeStream {
+            trailers: vec![
+                "X-Cognito-Sub".into(),
+                "x-cognito-other".into(),
+                "grpc-status".into(),
+            ],
+            ..FakeStream::default()
+        };
+        strip_trailers(&config, &mut stream);
+        assert_eq!(stream.trailers, vec!["grpc-status".to_string()]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -12,6 +12,10 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+// Fault injection panics on a request header: for the test build only, never an optimised one.
+#[cfg(all(feature = "fault-injection", not(debug_assertions)))]
+compile_error!("the fault-injection feature is for the tests' debug build only");
+
 #[allow(unsafe_code)]
 mod abi;
 pub mod filter;
