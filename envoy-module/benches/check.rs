@@ -20,8 +20,12 @@ struct Recording {
 }
 
 impl Stream for Recording {
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.headers.clone()
+    fn request_headers(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| wanted(k))
+            .cloned()
+            .collect()
     }
     fn set_header(&mut self, _: &str, _: &str) {
         self.calls += 1;

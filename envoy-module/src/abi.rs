@@ -155,16 +155,26 @@ fn log_error(message: &str) {
     unsafe { envoy_dynamic_module_callback_log(LOG_ERROR, ModuleBuffer::of(message.as_bytes())) }
 }
 
+/// The bytes of an Envoy buffer, borrowed for the current hook.
+///
+/// # Safety
+/// The buffer must come from Envoy in the current hook (pointer and length valid, or null),
+/// and the slice must be dropped before the hook returns or a header is set.
+unsafe fn borrowed<'a>(ptr: *const c_char, length: usize) -> &'a [u8] {
+    if ptr.is_null() || length == 0 {
+        return &[];
+    }
+    // SAFETY: the caller guarantees `length` readable bytes at `ptr` for this hook.
+    unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), length) }
+}
+
 /// The bytes of an Envoy buffer, copied.
 ///
 /// # Safety
-/// `buffer` must come from Envoy in the current hook (pointer and length valid, or null).
+/// As for [`borrowed`].
 unsafe fn copied(ptr: *const c_char, length: usize) -> Vec<u8> {
-    if ptr.is_null() || length == 0 {
-        return Vec::new();
-    }
-    // SAFETY: the caller guarantees `length` readable bytes at `ptr` for this hook.
-    unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), length) }.to_vec()
+    // SAFETY: as the caller guarantees.
+    unsafe { borrowed(ptr, length) }.to_vec()
 }
 
 /// One stream, reached through Envoy's callbacks. Only built inside a hook, on the stream's
@@ -172,8 +182,9 @@ unsafe fn copied(ptr: *const c_char, length: usize) -> Vec<u8> {
 struct EnvoyStream(FilterEnvoyPtr);
 
 impl EnvoyStream {
-    /// Every header of the map `kind` (request headers or trailers), copied.
-    fn headers(&self, kind: u32) -> Vec<(String, String)> {
+    /// The headers of the map `kind` (request headers or trailers) whose name `wanted` accepts,
+    /// copied; the others stay in Envoy.
+    fn headers(&self, kind: u32, wanted: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
         // SAFETY: `self.0` is the live filter of the current hook.
         let count = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.0, kind) };
         let empty = EnvoyHttpHeader {
@@ -193,18 +204,22 @@ impl EnvoyStream {
         }
         headers
             .iter()
-            .map(|h| {
-                // SAFETY: filled by Envoy just above; copied before any header is set.
+            .filter_map(|h| {
+                // SAFETY: filled by Envoy just above; read (and the wanted ones copied) before
+                // this function returns, with no header set in between.
                 let (key, value) = unsafe {
                     (
-                        copied(h.key_ptr, h.key_length),
-                        copied(h.value_ptr, h.value_length),
+                        borrowed(h.key_ptr, h.key_length),
+                        borrowed(h.value_ptr, h.value_length),
                     )
                 };
-                (
-                    String::from_utf8_lossy(&key).into_owned(),
-                    String::from_utf8_lossy(&value).into_owned(),
-                )
+                let key = String::from_utf8_lossy(key);
+                wanted(&key).then(|| {
+                    (
+                        key.into_owned(),
+                        String::from_utf8_lossy(value).into_owned(),
+                    )
+                })
             })
             .collect()
     }
@@ -225,12 +240,12 @@ impl EnvoyStream {
 }
 
 impl Stream for EnvoyStream {
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.headers(REQUEST_HEADER)
+    fn request_headers(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
+        self.headers(REQUEST_HEADER, wanted)
     }
 
     fn request_trailer_names(&self) -> Vec<String> {
-        self.headers(REQUEST_TRAILER)
+        self.headers(REQUEST_TRAILER, &|_| true)
             .into_iter()
             .map(|(name, _)| name)
             .collect()

@@ -14,7 +14,7 @@ use cognito_authz::clock::Clock;
 use cognito_authz::config::Config;
 use cognito_authz::decision::{Answer, CheckInput, Outcome};
 use cognito_authz::identity::IDENTITY_PREFIX;
-use cognito_authz::policy::RouteConfig;
+use cognito_authz::policy::{RouteConfig, ENVOY_ALLOWED_HEADERS};
 use cognito_authz::server::Core;
 
 /// The dynamic-metadata namespace the decision is written under: the sidecar's, so one
@@ -23,8 +23,8 @@ pub const METADATA_NAMESPACE: &str = "envoy.filters.http.ext_authz";
 
 /// What the filter needs from Envoy for one stream.
 pub trait Stream {
-    /// Every request header as Envoy holds it (pseudo-headers included), in order.
-    fn request_headers(&self) -> Vec<(String, String)>;
+    /// The request headers (pseudo-headers included) whose name `wanted` accepts, in order.
+    fn request_headers(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<(String, String)>;
     /// Replaces every value of `name` with `value`.
     fn set_header(&mut self, name: &str, value: &str);
     /// Removes every value of `name`.
@@ -59,6 +59,9 @@ pub struct ConfigError(pub String);
 pub struct FilterConfig {
     core: Option<Core>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// The headers a check reads besides `x-cognito-*` and the pseudo-headers: Envoy's
+    /// `allowed_headers` for the sidecar, plus a configured token header or cookie.
+    reads: Vec<String>,
 }
 
 impl FilterConfig {
@@ -76,10 +79,30 @@ impl FilterConfig {
             let _entered = runtime.enter();
             Core::start(&config, Clock::system()).map_err(|e| ConfigError(e.to_string()))?
         };
+        let mut reads: Vec<String> = ENVOY_ALLOWED_HEADERS
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        reads.extend(config.routes.token_header.clone());
+        if config.routes.token_cookie.is_some() {
+            reads.push("cookie".to_string());
+        }
         Ok(FilterConfig {
             core: Some(core),
             runtime: Some(runtime),
+            reads,
         })
+    }
+
+    /// Whether a check reads the header `name` (any case): the pseudo-headers, the ones in
+    /// [`FilterConfig::reads`], and every header in our namespace (so the header plan removes
+    /// each one the client sent, whatever it is). The others are never copied out of Envoy.
+    pub fn reads(&self, name: &str) -> bool {
+        name.starts_with(':')
+            || name
+                .get(..IDENTITY_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(IDENTITY_PREFIX))
+            || self.reads.iter().any(|h| h.eq_ignore_ascii_case(name))
     }
 
     fn core(&self) -> &Core {
@@ -181,7 +204,7 @@ pub fn on_request_headers<W>(
 where
     W: FnOnce() + Send + 'static,
 {
-    let mut decision = decision(config, route, stream.request_headers());
+    let mut decision = decision(config, route, stream.request_headers(&|h| config.reads(h)));
     let runtime = config.runtime();
     let polled = {
         let _entered = runtime.enter();
@@ -366,8 +389,12 @@ mod tests {
     }
 
     impl Stream for FakeStream {
-        fn request_headers(&self) -> Vec<(String, String)> {
-            self.headers.clone()
+        fn request_headers(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
+            self.headers
+                .iter()
+                .filter(|(k, _)| wanted(k))
+                .cloned()
+                .collect()
         }
         fn set_header(&mut self, name: &str, value: &str) {
             self.set.push((name.into(), value.into()));
