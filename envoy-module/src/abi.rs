@@ -561,7 +561,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
         };
         let mut stream = EnvoyStream(filter_envoy);
         let step = match parked.take() {
-            Some(outcome) => filter::apply(outcome.as_ref(), &mut stream),
+            Some(outcome) => filter::apply(outcome.as_ref(), parked.present(), &mut stream),
             None => {
                 filter::fail_closed(&mut stream);
                 Step::Replied

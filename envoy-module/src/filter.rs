@@ -79,10 +79,12 @@ impl FilterConfig {
             let _entered = runtime.enter();
             Core::start(&config, Clock::system()).map_err(|e| ConfigError(e.to_string()))?
         };
+        // Every header an allow removes must be read, so that one the request carries is seen.
         let mut reads: Vec<String> = ENVOY_ALLOWED_HEADERS
             .iter()
             .map(|h| h.to_string())
             .collect();
+        reads.extend(config.routes.managed_headers.iter().cloned());
         reads.extend(config.routes.token_header.clone());
         if config.routes.token_cookie.is_some() {
             reads.push("cookie".to_string());
@@ -179,14 +181,25 @@ impl RouteOverrides {
 
 type Decision = Pin<Box<dyn Future<Output = Option<Outcome>> + Send>>;
 
-/// Where a check that waited on the network leaves its outcome for the worker thread.
-#[derive(Default)]
-pub struct Parked(Mutex<Option<Option<Outcome>>>);
+/// Where a check that waited on the network leaves its outcome for the worker thread, with
+/// the names of the managed headers the request carries (the ones an allow must remove).
+pub struct Parked {
+    outcome: Mutex<Option<Option<Outcome>>>,
+    present: Vec<String>,
+}
 
 impl Parked {
     /// The outcome, once (None before the check finished or after it was taken).
     pub fn take(&self) -> Option<Option<Outcome>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// The managed headers the request carries.
+    pub fn present(&self) -> &[String] {
+        &self.present
     }
 }
 
@@ -204,7 +217,8 @@ pub fn on_request_headers<W>(
 where
     W: FnOnce() + Send + 'static,
 {
-    let mut decision = decision(config, route, stream.request_headers(&|h| config.reads(h)));
+    let (mut decision, present) =
+        decision(config, route, stream.request_headers(&|h| config.reads(h)));
     let runtime = config.runtime();
     let polled = {
         let _entered = runtime.enter();
@@ -213,9 +227,12 @@ where
             .poll(&mut Context::from_waker(Waker::noop()))
     };
     match polled {
-        Poll::Ready(outcome) => (apply(outcome.as_ref(), stream), None),
+        Poll::Ready(outcome) => (apply(outcome.as_ref(), &present, stream), None),
         Poll::Pending => {
-            let parked = Arc::new(Parked::default());
+            let parked = Arc::new(Parked {
+                outcome: Mutex::new(None),
+                present,
+            });
             let slot = Arc::clone(&parked);
             let resume = waker();
             let decided = runtime.spawn(decision);
@@ -223,7 +240,7 @@ where
                 // A check that panics on the runtime ends as no outcome: refused (500), and
                 // the stream is woken all the same.
                 let outcome = decided.await.ok().flatten();
-                *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+                *slot.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
                 resume();
             });
             (Step::Pending, Some(parked))
@@ -231,13 +248,14 @@ where
     }
 }
 
-/// The check as a future that owns what it reads. `None`: the route's overrides could not be
-/// read (Envoy's config is wrong), which fails closed.
+/// The check as a future that owns what it reads, and the names of the request's headers it
+/// read (every managed one it carries among them). `None` from the future: the route's
+/// overrides could not be read (Envoy's config is wrong), which fails closed.
 fn decision(
     config: &FilterConfig,
     route: Option<&RouteOverrides>,
     headers: Vec<(String, String)>,
-) -> Decision {
+) -> (Decision, Vec<String>) {
     let authorizer = config.core().authorizer.clone();
     // Shared, not copied: a route's overrides are the same for each of its requests.
     let extensions = route.map(|r| Arc::clone(&r.0)).unwrap_or_default();
@@ -245,13 +263,14 @@ fn decision(
     for (name, value) in headers {
         request.add(name, value);
     }
+    let present: Vec<String> = request.headers.keys().cloned().collect();
     #[cfg(feature = "fault-injection")]
     let fault = request.headers.get("x-cognito-authz-fault").cloned();
     #[cfg(feature = "fault-injection")]
     if fault.as_deref() == Some("panic") {
         panic!("injected fault on the worker thread");
     }
-    Box::pin(async move {
+    let decision: Decision = Box::pin(async move {
         #[cfg(feature = "fault-injection")]
         if fault.as_deref() == Some("panic-later") {
             tokio::task::yield_now().await;
@@ -265,7 +284,8 @@ fn decision(
             extensions: &extensions,
         };
         authorizer.decide(&input).await.ok()
-    })
+    });
+    (decision, present)
 }
 
 /// The request as the decision core reads it: pseudo-headers apart, other names lowercase,
@@ -303,9 +323,11 @@ impl Request {
     }
 }
 
-/// Carries out an outcome on the stream. No outcome (a route override Envoy's config got
-/// wrong) is refused like an internal error.
-pub fn apply(outcome: Option<&Outcome>, stream: &mut dyn Stream) -> Step {
+/// Carries out an outcome on the stream. `present` names the headers the request carries among
+/// those a check reads: a header to remove that the request does not carry costs Envoy a
+/// search for nothing, so only those are removed. No outcome (a route override Envoy's config
+/// got wrong) is refused like an internal error.
+pub fn apply(outcome: Option<&Outcome>, present: &[String], stream: &mut dyn Stream) -> Step {
     let Some(outcome) = outcome else {
         fail_closed(stream);
         return Step::Replied;
@@ -315,7 +337,7 @@ pub fn apply(outcome: Option<&Outcome>, stream: &mut dyn Stream) -> Step {
     }
     match &outcome.answer {
         Answer::Allow { set, remove } => {
-            for name in remove {
+            for name in remove.iter().filter(|name| present.contains(name)) {
                 stream.remove_header(name);
             }
             for (name, value) in set {
@@ -536,7 +558,8 @@ mod tests {
         let (step, parked) = on_request_headers(&config, Some(&route), &mut stream, never);
         assert_eq!(step, Step::Continue);
         assert!(parked.is_none());
-        assert!(stream.removed.iter().any(|h| h == "x-cognito-sub"));
+        // Only what the request carries is removed: Envoy is not asked to look for the rest.
+        assert_eq!(stream.removed, vec!["x-cognito-sub".to_string()]);
         assert!(stream.set.is_empty(), "{:?}", stream.set);
         assert!(stream
             .metadata
@@ -561,8 +584,9 @@ mod tests {
             Step::Pending => {
                 wait.recv_timeout(std::time::Duration::from_secs(10))
                     .expect("the stream was woken");
-                let outcome = parked.expect("a parked check").take().expect("an outcome");
-                apply(outcome.as_ref(), &mut stream)
+                let parked = parked.expect("a parked check");
+                let outcome = parked.take().expect("an outcome");
+                apply(outcome.as_ref(), parked.present(), &mut stream)
             }
             Step::Replied => panic!("refused: {:?}", stream.reply),
         };
