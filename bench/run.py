@@ -25,7 +25,8 @@ collector), each twice, interleaved. BENCH_MODULE=1 runs only the in-process com
 by side in one run: (1) no auth, (2) jwt_authn with its cache and (2u) without it (a token
 verified on every request), (M) the cognito-authz Envoy module (cache on) and (Mu) with its
 cache off, each of (2) and (M) twice, interleaved; then (3)/(4) the do-nothing gRPC server and
-the gRPC sidecar, (3h)/(4h) the do-nothing HTTP server and the HTTP sidecar (HTTP/2).
+the gRPC sidecar, (3h)/(4h) the do-nothing HTTP server and the HTTP sidecar (HTTP/2); with
+BENCH_QUICK=1 only (2) and (M), twice, at 16 connections (A/B trials of the module).
 """
 import json
 import os
@@ -562,6 +563,16 @@ def module_comparison(with_envoy, scenario, start_authz, results, pool, jwks, jw
     }
     jwt = JWT_AUTHN.format(issuer=pool["issuer"], jwks=jwks)
     jwt_uncached = JWT_AUTHN_UNCACHED.format(issuer=pool["issuer"], jwks=jwks)
+    if QUICK:
+        # A/B trials of the module: (2) and (M) only, interleaved, at 16 connections.
+        for round in ["", " again"]:
+            suffix = "b" if round else ""
+            with_envoy(f"jwt{suffix}", jwt, None,
+                       [scenario(f"2{suffix}", f"(2) jwt_authn, one token (JWT cache){round}", valid1)])
+            with_envoy(f"module{suffix}", MODULE_FILTER, None,
+                       [scenario(f"M{suffix}", f"(M) cognito-authz module, one token{round}", valid1)],
+                       env=module_env)
+        return
     with_envoy("direct", "", None, [scenario("1", "(1) no auth, direct response", valid1)])
     for round in ["", " again"]:
         suffix = "b" if round else ""
