@@ -77,7 +77,7 @@ fn main() {
     let config =
         FilterConfig::new("", |k| env.get(k).cloned()).unwrap_or_else(|e| panic!("{}", e.0));
     let issuer = format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}");
-    let token = TestKey::shared(0).token(&access_claims(&issuer, CLIENT, now() + 0));
+    let token = TestKey::shared(0).token(&access_claims(&issuer, CLIENT, now()));
     // What a browser's API call through Envoy carries.
     let headers: Vec<(String, String)> = [
         (":authority", "api.example.com"),
@@ -121,11 +121,13 @@ fn main() {
         }));
     }
     let filter = median(filter);
+    let before = stream.calls;
+    on_request_headers(&config, None, &mut stream, || || {});
     println!(
-        "module filter step, cached token: {:.0} checks/s, {:.2} µs each ({} Envoy calls each)",
+        "module filter step, cached token: {:.0} checks/s, {:.2} µs each ({} calls into Envoy each)",
         filter,
         1e6 / filter,
-        stream.calls / (stream.calls.max(1) / 15).max(1) / 1
+        stream.calls - before
     );
     drop(idp);
 }
