@@ -28,6 +28,39 @@ pub const IDENTITY_HEADERS: [&str; 8] = [
 /// removed unless we set it; one Envoy does not forward is covered only if it is managed, which
 /// is why every allow removes the whole managed list ([`crate::header_plan`]).
 pub const IDENTITY_PREFIX: &str = "x-cognito-";
+
+/// Headers a claim must never be written into: the credential and the request's identity, the
+/// ones that frame the message or the connection (a claim in `content-length` would smuggle a
+/// second request), and the ones proxies set about the client and the route.
+pub fn reserved_header(name: &str) -> bool {
+    const EXACT: [&str; 20] = [
+        "authorization",
+        "host",
+        "cookie",
+        "x-request-id",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "proxy-authorization",
+        "proxy-connection",
+        "forwarded",
+        "via",
+        "x-real-ip",
+        "traceparent",
+    ];
+    EXACT.contains(&name)
+        || ["x-forwarded-", "x-envoy-", "tracestate", "grpc-"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+}
+
 /// Which kind of Cognito token a token is (`token_use`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::header_plan::HeaderPlan;
-use crate::identity::{TokenUsePolicy, IDENTITY_HEADERS, IDENTITY_PREFIX};
+use crate::identity::{reserved_header, TokenUsePolicy, IDENTITY_HEADERS, IDENTITY_PREFIX};
 use crate::revocation_check::{OnUnavailable, RevocationMode};
 
 /// A rule or identity setting that cannot be used, naming its file key.
@@ -303,38 +303,6 @@ fn header_name_ok(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
-/// Headers a claim must never be written into: the credential and the request's identity, the
-/// ones that frame the message or the connection (a claim in `content-length` would smuggle a
-/// second request), and the ones proxies set about the client and the route.
-fn reserved_header(name: &str) -> bool {
-    const EXACT: [&str; 20] = [
-        "authorization",
-        "host",
-        "cookie",
-        "x-request-id",
-        "content-length",
-        "content-type",
-        "content-encoding",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "upgrade",
-        "expect",
-        "proxy-authorization",
-        "proxy-connection",
-        "forwarded",
-        "via",
-        "x-real-ip",
-        "traceparent",
-    ];
-    EXACT.contains(&name)
-        || ["x-forwarded-", "x-envoy-", "tracestate", "grpc-"]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
 }
 
 /// Claim -> header mappings, in configured order.

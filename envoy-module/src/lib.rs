@@ -8,7 +8,8 @@
 //! - [`filter`]: the filter's logic, safe and testable without Envoy: the config (TOML, as
 //!   `serve` reads it), the per-route overrides, one stream's check, decided on the worker
 //!   thread when no network is needed and on the module's runtime otherwise.
-//! - `abi`: the C ABI (hand-written from Envoy's `abi.h`), the only module with `unsafe`.
+//! - `abi`: the C ABI (hand-written from Envoy's `abi.h`), the only module with `unsafe`; its
+//!   `unused` part holds the hooks Envoy requires that this filter has no use for.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
