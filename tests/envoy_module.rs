@@ -27,12 +27,19 @@ fn layout(name: &str) -> Layout {
 
 /// The stack with the module in Envoy, and `env` for it (Envoy's environment).
 async fn module_stack(name: &str, env: &[(&str, String)]) -> Stack {
+    module_stack_with(name, env, false).await
+}
+
+/// The stack with the module in Envoy, `env` for it, and a Redis it shares revocations through
+/// when `redis`.
+async fn module_stack_with(name: &str, env: &[(&str, String)], redis: bool) -> Stack {
     let options = Options {
         protocol: Protocol::Module,
         authz_env: env
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
+        redis,
         ..Options::default()
     };
     Stack::start_options(layout(name), Ports::ephemeral().unwrap(), options)
@@ -288,6 +295,79 @@ async fn the_idp_down_at_start_then_hostile_tokens_then_a_rotated_key() {
         fetched + 1,
         "one refetch for the new kid"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_shared_through_redis_reaches_the_module() {
+    // A replica (here the test, through the library's own publisher) revokes a user in Redis;
+    // the module, subscribed from its runtime, refuses that user's token from then on.
+    use cognito_authz::metrics::Metrics;
+    use cognito_authz::revocation::{Entry, Revocation};
+    use cognito_authz::shared::Shared;
+    let server = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let stack = module_stack_with(
+        "module-redis",
+        &[("COGNITO_JWKS_URI", server.url("/jwks.json"))],
+        true,
+    )
+    .await;
+    let issuer = format!(
+        "https://cognito-idp.us-east-1.amazonaws.com/{}",
+        stack.pool.pool_id
+    );
+    let mut claims = access_claims(&issuer, &stack.pool.client_id, now() - 30);
+    claims["exp"] = json!(now() + 3600);
+    let sub = claims["sub"].as_str().unwrap().to_string();
+    let token = TestKey::shared(0).token(&claims);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while verdict(&stack, &token).await.0 == 503 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the keys never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (status, reason) = verdict(&stack, &token).await;
+    assert!(
+        status != 401 && status != 403,
+        "refused before the revocation: {reason}"
+    );
+
+    let port = stack.redis_port.expect("the stack's Redis");
+    let shared = Shared::new(
+        &format!("redis://127.0.0.1:{port}/"),
+        std::sync::Arc::new(Metrics::new()),
+        None,
+    )
+    .unwrap();
+    // The publisher needs its own subscription up, as a replica's does.
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let _subscriber = shared.spawn_subscriber(std::sync::Arc::default(), stop_rx);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !shared.is_up() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the test's Redis link never came up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let revocation = Revocation::Sub { sub, before: now() };
+    shared
+        .publish(&Entry::new(revocation, now(), 86_400))
+        .await
+        .expect("published to Redis");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, reason) = verdict(&stack, &token).await;
+        if (status, reason.as_str()) == (401, "revoked") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the module never saw the revocation: {status} {reason}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// A plain hand-written Envoy config around the module: one listener, a route whose
