@@ -1,9 +1,12 @@
 //! `cargo bench -p cognito-authz-envoy --bench check`: what the module spends on one request
 //! on Envoy's worker thread, without Envoy: the whole filter step for a cached token (headers
 //! in, rewrites and metadata out, through a stream that only records), next to the decision
-//! core alone (`Authorizer::decide`) in the same run. Interleaved rounds, medians.
+//! core alone (`Authorizer::decide`) in the same run. Interleaved rounds, medians. Also counts
+//! the heap allocations of one step.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cognito_authz::testkit::{access_claims, jwks, now, Behaviour, JwksServer, TestKey};
@@ -12,6 +15,32 @@ use cognito_authz_envoy::filter::{on_request_headers, FilterConfig, Step, Stream
 const POOL: &str = "us-east-1_BenchPool";
 const CLIENT: &str = "bench-client";
 const ROUND: Duration = Duration::from_secs(1);
+
+/// The system allocator, counting allocations (reallocations included).
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as the caller guarantees for `GlobalAlloc::alloc`.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as the caller guarantees for `GlobalAlloc::dealloc`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as the caller guarantees for `GlobalAlloc::realloc`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 /// A stream that hands out fixed headers and counts what the filter does.
 struct Recording {
@@ -30,10 +59,13 @@ impl Stream for Recording {
     fn set_header(&mut self, _: &str, _: &str) {
         self.calls += 1;
     }
+    fn add_header(&mut self, _: &str, _: &str) {
+        self.calls += 1;
+    }
     fn remove_header(&mut self, _: &str) {
         self.calls += 1;
     }
-    fn set_metadata(&mut self, _: &str, _: &str, _: &str) {
+    fn set_metadata(&mut self, _: &str, _: &[(&str, &str)]) {
         self.calls += 1;
     }
     fn send_local_reply(&mut self, _: u16, _: &[(&str, &str)], _: &str) {
@@ -122,12 +154,15 @@ fn main() {
     }
     let filter = median(filter);
     let before = stream.calls;
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed);
     on_request_headers(&config, None, &mut stream, || || {});
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations;
     println!(
-        "module filter step, cached token: {:.0} checks/s, {:.2} µs each ({} calls into Envoy each)",
+        "module filter step, cached token: {:.0} checks/s, {:.2} µs each ({} calls into Envoy, {} allocations each)",
         filter,
         1e6 / filter,
-        stream.calls - before
+        stream.calls - before,
+        allocations
     );
     drop(idp);
 }

@@ -27,10 +27,13 @@ pub trait Stream {
     fn request_headers(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<(String, String)>;
     /// Replaces every value of `name` with `value`.
     fn set_header(&mut self, name: &str, value: &str);
+    /// Adds `name: value`, for a header the request does not carry (Envoy skips the search
+    /// for values to replace).
+    fn add_header(&mut self, name: &str, value: &str);
     /// Removes every value of `name`.
     fn remove_header(&mut self, name: &str);
-    /// Writes a string into the stream's dynamic metadata.
-    fn set_metadata(&mut self, namespace: &str, key: &str, value: &str);
+    /// Writes strings into the stream's dynamic metadata, all in one call.
+    fn set_metadata(&mut self, namespace: &str, entries: &[(&str, &str)]);
     /// Answers the client instead of the upstream.
     fn send_local_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &str);
     /// The names of the request's trailers.
@@ -182,10 +185,10 @@ impl RouteOverrides {
 type Decision = Pin<Box<dyn Future<Output = Option<Outcome>> + Send>>;
 
 /// Where a check that waited on the network leaves its outcome for the worker thread, with
-/// the names of the managed headers the request carries (the ones an allow must remove).
+/// the request it decided (whose headers say which managed ones an allow must remove).
 pub struct Parked {
     outcome: Mutex<Option<Option<Outcome>>>,
-    present: Vec<String>,
+    request: Arc<Request>,
 }
 
 impl Parked {
@@ -197,9 +200,9 @@ impl Parked {
             .take()
     }
 
-    /// The managed headers the request carries.
-    pub fn present(&self) -> &[String] {
-        &self.present
+    /// The request the check decided.
+    pub fn request(&self) -> &Request {
+        &self.request
     }
 }
 
@@ -217,7 +220,7 @@ pub fn on_request_headers<W>(
 where
     W: FnOnce() + Send + 'static,
 {
-    let (mut decision, present) =
+    let (mut decision, request) =
         decision(config, route, stream.request_headers(&|h| config.reads(h)));
     let runtime = config.runtime();
     let polled = {
@@ -227,11 +230,11 @@ where
             .poll(&mut Context::from_waker(Waker::noop()))
     };
     match polled {
-        Poll::Ready(outcome) => (apply(outcome.as_ref(), &present, stream), None),
+        Poll::Ready(outcome) => (apply(outcome.as_ref(), &request, stream), None),
         Poll::Pending => {
             let parked = Arc::new(Parked {
                 outcome: Mutex::new(None),
-                present,
+                request,
             });
             let slot = Arc::clone(&parked);
             let resume = waker();
@@ -248,14 +251,14 @@ where
     }
 }
 
-/// The check as a future that owns what it reads, and the names of the request's headers it
-/// read (every managed one it carries among them). `None` from the future: the route's
-/// overrides could not be read (Envoy's config is wrong), which fails closed.
+/// The check as a future that shares the request it reads (every managed header it carries
+/// among its headers). `None` from the future: the route's overrides could not be read
+/// (Envoy's config is wrong), which fails closed.
 fn decision(
     config: &FilterConfig,
     route: Option<&RouteOverrides>,
     headers: Vec<(String, String)>,
-) -> (Decision, Vec<String>) {
+) -> (Decision, Arc<Request>) {
     let authorizer = config.core().authorizer.clone();
     // Shared, not copied: a route's overrides are the same for each of its requests.
     let extensions = route.map(|r| Arc::clone(&r.0)).unwrap_or_default();
@@ -263,7 +266,8 @@ fn decision(
     for (name, value) in headers {
         request.add(name, value);
     }
-    let present: Vec<String> = request.headers.keys().cloned().collect();
+    let request = Arc::new(request);
+    let shared = Arc::clone(&request);
     #[cfg(feature = "fault-injection")]
     let fault = request.headers.get("x-cognito-authz-fault").cloned();
     #[cfg(feature = "fault-injection")]
@@ -285,13 +289,13 @@ fn decision(
         };
         authorizer.decide(&input).await.ok()
     });
-    (decision, present)
+    (decision, shared)
 }
 
 /// The request as the decision core reads it: pseudo-headers apart, other names lowercase,
 /// repeated headers joined with commas (as Envoy joins them for the gRPC protocol).
 #[derive(Default)]
-struct Request {
+pub struct Request {
     method: String,
     host: String,
     path: String,
@@ -299,14 +303,15 @@ struct Request {
 }
 
 impl Request {
-    fn add(&mut self, name: String, value: String) {
+    fn add(&mut self, mut name: String, value: String) {
         match name.as_str() {
             ":method" => self.method = value,
             ":authority" => self.host = value,
             ":path" => self.path = value,
             _ if name.starts_with(':') => {}
             _ => {
-                let name = name.to_ascii_lowercase();
+                // In place: Envoy's names are lowercase already, and this costs no copy.
+                name.make_ascii_lowercase();
                 match self.headers.get_mut(&name) {
                     Some(joined) => {
                         // Cookies join as one `Cookie` header would carry them (RFC 6265), so a
@@ -321,27 +326,40 @@ impl Request {
             }
         }
     }
+
+    /// Whether the request carries the header `name` (lowercase).
+    pub fn carries(&self, name: &str) -> bool {
+        self.headers.contains_key(name)
+    }
 }
 
-/// Carries out an outcome on the stream. `present` names the headers the request carries among
-/// those a check reads: a header to remove that the request does not carry costs Envoy a
-/// search for nothing, so only those are removed. No outcome (a route override Envoy's config
-/// got wrong) is refused like an internal error.
-pub fn apply(outcome: Option<&Outcome>, present: &[String], stream: &mut dyn Stream) -> Step {
+/// Carries out an outcome on the `request` it decided. A header to remove that the request does
+/// not carry costs Envoy a search for nothing, so only those it carries are removed (it read
+/// every header an allow may remove). No outcome (a route override Envoy's config got wrong)
+/// is refused like an internal error.
+pub fn apply(outcome: Option<&Outcome>, request: &Request, stream: &mut dyn Stream) -> Step {
     let Some(outcome) = outcome else {
         fail_closed(stream);
         return Step::Replied;
     };
-    for (key, value) in &outcome.metadata {
-        stream.set_metadata(METADATA_NAMESPACE, key, value);
+    let mut entries = [("", ""); MAX_METADATA];
+    let count = outcome.metadata.len().min(MAX_METADATA);
+    for (entry, (key, value)) in entries.iter_mut().zip(&outcome.metadata) {
+        *entry = (key, value.as_str());
     }
+    stream.set_metadata(METADATA_NAMESPACE, &entries[..count]);
     match &outcome.answer {
         Answer::Allow { set, remove } => {
-            for name in remove.iter().filter(|name| present.contains(name)) {
+            for name in remove.iter().filter(|name| request.carries(name)) {
                 stream.remove_header(name);
             }
             for (name, value) in set {
-                stream.set_header(name, value);
+                // A client's value is replaced; a header the request lacks is only added.
+                if request.carries(name) {
+                    stream.set_header(name, value);
+                } else {
+                    stream.add_header(name, value);
+                }
             }
             Step::Continue
         }
@@ -375,14 +393,20 @@ pub fn strip_trailers(config: &FilterConfig, stream: &mut dyn Stream) {
     }
 }
 
+/// The most metadata fields an outcome has (`decision`, `reason`, `sub`, `dry_run`, and with
+/// full metadata `rule`, `pool`, `token_use`), with room to spare.
+const MAX_METADATA: usize = 8;
+
 /// The body of the answer to a request the filter could not decide.
 pub const INTERNAL_ERROR_BODY: &str = r#"{"error":"server_error","error_description":"the authorization check failed","reason":"internal_error"}"#;
 
 /// Refuses the request because the filter itself failed (a panic, an unreadable override):
 /// never let through what was not decided.
 pub fn fail_closed(stream: &mut dyn Stream) {
-    stream.set_metadata(METADATA_NAMESPACE, "decision", "deny");
-    stream.set_metadata(METADATA_NAMESPACE, "reason", "internal_error");
+    stream.set_metadata(
+        METADATA_NAMESPACE,
+        &[("decision", "deny"), ("reason", "internal_error")],
+    );
     stream.send_local_reply(
         500,
         &[
@@ -421,12 +445,20 @@ mod tests {
         fn set_header(&mut self, name: &str, value: &str) {
             self.set.push((name.into(), value.into()));
         }
+        fn add_header(&mut self, name: &str, value: &str) {
+            assert!(
+                self.headers.iter().all(|(k, _)| k != name),
+                "{name} added beside the client's"
+            );
+            self.set.push((name.into(), value.into()));
+        }
         fn remove_header(&mut self, name: &str) {
             self.removed.push(name.into());
         }
-        fn set_metadata(&mut self, namespace: &str, key: &str, value: &str) {
+        fn set_metadata(&mut self, namespace: &str, entries: &[(&str, &str)]) {
             assert_eq!(namespace, METADATA_NAMESPACE);
-            self.metadata.push((key.into(), value.into()));
+            self.metadata
+                .extend(entries.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         }
         fn send_local_reply(&mut self, status: u16, _headers: &[(&str, &str)], body: &str) {
             self.reply = Some((status, body.into()));
@@ -586,7 +618,7 @@ mod tests {
                     .expect("the stream was woken");
                 let parked = parked.expect("a parked check");
                 let outcome = parked.take().expect("an outcome");
-                apply(outcome.as_ref(), parked.present(), &mut stream)
+                apply(outcome.as_ref(), parked.request(), &mut stream)
             }
             Step::Replied => panic!("refused: {:?}", stream.reply),
         };

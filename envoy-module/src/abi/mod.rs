@@ -56,6 +56,15 @@ impl ModuleBuffer {
     }
 }
 
+/// A key and value owned by the module (`envoy_dynamic_module_type_module_key_value_pair`).
+#[repr(C)]
+struct ModuleKeyValue {
+    key_ptr: *const c_char,
+    key_length: usize,
+    value_ptr: *const c_char,
+    value_length: usize,
+}
+
 /// A header owned by the module (local replies).
 #[repr(C)]
 struct ModuleHttpHeader {
@@ -116,6 +125,12 @@ extern "C" {
         key: ModuleBuffer,
         value: ModuleBuffer,
     ) -> bool;
+    fn envoy_dynamic_module_callback_http_add_header(
+        filter: FilterEnvoyPtr,
+        header_type: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
     fn envoy_dynamic_module_callback_http_send_response(
         filter: FilterEnvoyPtr,
         status_code: u32,
@@ -124,11 +139,11 @@ extern "C" {
         body: ModuleBuffer,
         details: ModuleBuffer,
     );
-    fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+    fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
         filter: FilterEnvoyPtr,
         namespace: ModuleBuffer,
-        key: ModuleBuffer,
-        value: ModuleBuffer,
+        entries: *const ModuleKeyValue,
+        entries_size: usize,
     );
     fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: FilterEnvoyPtr);
     fn envoy_dynamic_module_callback_get_most_specific_route_config(
@@ -179,6 +194,16 @@ unsafe fn copied(ptr: *const c_char, length: usize) -> Vec<u8> {
     unsafe { borrowed(ptr, length) }.to_vec()
 }
 
+/// Header bytes as text: borrowed when they are UTF-8 (always, but for a hostile client's),
+/// with U+FFFD for the bytes that are not. `from_utf8` first: its ASCII path is several times
+/// faster than the lossy one on a whole token, which every check reads.
+fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// One stream, reached through Envoy's callbacks. Only built inside a hook, on the stream's
 /// worker thread, from the pointer Envoy passed to it.
 struct EnvoyStream(FilterEnvoyPtr);
@@ -215,13 +240,8 @@ impl EnvoyStream {
                         borrowed(h.value_ptr, h.value_length),
                     )
                 };
-                let key = String::from_utf8_lossy(key);
-                wanted(&key).then(|| {
-                    (
-                        key.into_owned(),
-                        String::from_utf8_lossy(value).into_owned(),
-                    )
-                })
+                let key = text(key);
+                wanted(&key).then(|| (key.into_owned(), text(value).into_owned()))
             })
             .collect()
     }
@@ -269,18 +289,48 @@ impl Stream for EnvoyStream {
         }
     }
 
+    fn add_header(&mut self, name: &str, value: &str) {
+        // SAFETY: live filter of the current hook; both buffers outlive the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_add_header(
+                self.0,
+                REQUEST_HEADER,
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            );
+        }
+    }
+
     fn remove_header(&mut self, name: &str) {
         self.remove(REQUEST_HEADER, name);
     }
 
-    fn set_metadata(&mut self, namespace: &str, key: &str, value: &str) {
-        // SAFETY: live filter of the current hook; the buffers outlive the call.
+    fn set_metadata(&mut self, namespace: &str, entries: &[(&str, &str)]) {
+        let mut pairs = [const {
+            ModuleKeyValue {
+                key_ptr: std::ptr::null(),
+                key_length: 0,
+                value_ptr: std::ptr::null(),
+                value_length: 0,
+            }
+        }; 8];
+        let count = entries.len().min(pairs.len());
+        for (pair, (key, value)) in pairs.iter_mut().zip(entries) {
+            *pair = ModuleKeyValue {
+                key_ptr: key.as_ptr().cast(),
+                key_length: key.len(),
+                value_ptr: value.as_ptr().cast(),
+                value_length: value.len(),
+            };
+        }
+        // SAFETY: live filter of the current hook; the array's first `count` entries point into
+        // `entries`, which outlive the call, and Envoy copies them into one metadata merge.
         unsafe {
-            envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+            envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
                 self.0,
                 ModuleBuffer::of(namespace.as_bytes()),
-                ModuleBuffer::of(key.as_bytes()),
-                ModuleBuffer::of(value.as_bytes()),
+                pairs.as_ptr(),
+                count,
             );
         }
     }
@@ -563,7 +613,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
         };
         let mut stream = EnvoyStream(filter_envoy);
         let step = match parked.take() {
-            Some(outcome) => filter::apply(outcome.as_ref(), parked.present(), &mut stream),
+            Some(outcome) => filter::apply(outcome.as_ref(), parked.request(), &mut stream),
             None => {
                 filter::fail_closed(&mut stream);
                 Step::Replied
