@@ -33,9 +33,12 @@ fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=').as_bytes();
     let mut chunks = body.chunks_exact(32);
     // No early exit inside a chunk: the fold over 32 bytes is what the compiler vectorizes.
-    let whole = chunks
-        .by_ref()
-        .all(|chunk| chunk.iter().fold(true, |ok, &b| ok & b64token_byte(b)));
+    let whole = chunks.by_ref().all(|chunk| {
+        chunk
+            .iter()
+            .fold(0u8, |bad, &b| bad | u8::from(!b64token_byte(b)))
+            == 0
+    });
     !body.is_empty() && whole && chunks.remainder().iter().all(|&b| b64token_byte(b))
 }
 
