@@ -373,15 +373,20 @@ async fn a_revocation_shared_through_redis_reaches_the_module() {
 /// A plain hand-written Envoy config around the module: one listener, a route whose
 /// per-route config is `route_override` (JSON), the rest under the module's catch-all rule,
 /// and `upstream` as the only cluster.
-fn hand_written_config(
-    listen: u16,
-    admin: u16,
-    upstream: u16,
-    route_override: &str,
-    filter_toml: &str,
-) -> String {
+fn hand_written_config(listen: u16, admin: u16, plain: &Plain<'_>) -> String {
+    let (upstream, route_override) = (plain.upstream, plain.route_override);
     // A JSON string is a YAML scalar: the TOML goes in as it is.
-    let filter_toml = serde_json::to_string(filter_toml).unwrap();
+    let filter_toml = serde_json::to_string(plain.filter_toml).unwrap();
+    // Trailers reach an upstream over HTTP/2 (HTTP/1.1 drops them unless told otherwise).
+    let protocol = if plain.upstream_http2 {
+        r#"
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }"#
+    } else {
+        ""
+    };
     format!(
         r#"admin:
   address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
@@ -424,7 +429,7 @@ static_resources:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
   - name: upstream
-    connect_timeout: 0.25s
+    connect_timeout: 0.25s{protocol}
     load_assignment:
       cluster_name: upstream
       endpoints:
@@ -472,6 +477,8 @@ struct Plain<'a> {
     filter_toml: &'a str,
     upstream: u16,
     jwks_uri: &'a str,
+    /// Whether Envoy speaks HTTP/2 to the upstream.
+    upstream_http2: bool,
 }
 
 /// Envoy with a hand-written config and the module from `search_path`; its log if it would not
@@ -481,13 +488,7 @@ async fn plain_envoy(name: &str, plain: Plain<'_>) -> Result<PlainEnvoy, String>
     let [listen, admin] = free_ports();
     std::fs::create_dir_all(&layout.work_dir).unwrap();
     let config = layout.work_dir.join("plain-envoy.yaml");
-    let text = hand_written_config(
-        listen,
-        admin,
-        plain.upstream,
-        plain.route_override,
-        plain.filter_toml,
-    );
+    let text = hand_written_config(listen, admin, &plain);
     std::fs::write(&config, text).unwrap();
     let log = layout.work_dir.join("plain-envoy.log");
     let file = std::fs::File::create(&log).unwrap();
@@ -563,6 +564,7 @@ async fn a_per_route_config_the_module_cannot_read_keeps_envoy_from_starting() {
                 filter_toml: "",
                 upstream,
                 jwks_uri: &idp.url("/jwks.json"),
+                upstream_http2: false,
             },
         )
         .await;
@@ -588,6 +590,7 @@ async fn the_cores_warnings_reach_envoys_log() {
             filter_toml: "[server]\ndry_run = true\n",
             upstream,
             jwks_uri: &idp.url("/jwks.json"),
+            upstream_http2: false,
         },
     )
     .await
@@ -612,6 +615,7 @@ async fn an_override_that_conflicts_with_its_rule_fails_closed_in_a_plain_config
             filter_toml: "[[routes]]\nname = \"special\"\npath = \"/special\"\nmode = \"required\"\ngroups_any = [\"admins\"]\n",
             upstream,
             jwks_uri: &idp.url("/jwks.json"),
+            upstream_http2: false,
         },
     )
     .await
@@ -671,6 +675,7 @@ async fn a_panic_in_the_filter_is_a_refusal_and_envoy_goes_on() {
             filter_toml: "",
             upstream,
             jwks_uri: &idp.url("/jwks.json"),
+            upstream_http2: false,
         },
     )
     .await
@@ -703,6 +708,135 @@ async fn a_panic_in_the_filter_is_a_refusal_and_envoy_goes_on() {
         .unwrap();
     assert_eq!(public.status().as_u16(), 200, "Envoy and the module go on");
     assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// An HTTP/2 upstream that keeps the names of the trailers of each request it receives.
+async fn trailer_recording_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>) {
+    use http_body_util::BodyExt;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback({
+        let seen = std::sync::Arc::clone(&seen);
+        move |request: axum::extract::Request| async move {
+            let collected = request.into_body().collect().await.unwrap();
+            let names = collected
+                .trailers()
+                .map(|t| t.keys().map(|k| k.as_str().to_string()).collect())
+                .unwrap_or_default();
+            seen.lock().unwrap().push(names);
+            "upstream"
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, seen)
+}
+
+/// Sends a POST to `path` over HTTP/2 (prior knowledge) with `headers`, a body, and `trailers`;
+/// the status.
+async fn post_with_trailers(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    trailers: &[(&'static str, &str)],
+) -> u16 {
+    use http_body_util::{BodyExt, StreamBody};
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut trailer_map = http::HeaderMap::new();
+    for (name, value) in trailers {
+        trailer_map.append(*name, value.parse().unwrap());
+    }
+    let frames: Vec<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
+        Ok(hyper::body::Frame::data(bytes::Bytes::from_static(b"{}"))),
+        Ok(hyper::body::Frame::trailers(trailer_map)),
+    ];
+    let body = StreamBody::new(futures_util::stream::iter(frames));
+    let mut request = http::Request::post(format!("http://127.0.0.1:{port}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender
+        .send_request(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await;
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_headers_sent_as_trailers_never_reach_the_upstream() {
+    // Over HTTP/2 a client can send headers after the body, as trailers; an upstream that reads
+    // them (gRPC, HTTP/2 frameworks) must not find a forged identity there either. With a valid
+    // token, anonymously on a public route, and in a spelling Envoy keeps (it lowercases names).
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let (upstream, seen) = trailer_recording_upstream().await;
+    let bin_dir = common::stack_layout("module-trailers-bin").bin_dir;
+    let envoy = plain_envoy(
+        "module-trailers",
+        Plain {
+            search_path: &bin_dir,
+            route_override: r#"{ "cognito_authz.mode": "public" }"#,
+            filter_toml: "",
+            upstream,
+            jwks_uri: &idp.url("/jwks.json"),
+            upstream_http2: true,
+        },
+    )
+    .await
+    .unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"));
+    let issuer = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_PlainPool";
+    let token = TestKey::shared(0).token(&access_claims(issuer, "plain-client", now()));
+    let bearer = format!("Bearer {token}");
+    let forged = [
+        ("x-cognito-sub", "someone-else"),
+        ("x-cognito-groups", "admins"),
+        ("x-cognito-made-up", "1"),
+        ("x-app-trace", "kept"),
+    ];
+    // The keys are fetched on the first check: wait for the token to pass.
+    let mut status = 0;
+    for _ in 0..50 {
+        status =
+            post_with_trailers(envoy.port, "/api", &[("authorization", &bearer)], &forged).await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "the valid token was refused");
+    // The public route: anonymous, no token at all.
+    assert_eq!(
+        post_with_trailers(envoy.port, "/special", &[], &forged).await,
+        200
+    );
+    // Refused: the upstream sees nothing.
+    assert_eq!(
+        post_with_trailers(envoy.port, "/api", &[], &forged).await,
+        401
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        2,
+        "the allowed requests, and only those: {seen:?}"
+    );
+    for names in &seen {
+        assert!(
+            names.iter().all(|n| !n.starts_with("x-cognito-")),
+            "a client's identity trailer reached the upstream: {names:?}"
+        );
+        assert!(names.iter().any(|n| n == "x-app-trace"), "{names:?}");
+    }
 }
 
 #[test]
