@@ -23,10 +23,11 @@ builds in one run). BENCH_TRACING=1 runs only the tracing comparison: direct gRP
 (cache hits) with traces off, on at sampling 1.0 and on at 0.01 (to a do-nothing OTLP
 collector), each twice, interleaved. BENCH_MODULE=1 runs only the in-process comparison, side
 by side in one run: (1) no auth, (2) jwt_authn with its cache and (2u) without it (a token
-verified on every request), (M) the cognito-authz Envoy module (cache on) and (Mu) with its
-cache off, each of (2) and (M) twice, interleaved; then (3)/(4) the do-nothing gRPC server and
-the gRPC sidecar, (3h)/(4h) the do-nothing HTTP server and the HTTP sidecar (HTTP/2); with
-BENCH_QUICK=1 only (2) and (M), twice, at 16 connections (A/B trials of the module).
+verified on every request), (2h) jwt_authn writing the six identity headers the module writes
+(claim_to_headers), (M) the cognito-authz Envoy module (cache on) and (Mu) with its cache off,
+each of (2), (2h) and (M) twice, interleaved; then (3)/(4) the do-nothing gRPC server and the
+gRPC sidecar, (3h)/(4h) the do-nothing HTTP server and the HTTP sidecar (HTTP/2); with
+BENCH_QUICK=1 only (2), (2h) and (M), twice, at 16 connections (A/B trials of the module).
 """
 import json
 import os
@@ -206,6 +207,18 @@ JWT_AUTHN = """
               - match: {{ prefix: / }}
                 requires: {{ provider_name: cognito }}
 """
+
+# jwt_authn doing the module's header work: the six identity headers the module sets for the
+# bench's token, from the same claims (the module also writes three metadata fields).
+JWT_AUTHN_HEADERS = JWT_AUTHN.replace("                  forward: true\n", """                  forward: true
+                  claim_to_headers:
+                  - {{ header_name: x-cognito-sub, claim_name: sub }}
+                  - {{ header_name: x-cognito-username, claim_name: username }}
+                  - {{ header_name: x-cognito-client-id, claim_name: client_id }}
+                  - {{ header_name: x-cognito-token-use, claim_name: token_use }}
+                  - {{ header_name: x-cognito-groups, claim_name: "cognito:groups" }}
+                  - {{ header_name: x-cognito-scope, claim_name: scope }}
+""")
 
 EXT_AUTHZ_HTTP = """
           - name: envoy.filters.http.ext_authz
@@ -562,6 +575,7 @@ def module_comparison(with_envoy, scenario, start_authz, results, pool, jwks, jw
         "COGNITO_JWKS_URI": f"http://127.0.0.1:{jwks_port}/jwks.json",
     }
     jwt = JWT_AUTHN.format(issuer=pool["issuer"], jwks=jwks)
+    jwt_headers = JWT_AUTHN_HEADERS.format(issuer=pool["issuer"], jwks=jwks)
     jwt_uncached = JWT_AUTHN_UNCACHED.format(issuer=pool["issuer"], jwks=jwks)
     if QUICK:
         # A/B trials of the module: (2) and (M) only, interleaved, at 16 connections.
@@ -569,6 +583,8 @@ def module_comparison(with_envoy, scenario, start_authz, results, pool, jwks, jw
             suffix = "b" if round else ""
             with_envoy(f"jwt{suffix}", jwt, None,
                        [scenario(f"2{suffix}", f"(2) jwt_authn, one token (JWT cache){round}", valid1)])
+            with_envoy(f"jwth{suffix}", jwt_headers, None,
+                       [scenario(f"2h{suffix}", f"(2h) jwt_authn + the six identity headers{round}", valid1)])
             with_envoy(f"module{suffix}", MODULE_FILTER, None,
                        [scenario(f"M{suffix}", f"(M) cognito-authz module, one token{round}", valid1)],
                        env=module_env)
@@ -578,6 +594,8 @@ def module_comparison(with_envoy, scenario, start_authz, results, pool, jwks, jw
         suffix = "b" if round else ""
         with_envoy(f"jwt{suffix}", jwt, None,
                    [scenario(f"2{suffix}", f"(2) jwt_authn, one token (JWT cache){round}", valid1)])
+        with_envoy(f"jwth{suffix}", jwt_headers, None,
+                   [scenario(f"2h{suffix}", f"(2h) jwt_authn + the six identity headers{round}", valid1)])
         with_envoy(f"module{suffix}", MODULE_FILTER, None,
                    [scenario(f"M{suffix}", f"(M) cognito-authz module, one token{round}", valid1)],
                    env=module_env)
