@@ -395,7 +395,7 @@ pub fn strip_trailers(config: &FilterConfig, stream: &mut dyn Stream) {
 
 /// The most metadata fields an outcome has (`decision`, `reason`, `sub`, `dry_run`, and with
 /// full metadata `rule`, `pool`, `token_use`), with room to spare.
-const MAX_METADATA: usize = 8;
+pub const MAX_METADATA: usize = 8;
 
 /// The body of the answer to a request the filter could not decide.
 pub const INTERNAL_ERROR_BODY: &str = r#"{"error":"server_error","error_description":"the authorization check failed","reason":"internal_error"}"#;

@@ -313,7 +313,7 @@ impl Stream for EnvoyStream {
                 value_ptr: std::ptr::null(),
                 value_length: 0,
             }
-        }; 8];
+        }; filter::MAX_METADATA];
         let count = entries.len().min(pairs.len());
         for (pair, (key, value)) in pairs.iter_mut().zip(entries) {
             *pair = ModuleKeyValue {
