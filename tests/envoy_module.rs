@@ -776,8 +776,8 @@ async fn post_with_trailers(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_headers_sent_as_trailers_never_reach_the_upstream() {
     // Over HTTP/2 a client can send headers after the body, as trailers; an upstream that reads
-    // them (gRPC, HTTP/2 frameworks) must not find a forged identity there either. With a valid
-    // token, anonymously on a public route, and in a spelling Envoy keeps (it lowercases names).
+    // them (gRPC, HTTP/2 frameworks) must not find a forged identity there either: with a valid
+    // token, and anonymously on a public route. (HTTP/2 names are lowercase or refused.)
     let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
     let (upstream, seen) = trailer_recording_upstream().await;
     let bin_dir = common::stack_layout("module-trailers-bin").bin_dir;
