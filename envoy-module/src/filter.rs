@@ -342,6 +342,7 @@ pub fn apply(outcome: Option<&Outcome>, request: &Request, stream: &mut dyn Stre
         fail_closed(stream);
         return Step::Replied;
     };
+    debug_assert!(outcome.metadata.len() <= MAX_METADATA, "metadata cut short");
     let mut entries = [("", ""); MAX_METADATA];
     let count = outcome.metadata.len().min(MAX_METADATA);
     for (entry, (key, value)) in entries.iter_mut().zip(&outcome.metadata) {
@@ -634,5 +635,67 @@ mod tests {
         let mut again = request("/api/x", &[("authorization", &auth)]);
         let (step, parked) = on_request_headers(&config, None, &mut again, never);
         assert_eq!((step, parked.is_none()), (Step::Continue, true));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn every_header_a_client_sent_is_replaced_never_added_beside() {
+        // `add_header` is used only for a header the request lacks (FakeStream panics
+        // otherwise): a client's identity, mapped claim and cookie headers, repeated or not, go
+        // through `set_header`, on the check that waits for keys and on the cached one. Every
+        // name an allow sets is one the filter reads, which is what makes that safe.
+        let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+        let env = [
+            ("AWS_COGNITO_USER_POOL_ID", POOL.to_string()),
+            ("AWS_COGNITO_USER_POOL_CLIENT_ID", CLIENT.to_string()),
+            ("AWS_DEFAULT_REGION", "us-east-1".to_string()),
+            ("COGNITO_JWKS_URI", idp.url("/jwks.json")),
+        ];
+        let toml = "[identity]\nforward_token = false\ntoken_cookie = \"jwt\"\n\
+                    [identity.claim_headers]\n\"origin_jti\" = \"x-tenant-id\"\n";
+        let config = FilterConfig::new(toml, |k| {
+            env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        })
+        .unwrap_or_else(|e| panic!("{}", e.0));
+        let issuer = format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}");
+        let token = TestKey::shared(0).token(&access_claims(&issuer, CLIENT, now()));
+        let cookie = format!("jwt={token}; theme=dark");
+        for _ in 0..2 {
+            let mut stream = request(
+                "/api/x",
+                &[
+                    ("cookie", &cookie),
+                    ("x-cognito-sub", "forged"),
+                    ("x-cognito-sub", "forged2"),
+                    ("x-cognito-groups", "admins"),
+                    ("x-tenant-id", "other-tenant"),
+                ],
+            );
+            let (woken, wait) = mpsc::channel();
+            let (step, parked) = on_request_headers(&config, None, &mut stream, || {
+                move || woken.send(()).unwrap()
+            });
+            let step = match step {
+                Step::Pending => {
+                    wait.recv_timeout(std::time::Duration::from_secs(10))
+                        .expect("the stream was woken");
+                    let parked = parked.expect("a parked check");
+                    let outcome = parked.take().expect("an outcome");
+                    apply(outcome.as_ref(), parked.request(), &mut stream)
+                }
+                step => step,
+            };
+            assert_eq!(step, Step::Continue, "{:?}", stream.reply);
+            for name in ["x-cognito-sub", "x-cognito-groups", "x-tenant-id", "cookie"] {
+                assert!(
+                    stream.set.iter().any(|(k, _)| k == name),
+                    "{name} not written: {:?}",
+                    stream.set
+                );
+            }
+            assert!(stream.set.contains(&("cookie".into(), "theme=dark".into())));
+            for (name, _) in &stream.set {
+                assert!(config.reads(name), "{name} is set but not read");
+            }
+        }
     }
 }
