@@ -493,16 +493,39 @@ mod tests {
     const CLIENT: &str = "module-client";
 
     fn config(jwks_uri: &str) -> FilterConfig {
+        config_with(jwks_uri, "")
+    }
+
+    /// The filter config from `toml`, the pool from the environment.
+    fn config_with(jwks_uri: &str, toml: &str) -> FilterConfig {
         let env = [
             ("AWS_COGNITO_USER_POOL_ID", POOL.to_string()),
             ("AWS_COGNITO_USER_POOL_CLIENT_ID", CLIENT.to_string()),
             ("AWS_DEFAULT_REGION", "us-east-1".to_string()),
             ("COGNITO_JWKS_URI", jwks_uri.to_string()),
         ];
-        FilterConfig::new("", |k| {
+        FilterConfig::new(toml, |k| {
             env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
         })
         .unwrap_or_else(|e| panic!("{}", e.0))
+    }
+
+    /// Checks the request `stream` holds to the end: a check that waits for the network is
+    /// waited for (woken through the waker) and its outcome applied.
+    fn check_to_the_end(config: &FilterConfig, stream: &mut FakeStream) -> Step {
+        let (woken, wait) = mpsc::channel();
+        let (step, parked) =
+            on_request_headers(config, None, stream, || move || woken.send(()).unwrap());
+        match step {
+            Step::Pending => {
+                wait.recv_timeout(std::time::Duration::from_secs(10))
+                    .expect("the stream was woken");
+                let parked = parked.expect("a parked check");
+                let outcome = parked.take().expect("an outcome");
+                apply(outcome.as_ref(), parked.request(), stream)
+            }
+            step => step,
+        }
     }
 
     fn never() -> impl FnOnce() + Send + 'static {
@@ -606,23 +629,9 @@ mod tests {
         let issuer = format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}");
         let token = TestKey::shared(0).token(&access_claims(&issuer, CLIENT, now()));
         let auth = format!("Bearer {token}");
-        let (woken, wait) = mpsc::channel();
         let mut stream = request("/api/x", &[("authorization", &auth)]);
-        let (step, parked) = on_request_headers(&config, None, &mut stream, || {
-            move || woken.send(()).unwrap()
-        });
-        let step = match step {
-            // The first fetch may already have landed: then no wait at all.
-            Step::Continue => step,
-            Step::Pending => {
-                wait.recv_timeout(std::time::Duration::from_secs(10))
-                    .expect("the stream was woken");
-                let parked = parked.expect("a parked check");
-                let outcome = parked.take().expect("an outcome");
-                apply(outcome.as_ref(), parked.request(), &mut stream)
-            }
-            Step::Replied => panic!("refused: {:?}", stream.reply),
-        };
+        // The first fetch may already have landed: then no wait at all.
+        let step = check_to_the_end(&config, &mut stream);
         assert_eq!(step, Step::Continue, "{:?}", stream.reply);
         assert!(
             stream.set.iter().any(|(k, _)| k == "x-cognito-sub"),
@@ -644,18 +653,9 @@ mod tests {
         // through `set_header`, on the check that waits for keys and on the cached one. Every
         // name an allow sets is one the filter reads, which is what makes that safe.
         let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
-        let env = [
-            ("AWS_COGNITO_USER_POOL_ID", POOL.to_string()),
-            ("AWS_COGNITO_USER_POOL_CLIENT_ID", CLIENT.to_string()),
-            ("AWS_DEFAULT_REGION", "us-east-1".to_string()),
-            ("COGNITO_JWKS_URI", idp.url("/jwks.json")),
-        ];
         let toml = "[identity]\nforward_token = false\ntoken_cookie = \"jwt\"\n\
                     [identity.claim_headers]\n\"origin_jti\" = \"x-tenant-id\"\n";
-        let config = FilterConfig::new(toml, |k| {
-            env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
-        })
-        .unwrap_or_else(|e| panic!("{}", e.0));
+        let config = config_with(&idp.url("/jwks.json"), toml);
         let issuer = format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}");
         let token = TestKey::shared(0).token(&access_claims(&issuer, CLIENT, now()));
         let cookie = format!("jwt={token}; theme=dark");
@@ -670,20 +670,7 @@ mod tests {
                     ("x-tenant-id", "other-tenant"),
                 ],
             );
-            let (woken, wait) = mpsc::channel();
-            let (step, parked) = on_request_headers(&config, None, &mut stream, || {
-                move || woken.send(()).unwrap()
-            });
-            let step = match step {
-                Step::Pending => {
-                    wait.recv_timeout(std::time::Duration::from_secs(10))
-                        .expect("the stream was woken");
-                    let parked = parked.expect("a parked check");
-                    let outcome = parked.take().expect("an outcome");
-                    apply(outcome.as_ref(), parked.request(), &mut stream)
-                }
-                step => step,
-            };
+            let step = check_to_the_end(&config, &mut stream);
             assert_eq!(step, Step::Continue, "{:?}", stream.reply);
             for name in ["x-cognito-sub", "x-cognito-groups", "x-tenant-id", "cookie"] {
                 assert!(
