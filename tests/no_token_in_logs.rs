@@ -2,6 +2,7 @@
 //! malformed and diagnostic requests go through the real server; no token, and no token's
 //! signature, may appear in what was written.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::io::Write;

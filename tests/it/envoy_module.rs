@@ -5,7 +5,7 @@
 //! spelling and on every path, the hostile-token set, key rotation, the IdP down at start-up,
 //! and failing closed when the filter cannot decide.
 
-mod common;
+use crate::common;
 
 use cognito_authz::testkit::{
     access_claims, b64, id_claims, jwks, now, Behaviour, JwksServer, TestKey,

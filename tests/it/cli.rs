@@ -1,6 +1,6 @@
 //! The command line as a user runs it: `verify` and `check-config`, their output and exit codes.
 
-mod common;
+use crate::common;
 
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};

@@ -6,7 +6,7 @@
 //! Needs `scripts/setup-venv`, `cargo build --workspace` and `redis-server` (the README's test
 //! command installs all three); without them it fails, naming what is missing.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! scrapers (`/metrics`, `/healthz`, `/readyz`) need nothing. What the API accepts is bounded:
 //! the body, each id, `before`, and the number of revocations held.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! The verified-token cache through Check: a hit skips verification, yet expiry, the signing
 //! key's presence in the JWKS and the route's policy are checked on every request.
 
-mod common;
+use crate::common;
 
 use cognito_authz::authz::Authorizer;
 use cognito_authz::clock::Clock;

@@ -4,7 +4,7 @@
 //!
 //! Needs `redis-server` (the README's test command installs it); fails naming it when missing.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

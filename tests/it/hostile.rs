@@ -2,7 +2,7 @@
 //! nothing is allowed, no request reaches a server a token names, and the real JWKS is fetched
 //! at most once more (the unknown-kid refetch).
 
-mod common;
+use crate::common;
 
 use cognito_authz::authz::Authorizer;
 use cognito_authz::config::Config;

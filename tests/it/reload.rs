@@ -2,7 +2,7 @@
 //! and the running one keeps serving. Directly through `Running::reload`, and end to end with
 //! the real binary and SIGHUP.
 
-mod common;
+use crate::common;
 
 use std::io::Read as _;
 use std::process::{Command, Stdio};

@@ -21,7 +21,7 @@
 //!
 //! Needs `scripts/setup-venv` (Envoy); fails naming it when missing.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

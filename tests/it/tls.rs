@@ -2,7 +2,7 @@
 //! using envoy/envoy.tls.yaml, whose client certificate must be the right CA's or every request
 //! fails closed.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

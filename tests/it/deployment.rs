@@ -5,7 +5,7 @@
 //! botocore's RegisterTaskDefinition validator; docker-compose.yml (with its `replicas` profile)
 //! passes `docker-compose config -q` with every file it mounts or builds from present.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

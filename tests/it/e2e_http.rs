@@ -4,7 +4,7 @@
 //! fail-closed cases (authz hung, authz dead) — judged by what the client got and what the
 //! upstream received.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The README is code: every TOML block in it passes `check-config`, and its table of
 //! environment variables names exactly the variables the service reads (`config::ENV_*`).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

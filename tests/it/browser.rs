@@ -8,7 +8,7 @@
 //! Needs `chromium` and `chromium-driver` (the README's test command installs them); without
 //! them it fails, naming what is missing.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

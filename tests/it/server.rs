@@ -2,7 +2,7 @@
 //! the diagnostics API, the admin listener, the Unix socket, and graceful shutdown with a
 //! check in flight.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

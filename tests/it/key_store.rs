@@ -1,7 +1,7 @@
 //! The key store against a real HTTP JWKS server on 127.0.0.1:0: start-up fetch, rotation,
 //! the penalty window, outages and hostile IdP answers, counted at the server.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 //! Needs `scripts/setup-venv` and `cargo build --workspace` first (the README's test command
 //! does both); without them it fails, naming what is missing.
 
-mod common;
+use crate::common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;

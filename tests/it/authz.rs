@@ -1,7 +1,7 @@
 //! `Check` called directly for every branch: each mode, each denial, spoofed identity headers on
 //! every path, groups and scopes, and Envoy's context_extensions overrides.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

@@ -6,7 +6,7 @@
 //! Needs `scripts/setup-venv` and `cargo build --workspace` first (the README's test command
 //! does both); without them it fails, naming what is missing.
 
-mod common;
+use crate::common;
 
 use cognito_authz::identity::IDENTITY_HEADERS;
 use cruddur_demo::stack::{Layout, Ports, Stack};

@@ -2,7 +2,7 @@
 //! call per token per TTL, tokens `GetUser` cannot judge, Cognito unavailable (deny, or grace
 //! with a recent verdict), a timeout, and what `VerifyToken` and `verify` report.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

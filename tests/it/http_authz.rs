@@ -1,7 +1,7 @@
 //! The HTTP ext_authz listener over real sockets, HTTP/1.1 and HTTP/2 with prior knowledge:
 //! the same decisions as gRPC, rendered as Envoy's `http_service` expects them.
 
-mod common;
+use crate::common;
 
 use cognito_authz::http_authz::HEADERS_TO_REMOVE;
 use cognito_authz::server::{self, GrpcAddr};

@@ -4,7 +4,7 @@
 //! not take is counted in `/metrics`; through Envoy with its tracer, Envoy's spans and ours form
 //! one trace, and the app receives its context.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

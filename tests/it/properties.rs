@@ -2,7 +2,7 @@
 //! method, bearer, cookie, token header, context_extensions, token decoding) and arbitrary
 //! CheckRequests through `check`. Nothing panics, and no identity appears without the token.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

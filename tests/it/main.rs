@@ -1,0 +1,28 @@
+//! The integration tests, as one binary so the crate links once: a module per area.
+//! `no_token_in_logs` stays a binary of its own: it installs a global log subscriber.
+
+mod common;
+
+mod authz;
+mod browser;
+mod cli;
+mod control_plane;
+mod deployment;
+mod e2e;
+mod e2e_http;
+mod edge;
+mod envoy_module;
+mod hostile;
+mod http_authz;
+mod key_store;
+mod platforms;
+mod properties;
+mod readme;
+mod redis_signing;
+mod reload;
+mod revocation;
+mod revocation_check;
+mod server;
+mod tls;
+mod token_cache;
+mod traces;
