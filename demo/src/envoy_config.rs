@@ -11,7 +11,8 @@ use std::str::FromStr;
 
 use yaml_edit::{Document, Mapping, ScalarValue, Sequence, YamlNode};
 
-use crate::stack::{Ports, StackError};
+use crate::error::StackError;
+use crate::ports::Ports;
 
 /// A native Envoy config, parsed losslessly and edited in place.
 pub struct EnvoyConfig {

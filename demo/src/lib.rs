@@ -12,6 +12,8 @@
 pub mod app;
 pub mod cognito;
 pub mod envoy_config;
+pub mod error;
 pub mod frontend;
+pub mod ports;
 pub mod stack;
 pub mod walkthrough;

@@ -3,7 +3,7 @@
 //! Dropping the [`Stack`] stops every process it started.
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,72 +17,12 @@ pub use crate::envoy_config::{
     tls_envoy_config, uds_envoy_config, EnvoyConfig, AUTHZ_CLUSTER, DEPLOYED_ORIGIN, TLS_DIR,
     UDS_PATH,
 };
-
-/// A failure to start or drive the stack, with what the process logs said.
-#[derive(Debug)]
-pub struct StackError(pub String);
-
-impl std::fmt::Display for StackError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StackError {}
+pub use crate::error::StackError;
+use crate::ports::pick_ports;
+pub use crate::ports::Ports;
 
 fn err(message: impl Into<String>) -> StackError {
     StackError(message.into())
-}
-
-/// The ports the stack listens on, all on 127.0.0.1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ports {
-    /// Envoy's ingress: where clients connect.
-    pub envoy: u16,
-    /// Envoy's admin interface.
-    pub envoy_admin: u16,
-    /// cognito-authz gRPC (Check, health, reflection, diagnostics).
-    pub authz: u16,
-    /// cognito-authz admin HTTP (metrics, health).
-    pub authz_admin: u16,
-    /// cognito-authz's HTTP ext_authz listener (used by the HTTP flavour).
-    pub authz_http: u16,
-    /// The front end (its own origin, as the bootcamp's React app).
-    pub frontend: u16,
-    /// The demo app.
-    pub app: u16,
-    /// The Cognito emulator.
-    pub cognito: u16,
-}
-
-impl Ports {
-    /// The documented ports, the ones `envoy/envoy.yaml` names.
-    pub const DOCUMENTED: Ports = Ports {
-        envoy: 8080,
-        envoy_admin: 9901,
-        authz: 9001,
-        authz_admin: 9002,
-        authz_http: 9003,
-        frontend: 3000,
-        app: 8000,
-        cognito: 5000,
-    };
-
-    /// Eight free loopback ports, below the ephemeral range and never twice in one process (for
-    /// tests running side by side).
-    pub fn ephemeral() -> std::io::Result<Ports> {
-        let p = pick_ports(8)?;
-        Ok(Ports {
-            envoy: p[0],
-            envoy_admin: p[1],
-            authz: p[2],
-            authz_admin: p[3],
-            app: p[4],
-            cognito: p[5],
-            authz_http: p[6],
-            frontend: p[7],
-        })
-    }
 }
 
 /// Where things are.
@@ -965,40 +905,6 @@ fn free_ports<const N: usize>() -> Result<[u16; N], StackError> {
     let picked = pick_ports(N).map_err(|e| err(format!("no free port: {e}")))?;
     let mut ports = [0u16; N];
     ports.copy_from_slice(&picked);
-    Ok(ports)
-}
-
-/// `n` loopback ports nothing listens on, for processes the stack starts later. They come from
-/// below Linux's ephemeral range (32768 and up), so no outgoing connection can take one in the
-/// meantime, and never twice in one process, so stacks started side by side by one test binary
-/// cannot collide.
-fn pick_ports(n: usize) -> std::io::Result<Vec<u16>> {
-    use std::collections::HashSet;
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::{Mutex, OnceLock};
-    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let mut handed_out = HANDED_OUT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let random = std::collections::hash_map::RandomState::new();
-    let mut ports = Vec::with_capacity(n);
-    for attempt in 0u64..100_000 {
-        if ports.len() == n {
-            break;
-        }
-        let mut hasher = random.build_hasher();
-        hasher.write_u64(attempt);
-        let port = 20_000 + (hasher.finish() % 12_000) as u16;
-        if handed_out.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
-            continue;
-        }
-        handed_out.insert(port);
-        ports.push(port);
-    }
-    if ports.len() < n {
-        return Err(std::io::Error::other("no free loopback port below 32000"));
-    }
     Ok(ports)
 }
 
