@@ -51,15 +51,8 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    /// A cache for at most `entries` tokens; 0 disables caching.
-    pub fn new(entries: usize) -> TokenCache {
-        TokenCache::with_counters(
-            entries,
-            [Counter::default(), Counter::default(), Counter::default()],
-        )
-    }
-
-    /// Like [`TokenCache::new`], counting hits, misses and stale entries into these counters.
+    /// A cache for at most `entries` tokens (0 disables caching), counting hits, misses and
+    /// stale entries into these counters.
     pub fn with_counters(entries: usize, [hits, misses, stale]: [Counter; 3]) -> TokenCache {
         TokenCache {
             map: (entries > 0).then(|| quick_cache::sync::Cache::new(entries)),
@@ -148,7 +141,7 @@ mod tests {
 
     #[test]
     fn hits_respect_expiry_and_the_signing_key() {
-        let cache = TokenCache::new(10);
+        let cache = TokenCache::with_counters(10, Default::default());
         let key = token_key("a.b.c");
         assert_ne!(key, token_key("a.b.d"));
         assert_eq!(cache.get(&key, 0, 0, |_, _| true).0, Lookup::Miss);
@@ -177,7 +170,7 @@ mod tests {
             (2, 2, 2)
         );
 
-        let off = TokenCache::new(0);
+        let off = TokenCache::with_counters(0, Default::default());
         off.insert(key, identity());
         assert_eq!(off.get(&key, 0, 0, |_, _| true).0, Lookup::Miss);
     }

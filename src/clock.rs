@@ -7,6 +7,10 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+/// Largest leeway accepted: five minutes (Kerberos's classic skew) is already generous; more
+/// would quietly extend every token, and a huge value would switch expiry checking off.
+pub const MAX_LEEWAY_SECS: u64 = 300;
+
 /// Unix seconds, from the system or from a test. Cheap to clone; clones share one time.
 #[derive(Clone, Debug, Default)]
 pub struct Clock(Option<Arc<AtomicI64>>);

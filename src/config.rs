@@ -40,7 +40,6 @@ mod server;
 pub mod settings;
 mod tracing;
 
-pub use self::pools::region_from_pool_id;
 use self::pools::*;
 use self::server::*;
 pub use self::server::{AdminToken, ServerConfig, TlsFiles};
@@ -159,9 +158,7 @@ pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 /// Default leeway: 30 s absorbs ordinary NTP drift between Cognito and this host without
 /// stretching a one-hour token noticeably.
 pub const DEFAULT_LEEWAY_SECS: u64 = 30;
-/// Largest leeway accepted: five minutes (Kerberos's classic skew) is already generous; more
-/// would quietly extend every token, and a huge value would switch expiry checking off.
-pub const MAX_LEEWAY_SECS: u64 = 300;
+pub use crate::clock::MAX_LEEWAY_SECS;
 /// Default cap on a token: a Cognito access token is about 1 KiB; 16 KiB leaves room for
 /// hundreds of groups while bounding the work an attacker can ask for.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;

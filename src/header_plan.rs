@@ -65,16 +65,6 @@ impl HeaderPlan {
         }
     }
 
-    /// Every identity header the plan manages.
-    pub fn managed(&self) -> &[String] {
-        &self.managed
-    }
-
-    /// The mapped claim headers, `(claim, header)`.
-    pub fn claim_headers(&self) -> &[(String, String)] {
-        &self.claim_headers
-    }
-
     /// The rewrite for an allow: the identity's headers set (none when anonymous), every other
     /// managed header removed, the token's headers removed when it must not be forwarded.
     ///

@@ -161,13 +161,12 @@ pub struct ClaimSet<'a> {
     pub raw: &'a Map<String, Value>,
 }
 
+// The slots of the fixed values, in `FIXED_HEADERS` order. The client id (2), email (5) and
+// preferred username (6) are only ever written out as headers, so no accessor names them.
 const SUB: usize = 0;
 const USERNAME: usize = 1;
-const CLIENT_ID: usize = 2;
 const GROUPS: usize = 3;
 const SCOPE: usize = 4;
-const EMAIL: usize = 5;
-const PREFERRED_USERNAME: usize = 6;
 /// Values written as headers: the first seven.
 const HEADER_VALUES: usize = 7;
 const FIXED: usize = 7;
@@ -408,21 +407,6 @@ impl Identity {
         }
     }
 
-    /// The app client.
-    pub fn client_id(&self) -> &str {
-        self.span(CLIENT_ID)
-    }
-
-    /// `email` (ID tokens), when present.
-    pub fn email(&self) -> Option<&str> {
-        Some(self.span(EMAIL)).filter(|e| !e.is_empty())
-    }
-
-    /// `preferred_username` (ID tokens), when present.
-    pub fn preferred_username(&self) -> Option<&str> {
-        Some(self.span(PREFERRED_USERNAME)).filter(|p| !p.is_empty())
-    }
-
     /// Groups, each as it appears in `x-cognito-groups` (`%` and `,` escaped).
     pub fn groups(&self) -> impl Iterator<Item = &str> {
         self.span(GROUPS).split(',').filter(|g| !g.is_empty())
@@ -600,10 +584,6 @@ mod tests {
         assert_eq!(
             (identity.jti(), identity.origin_jti(), identity.iat()),
             (Some(id_digest("jti-1")), Some(id_digest("session-1")), 900)
-        );
-        assert_eq!(
-            (identity.email(), identity.preferred_username()),
-            (None, Some("andrew"))
         );
         assert!(!identity.in_group("a"));
         assert_eq!(identity.scopes().collect::<Vec<_>>(), ["openid", "profile"]);

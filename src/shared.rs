@@ -221,11 +221,6 @@ impl Shared {
         result
     }
 
-    /// Revocations waiting for Redis.
-    pub fn pending(&self) -> usize {
-        lock(&self.inner.pending).len()
-    }
-
     /// Publishes what waited for Redis; what fails again waits on.
     async fn flush_pending(&self) -> Result<usize, SharedError> {
         let waiting = std::mem::take(&mut *lock(&self.inner.pending));
@@ -456,7 +451,7 @@ impl Shared {
 
 /// How far in the future a shared time may lie: the largest clock leeway. A verdict stamped
 /// later would stay fresh for ever; a `before` later would revoke tokens not yet issued.
-const MAX_SKEW_SECS: i64 = crate::config::MAX_LEEWAY_SECS as i64;
+const MAX_SKEW_SECS: i64 = crate::clock::MAX_LEEWAY_SECS as i64;
 
 /// A verdict as stored (`valid:{unix}` or `revoked:{unix}`), unless it is malformed or stamped
 /// in the future: whoever can write to Redis must not make a verdict fresh for ever.

@@ -34,7 +34,6 @@ mod listen;
 mod reload;
 mod shutdown;
 
-pub use admin::RevokeRequest;
 pub use shutdown::shutdown_signal;
 
 /// The gRPC service name health reports for Envoy's Check.

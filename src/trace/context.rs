@@ -95,20 +95,20 @@ fn resampled(claimed: &SpanContext) -> SpanContext {
     )
 }
 
-/// The W3C context a `traceparent` value names, as [`adopt_parent`] reads it (invalid when it
-/// names none).
-pub fn context_of(traceparent: &str) -> Context {
-    let headers =
-        std::collections::HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
-    parent_in(&headers)
-        .map(|parent| Context::new().with_remote_span_context(parent))
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use opentelemetry::trace::{SpanId, TraceId};
+
+    /// The W3C context a `traceparent` value names, as [`adopt_parent`] reads it (invalid when it
+    /// names none).
+    fn context_of(traceparent: &str) -> Context {
+        let headers =
+            std::collections::HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+        parent_in(&headers)
+            .map(|parent| Context::new().with_remote_span_context(parent))
+            .unwrap_or_default()
+    }
 
     #[test]
     fn a_valid_traceparent_is_read_and_a_malformed_one_is_ignored() {

@@ -22,8 +22,6 @@ pub mod export;
 pub mod settings;
 
 #[cfg(feature = "otel")]
-pub use context::context_of;
-#[cfg(feature = "otel")]
 pub(crate) use context::set_root_sampler;
 
 /// The `tracing` target of every span meant for OpenTelemetry. Not a module path: filters

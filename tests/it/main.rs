@@ -3,6 +3,7 @@
 
 mod common;
 
+mod architecture;
 mod authz;
 mod browser;
 mod cli;
