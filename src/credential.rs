@@ -133,7 +133,90 @@ pub fn is_preflight(method: &str, headers: &HashMap<String, String>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{b64token_byte, is_b64token, operator_secret, pasted_token};
+    use std::collections::HashMap;
+
+    use super::{
+        b64token_byte, find_credential, is_b64token, is_preflight, operator_secret, parse_bearer,
+        pasted_token, Credential,
+    };
+
+    fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_preflight_is_an_options_with_both_cors_headers_and_nothing_else_is() {
+        let both = headers(&[
+            ("origin", "http://localhost:3000"),
+            ("access-control-request-method", "GET"),
+        ]);
+        assert!(is_preflight("OPTIONS", &both));
+        assert!(!is_preflight("GET", &both));
+        assert!(
+            !is_preflight("options", &both),
+            "methods are case-sensitive"
+        );
+        for one in [
+            headers(&[("origin", "http://localhost:3000")]),
+            headers(&[("access-control-request-method", "GET")]),
+            headers(&[]),
+        ] {
+            assert!(!is_preflight("OPTIONS", &one), "{one:?}");
+        }
+    }
+
+    #[test]
+    fn spaces_and_tabs_around_a_bearer_token_are_trimmed_and_nothing_else() {
+        for value in [
+            "Bearer abc",
+            " Bearer abc ",
+            "\tBearer abc\t",
+            "\t Bearer  abc \t",
+        ] {
+            assert_eq!(parse_bearer(value), Credential::Token("abc"), "{value:?}");
+        }
+        for value in [
+            "\nBearer abc",
+            "Bearer abc\n",
+            "Bearer\tabc",
+            "Bearer a b",
+            "Basic abc",
+        ] {
+            assert_eq!(parse_bearer(value), Credential::Malformed, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn the_token_header_takes_a_bare_token_or_a_bearer_and_refuses_anything_else() {
+        let find = |value: &str| {
+            let map = headers(&[("x-auth", value)]);
+            match find_credential(&map, Some("x-auth"), None) {
+                Credential::Token(token) => Ok(token.to_string()),
+                other => Err(format!("{other:?}")),
+            }
+        };
+        assert_eq!(find("abc"), Ok("abc".into()));
+        assert_eq!(find(" abc "), Ok("abc".into()));
+        assert_eq!(find("Bearer abc"), Ok("abc".into()));
+        assert_eq!(find("bearer abc"), Ok("abc".into()));
+        for bad in ["a b", "Bearer a b", "abc,def", "Basic abc", ""] {
+            assert_eq!(find(bad), Err("Malformed".into()), "{bad:?}");
+        }
+        // Only the configured header counts, and `authorization` comes first.
+        let map = headers(&[("x-other", "abc")]);
+        assert_eq!(
+            find_credential(&map, Some("x-auth"), None),
+            Credential::Missing
+        );
+        let map = headers(&[("x-auth", "abc"), ("authorization", "Bearer def")]);
+        assert_eq!(
+            find_credential(&map, Some("x-auth"), None),
+            Credential::Token("def")
+        );
+    }
 
     #[test]
     fn a_pasted_token_loses_its_scheme_in_any_case() {
