@@ -2,26 +2,8 @@
 //! whole verifier: the checks behind the signature see hostile claims. Never a panic; anything
 //! accepted really is a Cognito-shaped token of the configured pool and client.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
 
-#[path = "common.rs"]
-mod common;
+#[path = "../targets/mod.rs"]
+mod targets;
 
-fuzz_target!(|data: &[u8]| {
-    let split = data
-        .first()
-        .map_or(0, |b| usize::from(*b))
-        .min(data.len().saturating_sub(1));
-    let (header, payload) = data
-        .get(1..)
-        .unwrap_or_default()
-        .split_at(split.min(data.len().saturating_sub(1)));
-    let token = cognito_authz::testkit::TestKey::shared(0).sign_raw(header, payload);
-    let (authorizer, runtime) = common::authorizer();
-    let verifier = authorizer.verifier();
-    if let Ok(claims) = runtime.block_on(verifier.verify(&token)) {
-        assert_eq!(claims.raw["iss"], common::ISS);
-        assert_eq!(claims.client_id, "fuzz-client");
-        assert!(claims.exp > cognito_authz::unix_now() - 60);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::signed_claims::run(data));

@@ -1,4 +1,4 @@
-// Shared by the fuzz targets: one verifier per process over a key the store trusts.
+//! Shared by the fuzz targets: one verifier per process over a key the store trusts.
 use std::sync::OnceLock;
 
 use cognito_authz::authz::Authorizer;
@@ -7,8 +7,6 @@ use cognito_authz::jwks::KeyStore;
 use cognito_authz::metrics::Metrics;
 use cognito_authz::testkit::{jwks, TestKey};
 
-// Used by some targets only: each includes this file.
-#[allow(dead_code)]
 pub const ISS: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Fuzz";
 
 pub fn authorizer() -> &'static (Authorizer, tokio::runtime::Runtime) {

@@ -13,6 +13,7 @@ mod e2e;
 mod e2e_http;
 mod edge;
 mod envoy_module;
+mod fuzz_replay;
 mod hostile;
 mod http_authz;
 mod key_store;
