@@ -77,8 +77,8 @@ impl Authorizer {
         };
         let (status, mut pairs, body) = match outcome.answer {
             Answer::Allow { set, remove } => {
-                // Envoy copies the set headers that match `allowed_upstream_headers` (the
-                // README says which the guarantee needs) and removes the listed ones.
+                // Envoy copies the set headers that match `allowed_upstream_headers`
+                // (docs/security.md says which the guarantee needs) and removes the listed ones.
                 let mut pairs = set;
                 if !remove.is_empty() {
                     pairs.push((HEADERS_TO_REMOVE.to_string(), remove.join(",")));

@@ -39,7 +39,12 @@ enum Command {
         token: Option<String>,
     },
     /// Print the effective configuration as JSON, or exit 2 naming the problem.
-    CheckConfig,
+    CheckConfig {
+        /// Print instead the settings reference as Markdown (every variable and file key with
+        /// its default, bounds and meaning); needs no configuration.
+        #[arg(long)]
+        settings: bool,
+    },
     /// Revoke a token's session, a session, one token or a user's tokens through a running
     /// server's admin API; exit 0 once the revocation is recorded.
     Revoke {
@@ -83,6 +88,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The reference describes every setting, so it cannot need any of them.
+    if let Command::CheckConfig { settings: true } = &cli.command {
+        print!("{}", cognito_authz::config::settings::markdown());
+        return ExitCode::SUCCESS;
+    }
     // Health and revoking need only the admin address: no pool configuration.
     if let Command::Health { admin, live } = &cli.command {
         return health(admin.as_deref(), *live);
@@ -138,7 +148,7 @@ fn main() -> ExitCode {
             }
             code
         }
-        Command::CheckConfig => check_config(&config),
+        Command::CheckConfig { .. } => check_config(&config),
         Command::Verify { token } => verify(config, token),
         Command::Revoke { .. } | Command::Health { .. } => {
             unreachable!("handled before the configuration is read")

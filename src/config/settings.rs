@@ -1,8 +1,8 @@
 //! Every scalar setting, declared once: its variable, its file key, its default, its bounds and
 //! its doc line. Reading a value (variable first, then the file, then the default), checking it
 //! against its bounds, and naming the right variable or key in an exit-2 message all go through
-//! these entries; a test holds the README's table to them, and another holds the file schema's
-//! fields to them one to one.
+//! these entries; [`markdown`] renders them as the reference in `docs/configuration.md` (a test
+//! holds that page to it), and another test holds the file schema's fields to them one to one.
 //!
 //! Why no crate: clap's `env` covers variables but not the file, and figment or config map
 //! variable names to keys by a rule, while ours are the app's own names beside our own. What is
@@ -10,7 +10,7 @@
 
 use super::*;
 
-/// A setting's default, as it is used and as the README states it.
+/// A setting's default, as it is used and as the reference states it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DefaultValue {
     /// A number.
@@ -24,7 +24,7 @@ pub enum DefaultValue {
 }
 
 impl std::fmt::Display for DefaultValue {
-    /// The default as the README's table shows it: a value in backticks, or the prose of
+    /// The default as the reference table shows it: a value in backticks, or the prose of
     /// [`DefaultValue::Unset`] as it is.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -50,7 +50,7 @@ pub struct Setting {
     pub min: u64,
     /// The largest number accepted (numbers only).
     pub max: Option<u64>,
-    /// What it does, in one line.
+    /// What it does, in one line of Markdown.
     pub doc: &'static str,
 }
 
@@ -116,14 +116,14 @@ pub const LEEWAY: Setting = Setting::new(
     ENV_LEEWAY,
     "leeway_seconds",
     Number(DEFAULT_LEEWAY_SECS),
-    "clock-skew leeway in seconds for exp, nbf and iat",
+    "clock-skew leeway in seconds for `exp`, `nbf` and `iat`",
 )
 .at_most(MAX_LEEWAY_SECS);
 /// `max_token_bytes`.
 pub const MAX_TOKEN_BYTES: Setting = Setting::file_only(
     "max_token_bytes",
     Number(DEFAULT_MAX_TOKEN_BYTES as u64),
-    "largest token accepted, in bytes (no Cognito token is under 1 KiB)",
+    "largest token accepted, in bytes; a larger one is `malformed` (the default leaves room for hundreds of groups; no Cognito token is under 1 KiB)",
 )
 .at_least(1024);
 /// `COGNITO_TOKEN_CACHE_SIZE`.
@@ -131,20 +131,20 @@ pub const TOKEN_CACHE_SIZE: Setting = Setting::new(
     ENV_TOKEN_CACHE_SIZE,
     "token_cache_entries",
     Number(crate::cache::DEFAULT_CACHE_ENTRIES as u64),
-    "verified tokens cached (0 disables the cache)",
+    "verified tokens cached (about 250 bytes each; `0` disables the cache)",
 );
 /// `AUTHZ_ALLOW_PREFLIGHT`.
 pub const ALLOW_PREFLIGHT: Setting = Setting::new(
     ENV_ALLOW_PREFLIGHT,
     "allow_preflight",
     Switch(DEFAULT_ALLOW_PREFLIGHT),
-    "let CORS preflights through as anonymous where a route does not say otherwise",
+    "let CORS preflights through as anonymous on every route that does not say otherwise; off, since the shipped Envoy configs answer preflights at the edge",
 );
 /// `COGNITO_AUTHZ_CONFIG`.
 pub const CONFIG_FILE: Setting = Setting::env_only(
     ENV_CONFIG_FILE,
     Unset("none"),
-    "path of the TOML config file (or --config)",
+    "path of a TOML config file (or `--config FILE`)",
 );
 
 /// `COGNITO_JWKS_REFRESH_SECONDS`.
@@ -152,7 +152,7 @@ pub const JWKS_REFRESH: Setting = Setting::new(
     ENV_JWKS_REFRESH,
     "jwks.refresh_seconds",
     Number(DEFAULT_JWKS_REFRESH_SECS),
-    "seconds between background key refreshes",
+    "background key refresh interval, in seconds",
 )
 .at_least(1);
 /// `COGNITO_JWKS_MIN_REFETCH_SECONDS`: zero would switch off the unknown-`kid` flood
@@ -161,7 +161,7 @@ pub const JWKS_MIN_REFETCH: Setting = Setting::new(
     ENV_JWKS_MIN_REFETCH,
     "jwks.min_refetch_seconds",
     Number(DEFAULT_JWKS_MIN_REFETCH_SECS),
-    "penalty window: at most one unknown-kid refetch per pool within it",
+    "penalty window in seconds: at most one unknown-`kid` refetch per pool within it; `0` is refused (it would switch the flood protection off)",
 )
 .at_least(1);
 /// `COGNITO_JWKS_TIMEOUT_MS`.
@@ -169,28 +169,28 @@ pub const JWKS_TIMEOUT: Setting = Setting::new(
     ENV_JWKS_TIMEOUT_MS,
     "jwks.timeout_ms",
     Number(DEFAULT_JWKS_TIMEOUT_MS),
-    "timeout of one JWKS fetch in milliseconds",
+    "timeout of one JWKS fetch in milliseconds (also the longest a request waits on a refetch)",
 )
 .at_least(1);
 /// `jwks.max_bytes`.
 pub const JWKS_MAX_BYTES: Setting = Setting::file_only(
     "jwks.max_bytes",
     Number(DEFAULT_JWKS_MAX_BYTES as u64),
-    "largest JWKS document read, in bytes",
+    "largest JWKS body accepted, in bytes (a Cognito JWKS is about 1 KiB)",
 )
 .at_least(1);
 /// `jwks.retry_min_ms`.
 pub const JWKS_RETRY_MIN: Setting = Setting::file_only(
     "jwks.retry_min_ms",
     Number(DEFAULT_JWKS_RETRY_MIN_MS),
-    "first retry delay after a failed fetch, in milliseconds",
+    "first retry after a failed fetch, in milliseconds; the delay doubles after each failure",
 )
 .at_least(1);
 /// `jwks.retry_max_ms`.
 pub const JWKS_RETRY_MAX: Setting = Setting::file_only(
     "jwks.retry_max_ms",
     Number(DEFAULT_JWKS_RETRY_MAX_MS),
-    "longest retry delay, in milliseconds (not below jwks.retry_min_ms)",
+    "longest retry delay, in milliseconds (not below `jwks.retry_min_ms`)",
 )
 .at_least(1);
 
@@ -199,41 +199,41 @@ pub const GRPC_ADDR: Setting = Setting::new(
     ENV_GRPC_ADDR,
     "server.grpc_addr",
     Word(DEFAULT_GRPC_ADDR),
-    "gRPC listener: host:port or unix:/absolute/path",
+    "gRPC listener (Check, diagnostics, reflection): `host:port` or `unix:/absolute/path`. Loopback by default, since a sidecar's Envoy shares its host, pod or task; the container image and compose set `0.0.0.0:9001` because there Envoy is another container",
 );
 /// `AUTHZ_ADMIN_ADDR`.
 pub const ADMIN_ADDR: Setting = Setting::new(
     ENV_ADMIN_ADDR,
     "server.admin_addr",
     Word(DEFAULT_ADMIN_ADDR),
-    "admin HTTP listener: probes, metrics, the operator's control API",
+    "admin HTTP: `/metrics`, `/healthz` (alive), `/readyz` (keys loaded) for anyone who can reach it; the control API, `/revocations` and `/config` (the configuration in force, reloads included), for the operator only",
 );
 /// `AUTHZ_HTTP_ADDR`.
 pub const HTTP_ADDR: Setting = Setting::new(
     ENV_HTTP_ADDR,
     "server.http_addr",
     Unset("off"),
-    "Envoy's HTTP ext_authz listener: host:port or unix:/absolute/path",
+    "Envoy's HTTP ext_authz protocol (`http_service`): `host:port` or `unix:/absolute/path`, HTTP/1.1 and HTTP/2 with prior knowledge",
 );
 /// `server.shutdown_grace_seconds`.
 pub const SHUTDOWN_GRACE: Setting = Setting::file_only(
     "server.shutdown_grace_seconds",
     Number(DEFAULT_SHUTDOWN_GRACE_SECS),
-    "seconds in-flight checks get to finish at shutdown",
+    "seconds in-flight checks get to finish after SIGTERM",
 );
 /// `AUTHZ_LOG_FORMAT`.
 pub const LOG_FORMAT: Setting = Setting::new(
     ENV_LOG_FORMAT,
     "server.log_format",
     Word("text"),
-    "text or json",
+    "`text` or `json` (one JSON object per line)",
 );
 /// `AUTHZ_WORKER_THREADS`.
 pub const WORKER_THREADS: Setting = Setting::new(
     ENV_WORKER_THREADS,
     "server.worker_threads",
     Unset("one per core"),
-    "serve's runtime worker threads",
+    "`serve`'s runtime worker threads (BENCHMARKS.md measures `1` against the default)",
 )
 .at_least(1);
 /// `AUTHZ_DRY_RUN`.
@@ -241,35 +241,35 @@ pub const DRY_RUN: Setting = Setting::new(
     ENV_DRY_RUN,
     "server.dry_run",
     Switch(false),
-    "shadow mode: decide, log and count, allow every request",
+    "shadow mode: every decision is computed, logged and counted (metadata `dry_run: true`), every request is allowed; identity headers are still set only for valid tokens and stripped otherwise",
 );
 /// `AUTHZ_DECISION_METADATA`.
 pub const DECISION_METADATA: Setting = Setting::new(
     ENV_DECISION_METADATA,
     "server.decision_metadata",
     Word("minimal"),
-    "dynamic metadata per decision: minimal or full",
+    "dynamic metadata per decision: `minimal` (`decision`, `reason`, `sub`; `dry_run` when on) or `full` (also `rule`, `pool`, `token_use`)",
 );
 /// `AUTHZ_REDIS_URL`.
 pub const REDIS_URL: Setting = Setting::new(
     ENV_REDIS_URL,
     "server.redis_url",
     Unset("none"),
-    "redis:// or rediss:// shared by every replica",
+    "`redis://` or `rediss://`: revocations and verdicts shared by every replica (the password never shows in `check-config` or `/config`)",
 );
 /// `AUTHZ_REDIS_REQUIRED`.
 pub const REDIS_REQUIRED: Setting = Setting::new(
     ENV_REDIS_REQUIRED,
     "server.redis_required",
     Switch(false),
-    "/readyz fails while Redis is down",
+    "`/readyz` fails while Redis is down (by default it only reports it)",
 );
 /// `AUTHZ_REDIS_SIGNING_KEY_FILE`.
 pub const REDIS_SIGNING_KEY_FILE: Setting = Setting::new(
     ENV_REDIS_SIGNING_KEY_FILE,
     "server.redis_signing_key_file",
     Unset("none"),
-    "file holding the key that signs what replicas share",
+    "a file holding a key of at least 32 bytes: replicas sign what they share (HMAC-SHA256) and ignore what is not signed with it, for a Redis others can write",
 )
 .at_least(MIN_SIGNING_KEY_BYTES as u64);
 /// `AUTHZ_TLS_CERT`.
@@ -277,7 +277,7 @@ pub const TLS_CERT: Setting = Setting::new(
     ENV_TLS_CERT,
     "server.tls_cert",
     Unset("none"),
-    "PEM certificate chain: the listeners speak TLS",
+    "PEM certificate chain (with `AUTHZ_TLS_KEY`): the gRPC listener and the HTTP listener (on TCP) speak TLS (rustls; HTTP/2 and HTTP/1.1 by ALPN)",
 );
 /// `AUTHZ_TLS_KEY`.
 pub const TLS_KEY: Setting = Setting::new(
@@ -291,21 +291,21 @@ pub const TLS_CLIENT_CA: Setting = Setting::new(
     ENV_TLS_CLIENT_CA,
     "server.tls_client_ca",
     Unset("none"),
-    "PEM CA bundle: clients must present a certificate it signed",
+    "PEM CA bundle: clients (Envoy) must present a certificate it signed (mutual TLS), on both listeners",
 );
 /// `AUTHZ_ADMIN_TOKEN_FILE`.
 pub const ADMIN_TOKEN_FILE: Setting = Setting::new(
     ENV_ADMIN_TOKEN_FILE,
     "server.admin_token_file",
     Unset("none"),
-    "file holding the control API's bearer secret; without one the control API is off",
+    "a file holding the control API's bearer secret, at least 16 bytes; without one the control API is off (404)",
 )
 .at_least(MIN_ADMIN_TOKEN_BYTES as u64);
 /// `AUTHZ_ADMIN_TOKEN`.
 pub const ADMIN_TOKEN: Setting = Setting::env_only(
     ENV_ADMIN_TOKEN,
     Unset("none"),
-    "the control API's secret itself, for platforms that inject secrets as variables",
+    "the secret itself (at least 16 bytes), for platforms that inject secrets as variables (ECS task `secrets`); not with `AUTHZ_ADMIN_TOKEN_FILE`",
 )
 .at_least(MIN_ADMIN_TOKEN_BYTES as u64);
 /// `AUTHZ_MAX_REVOCATIONS`.
@@ -313,7 +313,7 @@ pub const MAX_REVOCATIONS: Setting = Setting::new(
     ENV_MAX_REVOCATIONS,
     "server.max_revocations",
     Number(crate::revocation::DEFAULT_MAX_REVOCATIONS as u64),
-    "explicit revocations held; one more is refused",
+    "explicit revocations held (about 100 bytes each); one more is refused with 503 and counted",
 )
 .at_least(1);
 /// `AUTHZ_DIAGNOSTICS`.
@@ -321,7 +321,7 @@ pub const DIAGNOSTICS: Setting = Setting::new(
     ENV_DIAGNOSTICS,
     "server.diagnostics",
     Word("auto"),
-    "diagnostics and reflection on the gRPC listener: auto, on or off",
+    "our diagnostics service (`VerifyToken`, `KeyStatus`) and reflection on the gRPC listener: `auto` (on only when it listens on loopback or a Unix socket), `on` or `off`",
 );
 
 /// `COGNITO_REVOCATION`.
@@ -329,14 +329,14 @@ pub const REVOCATION: Setting = Setting::new(
     ENV_REVOCATION,
     "revocation.mode",
     Word("off"),
-    "service-wide revocation checks: off or cognito",
+    "`cognito`: confirm locally valid access tokens with Cognito's `GetUser` on every route that does not say otherwise; `off`: only explicit revocations",
 );
 /// `COGNITO_REVOCATION_TTL_SECONDS`.
 pub const REVOCATION_TTL: Setting = Setting::new(
     ENV_REVOCATION_TTL,
     "revocation.ttl_seconds",
     Number(revocation_check::DEFAULT_TTL_SECS),
-    "seconds a Cognito verdict on a token is trusted",
+    "how long a Cognito verdict on a token is trusted, in seconds: at most one `GetUser` per token per TTL",
 )
 .at_least(1);
 /// `COGNITO_REVOCATION_ON_UNAVAILABLE`.
@@ -344,21 +344,21 @@ pub const REVOCATION_ON_UNAVAILABLE: Setting = Setting::new(
     ENV_REVOCATION_ON_UNAVAILABLE,
     "revocation.on_unavailable",
     Word("deny"),
-    "when Cognito gives no verdict: deny or grace",
+    "Cognito unreachable, slow, throttling or answering garbage: `deny` (503 `revocation_unavailable`) or `grace` (accept the last verdict if younger than the grace)",
 );
 /// `COGNITO_REVOCATION_GRACE_SECONDS`.
 pub const REVOCATION_GRACE: Setting = Setting::new(
     ENV_REVOCATION_GRACE,
     "revocation.grace_seconds",
     Number(revocation_check::DEFAULT_GRACE_SECS),
-    "how old a verdict grace accepts, in seconds",
+    "how old a verdict `grace` accepts, in seconds",
 );
 /// `COGNITO_REVOCATION_TIMEOUT_MS`.
 pub const REVOCATION_TIMEOUT: Setting = Setting::new(
     ENV_REVOCATION_TIMEOUT_MS,
     "revocation.timeout_ms",
     Number(revocation_check::DEFAULT_TIMEOUT_MS),
-    "one token's whole revocation check, in milliseconds",
+    "one token's whole revocation check, in milliseconds: waiting for another replica's answer (half of it at most), a turn in the queue and the `GetUser` call; inside the shipped Envoy configs' 500 ms",
 )
 .at_least(1);
 /// `COGNITO_REVOCATION_MAX_CONCURRENT`.
@@ -366,7 +366,7 @@ pub const REVOCATION_MAX_CONCURRENT: Setting = Setting::new(
     ENV_REVOCATION_MAX_CONCURRENT,
     "revocation.max_concurrent",
     Number(revocation_check::DEFAULT_MAX_CONCURRENT as u64),
-    "GetUser calls in flight per pool",
+    "`GetUser` calls in flight per pool; eight times as many wait for a turn, more get `revocation_unavailable` at once",
 )
 .at_least(1);
 /// `COGNITO_REVOCATION_UNVERIFIABLE`.
@@ -374,7 +374,7 @@ pub const REVOCATION_UNVERIFIABLE: Setting = Setting::new(
     ENV_REVOCATION_UNVERIFIABLE,
     "revocation.unverifiable",
     Word("deny"),
-    "tokens GetUser cannot judge, on routes that require the check: deny or allow",
+    "tokens `GetUser` cannot judge (ID tokens, access tokens without `aws.cognito.signin.user.admin`) on routes that require the check: `deny` (403) or `allow`",
 );
 
 /// `AWS_COGNITO_USER_POOL_ID`.
@@ -382,7 +382,7 @@ pub const POOL_ID: Setting = Setting::new(
     ENV_POOL_ID,
     "pools[].id",
     Unset("(required unless the file lists pools)"),
-    "the user pool",
+    "the user pool; ids are not format-checked (`local_abc` works with an explicit issuer)",
 );
 /// `AWS_COGNITO_USER_POOL_CLIENT_ID`.
 pub const CLIENT_IDS: Setting = Setting::new(
@@ -396,66 +396,66 @@ pub const REGION: Setting = Setting::new(
     ENV_REGION,
     "pools[].region",
     Unset("none"),
-    "used only when the pool id carries no region",
+    "used only when the pool id carries no region (`us-east-1_AbC` carries `us-east-1`)",
 );
 /// `COGNITO_ISSUER`.
 pub const ISSUER: Setting = Setting::new(
     ENV_ISSUER,
     "pools[].issuer",
-    Unset("both AWS forms (below)"),
-    "the expected iss, replacing both AWS forms",
+    Unset("both AWS forms"),
+    "the expected `iss`, replacing both AWS forms: `https://cognito-idp.{region}.amazonaws.com/{poolId}` and `https://issuer-cognito-idp.{region}.amazonaws.com/{poolId}`",
 );
 /// `COGNITO_JWKS_URI`.
 pub const JWKS_URI: Setting = Setting::new(
     ENV_JWKS_URI,
     "pools[].jwks_uri",
     Unset("`{issuer}/.well-known/jwks.json`"),
-    "where keys are fetched",
+    "where keys are fetched (emulators, VPC endpoints, proxies, a mirror in an air gap)",
 );
 /// `COGNITO_TOKEN_USE`.
 pub const TOKEN_USE: Setting = Setting::new(
     ENV_TOKEN_USE,
     "pools[].token_use",
     Word("access"),
-    "access, id or any",
+    "`access`, `id` or `any`",
 );
 /// `COGNITO_IDP_ENDPOINT`.
 pub const IDP_ENDPOINT: Setting = Setting::new(
     ENV_IDP_ENDPOINT,
     "pools[].idp_endpoint",
     Unset("`https://cognito-idp.{region}.amazonaws.com/`"),
-    "Cognito's API for GetUser",
+    "Cognito's API for `GetUser` (emulators, VPC endpoints)",
 );
 
 /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
 pub const OTEL_ENDPOINT: Setting = Setting::env_only(
     ENV_OTEL_ENDPOINT,
     Unset("off"),
-    "the collector's OTLP/gRPC endpoint; traces are made only when it is set",
+    "the collector's OTLP/gRPC endpoint (`http://host:4317`); traces are made only when it is set. `https://` is refused: send to a collector beside the service, which forwards over TLS",
 );
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
 pub const OTEL_TRACES_ENDPOINT: Setting = Setting::env_only(
     ENV_OTEL_TRACES_ENDPOINT,
     Unset("none"),
-    "the same for traces only, overriding OTEL_EXPORTER_OTLP_ENDPOINT",
+    "the same for traces alone, overriding `OTEL_EXPORTER_OTLP_ENDPOINT`",
 );
 /// `OTEL_SERVICE_NAME`.
 pub const OTEL_SERVICE_NAME: Setting = Setting::env_only(
     ENV_OTEL_SERVICE_NAME,
     Word("cognito-authz"),
-    "service.name on our spans",
+    "`service.name` on our spans",
 );
 /// `OTEL_TRACES_SAMPLER`.
 pub const OTEL_SAMPLER: Setting = Setting::env_only(
     ENV_OTEL_SAMPLER,
     Word("parentbased_always_on"),
-    "which traces are kept",
+    "which traces are kept: `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off` or `parentbased_traceidratio`",
 );
 /// `OTEL_TRACES_SAMPLER_ARG`: a ratio, read as a number in `[0, 1]` by the tracing reader.
 pub const OTEL_SAMPLER_ARG: Setting = Setting::env_only(
     ENV_OTEL_SAMPLER_ARG,
     Word("1.0"),
-    "the ratio of the traceidratio samplers, 0 to 1",
+    "the ratio of the `traceidratio` samplers, 0 to 1",
 );
 /// `OTEL_BSP_MAX_QUEUE_SIZE`.
 pub const OTEL_QUEUE: Setting = Setting::env_only(
@@ -486,7 +486,7 @@ pub const OTEL_EXPORT_TIMEOUT: Setting = Setting::env_only(
 .at_least(1)
 .at_most(3_600_000);
 
-/// Every setting, in the README's order of sections.
+/// Every setting, in the reference's order: pools, verification, keys, server, revocation, traces.
 pub const SETTINGS: [&Setting; 52] = [
     &POOL_ID,
     &CLIENT_IDS,
@@ -541,6 +541,48 @@ pub const SETTINGS: [&Setting; 52] = [
     &OTEL_DELAY,
     &OTEL_EXPORT_TIMEOUT,
 ];
+
+/// The settings reference as Markdown: one table row per entry of [`SETTINGS`], with its
+/// variable, file key, default, bounds and doc line. `cognito-authz check-config --settings`
+/// prints it and `docs/configuration.md` holds it.
+pub fn markdown() -> String {
+    table(&SETTINGS)
+}
+
+/// The reference table of `settings`.
+fn table(settings: &[&Setting]) -> String {
+    let mut out = String::from("| variable | file key | default | bounds | meaning |\n");
+    out.push_str("|---|---|---|---|---|\n");
+    for setting in settings {
+        let code = |name: Option<&str>, missing: &str| {
+            name.map_or_else(|| missing.to_string(), |n| format!("`{n}`"))
+        };
+        let cells = [
+            code(setting.env, "(file only)"),
+            code(setting.key, "(variable only)"),
+            setting.default.to_string(),
+            bounds(setting),
+            setting.doc.to_string(),
+        ];
+        out.push('|');
+        for cell in cells {
+            // A `|` inside a cell would end it, backticks or not (GitHub's tables).
+            out.push_str(&format!(" {} |", cell.replace('|', "\\|")));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A number's accepted range in words; empty when any value goes.
+fn bounds(setting: &Setting) -> String {
+    match (setting.min, setting.max) {
+        (0, None) => String::new(),
+        (min, None) => format!("at least {min}"),
+        (0, Some(max)) => format!("at most {max}"),
+        (min, Some(max)) => format!("{min} to {max}"),
+    }
+}
 
 /// The variable lookup every reader takes: empty variables already count as unset.
 pub(super) type Vars<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -737,6 +779,31 @@ mod tests {
             leeway.to_string().contains("largest accepted, 300"),
             "{leeway}"
         );
+    }
+
+    #[test]
+    fn the_reference_has_a_row_per_setting_with_its_bounds_and_escaped_cells() {
+        let text = markdown();
+        let rows: Vec<&str> = text.lines().skip(2).collect();
+        assert_eq!(rows.len(), SETTINGS.len());
+        let leeway = rows
+            .iter()
+            .find(|r| r.starts_with("| `COGNITO_CLOCK_LEEWAY_SECONDS` |"))
+            .expect("a row for the leeway");
+        assert!(
+            leeway.contains("| `leeway_seconds` | `30` | at most 300 |"),
+            "{leeway}"
+        );
+        assert!(text.contains("| (file only) | `max_token_bytes` | `16384` | at least 1024 |"));
+        assert!(
+            text.contains("| `OTEL_BSP_MAX_QUEUE_SIZE` | (variable only) | `2048` | 1 to 65536 |")
+        );
+        let piped = Setting::file_only("a.b", Word("x|y"), "one | two");
+        let row = table(&[&piped]);
+        let row = row.lines().nth(2).unwrap();
+        assert_eq!(row, "| (file only) | `a.b` | `x\\|y` |  | one \\| two |");
+        // Every cell boundary is an unescaped `|`: five cells, six bars.
+        assert_eq!(row.replace("\\|", "").matches('|').count(), 6);
     }
 
     #[test]

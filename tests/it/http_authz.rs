@@ -81,7 +81,7 @@ async fn the_http_protocol_allows_with_identity_and_denies_with_rfc_6750() {
         assert!(!removed.contains(&"x-cognito-sub"), "set, not removed");
 
         // A mapped header is set, never also removed (Envoy removes after setting, so the app
-        // would never see it); the README says the Envoy config must copy it.
+        // would never see it); docs/envoy.md says the Envoy config must copy it.
         let mut claims = access_claims(ISS, CLIENT, now());
         claims["custom:tenant"] = "t1".into();
         let tenant = TestKey::shared(0).token(&claims);
