@@ -124,9 +124,15 @@ fn circle(graph: &Graph) -> Option<Vec<String>> {
 #[test]
 fn no_crate_of_the_workspace_has_a_circle_of_imports() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for src in ["src", "demo/src", "envoy-module/src", "bench/src"] {
+    // Each library crate, with the fewest modules it has (a floor, so a moved folder fails
+    // here instead of checking nothing). The bench crate is binaries only.
+    for (src, at_least) in [("src", 20), ("demo/src", 7), ("envoy-module/src", 2)] {
         let graph = graph(&root.join(src));
-        assert!(graph.len() > 3, "{src}: {} modules found", graph.len());
+        assert!(
+            graph.len() >= at_least,
+            "{src}: {} modules found",
+            graph.len()
+        );
         if let Some(circle) = circle(&graph) {
             panic!("{src}: imports go in a circle: {}", circle.join(" -> "));
         }

@@ -280,9 +280,16 @@ async fn the_idp_down_at_start_then_hostile_tokens_then_a_rotated_key() {
 
     // 3. Key rotation: the IdP publishes a new key and drops the old one; a token signed with
     // the new key passes after one refetch (the unknown kid, off the worker thread).
+    // First the key store settles: no fetch for longer than the refetch interval, so no
+    // refetch the hostile kids left pending can fetch the new keys ahead of the new token.
+    let fetched = loop {
+        let fetched = idp.server.hits();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        if idp.server.hits() == fetched {
+            break fetched;
+        }
+    };
     idp.server.set(Behaviour::Json(jwks(&[TestKey::shared(1)])));
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let fetched = idp.server.hits();
     let seen = get(&stack, "/api/activities/home", Some(&idp.token(1)), &[]).await;
     assert_eq!(seen.status.as_u16(), 200, "{}", seen.body);
     assert!(
@@ -840,14 +847,15 @@ async fn identity_headers_sent_as_trailers_never_reach_the_upstream() {
 }
 
 #[test]
-fn the_readme_shows_the_filter_envoy_module_yaml_ships() {
+fn the_module_page_shows_the_filter_envoy_module_yaml_ships() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let page = std::fs::read_to_string(root.join("docs/module.md")).unwrap();
     let shipped = std::fs::read_to_string(root.join("envoy/envoy.module.yaml")).unwrap();
-    let section = readme
-        .split("### Inside Envoy: the dynamic module")
+    let section = page
+        .split("\n## Configure Envoy\n")
         .nth(1)
-        .expect("the README's module section");
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/module.md's \"Configure Envoy\" section");
     let block = section
         .split("```yaml\n")
         .nth(1)
