@@ -635,11 +635,22 @@ impl Stack {
             .args([&format!("-{signal}"), &proc.child.id().to_string()])
             .status()
             .map_err(|e| err(format!("kill -{signal}: {e}")))?;
-        if sent.success() {
-            Ok(())
-        } else {
-            Err(err(format!("kill -{signal} failed")))
+        if !sent.success() {
+            return Err(err(format!("kill -{signal} failed")));
         }
+        // A stop takes effect as each thread is next scheduled, which on a loaded machine can
+        // be after `kill` returns: wait until the kernel reports every thread stopped (`T`).
+        if signal == "STOP" {
+            let tasks = format!("/proc/{}/task", proc.child.id());
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !all_threads_stopped(Path::new(&tasks)) {
+                if Instant::now() > deadline {
+                    return Err(err("cognito-authz did not stop within 5 s"));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Ok(())
     }
 
     /// Sends cognito-authz SIGTERM and waits (up to 30 s) for it to exit; returns its exit code.
@@ -898,6 +909,23 @@ impl Stack {
 enum Probe<'a> {
     Tcp(u16),
     Http(&'a str),
+}
+
+/// Whether every thread under `/proc/PID/task` is stopped (state `T`, after the command name
+/// in parentheses in its `stat`).
+fn all_threads_stopped(tasks: &Path) -> bool {
+    let Ok(threads) = std::fs::read_dir(tasks) else {
+        return false;
+    };
+    threads.flatten().all(|thread| {
+        std::fs::read_to_string(thread.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(") ")
+                    .map(|(_, rest)| rest.starts_with('T'))
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// `N` free loopback ports.
