@@ -373,6 +373,8 @@ fn command_problem(
                 let missing = match flag {
                     "-p" | "--package" => !packages.contains(value),
                     "--bench" => !root().join(format!("benches/{value}.rs")).is_file(),
+                    // `cargo mutants --file F`: the file must exist.
+                    "--file" => !root().join(value).is_file(),
                     "--test" => {
                         !root().join(format!("tests/{value}.rs")).is_file()
                             && !root().join(format!("tests/{value}/main.rs")).is_file()
@@ -444,6 +446,7 @@ fn the_sh_check_refuses_a_missing_script_subcommand_flag_package_and_tool() {
     );
     assert!(problem("./scripts/no-such-script\n").is_some());
     assert!(problem("cognito-authz frobnicate\n").is_some());
+    assert!(problem("cargo mutants --file src/no_such_file.rs\n").is_some());
     assert!(problem("cognito-authz revoke --admin http://x --no-such-flag\n").is_some());
     assert!(problem("cargo build -p no-such-package\n").is_some());
     assert!(problem("envoy -c envoy/no-such.yaml\n").is_some());
