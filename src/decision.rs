@@ -661,3 +661,79 @@ fn deny_answer(reason: DenyReason, realm: &str) -> Answer {
         body: body.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every reason a request can be denied for.
+    fn every_reason() -> Vec<DenyReason> {
+        let mut all = vec![
+            DenyReason::NoToken,
+            DenyReason::InvalidRequest,
+            DenyReason::BadHost,
+            DenyReason::PoolNotAllowed,
+            DenyReason::MissingGroup,
+            DenyReason::MissingScope,
+            DenyReason::UnsafeClaim,
+            DenyReason::Revoked,
+            DenyReason::RevocationUnavailable,
+            DenyReason::RevocationUnverifiable,
+        ];
+        all.extend(Reason::ALL.map(DenyReason::Token));
+        all
+    }
+
+    fn body(reason: DenyReason) -> (u16, serde_json::Value, Vec<(&'static str, String)>) {
+        match deny_answer(reason, "api") {
+            Answer::Deny {
+                status,
+                headers,
+                body,
+            } => (status, serde_json::from_str(&body).unwrap(), headers),
+            Answer::Allow { .. } => panic!("{reason:?} answered as an allow"),
+        }
+    }
+
+    #[test]
+    fn each_denial_names_its_rfc_6750_error_and_describes_itself() {
+        let mut descriptions = std::collections::HashSet::new();
+        for reason in every_reason() {
+            let (status, body, headers) = body(reason);
+            let expected = match status {
+                503 => "temporarily_unavailable",
+                403 => "insufficient_scope",
+                400 => "invalid_request",
+                _ if reason == DenyReason::NoToken => "unauthorized",
+                _ => "invalid_token",
+            };
+            assert_eq!(body["error"], expected, "{reason:?}");
+            assert_eq!(body["reason"], reason.as_str(), "{reason:?}");
+            let description = body["error_description"].as_str().unwrap();
+            assert!(description.len() > 10, "{reason:?}: {description:?}");
+            assert!(
+                descriptions.insert(description.to_string()),
+                "{reason:?} shares its description: {description:?}"
+            );
+            // A 503 asks the client to retry; anything else tells it how to authenticate.
+            let retry = headers.iter().any(|(name, _)| *name == "retry-after");
+            let challenge = headers.iter().any(|(name, _)| *name == "www-authenticate");
+            assert_eq!(
+                (retry, challenge),
+                (status == 503, status != 503),
+                "{reason:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_unavailable_reasons_are_503s_a_client_may_retry() {
+        for reason in [
+            DenyReason::Token(Reason::KeysUnavailable),
+            DenyReason::RevocationUnavailable,
+        ] {
+            assert_eq!(reason.http_status(), 503);
+            assert_eq!(reason.rfc6750_error(), Some("temporarily_unavailable"));
+        }
+    }
+}

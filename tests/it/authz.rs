@@ -967,3 +967,22 @@ async fn dry_run_allows_everything_but_still_decides_counts_and_strips() {
         Answer::Denied { status: 401, .. }
     ));
 }
+
+/// What the dynamic module strips from every request before it decides: every identity header
+/// and every mapped claim header of the running configuration, and nothing a client could use
+/// to smuggle a name in (blank or made-up names).
+#[test]
+fn the_managed_headers_are_every_identity_header_and_every_mapped_claim_header() {
+    let managed = authorizer().managed_headers();
+    for header in IDENTITY_HEADERS {
+        assert!(managed.iter().any(|m| m == header), "{header}: {managed:?}");
+    }
+    assert!(managed.iter().any(|m| m == "x-tenant-id"), "{managed:?}");
+    assert!(
+        managed
+            .iter()
+            .all(|m| !m.is_empty() && m == &m.to_ascii_lowercase()),
+        "{managed:?}"
+    );
+    assert_eq!(managed.len(), IDENTITY_HEADERS.len() + 1, "{managed:?}");
+}
