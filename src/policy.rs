@@ -80,15 +80,6 @@ impl Mode {
             _ => None,
         }
     }
-
-    /// The mode's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Public => "public",
-            Mode::Optional => "optional",
-            Mode::Required => "required",
-        }
-    }
 }
 
 /// A route rule as written in the config file.

@@ -986,3 +986,59 @@ fn the_managed_headers_are_every_identity_header_and_every_mapped_claim_header()
     );
     assert_eq!(managed.len(), IDENTITY_HEADERS.len() + 1, "{managed:?}");
 }
+
+/// A route that names the pools it accepts admits a valid token of those pools only: another
+/// pool's valid token is refused there (401 `pool_not_allowed`: the token is not one this route
+/// accepts) and still passes elsewhere.
+#[tokio::test]
+async fn a_route_accepts_only_the_pools_it_names() {
+    let pools = [
+        ("us-east-1_PoolA", "client-a"),
+        ("us-east-1_PoolB", "client-b"),
+    ];
+    let mut text = String::new();
+    for (id, client) in pools {
+        text.push_str(&format!(
+            "[[pools]]\nid = \"{id}\"\nclient_ids = [\"{client}\"]\njwks_uri = \"http://127.0.0.1:9/{id}.json\"\n\n"
+        ));
+    }
+    text.push_str(
+        "[[routes]]\nprefix = \"/a-only\"\nmode = \"required\"\npools = [\"us-east-1_PoolA\"]\n\n\
+         [[routes]]\nprefix = \"/\"\nmode = \"required\"\n",
+    );
+    let env: HashMap<&str, &str> = [("COGNITO_JWKS_MIN_REFETCH_SECONDS", "3600")].into();
+    let config = Config::from_toml(|k| env.get(k).map(|v| v.to_string()), &text).unwrap();
+    let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
+    for index in 0..pools.len() {
+        keys.preload(index, jwks(&[TestKey::shared(0)]).to_string().as_bytes())
+            .unwrap();
+    }
+    let a = Authorizer::new(
+        config.verifier(keys),
+        config.routes.clone(),
+        1000,
+        Metrics::new(),
+    );
+    let token = |(id, client): (&str, &str)| {
+        let iss = format!("https://cognito-idp.us-east-1.amazonaws.com/{id}");
+        bearer(&TestKey::shared(0).token(&access_claims(&iss, client, now())))
+    };
+    let (a_token, b_token) = (token(pools[0]), token(pools[1]));
+    assert!(matches!(
+        check(&a, "/a-only", &[("authorization", &a_token)]).await,
+        Answer::Allowed { .. }
+    ));
+    match check(&a, "/a-only", &[("authorization", &b_token)]).await {
+        Answer::Denied { status, body, .. } => {
+            assert_eq!(
+                (status, body["reason"].as_str()),
+                (401, Some("pool_not_allowed"))
+            );
+        }
+        allowed => panic!("another pool's token passed: {allowed:?}"),
+    }
+    assert!(matches!(
+        check(&a, "/elsewhere", &[("authorization", &b_token)]).await,
+        Answer::Allowed { .. }
+    ));
+}
