@@ -831,6 +831,49 @@ mod tests {
         assert!(build_err("[identity]\nrealm = 'a\"b'\n").starts_with("identity.realm:"));
     }
 
+    /// The realm is written inside `WWW-Authenticate`'s quotes: a quote, a backslash or a
+    /// control character (a line break would start a header of the client's choosing) is each
+    /// refused on its own.
+    #[test]
+    fn a_realm_that_could_break_out_of_its_quotes_is_refused() {
+        for realm in ["a\"b", "a\\\\b", "a\\nx-evil: 1", "a\\rb", "a\\u0000b"] {
+            let text = format!("[identity]\nrealm = \"{}\"\n", realm.replace('"', "\\\""));
+            assert!(
+                build_err(&text).starts_with("identity.realm:"),
+                "{realm:?} was accepted"
+            );
+        }
+        assert_eq!(routes("[identity]\nrealm = \"my api\"\n").realm, "my api");
+    }
+
+    /// The token header may be neither a name a client could not send nor a header we manage
+    /// (the token would then be set, or removed, as an identity header).
+    #[test]
+    fn a_token_header_that_is_no_name_or_a_managed_header_is_refused() {
+        for header in ["x-cognito-sub", "X-Cognito-Groups", "bad header", ""] {
+            let text = format!("[identity]\ntoken_header = \"{header}\"\n");
+            assert!(
+                build_err(&text).starts_with("identity.token_header:"),
+                "{header:?} was accepted"
+            );
+        }
+        assert_eq!(
+            routes("[identity]\ntoken_header = \"X-Access-Token\"\n").token_header,
+            Some("x-access-token".to_string())
+        );
+    }
+
+    #[test]
+    fn a_rule_without_a_path_says_which_keys_it_needs() {
+        let problem = build_err("[[routes]]\nmode = \"public\"\n");
+        assert!(
+            problem.contains("needs a path, a prefix or a path_separated_prefix"),
+            "{problem}"
+        );
+        let problem = build_err("[[routes]]\npath = \"/a\"\nprefix = \"/b\"\nmode = \"public\"\n");
+        assert!(problem.contains("set one of"), "{problem}");
+    }
+
     #[test]
     fn revocation_checks_are_chosen_per_route_and_by_envoy() {
         let r = routes(
