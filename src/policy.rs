@@ -864,6 +864,24 @@ mod tests {
     }
 
     #[test]
+    fn envoy_can_make_an_optional_route_deny_an_unusable_token() {
+        let r = routes("[[routes]]\nprefix = \"/feed\"\nmode = \"optional\"\n");
+        assert!(
+            !r.requirements("GET", "h", "/feed", &none())
+                .unwrap()
+                .deny_invalid
+        );
+        let on = HashMap::from([(CTX_DENY_INVALID.to_string(), "TRUE".to_string())]);
+        assert!(
+            r.requirements("GET", "h", "/feed", &on)
+                .unwrap()
+                .deny_invalid
+        );
+        let bad = HashMap::from([(CTX_DENY_INVALID.to_string(), "yes".to_string())]);
+        assert!(r.requirements("GET", "h", "/feed", &bad).is_err());
+    }
+
+    #[test]
     fn a_rule_without_a_path_says_which_keys_it_needs() {
         let problem = build_err("[[routes]]\nmode = \"public\"\n");
         assert!(
