@@ -1057,6 +1057,19 @@ mod tests {
             r.requirements("POST", "h", "/x", &none()).unwrap().mode,
             Mode::Public
         );
+        // HEAD is GET's alone: a GET-only rule covers it, a rule of other methods does not.
+        let only = |methods: &str| {
+            routes(&format!(
+                "[[routes]]\npath = \"/x\"\nmethods = [{methods}]\nmode = \"required\"\n\
+                 [[routes]]\npath = \"/x\"\nmode = \"public\"\n"
+            ))
+            .requirements("HEAD", "h", "/x", &none())
+            .unwrap()
+            .mode
+        };
+        assert_eq!(only("\"get\""), Mode::Required);
+        assert_eq!(only("\"POST\""), Mode::Public);
+        assert_eq!(only("\"DELETE\", \"POST\""), Mode::Public);
     }
 
     #[test]
