@@ -592,6 +592,28 @@ mod tests {
         verifier_with(&[])
     }
 
+    /// The size cap is inclusive, and each of the three parts must hold something: a token with
+    /// an empty part is malformed before any key is looked at.
+    #[test]
+    fn the_size_cap_is_inclusive_and_every_part_must_be_there() {
+        let token = access(|_| {});
+        assert!(decode(&token, token.len()).is_ok());
+        let over = decode(&token, token.len() - 1).unwrap_err();
+        assert_eq!(over.reason, Reason::Malformed);
+        let parts: Vec<&str> = token.split('.').collect();
+        for emptied in 0..3 {
+            let mut hollow = parts.clone();
+            hollow[emptied] = "";
+            let hollow = hollow.join(".");
+            let rejection = decode(&hollow, 16 * 1024).unwrap_err();
+            assert_eq!(rejection.reason, Reason::Malformed, "part {emptied} empty");
+            assert_eq!(
+                rejection.detail, "a part of the token is empty",
+                "part {emptied}"
+            );
+        }
+    }
+
     fn access(edit: impl FnOnce(&mut Value)) -> String {
         let mut claims = access_claims(ISS, CLIENT, now());
         edit(&mut claims);
