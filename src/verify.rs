@@ -592,6 +592,21 @@ mod tests {
         verifier_with(&[])
     }
 
+    #[tokio::test]
+    async fn an_id_token_for_several_audiences_is_refused_as_such() {
+        let mut claims = id_claims(ISS, CLIENT, now());
+        claims["aud"] = json!([CLIENT, "another-client"]);
+        let v = verifier_with(&[("COGNITO_TOKEN_USE", "any")]);
+        let rejection = v
+            .verify(&TestKey::shared(0).token(&claims))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (rejection.reason, rejection.detail),
+            (Reason::WrongClient, "aud must be a single app client id")
+        );
+    }
+
     /// The size cap is inclusive, and each of the three parts must hold something: a token with
     /// an empty part is malformed before any key is looked at.
     #[test]
@@ -894,8 +909,9 @@ mod tests {
                 .reason,
             Reason::Expired
         );
+        // The bounds are inclusive: exactly the longest lifetime plus the leeway passes.
         assert!(v
-            .verify_at(&at(&|c| c["exp"] = json!(t + 24 * 3600)), t)
+            .verify_at(&at(&|c| c["exp"] = json!(t + 24 * 3600 + 30)), t)
             .await
             .is_ok());
         for bad in [
@@ -923,7 +939,7 @@ mod tests {
         );
 
         assert!(v
-            .verify_at(&at(&|c| c["nbf"] = json!(t + 29)), t)
+            .verify_at(&at(&|c| c["nbf"] = json!(t + 30)), t)
             .await
             .is_ok());
         assert_eq!(
