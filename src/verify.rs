@@ -607,6 +607,30 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn email_verified_is_read_as_a_boolean_or_its_string_form_and_nothing_else() {
+        let v = verifier_with(&[("COGNITO_TOKEN_USE", "any")]);
+        let with = |value: Value| {
+            let mut claims = id_claims(ISS, CLIENT, now());
+            claims["email_verified"] = value;
+            TestKey::shared(0).token(&claims)
+        };
+        for (value, read) in [
+            (json!(true), Some(true)),
+            (json!(false), Some(false)),
+            (json!("true"), Some(true)),
+            (json!("false"), Some(false)),
+            (json!(null), None),
+        ] {
+            let claims = v.verify(&with(value.clone())).await.unwrap();
+            assert_eq!(claims.email_verified, read, "{value}");
+        }
+        for value in [json!("yes"), json!("TRUE"), json!(""), json!(1)] {
+            let rejection = v.verify(&with(value.clone())).await.unwrap_err();
+            assert_eq!(rejection.reason, Reason::InvalidClaims, "{value}");
+        }
+    }
+
     /// The size cap is inclusive, and each of the three parts must hold something: a token with
     /// an empty part is malformed before any key is looked at.
     #[test]
