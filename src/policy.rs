@@ -908,6 +908,14 @@ mod tests {
         assert_eq!(req("/other", &none()).revocation, RevocationMode::Off);
         let on = HashMap::from([(CTX_REVOCATION.to_string(), "cognito".to_string())]);
         assert_eq!(req("/other", &on).revocation, RevocationMode::Cognito);
+        let grace = HashMap::from([(
+            CTX_REVOCATION_ON_UNAVAILABLE.to_string(),
+            "grace".to_string(),
+        )]);
+        assert_eq!(
+            req("/other", &grace).revocation_on_unavailable,
+            OnUnavailable::Grace
+        );
         for (k, v) in [
             (CTX_REVOCATION, "maybe"),
             (CTX_REVOCATION_ON_UNAVAILABLE, "allow"),
