@@ -646,6 +646,60 @@ mod tests {
         assert_eq!((step, parked.is_none()), (Step::Continue, true));
     }
 
+    /// A check that must wait (the IdP answers slowly) parks; its outcome is taken once and
+    /// applied to the request it decided, whose headers say which of the client's own
+    /// headers in our namespace the allow removes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_parked_check_is_applied_once_to_the_request_it_decided() {
+        let keys = Behaviour::Json(jwks(&[TestKey::shared(0)]));
+        let slow = Behaviour::Slow(std::time::Duration::from_millis(500), Box::new(keys));
+        let idp = JwksServer::start(slow).await;
+        let config = config(&idp.url("/jwks.json"));
+        let issuer = format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}");
+        let token = TestKey::shared(0).token(&access_claims(&issuer, CLIENT, now()));
+        let auth = format!("Bearer {token}");
+        let mut stream = request(
+            "/api/x",
+            &[("authorization", &auth), ("x-cognito-made-up", "forged")],
+        );
+        let (woken, wait) = mpsc::channel();
+        let (step, parked) = on_request_headers(&config, None, &mut stream, || {
+            move || woken.send(()).unwrap()
+        });
+        assert_eq!(step, Step::Pending, "the keys cannot be there yet");
+        wait.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the stream was woken");
+        let parked = parked.expect("a parked check");
+        let outcome = parked.take().expect("an outcome");
+        assert!(parked.take().is_none(), "an outcome is taken once");
+        assert_eq!(
+            apply(outcome.as_ref(), parked.request(), &mut stream),
+            Step::Continue,
+            "{:?}",
+            stream.reply
+        );
+        assert!(
+            stream.removed.iter().any(|h| h == "x-cognito-made-up"),
+            "{:?}",
+            stream.removed
+        );
+        assert!(stream.set.iter().any(|(k, _)| k == "x-cognito-sub"));
+    }
+
+    #[test]
+    fn failing_closed_is_a_500_that_says_why_in_the_access_log() {
+        let mut stream = request("/api/x", &[]);
+        fail_closed(&mut stream);
+        assert_eq!(stream.reply, Some((500, INTERNAL_ERROR_BODY.to_string())));
+        assert_eq!(
+            stream.metadata,
+            [
+                ("decision".to_string(), "deny".to_string()),
+                ("reason".to_string(), "internal_error".to_string())
+            ]
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn every_header_a_client_sent_is_replaced_never_added_beside() {
         // `add_header` is used only for a header the request lacks (FakeStream panics
