@@ -56,18 +56,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    // Run as a test (`cargo test`, `cargo nextest`), a bench is one quick pass. nextest first
-    // lists a harness-less target's tests (`--list --format terse`, then with `--ignored`):
-    // the quick pass is its one test.
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
-        if !args.iter().any(|a| a == "--ignored") {
-            println!("quick_pass: test");
-        }
-        return;
-    }
-    // `cargo bench` passes --bench; anything else is the quick pass.
-    let quick = !args.iter().any(|a| a == "--bench");
+    // Run as a test (`cargo test`, `cargo nextest`), a bench is one quick pass.
+    let quick = match cognito_authz::testkit::bench_run() {
+        cognito_authz::testkit::BenchRun::Listed => return,
+        cognito_authz::testkit::BenchRun::Quick => true,
+        cognito_authz::testkit::BenchRun::Full => false,
+    };
     let key = TestKey::shared(0);
     let vars = [
         ("AWS_COGNITO_USER_POOL_ID", "us-east-1_BenchPool"),

@@ -270,3 +270,32 @@ fn respond(
         }
     })
 }
+
+/// How a harness-less bench was started: `cargo bench` passes `--bench`; `cargo test` and
+/// nextest run it as a test, where it makes one quick pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchRun {
+    /// nextest asked for the target's tests (`--list --format terse`, then with `--ignored`)
+    /// and was answered: the quick pass is its one test. Nothing else to do.
+    Listed,
+    /// Run as a test: one quick pass.
+    Quick,
+    /// `cargo bench`: measure.
+    Full,
+}
+
+/// Reads the bench's command line, answering nextest's listing on the way.
+pub fn bench_run() -> BenchRun {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            println!("quick_pass: test");
+        }
+        return BenchRun::Listed;
+    }
+    if args.iter().any(|a| a == "--bench") {
+        BenchRun::Full
+    } else {
+        BenchRun::Quick
+    }
+}

@@ -95,18 +95,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    // Run as a test (`cargo test`, `cargo nextest`), a bench is one quick pass. nextest first
-    // lists a harness-less target's tests (`--list --format terse`, then with `--ignored`):
-    // the quick pass is its one test.
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
-        if !args.iter().any(|a| a == "--ignored") {
-            println!("quick_pass: test");
-        }
-        return;
-    }
-    // `cargo bench` passes --bench; anything else is the quick pass: one round.
-    let quick = !args.iter().any(|a| a == "--bench");
+    // Run as a test (`cargo test`, `cargo nextest`), a bench is one quick pass.
+    let quick = match cognito_authz::testkit::bench_run() {
+        cognito_authz::testkit::BenchRun::Listed => return,
+        cognito_authz::testkit::BenchRun::Quick => true,
+        cognito_authz::testkit::BenchRun::Full => false,
+    };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let idp = runtime.block_on(JwksServer::start(Behaviour::Json(jwks(&[
         TestKey::shared(0),
