@@ -282,12 +282,17 @@ async fn the_idp_down_at_start_then_hostile_tokens_then_a_rotated_key() {
     // the new key passes after one refetch (the unknown kid, off the worker thread).
     // First the key store settles: no fetch for longer than the refetch interval, so no
     // refetch the hostile kids left pending can fetch the new keys ahead of the new token.
+    let settle_by = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let fetched = loop {
         let fetched = idp.server.hits();
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         if idp.server.hits() == fetched {
             break fetched;
         }
+        assert!(
+            std::time::Instant::now() < settle_by,
+            "the key store kept fetching for 20 s"
+        );
     };
     idp.server.set(Behaviour::Json(jwks(&[TestKey::shared(1)])));
     let seen = get(&stack, "/api/activities/home", Some(&idp.token(1)), &[]).await;

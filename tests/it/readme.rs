@@ -188,7 +188,9 @@ fn the_settings_table_is_what_check_config_settings_prints() {
     if std::env::var_os("UPDATE_DOCS").is_some() {
         let updated = format!("{before}{BEGIN}{expected}{END}{after}");
         std::fs::write(root().join("docs/configuration.md"), updated).unwrap();
-        return;
+        // Never a silent pass: a run with UPDATE_DOCS set (say, left in a CI's environment)
+        // still fails, and the next run checks what was written.
+        panic!("docs/configuration.md's settings table was rewritten: review it and run again");
     }
     let first = expected
         .lines()
@@ -672,4 +674,44 @@ fn the_readme_is_a_front_door_to_every_docs_page() {
             "{name} does not link back to the README"
         );
     }
+}
+
+/// Every yaml block of a per-route override parses, and the overrides it sets are ones
+/// cognito-authz accepts (a typo or an unknown `cognito_authz.*` key is refused); the module's
+/// filter block is held to `envoy/envoy.module.yaml` by `envoy_module.rs`.
+#[test]
+fn every_yaml_block_parses_and_its_route_overrides_are_accepted() {
+    use cognito_authz::policy::RouteConfig;
+    let mut overrides_checked = 0;
+    let yaml = every_block("yaml");
+    assert!(yaml.len() >= 2, "the yaml examples: {}", yaml.len());
+    for (place, text) in yaml {
+        let doc: serde_json::Value =
+            serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{place}: not YAML: {e}"));
+        let routes = doc.as_array().cloned().unwrap_or_default();
+        for route in routes {
+            let Some(extensions) = route
+                .pointer("/typed_per_filter_config/envoy.filters.http.ext_authz/check_settings/context_extensions")
+                .and_then(|v| v.as_object())
+            else {
+                continue;
+            };
+            let map: std::collections::HashMap<String, String> = extensions
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect();
+            let path = route
+                .pointer("/match/prefix")
+                .and_then(|p| p.as_str())
+                .unwrap_or("/");
+            if let Err(e) = RouteConfig::default().requirements("GET", "app.local", path, &map) {
+                panic!("{place}: Envoy's override is refused: {e}");
+            }
+            overrides_checked += 1;
+        }
+    }
+    assert!(
+        overrides_checked >= 1,
+        "no route override among the yaml blocks"
+    );
 }
