@@ -35,6 +35,7 @@ pub use crate::pool::PoolConfig;
 use crate::revocation_check::{self, OnUnavailable, RevocationMode, RevocationSettings};
 use crate::trace::settings::{SamplerChoice, TraceSettings};
 
+pub mod limits;
 mod pools;
 mod server;
 pub mod settings;
@@ -82,6 +83,23 @@ pub const ENV_TLS_CERT: &str = "AUTHZ_TLS_CERT";
 pub const ENV_TLS_KEY: &str = "AUTHZ_TLS_KEY";
 /// PEM CA bundle: setting it requires clients (Envoy) to present a certificate it signed.
 pub const ENV_TLS_CLIENT_CA: &str = "AUTHZ_TLS_CLIENT_CA";
+/// How long a new connection has to send its first request (TLS handshake included), and an
+/// HTTP/1.1 request its headers, in seconds.
+pub const ENV_HEADER_READ_TIMEOUT: &str = "AUTHZ_HEADER_READ_TIMEOUT_SECONDS";
+/// How long an HTTP or admin connection may sit with no request in flight, in seconds.
+pub const ENV_IDLE_TIMEOUT: &str = "AUTHZ_IDLE_TIMEOUT_SECONDS";
+/// HTTP/2 keep-alive: seconds between pings on a quiet connection.
+pub const ENV_KEEPALIVE: &str = "AUTHZ_KEEPALIVE_SECONDS";
+/// HTTP/2 keep-alive: seconds a ping has to be answered before the connection is closed.
+pub const ENV_KEEPALIVE_TIMEOUT: &str = "AUTHZ_KEEPALIVE_TIMEOUT_SECONDS";
+/// The longest one request may take, in seconds.
+pub const ENV_REQUEST_TIMEOUT: &str = "AUTHZ_REQUEST_TIMEOUT_SECONDS";
+/// Connections open at once on the gRPC listener.
+pub const ENV_GRPC_MAX_CONNECTIONS: &str = "AUTHZ_GRPC_MAX_CONNECTIONS";
+/// Connections open at once on the HTTP ext_authz listener.
+pub const ENV_HTTP_MAX_CONNECTIONS: &str = "AUTHZ_HTTP_MAX_CONNECTIONS";
+/// Connections open at once on the admin listener.
+pub const ENV_ADMIN_MAX_CONNECTIONS: &str = "AUTHZ_ADMIN_MAX_CONNECTIONS";
 /// Dry-run (shadow) mode: decide, log and count, but allow every request (`true`/`false`).
 pub const ENV_DRY_RUN: &str = "AUTHZ_DRY_RUN";
 /// Address of the HTTP ext_authz listener (Envoy's `http_service`): `host:port` or
@@ -324,6 +342,14 @@ struct FileServer {
     redis_signing_key_file: Option<PathBuf>,
     max_revocations: Option<u64>,
     diagnostics: Option<String>,
+    header_read_timeout_seconds: Option<u64>,
+    idle_timeout_seconds: Option<u64>,
+    keepalive_seconds: Option<u64>,
+    keepalive_timeout_seconds: Option<u64>,
+    request_timeout_seconds: Option<u64>,
+    grpc_max_connections: Option<u64>,
+    http_max_connections: Option<u64>,
+    admin_max_connections: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

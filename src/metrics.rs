@@ -46,6 +46,17 @@ struct PoolLabels {
     pool: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TimeoutLabels {
+    listener: &'static str,
+    timeout: &'static str,
+}
+
 struct Inner {
     registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
@@ -58,6 +69,9 @@ struct Inner {
     redis_errors: Family<OpLabels, Counter>,
     revocations: Gauge,
     revocations_refused: Family<ReasonLabels, Counter>,
+    connections: Family<ListenerLabels, Gauge>,
+    connections_refused: Family<ListenerLabels, Counter>,
+    connections_timed_out: Family<TimeoutLabels, Counter>,
 }
 
 /// The service's metrics; a cheap-to-clone handle.
@@ -136,6 +150,25 @@ impl Metrics {
             "Revocations refused, from the admin API or Redis, by reason (full, too_large, future)",
             revocations_refused.clone(),
         );
+        let connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections",
+            "Client connections open, by listener (grpc, http, admin)",
+            connections.clone(),
+        );
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed on arrival because the listener was at its cap, by listener",
+            connections_refused.clone(),
+        );
+        let connections_timed_out = Family::<TimeoutLabels, Counter>::default();
+        registry.register(
+            "connections_timed_out",
+            "Connections closed by a timeout, by listener and timeout (header_read: no complete \
+             first request or handshake in time; idle: no request for the idle timeout)",
+            connections_timed_out.clone(),
+        );
         registry.register_collector(Box::new(SpanCollector));
         Metrics {
             inner: Arc::new(Inner {
@@ -150,8 +183,35 @@ impl Metrics {
                 fetches,
                 keys,
                 cache,
+                connections,
+                connections_refused,
+                connections_timed_out,
             }),
         }
+    }
+
+    /// A connection on `listener` opened (`+1`) or closed (`-1`).
+    pub fn connections_open(&self, listener: &'static str, delta: i64) {
+        self.inner
+            .connections
+            .get_or_create(&ListenerLabels { listener })
+            .inc_by(delta);
+    }
+
+    /// A connection on `listener` was closed on arrival: the listener was at its cap.
+    pub fn connection_refused(&self, listener: &'static str) {
+        self.inner
+            .connections_refused
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
+    }
+
+    /// A connection on `listener` was closed by `timeout` (`header_read` or `idle`).
+    pub fn connection_timed_out(&self, listener: &'static str, timeout: &'static str) {
+        self.inner
+            .connections_timed_out
+            .get_or_create(&TimeoutLabels { listener, timeout })
+            .inc();
     }
 
     /// The cache's hit, miss and stale counters.
@@ -287,6 +347,9 @@ mod tests {
         m.decision("deny", "expired", 0.0001);
         m.fetched("us-east-1_A", "ok", 2);
         m.fetched("us-east-1_A", "timeout", 2);
+        m.connections_open("http", 1);
+        m.connection_refused("grpc");
+        m.connection_timed_out("admin", "idle");
         let text = m.encode();
         for needle in [
             "cognito_authz_decisions_total{decision=\"deny\",reason=\"expired\"} 1",
@@ -297,6 +360,9 @@ mod tests {
             "cognito_authz_trace_spans_exported_total 0",
             "cognito_authz_trace_spans_dropped_total{reason=\"queue_full\"} 0",
             "cognito_authz_trace_spans_dropped_total{reason=\"export_failed\"} 0",
+            "cognito_authz_connections{listener=\"http\"} 1",
+            "cognito_authz_connections_refused_total{listener=\"grpc\"} 1",
+            "cognito_authz_connections_timed_out_total{listener=\"admin\",timeout=\"idle\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

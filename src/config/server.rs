@@ -1,6 +1,7 @@
 //! `[server]` and its variables: the listeners, logging, Redis, the secrets (the control API's
 //! and Redis's signing key, never shown), TLS files, the revocation cap and diagnostics.
 
+use super::limits::Limits;
 use super::*;
 
 /// Listener and logging settings for `serve`.
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub max_revocations: usize,
     /// Serve the diagnostics service and reflection on the gRPC listener.
     pub diagnostics: bool,
+    /// What the listeners allow a connection, and how many at once.
+    pub limits: Limits,
 }
 
 /// The control API's bearer secret. Shown as `<redacted>`; compared in constant time.
@@ -178,6 +181,7 @@ impl Default for ServerConfig {
             redis_signing_key: None,
             max_revocations: crate::revocation::DEFAULT_MAX_REVOCATIONS,
             diagnostics: true,
+            limits: Limits::default(),
         }
     }
 }
@@ -190,6 +194,7 @@ pub(super) fn server_config(
     let address = |setting: &Setting, file: Option<String>| {
         settings::text(var, setting, file).map_or_else(String::new, |(_, addr)| addr)
     };
+    let limits = listener_limits(var, &file_server)?;
     let mut server = ServerConfig {
         grpc_addr: address(&GRPC_ADDR, file_server.grpc_addr),
         admin_addr: address(&ADMIN_ADDR, file_server.admin_addr),
@@ -235,6 +240,7 @@ pub(super) fn server_config(
         // Set below, once the gRPC address is known.
         diagnostics: false,
         max_revocations: settings::count(var, &MAX_REVOCATIONS, file_server.max_revocations)?,
+        limits,
     };
     server.diagnostics = diagnostics(var, file_server.diagnostics, &server.grpc_addr)?;
     validate_listen_addr(ENV_GRPC_ADDR, &server.grpc_addr, true)?;
@@ -244,6 +250,38 @@ pub(super) fn server_config(
     }
 
     Ok(server)
+}
+
+/// The listeners' timeouts and caps.
+fn listener_limits(
+    var: &dyn Fn(&str) -> Option<String>,
+    file: &FileServer,
+) -> Result<Limits, ConfigError> {
+    let secs = |setting: &Setting, given: Option<u64>| {
+        settings::number(var, setting, given).map(Duration::from_secs)
+    };
+    Ok(Limits {
+        header_read_timeout: secs(&HEADER_READ_TIMEOUT, file.header_read_timeout_seconds)?,
+        idle_timeout: secs(&IDLE_TIMEOUT, file.idle_timeout_seconds)?,
+        keepalive: secs(&KEEPALIVE, file.keepalive_seconds)?,
+        keepalive_timeout: secs(&KEEPALIVE_TIMEOUT, file.keepalive_timeout_seconds)?,
+        request_timeout: secs(&REQUEST_TIMEOUT, file.request_timeout_seconds)?,
+        grpc_max_connections: settings::count(
+            var,
+            &GRPC_MAX_CONNECTIONS,
+            file.grpc_max_connections,
+        )?,
+        http_max_connections: settings::count(
+            var,
+            &HTTP_MAX_CONNECTIONS,
+            file.http_max_connections,
+        )?,
+        admin_max_connections: settings::count(
+            var,
+            &ADMIN_MAX_CONNECTIONS,
+            file.admin_max_connections,
+        )?,
+    })
 }
 
 /// A Redis URL, named by where it came from: `redis://` or `rediss://` only.

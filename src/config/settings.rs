@@ -221,6 +221,71 @@ pub const SHUTDOWN_GRACE: Setting = Setting::file_only(
     Number(DEFAULT_SHUTDOWN_GRACE_SECS),
     "seconds in-flight checks get to finish after SIGTERM",
 );
+/// `AUTHZ_HEADER_READ_TIMEOUT_SECONDS`.
+pub const HEADER_READ_TIMEOUT: Setting = Setting::new(
+    ENV_HEADER_READ_TIMEOUT,
+    "server.header_read_timeout_seconds",
+    Number(limits::DEFAULT_HEADER_READ_TIMEOUT_SECS),
+    "seconds a new connection has, on every listener, to finish its TLS handshake and send its first request, and an HTTP/1.1 request its headers; a slow or silent client is closed",
+)
+.at_least(1)
+.at_most(300);
+/// `AUTHZ_IDLE_TIMEOUT_SECONDS`.
+pub const IDLE_TIMEOUT: Setting = Setting::new(
+    ENV_IDLE_TIMEOUT,
+    "server.idle_timeout_seconds",
+    Number(limits::DEFAULT_IDLE_TIMEOUT_SECS),
+    "seconds an HTTP ext_authz or admin connection may hold no request before it is closed; longer than the 60 s after which the shipped Envoy configs drop their idle connections (the gRPC listener relies on keep-alive pings instead)",
+)
+.at_least(1);
+/// `AUTHZ_KEEPALIVE_SECONDS`.
+pub const KEEPALIVE: Setting = Setting::new(
+    ENV_KEEPALIVE,
+    "server.keepalive_seconds",
+    Number(limits::DEFAULT_KEEPALIVE_SECS),
+    "HTTP/2 keep-alive on the gRPC and HTTP listeners: a quiet connection is pinged this often",
+)
+.at_least(1);
+/// `AUTHZ_KEEPALIVE_TIMEOUT_SECONDS`.
+pub const KEEPALIVE_TIMEOUT: Setting = Setting::new(
+    ENV_KEEPALIVE_TIMEOUT,
+    "server.keepalive_timeout_seconds",
+    Number(limits::DEFAULT_KEEPALIVE_TIMEOUT_SECS),
+    "seconds a keep-alive ping has to be answered before the connection is closed",
+)
+.at_least(1);
+/// `AUTHZ_REQUEST_TIMEOUT_SECONDS`.
+pub const REQUEST_TIMEOUT: Setting = Setting::new(
+    ENV_REQUEST_TIMEOUT,
+    "server.request_timeout_seconds",
+    Number(limits::DEFAULT_REQUEST_TIMEOUT_SECS),
+    "the longest one request may take on any listener (a check is bounded by its own JWKS and revocation timeouts long before; this is the backstop)",
+)
+.at_least(1);
+/// `AUTHZ_GRPC_MAX_CONNECTIONS`.
+pub const GRPC_MAX_CONNECTIONS: Setting = Setting::new(
+    ENV_GRPC_MAX_CONNECTIONS,
+    "server.grpc_max_connections",
+    Number(limits::DEFAULT_GRPC_MAX_CONNECTIONS as u64),
+    "connections open at once on the gRPC listener; one more is closed at once and counted (Envoy multiplexes its checks over a few HTTP/2 connections)",
+)
+.at_least(1);
+/// `AUTHZ_HTTP_MAX_CONNECTIONS`.
+pub const HTTP_MAX_CONNECTIONS: Setting = Setting::new(
+    ENV_HTTP_MAX_CONNECTIONS,
+    "server.http_max_connections",
+    Number(limits::DEFAULT_HTTP_MAX_CONNECTIONS as u64),
+    "connections open at once on the HTTP ext_authz listener; above the 512 the shipped Envoy configs open at most (HTTP/1.1 takes one connection per check in flight)",
+)
+.at_least(1);
+/// `AUTHZ_ADMIN_MAX_CONNECTIONS`.
+pub const ADMIN_MAX_CONNECTIONS: Setting = Setting::new(
+    ENV_ADMIN_MAX_CONNECTIONS,
+    "server.admin_max_connections",
+    Number(limits::DEFAULT_ADMIN_MAX_CONNECTIONS as u64),
+    "connections open at once on the admin listener (probes, scrapes, the operator)",
+)
+.at_least(1);
 /// `AUTHZ_LOG_FORMAT`.
 pub const LOG_FORMAT: Setting = Setting::new(
     ENV_LOG_FORMAT,
@@ -487,7 +552,7 @@ pub const OTEL_EXPORT_TIMEOUT: Setting = Setting::env_only(
 .at_most(3_600_000);
 
 /// Every setting, in the reference's order: pools, verification, keys, server, revocation, traces.
-pub const SETTINGS: [&Setting; 52] = [
+pub const SETTINGS: [&Setting; 60] = [
     &POOL_ID,
     &CLIENT_IDS,
     &REGION,
@@ -509,6 +574,14 @@ pub const SETTINGS: [&Setting; 52] = [
     &ADMIN_ADDR,
     &HTTP_ADDR,
     &SHUTDOWN_GRACE,
+    &HEADER_READ_TIMEOUT,
+    &IDLE_TIMEOUT,
+    &KEEPALIVE,
+    &KEEPALIVE_TIMEOUT,
+    &REQUEST_TIMEOUT,
+    &GRPC_MAX_CONNECTIONS,
+    &HTTP_MAX_CONNECTIONS,
+    &ADMIN_MAX_CONNECTIONS,
     &LOG_FORMAT,
     &WORKER_THREADS,
     &DRY_RUN,

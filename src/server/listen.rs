@@ -4,16 +4,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-use tracing::{debug, error, info};
+use tracing::info;
 
+use super::conn::{self, stopped, Gate};
 use super::{GrpcAddr, ServerError};
+use crate::config::limits::Limits;
 use crate::config::TlsFiles;
 use crate::decision::Authorizer;
 
@@ -55,48 +55,39 @@ pub(super) async fn bind(addr: &str) -> Result<Bound, ServerError> {
     Ok(Bound::Tcp(listener, bound))
 }
 
-/// Completes once `shutdown` turns true.
-pub(super) async fn stopped(mut shutdown: watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// Serves an axum app on a listener until shutdown, logging a failure as `what`'s.
-pub(super) fn spawn_axum<L>(
-    listener: L,
+/// Serves an axum app on a TCP listener until shutdown, every connection bounded by `limits`
+/// and `gate`.
+pub(super) fn spawn_app(
+    listener: TcpListener,
     app: axum::Router,
+    gate: Gate,
+    limits: Limits,
     shutdown: watch::Receiver<bool>,
-    what: &'static str,
-) -> JoinHandle<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped(shutdown))
-            .await
-        {
-            error!(cause = %err, "{what} listener failed");
-        }
-    })
+) -> JoinHandle<()> {
+    tokio::spawn(conn::serve_app(listener, None, app, gate, limits, shutdown))
 }
 
-/// Binds the gRPC listener (`host:port` or `unix:/path`) and serves `router` until shutdown.
+/// Binds the gRPC listener (`host:port` or `unix:/path`) and serves `router` until shutdown,
+/// on connections this module accepts under the cap and closes when they send nothing in time.
 pub(super) async fn serve_grpc(
     addr: &str,
-    router: tonic::transport::server::Router,
+    router: tonic::transport::server::Router<
+        tower::layer::util::Stack<conn::CountRequestsLayer, tower::layer::util::Identity>,
+    >,
+    gate: Gate,
+    limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(GrpcAddr, GrpcTask), ServerError> {
     let bound = bind(addr).await?;
     let at = bound.addr();
-    let stop = stopped(shutdown);
+    let stop = stopped(shutdown.clone());
     let task = match bound {
         Bound::Tcp(listener, _) => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = conn::grpc_incoming(listener, gate, limits, shutdown);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
         }
         Bound::Unix(listener, _) => {
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let incoming = conn::grpc_incoming(listener, gate, limits, shutdown);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
         }
     };
@@ -107,100 +98,39 @@ pub(super) async fn serve_grpc(
 pub(super) type GrpcTask = JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// Binds the HTTP ext_authz listener (`host:port` or `unix:/path`) and serves it, HTTP/1.1 and
-/// HTTP/2 with prior knowledge, until shutdown.
+/// HTTP/2 with prior knowledge (or by ALPN over TLS), until shutdown.
 pub(super) async fn serve_http(
     addr: &str,
     tls: Option<&TlsFiles>,
     authorizer: Authorizer,
+    gate: Gate,
+    limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(GrpcAddr, JoinHandle<()>), ServerError> {
-    const WHAT: &str = "HTTP ext_authz";
     let app = crate::http_authz::router(authorizer);
     let bound = bind(addr).await?;
     let at = bound.addr();
     let task = match (bound, tls) {
-        (Bound::Unix(listener, _), _) => spawn_axum(listener, app, shutdown, WHAT),
-        (Bound::Tcp(listener, addr), Some(tls)) => {
+        (Bound::Unix(listener, _), _) => {
+            tokio::spawn(conn::serve_app(listener, None, app, gate, limits, shutdown))
+        }
+        (Bound::Tcp(listener, _), Some(tls)) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(rustls_config(tls)?));
-            let listener = TlsListener::start(listener, acceptor, addr, shutdown.clone());
             info!(mutual = tls.client_ca.is_some(), "HTTP listener uses TLS");
-            spawn_axum(listener, app, shutdown, WHAT)
+            tokio::spawn(conn::serve_app(
+                listener,
+                Some(acceptor),
+                app,
+                gate,
+                limits,
+                shutdown,
+            ))
         }
         (Bound::Tcp(listener, _), None) => {
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            spawn_axum(listener, app, shutdown, WHAT)
+            tokio::spawn(conn::serve_app(listener, None, app, gate, limits, shutdown))
         }
     };
     Ok((at, task))
-}
-
-/// How long a client gets to finish the TLS handshake on the HTTP listener.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The HTTP listener's TLS: connections are accepted and handshaken in tasks of their own (a
-/// slow client holds up no other), then handed to axum.
-struct TlsListener {
-    ready: tokio::sync::mpsc::Receiver<(
-        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-        SocketAddr,
-    )>,
-    addr: SocketAddr,
-}
-
-impl TlsListener {
-    fn start(
-        tcp: TcpListener,
-        acceptor: tokio_rustls::TlsAcceptor,
-        addr: SocketAddr,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> TlsListener {
-        let (done, ready) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    accepted = tcp.accept() => accepted,
-                    _ = shutdown.wait_for(|stop| *stop) => return,
-                };
-                let Ok((stream, peer)) = accepted else {
-                    // Out of file descriptors and the like: let the condition pass.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let (acceptor, done) = (acceptor.clone(), done.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(tls)) => {
-                            let _ = done.send((tls, peer)).await;
-                        }
-                        Ok(Err(err)) => debug!(cause = %err, "TLS handshake failed"),
-                        Err(_) => debug!("TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        TlsListener { ready, addr }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The acceptor stopped (shutdown): nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.addr)
-    }
 }
 
 /// rustls's server configuration from the same PEM files as the gRPC listener's TLS.
@@ -252,15 +182,19 @@ fn rustls_config(tls: &TlsFiles) -> Result<rustls::ServerConfig, ServerError> {
 }
 
 /// tonic's server TLS from the configured PEM files.
-pub(super) fn tls_config(tls: &TlsFiles) -> Result<ServerTlsConfig, ServerError> {
+pub(super) fn tls_config(
+    tls: &TlsFiles,
+    handshake_timeout: std::time::Duration,
+) -> Result<ServerTlsConfig, ServerError> {
     let read = |path: &PathBuf| {
         std::fs::read(path).map_err(|source| ServerError::Tls {
             path: path.clone(),
             source,
         })
     };
-    let mut config =
-        ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
+    let mut config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?))
+        .timeout(handshake_timeout);
     if let Some(ca) = &tls.client_ca {
         config = config.client_ca_root(Certificate::from_pem(read(ca)?));
     }

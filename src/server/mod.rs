@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::shared::Shared;
 
 mod admin;
+mod conn;
 mod listen;
 mod reload;
 mod shutdown;
@@ -150,9 +151,16 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Running, S
         &refresh,
     );
 
+    let limits = config.server.limits;
     let router = grpc_router(&config, &authorizer, health_service)?;
-    let (grpc_addr, grpc) =
-        listen::serve_grpc(&config.server.grpc_addr, router, shutdown_rx.clone()).await?;
+    let (grpc_addr, grpc) = listen::serve_grpc(
+        &config.server.grpc_addr,
+        router,
+        conn::Gate::new("grpc", limits.grpc_max_connections, &metrics),
+        limits,
+        shutdown_rx.clone(),
+    )
+    .await?;
 
     let admin_error = |source| ServerError::Bind {
         addr: config.server.admin_addr.clone(),
@@ -163,7 +171,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Running, S
         .map_err(admin_error)?;
     let admin_addr = admin_listener.local_addr().map_err(admin_error)?;
     let running_config = Arc::new(ArcSwap::from_pointee(config.clone()));
-    let admin = listen::spawn_axum(
+    let admin = listen::spawn_app(
         admin_listener,
         admin::router(admin::Admin {
             metrics: metrics.clone(),
@@ -172,8 +180,9 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Running, S
             shared: shared.clone(),
             shutdown: shutdown_rx.clone(),
         }),
+        conn::Gate::new("admin", limits.admin_max_connections, &metrics),
+        limits,
         shutdown_rx.clone(),
-        "admin",
     );
     let (http_addr, http) = match &config.server.http_addr {
         Some(addr) => {
@@ -181,6 +190,8 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Running, S
                 addr,
                 config.server.tls.as_ref(),
                 authorizer.clone(),
+                conn::Gate::new("http", limits.http_max_connections, &metrics),
+                limits,
                 shutdown_rx.clone(),
             )
             .await?;
@@ -390,7 +401,12 @@ fn grpc_router(
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
-) -> Result<tonic::transport::server::Router, ServerError> {
+) -> Result<
+    tonic::transport::server::Router<
+        tower::layer::util::Stack<conn::CountRequestsLayer, tower::layer::util::Identity>,
+    >,
+    ServerError,
+> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::generated::DIAGNOSTICS_DESCRIPTOR)
@@ -402,10 +418,14 @@ fn grpc_router(
         .build_v1alpha()
         .map_err(ServerError::Reflection)?;
 
-    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    let limits = &config.server.limits;
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(limits.keepalive))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .timeout(limits.request_timeout);
     if let Some(tls) = &config.server.tls {
         builder = builder
-            .tls_config(listen::tls_config(tls)?)
+            .tls_config(listen::tls_config(tls, limits.header_read_timeout)?)
             .map_err(ServerError::Transport)?;
         info!(mutual = tls.client_ca.is_some(), "gRPC listener uses TLS");
     }
@@ -414,6 +434,7 @@ fn grpc_router(
         info!("diagnostics and reflection are off on the gRPC listener");
     }
     Ok(builder
+        .layer(conn::CountRequestsLayer)
         .add_service(health_service)
         .add_service(AuthorizationServer::new(AuthzService::new(
             authorizer.clone(),

@@ -17,6 +17,7 @@ mod fuzz_replay;
 mod hostile;
 mod http_authz;
 mod key_store;
+mod listeners;
 mod platforms;
 mod properties;
 mod readme;
