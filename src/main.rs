@@ -1,10 +1,11 @@
 //! The `cognito-authz` command: parses the command line, installs tracing, loads the
 //! configuration and hands over to the library. Exit codes: 0 success, 1 invalid token (or a
-//! refused request), 2 configuration or I/O error, 3 (`verify`) the token's revocation status
-//! could not be learned.
+//! refused request: for `revoke`, any answer but the control API's "recorded and shared"), 2
+//! configuration or I/O error (a token on the command line among them), 3 (`verify`) the
+//! token's revocation status could not be learned.
 
 use std::io::Read as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -35,8 +36,13 @@ enum Command {
     /// Exit 0 when valid, 1 when invalid, 2 on a configuration or I/O error, 3 when the
     /// revocation check could not run (Cognito unavailable: the token is not known valid).
     Verify {
-        /// The token (or `Bearer <token>`); read from stdin when absent or `-`.
+        /// `-` or nothing: the token (or `Bearer <token>`) is read from stdin. A token given
+        /// here is refused: the command line shows in /proc and shell history.
+        #[arg(value_name = "-")]
         token: Option<String>,
+        /// Read the token from this file instead.
+        #[arg(long, value_name = "FILE", conflicts_with = "token")]
+        token_file: Option<PathBuf>,
     },
     /// Print the effective configuration as JSON, or exit 2 naming the problem.
     CheckConfig {
@@ -46,31 +52,8 @@ enum Command {
         settings: bool,
     },
     /// Revoke a token's session, a session, one token or a user's tokens through a running
-    /// server's admin API; exit 0 once the revocation is recorded.
-    Revoke {
-        /// The admin listener's URL (`http://127.0.0.1:9002`).
-        #[arg(long, value_name = "URL")]
-        admin: String,
-        /// A token: its sign-in session (`origin_jti`) is revoked (its `jti` if it has none).
-        #[arg(long, group = "what")]
-        token: Option<String>,
-        /// One sign-in session.
-        #[arg(long, group = "what")]
-        origin_jti: Option<String>,
-        /// One token by `jti`.
-        #[arg(long, group = "what")]
-        jti: Option<String>,
-        /// One user (`sub`): tokens issued before `--before` (default: now).
-        #[arg(long, group = "what")]
-        sub: Option<String>,
-        /// Unix seconds, with `--sub`.
-        #[arg(long, requires = "sub", value_name = "UNIX_SECONDS")]
-        before: Option<i64>,
-        /// A file holding the control API's secret (default: AUTHZ_ADMIN_TOKEN_FILE, else
-        /// AUTHZ_ADMIN_TOKEN).
-        #[arg(long, value_name = "FILE")]
-        admin_token_file: Option<PathBuf>,
-    },
+    /// server's admin API; exit 0 once the control API answers that it recorded and shared it.
+    Revoke(RevokeArgs),
     /// Ask a running server whether it is ready (`/readyz`) or alive (`--live`, `/healthz`):
     /// exit 0 when it is, 1 when not. For container health checks in images without a shell.
     Health {
@@ -86,6 +69,42 @@ enum Command {
     Serve,
 }
 
+/// What `revoke` is asked to revoke, and through which admin listener.
+#[derive(clap::Args)]
+struct RevokeArgs {
+    /// The admin listener's URL (`http://127.0.0.1:9002`), reached directly: proxy
+    /// variables (`http_proxy`, `ALL_PROXY`, ...) are ignored.
+    #[arg(long, value_name = "URL")]
+    admin: String,
+    /// Reach the admin listener through this proxy (it sees the operator's secret).
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
+    /// `-`: a token read from stdin; its sign-in session (`origin_jti`) is revoked (its
+    /// `jti` if it has none). A token given here is refused: the command line shows in
+    /// /proc and shell history.
+    #[arg(long, group = "what", value_name = "-")]
+    token: Option<String>,
+    /// A token read from this file, as `--token -`.
+    #[arg(long, group = "what", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// One sign-in session.
+    #[arg(long, group = "what")]
+    origin_jti: Option<String>,
+    /// One token by `jti`.
+    #[arg(long, group = "what")]
+    jti: Option<String>,
+    /// One user (`sub`): tokens issued before `--before` (default: now).
+    #[arg(long, group = "what")]
+    sub: Option<String>,
+    /// Unix seconds, with `--sub`.
+    #[arg(long, requires = "sub", value_name = "UNIX_SECONDS")]
+    before: Option<i64>,
+    /// A file holding the control API's secret (default: AUTHZ_ADMIN_TOKEN_FILE, else
+    /// AUTHZ_ADMIN_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The reference describes every setting, so it cannot need any of them.
@@ -97,32 +116,25 @@ fn main() -> ExitCode {
     if let Command::Health { admin, live } = &cli.command {
         return health(admin.as_deref(), *live);
     }
-    if let Command::Revoke {
-        admin,
-        token,
-        origin_jti,
-        jti,
-        sub,
-        before,
-        admin_token_file,
-    } = &cli.command
-    {
-        let secret = match admin_secret(admin_token_file.as_deref()) {
-            Ok(secret) => secret,
-            Err(problem) => {
-                eprintln!("cognito-authz: {problem}");
-                return ExitCode::from(2);
-            }
-        };
-        let what = What {
-            token,
-            origin_jti,
-            jti,
-            sub,
-            before: *before,
-        };
-        return revoke(admin, &what, secret.as_deref());
+    if let Command::Revoke(args) = &cli.command {
+        return revoke(args);
     }
+    // The token first: one on the command line is refused whatever the configuration.
+    let token = match &cli.command {
+        Command::Verify { token, token_file } => {
+            let input = TokenInput::from_args(token.as_deref(), token_file.as_deref(), "verify -")
+                .map(|input| input.unwrap_or(TokenInput::Stdin))
+                .and_then(|input| input.read());
+            match input {
+                Ok(token) => token,
+                Err(problem) => {
+                    eprintln!("cognito-authz: {problem}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        _ => String::new(),
+    };
     let config = match Config::from_env(cli.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
@@ -149,8 +161,8 @@ fn main() -> ExitCode {
             code
         }
         Command::CheckConfig { .. } => check_config(&config),
-        Command::Verify { token } => verify(config, token),
-        Command::Revoke { .. } | Command::Health { .. } => {
+        Command::Verify { .. } => verify(config, &token),
+        Command::Revoke(_) | Command::Health { .. } => {
             unreachable!("handled before the configuration is read")
         }
     }
@@ -284,7 +296,9 @@ fn admin_secret(file: Option<&std::path::Path>) -> Result<Option<String>, String
         .map(std::path::Path::to_path_buf)
         .or_else(|| std::env::var_os(ENV_ADMIN_TOKEN_FILE).map(PathBuf::from));
     match file {
-        Some(path) => std::fs::read_to_string(&path)
+        Some(path) => std::fs::File::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|file| read_bounded(file, MAX_SECRET_INPUT_BYTES))
             .map(|s| Some(s.trim().to_string()))
             .map_err(|e| format!("cannot read the admin secret {}: {e}", path.display())),
         None => Ok(std::env::var(ENV_ADMIN_TOKEN)
@@ -293,84 +307,208 @@ fn admin_secret(file: Option<&std::path::Path>) -> Result<Option<String>, String
     }
 }
 
-/// What `revoke` was asked to revoke.
-struct What<'a> {
-    token: &'a Option<String>,
-    origin_jti: &'a Option<String>,
-    jti: &'a Option<String>,
-    sub: &'a Option<String>,
-    before: Option<i64>,
+/// The most read as a token (stdin or a file) or an admin secret: a Cognito token is a few
+/// KiB, so more is a wrong file or a stray stream, not a token.
+const MAX_TOKEN_INPUT_BYTES: u64 = 64 * 1024;
+/// The admin secret's bound (the server asks at least 32 bytes).
+const MAX_SECRET_INPUT_BYTES: u64 = MAX_TOKEN_INPUT_BYTES;
+
+/// Where `verify` and `revoke` read a token: never the command line itself, where
+/// `/proc/*/cmdline` and shell history show it to others.
+enum TokenInput {
+    Stdin,
+    File(PathBuf),
 }
 
-fn revoke(admin: &str, what: &What<'_>, secret: Option<&str>) -> ExitCode {
-    let What {
-        token,
-        origin_jti,
-        jti,
-        sub,
-        before,
-    } = what;
-    let body = if let Some(token) = token {
+impl TokenInput {
+    /// From `-` (stdin) or `--token-file FILE`; `None` when neither is given. A token given as
+    /// the argument is refused, and not repeated in the refusal, which names `stdin_form`.
+    fn from_args(
+        argument: Option<&str>,
+        file: Option<&Path>,
+        stdin_form: &str,
+    ) -> Result<Option<Self>, String> {
+        match (argument, file) {
+            (Some("-"), _) => Ok(Some(TokenInput::Stdin)),
+            (Some(_), _) => Err(format!(
+                "a token on the command line shows in /proc/*/cmdline and in shell history: \
+                 give `{stdin_form}` and the token on stdin, or `--token-file FILE`"
+            )),
+            (None, Some(file)) => Ok(Some(TokenInput::File(file.to_path_buf()))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The token as read (still to be trimmed of `Bearer `), within `MAX_TOKEN_INPUT_BYTES`.
+    fn read(&self) -> Result<String, String> {
+        match self {
+            TokenInput::Stdin => read_bounded(std::io::stdin().lock(), MAX_TOKEN_INPUT_BYTES)
+                .map_err(|e| format!("cannot read the token from stdin: {e}")),
+            TokenInput::File(path) => std::fs::File::open(path)
+                .map_err(|e| e.to_string())
+                .and_then(|file| read_bounded(file, MAX_TOKEN_INPUT_BYTES))
+                .map_err(|e| format!("cannot read the token from {}: {e}", path.display())),
+        }
+    }
+}
+
+/// All of `reader` as UTF-8, refused past `limit` bytes.
+fn read_bounded(reader: impl std::io::Read, limit: u64) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    reader
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("more than {} KiB", limit / 1024));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())
+}
+
+/// How long `revoke` waits for the control API: it answers within Redis's timeouts.
+const CONTROL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The most of an answer `revoke` reads: the control API's is under 200 bytes.
+const MAX_ANSWER_BYTES: usize = 16 * 1024;
+
+/// The HTTP client for the control API. It goes directly, whatever the environment's proxy
+/// variables say: a proxy would see the operator's secret (in clear text over http) and could
+/// answer for the server. Only `--proxy` sends it through one. No redirect is followed: the
+/// secret stays with the URL the operator gave.
+fn control_client(proxy: Option<&str>) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder()
+        .timeout(CONTROL_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none());
+    let builder = match proxy {
+        Some(url) => builder.proxy(
+            reqwest::Proxy::all(url).map_err(|e| format!("the --proxy URL is not usable: {e}"))?,
+        ),
+        None => builder.no_proxy(),
+    };
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// The request body: what `args` names, `token` being the token read for `--token -` or
+/// `--token-file`.
+fn revocation_body(args: &RevokeArgs, token: Option<&str>) -> Result<Value, String> {
+    if let Some(token) = token {
         let token = pasted_token(token);
         // Unverified on purpose: a revocation can only refuse tokens, never admit one.
         let payload = unverified_payload(token).unwrap_or_default();
         match (payload.get("origin_jti"), payload.get("jti")) {
-            (Some(Value::String(session)), _) => json!({ "origin_jti": session }),
-            (_, Some(Value::String(jti))) => json!({ "jti": jti }),
-            _ => {
-                eprintln!("cognito-authz: the token has neither origin_jti nor jti");
-                return ExitCode::from(2);
-            }
+            (Some(Value::String(session)), _) => Ok(json!({ "origin_jti": session })),
+            (_, Some(Value::String(jti))) => Ok(json!({ "jti": jti })),
+            _ => Err("the token has neither origin_jti nor jti".to_string()),
         }
-    } else if let Some(session) = origin_jti {
-        json!({ "origin_jti": session })
-    } else if let Some(jti) = jti {
-        json!({ "jti": jti })
-    } else if let Some(sub) = sub {
-        json!({ "sub": sub, "before": before })
+    } else if let Some(session) = &args.origin_jti {
+        Ok(json!({ "origin_jti": session }))
+    } else if let Some(jti) = &args.jti {
+        Ok(json!({ "jti": jti }))
+    } else if let Some(sub) = &args.sub {
+        Ok(json!({ "sub": sub, "before": args.before }))
     } else {
-        eprintln!("cognito-authz: say what to revoke: --token, --origin-jti, --jti or --sub");
-        return ExitCode::from(2);
+        Err("say what to revoke: --token -, --token-file, --origin-jti, --jti or --sub".into())
+    }
+}
+
+fn revoke(args: &RevokeArgs) -> ExitCode {
+    let prepared = (|| {
+        let input = TokenInput::from_args(
+            args.token.as_deref(),
+            args.token_file.as_deref(),
+            "--token -",
+        )?;
+        let token = input.map(|input| input.read()).transpose()?;
+        let body = revocation_body(args, token.as_deref())?;
+        let secret = admin_secret(args.admin_token_file.as_deref())?;
+        Ok::<_, String>((body, secret, control_client(args.proxy.as_deref())?))
+    })();
+    let (body, secret, client) = match prepared {
+        Ok(prepared) => prepared,
+        Err(problem) => {
+            eprintln!("cognito-authz: {problem}");
+            return ExitCode::from(2);
+        }
     };
     let runtime = match one_thread_runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let url = format!("{}/revocations", admin.trim_end_matches('/'));
+    let url = format!("{}/revocations", args.admin.trim_end_matches('/'));
     let result = runtime.block_on(async {
-        let mut request = reqwest::Client::new()
+        let mut request = client
             .post(&url)
             .header("content-type", "application/json")
             .body(body.to_string());
-        if let Some(secret) = secret {
+        if let Some(secret) = &secret {
             request = request.bearer_auth(secret);
         }
-        let response = request.send().await?;
+        let mut response = request.send().await?;
         let status = response.status();
-        let text = response.text().await?;
-        Ok::<_, reqwest::Error>((status, text))
+        let mut answer = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+                break;
+            }
+            answer.extend_from_slice(&chunk);
+        }
+        Ok::<_, reqwest::Error>((status, answer))
     });
     match result {
-        // 202: recorded here, not shared with the other replicas yet (Redis is down).
-        Ok((status, text)) if status == reqwest::StatusCode::ACCEPTED => {
-            println!("{}", text.trim());
-            eprintln!(
-                "cognito-authz: recorded on this replica only: the others learn of it when \
-                 Redis returns"
-            );
-            ExitCode::from(1)
+        Ok((status, answer)) => judge(&url, status, &answer),
+        Err(err) => {
+            // reqwest's message names the step; its sources say why (refused, timed out).
+            let mut why = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                why = format!("{why}: {cause}");
+                source = cause.source();
+            }
+            eprintln!("cognito-authz: {url}: {why}");
+            ExitCode::from(2)
         }
-        Ok((status, text)) if status.is_success() => {
-            println!("{}", text.trim());
+    }
+}
+
+/// `revoke`'s exit code from what `url` answered: success only on the control API's own
+/// answer, and only once the revocation is shared (or there is no Redis to share it with).
+fn judge(url: &str, status: reqwest::StatusCode, answer: &[u8]) -> ExitCode {
+    use cognito_authz::server::RevocationRecorded;
+    let recorded = serde_json::from_slice::<RevocationRecorded>(answer)
+        .ok()
+        .filter(|answer| status.is_success() && answer.recorded);
+    let Some(recorded) = recorded else {
+        // What answered may be anything (a proxy, a web page): a short, printable excerpt.
+        let excerpt: String = String::from_utf8_lossy(answer)
+            .trim()
+            .chars()
+            .take(200)
+            .flat_map(char::escape_default)
+            .collect();
+        eprintln!(
+            "cognito-authz: the revocation was not recorded: {url} answered {status} \
+             {excerpt}, not the control API's \"recorded\""
+        );
+        return ExitCode::from(1);
+    };
+    println!("{}", json!(recorded));
+    match recorded.shared {
+        Some(true) => ExitCode::SUCCESS,
+        None => {
+            eprintln!(
+                "cognito-authz: recorded; this server shares revocations with no other replica \
+                 (no AUTHZ_REDIS_URL): revoke through each one"
+            );
             ExitCode::SUCCESS
         }
-        Ok((status, text)) => {
-            eprintln!("cognito-authz: {url} answered {status}: {}", text.trim());
+        // Redis is down: enforced here, queued, and published to the others when it returns.
+        Some(false) => {
+            eprintln!(
+                "cognito-authz: recorded on this replica only, not shared: Redis is down; it \
+                 is queued and the other replicas learn of it when Redis returns"
+            );
             ExitCode::from(1)
-        }
-        Err(err) => {
-            eprintln!("cognito-authz: {url}: {err}");
-            ExitCode::from(2)
         }
     }
 }
@@ -412,18 +550,6 @@ enum Outcome {
     Unknown,
 }
 
-/// The token from stdin (`verify` without one, or with `-`); exit 2 when it cannot be read.
-fn read_stdin() -> Result<String, ExitCode> {
-    let mut text = String::new();
-    match std::io::stdin().read_to_string(&mut text) {
-        Ok(_) => Ok(text),
-        Err(err) => {
-            eprintln!("cognito-authz: cannot read the token from stdin: {err}");
-            Err(ExitCode::from(2))
-        }
-    }
-}
-
 /// What Cognito says of a verified token, when the configuration asks it service-wide.
 async fn revocation_status(
     config: &Config,
@@ -451,15 +577,8 @@ async fn revocation_status(
     }
 }
 
-fn verify(config: Config, token: Option<String>) -> ExitCode {
-    let token = match token.filter(|t| t != "-") {
-        Some(token) => token,
-        None => match read_stdin() {
-            Ok(text) => text,
-            Err(code) => return code,
-        },
-    };
-    let token = pasted_token(&token);
+fn verify(config: Config, token: &str) -> ExitCode {
+    let token = pasted_token(token);
 
     let runtime = match one_thread_runtime() {
         Ok(runtime) => runtime,

@@ -51,6 +51,28 @@ impl RevokeRequest {
     }
 }
 
+/// What `POST /revocations` answers once a revocation is recorded, and what `cognito-authz
+/// revoke` takes for success: every field required, no other field, so a proxy's `{}`, a web
+/// page or another service's JSON is never mistaken for it.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationRecorded {
+    /// Always `true` from the control API; any other value is not its answer.
+    pub recorded: bool,
+    /// When the entry is forgotten (Unix seconds): no token it matches can be valid by then.
+    pub expires: i64,
+    /// Published to the other replicas through Redis (`true`), kept here and queued until
+    /// Redis returns (`false`), or no Redis to share with (`null`, still required).
+    #[serde(deserialize_with = "required_option")]
+    pub shared: Option<bool>,
+}
+
+/// An `Option` that must be present (`null` allowed): serde lets an `Option` field be absent
+/// unless its deserializer is named.
+fn required_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    serde::Deserialize::deserialize(d)
+}
+
 /// What the admin listener's handlers share.
 #[derive(Clone)]
 pub(super) struct Admin {
@@ -63,8 +85,6 @@ pub(super) struct Admin {
 
 /// Largest body the control API reads: a revocation is under 1 KiB.
 const MAX_CONTROL_BODY_BYTES: usize = 16 * 1024;
-
-type AdminResponse = (axum::http::StatusCode, axum::Json<serde_json::Value>);
 
 fn admin_error(status: axum::http::StatusCode, message: &str) -> axum::response::Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
@@ -112,11 +132,9 @@ async fn operator_only(
 async fn revoke(
     axum::extract::State(admin): axum::extract::State<Admin>,
     body: axum::body::Bytes,
-) -> AdminResponse {
+) -> axum::response::Response {
     use axum::http::StatusCode;
-    let refuse = |status: StatusCode, problem: &str| {
-        (status, axum::Json(serde_json::json!({ "error": problem })))
-    };
+    let refuse = admin_error;
     let now = admin.authorizer.clock().now();
     let config = admin.running_config.load();
     let request = serde_json::from_slice::<RevokeRequest>(&body)
@@ -154,14 +172,12 @@ async fn revoke(
         shared = ?shared,
         "revocation recorded"
     );
-    (
-        status,
-        axum::Json(serde_json::json!({
-            "recorded": true,
-            "expires": entry.expires,
-            "shared": shared,
-        })),
-    )
+    let answer = RevocationRecorded {
+        recorded: true,
+        expires: entry.expires,
+        shared,
+    };
+    (status, axum::Json(answer)).into_response()
 }
 
 /// `GET /config`: the configuration in force (as `check-config` prints it), reloads included.
@@ -222,4 +238,38 @@ pub(super) fn router(admin: Admin) -> axum::Router {
         .route("/readyz", get(readyz))
         .merge(control)
         .with_state(admin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RevocationRecorded;
+
+    fn parse(text: &str) -> Option<RevocationRecorded> {
+        serde_json::from_str(text).ok()
+    }
+
+    #[test]
+    fn the_recorded_answer_is_read_back_as_written_and_nothing_else_passes_for_it() {
+        for shared in [Some(true), Some(false), None] {
+            let answer = RevocationRecorded {
+                recorded: true,
+                expires: 1_800_000_000,
+                shared,
+            };
+            let text = serde_json::to_string(&answer).unwrap();
+            assert_eq!(parse(&text), Some(answer), "{text}");
+        }
+        for other in [
+            "{}",
+            r#"{"recorded": true}"#,
+            r#"{"recorded": true, "expires": 1}"#,
+            r#"{"recorded": true, "expires": 1, "shared": true, "by": "proxy"}"#,
+            r#"{"recorded": "yes", "expires": 1, "shared": true}"#,
+            r#"{"error": "the control API needs the operator's bearer secret"}"#,
+            "<html></html>",
+            "",
+        ] {
+            assert_eq!(parse(other), None, "{other}");
+        }
+    }
 }

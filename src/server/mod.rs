@@ -35,6 +35,7 @@ mod listen;
 mod reload;
 mod shutdown;
 
+pub use admin::RevocationRecorded;
 pub use shutdown::shutdown_signal;
 
 /// The gRPC service name health reports for Envoy's Check.

@@ -20,12 +20,8 @@ fn run(args: &[&str], vars: &std::collections::HashMap<String, String>, stdin: &
         .stderr(Stdio::piped())
         .spawn()
         .expect("run cognito-authz");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // The command may stop before it reads (a refused argument): a closed pipe is its answer.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     child.wait_with_output().unwrap()
 }
 
@@ -46,7 +42,7 @@ async fn verify_prints_a_verdict_and_exits_by_it() {
 
     let out = tokio::task::spawn_blocking({
         let (vars, good) = (vars.clone(), good.clone());
-        move || run(&["verify", &good], &vars, "")
+        move || run(&["verify", "-"], &vars, &good)
     })
     .await
     .unwrap();
@@ -79,19 +75,79 @@ async fn verify_prints_a_verdict_and_exits_by_it() {
         "unverified claims shown for diagnosis"
     );
 
-    let out = tokio::task::spawn_blocking(move || run(&["verify", "not.a.jwt"], &vars, ""))
+    let out = tokio::task::spawn_blocking(move || run(&["verify"], &vars, "not.a.jwt"))
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json_out(&out)["reason"], "malformed");
 }
 
+/// A token never goes on the command line, where `/proc/*/cmdline` and shell history show it:
+/// `verify -` (or no argument) reads stdin, `--token-file FILE` a file, and a literal token is
+/// refused with exit 2 without echoing it. What is read is bounded.
+#[tokio::test]
+async fn verify_reads_the_token_from_stdin_or_a_file_never_the_command_line() {
+    let server = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let vars = env_for(&server.url("/jwks.json"), &[]);
+    let good = TestKey::shared(0).token(&access_claims(ISS, CLIENT, now()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-token-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, format!("Bearer {good}\n")).unwrap();
+    let absurd = dir.join("absurd");
+    std::fs::write(&absurd, "a".repeat(64 * 1024 + 1)).unwrap();
+    let verify = |args: Vec<String>, stdin: String| {
+        let vars = vars.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args, &vars, &stdin)
+        })
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let from_file = args(&["verify", "--token-file", file.to_str().unwrap()]);
+    let out = verify(from_file, String::new()).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_out(&out)["valid"], true);
+    let out = verify(args(&["verify", "-"]), format!("{good}\n"))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+
+    for literal in [good.clone(), format!("Bearer {good}")] {
+        let out = verify(args(&["verify", &literal]), String::new())
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(out.stdout.is_empty(), "no verdict");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("--token-file"), "{said}");
+        for part in good.split('.') {
+            assert!(!said.contains(part), "the token is echoed: {said}");
+        }
+    }
+    let out = verify(args(&["verify"]), "a".repeat(64 * 1024 + 1))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "more than 64 KiB on stdin");
+    let too_big = args(&["verify", "--token-file", absurd.to_str().unwrap()]);
+    let out = verify(too_big, String::new()).await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "more than 64 KiB in a file");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn a_bad_configuration_exits_2_naming_the_variable() {
     let mut vars = env_for("http://127.0.0.1:9/jwks.json", &[]);
     vars.insert("COGNITO_TOKEN_USE".into(), "refresh".into());
-    for args in [&["verify", "x.y.z"][..], &["check-config"][..]] {
-        let out = run(args, &vars, "");
+    for args in [&["verify", "-"][..], &["check-config"][..]] {
+        let out = run(args, &vars, "x.y.z");
         assert_eq!(out.status.code(), Some(2));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("COGNITO_TOKEN_USE"), "{stderr}");

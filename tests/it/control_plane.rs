@@ -5,8 +5,10 @@
 
 use crate::common;
 
+use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
 use cognito_authz::server::{self, Running};
 use cognito_authz::testkit::{jwks, now, Behaviour, JwksServer, TestKey};
@@ -171,37 +173,286 @@ async fn the_revoke_command_takes_the_secret_from_a_file() {
     running.stop().await.unwrap();
 }
 
-/// `revoke --token` takes the token as an operator pastes it: `bearer` in any letter case.
-#[tokio::test]
-async fn the_revoke_command_takes_a_pasted_token_in_any_case() {
-    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
-    let file = secret_file("pasted", SECRET);
-    let running = start(&idp, &[("AUTHZ_ADMIN_TOKEN_FILE", file.to_str().unwrap())]).await;
-    let admin = format!("http://{}", running.admin_addr);
-    let token = TestKey::shared(0).token(&cognito_authz::testkit::access_claims(
-        common::ISS,
-        common::CLIENT,
-        now(),
-    ));
-    let pasted = format!("bearer {token}");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
-            .args(["revoke", "--admin", &admin, "--token", &pasted])
-            .arg("--admin-token-file")
-            .arg(&file)
+/// `cognito-authz ARGS` with only `env` set and `stdin` written to it, off the test's runtime
+/// (the server under test answers on it).
+async fn cognito_authz(args: &[impl AsRef<str>], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let stdin = stdin.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+            .args(&args)
             .env_clear()
-            .output()
-            .unwrap()
+            .envs(env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run cognito-authz");
+        // The command may refuse before it reads: a closed pipe is its answer, not ours.
+        let _ = child.stdin.take().unwrap().write_all(&stdin);
+        child.wait_with_output().unwrap()
     })
     .await
-    .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A stand-in on 127.0.0.1 for an HTTP proxy, or for any server that is not the control API:
+/// it keeps every byte it receives and answers every request `200` with `body`.
+struct Recorder {
+    addr: std::net::SocketAddr,
+    received: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    async fn start(body: &'static str) -> Recorder {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::<Mutex<Vec<u8>>>::default();
+        let log = received.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !whole_request(&request) {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                log.lock().unwrap().extend_from_slice(&buf[..n]);
+                                request.extend_from_slice(&buf[..n]);
+                            }
+                        }
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Recorder { addr, received }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn received(&self) -> String {
+        String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
+    }
+}
+
+/// Whether `request` holds a request's head and all the body its `content-length` announces.
+fn whole_request(request: &[u8]) -> bool {
+    let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    request.len() >= end + 4 + length
+}
+
+/// Every proxy variable an operator's shell may carry, all pointing at `proxy`.
+fn proxy_variables(proxy: &str) -> Vec<(&'static str, &str)> {
+    [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ]
+    .into_iter()
+    .map(|name| (name, proxy))
+    .collect()
+}
+
+/// The operator's secret goes to the admin listener and nowhere else, whatever proxy the
+/// shell has configured (no `NO_PROXY`).
+#[tokio::test]
+async fn the_revoke_command_ignores_every_proxy_variable() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let file = secret_file("no-proxy", SECRET);
+    let running = start(&idp, &[("AUTHZ_ADMIN_TOKEN_FILE", file.to_str().unwrap())]).await;
+    let proxy = Recorder::start("{}").await;
+    let admin = format!("http://{}", running.admin_addr);
+    let out = cognito_authz(
+        &[
+            "revoke",
+            "--admin",
+            &admin,
+            "--sub",
+            "someone",
+            "--admin-token-file",
+            file.to_str().unwrap(),
+        ],
+        &proxy_variables(&proxy.url()),
+        b"",
+    )
+    .await;
+    let received = proxy.received();
+    assert!(
+        received.is_empty(),
+        "the proxy received {} bytes: {received}",
+        received.len()
     );
+    assert!(!received.contains(SECRET));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(running.authorizer().revocations().len(), 1, "recorded");
+    running.stop().await.unwrap();
+}
+
+/// Only the control API's own answer is a success: a proxy's or another server's `{}`, HTML,
+/// another shape, `recorded: false`, or any status but 2xx exits 1 and says nothing was
+/// recorded.
+#[tokio::test]
+async fn the_revoke_command_succeeds_only_on_the_control_apis_answer() {
+    let recorded = serde_json::json!({"recorded": true, "expires": now() + 90_000, "shared": true});
+    let impostor = JwksServer::start(Behaviour::Json(serde_json::json!({}))).await;
+    for answer in [
+        Behaviour::Json(serde_json::json!({})),
+        Behaviour::Json(serde_json::json!({"recorded": false})),
+        Behaviour::Json(serde_json::json!({"recorded": false, "expires": now(), "shared": null})),
+        Behaviour::Json(serde_json::json!({"recorded": true})),
+        Behaviour::Json(serde_json::json!({"recorded": "true", "expires": now(), "shared": true})),
+        Behaviour::Json(serde_json::json!({"ok": true})),
+        Behaviour::Json(serde_json::json!([recorded.clone()])),
+        Behaviour::Raw("<html><body>Welcome</body></html>".into()),
+        Behaviour::Raw(String::new()),
+        Behaviour::Status(404),
+        Behaviour::Answer(500, recorded.clone()),
+        Behaviour::Answer(307, recorded.clone()),
+    ] {
+        let shown = format!("{answer:?}");
+        impostor.set(answer);
+        let out = cognito_authz(
+            &["revoke", "--admin", &impostor.url(""), "--sub", "someone"],
+            &[],
+            b"",
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(1), "{shown}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("not recorded"),
+            "{shown}: {}",
+            stderr(&out)
+        );
+    }
+    // The control API's own answer, with a 200: a success.
+    impostor.set(Behaviour::Json(recorded));
+    let out = cognito_authz(
+        &["revoke", "--admin", &impostor.url(""), "--sub", "someone"],
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// `--proxy URL` is the one way through a proxy, and the proxy's `{}` is still no success.
+#[tokio::test]
+async fn an_explicit_proxy_carries_the_revocation_and_its_answer_is_judged() {
+    let proxy = Recorder::start("{}").await;
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let admin = format!("http://{unused}");
+    let out = cognito_authz(
+        &[
+            "revoke",
+            "--admin",
+            &admin,
+            "--proxy",
+            &proxy.url(),
+            "--sub",
+            "someone",
+        ],
+        &[],
+        b"",
+    )
+    .await;
+    let received = proxy.received();
+    assert!(
+        received.starts_with(&format!("POST {admin}/revocations HTTP/1.1")),
+        "{received}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not recorded"), "{}", stderr(&out));
+}
+
+/// A token never goes on the command line, where `/proc/*/cmdline` and shell history show it:
+/// `--token -` reads it from stdin (pasted as `bearer ...` in any letter case),
+/// `--token-file FILE` from a file, and a literal `--token` is refused without echoing it.
+#[tokio::test]
+async fn the_revoke_command_reads_the_token_from_stdin_or_a_file_never_the_command_line() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let file = secret_file("token-input", SECRET);
+    let running = start(&idp, &[("AUTHZ_ADMIN_TOKEN_FILE", file.to_str().unwrap())]).await;
+    let admin = format!("http://{}", running.admin_addr);
+    let revoke = |token: &[&str]| {
+        let mut args = vec!["revoke", "--admin", &admin];
+        args.extend(token);
+        args.extend(["--admin-token-file", file.to_str().unwrap()]);
+        args.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let token_with = |session: &str| {
+        let mut claims = cognito_authz::testkit::access_claims(common::ISS, common::CLIENT, now());
+        claims["origin_jti"] = serde_json::json!(session);
+        TestKey::shared(0).token(&claims)
+    };
+
+    let pasted = format!("bearer {}\n", token_with("session-from-stdin"));
+    let on_stdin = revoke(&["--token", "-"]);
+    let out = cognito_authz(&on_stdin, &[], pasted.as_bytes()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(running.authorizer().revocations().len(), 1, "the session");
+
+    let token_file = secret_file("token-file", &token_with("session-from-a-file"));
+    let from_file = revoke(&["--token-file", token_file.to_str().unwrap()]);
+    let out = cognito_authz(&from_file, &[], b"").await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(running.authorizer().revocations().len(), 2, "the second");
+
+    let token = token_with("session-on-the-command-line");
+    for literal in [token.clone(), format!("Bearer {token}")] {
+        let on_command_line = revoke(&["--token", &literal]);
+        let out = cognito_authz(&on_command_line, &[], b"").await;
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let said = stderr(&out);
+        assert!(
+            said.contains("--token -") && said.contains("--token-file"),
+            "{said}"
+        );
+        for part in token.split('.') {
+            assert!(!said.contains(part), "the token is echoed: {said}");
+        }
+    }
+    // Bounded: a token is a few KiB, and 64 KiB is no token.
+    let absurd = format!("bearer {}", "a".repeat(64 * 1024));
+    let out = cognito_authz(&on_stdin, &[], absurd.as_bytes()).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let big_file = secret_file("token-big", &absurd);
+    let big = revoke(&["--token-file", big_file.to_str().unwrap()]);
+    let out = cognito_authz(&big, &[], b"").await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(running.authorizer().revocations().len(), 2, "nothing more");
     running.stop().await.unwrap();
 }
 

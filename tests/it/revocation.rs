@@ -86,20 +86,33 @@ async fn until_revoked(port: u16, token: &str, within: Duration) -> Duration {
     }
 }
 
-/// `cognito-authz revoke --token` through a replica's admin API, with the stack's secret.
+/// `cognito-authz revoke --token -` (the token on stdin) through a replica's admin API, with
+/// the stack's secret.
 fn revoke_cli_output(stack: &Stack, admin_port: u16, token: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
         .args([
             "revoke",
             "--admin",
             &format!("http://127.0.0.1:{admin_port}"),
             "--token",
-            token,
+            "-",
             "--admin-token-file",
         ])
         .arg(stack.admin_token_file().unwrap())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
         .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
 
 fn revoke_cli(stack: &Stack, admin_port: u16, token: &str) {

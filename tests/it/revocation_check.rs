@@ -83,7 +83,7 @@ async fn check(addr: std::net::SocketAddr, token: &str) -> (u16, String) {
     }
 }
 
-/// `cognito-authz verify TOKEN` with revocation checks against `get_user`: what it printed
+/// `cognito-authz verify -` (the token on stdin) with revocation checks against `get_user`: what it printed
 /// and its exit code.
 async fn verify_cli(
     idp: &JwksServer,
@@ -100,12 +100,24 @@ async fn verify_cli(
     );
     let token = token.to_string();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
-            .args(["verify", &token])
+        use std::io::Write as _;
+        use std::process::Stdio;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+            .args(["verify", "-"])
             .env_clear()
             .envs(&vars)
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
             .unwrap()
+            .write_all(token.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
     })
     .await
     .unwrap();
