@@ -20,6 +20,7 @@ mod key_store;
 mod platforms;
 mod properties;
 mod readme;
+mod redis_rotation;
 mod redis_signing;
 mod reload;
 mod revocation;
