@@ -43,7 +43,7 @@ mod tracing;
 
 use self::pools::*;
 use self::server::*;
-pub use self::server::{AdminToken, ServerConfig, TlsFiles};
+pub use self::server::{AdminToken, ServerConfig, SigningKeys, TlsFiles};
 use self::settings::*;
 use self::tracing::trace_settings;
 
@@ -146,8 +146,9 @@ pub const ENV_MAX_REVOCATIONS: &str = "AUTHZ_MAX_REVOCATIONS";
 /// listener: `auto` (the default: on only when it listens on loopback or a Unix socket), `on`
 /// or `off`. `VerifyToken` can make `GetUser` calls against the account's quota.
 pub const ENV_DIAGNOSTICS: &str = "AUTHZ_DIAGNOSTICS";
-/// A file holding the key that signs (HMAC-SHA256) what replicas share through Redis, for a
-/// Redis that others can write: values not signed with it are ignored.
+/// A file holding the keys that sign (HMAC-SHA256) what replicas share through Redis, one a
+/// line, for a Redis that others can write: the first signs, any verifies, values signed with
+/// none are ignored.
 pub const ENV_REDIS_SIGNING_KEY_FILE: &str = "AUTHZ_REDIS_SIGNING_KEY_FILE";
 /// OpenTelemetry's standard variables (traces): the collector's OTLP/gRPC endpoint; unset, no
 /// traces are made.
@@ -170,6 +171,12 @@ pub const ENV_OTEL_DELAY: &str = "OTEL_BSP_SCHEDULE_DELAY";
 pub const ENV_OTEL_EXPORT_TIMEOUT: &str = "OTEL_BSP_EXPORT_TIMEOUT";
 /// Shortest Redis signing key accepted: 32 bytes.
 pub const MIN_SIGNING_KEY_BYTES: usize = 32;
+/// Longest Redis signing key accepted: HMAC-SHA256 hashes any key over its 64-byte block down
+/// to 32 bytes, so a longer one adds nothing but a larger file to read.
+pub const MAX_SIGNING_KEY_BYTES: usize = 256;
+/// Most keys `AUTHZ_REDIS_SIGNING_KEY_FILE` may hold: a rotation needs two (the new and the
+/// old); a few more leave room for a rotation begun before the last one ended.
+pub const MAX_SIGNING_KEYS: usize = 4;
 /// Shortest control-API secret accepted: 16 bytes (128 bits if random).
 pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 
@@ -1009,5 +1016,73 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/cognito-authz.toml"));
+    }
+
+    #[test]
+    fn the_signing_key_file_holds_one_key_a_line_the_first_signing() {
+        let old = "o".repeat(MIN_SIGNING_KEY_BYTES);
+        let new = "n".repeat(MAX_SIGNING_KEY_BYTES);
+        let keys = signing_keys_text(ENV_REDIS_SIGNING_KEY_FILE, &format!("\n {new} \n\n{old}\n"))
+            .unwrap();
+        assert_eq!(keys.as_bytes(), vec![new.as_bytes(), old.as_bytes()]);
+        // Shown by count only, in check-config and in logs.
+        let shown = format!("{keys:?} {}", serde_json::to_string(&keys).unwrap());
+        assert!(!shown.contains(&old) && !shown.contains(&new), "{shown}");
+        assert!(shown.contains("<2 redacted"), "{shown}");
+    }
+
+    #[test]
+    fn a_bad_signing_key_file_names_the_variable_and_the_line_never_the_key() {
+        let key = |n: usize| format!("{n}").repeat(MIN_SIGNING_KEY_BYTES);
+        let short = "s".repeat(MIN_SIGNING_KEY_BYTES - 1);
+        let long = "l".repeat(MAX_SIGNING_KEY_BYTES + 1);
+        let five = (1..=MAX_SIGNING_KEYS + 1)
+            .map(key)
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (text, says) in [
+            (String::new(), "no key"),
+            ("\n  \n".to_string(), "no key"),
+            (format!("{}\n{short}", key(1)), "line 2"),
+            (long.clone(), "line 1"),
+            (format!("{} {}", key(1), key(2)), "without spaces"),
+            (
+                format!("{}\n\n{}", key(1), key(1)),
+                "line 3 repeats the key of line 1",
+            ),
+            (five, "more than 4 keys"),
+        ] {
+            match signing_keys_text(ENV_REDIS_SIGNING_KEY_FILE, &text) {
+                Err(ConfigError::Invalid { key: name, problem }) => {
+                    assert_eq!(name, ENV_REDIS_SIGNING_KEY_FILE);
+                    assert!(problem.contains(says), "{problem}");
+                    for secret in [&short, &long, &key(1)] {
+                        assert!(!problem.contains(secret.as_str()), "{problem}");
+                    }
+                }
+                other => panic!("{text:?} was taken: {other:?}"),
+            }
+        }
+        // Through the variable: a file too large to be a key file, and a missing one.
+        let dir = std::env::temp_dir().join(format!("signing-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big");
+        std::fs::write(&big, "k".repeat(5000)).unwrap();
+        for path in [big.display().to_string(), "/nonexistent/key".to_string()] {
+            let mut vars: Vec<(&str, &str)> = app_env();
+            vars.push((ENV_REDIS_SIGNING_KEY_FILE, &path));
+            assert_eq!(
+                err_key(Config::from_lookup(env(&vars), None)),
+                ENV_REDIS_SIGNING_KEY_FILE
+            );
+        }
+        let good = dir.join("good");
+        std::fs::write(&good, format!("{}\n{}\n", key(1), key(2))).unwrap();
+        let good = good.display().to_string();
+        let mut vars: Vec<(&str, &str)> = app_env();
+        vars.push((ENV_REDIS_SIGNING_KEY_FILE, &good));
+        let config = Config::from_lookup(env(&vars), None).unwrap();
+        assert_eq!(config.server.redis_signing_key.unwrap().as_bytes().len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

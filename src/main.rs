@@ -54,6 +54,22 @@ enum Command {
     /// Revoke a token's session, a session, one token or a user's tokens through a running
     /// server's admin API; exit 0 once the control API answers that it recorded and shared it.
     Revoke(RevokeArgs),
+    /// Re-issue through one replica every live revocation another lists: how revocations are
+    /// carried over when Redis signing is turned on (from a replica without the key, to one
+    /// with it). Exit 0 once each is recorded and shared, 1 when one is not, 2 when the list
+    /// cannot be read.
+    CopyRevocations {
+        /// The admin URL of the replica that lists them (`GET /revocations`).
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The admin URL of the replica that re-issues them (`POST /revocations`).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// A file holding the control API's secret, the same on both (default:
+        /// AUTHZ_ADMIN_TOKEN_FILE, else AUTHZ_ADMIN_TOKEN).
+        #[arg(long, value_name = "FILE")]
+        admin_token_file: Option<PathBuf>,
+    },
     /// Ask a running server whether it is ready (`/readyz`) or alive (`--live`, `/healthz`):
     /// exit 0 when it is, 1 when not. For container health checks in images without a shell.
     Health {
@@ -119,6 +135,20 @@ fn main() -> ExitCode {
     if let Command::Revoke(args) = &cli.command {
         return revoke(args);
     }
+    if let Command::CopyRevocations {
+        from,
+        to,
+        admin_token_file,
+    } = &cli.command
+    {
+        return match admin_secret(admin_token_file.as_deref()) {
+            Ok(secret) => copy_revocations(from, to, secret.as_deref()),
+            Err(problem) => {
+                eprintln!("cognito-authz: {problem}");
+                ExitCode::from(2)
+            }
+        };
+    }
     // The token first: one on the command line is refused whatever the configuration.
     let token = match &cli.command {
         Command::Verify { token, token_file } => {
@@ -162,7 +192,7 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { .. } => check_config(&config),
         Command::Verify { .. } => verify(config, &token),
-        Command::Revoke(_) | Command::Health { .. } => {
+        Command::Revoke(_) | Command::Health { .. } | Command::CopyRevocations { .. } => {
             unreachable!("handled before the configuration is read")
         }
     }
@@ -510,6 +540,130 @@ fn judge(url: &str, status: reqwest::StatusCode, answer: &[u8]) -> ExitCode {
             );
             ExitCode::from(1)
         }
+    }
+}
+
+/// Largest list `copy-revocations` reads: `AUTHZ_MAX_REVOCATIONS` entries of up to about 330
+/// bytes at the default cap of 100,000.
+const MAX_LISTING_BYTES: usize = 64 << 20;
+
+/// `copy-revocations`: lists from `from`, re-issues each through `to`, prints what happened.
+fn copy_revocations(from: &str, to: &str, secret: Option<&str>) -> ExitCode {
+    let runtime = match one_thread_runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    // The operator's secret goes to the replicas named: no proxy, no redirect.
+    let http = match control_client(None) {
+        Ok(http) => http,
+        Err(problem) => {
+            eprintln!("cognito-authz: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let authorized = |request: reqwest::RequestBuilder| match secret {
+        Some(secret) => request.bearer_auth(secret),
+        None => request,
+    };
+    let list_url = format!("{}/revocations", from.trim_end_matches('/'));
+    let listing = runtime.block_on(async {
+        let mut response = authorized(http.get(&list_url))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_LISTING_BYTES {
+                return Err(format!("the list is over {MAX_LISTING_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&body);
+        if status != reqwest::StatusCode::OK {
+            return Err(format!("answered {status}: {}", text.trim()));
+        }
+        serde_json::from_str::<Value>(&text).map_err(|_| "the answer is not a list".to_string())
+    });
+    let listing = match listing {
+        Ok(listing) => listing,
+        Err(problem) => {
+            eprintln!("cognito-authz: {list_url}: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let items = listing["revocations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let truncated = listing["truncated"].as_bool() != Some(false);
+    let post_url = format!("{}/revocations", to.trim_end_matches('/'));
+    let (mut recorded, mut not_shared, mut refused) = (0, 0, 0);
+    runtime.block_on(async {
+        for mut item in items.iter().cloned() {
+            // `expires` is the listing's; the replica that re-issues sets its own.
+            if let Some(fields) = item.as_object_mut() {
+                fields.remove("expires");
+            }
+            let answer = authorized(http.post(&post_url))
+                .header("content-type", "application/json")
+                .body(item.to_string())
+                .send()
+                .await;
+            // Recorded only on the control API's own answer, as `revoke` judges it.
+            let judged = match answer {
+                Ok(r) => {
+                    let status = r.status();
+                    let text = r.text().await.unwrap_or_default();
+                    let answer =
+                        serde_json::from_str::<cognito_authz::server::RevocationRecorded>(&text)
+                            .ok()
+                            .filter(|answer| status.is_success() && answer.recorded);
+                    answer.ok_or_else(|| {
+                        let excerpt: String = text
+                            .trim()
+                            .chars()
+                            .take(200)
+                            .flat_map(char::escape_default)
+                            .collect();
+                        format!("answered {status} {excerpt}, not the control API's \"recorded\"")
+                    })
+                }
+                Err(err) => Err(err.to_string()),
+            };
+            match judged {
+                Ok(answer) => {
+                    recorded += 1;
+                    if answer.shared == Some(false) {
+                        not_shared += 1;
+                    }
+                }
+                Err(problem) => {
+                    refused += 1;
+                    eprintln!("cognito-authz: {post_url}: {problem}");
+                }
+            }
+        }
+    });
+    println!(
+        "{}",
+        json!({
+            "listed": items.len(),
+            "recorded": recorded,
+            "not_shared": not_shared,
+            "refused": refused,
+            "truncated": truncated,
+        })
+    );
+    if truncated {
+        eprintln!(
+            "cognito-authz: {from} listed only part of what Redis holds (AUTHZ_MAX_REVOCATIONS)"
+        );
+    }
+    if recorded == items.len() && not_shared == 0 && !truncated {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

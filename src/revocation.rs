@@ -52,6 +52,16 @@ pub const MAX_ENTRY_BYTES: usize = 1024;
 /// 100,000 cost about 10 MB, and more than anyone revokes in a day's token lifetime.
 pub const DEFAULT_MAX_REVOCATIONS: usize = 100_000;
 
+/// How many entries learned from Redis a list of `cap` takes: three quarters, leaving at least
+/// one quarter (and at least one entry) that only the operator's own revocations through this
+/// replica can fill. Not half: the other replicas' revocations arrive through Redis too, and
+/// with signing on they are all the operator's, so three quarters keeps most of the cap for
+/// sharing, while a quarter (25,000 by default) is still more than one replica takes in a
+/// day's token lifetime.
+pub fn learned_cap(cap: usize) -> usize {
+    cap - cap.div_ceil(4)
+}
+
 /// Why a revocation was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -216,6 +226,13 @@ impl RevocationList {
     /// crowd out the operator's.
     pub fn insert_within_half(&self, entry: &Entry) -> Result<(), Refused> {
         self.insert_up_to(entry, self.cap.load(Ordering::Relaxed) / 2)
+    }
+
+    /// Like [`RevocationList::insert`], for entries learned from Redis: only while the list is
+    /// under three quarters of its cap ([`learned_cap`]), so whoever can write to Redis cannot
+    /// crowd out the revocations an operator makes through this replica.
+    pub fn insert_learned(&self, entry: &Entry) -> Result<(), Refused> {
+        self.insert_up_to(entry, learned_cap(self.cap.load(Ordering::Relaxed)))
     }
 
     fn insert_up_to(&self, entry: &Entry, cap: usize) -> Result<(), Refused> {
@@ -639,6 +656,30 @@ mod tests {
             Err(Unavailable::BadAnswer)
         );
         assert_eq!(classify(400, b"garbage"), Err(Unavailable::BadAnswer));
+    }
+
+    #[test]
+    fn entries_learned_from_redis_leave_a_quarter_of_the_cap_to_the_operator() {
+        assert_eq!(
+            [1, 2, 4, 100, 100_000].map(learned_cap),
+            [0, 1, 3, 75, 75_000]
+        );
+        let list = RevocationList::new(8, None);
+        let jti = |id: &str| Entry::new(Revocation::Jti(id.into()), 1_000, 100);
+        for i in 0..6 {
+            list.insert_learned(&jti(&format!("learned-{i}"))).unwrap();
+        }
+        assert_eq!(
+            list.insert_learned(&jti("one more")),
+            Err(Refused::Full),
+            "Redis may fill three quarters"
+        );
+        // Renewing one already held is not a new entry.
+        list.insert_learned(&jti("learned-0")).unwrap();
+        list.insert(&jti("operator-1")).unwrap();
+        list.insert(&jti("operator-2")).unwrap();
+        assert_eq!(list.insert(&jti("operator-3")), Err(Refused::Full));
+        assert_eq!(list.len(), 8);
     }
 
     #[test]

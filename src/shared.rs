@@ -15,6 +15,11 @@
 //! - `cognito-authz:lock:{same}`: held by the replica asking Cognito, for the call's timeout.
 //!
 //! Channel: `cognito-authz:revocations`, one JSON entry per message.
+//!
+//! With signing keys (`AUTHZ_REDIS_SIGNING_KEY_FILE`), each value is `{mac hex}.{value}`, sealed
+//! with the first key and opened with any: a replica re-signs with the first key every entry
+//! an older key signed (at each load, and as such entries are announced), so the old key can
+//! be dropped once every replica signs with the new one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -84,27 +89,70 @@ struct Inner {
     signer: Option<Signer>,
 }
 
-/// HMAC-SHA256 over shared values: `{mac hex}.{value}`. A value whose mac does not verify is
-/// ignored, as is an unsigned one while a key is configured.
-struct Signer(aws_lc_rs::hmac::Key);
+/// HMAC-SHA256 over shared values: `{mac hex}.{value}`, sealed with the first key, opened with
+/// any (a rotation). A value no key opens is ignored, as is an unsigned one while keys are
+/// configured.
+struct Signer {
+    signing: aws_lc_rs::hmac::Key,
+    older: Vec<aws_lc_rs::hmac::Key>,
+}
+
+/// A value's content and whether a key other than the signing one sealed it.
+type Opened<'a> = (&'a str, bool);
 
 impl Signer {
+    /// A signer over `keys`, the signing one first; none without keys.
+    fn new(keys: &[&[u8]]) -> Option<Signer> {
+        let key = |k: &&[u8]| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, k);
+        let (signing, older) = keys.split_first()?;
+        Some(Signer {
+            signing: key(signing),
+            older: older.iter().map(key).collect(),
+        })
+    }
+
     fn seal(&self, context: &str, value: &str) -> String {
-        let tag = aws_lc_rs::hmac::sign(&self.0, format!("{context}|{value}").as_bytes());
+        let tag = aws_lc_rs::hmac::sign(&self.signing, format!("{context}|{value}").as_bytes());
         let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         format!("{hex}.{value}")
     }
 
-    fn open<'a>(&self, context: &str, sealed: &'a str) -> Option<&'a str> {
+    fn open<'a>(&self, context: &str, sealed: &'a str) -> Option<Opened<'a>> {
         let (hex, value) = sealed.split_once('.')?;
         let tag: Vec<u8> = (0..hex.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
             .collect::<Option<_>>()?;
-        aws_lc_rs::hmac::verify(&self.0, format!("{context}|{value}").as_bytes(), &tag)
-            .ok()
-            .map(|()| value)
+        let signed = format!("{context}|{value}");
+        std::iter::once(&self.signing)
+            .chain(&self.older)
+            .position(|key| aws_lc_rs::hmac::verify(key, signed.as_bytes(), &tag).is_ok())
+            .map(|index| (value, index > 0))
     }
+}
+
+/// A value as a replica without keys reads it: a seal, if any, taken off unchecked. Such a
+/// replica trusts whatever is in Redis anyway, and so keeps reading what replicas with a key
+/// write while signing is being turned on.
+fn unsealed(value: &str) -> &str {
+    match value.split_once('.') {
+        Some((mac, rest)) if mac.len() == 64 && mac.bytes().all(|b| b.is_ascii_hexdigit()) => rest,
+        _ => value,
+    }
+}
+
+/// Replaces a revocation with its re-signed value, keeping its expiry, only if it still holds
+/// what was read: a later revocation written meanwhile is never replaced by an older one.
+const RESEAL_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') return 1 end return 0";
+
+/// Live revocations as a replica reads them from Redis, for the control API's listing.
+#[derive(Debug)]
+pub struct Listing {
+    /// The entries, at most the bound asked for.
+    pub entries: Vec<Entry>,
+    /// Whether Redis holds more than the bound.
+    pub truncated: bool,
 }
 
 /// What a revocation is signed over: nothing but itself (the subscriber reads no key name).
@@ -139,7 +187,7 @@ impl Shared {
     pub fn new(
         url: &str,
         observer: Arc<dyn SharedObserver>,
-        signing_key: Option<&[u8]>,
+        signing_keys: &[&[u8]],
     ) -> Result<Shared, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -154,8 +202,7 @@ impl Shared {
                 up: AtomicBool::new(false),
                 observer,
                 pending: std::sync::Mutex::default(),
-                signer: signing_key
-                    .map(|k| Signer(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, k))),
+                signer: Signer::new(signing_keys),
             }),
             clock: Clock::system(),
         })
@@ -247,17 +294,58 @@ impl Shared {
         }
     }
 
-    /// A value as read: its content if it is sealed with our key (or no key is configured).
-    fn open<'a>(&self, context: &str, value: &'a str) -> Option<&'a str> {
+    /// A value as read: its content if one of our keys sealed it (or none is configured), and
+    /// whether that was a key other than the signing one.
+    fn open<'a>(&self, context: &str, value: &'a str) -> Option<Opened<'a>> {
         match &self.inner.signer {
             Some(signer) => {
                 let opened = signer.open(context, value);
                 if opened.is_none() {
-                    warn!("ignoring a redis value that is not signed with our key");
+                    warn!("ignoring a redis value that is not signed with our keys");
                 }
                 opened
             }
-            None => Some(value),
+            None => Some((unsealed(value), false)),
+        }
+    }
+
+    /// Writes the revocation `sealed` (as read at `key`, `content` once opened) back sealed with
+    /// the signing key, keeping its expiry, unless `key` changed since it was read. Whether it
+    /// was written.
+    async fn reseal(&self, key: &str, sealed: &str, content: &str) -> Result<bool, SharedError> {
+        let resealed = self.seal(ENTRY_CONTEXT, content.to_string());
+        let written: i64 = self
+            .run(
+                "resign",
+                redis::cmd("EVAL")
+                    .arg(RESEAL_SCRIPT)
+                    .arg(1)
+                    .arg(key)
+                    .arg(sealed)
+                    .arg(resealed),
+            )
+            .await?;
+        Ok(written == 1)
+    }
+
+    /// Re-signs an announced revocation an older key signed; the message is the stored value.
+    async fn reseal_message(&self, sealed: &str, content: &str) {
+        if content.len() > MAX_ENTRY_BYTES {
+            return;
+        }
+        let Ok(entry) = serde_json::from_str::<Entry>(content) else {
+            return;
+        };
+        match self
+            .reseal(&key_of(&entry.revocation), sealed, content)
+            .await
+        {
+            Ok(true) => info!(
+                resigned = 1,
+                "a revocation signed with an older key is re-signed"
+            ),
+            Ok(false) => {}
+            Err(err) => warn!(cause = %err, "re-signing a revocation failed"),
         }
     }
 
@@ -295,7 +383,7 @@ impl Shared {
             .await?;
         // Bound to the token's key: a verdict cannot be moved onto another token.
         let context = hex(key);
-        Ok(value.and_then(|v| parse_verdict(self.open(&context, &v)?, self.clock.now())))
+        Ok(value.and_then(|v| parse_verdict(self.open(&context, &v)?.0, self.clock.now())))
     }
 
     /// Stores a verdict for `keep`.
@@ -341,35 +429,89 @@ impl Shared {
         Ok(set.is_some())
     }
 
-    async fn load_all(&self, list: &RevocationList) -> Result<usize, SharedError> {
-        let mut cursor: u64 = 0;
-        let mut loaded = 0;
+    /// One step of a scan over the revocations in Redis: the next cursor (0: done) and each
+    /// key found with its value.
+    async fn scan_revocations(
+        &self,
+        cursor: u64,
+    ) -> Result<(u64, Vec<(String, String)>), SharedError> {
+        let (next, keys): (u64, Vec<String>) = self
+            .run(
+                "load",
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{REVOKED_PREFIX}*"))
+                    .arg("COUNT")
+                    .arg(500),
+            )
+            .await?;
+        if keys.is_empty() {
+            return Ok((next, Vec::new()));
+        }
+        let values: Vec<Option<String>> = self.run("load", redis::cmd("MGET").arg(&keys)).await?;
+        let found = keys
+            .into_iter()
+            .zip(values)
+            .filter_map(|(key, value)| Some((key, value?)))
+            .collect();
+        Ok((next, found))
+    }
+
+    /// Takes every live revocation in Redis into `list`, and re-signs with the signing key what
+    /// an older key signed. How many were taken, and how many re-signed.
+    async fn load_all(&self, list: &RevocationList) -> Result<(usize, usize), SharedError> {
+        let (mut cursor, mut loaded, mut resigned) = (0, 0, 0);
         loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .run(
-                    "load",
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(format!("{REVOKED_PREFIX}*"))
-                        .arg("COUNT")
-                        .arg(500),
-                )
-                .await?;
-            if !keys.is_empty() {
-                let values: Vec<Option<String>> =
-                    self.run("load", redis::cmd("MGET").arg(&keys)).await?;
-                for value in values.iter().flatten() {
-                    let Some(value) = self.open(ENTRY_CONTEXT, value) else {
-                        continue;
-                    };
-                    if admit(list, value, self.clock.now()) {
-                        loaded += 1;
+            let (next, found) = self.scan_revocations(cursor).await?;
+            for (key, value) in &found {
+                let Some((content, stale)) = self.open(ENTRY_CONTEXT, value) else {
+                    continue;
+                };
+                if admit(list, content, self.clock.now()) {
+                    loaded += 1;
+                }
+                if stale {
+                    match self.reseal(key, value, content).await {
+                        Ok(written) => resigned += usize::from(written),
+                        Err(err) => warn!(cause = %err, "re-signing a revocation failed"),
                     }
                 }
             }
             if next == 0 {
-                return Ok(loaded);
+                return Ok((loaded, resigned));
+            }
+            cursor = next;
+        }
+    }
+
+    /// The live revocations in Redis this replica would take (signed with one of its keys, or
+    /// any while it has none; within the control API's bounds), at most `max`.
+    pub async fn live_revocations(&self, max: usize) -> Result<Listing, SharedError> {
+        let mut listing = Listing {
+            entries: Vec::new(),
+            truncated: false,
+        };
+        let mut cursor = 0;
+        loop {
+            let (next, found) = self.scan_revocations(cursor).await?;
+            let now = self.clock.now();
+            for (_, value) in &found {
+                let entry = self
+                    .open(ENTRY_CONTEXT, value)
+                    .filter(|(content, _)| content.len() <= MAX_ENTRY_BYTES)
+                    .and_then(|(content, _)| serde_json::from_str::<Entry>(content).ok())
+                    .filter(|entry| entry.admissible(now, MAX_SKEW_SECS).is_ok());
+                if let Some(entry) = entry {
+                    if listing.entries.len() == max {
+                        listing.truncated = true;
+                        return Ok(listing);
+                    }
+                    listing.entries.push(entry);
+                }
+            }
+            if next == 0 {
+                return Ok(listing);
             }
             cursor = next;
         }
@@ -416,14 +558,19 @@ impl Shared {
                         }
                     }
                     match shared.load_all(&list).await {
-                        Ok(loaded) => info!(loaded, "revocations loaded from redis"),
+                        Ok((loaded, resigned)) => {
+                            info!(loaded, resigned, "revocations loaded from redis");
+                        }
                         Err(err) => warn!(cause = %err, "loading revocations from redis failed"),
                     }
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
                         let payload: String = message.get_payload().unwrap_or_default();
-                        if let Some(value) = shared.open(ENTRY_CONTEXT, &payload) {
+                        if let Some((value, stale)) = shared.open(ENTRY_CONTEXT, &payload) {
                             admit(&list, value, shared.clock.now());
+                            if stale {
+                                shared.reseal_message(&payload, value).await;
+                            }
                         }
                     }
                     Ok::<(), SharedError>(())
@@ -467,8 +614,9 @@ fn parse_verdict(value: &str, now: i64) -> Option<(CognitoVerdict, i64)> {
 }
 
 /// Takes one revocation from Redis into `list` under the same bounds as the admin API: at most
-/// [`MAX_ENTRY_BYTES`], well-formed, ids bounded, `before` not in the future, the list's cap.
-/// Whether it was taken.
+/// [`MAX_ENTRY_BYTES`], well-formed, ids bounded, `before` not in the future, and the share of
+/// the list's cap that entries learned from Redis may fill
+/// ([`RevocationList::insert_learned`]). Whether it was taken.
 fn admit(list: &RevocationList, value: &str, now: i64) -> bool {
     if value.len() > MAX_ENTRY_BYTES {
         warn!(
@@ -484,7 +632,7 @@ fn admit(list: &RevocationList, value: &str, now: i64) -> bool {
     };
     match entry
         .admissible(now, MAX_SKEW_SECS)
-        .and_then(|()| list.insert(&entry))
+        .and_then(|()| list.insert_learned(&entry))
     {
         Ok(()) => true,
         Err(why) => {
@@ -519,7 +667,8 @@ mod tests {
 
     #[test]
     fn shared_entries_are_bounded_like_the_admin_apis() {
-        let list = RevocationList::new(2, None);
+        // Three: entries learned from Redis fill two of them.
+        let list = RevocationList::new(3, None);
         let now = 1_000_000;
         let jti = |id: &str| {
             format!(
@@ -561,23 +710,60 @@ mod tests {
         assert_eq!(parse_verdict("maybe:1", now), None);
     }
 
+    const KEY_A: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const KEY_B: &[u8] = b"another key of thirty-two bytes!";
+
     #[test]
     fn a_signed_value_opens_only_with_its_key_and_context() {
-        let signer = Signer(aws_lc_rs::hmac::Key::new(
-            aws_lc_rs::hmac::HMAC_SHA256,
-            b"0123456789abcdef0123456789abcdef",
-        ));
-        let other = Signer(aws_lc_rs::hmac::Key::new(
-            aws_lc_rs::hmac::HMAC_SHA256,
-            b"another key of thirty-two bytes!",
-        ));
+        let signer = Signer::new(&[KEY_A]).unwrap();
+        let other = Signer::new(&[KEY_B]).unwrap();
         let sealed = signer.seal("k1", "valid:100");
-        assert_eq!(signer.open("k1", &sealed), Some("valid:100"));
+        assert_eq!(signer.open("k1", &sealed), Some(("valid:100", false)));
         assert_eq!(signer.open("k2", &sealed), None, "moved onto another token");
         assert_eq!(other.open("k1", &sealed), None, "another key");
         assert_eq!(signer.open("k1", "valid:100"), None, "unsigned");
         let forged = sealed.replace("valid:100", "valid:999");
         assert_eq!(signer.open("k1", &forged), None, "altered");
         assert_eq!(signer.open("k1", "zz.valid:100"), None);
+        assert!(Signer::new(&[]).is_none(), "no keys, no signing");
+    }
+
+    #[test]
+    fn the_first_key_signs_and_any_opens_telling_an_older_one_apart() {
+        let old = Signer::new(&[KEY_A]).unwrap();
+        let new = Signer::new(&[KEY_B]).unwrap();
+        // Step 1 of a rotation: the new key second. Still signs with the old one.
+        let adding = Signer::new(&[KEY_A, KEY_B]).unwrap();
+        let sealed = adding.seal("revocation", "{}");
+        assert_eq!(sealed, old.seal("revocation", "{}"));
+        assert_eq!(adding.open("revocation", &sealed), Some(("{}", false)));
+        assert_eq!(
+            adding.open("revocation", &new.seal("revocation", "{}")),
+            Some(("{}", true)),
+            "opened with the second key: to be re-signed"
+        );
+        // Step 2: the new key first. Signs with it; the old key's values open, marked stale.
+        let moved = Signer::new(&[KEY_B, KEY_A]).unwrap();
+        assert_eq!(moved.seal("revocation", "{}"), new.seal("revocation", "{}"));
+        assert_eq!(moved.open("revocation", &sealed), Some(("{}", true)));
+        // Step 3: the old key dropped. Its values no longer open.
+        assert_eq!(new.open("revocation", &sealed), None);
+        // Never a value no key sealed.
+        assert_eq!(moved.open("revocation", "{}"), None);
+        assert_eq!(
+            moved.open("revocation", &format!("{}.{{}}", "ab".repeat(32))),
+            None
+        );
+    }
+
+    #[test]
+    fn a_replica_without_keys_reads_a_sealed_value_as_its_content() {
+        let sealed = Signer::new(&[KEY_A])
+            .unwrap()
+            .seal("revocation", r#"{"a":"b.c"}"#);
+        assert_eq!(unsealed(&sealed), r#"{"a":"b.c"}"#);
+        assert_eq!(unsealed(r#"{"a":"b.c"}"#), r#"{"a":"b.c"}"#);
+        assert_eq!(unsealed("valid:100"), "valid:100");
+        assert_eq!(unsealed("zz.valid:100"), "zz.valid:100");
     }
 }

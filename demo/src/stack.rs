@@ -113,6 +113,8 @@ pub struct Stack {
     proxy: CognitoProxy,
     frontend: Option<tokio::task::JoinHandle<()>>,
     extra_env: Vec<(String, String)>,
+    /// Per replica, environment that wins over `extra_env` (a rolling deploy's new settings).
+    replica_env: std::collections::HashMap<usize, Vec<(String, String)>>,
     traces: Option<String>,
     procs: Vec<Proc>,
 }
@@ -298,6 +300,7 @@ impl Stack {
             proxy,
             frontend: None,
             extra_env: options.authz_env,
+            replica_env: std::collections::HashMap::new(),
             traces: options.traces,
             layout,
             ports,
@@ -483,6 +486,9 @@ impl Stack {
                 .env("OTEL_BSP_SCHEDULE_DELAY", "200");
         }
         command.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
+        if let Some(env) = self.replica_env.get(&replica) {
+            command.envs(env.iter().map(|(k, v)| (k, v)));
+        }
         let name = Stack::replica_name(replica);
         self.spawn(&name, &mut command)?;
         self.wait_http(&name, &format!("http://127.0.0.1:{}/readyz", ports.admin))
@@ -547,6 +553,26 @@ impl Stack {
                 .map_err(|e| err(format!("{}: {e}", path.display())))?;
         }
         Ok(path)
+    }
+
+    /// More environment for replica `replica` from its next start on, winning over the options'
+    /// `authz_env`: a rolling deploy's new settings.
+    pub fn set_replica_env(&mut self, replica: usize, env: &[(&str, &str)]) {
+        self.replica_env.insert(
+            replica,
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+    }
+
+    /// One more replica on free ports, not started (see [`Stack::start_replica`]) and outside
+    /// Envoy's cluster, which is fixed at start: a replica that joins later, or an operator's
+    /// one-off. Its index.
+    pub fn add_replica(&mut self) -> Result<usize, StackError> {
+        let [grpc, admin, http] = free_ports::<3>()?;
+        self.replicas.push(ReplicaPorts { grpc, admin, http });
+        Ok(self.replicas.len() - 1)
     }
 
     /// Kills replica `replica` (as a crash would).

@@ -33,8 +33,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// The control API's secret, when configured (never shown).
     pub admin_token: Option<AdminToken>,
-    /// The key signing shared Redis values, when configured (never shown).
-    pub redis_signing_key: Option<AdminToken>,
+    /// The keys signing shared Redis values, when configured (never shown).
+    pub redis_signing_key: Option<SigningKeys>,
     /// Most explicit revocations held.
     pub max_revocations: usize,
     /// Serve the diagnostics service and reflection on the gRPC listener.
@@ -75,6 +75,111 @@ impl Serialize for AdminToken {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str("<redacted>")
     }
+}
+
+/// The keys of [`ENV_REDIS_SIGNING_KEY_FILE`], in the file's order: the first signs, any
+/// verifies. Shown as their count only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKeys(std::sync::Arc<[Box<str>]>);
+
+impl SigningKeys {
+    /// Each key's bytes, the signing one first.
+    pub fn as_bytes(&self) -> Vec<&[u8]> {
+        self.0.iter().map(|k| k.as_bytes()).collect()
+    }
+}
+
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKeys(<{} redacted>)", self.0.len())
+    }
+}
+
+impl Serialize for SigningKeys {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("<{} redacted, the first signs>", self.0.len()))
+    }
+}
+
+/// Largest signing-key file read: [`MAX_SIGNING_KEYS`] of the longest keys with room for
+/// blank lines; anything larger is not a key file.
+const MAX_SIGNING_KEY_FILE_BYTES: u64 = 4096;
+
+/// The keys in the file [`ENV_REDIS_SIGNING_KEY_FILE`] (or the file key) names.
+pub(super) fn signing_keys(
+    var: &dyn Fn(&str) -> Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<SigningKeys>, ConfigError> {
+    use std::io::Read as _;
+    let file = file.map(|p| p.to_string_lossy().into_owned());
+    let Some((key, path)) = settings::text(var, &REDIS_SIGNING_KEY_FILE, file) else {
+        return Ok(None);
+    };
+    let mut text = String::new();
+    std::fs::File::open(&path)
+        .and_then(|f| {
+            f.take(MAX_SIGNING_KEY_FILE_BYTES + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|e| ConfigError::invalid(key, format!("cannot read {path}: {e}")))?;
+    if text.len() as u64 > MAX_SIGNING_KEY_FILE_BYTES {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{path} is over {MAX_SIGNING_KEY_FILE_BYTES} bytes: not a key file"),
+        ));
+    }
+    signing_keys_text(key, &text).map(Some)
+}
+
+/// One key a line, blank lines ignored: 1 to [`MAX_SIGNING_KEYS`] distinct keys, each
+/// [`MIN_SIGNING_KEY_BYTES`] to [`MAX_SIGNING_KEY_BYTES`] without spaces. A problem names the
+/// line, never the key.
+pub(super) fn signing_keys_text(key: &str, text: &str) -> Result<SigningKeys, ConfigError> {
+    let mut keys: Vec<Box<str>> = Vec::new();
+    let mut lines: Vec<usize> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let (number, line) = (index + 1, line.trim());
+        if line.is_empty() {
+            continue;
+        }
+        if !(MIN_SIGNING_KEY_BYTES..=MAX_SIGNING_KEY_BYTES).contains(&line.len())
+            || line.chars().any(char::is_whitespace)
+        {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "line {number}: a key is {MIN_SIGNING_KEY_BYTES} to {MAX_SIGNING_KEY_BYTES} \
+                     bytes without spaces (for example: openssl rand -hex 32)"
+                ),
+            ));
+        }
+        if let Some(first) = keys.iter().position(|k| **k == *line) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("line {number} repeats the key of line {}", lines[first]),
+            ));
+        }
+        if keys.len() == MAX_SIGNING_KEYS {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "more than {MAX_SIGNING_KEYS} keys: a rotation needs two, the new and the old"
+                ),
+            ));
+        }
+        keys.push(line.into());
+        lines.push(number);
+    }
+    if keys.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "the file holds no key (one a line, at least {MIN_SIGNING_KEY_BYTES} bytes; for \
+                 example: openssl rand -hex 32)"
+            ),
+        ));
+    }
+    Ok(SigningKeys(keys.into()))
 }
 
 /// Whether the gRPC listener serves diagnostics and reflection: as configured, or (`auto`)
@@ -232,11 +337,7 @@ pub(super) fn server_config(
             file_server.tls_client_ca,
         )?,
         admin_token: admin_token(var, file_server.admin_token_file)?,
-        redis_signing_key: secret_file(
-            var,
-            &REDIS_SIGNING_KEY_FILE,
-            file_server.redis_signing_key_file,
-        )?,
+        redis_signing_key: signing_keys(var, file_server.redis_signing_key_file)?,
         // Set below, once the gRPC address is known.
         diagnostics: false,
         max_revocations: settings::count(var, &MAX_REVOCATIONS, file_server.max_revocations)?,

@@ -334,9 +334,10 @@ pub const REDIS_SIGNING_KEY_FILE: Setting = Setting::new(
     ENV_REDIS_SIGNING_KEY_FILE,
     "server.redis_signing_key_file",
     Unset("none"),
-    "a file holding a key of at least 32 bytes: replicas sign what they share (HMAC-SHA256) and ignore what is not signed with it, for a Redis others can write",
+    "a file holding up to 4 keys, one a line, each 32 to 256 bytes without spaces: replicas sign what they share with the first (HMAC-SHA256), accept what any of them signed, re-sign with the first what an older one signed, and ignore the rest, for a Redis others can write ([rotation](revocation.md#rotating-the-signing-key))",
 )
-.at_least(MIN_SIGNING_KEY_BYTES as u64);
+.at_least(MIN_SIGNING_KEY_BYTES as u64)
+.at_most(MAX_SIGNING_KEY_BYTES as u64);
 /// `AUTHZ_TLS_CERT`.
 pub const TLS_CERT: Setting = Setting::new(
     ENV_TLS_CERT,
@@ -378,7 +379,7 @@ pub const MAX_REVOCATIONS: Setting = Setting::new(
     ENV_MAX_REVOCATIONS,
     "server.max_revocations",
     Number(crate::revocation::DEFAULT_MAX_REVOCATIONS as u64),
-    "explicit revocations held (about 100 bytes each); one more is refused with 503 and counted",
+    "explicit revocations held (about 100 bytes each); one more is refused with 503 and counted. Entries learned from Redis fill at most three quarters: the last quarter is kept for revocations made through this replica",
 )
 .at_least(1);
 /// `AUTHZ_DIAGNOSTICS`.

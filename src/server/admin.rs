@@ -1,6 +1,6 @@
 //! The admin listener: `/metrics`, `/healthz` and `/readyz` for any scraper or probe that can
-//! reach it, and the control API (`POST /revocations`, `GET /config`) for the operator only,
-//! behind the bearer secret of `AUTHZ_ADMIN_TOKEN_FILE`.
+//! reach it, and the control API (`POST /revocations`, `GET /revocations`, `GET /config`) for
+//! the operator only, behind the bearer secret of `AUTHZ_ADMIN_TOKEN_FILE`.
 
 use std::sync::Arc;
 
@@ -85,6 +85,8 @@ pub(super) struct Admin {
 
 /// Largest body the control API reads: a revocation is under 1 KiB.
 const MAX_CONTROL_BODY_BYTES: usize = 16 * 1024;
+
+type AdminResponse = (axum::http::StatusCode, axum::Json<serde_json::Value>);
 
 fn admin_error(status: axum::http::StatusCode, message: &str) -> axum::response::Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
@@ -180,6 +182,53 @@ async fn revoke(
     (status, axum::Json(answer)).into_response()
 }
 
+/// A revocation as `GET /revocations` lists it: the fields `POST /revocations` takes, and when
+/// it expires.
+fn listed(entry: &Entry) -> serde_json::Value {
+    let mut item = match &entry.revocation {
+        Revocation::Jti(jti) => serde_json::json!({ "jti": jti }),
+        Revocation::Session(id) => serde_json::json!({ "origin_jti": id }),
+        Revocation::Sub { sub, before } => serde_json::json!({ "sub": sub, "before": before }),
+    };
+    item["expires"] = entry.expires.into();
+    item
+}
+
+/// `GET /revocations`: the live revocations in Redis as this replica reads them (what its keys
+/// signed, or everything when it has none), at most `AUTHZ_MAX_REVOCATIONS` of them. Read-only:
+/// to carry revocations over when signing is turned on, they are listed from a replica
+/// without a key and re-issued through one with it (`cognito-authz copy-revocations`).
+async fn list_revocations(
+    axum::extract::State(admin): axum::extract::State<Admin>,
+) -> AdminResponse {
+    use axum::http::StatusCode;
+    let Some(shared) = &admin.shared else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "error": "no Redis (AUTHZ_REDIS_URL): revocations are not shared, there is no list"
+            })),
+        );
+    };
+    let max = admin.running_config.load().server.max_revocations;
+    match shared.live_revocations(max).await {
+        Ok(listing) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({
+                "revocations": listing.entries.iter().map(listed).collect::<Vec<_>>(),
+                "truncated": listing.truncated,
+            })),
+        ),
+        Err(err) => {
+            warn!(cause = %err, "listing revocations from redis failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({ "error": format!("redis: {}", err.as_str()) })),
+            )
+        }
+    }
+}
+
 /// `GET /config`: the configuration in force (as `check-config` prints it), reloads included.
 async fn running_config(
     axum::extract::State(admin): axum::extract::State<Admin>,
@@ -225,7 +274,7 @@ async fn readyz(axum::extract::State(admin): axum::extract::State<Admin>) -> imp
 pub(super) fn router(admin: Admin) -> axum::Router {
     use axum::routing::{get, post};
     let control = axum::Router::new()
-        .route("/revocations", post(revoke))
+        .route("/revocations", post(revoke).get(list_revocations))
         .route("/config", get(running_config))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_CONTROL_BODY_BYTES))
         .route_layer(axum::middleware::from_fn_with_state(

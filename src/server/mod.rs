@@ -244,13 +244,14 @@ fn decision_core(
         .set_cap(config.server.max_revocations);
     let shared = match &config.server.redis_url {
         Some(url) => {
-            let signing = config.server.redis_signing_key.as_ref();
-            let shared = Shared::new(
-                url,
-                Arc::new(metrics.clone()),
-                signing.map(|k| k.as_bytes()),
-            )
-            .map_err(ServerError::Redis)?;
+            let signing = config
+                .server
+                .redis_signing_key
+                .as_ref()
+                .map(|keys| keys.as_bytes())
+                .unwrap_or_default();
+            let shared = Shared::new(url, Arc::new(metrics.clone()), &signing)
+                .map_err(ServerError::Redis)?;
             Some(shared.with_clock(clock))
         }
         None => None,

@@ -26,16 +26,10 @@ impl Running {
         {
             warn!("listener addresses changed: they take effect at the next restart");
         }
-        let signing = |c: &Config| {
-            c.server
-                .redis_signing_key
-                .as_ref()
-                .map(|k| k.as_bytes().to_vec())
-        };
         if config.server.redis_url != old_config.server.redis_url
-            || signing(&config) != signing(&old_config)
+            || config.server.redis_signing_key != old_config.server.redis_signing_key
         {
-            warn!("the Redis URL or signing key changed: they take effect at the next restart");
+            warn!("the Redis URL or signing keys changed: they take effect at the next restart");
         }
         let old = self.authorizer.verifier();
         let keys =

@@ -349,7 +349,7 @@ async fn a_revocation_shared_through_redis_reaches_the_module() {
     let shared = Shared::new(
         &format!("redis://127.0.0.1:{port}/"),
         std::sync::Arc::new(Metrics::new()),
-        None,
+        &[],
     )
     .unwrap();
     // The publisher needs its own subscription up, as a replica's does.

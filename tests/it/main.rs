@@ -21,6 +21,7 @@ mod listeners;
 mod platforms;
 mod properties;
 mod readme;
+mod redis_rotation;
 mod redis_signing;
 mod reload;
 mod revocation;

@@ -15,13 +15,13 @@ use cruddur_demo::stack::{Layout, Options, Ports, Stack, REVOCATION_TTL_SECS};
 use cruddur_demo::walkthrough::get;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 
-fn layout(name: &str) -> Layout {
+pub(crate) fn layout(name: &str) -> Layout {
     common::stack_layout(name)
 }
 
 const TTL: Duration = Duration::from_millis(REVOCATION_TTL_SECS * 1000 + 300);
 
-async fn user(stack: &Stack, email: &str) {
+pub(crate) async fn user(stack: &Stack, email: &str) {
     let cognito = stack.cognito();
     cognito
         .sign_up(
@@ -35,7 +35,7 @@ async fn user(stack: &Stack, email: &str) {
     cognito.confirm_sign_up(email, "1").await.unwrap();
 }
 
-async fn sign_in(stack: &Stack, email: &str) -> String {
+pub(crate) async fn sign_in(stack: &Stack, email: &str) -> String {
     stack
         .cognito()
         .sign_in(email, "Revocation-Passw0rd")
@@ -319,7 +319,7 @@ async fn replicas_share_revocations_and_cognito_verdicts_through_redis() {
 }
 
 /// Waits (up to 10 s) until a replica's `/readyz` reports Redis up or down.
-async fn wait_redis(admin: u16, up: bool) {
+pub(crate) async fn wait_redis(admin: u16, up: bool) {
     let want = if up { "redis: up" } else { "redis: down" };
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
     let deadline = Instant::now() + Duration::from_secs(10);
