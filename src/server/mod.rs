@@ -427,7 +427,12 @@ fn grpc_router(
         .timeout(limits.request_timeout);
     if let Some(tls) = &config.server.tls {
         builder = builder
-            .tls_config(listen::tls_config(tls, limits.header_read_timeout)?)
+            // A backstop: the connection's own header-read deadline (`conn::Guarded`) closes a
+            // handshake that is not done in time first, and counts it.
+            .tls_config(listen::tls_config(
+                tls,
+                limits.header_read_timeout + Duration::from_secs(1),
+            )?)
             .map_err(ServerError::Transport)?;
         info!(mutual = tls.client_ca.is_some(), "gRPC listener uses TLS");
     }
