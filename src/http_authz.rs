@@ -6,8 +6,10 @@
 //! `allowed_client_headers`).
 //!
 //! This protocol carries no `context_extensions`: routes are described by the rules in the
-//! config file. The decision is also returned as `x-authz-decision` and `x-authz-reason`, which
-//! Envoy's `dynamic_metadata_from_headers` turns into the same metadata the gRPC adapter sends.
+//! config file. The decision's metadata (`decision`, `reason`, `sub`, ...) is returned as
+//! `x-authz-decision`, `x-authz-reason`, `x-authz-sub`, ..., which Envoy's
+//! `dynamic_metadata_from_headers` turns into the same metadata the gRPC adapter sends: the
+//! access log's `sub` is the decision's, on a denial too, never the client's `x-cognito-sub`.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -98,14 +100,14 @@ impl Authorizer {
                 body,
             ),
         };
-        pairs.push((
-            format!("{METADATA_PREFIX}decision"),
-            outcome.verdict.decision.as_str().to_string(),
-        ));
-        pairs.push((
-            format!("{METADATA_PREFIX}reason"),
-            outcome.verdict.reason.to_string(),
-        ));
+        // The gRPC adapter's dynamic metadata, field for field: the access log reads `sub` from
+        // here, never from a request header a client may have forged.
+        pairs.extend(
+            outcome
+                .metadata
+                .into_iter()
+                .map(|(field, value)| (format!("{METADATA_PREFIX}{field}"), value)),
+        );
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
         let out = response.headers_mut();

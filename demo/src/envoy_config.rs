@@ -247,7 +247,8 @@ impl EnvoyConfig {
     }
 
     /// The ext_authz filter speaks Envoy's HTTP protocol to cognito-authz's HTTP listener at
-    /// `port`, and the access log reads the decision from the headers that protocol copies.
+    /// `port`, and the access log reads the decision, reason and sub from the `x-authz-*`
+    /// headers of the check's answer (dynamic metadata), never from the client's request.
     pub fn over_http_protocol(&self, port: u16) -> &Self {
         let ext_authz = self.http_filter("envoy.filters.http.ext_authz");
         let service = snippet_mapping(&HTTP_SERVICE.replace("{port}", &port.to_string()));
@@ -261,10 +262,7 @@ impl EnvoyConfig {
         self.edit_access_log(&[
             ("ext_authz:decision)%", "ext_authz:x-authz-decision)%"),
             ("ext_authz:reason)%", "ext_authz:x-authz-reason)%"),
-            (
-                "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:sub)%",
-                "%REQ(X-COGNITO-SUB)%",
-            ),
+            ("ext_authz:sub)%", "ext_authz:x-authz-sub)%"),
         ]);
         self.without_context_extensions()
     }
@@ -579,7 +577,8 @@ authorization_response:
     - exact: content-type
     - exact: cache-control
     - exact: retry-after
-  # The decision and reason, for the access log.
+  # The decision, reason and sub, for the access log: the check's answer, never the
+  # client's own x-cognito-sub (on a denial, that one is whatever the client sent).
   dynamic_metadata_from_headers:
     patterns:
     - prefix: x-authz-
@@ -1087,6 +1086,16 @@ mod tests {
                  `cargo run -p cruddur-demo --bin cruddur-demo -- {flag}`"
             );
             assert!(committed.contains(marker), "{file} lacks {marker}");
+            // The access log's sub is what the check decided (its dynamic metadata), never a
+            // request header: on a denial that is the client's own, forged or not.
+            assert!(
+                committed.contains(" sub=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:"),
+                "{file} logs no sub from the check's metadata"
+            );
+            assert!(
+                !committed.to_ascii_lowercase().contains("%req(x-cognito-"),
+                "{file} logs a client's identity header"
+            );
         }
     }
 
