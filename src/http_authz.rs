@@ -128,13 +128,32 @@ impl Authorizer {
 }
 
 /// The HTTP listener's routes: every method and path is a check.
-pub fn router(authorizer: Authorizer) -> axum::Router {
+///
+/// `trust_traceparent` (`AUTHZ_HTTP_TRUST_TRACEPARENT`) says whose a `traceparent` among the
+/// check's headers is. On this protocol Envoy's trace context and a client's header arrive in
+/// the same place, and nothing on the wire tells them apart:
+/// - Envoy's tracer on: Envoy writes its own `traceparent` on every check, replacing any copy
+///   `allowed_headers` forwarded from the client. It is Envoy's, so the check joins Envoy's
+///   trace and follows its sampling (`true`; the docs' tracing set-up sets it).
+/// - Envoy's tracer off (the shipped configs): nothing of Envoy's arrives, and a
+///   `traceparent` there is a client's, forwarded by `allowed_headers` or a platform's
+///   `headersToExtAuth`. Followed, it would let the client pick our trace id and, through a
+///   parent-based sampler, force sampling. So by default (`false`) the check starts a trace of
+///   its own, sampled by our sampler, and only links to the claimed context.
+///
+/// The default is the one that cannot be abused: a wrong `false` costs a trace split in two
+/// (still linked), a wrong `true` hands sampling to clients. The gRPC protocol needs no switch:
+/// Envoy's context travels in the gRPC metadata, which a client cannot write.
+pub fn router(authorizer: Authorizer, trust_traceparent: bool) -> axum::Router {
     axum::Router::new().fallback(move |request: Request| {
         let authorizer = authorizer.clone();
         async move {
-            // Envoy puts its ext_authz span's context in the request's own headers.
             let span = crate::trace::check_span("http");
-            crate::trace::adopt_parent(&span, request.headers(), None);
+            if trust_traceparent {
+                crate::trace::adopt_parent(&span, request.headers(), None);
+            } else {
+                crate::trace::link_claimed(&span, request.headers());
+            }
             authorizer
                 .check_http(request.method(), request.uri(), request.headers())
                 .instrument(span)

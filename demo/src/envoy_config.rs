@@ -406,6 +406,16 @@ impl EnvoyConfig {
         self
     }
 
+    /// Envoy also shows the check the client's `header` (one more `allowed_headers` entry), as
+    /// a platform may be configured to (Envoy Gateway's `headersToExtAuth`, Istio's
+    /// `includeRequestHeadersInCheck`).
+    pub fn forward_to_check(&self, header: &str) -> &Self {
+        let ext_authz = self.http_filter("envoy.filters.http.ext_authz");
+        let patterns = sequence(&mapping(&ext_authz, "allowed_headers"), "patterns");
+        patterns.push(snippet_mapping(&format!("exact: {header}")));
+        self
+    }
+
     /// Envoy asks each replica's gRPC health (`NOT_SERVING` without keys or while draining)
     /// and stops sending checks to one that fails, so a dead replica costs a few 503s, not half
     /// the traffic.
@@ -681,7 +691,9 @@ pub fn http_envoy_config(native: &str) -> String {
         native,
         "# HTTP ext_authz protocol: generated from envoy.yaml by cruddur_demo::stack::http_envoy_config\n\
          # (a test keeps the two in step). Run cognito-authz with AUTHZ_HTTP_ADDR=127.0.0.1:9003 and\n\
-         # COGNITO_AUTHZ_CONFIG=envoy/cognito-authz.toml (the routes' policy as rules).\n",
+         # COGNITO_AUTHZ_CONFIG=envoy/cognito-authz.toml (the routes' policy as rules). With the\n\
+         # tracer below on, also AUTHZ_HTTP_TRUST_TRACEPARENT=true: Envoy then writes its own\n\
+         # traceparent on every check, and only then is one there Envoy's (docs/operations.md).\n",
         |config| {
             config.over_http_protocol(Ports::DOCUMENTED.authz_http);
         },

@@ -112,10 +112,11 @@ pub(super) async fn serve_http(
     addr: &str,
     tls: Option<&TlsFiles>,
     authorizer: Authorizer,
+    trust_traceparent: bool,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(GrpcAddr, JoinHandle<()>), ServerError> {
     const WHAT: &str = "HTTP ext_authz";
-    let app = crate::http_authz::router(authorizer);
+    let app = crate::http_authz::router(authorizer, trust_traceparent);
     let bound = bind(addr).await?;
     let at = bound.addr();
     let task = match (bound, tls) {

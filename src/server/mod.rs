@@ -181,6 +181,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Running, S
                 addr,
                 config.server.tls.as_ref(),
                 authorizer.clone(),
+                config.server.http_trust_traceparent,
                 shutdown_rx.clone(),
             )
             .await?;
