@@ -105,6 +105,9 @@ pub const ENV_DRY_RUN: &str = "AUTHZ_DRY_RUN";
 /// Address of the HTTP ext_authz listener (Envoy's `http_service`): `host:port` or
 /// `unix:/path`. Off when unset.
 pub const ENV_HTTP_ADDR: &str = "AUTHZ_HTTP_ADDR";
+/// Whether a `traceparent` at the HTTP ext_authz listener is Envoy's own (`true`: Envoy's
+/// tracer is on and replaces a client's) or may be a client's (`false`, the default).
+pub const ENV_HTTP_TRUST_TRACEPARENT: &str = "AUTHZ_HTTP_TRUST_TRACEPARENT";
 /// Dynamic metadata per decision: `minimal` (default: decision, reason, sub) or `full` (also
 /// rule, pool, token_use).
 pub const ENV_DECISION_METADATA: &str = "AUTHZ_DECISION_METADATA";
@@ -339,6 +342,7 @@ struct FileServer {
     worker_threads: Option<u64>,
     dry_run: Option<bool>,
     http_addr: Option<String>,
+    http_trust_traceparent: Option<bool>,
     decision_metadata: Option<String>,
     redis_url: Option<String>,
     redis_required: Option<bool>,
@@ -944,6 +948,23 @@ mod tests {
             .collect();
         declared.sort();
         assert_eq!(fields, declared);
+    }
+
+    #[test]
+    fn the_http_listener_believes_a_traceparent_only_when_told_envoy_traces() {
+        let config = Config::from_lookup(env(&app_env()), None).unwrap();
+        assert!(!config.server.http_trust_traceparent);
+        let mut vars = app_env();
+        vars.push((ENV_HTTP_TRUST_TRACEPARENT, "true"));
+        let config = Config::from_lookup(env(&vars), None).unwrap();
+        assert!(config.server.http_trust_traceparent);
+        let mut vars = app_env();
+        vars.push((ENV_HTTP_TRUST_TRACEPARENT, "envoy"));
+        let err = Config::from_lookup(env(&vars), None).unwrap_err();
+        assert!(
+            err.to_string().starts_with(ENV_HTTP_TRUST_TRACEPARENT),
+            "{err}"
+        );
     }
 
     #[test]

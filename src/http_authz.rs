@@ -6,8 +6,10 @@
 //! `allowed_client_headers`).
 //!
 //! This protocol carries no `context_extensions`: routes are described by the rules in the
-//! config file. The decision is also returned as `x-authz-decision` and `x-authz-reason`, which
-//! Envoy's `dynamic_metadata_from_headers` turns into the same metadata the gRPC adapter sends.
+//! config file. The decision's metadata (`decision`, `reason`, `sub`, ...) is returned as
+//! `x-authz-decision`, `x-authz-reason`, `x-authz-sub`, ..., which Envoy's
+//! `dynamic_metadata_from_headers` turns into the same metadata the gRPC adapter sends: the
+//! access log's `sub` is the decision's, on a denial too, never the client's `x-cognito-sub`.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -98,14 +100,14 @@ impl Authorizer {
                 body,
             ),
         };
-        pairs.push((
-            format!("{METADATA_PREFIX}decision"),
-            outcome.verdict.decision.as_str().to_string(),
-        ));
-        pairs.push((
-            format!("{METADATA_PREFIX}reason"),
-            outcome.verdict.reason.to_string(),
-        ));
+        // The gRPC adapter's dynamic metadata, field for field: the access log reads `sub` from
+        // here, never from a request header a client may have forged.
+        pairs.extend(
+            outcome
+                .metadata
+                .into_iter()
+                .map(|(field, value)| (format!("{METADATA_PREFIX}{field}"), value)),
+        );
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
         let out = response.headers_mut();
@@ -126,13 +128,32 @@ impl Authorizer {
 }
 
 /// The HTTP listener's routes: every method and path is a check.
-pub fn router(authorizer: Authorizer) -> axum::Router {
+///
+/// `trust_traceparent` (`AUTHZ_HTTP_TRUST_TRACEPARENT`) says whose a `traceparent` among the
+/// check's headers is. On this protocol Envoy's trace context and a client's header arrive in
+/// the same place, and nothing on the wire tells them apart:
+/// - Envoy's tracer on: Envoy writes its own `traceparent` on every check, replacing any copy
+///   `allowed_headers` forwarded from the client. It is Envoy's, so the check joins Envoy's
+///   trace and follows its sampling (`true`; the docs' tracing set-up sets it).
+/// - Envoy's tracer off (the shipped configs): nothing of Envoy's arrives, and a
+///   `traceparent` there is a client's, forwarded by `allowed_headers` or a platform's
+///   `headersToExtAuth`. Followed, it would let the client pick our trace id and, through a
+///   parent-based sampler, force sampling. So by default (`false`) the check starts a trace of
+///   its own, sampled by our sampler, and only links to the claimed context.
+///
+/// The default is the one that cannot be abused: a wrong `false` costs a trace split in two
+/// (still linked), a wrong `true` hands sampling to clients. The gRPC protocol needs no switch:
+/// Envoy's context travels in the gRPC metadata, which a client cannot write.
+pub fn router(authorizer: Authorizer, trust_traceparent: bool) -> axum::Router {
     axum::Router::new().fallback(move |request: Request| {
         let authorizer = authorizer.clone();
         async move {
-            // Envoy puts its ext_authz span's context in the request's own headers.
             let span = crate::trace::check_span("http");
-            crate::trace::adopt_parent(&span, request.headers(), None);
+            if trust_traceparent {
+                crate::trace::adopt_parent(&span, request.headers(), None);
+            } else {
+                crate::trace::link_claimed(&span, request.headers());
+            }
             authorizer
                 .check_http(request.method(), request.uri(), request.headers())
                 .instrument(span)

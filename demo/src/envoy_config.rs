@@ -247,7 +247,8 @@ impl EnvoyConfig {
     }
 
     /// The ext_authz filter speaks Envoy's HTTP protocol to cognito-authz's HTTP listener at
-    /// `port`, and the access log reads the decision from the headers that protocol copies.
+    /// `port`, and the access log reads the decision, reason and sub from the `x-authz-*`
+    /// headers of the check's answer (dynamic metadata), never from the client's request.
     pub fn over_http_protocol(&self, port: u16) -> &Self {
         let ext_authz = self.http_filter("envoy.filters.http.ext_authz");
         let service = snippet_mapping(&HTTP_SERVICE.replace("{port}", &port.to_string()));
@@ -261,10 +262,7 @@ impl EnvoyConfig {
         self.edit_access_log(&[
             ("ext_authz:decision)%", "ext_authz:x-authz-decision)%"),
             ("ext_authz:reason)%", "ext_authz:x-authz-reason)%"),
-            (
-                "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:sub)%",
-                "%REQ(X-COGNITO-SUB)%",
-            ),
+            ("ext_authz:sub)%", "ext_authz:x-authz-sub)%"),
         ]);
         self.without_context_extensions()
     }
@@ -405,6 +403,16 @@ impl EnvoyConfig {
                 list.push(entry);
             }
         }
+        self
+    }
+
+    /// Envoy also shows the check the client's `header` (one more `allowed_headers` entry), as
+    /// a platform may be configured to (Envoy Gateway's `headersToExtAuth`, Istio's
+    /// `includeRequestHeadersInCheck`).
+    pub fn forward_to_check(&self, header: &str) -> &Self {
+        let ext_authz = self.http_filter("envoy.filters.http.ext_authz");
+        let patterns = sequence(&mapping(&ext_authz, "allowed_headers"), "patterns");
+        patterns.push(snippet_mapping(&format!("exact: {header}")));
         self
     }
 
@@ -579,7 +587,8 @@ authorization_response:
     - exact: content-type
     - exact: cache-control
     - exact: retry-after
-  # The decision and reason, for the access log.
+  # The decision, reason and sub, for the access log: the check's answer, never the
+  # client's own x-cognito-sub (on a denial, that one is whatever the client sent).
   dynamic_metadata_from_headers:
     patterns:
     - prefix: x-authz-
@@ -682,7 +691,9 @@ pub fn http_envoy_config(native: &str) -> String {
         native,
         "# HTTP ext_authz protocol: generated from envoy.yaml by cruddur_demo::stack::http_envoy_config\n\
          # (a test keeps the two in step). Run cognito-authz with AUTHZ_HTTP_ADDR=127.0.0.1:9003 and\n\
-         # COGNITO_AUTHZ_CONFIG=envoy/cognito-authz.toml (the routes' policy as rules).\n",
+         # COGNITO_AUTHZ_CONFIG=envoy/cognito-authz.toml (the routes' policy as rules). With the\n\
+         # tracer below on, also AUTHZ_HTTP_TRUST_TRACEPARENT=true: Envoy then writes its own\n\
+         # traceparent on every check, and only then is one there Envoy's (docs/operations.md).\n",
         |config| {
             config.over_http_protocol(Ports::DOCUMENTED.authz_http);
         },
@@ -1087,6 +1098,16 @@ mod tests {
                  `cargo run -p cruddur-demo --bin cruddur-demo -- {flag}`"
             );
             assert!(committed.contains(marker), "{file} lacks {marker}");
+            // The access log's sub is what the check decided (its dynamic metadata), never a
+            // request header: on a denial that is the client's own, forged or not.
+            assert!(
+                committed.contains(" sub=%DYNAMIC_METADATA(envoy.filters.http.ext_authz:"),
+                "{file} logs no sub from the check's metadata"
+            );
+            assert!(
+                !committed.to_ascii_lowercase().contains("%req(x-cognito-"),
+                "{file} logs a client's identity header"
+            );
         }
     }
 

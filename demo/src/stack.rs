@@ -144,6 +144,8 @@ pub struct Options {
     /// An OTLP/gRPC collector (`http://host:port`): Envoy traces every request and
     /// cognito-authz joins its traces, both exporting there, each within a fraction of a second.
     pub traces: Option<String>,
+    /// Request headers of the client's that Envoy also shows the check (`allowed_headers`).
+    pub forward_to_check: Vec<String>,
 }
 
 impl Default for Options {
@@ -154,6 +156,7 @@ impl Default for Options {
             redis: false,
             authz_env: Vec::new(),
             traces: None,
+            forward_to_check: Vec::new(),
         }
     }
 }
@@ -362,6 +365,9 @@ impl Stack {
                 config.with_health_checks();
             }
         }
+        for header in &options.forward_to_check {
+            config.forward_to_check(header);
+        }
         if let Some(collector) = &stack.traces {
             let (host, port) = collector_address(collector)?;
             config.with_tracing(&host, port, Some(200));
@@ -439,6 +445,12 @@ impl Stack {
         })
     }
 
+    /// Replaces the extra environment of the replicas started from now on
+    /// ([`Options::authz_env`]).
+    pub fn set_authz_env(&mut self, env: Vec<(String, String)>) {
+        self.extra_env = env;
+    }
+
     /// Starts cognito-authz (the first replica) with the app's own variables and waits until it
     /// holds keys.
     pub async fn start_authz(&mut self) -> Result<(), StackError> {
@@ -484,6 +496,8 @@ impl Stack {
             command
                 .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector)
                 .env("OTEL_BSP_SCHEDULE_DELAY", "200");
+            // Envoy traces here, so the HTTP check's traceparent is Envoy's (docs/operations.md).
+            command.env("AUTHZ_HTTP_TRUST_TRACEPARENT", "true");
         }
         command.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         if let Some(env) = self.replica_env.get(&replica) {

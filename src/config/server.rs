@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub dry_run: bool,
     /// HTTP ext_authz listen address (`host:port` or `unix:/path`), when on.
     pub http_addr: Option<String>,
+    /// A `traceparent` at the HTTP listener is Envoy's (its tracer is on), not a client's.
+    pub http_trust_traceparent: bool,
     /// Full dynamic metadata (rule, pool, token_use besides decision, reason, sub).
     pub full_metadata: bool,
     /// Redis shared by the replicas, when configured (shown without its password).
@@ -278,6 +280,7 @@ impl Default for ServerConfig {
             worker_threads: None,
             dry_run: false,
             http_addr: None,
+            http_trust_traceparent: false,
             full_metadata: false,
             redis_url: None,
             redis_required: false,
@@ -322,6 +325,11 @@ pub(super) fn server_config(
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         dry_run: settings::switch(var, &DRY_RUN, file_server.dry_run)?,
         http_addr: settings::text(var, &HTTP_ADDR, file_server.http_addr).map(|(_, addr)| addr),
+        http_trust_traceparent: settings::switch(
+            var,
+            &HTTP_TRUST_TRACEPARENT,
+            file_server.http_trust_traceparent,
+        )?,
         redis_url: redis_url(settings::text(var, &REDIS_URL, file_server.redis_url))?,
         redis_required: settings::switch(var, &REDIS_REQUIRED, file_server.redis_required)?,
         full_metadata: settings::choice(

@@ -215,6 +215,13 @@ pub const HTTP_ADDR: Setting = Setting::new(
     Unset("off"),
     "Envoy's HTTP ext_authz protocol (`http_service`): `host:port` or `unix:/absolute/path`, HTTP/1.1 and HTTP/2 with prior knowledge",
 );
+/// `AUTHZ_HTTP_TRUST_TRACEPARENT`.
+pub const HTTP_TRUST_TRACEPARENT: Setting = Setting::new(
+    ENV_HTTP_TRUST_TRACEPARENT,
+    "server.http_trust_traceparent",
+    Switch(false),
+    "`true` only when the Envoy in front traces (its tracer writes its own `traceparent` on every HTTP check, replacing a client's): the HTTP check then joins Envoy's trace and follows its sampling. `false`: a `traceparent` there may be a client's, so the check starts a trace of its own, sampled by `OTEL_TRACES_SAMPLER`, and only links to it ([tracing](operations.md#tracing))",
+);
 /// `server.shutdown_grace_seconds`.
 pub const SHUTDOWN_GRACE: Setting = Setting::file_only(
     "server.shutdown_grace_seconds",
@@ -553,7 +560,7 @@ pub const OTEL_EXPORT_TIMEOUT: Setting = Setting::env_only(
 .at_most(3_600_000);
 
 /// Every setting, in the reference's order: pools, verification, keys, server, revocation, traces.
-pub const SETTINGS: [&Setting; 60] = [
+pub const SETTINGS: [&Setting; 61] = [
     &POOL_ID,
     &CLIENT_IDS,
     &REGION,
@@ -574,6 +581,7 @@ pub const SETTINGS: [&Setting; 60] = [
     &GRPC_ADDR,
     &ADMIN_ADDR,
     &HTTP_ADDR,
+    &HTTP_TRUST_TRACEPARENT,
     &SHUTDOWN_GRACE,
     &HEADER_READ_TIMEOUT,
     &IDLE_TIMEOUT,

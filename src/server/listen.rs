@@ -103,11 +103,12 @@ pub(super) async fn serve_http(
     addr: &str,
     tls: Option<&TlsFiles>,
     authorizer: Authorizer,
+    trust_traceparent: bool,
     gate: Gate,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(GrpcAddr, JoinHandle<()>), ServerError> {
-    let app = crate::http_authz::router(authorizer);
+    let app = crate::http_authz::router(authorizer, trust_traceparent);
     let bound = bind(addr).await?;
     let at = bound.addr();
     let task = match (bound, tls) {

@@ -191,6 +191,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Running, S
                 addr,
                 config.server.tls.as_ref(),
                 authorizer.clone(),
+                config.server.http_trust_traceparent,
                 conn::Gate::new("http", limits.http_max_connections, &metrics),
                 limits,
                 shutdown_rx.clone(),

@@ -1,5 +1,6 @@
-//! W3C trace context for the check span (feature `otel`): which `traceparent` is believed, and
-//! who decides sampling when a client names the trace.
+//! W3C trace context for the check span (feature `otel`): which `traceparent` is believed, who
+//! decides sampling when a client names the trace, and the link that stands in for a parent
+//! when the `traceparent` may be a client's (the HTTP protocol, unless Envoy's tracer is on).
 
 use std::sync::OnceLock;
 
@@ -32,6 +33,14 @@ pub(super) fn adopt_parent(span: &Span, transport: &dyn Carrier, request: Option
     };
     // Fails only when no OpenTelemetry layer is installed: then there is nothing to link.
     let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+}
+
+/// Links `span`, left a root, to the context `claimed`'s `traceparent` names (see
+/// [`super::link_claimed`]): a link carries the ids, never a parent or a sampling choice.
+pub(super) fn link_claimed(span: &Span, claimed: &dyn Carrier) {
+    if let Some(claimed) = parent_in(claimed) {
+        span.add_link(claimed);
+    }
 }
 
 /// The longest `traceparent` read: version 00 is 55 characters; later versions may append.

@@ -59,6 +59,21 @@ pub fn adopt_parent(span: &Span, transport: &dyn Carrier, request: Option<&dyn C
     let _ = (transport, request);
 }
 
+/// Leaves `span` the root of a trace of its own and links it to the W3C context a `traceparent`
+/// in `claimed` names, when one is there: where a client's own `traceparent` may arrive in the
+/// same place as Envoy's (the HTTP protocol's request headers), a client chooses neither our
+/// trace id nor whether we sample (the configured root sampler decides, as for any trace of our
+/// own), and a trace it names can still be found from ours. Nothing is read when tracing is off.
+pub fn link_claimed(span: &Span, claimed: &dyn Carrier) {
+    if span.is_disabled() {
+        return;
+    }
+    #[cfg(feature = "otel")]
+    context::link_claimed(span, claimed);
+    #[cfg(not(feature = "otel"))]
+    let _ = claimed;
+}
+
 /// Where a trace context may travel: header-like maps looked up by lower-case name.
 pub trait Carrier {
     /// The value of `name`, when it is there and text.

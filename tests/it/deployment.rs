@@ -91,6 +91,7 @@ fn kubernetes_objects_validate_against_the_kubernetes_schemas() {
         "configmap/cruddur-envoy",
         "deployment/cognito-authz",
         "networkpolicy/cruddur-app-from-the-gateway-only",
+        "networkpolicy/cognito-authz-from-the-gateway-only",
     ] {
         assert!(
             out.contains(&format!("passed for resource {kind}")),
@@ -117,6 +118,172 @@ fn kubernetes_objects_validate_against_the_kubernetes_schemas() {
     }
     assert!(pod.contains("secretRef: { name: cognito-authz }") && pod.contains("AUTHZ_REDIS_URL"));
     assert!(pod.contains("kind: PodDisruptionBudget") && pod.contains("replicas: 3"));
+}
+
+/// The YAML documents of a deploy file.
+fn documents(path: &str) -> Vec<serde_norway::Value> {
+    use serde::Deserialize as _;
+    let text = std::fs::read_to_string(root().join(path)).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| serde_norway::Value::deserialize(doc).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .collect()
+}
+
+/// The port of a `host:port` listen address.
+fn listen_port(addr: &str) -> u64 {
+    addr.rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("{addr} names no port"))
+}
+
+#[test]
+fn the_envoy_gateway_network_policy_selects_cognito_authz_and_its_listening_ports() {
+    const FILE: &str = "deploy/envoy-gateway/cruddur.yaml";
+    let docs = documents(FILE);
+    let object = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{FILE} has no {kind}/{name}"))
+    };
+    let deployment = object("Deployment", "cognito-authz");
+    let template = &deployment["spec"]["template"];
+    let container = &template["spec"]["containers"][0];
+    // Each listener's port, as the environment sets it and as the container declares it.
+    let env = |name: &str| -> String {
+        container["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("the container sets no {name}"))
+            .to_string()
+    };
+    let declared: Vec<(String, u64)> = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["containerPort"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let port_named = |name: &str| {
+        declared
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no container port {name}: {declared:?}"))
+            .1
+    };
+    let (grpc, http, admin) = (
+        listen_port(&env("AUTHZ_GRPC_ADDR")),
+        listen_port(&env("AUTHZ_HTTP_ADDR")),
+        listen_port(&env("AUTHZ_ADMIN_ADDR")),
+    );
+    assert_eq!(
+        (port_named("grpc"), port_named("http"), port_named("admin")),
+        (grpc, http, admin)
+    );
+    assert!(
+        env("AUTHZ_ADMIN_ADDR").starts_with("0.0.0.0:"),
+        "a scraper in another namespace cannot reach a loopback admin port"
+    );
+    // The gateway reaches the check through the Service the SecurityPolicies name: each of
+    // their backend ports leads to a port the policy admits the gateway to.
+    let service = object("Service", "cognito-authz");
+    let backend_ports: Vec<u64> = docs
+        .iter()
+        .filter(|d| d["kind"] == "SecurityPolicy")
+        .flat_map(|d| {
+            let ext = &d["spec"]["extAuth"];
+            let refs = if ext["grpc"].is_mapping() {
+                &ext["grpc"]["backendRefs"]
+            } else {
+                &ext["http"]["backendRefs"]
+            };
+            refs.as_sequence().unwrap().clone()
+        })
+        .map(|r| {
+            assert_eq!(r["name"], "cognito-authz");
+            let port = r["port"].as_u64().unwrap();
+            let target = service["spec"]["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|p| p["port"].as_u64() == Some(port))
+                .unwrap_or_else(|| panic!("the Service has no port {port}"))["targetPort"]
+                .clone();
+            target
+                .as_u64()
+                .unwrap_or_else(|| port_named(target.as_str().unwrap()))
+        })
+        .collect();
+    assert_eq!(
+        backend_ports,
+        [grpc, http],
+        "one SecurityPolicy per protocol"
+    );
+
+    let policy = object("NetworkPolicy", "cognito-authz-from-the-gateway-only");
+    let spec = &policy["spec"];
+    assert_eq!(
+        policy["metadata"]["namespace"],
+        deployment["metadata"]["namespace"]
+    );
+    // It selects the Deployment's pods: every label it asks for, the pods carry.
+    let selector = spec["podSelector"]["matchLabels"].as_mapping().unwrap();
+    assert!(!selector.is_empty(), "an empty selector picks every pod");
+    for (key, value) in selector {
+        assert_eq!(
+            &template["metadata"]["labels"][key], value,
+            "the policy selects {key:?}={value:?}, which the pods lack"
+        );
+    }
+    assert_eq!(
+        spec["policyTypes"],
+        serde_norway::Value::from(vec!["Ingress"])
+    );
+    // Each rule: one namespace, by the label Kubernetes sets itself, to the ports it needs.
+    let rules: Vec<(String, Vec<u64>)> = spec["ingress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|rule| {
+            let [from] = rule["from"].as_sequence().unwrap().as_slice() else {
+                panic!("one peer per rule: {rule:?}");
+            };
+            assert!(from.get("podSelector").is_none() && from.get("ipBlock").is_none());
+            let namespace = from["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a peer not named by namespace: {from:?}"));
+            let ports = rule["ports"]
+                .as_sequence()
+                .unwrap_or_else(|| panic!("a rule open to every port: {rule:?}"))
+                .iter()
+                .map(|p| {
+                    assert_eq!(p["protocol"], "TCP");
+                    p["port"].as_u64().expect("a port number")
+                })
+                .collect();
+            (namespace.to_string(), ports)
+        })
+        .collect();
+    // The gateway's namespace is the one the app's policy admits.
+    let app_policy = object("NetworkPolicy", "cruddur-app-from-the-gateway-only");
+    let gateway = app_policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]
+        ["kubernetes.io/metadata.name"]
+        .as_str()
+        .unwrap();
+    assert_eq!(gateway, "envoy-gateway-system");
+    assert_eq!(
+        rules,
+        [
+            (gateway.to_string(), vec![grpc, http]),
+            ("monitoring".to_string(), vec![admin]),
+        ]
+    );
 }
 
 #[test]

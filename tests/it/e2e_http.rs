@@ -183,3 +183,58 @@ async fn payload_free_token(stack: &Stack) -> String {
         .unwrap()
         .access
 }
+
+/// Envoy's access-log line for `GET path`, once Envoy has written it.
+async fn access_log_line(stack: &Stack, path: &str) -> String {
+    let request = format!("\"GET {path}\"");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(stack.log_path("envoy")).unwrap_or_default();
+        if let Some(line) = log.lines().find(|l| l.contains(&request)) {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Envoy logged no {request}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_names_the_decisions_sub_never_a_forged_header() {
+    let stack = Stack::start_with(
+        layout("e2e-http-access-log"),
+        Ports::ephemeral().unwrap(),
+        Protocol::Http,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the stack did not start: {e}"));
+    let token = payload_free_token(&stack).await;
+    let sub = payload(&token)["sub"].as_str().unwrap().to_string();
+    let forged = [("x-cognito-sub", "victim-sub-1234")];
+
+    // Denied without a token: no identity, so no sub, whatever the client claimed.
+    let denied = get(&stack, "/api/admin/users", None, &forged).await;
+    assert_eq!(denied.status.as_u16(), 401, "{}", denied.body);
+    let line = access_log_line(&stack, "/api/admin/users").await;
+    assert!(line.contains(" 401 authz=deny/no_token "), "{line}");
+    assert!(!line.contains("victim-sub-1234"), "a forged sub: {line}");
+    assert!(line.contains(" sub=- "), "{line}");
+
+    // Denied with a valid token outside `admins`: a denial names no identity (as over gRPC),
+    // and the forged one does not stand in for it.
+    let forbidden = get(&stack, "/api/admin/stats", Some(&token), &forged).await;
+    assert_eq!(forbidden.status.as_u16(), 403, "{}", forbidden.body);
+    let line = access_log_line(&stack, "/api/admin/stats").await;
+    assert!(line.contains(" 403 authz=deny/missing_group "), "{line}");
+    assert!(!line.contains("victim-sub-1234"), "a forged sub: {line}");
+    assert!(line.contains(" sub=- "), "{line}");
+
+    // Allowed: the token's sub.
+    let allowed = get(&stack, "/api/echo", Some(&token), &forged).await;
+    assert_eq!(allowed.status.as_u16(), 200, "{}", allowed.body);
+    let line = access_log_line(&stack, "/api/echo").await;
+    assert!(line.contains(" 200 authz=allow/valid "), "{line}");
+    assert!(line.contains(&format!(" sub={sub} ")), "{line}");
+}

@@ -98,6 +98,11 @@ async fn the_http_protocol_allows_with_identity_and_denies_with_rfc_6750() {
             .split(',')
             .any(|h| h == "x-tenant-id"));
         assert_eq!(header(&allowed, "x-authz-decision"), Some("allow"));
+        // The access log's sub: the token's, from the answer.
+        assert_eq!(
+            header(&allowed, "x-authz-sub"),
+            Some("8f1e2d3c-0000-4000-8000-00000000abcd")
+        );
 
         // Denied: the RFC 6750 status, challenge and body.
         let denied = client
@@ -111,6 +116,11 @@ async fn the_http_protocol_allows_with_identity_and_denies_with_rfc_6750() {
             Some("Bearer realm=\"cognito-authz\"")
         );
         assert_eq!(header(&denied, "x-authz-reason"), Some("no_token"));
+        assert_eq!(
+            header(&denied, "x-authz-sub"),
+            None,
+            "a denial names no sub"
+        );
         let body: serde_json::Value = denied.json().await.unwrap();
         assert_eq!(body["reason"], "no_token");
 

@@ -592,3 +592,106 @@ async fn a_clients_own_traceparent_links_but_cannot_force_sampling() {
         "a client's flag chose sampling: {ours:#?}"
     );
 }
+
+/// `GET path` through Envoy with the client's own `traceparent`: answered 200.
+async fn through_envoy_with(stack: &Stack, path: &str, traceparent: &str) {
+    let response = reqwest::Client::new()
+        .get(stack.url(path))
+        .header("traceparent", traceparent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{path}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_a_clients_traceparent_neither_forces_sampling_nor_picks_the_trace() {
+    // The shipped HTTP config with Envoy's tracer off, as shipped, and the client's traceparent
+    // forwarded to the check, as a platform may be told to: the only traceparent the check
+    // can see is the client's. cognito-authz exports, with the default switch.
+    let receiver = Receiver::start().await;
+    let otel = |sampler: &[(&str, &str)]| -> Vec<(String, String)> {
+        [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ]
+        .iter()
+        .chain(sampler)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let options = Options {
+        protocol: Protocol::Http,
+        forward_to_check: vec!["traceparent".into()],
+        // Keep no trace of our own; follow a caller we believe.
+        authz_env: otel(&[
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+        ]),
+        ..Options::default()
+    };
+    let mut stack = Stack::start_options(
+        common::stack_layout("traces-http-client"),
+        Ports::ephemeral().unwrap(),
+        options,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the stack did not start: {e}"));
+    let sampled = |trace: &str| format!("00-{trace}-b7ad6b7169203331-01");
+    let (forced, unsampled) = ("c".repeat(32), "d".repeat(32));
+
+    // 1. Our sampler keeps nothing: a client's sampled flag does not make it keep a span.
+    for _ in 0..3 {
+        through_envoy_with(&stack, "/healthz", &sampled(&forced)).await;
+    }
+    // The control, after them on the same exporter: a context from the gRPC metadata, which
+    // only Envoy writes, is followed.
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    check(stack.authz_addr(), "x", Some(&traceparent), &[]).await;
+    receiver
+        .wait_for(Duration::from_secs(10), |s| {
+            checks(s).iter().any(|x| x.trace_id == TRACE_ID)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let spans = receiver.spans();
+    let ours = checks(&spans);
+    assert!(
+        ours.iter().all(|s| s.trace_id == TRACE_ID),
+        "a client's flag chose sampling: {ours:#?}"
+    );
+
+    // 2. Our sampler keeps every trace of its own: a client's context names neither the trace
+    // nor the parent (sampled or not, it is only linked).
+    stack.kill_authz().unwrap();
+    stack.set_authz_env(otel(&[]));
+    stack.start_authz().await.unwrap();
+    let before = ours.len();
+    through_envoy_with(&stack, "/healthz", &sampled(&forced)).await;
+    through_envoy_with(
+        &stack,
+        "/healthz",
+        &format!("00-{unsampled}-b7ad6b7169203331-00"),
+    )
+    .await;
+    let spans = receiver
+        .wait_for(Duration::from_secs(10), |s| checks(s).len() >= before + 2)
+        .await;
+    let all = checks(&spans);
+    let ours = &all[before..];
+    for claimed in [&forced, &unsampled] {
+        let span = ours
+            .iter()
+            .find(|s| s.links.iter().any(|(trace, _)| trace == claimed))
+            .unwrap_or_else(|| panic!("no check span links to {claimed}: {ours:#?}"));
+        assert_ne!(&span.trace_id, claimed, "the client picked the trace");
+        assert!(
+            span.parent_span_id.is_empty(),
+            "a client's parent: {span:?}"
+        );
+        assert_eq!(
+            span.links,
+            [(claimed.clone(), "b7ad6b7169203331".to_string())]
+        );
+    }
+}

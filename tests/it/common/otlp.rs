@@ -24,6 +24,8 @@ pub struct ReceivedSpan {
     pub span_id: String,
     pub parent_span_id: String,
     pub attributes: BTreeMap<String, String>,
+    /// The spans it links to: (trace id, span id).
+    pub links: Vec<(String, String)>,
     /// The span's status: `error`, `ok` or `unset`.
     pub status: &'static str,
 }
@@ -82,6 +84,11 @@ impl TraceService for Collector {
                         span_id: hex(&span.span_id),
                         parent_span_id: hex(&span.parent_span_id),
                         attributes: attributes(&span.attributes),
+                        links: span
+                            .links
+                            .iter()
+                            .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                            .collect(),
                         status: match span.status.as_ref().map(|s| s.code) {
                             Some(2) => "error",
                             Some(1) => "ok",
