@@ -18,8 +18,8 @@ Envoy and of the authz server, read from /proc. Writes the report to .run/bench/
 Environment: BENCH_SECONDS (default 5) per measurement; BENCH_QUICK=1 runs only (3) and (4)
 over TCP at 16 connections, for A/B trials of a setting; BENCH_GRPC_CLIENT=google switches
 Envoy's ext_authz client from envoy_grpc to google_grpc; BENCH_AUTHZ_B=/path/to/cognito-authz
-adds, in quick mode, (4) with that other binary right after (4) with this one (an A/B of two
-builds in one run). BENCH_TRACING=1 runs only the tracing comparison: direct gRPC load on Check
+adds, in quick mode, (4) with that other binary right after (4) with this one, then this one
+again, and the same for (4h) and (4h1) (an A/B of two builds in one run). BENCH_TRACING=1 runs only the tracing comparison: direct gRPC load on Check
 (cache hits) with traces off, on at sampling 1.0 and on at 0.01 (to a do-nothing OTLP
 collector), each twice, interleaved. BENCH_MODULE=1 runs only the in-process comparison, side
 by side in one run: (1) no auth, (2) jwt_authn with its cache and (2u) without it (a token
@@ -482,13 +482,19 @@ def main():
                    [scenario(f"3{suffix}", f"(3{suffix}) HTTP ext_authz, do-nothing, {proto}", valid1, noop_http.pid,
                              baseline=f"3{suffix}")], http1=http1)
     stop(noop_http)
-    authz, _ = start_authz("authz-http", f"127.0.0.1:{authz_port}", http_addr=f"127.0.0.1:{http_port}")
-    for suffix, http1 in [("h", False), ("h1", True)]:
-        proto = "HTTP/1.1" if http1 else "HTTP/2"
-        with_envoy(f"authz-{suffix}", EXT_AUTHZ_HTTP, tcp_address(http_port),
-                   [scenario(f"4{suffix}", f"(4{suffix}) cognito-authz over HTTP, {proto}", valid1, authz.pid,
-                             baseline=f"3{suffix}")], http1=http1)
-    stop(authz)
+    # With BENCH_AUTHZ_B: this build, the other, this one again, each over both cluster protocols.
+    builds = [("", "", RELEASE / "cognito-authz")]
+    if other:
+        builds += [("b", " (BENCH_AUTHZ_B)", Path(other)), ("again", " again", RELEASE / "cognito-authz")]
+    for tag, note, binary in builds:
+        authz, _ = start_authz(f"authz-http{tag}", f"127.0.0.1:{authz_port}", http_addr=f"127.0.0.1:{http_port}",
+                               binary=binary)
+        for suffix, http1 in [("h", False), ("h1", True)]:
+            proto = "HTTP/1.1" if http1 else "HTTP/2"
+            with_envoy(f"authz-{suffix}{tag}", EXT_AUTHZ_HTTP, tcp_address(http_port),
+                       [scenario(f"4{suffix}{tag}", f"(4{suffix}) cognito-authz over HTTP, {proto}{note}", valid1,
+                                 authz.pid, baseline=f"3{suffix}")], http1=http1)
+        stop(authz)
     if QUICK:
         print()
         print(render(results, None, None, None, None))
