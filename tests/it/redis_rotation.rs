@@ -377,3 +377,40 @@ async fn a_writer_to_an_unsigned_redis_cannot_crowd_out_the_operators_revocation
     assert_eq!(listing["revocations"].as_array().unwrap().len(), CAP);
     assert_eq!(listing["truncated"], true);
 }
+
+/// Attack: step 2 of the rotation as a rolling deploy with surge (the new pod is ready before
+/// the old one stops, Kubernetes' default). A replica still at step 1 (`[old, new]`) takes the
+/// new key for an "older" one: it re-signs with the OLD key a revocation a step-2 replica just
+/// signed with the new one. Once step 2 is done nobody re-signs it back, so step 3 (old key
+/// dropped) forgets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_a_step_one_replica_re_signs_with_the_old_key_what_step_two_signed() {
+    const KEY: &str = "AUTHZ_REDIS_SIGNING_KEY_FILE";
+    let dir = layout("rotation-surge").work_dir;
+    std::fs::create_dir_all(&dir).unwrap();
+    let step1 = key_file(&dir, "key-1", &[OLD_KEY, NEW_KEY]);
+    let step2 = key_file(&dir, "key-2", &[NEW_KEY, OLD_KEY]);
+    let step3 = key_file(&dir, "key-3", &[NEW_KEY]);
+    let mut stack = stack("rotation-surge", 2, vec![(KEY.into(), step1)]).await;
+    user(&stack, "surge@example.com").await;
+    let live = sign_in(&stack, "surge@example.com").await;
+
+    // Step 2: replica 0 rolled; replica 1's replacement (2) is up while replica 1 still runs.
+    roll(&mut stack, 0, &[(KEY, &step2)]).await;
+    let surge = stack.add_replica().unwrap();
+    stack.set_replica_env(surge, &[(KEY, &step2)]);
+    stack.start_replica(surge).await.unwrap();
+    wait_redis(stack.replicas[surge].admin, true).await;
+    let token = sign_in(&stack, "surge@example.com").await;
+    revoke(&stack, 0, &token).await;
+    let revoked = vec![token];
+    all_refuse(&stack, &[0, 1, surge], &revoked, &live, "step 2, surge").await;
+    // The old pod stops: step 2 is done, every replica signs with the new key.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.kill_replica(1).unwrap();
+    all_refuse(&stack, &[0, surge], &revoked, &live, "step 2 done").await;
+
+    // Step 3: the old key dropped.
+    roll(&mut stack, 0, &[(KEY, &step3)]).await;
+    all_refuse(&stack, &[0], &revoked, &live, "step 3").await;
+}
