@@ -487,3 +487,48 @@ async fn envoy_after_idle_fails_nothing_over_http() {
 async fn envoy_after_idle_fails_nothing_over_grpc() {
     load_after_idle(Protocol::Grpc, "idle-grpc").await;
 }
+
+/// Attack: a neighbour fills the gRPC listener's cap with connections that each make one
+/// request and then sit idle, answering keep-alive pings (any HTTP/2 client library does). The
+/// header-read deadline is over once a request arrived, the gRPC listener has no idle timeout
+/// and no connection age, so nothing ever evicts them: every new connection (Envoy after a
+/// restart, a reset, a scale-up) is refused for as long as the neighbour likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_idle_grpc_connections_after_one_request_hold_the_cap_forever() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let server = Server::start(&idp, None).await;
+    let mut held = Vec::new();
+    for _ in 0..CAP {
+        let mut client = AuthorizationClient::new(common::channel(server.addr(server.grpc)).await);
+        let _ = grpc_median(&mut client, 1).await;
+        held.push(client);
+    }
+    // Far past the header-read timeout (and past the idle timeout the other listeners would
+    // apply, were it set as low): a new client still cannot get in.
+    tokio::time::sleep(4 * HEADER_READ + SLACK).await;
+    let fresh = tokio::time::timeout(Duration::from_secs(3), async {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", server.grpc))
+                .unwrap()
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+        AuthorizationClient::new(channel)
+            .check(check_request("GET", "/api/x", &[], &[]))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let metrics = server.metrics().await;
+    assert!(
+        matches!(fresh, Ok(Ok(()))),
+        "a new gRPC client is refused while {CAP} idle connections hold the cap: {fresh:?}; \
+         refused so far: {}",
+        metric(
+            &metrics,
+            "cognito_authz_connections_refused_total{listener=\"grpc\"} "
+        )
+    );
+    drop(held);
+}
