@@ -317,3 +317,28 @@ async fn serve_runs_as_many_workers_as_authz_worker_threads_says() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(serve_workers(&idp, None).await, cores);
 }
+
+/// Attack: a duration past what `Instant` can hold is taken by check-config, then `serve`
+/// panics in every connection task that adds it to an instant (src/server/conn.rs's idle
+/// deadline; hyper's keep-alive schedule): the gRPC listener answers nothing while the process
+/// reports ready. A setting no instant can hold must be an exit 2 naming the variable.
+#[test]
+fn attack_a_duration_no_instant_can_hold_is_refused_naming_the_variable() {
+    for name in [
+        "AUTHZ_IDLE_TIMEOUT_SECONDS",
+        "AUTHZ_KEEPALIVE_SECONDS",
+        "AUTHZ_KEEPALIVE_TIMEOUT_SECONDS",
+    ] {
+        let vars = env_for(
+            "http://127.0.0.1:9/jwks.json",
+            &[(name, "18446744073709551615")],
+        );
+        let out = run(&["check-config"], &vars, "");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() == Some(2) && stderr.contains(name),
+            "{name}=u64::MAX: exit {:?}, {stderr}",
+            out.status.code()
+        );
+    }
+}
