@@ -342,3 +342,127 @@ fn attack_a_duration_no_instant_can_hold_is_refused_naming_the_variable() {
         );
     }
 }
+
+/// A hostile "admin listener" on loopback: answers `GET` with `listing` (200) and `POST` with a
+/// 500 whose body is `post_body_bytes` of `filler`. Its port.
+async fn hostile_admin(
+    listing: &'static str,
+    filler: &'static [u8],
+    post_body_bytes: usize,
+) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let n = socket.read(&mut head).await.unwrap_or(0);
+                if head[..n].starts_with(b"GET") {
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{listing}",
+                        listing.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                let head =
+                    format!("HTTP/1.1 500 Oops\r\ncontent-length: {post_body_bytes}\r\n\r\n");
+                let _ = socket.write_all(head.as_bytes()).await;
+                let chunk = filler.repeat((1 << 20) / filler.len());
+                let mut sent = 0;
+                while sent < post_body_bytes {
+                    let n = chunk.len().min(post_body_bytes - sent);
+                    if socket.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    sent += n;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Attack: `copy-revocations` reads a POST's answer whole (`r.text()` in src/main.rs) where
+/// `revoke` stops at 16 KiB: whatever answers at `--to` (or a man in the middle on plain http)
+/// makes it allocate gigabytes (8 GB seen for a 4 GiB answer). Under a 1 GiB address-space
+/// limit it must still exit 1 saying the revocation was not recorded, not be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_copy_revocations_reads_an_unbounded_answer() {
+    let port = hostile_admin(
+        r#"{"revocations":[{"jti":"a"}],"truncated":false}"#,
+        b"B",
+        2 << 30,
+    )
+    .await;
+    let secret = std::env::temp_dir().join(format!("attack-secret-{}", std::process::id()));
+    std::fs::write(&secret, "an-admin-secret-of-enough-bytes-0123").unwrap();
+    let admin = format!("http://127.0.0.1:{port}");
+    let script = format!(
+        "ulimit -v 1048576; exec {BIN} copy-revocations --from {admin} --to {admin} \
+         --admin-token-file {}",
+        secret.display()
+    );
+    let out = tokio::process::Command::new("bash")
+        .args(["-c", &script])
+        .env_clear()
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_file(&secret);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "killed or failed otherwise: {:?}, stderr ends {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr[out.stderr.len().saturating_sub(300)..])
+    );
+}
+
+/// Attack: when the listing is refused, `copy-revocations` prints the whole answer (up to
+/// 64 MiB) raw to the terminal, escape sequences included (src/main.rs, "answered {status}:
+/// {}"), where `revoke` prints a 200-character escaped excerpt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_copy_revocations_prints_a_refused_listing_raw_and_whole() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut head = [0u8; 4096];
+            let _ = socket.read(&mut head).await;
+            let body = b"\x1b]0;owned\x07\x1b[2J".repeat(100_000);
+            let head = format!(
+                "HTTP/1.1 500 Oops\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(&body).await;
+        }
+    });
+    let admin = format!("http://127.0.0.1:{port}");
+    let mut vars = std::collections::HashMap::new();
+    vars.insert(
+        "AUTHZ_ADMIN_TOKEN".to_string(),
+        "an-admin-secret-of-enough-bytes-0123".to_string(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        run(
+            &["copy-revocations", "--from", &admin, "--to", &admin],
+            &vars,
+            "",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.stderr.len() < 4096 && !out.stderr.contains(&0x1b),
+        "{} bytes on stderr, escape sequences included",
+        out.stderr.len()
+    );
+}
