@@ -414,3 +414,53 @@ async fn attack_a_step_one_replica_re_signs_with_the_old_key_what_step_two_signe
     roll(&mut stack, 0, &[(KEY, &step3)]).await;
     all_refuse(&stack, &[0], &revoked, &live, "step 3").await;
 }
+
+/// Attack: the quarter of the cap kept for the operator lasts only as long as the process. A
+/// writer to an unsigned Redis stores far more entries than the cap; the operator revokes a
+/// token through replica 0, which takes it. Replica 0 restarts (a deploy, a crash): it reloads
+/// its own revocation from Redis as a learned entry, in SCAN order among the writer's, into
+/// the three quarters they may fill, and forgets it (about 2,000 to 1 against it here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_a_restart_forgets_the_operators_revocation_in_a_crowded_redis() {
+    const CAP: usize = 100;
+    const BOGUS: usize = 20 * CAP;
+    let mut stack = stack(
+        "crowding-restart",
+        1,
+        vec![("AUTHZ_MAX_REVOCATIONS".into(), CAP.to_string())],
+    )
+    .await;
+    user(&stack, "crowd-restart@example.com").await;
+    let token = sign_in(&stack, "crowd-restart@example.com").await;
+    let url = format!("redis://127.0.0.1:{}/", stack.redis_port.unwrap());
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let expires = cognito_authz::unix_now() + 3_600;
+    let mut pipe = redis::pipe();
+    for i in 0..BOGUS {
+        let entry = format!(r#"{{"revocation":{{"jti":"bogus-{i}"}},"expires":{expires}}}"#);
+        pipe.cmd("SET")
+            .arg(format!("cognito-authz:rev:jti:bogus-{i}"))
+            .arg(&entry)
+            .arg("EXAT")
+            .arg(expires)
+            .ignore();
+    }
+    let () = pipe.query_async(&mut conn).await.unwrap();
+    revoke(&stack, 0, &token).await;
+    assert_eq!(
+        decision(stack.replicas[0].grpc, &token).await,
+        Err("revoked".to_string())
+    );
+    stack.kill_replica(0).unwrap();
+    stack.start_replica(0).await.unwrap();
+    wait_redis(stack.replicas[0].admin, true).await;
+    assert_eq!(
+        decision(stack.replicas[0].grpc, &token).await,
+        Err("revoked".to_string()),
+        "the replica the operator revoked through forgot it on restart"
+    );
+}
