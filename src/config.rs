@@ -150,7 +150,7 @@ pub const ENV_MAX_REVOCATIONS: &str = "AUTHZ_MAX_REVOCATIONS";
 /// or `off`. `VerifyToken` can make `GetUser` calls against the account's quota.
 pub const ENV_DIAGNOSTICS: &str = "AUTHZ_DIAGNOSTICS";
 /// A file holding the keys that sign (HMAC-SHA256) what replicas share through Redis, one a
-/// line, for a Redis that others can write: the first signs, any verifies, values signed with
+/// line, for a Redis that others can write: every key signs, any verifies, values signed with
 /// none are ignored.
 pub const ENV_REDIS_SIGNING_KEY_FILE: &str = "AUTHZ_REDIS_SIGNING_KEY_FILE";
 /// OpenTelemetry's standard variables (traces): the collector's OTLP/gRPC endpoint; unset, no

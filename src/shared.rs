@@ -16,10 +16,10 @@
 //!
 //! Channel: `cognito-authz:revocations`, one JSON entry per message.
 //!
-//! With signing keys (`AUTHZ_REDIS_SIGNING_KEY_FILE`), each value is `{mac hex}.{value}`, sealed
-//! with the first key and opened with any: a replica re-signs with the first key every entry
-//! an older key signed (at each load, and as such entries are announced), so the old key can
-//! be dropped once every replica signs with the new one.
+//! With signing keys (`AUTHZ_REDIS_SIGNING_KEY_FILE`), each value is `{tag hex}.{value}` with a
+//! tag per key, and opens with any: a replica adds its keys' tags to every entry one of its keys
+//! signed that lacks one (at each load, and as such entries are announced), so the old key can
+//! be dropped once every replica holds the new one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -89,56 +89,101 @@ struct Inner {
     signer: Option<Signer>,
 }
 
-/// HMAC-SHA256 over shared values: `{mac hex}.{value}`, sealed with the first key, opened with
-/// any (a rotation). A value no key opens is ignored, as is an unsigned one while keys are
-/// configured.
+/// HMAC-SHA256 over shared values, one tag per configured key: `{tag hex}.{tag hex}.{value}`
+/// (with one key, `{tag hex}.{value}`). A value opens when any of its tags is one of our keys';
+/// one with no such tag is ignored, as is an unsigned one while keys are configured.
+///
+/// Every key signs, not only the first: during a rotation, replicas on `[old, new]` and on
+/// `[new, old]` run side by side, and each writes what the other reads. Re-signing only adds the
+/// tags a value lacks, so no replica ever takes off a tag another one still needs (with one
+/// signing key, a replica still on `[old, new]` would re-sign with `old` what one on `[new, old]`
+/// had just re-signed with `new`, and dropping `old` would then forget it).
 struct Signer {
-    signing: aws_lc_rs::hmac::Key,
-    older: Vec<aws_lc_rs::hmac::Key>,
+    keys: Vec<aws_lc_rs::hmac::Key>,
 }
 
-/// A value's content and whether a key other than the signing one sealed it.
+/// A value's content and whether it lacks the tag of one of our keys (to be re-signed).
 type Opened<'a> = (&'a str, bool);
 
+/// The hex length of one tag.
+const TAG_HEX: usize = 64;
+/// Most tags read off one value: twice what the largest key file makes (four keys).
+const MAX_TAGS: usize = 8;
+
+/// A value's leading tags (hex, `.`-terminated) and the rest.
+fn tags(sealed: &str) -> (Vec<&str>, &str) {
+    let mut found = Vec::new();
+    let mut rest = sealed;
+    while found.len() < MAX_TAGS {
+        match rest.split_once('.') {
+            Some((tag, after))
+                if tag.len() == TAG_HEX && tag.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                found.push(tag);
+                rest = after;
+            }
+            _ => break,
+        }
+    }
+    (found, rest)
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 impl Signer {
-    /// A signer over `keys`, the signing one first; none without keys.
+    /// A signer over `keys`; none without keys.
     fn new(keys: &[&[u8]]) -> Option<Signer> {
-        let key = |k: &&[u8]| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, k);
-        let (signing, older) = keys.split_first()?;
+        if keys.is_empty() {
+            return None;
+        }
         Some(Signer {
-            signing: key(signing),
-            older: older.iter().map(key).collect(),
+            keys: keys
+                .iter()
+                .map(|k| aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, k))
+                .collect(),
         })
     }
 
     fn seal(&self, context: &str, value: &str) -> String {
-        let tag = aws_lc_rs::hmac::sign(&self.signing, format!("{context}|{value}").as_bytes());
-        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        format!("{hex}.{value}")
+        let signed = format!("{context}|{value}");
+        let mut out = String::with_capacity(self.keys.len() * (TAG_HEX + 1) + value.len());
+        for key in &self.keys {
+            let tag = aws_lc_rs::hmac::sign(key, signed.as_bytes());
+            for b in tag.as_ref() {
+                out.push_str(&format!("{b:02x}"));
+            }
+            out.push('.');
+        }
+        out.push_str(value);
+        out
     }
 
     fn open<'a>(&self, context: &str, sealed: &'a str) -> Option<Opened<'a>> {
-        let (hex, value) = sealed.split_once('.')?;
-        let tag: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-            .collect::<Option<_>>()?;
+        let (tags, value) = tags(sealed);
         let signed = format!("{context}|{value}");
-        std::iter::once(&self.signing)
-            .chain(&self.older)
-            .position(|key| aws_lc_rs::hmac::verify(key, signed.as_bytes(), &tag).is_ok())
-            .map(|index| (value, index > 0))
+        let tags: Vec<Vec<u8>> = tags.into_iter().filter_map(decode_hex).collect();
+        let held = |key: &aws_lc_rs::hmac::Key| {
+            tags.iter()
+                .any(|tag| aws_lc_rs::hmac::verify(key, signed.as_bytes(), tag).is_ok())
+        };
+        let held: Vec<bool> = self.keys.iter().map(held).collect();
+        if !held.contains(&true) {
+            return None;
+        }
+        Some((value, held.contains(&false)))
     }
 }
 
-/// A value as a replica without keys reads it: a seal, if any, taken off unchecked. Such a
+/// A value as a replica without keys reads it: its tags, if any, taken off unchecked. Such a
 /// replica trusts whatever is in Redis anyway, and so keeps reading what replicas with a key
 /// write while signing is being turned on.
 fn unsealed(value: &str) -> &str {
-    match value.split_once('.') {
-        Some((mac, rest)) if mac.len() == 64 && mac.bytes().all(|b| b.is_ascii_hexdigit()) => rest,
-        _ => value,
-    }
+    tags(value).1
 }
 
 /// Replaces a revocation with its re-signed value, keeping its expiry, only if it still holds
@@ -729,30 +774,42 @@ mod tests {
     }
 
     #[test]
-    fn the_first_key_signs_and_any_opens_telling_an_older_one_apart() {
+    fn every_key_signs_any_opens_and_a_missing_tag_marks_the_value_for_re_signing() {
         let old = Signer::new(&[KEY_A]).unwrap();
         let new = Signer::new(&[KEY_B]).unwrap();
-        // Step 1 of a rotation: the new key second. Still signs with the old one.
+        let before = old.seal("revocation", "{}");
+        // Step 1 of a rotation: the new key second. Signs with both; an old value lacks a tag.
         let adding = Signer::new(&[KEY_A, KEY_B]).unwrap();
-        let sealed = adding.seal("revocation", "{}");
-        assert_eq!(sealed, old.seal("revocation", "{}"));
-        assert_eq!(adding.open("revocation", &sealed), Some(("{}", false)));
+        let both = adding.seal("revocation", "{}");
+        assert_eq!(adding.open("revocation", &both), Some(("{}", false)));
+        assert_eq!(adding.open("revocation", &before), Some(("{}", true)));
         assert_eq!(
             adding.open("revocation", &new.seal("revocation", "{}")),
-            Some(("{}", true)),
-            "opened with the second key: to be re-signed"
+            Some(("{}", true))
         );
-        // Step 2: the new key first. Signs with it; the old key's values open, marked stale.
+        // Step 2: the new key first. What step 1 wrote is complete for it too: replicas of both
+        // steps side by side re-sign nothing of each other's.
         let moved = Signer::new(&[KEY_B, KEY_A]).unwrap();
-        assert_eq!(moved.seal("revocation", "{}"), new.seal("revocation", "{}"));
-        assert_eq!(moved.open("revocation", &sealed), Some(("{}", true)));
-        // Step 3: the old key dropped. Its values no longer open.
-        assert_eq!(new.open("revocation", &sealed), None);
-        // Never a value no key sealed.
-        assert_eq!(moved.open("revocation", "{}"), None);
+        assert_eq!(moved.open("revocation", &both), Some(("{}", false)));
         assert_eq!(
-            moved.open("revocation", &format!("{}.{{}}", "ab".repeat(32))),
-            None
+            adding.open("revocation", &moved.seal("revocation", "{}")),
+            Some(("{}", false))
+        );
+        assert_eq!(moved.open("revocation", &before), Some(("{}", true)));
+        // Step 3: the old key dropped. What steps 1 and 2 wrote still opens; the old alone not.
+        assert_eq!(new.open("revocation", &both), Some(("{}", false)));
+        assert_eq!(new.open("revocation", &before), None);
+        // With one key, the format is the single tag it always was.
+        assert_eq!(before.matches('.').count(), 1);
+        // Never a value no key sealed, however many tags it carries.
+        assert_eq!(moved.open("revocation", "{}"), None);
+        let fake = format!("{}.{{}}", "ab".repeat(32));
+        assert_eq!(moved.open("revocation", &fake), None);
+        let many = format!("{}{}", format!("{}.", "ab".repeat(32)).repeat(1000), both);
+        assert_eq!(
+            moved.open("revocation", &many),
+            None,
+            "tags past the bound are not read"
         );
     }
 
@@ -765,5 +822,9 @@ mod tests {
         assert_eq!(unsealed(r#"{"a":"b.c"}"#), r#"{"a":"b.c"}"#);
         assert_eq!(unsealed("valid:100"), "valid:100");
         assert_eq!(unsealed("zz.valid:100"), "zz.valid:100");
+        let twice = Signer::new(&[KEY_A, KEY_B])
+            .unwrap()
+            .seal("revocation", "{}");
+        assert_eq!(unsealed(&twice), "{}");
     }
 }

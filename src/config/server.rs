@@ -79,8 +79,8 @@ impl Serialize for AdminToken {
     }
 }
 
-/// The keys of [`ENV_REDIS_SIGNING_KEY_FILE`], in the file's order: the first signs, any
-/// verifies. Shown as their count only.
+/// The keys of [`ENV_REDIS_SIGNING_KEY_FILE`], in the file's order: each signs, any verifies.
+/// Shown as their count only.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SigningKeys(std::sync::Arc<[Box<str>]>);
 
@@ -99,7 +99,7 @@ impl std::fmt::Debug for SigningKeys {
 
 impl Serialize for SigningKeys {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("<{} redacted, the first signs>", self.0.len()))
+        s.serialize_str(&format!("<{} redacted>", self.0.len()))
     }
 }
 
