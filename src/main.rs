@@ -474,15 +474,9 @@ fn revoke(args: &RevokeArgs) -> ExitCode {
         if let Some(secret) = &secret {
             request = request.bearer_auth(secret);
         }
-        let mut response = request.send().await?;
+        let response = request.send().await?;
         let status = response.status();
-        let mut answer = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
-            if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
-                break;
-            }
-            answer.extend_from_slice(&chunk);
-        }
+        let answer = bounded_body(response, MAX_ANSWER_BYTES).await?;
         Ok::<_, reqwest::Error>((status, answer))
     });
     match result {
@@ -501,6 +495,33 @@ fn revoke(args: &RevokeArgs) -> ExitCode {
     }
 }
 
+/// What answered may be anything (a proxy, a web page, a hostile server): a short, printable
+/// excerpt of it.
+fn excerpt(answer: &[u8]) -> String {
+    String::from_utf8_lossy(answer)
+        .trim()
+        .chars()
+        .take(200)
+        .flat_map(char::escape_default)
+        .collect()
+}
+
+/// A response's body, up to `max` bytes (what comes after is not read).
+async fn bounded_body(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > max {
+            body.extend_from_slice(&chunk[..max - body.len()]);
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// `revoke`'s exit code from what `url` answered: success only on the control API's own
 /// answer, and only once the revocation is shared (or there is no Redis to share it with).
 fn judge(url: &str, status: reqwest::StatusCode, answer: &[u8]) -> ExitCode {
@@ -509,16 +530,10 @@ fn judge(url: &str, status: reqwest::StatusCode, answer: &[u8]) -> ExitCode {
         .ok()
         .filter(|answer| status.is_success() && answer.recorded);
     let Some(recorded) = recorded else {
-        // What answered may be anything (a proxy, a web page): a short, printable excerpt.
-        let excerpt: String = String::from_utf8_lossy(answer)
-            .trim()
-            .chars()
-            .take(200)
-            .flat_map(char::escape_default)
-            .collect();
         eprintln!(
-            "cognito-authz: the revocation was not recorded: {url} answered {status} \
-             {excerpt}, not the control API's \"recorded\""
+            "cognito-authz: the revocation was not recorded: {url} answered {status} {}, not \
+             the control API's \"recorded\"",
+            excerpt(answer)
         );
         return ExitCode::from(1);
     };
@@ -581,7 +596,7 @@ fn copy_revocations(from: &str, to: &str, secret: Option<&str>) -> ExitCode {
         }
         let text = String::from_utf8_lossy(&body);
         if status != reqwest::StatusCode::OK {
-            return Err(format!("answered {status}: {}", text.trim()));
+            return Err(format!("answered {status}: {}", excerpt(&body)));
         }
         serde_json::from_str::<Value>(&text).map_err(|_| "the answer is not a list".to_string())
     });
@@ -614,20 +629,16 @@ fn copy_revocations(from: &str, to: &str, secret: Option<&str>) -> ExitCode {
             let judged = match answer {
                 Ok(r) => {
                     let status = r.status();
-                    let text = r.text().await.unwrap_or_default();
-                    let answer =
-                        serde_json::from_str::<cognito_authz::server::RevocationRecorded>(&text)
-                            .ok()
-                            .filter(|answer| status.is_success() && answer.recorded);
-                    answer.ok_or_else(|| {
-                        let excerpt: String = text
-                            .trim()
-                            .chars()
-                            .take(200)
-                            .flat_map(char::escape_default)
-                            .collect();
-                        format!("answered {status} {excerpt}, not the control API's \"recorded\"")
-                    })
+                    let body = bounded_body(r, MAX_ANSWER_BYTES).await.unwrap_or_default();
+                    serde_json::from_slice::<cognito_authz::server::RevocationRecorded>(&body)
+                        .ok()
+                        .filter(|answer| status.is_success() && answer.recorded)
+                        .ok_or_else(|| {
+                            format!(
+                                "answered {status} {}, not the control API's \"recorded\"",
+                                excerpt(&body)
+                            )
+                        })
                 }
                 Err(err) => Err(err.to_string()),
             };

@@ -318,12 +318,12 @@ async fn serve_runs_as_many_workers_as_authz_worker_threads_says() {
     assert_eq!(serve_workers(&idp, None).await, cores);
 }
 
-/// Attack: a duration past what `Instant` can hold is taken by check-config, then `serve`
-/// panics in every connection task that adds it to an instant (src/server/conn.rs's idle
-/// deadline; hyper's keep-alive schedule): the gRPC listener answers nothing while the process
-/// reports ready. A setting no instant can hold must be an exit 2 naming the variable.
+/// A duration past what `Instant` can hold, taken by check-config, made `serve` panic in every
+/// connection task that added it to an instant (the idle deadline; hyper's keep-alive
+/// schedule) while the process reported ready. A setting no instant can hold is an exit 2
+/// naming the variable.
 #[test]
-fn attack_a_duration_no_instant_can_hold_is_refused_naming_the_variable() {
+fn a_duration_no_instant_can_hold_is_refused_naming_the_variable() {
     for name in [
         "AUTHZ_IDLE_TIMEOUT_SECONDS",
         "AUTHZ_KEEPALIVE_SECONDS",
@@ -387,19 +387,19 @@ async fn hostile_admin(
     port
 }
 
-/// Attack: `copy-revocations` reads a POST's answer whole (`r.text()` in src/main.rs) where
-/// `revoke` stops at 16 KiB: whatever answers at `--to` (or a man in the middle on plain http)
-/// makes it allocate gigabytes (8 GB seen for a 4 GiB answer). Under a 1 GiB address-space
-/// limit it must still exit 1 saying the revocation was not recorded, not be killed.
+/// `copy-revocations` read a POST's answer whole where `revoke` stops at 16 KiB: whatever
+/// answered at `--to` (or a man in the middle on plain http) made it allocate gigabytes (8 GB
+/// seen for a 4 GiB answer). Under a 1 GiB address-space limit it exits 1 saying the revocation
+/// was not recorded, and is not killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attack_copy_revocations_reads_an_unbounded_answer() {
+async fn copy_revocations_reads_a_bounded_answer() {
     let port = hostile_admin(
         r#"{"revocations":[{"jti":"a"}],"truncated":false}"#,
         b"B",
         2 << 30,
     )
     .await;
-    let secret = std::env::temp_dir().join(format!("attack-secret-{}", std::process::id()));
+    let secret = std::env::temp_dir().join(format!("copy-secret-{}", std::process::id()));
     std::fs::write(&secret, "an-admin-secret-of-enough-bytes-0123").unwrap();
     let admin = format!("http://127.0.0.1:{port}");
     let script = format!(
@@ -423,11 +423,11 @@ async fn attack_copy_revocations_reads_an_unbounded_answer() {
     );
 }
 
-/// Attack: when the listing is refused, `copy-revocations` prints the whole answer (up to
-/// 64 MiB) raw to the terminal, escape sequences included (src/main.rs, "answered {status}:
-/// {}"), where `revoke` prints a 200-character escaped excerpt.
+/// When the listing is refused, `copy-revocations` printed the whole answer (up to 64 MiB) raw
+/// to the terminal, escape sequences included; it prints a 200-character escaped excerpt, as
+/// `revoke` does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attack_copy_revocations_prints_a_refused_listing_raw_and_whole() {
+async fn copy_revocations_prints_a_refused_listing_as_a_short_escaped_excerpt() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
