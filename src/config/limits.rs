@@ -5,11 +5,11 @@
 //! - **Header read, 10 s**: a TLS handshake and a first request take milliseconds from Envoy on
 //!   the same host or pod; ten seconds forgives a stalled scheduler, not a client that never
 //!   finishes.
-//! - **Idle, 90 s** (HTTP ext_authz and admin listeners): longer than the 60 s after which the
-//!   shipped Envoy configs close their idle pooled connections themselves, so Envoy, not us,
-//!   ends them and no check is sent on a connection we are closing. The gRPC listener has no
-//!   idle timeout: Envoy holds a few HTTP/2 connections for good, and keep-alive pings find the
-//!   dead ones.
+//! - **Idle, 90 s**: longer than the 60 s after which the shipped Envoy configs close their idle
+//!   pooled connections themselves, so Envoy, not us, ends them. A config that keeps them longer
+//!   loses nothing either: the close is graceful (HTTP/2's GOAWAY; HTTP/1.1 only between
+//!   requests), and a test loads Envoy after we closed its idle connections. Without it, a
+//!   neighbour's connections that made one request each would hold the cap for good.
 //! - **Keep-alive, a ping after 30 s of quiet, answered within 10 s**: what gRPC's own
 //!   keep-alive guidance calls safe against proxies' limits, and a dead peer is gone within 40 s.
 //! - **Request, 10 s**: a check is bounded long before by its JWKS and revocation timeouts and
@@ -48,7 +48,7 @@ pub struct Limits {
     /// request's time to its last header.
     #[serde(with = "crate::secs")]
     pub header_read_timeout: Duration,
-    /// How long an HTTP ext_authz or admin connection may hold no request.
+    /// How long a connection may hold no request.
     #[serde(with = "crate::secs")]
     pub idle_timeout: Duration,
     /// HTTP/2 keep-alive ping interval.

@@ -242,9 +242,10 @@ pub const IDLE_TIMEOUT: Setting = Setting::new(
     ENV_IDLE_TIMEOUT,
     "server.idle_timeout_seconds",
     Number(limits::DEFAULT_IDLE_TIMEOUT_SECS),
-    "seconds an HTTP ext_authz or admin connection may hold no request before it is closed; longer than the 60 s after which the shipped Envoy configs drop their idle connections (the gRPC listener relies on keep-alive pings instead)",
+    "seconds a connection may hold no request before it is closed (gracefully: HTTP/2 says GOAWAY); longer than the 60 s after which the shipped Envoy configs drop their idle connections",
 )
-.at_least(1);
+.at_least(1)
+.at_most(86_400);
 /// `AUTHZ_KEEPALIVE_SECONDS`.
 pub const KEEPALIVE: Setting = Setting::new(
     ENV_KEEPALIVE,
@@ -252,7 +253,8 @@ pub const KEEPALIVE: Setting = Setting::new(
     Number(limits::DEFAULT_KEEPALIVE_SECS),
     "HTTP/2 keep-alive on the gRPC and HTTP listeners: a quiet connection is pinged this often",
 )
-.at_least(1);
+.at_least(1)
+.at_most(3_600);
 /// `AUTHZ_KEEPALIVE_TIMEOUT_SECONDS`.
 pub const KEEPALIVE_TIMEOUT: Setting = Setting::new(
     ENV_KEEPALIVE_TIMEOUT,
@@ -260,7 +262,8 @@ pub const KEEPALIVE_TIMEOUT: Setting = Setting::new(
     Number(limits::DEFAULT_KEEPALIVE_TIMEOUT_SECS),
     "seconds a keep-alive ping has to be answered before the connection is closed",
 )
-.at_least(1);
+.at_least(1)
+.at_most(3_600);
 /// `AUTHZ_REQUEST_TIMEOUT_SECONDS`.
 pub const REQUEST_TIMEOUT: Setting = Setting::new(
     ENV_REQUEST_TIMEOUT,
@@ -268,7 +271,8 @@ pub const REQUEST_TIMEOUT: Setting = Setting::new(
     Number(limits::DEFAULT_REQUEST_TIMEOUT_SECS),
     "the longest one request may take on any listener (a check is bounded by its own JWKS and revocation timeouts long before; this is the backstop)",
 )
-.at_least(1);
+.at_least(1)
+.at_most(3_600);
 /// `AUTHZ_GRPC_MAX_CONNECTIONS`.
 pub const GRPC_MAX_CONNECTIONS: Setting = Setting::new(
     ENV_GRPC_MAX_CONNECTIONS,
@@ -341,7 +345,7 @@ pub const REDIS_SIGNING_KEY_FILE: Setting = Setting::new(
     ENV_REDIS_SIGNING_KEY_FILE,
     "server.redis_signing_key_file",
     Unset("none"),
-    "a file holding up to 4 keys, one a line, each 32 to 256 bytes without spaces: replicas sign what they share with the first (HMAC-SHA256), accept what any of them signed, re-sign with the first what an older one signed, and ignore the rest, for a Redis others can write ([rotation](revocation.md#rotating-the-signing-key))",
+    "a file holding up to 4 keys, one a line, each 32 to 256 bytes without spaces: replicas sign what they share with each (HMAC-SHA256), accept what any of them signed, add the tags a value lacks, and ignore the rest, for a Redis others can write ([rotation](revocation.md#rotating-the-signing-key))",
 )
 .at_least(MIN_SIGNING_KEY_BYTES as u64)
 .at_most(MAX_SIGNING_KEY_BYTES as u64);

@@ -1,28 +1,26 @@
 //! Connections under bounds, on every listener: a cap on how many are open, a deadline for a new
-//! connection's first request (its TLS handshake included), an idle deadline between requests
-//! (HTTP ext_authz and admin listeners), HTTP/2 keep-alive and a request timeout. Each closing
+//! connection's first request (its TLS handshake included), an idle deadline between requests,
+//! HTTP/2 keep-alive and a request timeout. Each closing
 //! is counted. The defaults and why: [`crate::config::limits`].
 //!
-//! The HTTP and admin listeners are served here, one hyper connection per accepted socket (HTTP/1.1
-//! or HTTP/2 by the first bytes). The gRPC listener is tonic's, fed the sockets this module
-//! accepted: [`Guarded`] closes one that sends no complete request in time, and [`CountRequests`]
-//! tells it when a request arrives.
+//! Every listener is served here, one hyper connection per accepted socket: HTTP/1.1 or HTTP/2 by
+//! the first bytes on the HTTP ext_authz and admin listeners, HTTP/2 alone on the gRPC one (its
+//! tonic services as one router). Closing an idle connection is graceful: HTTP/2 says GOAWAY, so
+//! a request sent meanwhile is refused cleanly and retried elsewhere rather than lost.
 
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tonic::codegen::http;
 use tracing::{debug, warn};
 
@@ -241,8 +239,12 @@ pub(super) async fn serve_app<L: Accept>(
     gate: Gate,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
+    http2_only: bool,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    if http2_only {
+        builder = builder.http2_only();
+    }
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -309,12 +311,16 @@ impl Connection {
         );
         let service = hyper::service::service_fn(move |request: http::Request<_>| {
             let (app, in_flight) = (app.clone(), activity.begin());
+            let grpc = request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
             async move {
                 let _in_flight = in_flight;
                 let answer = tower::ServiceExt::oneshot(app, request);
                 match tokio::time::timeout(request_timeout, answer).await {
                     Ok(answer) => answer,
-                    Err(_) => Ok(timed_out()),
+                    Err(_) => Ok(timed_out(grpc)),
                 }
             }
         });
@@ -342,185 +348,15 @@ impl Connection {
     }
 }
 
-/// The answer to a request that outlived the request timeout: a 503, which Envoy's HTTP
-/// ext_authz treats as a denial.
-fn timed_out() -> axum::response::Response {
+/// The answer to a request that outlived the request timeout: gRPC's `DEADLINE_EXCEEDED` to a
+/// gRPC call, else a 503; Envoy turns either into its failure answer, never an allow.
+fn timed_out(grpc: bool) -> axum::response::Response {
+    if grpc {
+        let status = tonic::Status::deadline_exceeded("the request timeout passed");
+        return status.into_http::<axum::body::Body>();
+    }
     let mut response =
         axum::response::Response::new(axum::body::Body::from("{\"error\":\"request timed out\"}"));
     *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
     response
-}
-
-/// The sockets the gRPC listener serves: accepted here, under the cap, each [`Guarded`]. Ends at
-/// shutdown.
-pub(super) fn grpc_incoming<L: Accept>(
-    listener: L,
-    gate: Gate,
-    limits: Limits,
-    shutdown: watch::Receiver<bool>,
-) -> tokio_stream::wrappers::ReceiverStream<io::Result<Guarded<L::Io>>> {
-    let (sender, receiver) = mpsc::channel(16);
-    let metrics = gate.metrics.clone();
-    let listener_name = gate.listener;
-    tokio::spawn(accept_loop(listener, gate, shutdown, move |io, ticket| {
-        let activity = Activity::new();
-        let guarded = Guarded {
-            first_request_by: Some(Box::pin(tokio::time::sleep_until(
-                activity.opened + limits.header_read_timeout,
-            ))),
-            io,
-            activity,
-            metrics: metrics.clone(),
-            listener: listener_name,
-            _ticket: ticket,
-        };
-        let sender = sender.clone();
-        async move {
-            let _ = sender.send(Ok(guarded)).await;
-        }
-    }));
-    tokio_stream::wrappers::ReceiverStream::new(receiver)
-}
-
-/// A gRPC connection's socket: closed (its reads fail) when no request has arrived by the
-/// header-read deadline, TLS handshake and HTTP/2 preface included. It holds the connection's
-/// place under the cap.
-pub(super) struct Guarded<IO> {
-    io: IO,
-    activity: Arc<Activity>,
-    first_request_by: Option<Pin<Box<Sleep>>>,
-    metrics: Metrics,
-    listener: &'static str,
-    _ticket: Ticket,
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(deadline) = &mut this.first_request_by {
-            if this.activity.started.load(Ordering::SeqCst) {
-                this.first_request_by = None;
-            } else if deadline.as_mut().poll(cx).is_ready() {
-                this.first_request_by = None;
-                this.metrics
-                    .connection_timed_out(this.listener, "header_read");
-                // Stays failed: the deadline is gone, but so is the connection.
-                this.activity.started.store(true, Ordering::SeqCst);
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no request within the header-read timeout",
-                )));
-            }
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
-
-/// What tonic puts in each request's extensions for a [`Guarded`] connection.
-#[derive(Clone)]
-pub(super) struct ConnActivity(Arc<Activity>);
-
-impl<IO> tonic::transport::server::Connected for Guarded<IO> {
-    type ConnectInfo = ConnActivity;
-
-    fn connect_info(&self) -> ConnActivity {
-        ConnActivity(Arc::clone(&self.activity))
-    }
-}
-
-/// The gRPC server's layer that tells each request's connection it has one in flight.
-#[derive(Clone, Copy, Default)]
-pub(super) struct CountRequestsLayer;
-
-impl<S> tower::Layer<S> for CountRequestsLayer {
-    type Service = CountRequests<S>;
-
-    fn layer(&self, inner: S) -> CountRequests<S> {
-        CountRequests(inner)
-    }
-}
-
-/// See [`CountRequestsLayer`].
-#[derive(Clone)]
-pub(super) struct CountRequests<S>(S);
-
-impl<S, B> tower::Service<http::Request<B>> for CountRequests<S>
-where
-    S: tower::Service<http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Counted<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        use tonic::transport::server::TlsConnectInfo;
-        let extensions = request.extensions();
-        let activity = extensions
-            .get::<ConnActivity>()
-            .or_else(|| {
-                extensions
-                    .get::<TlsConnectInfo<ConnActivity>>()
-                    .map(TlsConnectInfo::get_ref)
-            })
-            .map(|conn| conn.0.begin());
-        Counted {
-            inner: self.0.call(request),
-            _in_flight: activity,
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A request's future, holding its connection's in-flight mark until it completes.
-    pub(super) struct Counted<F> {
-        #[pin]
-        inner: F,
-        _in_flight: Option<InFlight>,
-    }
-}
-
-impl<F: Future> Future for Counted<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.project().inner.poll(cx)
-    }
 }

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tracing::info;
 
-use super::conn::{self, stopped, Gate};
+use super::conn::{self, Gate};
 use super::{GrpcAddr, ServerError};
 use crate::config::limits::Limits;
 use crate::config::TlsFiles;
@@ -64,38 +63,33 @@ pub(super) fn spawn_app(
     limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(conn::serve_app(listener, None, app, gate, limits, shutdown))
+    tokio::spawn(conn::serve_app(
+        listener, None, app, gate, limits, shutdown, false,
+    ))
 }
 
-/// Binds the gRPC listener (`host:port` or `unix:/path`) and serves `router` until shutdown,
-/// on connections this module accepts under the cap and closes when they send nothing in time.
+/// Binds the gRPC listener (`host:port` or `unix:/path`) and serves its routes until shutdown,
+/// HTTP/2 alone, with TLS when configured; connections bounded like every listener's.
 pub(super) async fn serve_grpc(
     addr: &str,
-    router: tonic::transport::server::Router<
-        tower::layer::util::Stack<conn::CountRequestsLayer, tower::layer::util::Identity>,
-    >,
+    routes: axum::Router,
+    tls: Option<&TlsFiles>,
     gate: Gate,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
-) -> Result<(GrpcAddr, GrpcTask), ServerError> {
-    let bound = bind(addr).await?;
-    let at = bound.addr();
-    let stop = stopped(shutdown.clone());
-    let task = match bound {
-        Bound::Tcp(listener, _) => {
-            let incoming = conn::grpc_incoming(listener, gate, limits, shutdown);
-            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
-        }
-        Bound::Unix(listener, _) => {
-            let incoming = conn::grpc_incoming(listener, gate, limits, shutdown);
-            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
-        }
+) -> Result<(GrpcAddr, JoinHandle<()>), ServerError> {
+    if let Some(tls) = tls {
+        info!(mutual = tls.client_ca.is_some(), "gRPC listener uses TLS");
+    }
+    let serving = Serving {
+        app: routes,
+        gate,
+        limits,
+        shutdown,
+        http2_only: true,
     };
-    Ok((at, task))
+    serve(addr, tls, serving).await
 }
-
-/// The gRPC server's task: its error, if it stops badly.
-pub(super) type GrpcTask = JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// Binds the HTTP ext_authz listener (`host:port` or `unix:/path`) and serves it, HTTP/1.1 and
 /// HTTP/2 with prior knowledge (or by ALPN over TLS), until shutdown.
@@ -108,28 +102,57 @@ pub(super) async fn serve_http(
     limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(GrpcAddr, JoinHandle<()>), ServerError> {
-    let app = crate::http_authz::router(authorizer, trust_traceparent);
+    if let Some(tls) = tls.filter(|_| !addr.starts_with("unix:")) {
+        info!(mutual = tls.client_ca.is_some(), "HTTP listener uses TLS");
+    }
+    let serving = Serving {
+        app: crate::http_authz::router(authorizer, trust_traceparent),
+        gate,
+        limits,
+        shutdown,
+        http2_only: false,
+    };
+    serve(addr, tls, serving).await
+}
+
+/// What a listener serves and how it bounds its connections.
+struct Serving {
+    app: axum::Router,
+    gate: Gate,
+    limits: Limits,
+    shutdown: watch::Receiver<bool>,
+    http2_only: bool,
+}
+
+/// Binds `addr` and serves on it until shutdown, with TLS when `tls` is given.
+async fn serve(
+    addr: &str,
+    tls: Option<&TlsFiles>,
+    serving: Serving,
+) -> Result<(GrpcAddr, JoinHandle<()>), ServerError> {
     let bound = bind(addr).await?;
     let at = bound.addr();
-    let task = match (bound, tls) {
-        (Bound::Unix(listener, _), _) => {
-            tokio::spawn(conn::serve_app(listener, None, app, gate, limits, shutdown))
-        }
-        (Bound::Tcp(listener, _), Some(tls)) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(rustls_config(tls)?));
-            info!(mutual = tls.client_ca.is_some(), "HTTP listener uses TLS");
-            tokio::spawn(conn::serve_app(
-                listener,
-                Some(acceptor),
-                app,
-                gate,
-                limits,
-                shutdown,
-            ))
-        }
-        (Bound::Tcp(listener, _), None) => {
-            tokio::spawn(conn::serve_app(listener, None, app, gate, limits, shutdown))
-        }
+    let Serving {
+        app,
+        gate,
+        limits,
+        shutdown,
+        http2_only,
+    } = serving;
+    // The HTTP listener has always spoken TLS on TCP only; the gRPC one on either.
+    let acceptor = match tls {
+        Some(tls) if http2_only || matches!(bound, Bound::Tcp(..)) => Some(
+            tokio_rustls::TlsAcceptor::from(Arc::new(rustls_config(tls)?)),
+        ),
+        _ => None,
+    };
+    let task = match bound {
+        Bound::Unix(listener, _) => tokio::spawn(conn::serve_app(
+            listener, acceptor, app, gate, limits, shutdown, http2_only,
+        )),
+        Bound::Tcp(listener, _) => tokio::spawn(conn::serve_app(
+            listener, acceptor, app, gate, limits, shutdown, http2_only,
+        )),
     };
     Ok((at, task))
 }
@@ -179,25 +202,5 @@ fn rustls_config(tls: &TlsFiles) -> Result<rustls::ServerConfig, ServerError> {
         .with_single_cert(certs, key)
         .map_err(|e| bad(&tls.cert, e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// tonic's server TLS from the configured PEM files.
-pub(super) fn tls_config(
-    tls: &TlsFiles,
-    handshake_timeout: std::time::Duration,
-) -> Result<ServerTlsConfig, ServerError> {
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|source| ServerError::Tls {
-            path: path.clone(),
-            source,
-        })
-    };
-    let mut config = ServerTlsConfig::new()
-        .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?))
-        .timeout(handshake_timeout);
-    if let Some(ca) = &tls.client_ca {
-        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
-    }
     Ok(config)
 }

@@ -70,9 +70,6 @@ pub enum ServerError {
     /// The reflection service could not load a descriptor.
     #[error("reflection: {0}")]
     Reflection(#[source] tonic_reflection::server::Error),
-    /// The gRPC server failed.
-    #[error("gRPC server: {0}")]
-    Transport(#[source] tonic::transport::Error),
     /// The Redis URL could not be used.
     #[error("AUTHZ_REDIS_URL: {0}")]
     Redis(#[source] redis::RedisError),
@@ -109,7 +106,7 @@ pub struct Running {
     running_config: Arc<ArcSwap<Config>>,
     shared: Option<Shared>,
     health: tonic_health::server::HealthReporter,
-    grpc: listen::GrpcTask,
+    grpc: JoinHandle<()>,
     admin: JoinHandle<()>,
     http: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -157,6 +154,7 @@ pub async fn start_with_clock(config: Config, clock: Clock) -> Result<Running, S
     let (grpc_addr, grpc) = listen::serve_grpc(
         &config.server.grpc_addr,
         router,
+        config.server.tls.as_ref(),
         conn::Gate::new("grpc", limits.grpc_max_connections, &metrics),
         limits,
         shutdown_rx.clone(),
@@ -404,55 +402,35 @@ fn grpc_router(
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
-) -> Result<
-    tonic::transport::server::Router<
-        tower::layer::util::Stack<conn::CountRequestsLayer, tower::layer::util::Identity>,
-    >,
-    ServerError,
-> {
+) -> Result<axum::Router, ServerError> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::generated::DIAGNOSTICS_DESCRIPTOR)
             .register_encoded_file_descriptor_set(crate::generated::ENVOY_AUTHZ_DESCRIPTOR)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1().map_err(ServerError::Reflection)?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(ServerError::Reflection)?;
-
-    let limits = &config.server.limits;
-    let mut builder = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(limits.keepalive))
-        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-        .timeout(limits.request_timeout);
-    if let Some(tls) = &config.server.tls {
-        builder = builder
-            // A backstop: the connection's own header-read deadline (`conn::Guarded`) closes a
-            // handshake that is not done in time first, and counts it.
-            .tls_config(listen::tls_config(
-                tls,
-                limits.header_read_timeout + Duration::from_secs(1),
-            )?)
-            .map_err(ServerError::Transport)?;
-        info!(mutual = tls.client_ca.is_some(), "gRPC listener uses TLS");
-    }
-    let diagnostics = config.server.diagnostics;
-    if !diagnostics {
-        info!("diagnostics and reflection are off on the gRPC listener");
-    }
-    Ok(builder
-        .layer(conn::CountRequestsLayer)
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes
         .add_service(health_service)
         .add_service(AuthorizationServer::new(AuthzService::new(
             authorizer.clone(),
-        )))
-        .add_optional_service(diagnostics.then_some(reflection_v1))
-        .add_optional_service(diagnostics.then_some(reflection_v1alpha))
-        .add_optional_service(
-            diagnostics
-                .then(|| DiagnosticsServer::new(DiagnosticsService::new(authorizer.clone()))),
-        ))
+        )));
+    if config.server.diagnostics {
+        routes
+            .add_service(reflection().build_v1().map_err(ServerError::Reflection)?)
+            .add_service(
+                reflection()
+                    .build_v1alpha()
+                    .map_err(ServerError::Reflection)?,
+            )
+            .add_service(DiagnosticsServer::new(DiagnosticsService::new(
+                authorizer.clone(),
+            )));
+    } else {
+        info!("diagnostics and reflection are off on the gRPC listener");
+    }
+    // Served like the other listeners, on HTTP/2 alone (`listen::serve_grpc`).
+    Ok(routes.routes().prepare().into_axum_router())
 }
 
 impl Running {

@@ -49,18 +49,9 @@ impl Running {
     pub async fn stop(self) -> Result<(), ServerError> {
         set_health(&self.health, ServingStatus::NotServing).await;
         let _ = self.shutdown.send(true);
-        let outcome = match tokio::time::timeout(self.grace, self.grpc).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(err))) => Err(ServerError::Transport(err)),
-            Ok(Err(join)) => {
-                error!(cause = %join, "gRPC server task failed");
-                Ok(())
-            }
-            Err(_) => {
-                warn!(grace = ?self.grace, "grace period over: closing remaining connections");
-                Ok(())
-            }
-        };
+        if tokio::time::timeout(self.grace, self.grpc).await.is_err() {
+            warn!(grace = ?self.grace, "grace period over: closing remaining connections");
+        }
         if let Some(http) = self.http {
             if tokio::time::timeout(self.grace, http).await.is_err() {
                 warn!("HTTP ext_authz listener: grace period over");
@@ -80,7 +71,7 @@ impl Running {
             }
         }
         info!("stopped");
-        outcome
+        Ok(())
     }
 }
 
