@@ -540,3 +540,105 @@ async fn idle_grpc_connections_are_evicted_and_free_the_cap() {
     );
     drop(held);
 }
+
+/// One HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = u32::try_from(payload.len()).unwrap().to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend(payload);
+    frame
+}
+
+/// A gRPC call's request headers as HPACK literals (never indexed, no Huffman coding).
+fn grpc_headers(path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    let fields = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ];
+    for (name, value) in fields.iter().chain(extra) {
+        block.push(0);
+        block.push(u8::try_from(name.len()).unwrap());
+        block.extend(name.as_bytes());
+        block.push(u8::try_from(value.len()).unwrap());
+        block.extend(value.as_bytes());
+    }
+    block
+}
+
+/// Attack (second round): tonic's server honoured a call's `grpc-timeout` (Envoy sends its
+/// ext_authz timeout there); the accept loop that replaced it answers only at the server's own
+/// request timeout (10 s), so a call whose body never comes holds its stream that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_a_grpc_timeout_shorter_than_the_request_timeout_is_honoured() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let server = Server::start(&idp, None).await;
+    let mut socket = TcpStream::connect(server.addr(server.grpc)).await.unwrap();
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend(h2_frame(4, 0, 0, &[]));
+    let headers = grpc_headers(
+        "/envoy.service.auth.v3.Authorization/Check",
+        &[("grpc-timeout", "300m")],
+    );
+    // END_HEADERS only: the request's message never comes.
+    bytes.extend(h2_frame(1, 4, 1, &headers));
+    socket.write_all(&bytes).await.unwrap();
+    let started = Instant::now();
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let mut head = [0u8; 9];
+            socket.read_exact(&mut head).await?;
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0; len];
+            socket.read_exact(&mut payload).await?;
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            if head[3] == 1 && stream == 1 {
+                return Ok::<_, std::io::Error>(());
+            }
+        }
+    })
+    .await;
+    assert!(
+        matches!(answered, Ok(Ok(()))) && started.elapsed() < Duration::from_secs(2),
+        "a call with grpc-timeout 300m was not answered within 2 s ({answered:?} after {:?})",
+        started.elapsed()
+    );
+}
+
+/// Attack (second round): the gRPC listener speaks HTTP/2 alone, yet its TLS offers
+/// `http/1.1` by ALPN too (tonic's offered `h2` only), so a client that asks for HTTP/1.1
+/// completes the handshake and is then dropped, rather than told at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_the_grpc_listener_negotiates_no_http1_by_alpn() {
+    use rustls::pki_types::pem::PemObject as _;
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let dir = pki();
+    let server = Server::start(&idp, Some(&dir)).await;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(server.addr(server.grpc)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    if let Ok(tls) = connector.connect(name, tcp).await {
+        assert_ne!(
+            tls.get_ref().1.alpn_protocol(),
+            Some(&b"http/1.1"[..]),
+            "the HTTP/2-only gRPC listener negotiated http/1.1"
+        );
+    }
+}

@@ -465,3 +465,35 @@ async fn with_signing_a_writers_flood_cannot_crowd_out_a_revocation_across_a_res
         "the replica the operator revoked through forgot it on restart"
     );
 }
+
+/// Attack (second round): the docs say "a tag is never taken off", but re-signing writes the
+/// tags of the re-signing replica's keys alone. With key sets that are not nested (a second
+/// rotation begun before the first is finished: `[A, B]`, `[B, C]` and `[A]` side by side),
+/// a replica on `[B, C]` takes `A`'s tag off at start, and one on `[A]` then forgets the
+/// revocation. Each further start flips the tags back and forth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_re_signing_takes_off_no_tag_another_replica_needs() {
+    const KEY: &str = "AUTHZ_REDIS_SIGNING_KEY_FILE";
+    const THIRD_KEY: &str = "7h1rd7h1rd7h1rd7h1rd7h1rd7h1rd7h1rd7h1rd7h1rd7h1rd7h1rd7h1rd7h1r";
+    let dir = layout("rotation-overlap").work_dir;
+    let a_b = key_file(&dir, "key-ab", &[OLD_KEY, NEW_KEY]);
+    let b_c = key_file(&dir, "key-bc", &[NEW_KEY, THIRD_KEY]);
+    let a = key_file(&dir, "key-a", &[OLD_KEY]);
+    let mut stack = stack("rotation-overlap", 3, vec![(KEY.into(), a_b)]).await;
+    user(&stack, "overlap@example.com").await;
+    let live = sign_in(&stack, "overlap@example.com").await;
+    let token = sign_in(&stack, "overlap@example.com").await;
+    revoke(&stack, 0, &token).await;
+    let revoked = vec![token];
+    all_refuse(&stack, &[0, 1, 2], &revoked, &live, "signed with [A, B]").await;
+    roll(&mut stack, 1, &[(KEY, &b_c)]).await;
+    roll(&mut stack, 2, &[(KEY, &a)]).await;
+    all_refuse(
+        &stack,
+        &[0, 1, 2],
+        &revoked,
+        &live,
+        "[A, B], [B, C] and [A] side by side",
+    )
+    .await;
+}
