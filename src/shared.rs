@@ -163,6 +163,30 @@ impl Signer {
         out
     }
 
+    /// `sealed` with a tag of each of our keys, keeping the tags it carries that none of our
+    /// keys made (another replica's keys: a tag is never taken off), within [`MAX_TAGS`].
+    fn reseal(&self, context: &str, sealed: &str) -> String {
+        let (tags, value) = tags(sealed);
+        let signed = format!("{context}|{value}");
+        let ours_made = |tag: &&str| {
+            decode_hex(tag).is_some_and(|tag| {
+                self.keys
+                    .iter()
+                    .any(|key| aws_lc_rs::hmac::verify(key, signed.as_bytes(), &tag).is_ok())
+            })
+        };
+        let mut out = self.seal(context, value);
+        let mut kept = self.keys.len();
+        for tag in tags.iter().filter(|tag| !ours_made(tag)) {
+            if kept == MAX_TAGS || out.contains(tag) {
+                continue;
+            }
+            out.insert_str(0, &format!("{tag}."));
+            kept += 1;
+        }
+        out
+    }
+
     fn open<'a>(&self, context: &str, sealed: &'a str) -> Option<Opened<'a>> {
         let (tags, value) = tags(sealed);
         let signed = format!("{context}|{value}");
@@ -354,11 +378,13 @@ impl Shared {
         }
     }
 
-    /// Writes the revocation `sealed` (as read at `key`, `content` once opened) back sealed with
-    /// the signing key, keeping its expiry, unless `key` changed since it was read. Whether it
-    /// was written.
-    async fn reseal(&self, key: &str, sealed: &str, content: &str) -> Result<bool, SharedError> {
-        let resealed = self.seal(ENTRY_CONTEXT, content.to_string());
+    /// Writes the revocation `sealed` (as read at `key`) back with our keys' tags added,
+    /// keeping its expiry, unless `key` changed since it was read. Whether it was written.
+    async fn reseal(&self, key: &str, sealed: &str) -> Result<bool, SharedError> {
+        let Some(signer) = &self.inner.signer else {
+            return Ok(false);
+        };
+        let resealed = signer.reseal(ENTRY_CONTEXT, sealed);
         let written: i64 = self
             .run(
                 "resign",
@@ -381,10 +407,7 @@ impl Shared {
         let Ok(entry) = serde_json::from_str::<Entry>(content) else {
             return;
         };
-        match self
-            .reseal(&key_of(&entry.revocation), sealed, content)
-            .await
-        {
+        match self.reseal(&key_of(&entry.revocation), sealed).await {
             Ok(true) => info!(
                 resigned = 1,
                 "a revocation signed with an older key is re-signed"
@@ -517,7 +540,7 @@ impl Shared {
                     loaded += 1;
                 }
                 if stale {
-                    match self.reseal(key, value, content).await {
+                    match self.reseal(key, value).await {
                         Ok(written) => resigned += usize::from(written),
                         Err(err) => warn!(cause = %err, "re-signing a revocation failed"),
                     }
@@ -811,6 +834,37 @@ mod tests {
             None,
             "tags past the bound are not read"
         );
+    }
+
+    #[test]
+    fn re_signing_adds_our_tags_and_keeps_the_ones_we_cannot_check() {
+        const KEY_C: &[u8] = b"a third key, also thirty-two b!!";
+        let a = Signer::new(&[KEY_A]).unwrap();
+        let ab = Signer::new(&[KEY_A, KEY_B]).unwrap();
+        let bc = Signer::new(&[KEY_B, KEY_C]).unwrap();
+        // [A, B] adds B's tag to what A signed; [B, C] then adds C's and keeps A's.
+        let by_ab = ab.reseal("revocation", &a.seal("revocation", "{}"));
+        assert_eq!(ab.open("revocation", &by_ab), Some(("{}", false)));
+        let by_bc = bc.reseal("revocation", &by_ab);
+        assert_eq!(bc.open("revocation", &by_bc), Some(("{}", false)));
+        assert_eq!(
+            a.open("revocation", &by_bc),
+            Some(("{}", false)),
+            "A's tag kept"
+        );
+        assert_eq!(
+            ab.open("revocation", &by_bc),
+            Some(("{}", false)),
+            "nothing to add back"
+        );
+        assert_eq!(tags(&by_bc).0.len(), 3);
+        // Junk tags take no more than the bound, and never the place of ours.
+        let junk: String = (0..6).map(|i| format!("{i:064x}.")).collect();
+        let padded = format!("{junk}{by_ab}");
+        assert_eq!(tags(&padded).0.len(), MAX_TAGS);
+        let resealed = bc.reseal("revocation", &padded);
+        assert_eq!(tags(&resealed).0.len(), MAX_TAGS);
+        assert_eq!(bc.open("revocation", &resealed), Some(("{}", false)));
     }
 
     #[test]

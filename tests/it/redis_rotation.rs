@@ -466,13 +466,12 @@ async fn with_signing_a_writers_flood_cannot_crowd_out_a_revocation_across_a_res
     );
 }
 
-/// Attack (second round): the docs say "a tag is never taken off", but re-signing writes the
-/// tags of the re-signing replica's keys alone. With key sets that are not nested (a second
-/// rotation begun before the first is finished: `[A, B]`, `[B, C]` and `[A]` side by side),
-/// a replica on `[B, C]` takes `A`'s tag off at start, and one on `[A]` then forgets the
-/// revocation. Each further start flips the tags back and forth.
+/// A tag is never taken off: with key sets that are not nested (a second rotation begun before
+/// the first is finished: `[A, B]`, `[B, C]` and `[A]` side by side), a replica on `[B, C]`
+/// keeps `A`'s tag when it adds `C`'s, so the one on `[A]` still refuses the token. (Re-signing
+/// with only the re-signer's own tags forgot it, and flipped the tags at every start.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attack_re_signing_takes_off_no_tag_another_replica_needs() {
+async fn re_signing_takes_off_no_tag_another_replica_needs() {
     const KEY: &str = "AUTHZ_REDIS_SIGNING_KEY_FILE";
     const THIRD_KEY: &str = "7h1rd7h1rd7h1rd7h1rd7h1rd7h1rd7h1rd7h1rd7h1rd7h1rd7h1rd7h1rd7h1r";
     let dir = layout("rotation-overlap").work_dir;
