@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tonic::codegen::http;
@@ -128,7 +128,6 @@ pub(super) struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds from `opened` to the end of the last request.
     last_done_ms: AtomicU64,
-    done: Notify,
 }
 
 impl Activity {
@@ -138,7 +137,6 @@ impl Activity {
             started: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             last_done_ms: AtomicU64::new(0),
-            done: Notify::new(),
         })
     }
 
@@ -165,20 +163,18 @@ impl Activity {
     /// Completes, naming the timeout, once the connection has passed a deadline with nothing in
     /// flight.
     async fn expired(&self, limits: &Limits, idle: Option<Duration>) -> &'static str {
+        // Lazily: a request does not wake this; the deadline is looked at again when it would
+        // have passed, and has usually moved on by then.
+        let again = idle.unwrap_or(limits.header_read_timeout);
         loop {
-            let done = self.done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            match self.deadline(limits, idle) {
-                None => done.await,
-                Some((at, which)) if Instant::now() >= at => return which,
-                Some((at, _)) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at) => {}
-                        _ = done => {}
-                    }
-                }
-            }
+            let now = Instant::now();
+            let next = match self.deadline(limits, idle) {
+                Some((at, which)) if now >= at => return which,
+                Some((at, _)) => at,
+                // In flight (or idle without a timeout): look again later.
+                None => now + again,
+            };
+            tokio::time::sleep_until(next).await;
         }
     }
 }
@@ -192,7 +188,6 @@ impl Drop for InFlight {
         let since = u64::try_from(activity.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         activity.last_done_ms.store(since, Ordering::SeqCst);
         activity.in_flight.fetch_sub(1, Ordering::SeqCst);
-        activity.done.notify_waiters();
     }
 }
 
@@ -311,14 +306,21 @@ impl Connection {
         );
         let service = hyper::service::service_fn(move |request: http::Request<_>| {
             let (app, in_flight) = (app.clone(), activity.begin());
-            let grpc = request
-                .headers()
+            let headers = request.headers();
+            let grpc = headers
                 .get(http::header::CONTENT_TYPE)
                 .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+            // A gRPC call's own deadline, when it is the sooner (Envoy sends its ext_authz
+            // timeout as one).
+            let timeout = headers
+                .get("grpc-timeout")
+                .and_then(|v| grpc_timeout(v.as_bytes()))
+                .filter(|_| grpc)
+                .map_or(request_timeout, |asked| asked.min(request_timeout));
             async move {
                 let _in_flight = in_flight;
                 let answer = tower::ServiceExt::oneshot(app, request);
-                match tokio::time::timeout(request_timeout, answer).await {
+                match tokio::time::timeout(timeout, answer).await {
                     Ok(answer) => answer,
                     Err(_) => Ok(timed_out(grpc)),
                 }
@@ -348,6 +350,25 @@ impl Connection {
     }
 }
 
+/// A `grpc-timeout` header's duration: at most eight digits and a unit (`H`, `M`, `S`, `m`, `u`,
+/// `n`), as gRPC's HTTP/2 protocol defines it; none when malformed.
+fn grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// The answer to a request that outlived the request timeout: gRPC's `DEADLINE_EXCEEDED` to a
 /// gRPC call, else a 503; Envoy turns either into its failure answer, never an allow.
 fn timed_out(grpc: bool) -> axum::response::Response {
@@ -359,4 +380,32 @@ fn timed_out(grpc: bool) -> axum::response::Response {
         axum::response::Response::new(axum::body::Body::from("{\"error\":\"request timed out\"}"));
     *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_are_read_as_grpc_defines_them() {
+        assert_eq!(grpc_timeout(b"500m"), Some(Duration::from_millis(500)));
+        assert_eq!(grpc_timeout(b"2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            grpc_timeout(b"99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        assert_eq!(grpc_timeout(b"7u"), Some(Duration::from_micros(7)));
+        for bad in [
+            &b""[..],
+            b"m",
+            b"123456789m",
+            b"12x",
+            b"-1S",
+            b"1.5S",
+            "٣S".as_bytes(),
+        ] {
+            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
 }

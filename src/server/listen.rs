@@ -142,7 +142,7 @@ async fn serve(
     // The HTTP listener has always spoken TLS on TCP only; the gRPC one on either.
     let acceptor = match tls {
         Some(tls) if http2_only || matches!(bound, Bound::Tcp(..)) => Some(
-            tokio_rustls::TlsAcceptor::from(Arc::new(rustls_config(tls)?)),
+            tokio_rustls::TlsAcceptor::from(Arc::new(rustls_config(tls, http2_only)?)),
         ),
         _ => None,
     };
@@ -157,8 +157,8 @@ async fn serve(
     Ok((at, task))
 }
 
-/// rustls's server configuration from the same PEM files as the gRPC listener's TLS.
-fn rustls_config(tls: &TlsFiles) -> Result<rustls::ServerConfig, ServerError> {
+/// rustls's server configuration from the configured PEM files.
+fn rustls_config(tls: &TlsFiles, http2_only: bool) -> Result<rustls::ServerConfig, ServerError> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let read = |path: &PathBuf| {
@@ -201,6 +201,11 @@ fn rustls_config(tls: &TlsFiles) -> Result<rustls::ServerConfig, ServerError> {
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| bad(&tls.cert, e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // gRPC is HTTP/2 alone: a client that offers only HTTP/1.1 is refused at the handshake.
+    config.alpn_protocols = if http2_only {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    };
     Ok(config)
 }

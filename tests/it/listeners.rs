@@ -571,11 +571,11 @@ fn grpc_headers(path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
     block
 }
 
-/// Attack (second round): tonic's server honoured a call's `grpc-timeout` (Envoy sends its
-/// ext_authz timeout there); the accept loop that replaced it answers only at the server's own
-/// request timeout (10 s), so a call whose body never comes holds its stream that long.
+/// A call's own `grpc-timeout` (Envoy sends its ext_authz timeout there) is honoured when it is
+/// shorter than the server's request timeout, as tonic's server did: a call whose body never
+/// comes does not hold its stream for the server's whole timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attack_a_grpc_timeout_shorter_than_the_request_timeout_is_honoured() {
+async fn a_grpc_timeout_shorter_than_the_request_timeout_is_honoured() {
     let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
     let server = Server::start(&idp, None).await;
     let mut socket = TcpStream::connect(server.addr(server.grpc)).await.unwrap();
@@ -610,11 +610,10 @@ async fn attack_a_grpc_timeout_shorter_than_the_request_timeout_is_honoured() {
     );
 }
 
-/// Attack (second round): the gRPC listener speaks HTTP/2 alone, yet its TLS offers
-/// `http/1.1` by ALPN too (tonic's offered `h2` only), so a client that asks for HTTP/1.1
-/// completes the handshake and is then dropped, rather than told at once.
+/// The gRPC listener speaks HTTP/2 alone, and its TLS offers `h2` alone by ALPN, as tonic's
+/// did: a client that asks for HTTP/1.1 is told at the handshake, not dropped after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attack_the_grpc_listener_negotiates_no_http1_by_alpn() {
+async fn the_grpc_listener_negotiates_no_http1_by_alpn() {
     use rustls::pki_types::pem::PemObject as _;
     let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
     let dir = pki();
