@@ -81,6 +81,8 @@ struct Inner {
     client: redis::Client,
     manager: ConnectionManager,
     up: AtomicBool,
+    /// The first connection was tried: revocations loaded, or Redis unreachable.
+    settled: AtomicBool,
     observer: Arc<dyn SharedObserver>,
     /// Revocations recorded here that Redis did not take: published when it returns.
     pending: std::sync::Mutex<Vec<Entry>>,
@@ -188,6 +190,9 @@ impl Signer {
     }
 
     fn open<'a>(&self, context: &str, sealed: &'a str) -> Option<Opened<'a>> {
+        if sealed.len() > MAX_STORED_BYTES {
+            return None;
+        }
         let (tags, value) = tags(sealed);
         let signed = format!("{context}|{value}");
         let tags: Vec<Vec<u8>> = tags.into_iter().filter_map(decode_hex).collect();
@@ -209,6 +214,18 @@ impl Signer {
 fn unsealed(value: &str) -> &str {
     tags(value).1
 }
+
+/// The longest value read from Redis: an entry and the most tags it can carry. A longer one is
+/// ignored unread (a writer's huge values cost neither memory nor a MAC).
+const MAX_STORED_BYTES: usize = MAX_ENTRY_BYTES + MAX_TAGS * (TAG_HEX + 1);
+
+/// `MGET` of string values no longer than `ARGV[1]`; a longer one, or another type, reads as
+/// missing (as `MGET` reads another type).
+const BOUNDED_MGET_SCRIPT: &str = "local out = {} \
+    for i, key in ipairs(KEYS) do out[i] = false \
+    if redis.call('TYPE', key).ok == 'string' \
+    and redis.call('STRLEN', key) <= tonumber(ARGV[1]) then out[i] = redis.call('GET', key) end \
+    end return out";
 
 /// Replaces a revocation with its re-signed value, keeping its expiry, only if it still holds
 /// what was read: a later revocation written meanwhile is never replaced by an older one.
@@ -269,6 +286,7 @@ impl Shared {
                 client,
                 manager,
                 up: AtomicBool::new(false),
+                settled: AtomicBool::new(false),
                 observer,
                 pending: std::sync::Mutex::default(),
                 signer: Signer::new(signing_keys),
@@ -286,6 +304,13 @@ impl Shared {
     /// Whether Redis is reachable, as the subscriber last saw it.
     pub fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Relaxed)
+    }
+
+    /// Whether the first connection was tried: the revocations in Redis are loaded, or Redis
+    /// could not be reached. Until then a replica is not ready: serving before the load would
+    /// admit, for a moment, tokens revoked elsewhere.
+    pub fn settled(&self) -> bool {
+        self.inner.settled.load(Ordering::Relaxed)
     }
 
     fn set_up(&self, up: bool) {
@@ -443,12 +468,17 @@ impl Shared {
         &self,
         key: &[u8; 16],
     ) -> Result<Option<(CognitoVerdict, i64)>, SharedError> {
-        let value: Option<String> = self
+        // At most one byte more than a verdict could be: a longer value is not one.
+        let value: String = self
             .run(
                 "get",
-                redis::cmd("GET").arg(format!("{VERDICT_PREFIX}{}", hex(key))),
+                redis::cmd("GETRANGE")
+                    .arg(format!("{VERDICT_PREFIX}{}", hex(key)))
+                    .arg(0)
+                    .arg(MAX_STORED_BYTES),
             )
             .await?;
+        let value = Some(value).filter(|v| !v.is_empty() && v.len() <= MAX_STORED_BYTES);
         // Bound to the token's key: a verdict cannot be moved onto another token.
         let context = hex(key);
         Ok(value.and_then(|v| parse_verdict(self.open(&context, &v)?.0, self.clock.now())))
@@ -517,7 +547,17 @@ impl Shared {
         if keys.is_empty() {
             return Ok((next, Vec::new()));
         }
-        let values: Vec<Option<String>> = self.run("load", redis::cmd("MGET").arg(&keys)).await?;
+        // Only values a revocation could be: a writer's 200 MB value is never read into memory.
+        let values: Vec<Option<String>> = self
+            .run(
+                "load",
+                redis::cmd("EVAL")
+                    .arg(BOUNDED_MGET_SCRIPT)
+                    .arg(keys.len())
+                    .arg(&keys)
+                    .arg(MAX_STORED_BYTES),
+            )
+            .await?;
         let found = keys
             .into_iter()
             .zip(values)
@@ -631,6 +671,7 @@ impl Shared {
                         }
                         Err(err) => warn!(cause = %err, "loading revocations from redis failed"),
                     }
+                    shared.inner.settled.store(true, Ordering::Relaxed);
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
                         let payload: String = message.get_payload().unwrap_or_default();
@@ -645,6 +686,7 @@ impl Shared {
                 };
                 tokio::select! {
                     result = session => {
+                        shared.inner.settled.store(true, Ordering::Relaxed);
                         if let Err(err) = result {
                             warn!(cause = %err, "redis subscription failed");
                         } else {

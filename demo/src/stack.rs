@@ -664,6 +664,15 @@ impl Stack {
         Ok(())
     }
 
+    /// The process id of replica `replica`, while it runs.
+    pub fn replica_pid(&self, replica: usize) -> Option<u32> {
+        let name = Stack::replica_name(replica);
+        self.procs
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.child.id())
+    }
+
     /// Sends cognito-authz a signal (`STOP` freezes it, as a hung process would; `CONT` thaws it).
     pub fn signal_authz(&self, signal: &str) -> Result<(), StackError> {
         let proc = self

@@ -247,13 +247,16 @@ async fn metrics(axum::extract::State(admin): axum::extract::State<Admin>) -> im
     )
 }
 
-/// `GET /readyz`: keys loaded, not draining, and Redis up where it is required.
+/// `GET /readyz`: keys loaded, the revocations in Redis loaded (or Redis found unreachable), not
+/// draining, and Redis up where it is required.
 async fn readyz(axum::extract::State(admin): axum::extract::State<Admin>) -> impl IntoResponse {
     use axum::http::StatusCode;
     let redis_required = admin.running_config.load().server.redis_required;
     let keys = admin.authorizer.verifier().keys().all_loaded();
     let redis = admin.shared.as_ref().map(Shared::is_up);
-    let ready = keys && !*admin.shutdown.borrow() && !(redis_required && redis == Some(false));
+    let settled = admin.shared.as_ref().is_none_or(Shared::settled);
+    let ready =
+        keys && settled && !*admin.shutdown.borrow() && !(redis_required && redis == Some(false));
     let detail = match redis {
         None => "",
         Some(true) => "redis: up\n",

@@ -324,6 +324,7 @@ fn spawn_background(
     let mut background = spawn_upkeep(authorizer, keys, shared, shutdown_rx, refresh);
     background.push(spawn_readiness(
         authorizer.clone(),
+        shared.cloned(),
         health.clone(),
         shutdown_rx.clone(),
     ));
@@ -367,20 +368,25 @@ fn spawn_upkeep(
 /// can add a pool that has none yet.
 fn spawn_readiness(
     authorizer: Authorizer,
+    shared: Option<Shared>,
     health: tonic_health::server::HealthReporter,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut serving = false;
         loop {
-            let ready = authorizer.verifier().keys().all_loaded();
+            // Not before the revocations in Redis are loaded (or Redis found unreachable).
+            let ready = authorizer.verifier().keys().all_loaded()
+                && shared.as_ref().is_none_or(Shared::settled);
             if ready != serving && !*shutdown.borrow() {
                 serving = ready;
                 let status = if ready {
-                    info!("every pool has keys: serving");
+                    info!("every pool has keys (and the shared revocations are loaded): serving");
                     ServingStatus::Serving
                 } else {
-                    warn!("a pool has no keys: not serving");
+                    warn!(
+                        "a pool has no keys, or the shared revocations are not loaded: not serving"
+                    );
                     ServingStatus::NotServing
                 };
                 set_health(&health, status).await;

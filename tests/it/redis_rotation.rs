@@ -496,3 +496,88 @@ async fn re_signing_takes_off_no_tag_another_replica_needs() {
     )
     .await;
 }
+
+/// A writer's huge values under the revocations' prefix are never read into memory: a replica
+/// restarts beside three 64 MB values (a 200 MB one was seen to push a replica past 900 MB at
+/// start) with its peak memory far below them, and still loads the genuine revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writers_huge_values_are_never_read_into_memory() {
+    const HUGE: usize = 64 << 20;
+    let mut stack = stack("huge-values", 1, Vec::new()).await;
+    user(&stack, "huge@example.com").await;
+    let token = sign_in(&stack, "huge@example.com").await;
+    revoke(&stack, 0, &token).await;
+    let url = format!("redis://127.0.0.1:{}/", stack.redis_port.unwrap());
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let huge = "x".repeat(HUGE);
+    for i in 0..3 {
+        let () = redis::cmd("SET")
+            .arg(format!("cognito-authz:rev:jti:huge-{i}"))
+            .arg(&huge)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    drop(huge);
+    stack.kill_replica(0).unwrap();
+    stack.start_replica(0).await.unwrap();
+    wait_redis(stack.replicas[0].admin, true).await;
+    assert_eq!(
+        decision(stack.replicas[0].grpc, &token).await,
+        Err("revoked".to_string()),
+        "the genuine revocation was not loaded beside the huge values"
+    );
+    let pid = stack.replica_pid(0).expect("replica 0 runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kb: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    assert!(
+        peak_kb * 1024 < HUGE,
+        "the replica peaked at {peak_kb} kB beside three values of {HUGE} bytes"
+    );
+}
+
+/// A replica is ready only once it has loaded the revocations its peers shared: one that
+/// restarts beside many entries refuses a revoked token the moment it says ready, not after
+/// its load catches up (it used to serve, and admit, for that moment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_is_ready_only_once_it_has_loaded_the_shared_revocations() {
+    const OTHERS: usize = 30_000;
+    let mut stack = stack("ready-after-load", 1, Vec::new()).await;
+    user(&stack, "ready@example.com").await;
+    let token = sign_in(&stack, "ready@example.com").await;
+    let url = format!("redis://127.0.0.1:{}/", stack.redis_port.unwrap());
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let expires = cognito_authz::unix_now() + 3_600;
+    let mut pipe = redis::pipe();
+    for i in 0..OTHERS {
+        let entry = format!(r#"{{"revocation":{{"jti":"other-{i}"}},"expires":{expires}}}"#);
+        pipe.cmd("SET")
+            .arg(format!("cognito-authz:rev:jti:other-{i}"))
+            .arg(&entry)
+            .arg("EXAT")
+            .arg(expires)
+            .ignore();
+    }
+    let () = pipe.query_async(&mut conn).await.unwrap();
+    revoke(&stack, 0, &token).await;
+    stack.kill_replica(0).unwrap();
+    // `start_replica` returns once `/readyz` says ready: the first check must already know.
+    stack.start_replica(0).await.unwrap();
+    assert_eq!(
+        decision(stack.replicas[0].grpc, &token).await,
+        Err("revoked".to_string()),
+        "a replica said ready before it knew what its peers revoked"
+    );
+}
