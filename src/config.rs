@@ -564,6 +564,84 @@ fn revocation_settings(
     Ok((revocation, revocation_mode, on_unavailable))
 }
 
+/// The flag of `cognito-authz revoke` that names a Redis URL, as its errors name it.
+pub const REDIS_FLAG: &str = "--redis";
+
+/// What a one-shot writer of revocations to the shared Redis needs (`cognito-authz revoke
+/// --redis`): the settings the entry depends on, from the same variables and file as `serve`,
+/// and nothing else (revoking needs no pool).
+#[derive(Debug)]
+pub struct SharedWriterConfig {
+    /// The Redis URL (`redis://` or `rediss://`, an ACL user and password in it).
+    pub redis_url: String,
+    /// The clock leeway, which bounds a `before` and lengthens an entry's life.
+    pub leeway: Duration,
+    /// The keys that sign what is shared, when configured (never shown).
+    pub redis_signing_key: Option<SigningKeys>,
+}
+
+impl SharedWriterConfig {
+    /// Reads the process environment and the config file it (or `file`) names; `url` is the
+    /// one given on the command line, which wins over [`ENV_REDIS_URL`].
+    pub fn from_env(file: Option<&Path>, url: Option<&str>) -> Result<Self, ConfigError> {
+        SharedWriterConfig::from_lookup(|key| std::env::var(key).ok(), file, url)
+    }
+
+    /// As [`SharedWriterConfig::from_env`], from a variable lookup. A URL on the command line
+    /// may not carry a password: `/proc/*/cmdline` and shell history would show it.
+    pub fn from_lookup<F>(
+        lookup: F,
+        file: Option<&Path>,
+        url: Option<&str>,
+    ) -> Result<Self, ConfigError>
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        let file_path = file
+            .map(Path::to_path_buf)
+            .or_else(|| var(ENV_CONFIG_FILE).map(PathBuf::from));
+        let file = match &file_path {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let file_server = file.server.unwrap_or_default();
+        let leeway = Duration::from_secs(settings::number(&var, &LEEWAY, file.leeway_seconds)?);
+        let picked = match url {
+            Some(url) => {
+                if password_in(url) {
+                    return Err(ConfigError::invalid(
+                        REDIS_FLAG,
+                        format!(
+                            "a password on the command line shows in /proc and shell \
+                             history: put the URL in {ENV_REDIS_URL} (or the config file's \
+                             server.redis_url) and give {REDIS_FLAG} alone"
+                        ),
+                    ));
+                }
+                Some((REDIS_FLAG, url.to_string()))
+            }
+            None => settings::text(&var, &REDIS_URL, file_server.redis_url),
+        };
+        let redis_url = redis_url(picked)?.ok_or_else(|| {
+            ConfigError::invalid(
+                ENV_REDIS_URL,
+                format!("not set: give {REDIS_FLAG} URL, set it, or set server.redis_url in the config file"),
+            )
+        })?;
+        Ok(SharedWriterConfig {
+            redis_url,
+            leeway,
+            redis_signing_key: signing_keys(&var, file_server.redis_signing_key_file)?,
+        })
+    }
+
+    /// The Redis URL with its password replaced, to show.
+    pub fn shown_url(&self) -> String {
+        redacted(&self.redis_url)
+    }
+}
+
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),

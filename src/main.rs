@@ -1,6 +1,7 @@
 //! The `cognito-authz` command: parses the command line, installs tracing, loads the
 //! configuration and hands over to the library. Exit codes: 0 success, 1 invalid token (or a
-//! refused request: for `revoke`, any answer but the control API's "recorded and shared"), 2
+//! refused request: for `revoke`, any answer but the control API's "recorded and shared", or
+//! with `--redis`, Redis not storing and announcing it), 2
 //! configuration or I/O error (a token on the command line among them), 3 (`verify`) the
 //! token's revocation status could not be learned.
 
@@ -85,15 +86,23 @@ enum Command {
     Serve,
 }
 
-/// What `revoke` is asked to revoke, and through which admin listener.
+/// What `revoke` is asked to revoke, and where: a replica's admin listener, or the shared
+/// Redis itself.
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("through").required(true).args(["admin", "redis"])))]
 struct RevokeArgs {
     /// The admin listener's URL (`http://127.0.0.1:9002`), reached directly: proxy
     /// variables (`http_proxy`, `ALL_PROXY`, ...) are ignored.
     #[arg(long, value_name = "URL")]
-    admin: String,
+    admin: Option<String>,
+    /// Write the revocation straight to the shared Redis, as a replica's control API would
+    /// (no sidecar needed): this URL without a password, or alone for AUTHZ_REDIS_URL (or
+    /// the config file's server.redis_url). The signing keys and the leeway are read as
+    /// `serve` reads them.
+    #[arg(long, value_name = "URL", num_args = 0..=1)]
+    redis: Option<Option<String>>,
     /// Reach the admin listener through this proxy (it sees the operator's secret).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", requires = "admin")]
     proxy: Option<String>,
     /// `-`: a token read from stdin; its sign-in session (`origin_jti`) is revoked (its
     /// `jti` if it has none). A token given here is refused: the command line shows in
@@ -117,7 +126,7 @@ struct RevokeArgs {
     before: Option<i64>,
     /// A file holding the control API's secret (default: AUTHZ_ADMIN_TOKEN_FILE, else
     /// AUTHZ_ADMIN_TOKEN).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "admin")]
     admin_token_file: Option<PathBuf>,
 }
 
@@ -133,7 +142,11 @@ fn main() -> ExitCode {
         return health(admin.as_deref(), *live);
     }
     if let Command::Revoke(args) = &cli.command {
-        return revoke(args);
+        return match (&args.admin, &args.redis) {
+            (_, Some(url)) => revoke_in_redis(args, url.as_deref(), cli.config.as_deref()),
+            (Some(admin), None) => revoke(args, admin),
+            (None, None) => unreachable!("clap requires --admin or --redis"),
+        };
     }
     if let Command::CopyRevocations {
         from,
@@ -442,15 +455,20 @@ fn revocation_body(args: &RevokeArgs, token: Option<&str>) -> Result<Value, Stri
     }
 }
 
-fn revoke(args: &RevokeArgs) -> ExitCode {
+/// The request body for what `args` names, the token read from stdin or a file if so asked.
+fn revocation_request(args: &RevokeArgs) -> Result<Value, String> {
+    let input = TokenInput::from_args(
+        args.token.as_deref(),
+        args.token_file.as_deref(),
+        "--token -",
+    )?;
+    let token = input.map(|input| input.read()).transpose()?;
+    revocation_body(args, token.as_deref())
+}
+
+fn revoke(args: &RevokeArgs, admin: &str) -> ExitCode {
     let prepared = (|| {
-        let input = TokenInput::from_args(
-            args.token.as_deref(),
-            args.token_file.as_deref(),
-            "--token -",
-        )?;
-        let token = input.map(|input| input.read()).transpose()?;
-        let body = revocation_body(args, token.as_deref())?;
+        let body = revocation_request(args)?;
         let secret = admin_secret(args.admin_token_file.as_deref())?;
         Ok::<_, String>((body, secret, control_client(args.proxy.as_deref())?))
     })();
@@ -465,7 +483,7 @@ fn revoke(args: &RevokeArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let url = format!("{}/revocations", args.admin.trim_end_matches('/'));
+    let url = format!("{}/revocations", admin.trim_end_matches('/'));
     let result = runtime.block_on(async {
         let mut request = client
             .post(&url)
@@ -491,6 +509,94 @@ fn revoke(args: &RevokeArgs) -> ExitCode {
             }
             eprintln!("cognito-authz: {url}: {why}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `revoke --redis`: the entry a replica's control API would record, stored and announced in
+/// the shared Redis with the same key, JSON and signatures. Exit 0 once Redis took it and
+/// announced it, 1 when it did not (nothing is queued: this command has no later), 2 on a
+/// configuration error. Neither the password nor a key is ever printed.
+fn revoke_in_redis(args: &RevokeArgs, url: Option<&str>, file: Option<&Path>) -> ExitCode {
+    use cognito_authz::config::SharedWriterConfig;
+    use cognito_authz::shared::{PublishError, Shared};
+    let runtime = match one_thread_runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    // The link's connection manager starts its task as it is made.
+    let _in_runtime = runtime.enter();
+    let prepared = (|| {
+        let body = revocation_request(args)?;
+        let config = SharedWriterConfig::from_env(file, url)
+            .map_err(|err| format!("configuration error: {err}"))?;
+        let keys = config
+            .redis_signing_key
+            .as_ref()
+            .map(|keys| keys.as_bytes())
+            .unwrap_or_default();
+        // redis-rs's messages name the problem, never the URL.
+        let shared = Shared::writer(&config.redis_url, &keys).map_err(|err| {
+            format!(
+                "configuration error: {}: {err}",
+                url.map_or(cognito_authz::config::ENV_REDIS_URL, |_| {
+                    cognito_authz::config::REDIS_FLAG
+                })
+            )
+        })?;
+        Ok::<_, String>((body, config, shared))
+    })();
+    let (body, config, shared) = match prepared {
+        Ok(prepared) => prepared,
+        Err(problem) => {
+            eprintln!("cognito-authz: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let now = cognito_authz::clock::Clock::system().now();
+    let entry = serde_json::from_value::<server::RevokeRequest>(body)
+        .map_err(|_| server::BadRevocation::Malformed("not a revocation request"))
+        .and_then(|request| request.entry(now, config.leeway));
+    let entry = match entry {
+        Ok(entry) => entry,
+        Err(bad) => {
+            eprintln!("cognito-authz: the revocation was not recorded: {bad}");
+            return ExitCode::from(1);
+        }
+    };
+    let shown = config.shown_url();
+    match runtime.block_on(shared.publish_once(&entry)) {
+        Ok(heard) => {
+            println!(
+                "{}",
+                json!(server::RevocationRecorded {
+                    recorded: true,
+                    expires: entry.expires,
+                    shared: Some(true),
+                })
+            );
+            if heard == 0 {
+                eprintln!(
+                    "cognito-authz: stored in {shown}; no replica or module follows it right \
+                     now: each loads it when it starts or reconnects"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            let what = match &err {
+                PublishError::NotStored(_) => "the revocation was not recorded",
+                PublishError::NotAnnounced(_) => {
+                    "the revocation is stored but not announced: replicas and modules load it \
+                     only when they next start or reconnect"
+                }
+            };
+            eprintln!(
+                "cognito-authz: {what} ({shown}: {err}); nothing is queued: run the command \
+                 again once Redis answers, or revoke through a replica (--admin), which keeps it \
+                 and shares it when Redis returns"
+            );
+            ExitCode::from(1)
         }
     }
 }

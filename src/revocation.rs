@@ -109,6 +109,12 @@ pub struct Entry {
     pub expires: i64,
 }
 
+/// How long a revocation is kept: the longest a Cognito token lives, plus the clock leeway.
+pub fn entry_lifetime(leeway: Duration) -> i64 {
+    crate::verify::MAX_TOKEN_LIFETIME_SECS
+        .saturating_add(i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX / 2))
+}
+
 impl Entry {
     /// An entry for `revocation` made at `now`, kept while a token it matches may be valid:
     /// a token lives at most `lifetime` seconds (Cognito: one day) plus the clock leeway.

@@ -43,6 +43,9 @@ const VERDICT_PREFIX: &str = "cognito-authz:verdict:";
 const LOCK_PREFIX: &str = "cognito-authz:lock:";
 /// How long one Redis operation may take before the decision goes on without it.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long one operation of a one-shot writer ([`Shared::writer`]) may take: no request waits
+/// on it, and the Redis it reaches may be across a network, behind TLS.
+pub const WRITER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A Redis operation that did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +56,7 @@ pub enum SharedError {
     /// The operation failed or timed out.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// No answer within [`OPERATION_TIMEOUT`].
+    /// No answer within the link's timeout ([`OPERATION_TIMEOUT`] for a replica).
     #[error("redis: timeout")]
     Timeout,
 }
@@ -89,6 +92,28 @@ struct Inner {
     /// Signs what we write and checks what we read (`AUTHZ_REDIS_SIGNING_KEY_FILE`), for a
     /// Redis that others can write to.
     signer: Option<Signer>,
+    /// How long one operation may take.
+    timeout: Duration,
+}
+
+/// A one-shot writer's observer: it has no metrics to count into.
+struct Unobserved;
+
+impl SharedObserver for Unobserved {
+    fn redis_up(&self, _: bool) {}
+    fn redis_error(&self, _: &'static str) {}
+}
+
+/// How far a one-shot publish ([`Shared::publish_once`]) got when it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Redis did not take the entry: nothing changed.
+    #[error("redis did not store it: {0}")]
+    NotStored(#[source] SharedError),
+    /// Stored, but not announced: subscribers learn of it only when they next load every
+    /// revocation (at start-up or after a reconnect).
+    #[error("redis stored it but did not announce it: {0}")]
+    NotAnnounced(#[source] SharedError),
 }
 
 /// HMAC-SHA256 over shared values, one tag per configured key: `{tag hex}.{tag hex}.{value}`
@@ -275,21 +300,46 @@ impl Shared {
         observer: Arc<dyn SharedObserver>,
         signing_keys: &[&[u8]],
     ) -> Result<Shared, redis::RedisError> {
+        Shared::link(url, observer, signing_keys, OPERATION_TIMEOUT, false)
+    }
+
+    /// A link for a one-shot writer (`cognito-authz revoke --redis`): the same keys, values and
+    /// signing as a replica's, no subscriber, and each operation tried (within
+    /// [`WRITER_TIMEOUT`]) since nothing follows whether Redis is up. Publish with
+    /// [`Shared::publish_once`].
+    pub fn writer(url: &str, signing_keys: &[&[u8]]) -> Result<Shared, redis::RedisError> {
+        Shared::link(
+            url,
+            Arc::new(Unobserved),
+            signing_keys,
+            WRITER_TIMEOUT,
+            true,
+        )
+    }
+
+    fn link(
+        url: &str,
+        observer: Arc<dyn SharedObserver>,
+        signing_keys: &[&[u8]],
+        timeout: Duration,
+        up: bool,
+    ) -> Result<Shared, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(OPERATION_TIMEOUT))
-            .set_response_timeout(Some(OPERATION_TIMEOUT))
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
             .set_number_of_retries(1);
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(Shared {
             inner: Arc::new(Inner {
                 client,
                 manager,
-                up: AtomicBool::new(false),
-                settled: AtomicBool::new(false),
+                up: AtomicBool::new(up),
+                settled: AtomicBool::new(up),
                 observer,
                 pending: std::sync::Mutex::default(),
                 signer: Signer::new(signing_keys),
+                timeout,
             }),
             clock: Clock::system(),
         })
@@ -334,7 +384,7 @@ impl Shared {
         }
         let mut connection = self.inner.manager.clone();
         let span = crate::trace::redis_span(op);
-        let result = tokio::time::timeout(OPERATION_TIMEOUT, command.query_async(&mut connection))
+        let result = tokio::time::timeout(self.inner.timeout, command.query_async(&mut connection))
             .instrument(span.clone())
             .await
             .map_err(|_| SharedError::Timeout)
@@ -443,6 +493,13 @@ impl Shared {
     }
 
     async fn publish_now(&self, entry: &Entry) -> Result<(), SharedError> {
+        let stored = self.store(entry).await?;
+        self.announce(&stored).await?;
+        Ok(())
+    }
+
+    /// Stores `entry` under its key until it expires; the value as stored.
+    async fn store(&self, entry: &Entry) -> Result<String, SharedError> {
         let json = self.seal(
             ENTRY_CONTEXT,
             serde_json::to_string(entry).unwrap_or_default(),
@@ -457,9 +514,25 @@ impl Shared {
                 .arg(expires),
         )
         .await?;
-        self.run::<i64>("publish", redis::cmd("PUBLISH").arg(CHANNEL).arg(&json))
+        Ok(json)
+    }
+
+    /// Announces a stored value on the channel; how many subscribers heard it.
+    async fn announce(&self, stored: &str) -> Result<usize, SharedError> {
+        let heard: i64 = self
+            .run("publish", redis::cmd("PUBLISH").arg(CHANNEL).arg(stored))
             .await?;
-        Ok(())
+        Ok(usize::try_from(heard).unwrap_or(0))
+    }
+
+    /// Stores and announces a revocation as [`Shared::publish`] does, once: nothing is kept to
+    /// retry (a one-shot writer has no later). How many subscribers (replicas and modules
+    /// following Redis right now) heard it.
+    pub async fn publish_once(&self, entry: &Entry) -> Result<usize, PublishError> {
+        let stored = self.store(entry).await.map_err(PublishError::NotStored)?;
+        self.announce(&stored)
+            .await
+            .map_err(PublishError::NotAnnounced)
     }
 
     /// A verdict another replica (or this one) stored for a token: the verdict and when Cognito

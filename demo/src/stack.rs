@@ -374,29 +374,8 @@ impl Stack {
         }
         let text = config.text();
         std::fs::write(&rendered, text).map_err(|e| err(format!("{}: {e}", rendered.display())))?;
-        let envoy = stack.layout.tool("envoy");
-        let mut command = Command::new(envoy);
-        command.arg("-c").arg(&rendered).args([
-            "--disable-hot-restart",
-            "--log-level",
-            "warn",
-            "--concurrency",
-            "2",
-        ]);
-        if protocol == Protocol::Module {
-            // The module reads the app's variables from Envoy's environment, as `serve` does;
-            // the loader's line (the ABI version matched, or a warning) goes to envoy.log.
-            command
-                .args(["--component-log-level", "dynamic_modules:info"])
-                .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", &stack.layout.bin_dir)
-                .envs(stack.authz_env()?);
-        }
-        stack.spawn("envoy", &mut command)?;
         stack
-            .wait_http(
-                "envoy",
-                &format!("http://127.0.0.1:{}/ready", ports.envoy_admin),
-            )
+            .start_envoy("envoy", &rendered, ports.envoy_admin)
             .await?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", ports.frontend))
             .await
@@ -415,6 +394,61 @@ impl Stack {
             let _ = axum::serve(listener, pages).await;
         }));
         Ok(stack)
+    }
+
+    /// Starts Envoy `name` on the rendered config `config` and waits until its admin port
+    /// `admin` says it is ready.
+    async fn start_envoy(
+        &mut self,
+        name: &str,
+        config: &Path,
+        admin: u16,
+    ) -> Result<(), StackError> {
+        let envoy = self.layout.tool("envoy");
+        let mut command = Command::new(envoy);
+        command.arg("-c").arg(config).args([
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+            "--concurrency",
+            "2",
+        ]);
+        if self.protocol == Protocol::Module {
+            // The module reads the app's variables from Envoy's environment, as `serve` does;
+            // the loader's line (the ABI version matched, or a warning) goes to envoy.log.
+            command
+                .args(["--component-log-level", "dynamic_modules:info"])
+                .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", &self.layout.bin_dir)
+                .envs(self.authz_env()?);
+        }
+        self.spawn(name, &mut command)?;
+        self.wait_http(name, &format!("http://127.0.0.1:{admin}/ready"))
+            .await
+    }
+
+    /// One more Envoy running the module (another pod's), on free ports in front of the same
+    /// app, with the same config and environment (the same Redis among it); its ingress port.
+    /// Module stacks only: the other flavours' Envoys would share the first one's sidecars.
+    pub async fn start_module_envoy(&mut self) -> Result<u16, StackError> {
+        if self.protocol != Protocol::Module {
+            return Err(err("another Envoy is for the module flavour"));
+        }
+        let [envoy, envoy_admin] = free_ports::<2>()?;
+        let file = "envoy/envoy.module.yaml";
+        let text = std::fs::read_to_string(self.layout.root.join(file))
+            .map_err(|e| err(format!("{file}: {e}")))?;
+        let config = EnvoyConfig::parse(&text);
+        config.render(Ports {
+            envoy,
+            envoy_admin,
+            ..self.ports
+        })?;
+        let name = format!("envoy-{envoy}");
+        let rendered = self.layout.work_dir.join(format!("{name}.yaml"));
+        std::fs::write(&rendered, config.text())
+            .map_err(|e| err(format!("{}: {e}", rendered.display())))?;
+        self.start_envoy(&name, &rendered, envoy_admin).await?;
+        Ok(envoy)
     }
 
     fn create_pool(&self) -> Result<Pool, StackError> {

@@ -488,16 +488,23 @@ pub(super) fn redacted_url<S: serde::Serializer>(
 ) -> Result<S::Ok, S::Error> {
     match url {
         None => s.serialize_none(),
-        Some(url) => {
-            let shown = match reqwest::Url::parse(url) {
-                Ok(mut parsed) if parsed.password().is_some() => {
-                    let _ = parsed.set_password(Some("redacted"));
-                    parsed.to_string()
-                }
-                Ok(parsed) => parsed.to_string(),
-                Err(_) => "<unparsable>".to_string(),
-            };
-            s.serialize_some(&shown)
-        }
+        Some(url) => s.serialize_some(&redacted(url)),
     }
+}
+
+/// A URL with its password replaced (`<unparsable>` when it does not parse).
+pub(super) fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparsable>".to_string(),
+    }
+}
+
+/// Whether a URL carries a password (or cannot be parsed well enough to tell: then it may).
+pub(super) fn password_in(url: &str) -> bool {
+    reqwest::Url::parse(url).map_or(url.contains('@'), |parsed| parsed.password().is_some())
 }

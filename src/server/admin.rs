@@ -9,11 +9,10 @@ use axum::response::IntoResponse;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::reload::revocation_lifetime;
 use crate::config::Config;
 use crate::decision::Authorizer;
 use crate::metrics::Metrics;
-use crate::revocation::{Entry, Revocation};
+use crate::revocation::{entry_lifetime, Entry, Refused, Revocation};
 use crate::shared::Shared;
 
 /// A revocation as the admin API takes it: exactly one of `jti`, `origin_jti` and `sub` (with
@@ -49,6 +48,31 @@ impl RevokeRequest {
             _ => Err("give exactly one of jti, origin_jti, sub (before goes with sub only)"),
         }
     }
+
+    /// The entry the control API records for this request at `now` under the clock `leeway`,
+    /// and that `cognito-authz revoke --redis` writes: kept until no token it matches can be
+    /// valid, within the bounds every replica admits.
+    pub fn entry(self, now: i64, leeway: std::time::Duration) -> Result<Entry, BadRevocation> {
+        let revocation = self.revocation(now).map_err(BadRevocation::Malformed)?;
+        let entry = Entry::new(revocation, now, entry_lifetime(leeway));
+        let leeway = i64::try_from(leeway.as_secs()).unwrap_or(0);
+        entry
+            .admissible(now, leeway)
+            .map_err(BadRevocation::Refused)?;
+        Ok(entry)
+    }
+}
+
+/// Why a revocation request makes no entry (the control API's 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadRevocation {
+    /// Not exactly one of `jti`, `origin_jti`, `sub`, or `before` without `sub`.
+    #[error("{0}")]
+    Malformed(&'static str),
+    /// Outside the bounds a replica admits (an id too long, a `before` in the future, nothing
+    /// left to revoke).
+    #[error("{0}")]
+    Refused(Refused),
 }
 
 /// What `POST /revocations` answers once a revocation is recorded, and what `cognito-authz
@@ -139,20 +163,22 @@ async fn revoke(
     let refuse = admin_error;
     let now = admin.authorizer.clock().now();
     let config = admin.running_config.load();
-    let request = serde_json::from_slice::<RevokeRequest>(&body)
-        .map_err(|_| "the body is not a revocation request")
-        .and_then(|r| r.revocation(now));
-    let revocation = match request {
-        Ok(revocation) => revocation,
-        Err(problem) => return refuse(StatusCode::BAD_REQUEST, problem),
+    let Ok(request) = serde_json::from_slice::<RevokeRequest>(&body) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the body is not a revocation request",
+        );
     };
-    let entry = Entry::new(revocation, now, revocation_lifetime(&config));
-    let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(0);
     let list = admin.authorizer.revocations();
-    if let Err(why) = entry.admissible(now, leeway) {
-        list.refused(why);
-        return refuse(StatusCode::BAD_REQUEST, &why.to_string());
-    }
+    let entry = match request.entry(now, config.leeway) {
+        Ok(entry) => entry,
+        Err(bad) => {
+            if let BadRevocation::Refused(why) = bad {
+                list.refused(why);
+            }
+            return refuse(StatusCode::BAD_REQUEST, &bad.to_string());
+        }
+    };
     if let Err(why) = list.insert(&entry) {
         warn!(cause = %why, "a revocation was refused");
         return refuse(StatusCode::SERVICE_UNAVAILABLE, &why.to_string());

@@ -35,7 +35,7 @@ mod listen;
 mod reload;
 mod shutdown;
 
-pub use admin::RevocationRecorded;
+pub use admin::{BadRevocation, RevocationRecorded, RevokeRequest};
 pub use shutdown::shutdown_signal;
 
 /// The gRPC service name health reports for Envoy's Check.

@@ -104,15 +104,9 @@ pub(super) fn revocation_checker(
         config.idp_endpoints(),
         authorizer.revocations(),
         shared,
-        revocation_lifetime(config),
+        crate::revocation::entry_lifetime(config.leeway),
         Some(Arc::new(metrics.clone())),
     )
     .map(|checker| checker.with_clock(authorizer.clock().clone()))
     .map_err(ServerError::CognitoClient)
-}
-
-/// How long a revocation is kept: the longest a Cognito token lives, plus the leeway.
-pub(super) fn revocation_lifetime(config: &Config) -> i64 {
-    crate::verify::MAX_TOKEN_LIFETIME_SECS
-        + i64::try_from(config.leeway.as_secs()).unwrap_or(i64::MAX / 2)
 }

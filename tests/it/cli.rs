@@ -466,3 +466,112 @@ async fn copy_revocations_prints_a_refused_listing_as_a_short_escaped_excerpt() 
         out.stderr.len()
     );
 }
+
+#[test]
+fn revoke_in_redis_exits_2_naming_a_bad_setting_and_never_prints_the_password() {
+    const PW: &str = "s3cret-redis-pw";
+    let vars = |pairs: &[(&str, &str)]| -> std::collections::HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let good = "redis://127.0.0.1:1/".to_string();
+    let cases: Vec<(Vec<String>, std::collections::HashMap<String, String>, &str)> = vec![
+        (
+            vec!["--redis".into(), "http://127.0.0.1:6379/".into()],
+            vars(&[]),
+            "--redis: must be a redis:// or rediss:// URL",
+        ),
+        (
+            vec!["--redis".into(), format!("redis://:{PW}@127.0.0.1:1/")],
+            vars(&[]),
+            "--redis: a password on the command line shows in /proc",
+        ),
+        (
+            vec!["--redis".into(), format!("rediss://revoker:{PW}@[bad/")],
+            vars(&[]),
+            "--redis: a password on the command line shows in /proc",
+        ),
+        (
+            vec!["--redis".into()],
+            vars(&[(
+                "AUTHZ_REDIS_URL",
+                &format!("http://revoker:{PW}@127.0.0.1:1/"),
+            )]),
+            "AUTHZ_REDIS_URL: must be a redis:// or rediss:// URL",
+        ),
+        (
+            vec!["--redis".into()],
+            vars(&[]),
+            "AUTHZ_REDIS_URL: not set",
+        ),
+        (
+            vec!["--redis".into(), good.clone()],
+            vars(&[("AUTHZ_REDIS_SIGNING_KEY_FILE", "/nonexistent/keys")]),
+            "AUTHZ_REDIS_SIGNING_KEY_FILE: cannot read",
+        ),
+        (
+            vec!["--redis".into(), good.clone()],
+            vars(&[("COGNITO_CLOCK_LEEWAY_SECONDS", "ten")]),
+            "COGNITO_CLOCK_LEEWAY_SECONDS",
+        ),
+        (
+            vec!["--redis".into(), good.clone()],
+            vars(&[("COGNITO_AUTHZ_CONFIG", "/nonexistent/cognito-authz.toml")]),
+            "/nonexistent/cognito-authz.toml: cannot read config file",
+        ),
+        (
+            vec![
+                "--redis".into(),
+                good.clone(),
+                "--admin".into(),
+                "http://127.0.0.1:1".into(),
+            ],
+            vars(&[]),
+            "cannot be used with",
+        ),
+    ];
+    for (through, vars, named) in cases {
+        let mut args = vec!["revoke".to_string()];
+        args.extend(through);
+        args.extend(["--jti".to_string(), "some-jti".to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&args, &vars, "");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains(PW),
+            "{args:?} printed the password: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn revoke_in_redis_exits_1_when_redis_is_down_saying_nothing_is_queued() {
+    const PW: &str = "s3cret-redis-pw";
+    // Nothing listens there: ports from this range are held for the test process alone.
+    let port = cruddur_demo::stack::Ports::ephemeral().unwrap().app;
+    let mut vars = std::collections::HashMap::new();
+    vars.insert(
+        "AUTHZ_REDIS_URL".to_string(),
+        format!("redis://revoker:{PW}@127.0.0.1:{port}/"),
+    );
+    let out = run(
+        &["revoke", "--redis", "--origin-jti", "a-session"],
+        &vars,
+        "",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("was not recorded"), "{stderr}");
+    assert!(stderr.contains("nothing is queued"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("redis://revoker:redacted@127.0.0.1:{port}/")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PW), "the password was printed: {stderr}");
+    assert!(out.stdout.is_empty());
+}

@@ -182,3 +182,139 @@ async fn a_held_lock_does_not_revive_a_stale_verdict() {
     assert_eq!(get_user.hits(), 1, "asked Cognito itself");
     running.stop().await.unwrap();
 }
+
+/// A throwaway `redis-server` where only the ACL user `revoker` (password `S3CRET_PW`) may do
+/// anything, and only on cognito-authz's keys and channel, as docs/revocation.md advises.
+struct AclRedis(std::process::Child);
+
+const S3CRET_PW: &str = "s3cret-acl-pw";
+
+impl Drop for AclRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl AclRedis {
+    /// The server and the URL that signs in as `revoker`.
+    fn start() -> (AclRedis, String) {
+        let port = cruddur_demo::stack::Ports::ephemeral().unwrap().app;
+        let child = std::process::Command::new("/usr/bin/redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--user", "default", "off"])
+            .args(["--user", "revoker", "on", &format!(">{S3CRET_PW}")])
+            .args(["~cognito-authz:*", "&cognito-authz:revocations", "+@all"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (the README's test command installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let url = format!("redis://revoker:{S3CRET_PW}@127.0.0.1:{port}/");
+        (AclRedis(child), url)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_in_redis_writes_the_entry_the_control_api_writes() {
+    use cognito_authz::revocation::{Entry, Revocation};
+    use cognito_authz::shared::Shared;
+    const KEY_A: &str = "0123456789abcdef0123456789abcdef0123";
+    const KEY_B: &str = "another-key-of-more-than-thirty-two-bytes";
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("revoke-in-redis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_redis, url) = AclRedis::start();
+    let keys = file(&dir, "signing-keys", &format!("{KEY_A}\n{KEY_B}\n"));
+    let admin = file(&dir, "admin-token", ADMIN);
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let vars = [
+        ("AUTHZ_REDIS_URL", url.as_str()),
+        ("AUTHZ_REDIS_SIGNING_KEY_FILE", keys.as_str()),
+        ("AUTHZ_ADMIN_TOKEN_FILE", admin.as_str()),
+        ("COGNITO_CLOCK_LEEWAY_SECONDS", "7"),
+    ];
+    let replica = server::start(serve_config(&idp.url("/j"), &vars, ""))
+        .await
+        .unwrap();
+
+    // The command, its settings from `serve`'s variables (the ACL user's URL, both keys, the
+    // leeway); no pool, no sidecar.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+        .args(["revoke", "--redis", "--jti", "via-redis"])
+        .env_clear()
+        .envs(vars)
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    assert!(
+        !printed.contains(S3CRET_PW),
+        "the password was printed: {printed}"
+    );
+    assert!(
+        !printed.contains(KEY_A) && !printed.contains(KEY_B),
+        "{printed}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while replica.authorizer().revocations().is_empty() {
+        assert!(Instant::now() < deadline, "the replica never took it");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let revoked = reqwest::Client::new()
+        .post(format!("http://{}/revocations", replica.admin_addr))
+        .bearer_auth(ADMIN)
+        .body(r#"{"jti": "via-api"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 200);
+
+    // Stored alike: the same key layout, two tags (one a key), the same JSON, kept a day plus
+    // the leeway.
+    let mut redis = redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .unwrap();
+    let stored = |id: &str, redis: &mut redis::Connection| {
+        let key = format!("cognito-authz:rev:jti:{id}");
+        let value: String = redis::cmd("GET").arg(&key).query(redis).unwrap();
+        let ttl: i64 = redis::cmd("TTL").arg(&key).query(redis).unwrap();
+        let parts: Vec<&str> = value.splitn(3, '.').collect();
+        assert_eq!(parts.len(), 3, "two tags: {value}");
+        assert!(parts[..2].iter().all(|t| t.len() == 64), "{value}");
+        let entry: Entry = serde_json::from_str(parts[2]).unwrap();
+        (entry, ttl)
+    };
+    let (cli, cli_ttl) = stored("via-redis", &mut redis);
+    let (api, api_ttl) = stored("via-api", &mut redis);
+    assert_eq!(cli.revocation, Revocation::Jti("via-redis".into()));
+    assert_eq!(api.revocation, Revocation::Jti("via-api".into()));
+    let lifetime = 86_400 + 7;
+    assert!((cli.expires - api.expires).abs() <= 2, "{cli:?} {api:?}");
+    assert!((cli.expires - (cognito_authz::testkit::now() + lifetime)).abs() <= 2);
+    assert!(
+        (cli_ttl - api_ttl).abs() <= 2 && cli_ttl > lifetime - 5,
+        "{cli_ttl} {api_ttl}"
+    );
+    // Every key signed it: a replica holding either one alone reads both.
+    for key in [KEY_A, KEY_B] {
+        let reader = Shared::writer(&url, &[key.as_bytes()]).unwrap();
+        let listing = reader.live_revocations(10).await.unwrap();
+        let mut ids: Vec<String> = listing
+            .entries
+            .iter()
+            .map(|e| format!("{:?}", e.revocation))
+            .collect();
+        ids.sort();
+        assert_eq!(ids, [r#"Jti("via-api")"#, r#"Jti("via-redis")"#], "{key}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
