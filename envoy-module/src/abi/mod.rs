@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crate::filter::{self, FilterConfig, Parked, RouteOverrides, Step, Stream};
 
+mod metrics;
 mod unused;
 
 /// The ABI version this module is written against: Envoy 1.40.0's, whose loader logs
