@@ -409,6 +409,20 @@ impl Config {
         Config::combine(&var, file_config)
     }
 
+    /// Parses JSON text with the config file's schema: the shape Envoy Gateway gives a dynamic
+    /// module's config (an `EnvoyExtensionPolicy`'s `config`, serialised as JSON).
+    pub fn from_json<F>(lookup: F, text: &str) -> Result<Config, ConfigError>
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        let file_config = serde_json::from_str(text).map_err(|err| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: without_quoted_values(&err.to_string()),
+        })?;
+        Config::combine(&var, file_config)
+    }
+
     fn combine(
         var: &dyn Fn(&str) -> Option<String>,
         file: FileConfig,
@@ -648,6 +662,25 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         source,
     })?;
     parse_file(path, &text)
+}
+
+/// A JSON parser's message without the values it quotes (`invalid type: string "..."`): a
+/// value in the wrong place may be a secret (a Redis URL). Keys are quoted with backticks, and
+/// stay.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        if c == '"' {
+            if !quoted {
+                out.push_str("\"…\"");
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
@@ -1183,5 +1216,38 @@ mod tests {
         let config = Config::from_lookup(env(&vars), None).unwrap();
         assert_eq!(config.server.redis_signing_key.unwrap().as_bytes().len(), 2);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_json_config_reads_as_the_same_toml_would_and_never_quotes_a_value() {
+        let toml = "leeway_seconds = 30\n[[routes]]\nname = \"health\"\npath = \"/healthz\"\n\
+                    mode = \"public\"\n[[routes]]\nname = \"admin\"\n\
+                    path_separated_prefix = \"/api/admin\"\nmode = \"required\"\n\
+                    groups_any = [\"admins\"]\n";
+        let json = r#"{"leeway_seconds": 30, "routes": [
+            {"name": "health", "path": "/healthz", "mode": "public"},
+            {"name": "admin", "path_separated_prefix": "/api/admin", "mode": "required",
+             "groups_any": ["admins"]}]}"#;
+        let from_toml = Config::from_toml(env(&app_env()), toml).unwrap();
+        let from_json = Config::from_json(env(&app_env()), json).unwrap();
+        assert_eq!(format!("{from_json:?}"), format!("{from_toml:?}"));
+        assert_eq!(from_json.leeway, Duration::from_secs(30));
+        assert_eq!(from_json.routes.rules.len(), 2);
+
+        // A typo is refused, naming the key; a value in the wrong place is never repeated.
+        let typo = Config::from_json(env(&app_env()), r#"{"rotues": []}"#).unwrap_err();
+        assert!(typo.to_string().contains("rotues"), "{typo}");
+        let secret = "rediss://user:hunter2@redis.internal:6380";
+        let misplaced = format!(r#"{{"leeway_seconds": "{secret}"}}"#);
+        let err = Config::from_json(env(&app_env()), &misplaced)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("leeway_seconds") || err.contains("invalid type"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        // Nor is TOML read as JSON.
+        assert!(Config::from_json(env(&app_env()), toml).is_err());
     }
 }

@@ -68,10 +68,17 @@ pub struct FilterConfig {
 }
 
 impl FilterConfig {
-    /// Builds the config from the filter's TOML (`serve`'s file format), with the pool and
-    /// every other setting also taken from the environment as `serve` takes them.
-    pub fn new(toml: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let config = Config::from_toml(env, toml).map_err(|e| ConfigError(e.to_string()))?;
+    /// Builds the config from the filter's config, with the pool and every other setting also
+    /// taken from the environment as `serve` takes them. The config is `serve`'s file as TOML,
+    /// or the same schema as a JSON object, which is what Envoy Gateway hands a module (an
+    /// `EnvoyExtensionPolicy`'s `config`). A TOML document cannot start with `{`.
+    pub fn new(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let config = if text.trim_start().starts_with('{') {
+            Config::from_json(env, text)
+        } else {
+            Config::from_toml(env, text)
+        }
+        .map_err(|e| ConfigError(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("cognito-authz")
@@ -737,6 +744,44 @@ mod tests {
             for (name, _) in &stream.set {
                 assert!(config.reads(name), "{name} is set but not read");
             }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_json_config_as_envoy_gateway_sends_it_brings_its_own_route_policy() {
+        // Envoy Gateway sends no per-route config: the rules in the JSON decide each path.
+        let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+        let json = r#"{"routes": [
+            {"name": "health", "path": "/healthz", "mode": "public"},
+            {"name": "ops", "path_separated_prefix": "/api/ops", "mode": "required",
+             "groups_any": ["ops"]},
+            {"name": "api", "path_separated_prefix": "/api", "mode": "required"}]}"#;
+        let config = config_with(&idp.url("/jwks.json"), json);
+        let issuer = format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}");
+        let token = TestKey::shared(0).token(&access_claims(&issuer, CLIENT, now()));
+        let bearer = format!("Bearer {token}");
+        // (path, with the token, the local reply's status: None lets the request through)
+        for (path, signed_in, expected) in [
+            ("/healthz", false, None),
+            ("/api/ops/users", false, Some(401)),
+            ("/api/ops/users", true, Some(403)),
+            ("/api/activities", true, None),
+            ("/elsewhere", false, Some(401)),
+        ] {
+            let extra: Vec<(&str, &str)> = if signed_in {
+                vec![("authorization", bearer.as_str())]
+            } else {
+                vec![]
+            };
+            let mut stream = request(path, &extra);
+            let step = check_to_the_end(&config, &mut stream);
+            let status = stream.reply.as_ref().map(|r| r.0);
+            assert_eq!(status, expected, "{path} signed in: {signed_in}: {step:?}");
+        }
+        // The same schema as TOML: an unknown key in either is refused by name.
+        for text in [r#"{"rotues": []}"#, "rotues = []\n"] {
+            let err = FilterConfig::new(text, |_| None).err().expect("refused");
+            assert!(err.0.contains("rotues"), "{}", err.0);
         }
     }
 }

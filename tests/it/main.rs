@@ -18,6 +18,7 @@ mod hostile;
 mod http_authz;
 mod key_store;
 mod listeners;
+mod module_deploy;
 mod module_revocation;
 mod platforms;
 mod properties;
