@@ -966,7 +966,7 @@ mod tests {
     /// reply), and the finish makes its calls with no filter at hand.
     #[test]
     fn a_waited_check_is_written_to_the_filter_before_the_stream_may_end() {
-        let slow = std::time::Duration::from_millis(300);
+        let slow = std::time::Duration::from_secs(1);
         for (key, continued, reply) in [(0, true, None), (1, false, Some(401))] {
             let (_runtime, idp, auth) = slow_idp_and_token(slow, key);
             let filter = Filter::new(Arc::new(config(&idp.url("/jwks.json"))));
@@ -1011,7 +1011,7 @@ mod tests {
     /// so the stream is never woken (its waker dropped unused).
     #[test]
     fn a_destroyed_filter_aborts_its_pending_check() {
-        let (_runtime, idp, auth) = slow_idp_and_token(std::time::Duration::from_millis(500), 0);
+        let (_runtime, idp, auth) = slow_idp_and_token(std::time::Duration::from_secs(2), 0);
         // The config (and its runtime) lives on, as it does in Envoy for the other streams.
         let config = Arc::new(config(&idp.url("/jwks.json")));
         let filter = Filter::new(Arc::clone(&config));
@@ -1040,13 +1040,21 @@ mod tests {
     /// even with a check in flight.
     #[test]
     fn a_destroyed_config_leaves_no_thread_running() {
-        let (_runtime, idp, auth) = slow_idp_and_token(std::time::Duration::from_millis(500), 0);
+        let (_runtime, idp, auth) = slow_idp_and_token(std::time::Duration::from_secs(2), 0);
         let config = Arc::new(config(&idp.url("/jwks.json")));
         let filter = Filter::new(Arc::clone(&config));
         let stream = request("/api/x", &[("authorization", &auth)]);
         let finish = filter.on_request_headers(None, &stream, || || {});
         assert!(matches!(finish, Finish::Wait));
-        assert!(module_threads() > 0, "the runtime runs on its own threads");
+        // The key fetch is in flight on the runtime's thread (named once it has started).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while idp.hits() == 0 || module_threads() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fetch never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         drop((filter, config));
         assert_eq!(module_threads(), 0, "a thread outlived the config");
     }
