@@ -357,7 +357,8 @@ pub enum Finish {
 }
 
 impl Finish {
-    /// Makes the calls on `stream`; what the request-headers hook tells Envoy.
+    /// Makes the calls on `stream`; what the request-headers hook tells Envoy (for
+    /// [`Finish::Nothing`], which makes no call, [`Step::Replied`]: nothing goes on from here).
     pub fn run(self, stream: &mut dyn Stream) -> Step {
         match self {
             Finish::Nothing => Step::Replied,
