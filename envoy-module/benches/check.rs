@@ -75,6 +75,7 @@ impl Stream for Recording {
         Vec::new()
     }
     fn remove_request_trailer(&mut self, _: &str) {}
+    fn continue_decoding(&mut self) {}
 }
 
 fn rate(mut f: impl FnMut()) -> f64 {

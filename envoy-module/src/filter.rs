@@ -4,6 +4,7 @@
 //! and the tests implement over plain values.
 #![forbid(unsafe_code)]
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -34,8 +35,12 @@ pub trait Stream {
     fn remove_header(&mut self, name: &str);
     /// Writes strings into the stream's dynamic metadata, all in one call.
     fn set_metadata(&mut self, namespace: &str, entries: &[(&str, &str)]);
-    /// Answers the client instead of the upstream.
+    /// Answers the client instead of the upstream. May end the stream: Envoy can destroy the
+    /// filter before this returns.
     fn send_local_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &str);
+    /// Lets the request go on after its headers were stopped. May end the stream, like
+    /// [`Stream::send_local_reply`]; Envoy calls the body and trailer hooks from inside it.
+    fn continue_decoding(&mut self);
     /// The names of the request's trailers.
     fn request_trailer_names(&self) -> Vec<String>;
     /// Removes every value of the request trailer `name`.
@@ -135,16 +140,34 @@ impl FilterConfig {
     }
 }
 
+/// The longest the config's end waits for the module's threads to stop: a DNS lookup in flight
+/// on the runtime's blocking pool (`getaddrinfo` cannot be interrupted) is waited for this long
+/// at most, one resolver timeout. Every other task stops at once.
+pub const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The config's end stops its runtime's threads and waits for them, so that none runs the
+/// module's code once Envoy may unload it: Envoy loads the module without `do_not_close`
+/// (`dlclose` once the last config using it is gone), and a thread still running would then
+/// run unmapped code; a task still holding a stream's scheduler would post to a worker's
+/// dispatcher that Envoy may have torn down. Waiting covers both, where `do_not_close` (the
+/// code kept mapped for the process's life) would cover the first only and leave threads
+/// behind at every config update.
 impl Drop for FilterConfig {
     fn drop(&mut self) {
-        // The core's upkeep is aborted inside its runtime; the runtime then stops without
-        // waiting (this runs on Envoy's main thread, which must not block).
         if let Some(runtime) = self.runtime.take() {
+            // The core's upkeep is aborted inside its runtime.
             {
                 let _entered = runtime.enter();
                 self.core.take();
             }
-            runtime.shutdown_background();
+            // Envoy drops a config on its main thread, where blocking is allowed. Inside an
+            // async context (a test's runtime) waiting would panic: there the runtime stops
+            // without waiting.
+            if tokio::runtime::Handle::try_current().is_ok() {
+                runtime.shutdown_background();
+            } else {
+                runtime.shutdown_timeout(SHUTDOWN_WAIT);
+            }
         }
     }
 }
@@ -213,17 +236,46 @@ impl Parked {
     }
 }
 
-/// Decides the request whose headers `stream` holds. A check that can be decided without the
-/// network (a cache hit, a token refused by its shape, a public route) is decided here, on the
-/// worker thread; one that must wait (a key fetch, `GetUser`, Redis) runs on the module's
-/// runtime, which calls the closure `waker` made (on this thread) when it is done; the outcome
-/// is then in the returned slot.
-pub fn on_request_headers<W>(
+/// A check running on the module's runtime, owned by its stream: dropping it (the stream is
+/// gone) aborts its tasks. A task that has already woken the stream is harmless: Envoy drops
+/// the event of a stream it destroyed.
+pub struct Check {
+    parked: Arc<Parked>,
+    tasks: [tokio::task::AbortHandle; 2],
+}
+
+impl Check {
+    /// Where the check leaves its outcome.
+    pub fn parked(&self) -> &Parked {
+        &self.parked
+    }
+}
+
+impl Drop for Check {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A check decided on the worker thread, or one left running on the runtime.
+enum Decided {
+    Now(Option<Outcome>, Arc<Request>),
+    Later(Check),
+}
+
+/// Starts the check of the request whose headers `stream` holds, and ends no stream: a check
+/// that needs no network (a cache hit, a token refused by its shape, a public route) is decided
+/// here, on the worker thread; one that must wait (a key fetch, `GetUser`, Redis) is left
+/// running on the module's runtime, which calls the closure `waker` made (on this thread) when
+/// it is done, its outcome then in [`Check::parked`].
+fn decide<W>(
     config: &FilterConfig,
     route: Option<&RouteOverrides>,
-    stream: &mut dyn Stream,
+    stream: &dyn Stream,
     waker: impl FnOnce() -> W,
-) -> (Step, Option<Arc<Parked>>)
+) -> Decided
 where
     W: FnOnce() + Send + 'static,
 {
@@ -237,7 +289,7 @@ where
             .poll(&mut Context::from_waker(Waker::noop()))
     };
     match polled {
-        Poll::Ready(outcome) => (apply(outcome.as_ref(), &request, stream), None),
+        Poll::Ready(outcome) => Decided::Now(outcome, request),
         Poll::Pending => {
             let parked = Arc::new(Parked {
                 outcome: Mutex::new(None),
@@ -246,15 +298,146 @@ where
             let slot = Arc::clone(&parked);
             let resume = waker();
             let decided = runtime.spawn(decision);
-            runtime.spawn(async move {
+            let decided_task = decided.abort_handle();
+            let waiter = runtime.spawn(async move {
                 // A check that panics on the runtime ends as no outcome: refused (500), and
                 // the stream is woken all the same.
                 let outcome = decided.await.ok().flatten();
                 *slot.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
                 resume();
             });
-            (Step::Pending, Some(parked))
+            Decided::Later(Check {
+                parked,
+                tasks: [decided_task, waiter.abort_handle()],
+            })
         }
+    }
+}
+
+/// Decides the request whose headers `stream` holds: applied at once when no network is needed;
+/// otherwise [`Step::Pending`] and the check left running (see [`Filter`] for how a stream
+/// resumes it).
+pub fn on_request_headers<W>(
+    config: &FilterConfig,
+    route: Option<&RouteOverrides>,
+    stream: &mut dyn Stream,
+    waker: impl FnOnce() -> W,
+) -> (Step, Option<Check>)
+where
+    W: FnOnce() + Send + 'static,
+{
+    match decide(config, route, stream, waker) {
+        Decided::Now(outcome, request) => (apply(outcome.as_ref(), &request, stream), None),
+        Decided::Later(check) => (Step::Pending, Some(check)),
+    }
+}
+
+/// One stream's filter, driven by Envoy's hooks. Hooks reach it through a shared reference
+/// only: Envoy can call one hook from inside another (the body hook runs inside
+/// `continue_decoding`, called from the scheduled hook), so two may be live at once; the state
+/// that changes is in `Cell`s.
+///
+/// A call that may end the stream ([`Stream::send_local_reply`], [`Stream::continue_decoding`])
+/// may destroy the filter before it returns. So a hook that makes one is in two steps: a method
+/// of the filter writes its fields and returns a [`Finish`], which owns what it needs and makes
+/// those calls without the filter (the borrow has ended: nothing can touch it after).
+pub struct Filter {
+    config: Arc<FilterConfig>,
+    /// The check running on the module's runtime; dropped (its tasks aborted) with the filter.
+    check: Cell<Option<Check>>,
+    /// Whether the request waits for that check (its body and trailers are held back).
+    pending: Cell<bool>,
+}
+
+/// What a hook leaves to do once it no longer touches the filter: the calls that may end the
+/// stream.
+#[must_use = "the request is decided only once the finish runs"]
+pub enum Finish {
+    /// Nothing to do (a wake-up for a check already carried out).
+    Nothing,
+    /// Carry out a check decided on the worker thread.
+    Apply(Option<Outcome>, Arc<Request>),
+    /// The check is running on the runtime: stop the request until it wakes the stream.
+    Wait,
+    /// Carry out a check that waited, and let the request go on if it is allowed.
+    Resume(Check),
+}
+
+impl Finish {
+    /// Makes the calls on `stream`; what the request-headers hook tells Envoy (for
+    /// [`Finish::Nothing`], which makes no call, [`Step::Replied`]: nothing goes on from here).
+    pub fn run(self, stream: &mut dyn Stream) -> Step {
+        match self {
+            Finish::Nothing => Step::Replied,
+            Finish::Apply(outcome, request) => apply(outcome.as_ref(), &request, stream),
+            Finish::Wait => Step::Pending,
+            Finish::Resume(check) => {
+                let step = match check.parked.take() {
+                    Some(outcome) => apply(outcome.as_ref(), check.parked.request(), stream),
+                    None => {
+                        fail_closed(stream);
+                        Step::Replied
+                    }
+                };
+                if step == Step::Continue {
+                    stream.continue_decoding();
+                }
+                step
+            }
+        }
+    }
+}
+
+impl Filter {
+    /// A new stream's filter.
+    pub fn new(config: Arc<FilterConfig>) -> Filter {
+        Filter {
+            config,
+            check: Cell::new(None),
+            pending: Cell::new(false),
+        }
+    }
+
+    /// The request headers: the check starts here, decided at once or left running.
+    pub fn on_request_headers<W>(
+        &self,
+        route: Option<&RouteOverrides>,
+        stream: &dyn Stream,
+        waker: impl FnOnce() -> W,
+    ) -> Finish
+    where
+        W: FnOnce() + Send + 'static,
+    {
+        match decide(&self.config, route, stream, waker) {
+            // No write: the filter stays as it was made.
+            Decided::Now(outcome, request) => Finish::Apply(outcome, request),
+            Decided::Later(check) => {
+                self.pending.set(true);
+                self.check.set(Some(check));
+                Finish::Wait
+            }
+        }
+    }
+
+    /// The runtime woke the stream: the check is done, and no longer pending (the body hooks
+    /// Envoy calls from inside `continue_decoding` let data through).
+    pub fn on_scheduled(&self) -> Finish {
+        let Some(check) = self.check.take() else {
+            return Finish::Nothing;
+        };
+        self.pending.set(false);
+        Finish::Resume(check)
+    }
+
+    /// Whether the request body is held back (the check is pending).
+    pub fn holds_body(&self) -> bool {
+        self.pending.get()
+    }
+
+    /// Request trailers: our headers stripped from them; whether they are held back.
+    pub fn on_request_trailers(&self, stream: &mut dyn Stream) -> bool {
+        strip_trailers(&self.config, stream);
+        self.pending.get()
     }
 }
 
@@ -440,6 +623,10 @@ mod tests {
         metadata: Vec<(String, String)>,
         reply: Option<(u16, String)>,
         trailers: Vec<String>,
+        /// Whether `continue_decoding` was called.
+        continued: bool,
+        /// Whether a call that may end the stream was made: nothing may be called after it.
+        ended: bool,
     }
 
     impl Stream for FakeStream {
@@ -451,9 +638,11 @@ mod tests {
                 .collect()
         }
         fn set_header(&mut self, name: &str, value: &str) {
+            self.not_ended();
             self.set.push((name.into(), value.into()));
         }
         fn add_header(&mut self, name: &str, value: &str) {
+            self.not_ended();
             assert!(
                 self.headers.iter().all(|(k, _)| k != name),
                 "{name} added beside the client's"
@@ -461,21 +650,39 @@ mod tests {
             self.set.push((name.into(), value.into()));
         }
         fn remove_header(&mut self, name: &str) {
+            self.not_ended();
             self.removed.push(name.into());
         }
         fn set_metadata(&mut self, namespace: &str, entries: &[(&str, &str)]) {
+            self.not_ended();
             assert_eq!(namespace, METADATA_NAMESPACE);
             self.metadata
                 .extend(entries.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         }
         fn send_local_reply(&mut self, status: u16, _headers: &[(&str, &str)], body: &str) {
+            self.not_ended();
             self.reply = Some((status, body.into()));
+            self.ended = true;
+        }
+        fn continue_decoding(&mut self) {
+            self.not_ended();
+            self.continued = true;
+            self.ended = true;
         }
         fn request_trailer_names(&self) -> Vec<String> {
             self.trailers.clone()
         }
         fn remove_request_trailer(&mut self, name: &str) {
             self.trailers.retain(|t| t != name);
+        }
+    }
+
+    impl FakeStream {
+        fn not_ended(&self) {
+            assert!(
+                !self.ended,
+                "the stream was called after a call that may end it"
+            );
         }
     }
 
@@ -527,9 +734,9 @@ mod tests {
             Step::Pending => {
                 wait.recv_timeout(std::time::Duration::from_secs(10))
                     .expect("the stream was woken");
-                let parked = parked.expect("a parked check");
-                let outcome = parked.take().expect("an outcome");
-                apply(outcome.as_ref(), parked.request(), stream)
+                let check = parked.expect("a parked check");
+                let outcome = check.parked().take().expect("an outcome");
+                apply(outcome.as_ref(), check.parked().request(), stream)
             }
             step => step,
         }
@@ -676,7 +883,8 @@ mod tests {
         assert_eq!(step, Step::Pending, "the keys cannot be there yet");
         wait.recv_timeout(std::time::Duration::from_secs(10))
             .expect("the stream was woken");
-        let parked = parked.expect("a parked check");
+        let check = parked.expect("a parked check");
+        let parked = check.parked();
         let outcome = parked.take().expect("an outcome");
         assert!(parked.take().is_none(), "an outcome is taken once");
         assert_eq!(
@@ -783,5 +991,116 @@ mod tests {
             let err = FilterConfig::new(text, |_| None).err().expect("refused");
             assert!(err.0.contains("rotues"), "{}", err.0);
         }
+    }
+    /// A token from `key` that the IdP (`slow` before answering key 0) must be asked about.
+    fn slow_idp_and_token(
+        slow: std::time::Duration,
+        key: usize,
+    ) -> (tokio::runtime::Runtime, JwksServer, String) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let keys = Behaviour::Json(jwks(&[TestKey::shared(0)]));
+        let idp = runtime.block_on(JwksServer::start(Behaviour::Slow(slow, Box::new(keys))));
+        let issuer = format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}");
+        let token = TestKey::shared(key).token(&access_claims(&issuer, CLIENT, now()));
+        (runtime, idp, format!("Bearer {token}"))
+    }
+
+    /// A hook's writes to the filter come before any call that may end the stream (which may
+    /// destroy the filter): when the check that waited is carried out, the filter already says
+    /// it no longer holds the body, for an allow (`continue_decoding`) and for a deny (a local
+    /// reply), and the finish makes its calls with no filter at hand.
+    #[test]
+    fn a_waited_check_is_written_to_the_filter_before_the_stream_may_end() {
+        let slow = std::time::Duration::from_secs(1);
+        for (key, continued, reply) in [(0, true, None), (1, false, Some(401))] {
+            let (_runtime, idp, auth) = slow_idp_and_token(slow, key);
+            let filter = Filter::new(Arc::new(config(&idp.url("/jwks.json"))));
+            let mut stream = request("/api/x", &[("authorization", &auth)]);
+            let (woken, wait) = mpsc::channel();
+            let finish =
+                filter.on_request_headers(None, &stream, || move || woken.send(()).unwrap());
+            assert!(filter.holds_body(), "the check waits for the keys");
+            assert_eq!(finish.run(&mut stream), Step::Pending);
+            assert!(!stream.ended);
+            wait.recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the stream was woken");
+            let finish = filter.on_scheduled();
+            assert!(!filter.holds_body(), "written before the finish runs");
+            let step = finish.run(&mut stream);
+            assert_eq!(
+                (stream.continued, stream.reply.as_ref().map(|r| r.0)),
+                (continued, reply),
+                "{step:?}"
+            );
+            // A second wake-up finds nothing to do and calls nothing.
+            assert!(matches!(filter.on_scheduled(), Finish::Nothing));
+        }
+    }
+
+    /// A check decided on the worker thread writes nothing to the filter: its finish alone may
+    /// end the stream.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_check_decided_at_once_leaves_the_filter_untouched() {
+        let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+        let filter = Filter::new(Arc::new(config(&idp.url("/jwks.json"))));
+        let mut stream = request("/api/x", &[]);
+        let finish = filter.on_request_headers(None, &stream, never);
+        assert!(matches!(finish, Finish::Apply(..)));
+        assert!(!filter.holds_body());
+        assert_eq!(finish.run(&mut stream), Step::Replied);
+        assert_eq!(stream.reply.map(|r| r.0), Some(401));
+        assert!(matches!(filter.on_scheduled(), Finish::Nothing));
+    }
+
+    /// A stream destroyed while its check waits takes the check with it: the tasks are aborted,
+    /// so the stream is never woken (its waker dropped unused).
+    #[test]
+    fn a_destroyed_filter_aborts_its_pending_check() {
+        let (_runtime, idp, auth) = slow_idp_and_token(std::time::Duration::from_secs(2), 0);
+        // The config (and its runtime) lives on, as it does in Envoy for the other streams.
+        let config = Arc::new(config(&idp.url("/jwks.json")));
+        let filter = Filter::new(Arc::clone(&config));
+        let stream = request("/api/x", &[("authorization", &auth)]);
+        let (woken, wait) = mpsc::channel();
+        let finish = filter.on_request_headers(None, &stream, || move || woken.send(()).unwrap());
+        assert!(matches!(finish, Finish::Wait));
+        drop(filter);
+        assert_eq!(
+            wait.recv_timeout(std::time::Duration::from_secs(10)),
+            Err(mpsc::RecvTimeoutError::Disconnected),
+            "the stream was woken after its filter was destroyed"
+        );
+    }
+
+    /// The names of this process's threads that belong to a module runtime.
+    fn module_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim() == "cognito-authz")
+            .count()
+    }
+
+    /// Once Envoy destroys the config, no thread of the module runs (Envoy may unload it next),
+    /// even with a check in flight.
+    #[test]
+    fn a_destroyed_config_leaves_no_thread_running() {
+        let (_runtime, idp, auth) = slow_idp_and_token(std::time::Duration::from_secs(2), 0);
+        let config = Arc::new(config(&idp.url("/jwks.json")));
+        let filter = Filter::new(Arc::clone(&config));
+        let stream = request("/api/x", &[("authorization", &auth)]);
+        let finish = filter.on_request_headers(None, &stream, || || {});
+        assert!(matches!(finish, Finish::Wait));
+        // The key fetch is in flight on the runtime's thread (named once it has started).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while idp.hits() == 0 || module_threads() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fetch never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop((filter, config));
+        assert_eq!(module_threads(), 0, "a thread outlived the config");
     }
 }

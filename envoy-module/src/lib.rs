@@ -9,7 +9,8 @@
 //!   `serve` reads it), the per-route overrides, one stream's check, decided on the worker
 //!   thread when no network is needed and on the module's runtime otherwise.
 //! - `abi`: the C ABI (hand-written from Envoy's `abi.h`), the only module with `unsafe`; its
-//!   `unused` part holds the hooks Envoy requires that this filter has no use for.
+//!   `unused` part holds the hooks Envoy requires that this filter has no use for, its `issued`
+//!   part the per-route configs this module made (the only ones it reads).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -3,7 +3,8 @@
 //! `envoy/envoy.module.yaml`, in front of the demo app, with no sidecar. Judged by what the
 //! client got and what the upstream received: the walkthrough, spoof stripping in every
 //! spelling and on every path, the hostile-token set, key rotation, the IdP down at start-up,
-//! and failing closed when the filter cannot decide.
+//! failing closed when the filter cannot decide, and the module's lifetimes (streams reset and
+//! Envoy stopped while checks wait, a per-route config another module made).
 
 use crate::common;
 
@@ -387,6 +388,7 @@ async fn a_revocation_shared_through_redis_reaches_the_module() {
 /// and `upstream` as the only cluster.
 fn hand_written_config(listen: u16, admin: u16, plain: &Plain<'_>) -> String {
     let (upstream, route_override) = (plain.upstream, plain.route_override);
+    let route_module = plain.route_module;
     // A JSON string is a YAML scalar: the TOML goes in as it is.
     let filter_toml = serde_json::to_string(plain.filter_toml).unwrap();
     // Trailers reach an upstream over HTTP/2 (HTTP/1.1 drops them unless told otherwise).
@@ -421,7 +423,7 @@ static_resources:
                 typed_per_filter_config:
                   envoy.filters.http.dynamic_modules:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute
-                    dynamic_module_config: {{ name: cognito_authz_envoy }}
+                    dynamic_module_config: {{ name: {route_module} }}
                     filter_config:
                       "@type": type.googleapis.com/google.protobuf.Struct
                       value: {route_override}
@@ -491,7 +493,12 @@ struct Plain<'a> {
     jwks_uri: &'a str,
     /// Whether Envoy speaks HTTP/2 to the upstream.
     upstream_http2: bool,
+    /// The module that makes the `/special` route's per-route config.
+    route_module: &'a str,
 }
+
+/// The module's name, as Envoy looks it up (`lib{MODULE}.so` on its search path).
+const MODULE: &str = "cognito_authz_envoy";
 
 /// Envoy with a hand-written config and the module from `search_path`; its log if it would not
 /// start.
@@ -577,6 +584,7 @@ async fn a_per_route_config_the_module_cannot_read_keeps_envoy_from_starting() {
                 upstream,
                 jwks_uri: &idp.url("/jwks.json"),
                 upstream_http2: false,
+                route_module: MODULE,
             },
         )
         .await;
@@ -603,6 +611,7 @@ async fn the_cores_warnings_reach_envoys_log() {
             upstream,
             jwks_uri: &idp.url("/jwks.json"),
             upstream_http2: false,
+            route_module: MODULE,
         },
     )
     .await
@@ -628,6 +637,7 @@ async fn an_override_that_conflicts_with_its_rule_fails_closed_in_a_plain_config
             upstream,
             jwks_uri: &idp.url("/jwks.json"),
             upstream_http2: false,
+            route_module: MODULE,
         },
     )
     .await
@@ -688,6 +698,7 @@ async fn a_panic_in_the_filter_is_a_refusal_and_envoy_goes_on() {
             upstream,
             jwks_uri: &idp.url("/jwks.json"),
             upstream_http2: false,
+            route_module: MODULE,
         },
     )
     .await
@@ -802,6 +813,7 @@ async fn identity_headers_sent_as_trailers_never_reach_the_upstream() {
             upstream,
             jwks_uri: &idp.url("/jwks.json"),
             upstream_http2: true,
+            route_module: MODULE,
         },
     )
     .await
@@ -874,4 +886,243 @@ fn the_module_page_shows_the_filter_envoy_module_yaml_ships() {
         let found = found.unwrap_or_else(|| panic!("envoy.module.yaml lacks `{line}` (in order)"));
         at += found + 1;
     }
+}
+
+/// Envoy around the module over an IdP that answers its keys after `delay` (a fetch may take
+/// 15 s): every check with a token waits (parks on the module's runtime) until then. The IdP,
+/// and a valid token and one from a key the IdP does not publish (refused once the keys are in).
+async fn envoy_over_slow_keys(
+    name: &str,
+    delay: std::time::Duration,
+) -> (PlainEnvoy, JwksServer, String, String) {
+    let keys = Behaviour::Json(jwks(&[TestKey::shared(0)]));
+    let idp = JwksServer::start(Behaviour::Slow(delay, Box::new(keys))).await;
+    let (upstream, _) = counting_upstream().await;
+    let bin_dir = common::stack_layout(&format!("{name}-bin")).bin_dir;
+    let envoy = plain_envoy(
+        name,
+        Plain {
+            search_path: &bin_dir,
+            route_override: r#"{ "cognito_authz.mode": "public" }"#,
+            filter_toml: "[jwks]\ntimeout_ms = 15000\n",
+            upstream,
+            jwks_uri: &idp.url("/jwks.json"),
+            upstream_http2: false,
+            route_module: MODULE,
+        },
+    )
+    .await
+    .unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"));
+    let issuer = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_PlainPool";
+    let token = |key: usize| {
+        let token = TestKey::shared(key).token(&access_claims(issuer, "plain-client", now()));
+        format!("Bearer {token}")
+    };
+    (envoy, idp, token(0), token(1))
+}
+
+/// What in Envoy's log says it crashed or the module panicked, if anything.
+fn crash_in(log: &str) -> Option<&str> {
+    [
+        "Caught ",
+        "Backtrace",
+        "panicked",
+        "Segmentation fault",
+        "Aborted",
+    ]
+    .into_iter()
+    .find(|mark| log.contains(mark))
+}
+
+/// An HTTP/2 connection to Envoy (prior knowledge): each request a stream of its own, so a
+/// dropped request is a stream reset (RST_STREAM) on a connection that stays.
+async fn h2_connection(port: u16) -> hyper::client::conn::http2::SendRequest<String> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_reset_while_their_checks_wait_leave_envoy_answering() {
+    // Clients give up while their checks wait on the IdP: HTTP/2 streams reset on a connection
+    // that stays, POSTs whose body Envoy holds back, HTTP/1.1 connections closed. Envoy destroys
+    // those filters while their checks run on the module's runtime; the checks' tasks are
+    // aborted, and a wake-up already on its way finds no stream. Envoy does not crash, and once
+    // the keys are in, the same connection and new ones are answered.
+    // The keys come after 8 s; the 15 clients give up within about 2.5 s.
+    let delay = std::time::Duration::from_secs(8);
+    let (mut envoy, idp, valid, unknown) = envoy_over_slow_keys("module-reset", delay).await;
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", envoy.port);
+    let mut h2 = h2_connection(envoy.port).await;
+    let give_up = std::time::Duration::from_millis(150);
+    let mut waited = 0;
+    for (i, auth) in [&valid, &unknown].into_iter().cycle().take(12).enumerate() {
+        let method = if i % 3 == 0 { "POST" } else { "GET" };
+        let request = http::Request::builder()
+            .method(method)
+            .uri(url("/api"))
+            .header("authorization", auth.as_str())
+            .body("{\"held\": true}".to_string())
+            .unwrap();
+        h2.ready().await.unwrap();
+        let sent = tokio::time::timeout(give_up, h2.send_request(request)).await;
+        waited += usize::from(sent.is_err());
+    }
+    let http1 = reqwest::Client::builder().timeout(give_up).build().unwrap();
+    for auth in [&valid, &unknown, &valid] {
+        let sent = http1
+            .post(url("/api"))
+            .header("authorization", auth.as_str())
+            .body("{}")
+            .send()
+            .await;
+        waited += usize::from(sent.is_err_and(|e| e.is_timeout()));
+    }
+    assert_eq!(
+        waited, 15,
+        "every check waited on the IdP, and every client gave up"
+    );
+    assert!(idp.hits() >= 1, "the keys were asked for");
+
+    // The keys arrive; the checks left behind finish with no stream to wake.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        let request = http::Request::get(url("/api"))
+            .header("authorization", valid.as_str())
+            .body(String::new())
+            .unwrap();
+        h2.ready().await.expect("the HTTP/2 connection is still up");
+        let status = h2.send_request(request).await.unwrap().status().as_u16();
+        if status == 200 || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 200, "the valid token, once the keys are in");
+    let fresh = reqwest::Client::new();
+    let refused = fresh
+        .get(url("/api"))
+        .header("authorization", unknown.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let public = fresh.get(url("/special")).send().await.unwrap();
+    assert_eq!(public.status().as_u16(), 200);
+    assert!(envoy.child.try_wait().unwrap().is_none(), "Envoy exited");
+    let log = std::fs::read_to_string(&envoy.log).unwrap();
+    assert_eq!(crash_in(&log), None, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_stopped_while_checks_wait_exits_cleanly() {
+    // Envoy is told to stop (SIGTERM) while checks wait on the IdP on the module's runtime:
+    // it tears down its workers and the module's config (whose end waits for the module's
+    // threads) and exits 0, with no crash in its log.
+    let delay = std::time::Duration::from_secs(8);
+    let (mut envoy, idp, valid, _) = envoy_over_slow_keys("module-stop", delay).await;
+    let url = format!("http://127.0.0.1:{}/api", envoy.port);
+    let client = reqwest::Client::new();
+    let waiting: Vec<_> = (0..6)
+        .map(|_| {
+            let request = client
+                .get(&url)
+                .header("authorization", valid.as_str())
+                .send();
+            tokio::spawn(request)
+        })
+        .collect();
+    let parked_by = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while idp.hits() == 0 && std::time::Instant::now() < parked_by {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "the checks were to wait on the IdP"
+    );
+    let pid = envoy.child.id().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let stopped_by = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = envoy.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < stopped_by,
+            "Envoy did not stop within 30 s of SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let log = std::fs::read_to_string(&envoy.log).unwrap();
+    assert_eq!(crash_in(&log), None, "{log}");
+    assert_eq!(status.code(), Some(0), "{status}\n{log}");
+    for request in waiting {
+        // Cut off by the stop, never let through: no answer, or not a 200.
+        if let Ok(Ok(response)) = request.await {
+            assert_ne!(response.status().as_u16(), 200);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_route_config_another_module_made_is_never_read() {
+    // Envoy hands the filter the route's config under the filter's name, whichever module made
+    // it. Here another module (a second copy of this one, loaded apart: its own registry) made
+    // the `/special` route's config, which would make the route public: the filter does not
+    // read it, and refuses the route's requests (500) rather than guess its policy.
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let (upstream, count) = counting_upstream().await;
+    let bin_dir = common::stack_layout("module-foreign-bin").bin_dir;
+    let layout = layout("module-foreign");
+    let modules = layout.work_dir.join("modules");
+    std::fs::create_dir_all(&modules).unwrap();
+    let ours = bin_dir.join(format!("lib{MODULE}.so"));
+    std::fs::copy(&ours, modules.join(format!("lib{MODULE}.so"))).unwrap();
+    std::fs::copy(&ours, modules.join("libanother_module.so")).unwrap();
+    let envoy = plain_envoy(
+        "module-foreign",
+        Plain {
+            search_path: &modules,
+            route_override: r#"{ "cognito_authz.mode": "public" }"#,
+            filter_toml: "",
+            upstream,
+            jwks_uri: &idp.url("/jwks.json"),
+            upstream_http2: false,
+            route_module: "another_module",
+        },
+    )
+    .await
+    .unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"));
+    let http = reqwest::Client::new();
+    let special = http
+        .get(format!("http://127.0.0.1:{}/special", envoy.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(special.status().as_u16(), 500);
+    let body: Value = special.json().await.unwrap();
+    assert_eq!(body["reason"], "internal_error", "{body}");
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let log = std::fs::read_to_string(&envoy.log).unwrap();
+    assert!(log.contains("not made by this module"), "{log}");
+    // Elsewhere the filter decides as usual: no token, 401.
+    let other = http
+        .get(format!("http://127.0.0.1:{}/other", envoy.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 401);
 }

@@ -11,15 +11,20 @@
 //! (`scheduler_commit` may be called from any thread); `on_http_filter_scheduled` then runs
 //! on the stream's worker thread again.
 
-use std::cell::Cell;
 use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use crate::filter::{self, FilterConfig, Parked, RouteOverrides, Step, Stream};
+use crate::filter::{self, Filter, FilterConfig, RouteOverrides, Step, Stream};
 
 mod metrics;
+mod issued;
 mod unused;
+
+use issued::{Issued, Lookup};
+
+/// The per-route configs this module made, the only ones it reads.
+static ROUTES: Issued<RouteOverrides> = Issued::new();
 
 /// The ABI version this module is written against: Envoy 1.40.0's, whose loader logs
 /// "Dynamic module ABI version v0.2.0 matched." for it.
@@ -360,6 +365,11 @@ impl Stream for EnvoyStream {
             );
         }
     }
+
+    fn continue_decoding(&mut self) {
+        // SAFETY: live filter of the current hook, whose request headers were stopped.
+        unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(self.0) }
+    }
 }
 
 /// A scheduler for one stream, owned by the check that waits: committing wakes the stream on
@@ -383,18 +393,6 @@ impl Drop for Scheduler {
         // SAFETY: created by `scheduler_new`, deleted exactly once, here.
         unsafe { envoy_dynamic_module_callback_http_filter_scheduler_delete(self.0) }
     }
-}
-
-/// One stream's state, owned by Envoy through the pointer `on_http_filter_new` returns. Hooks
-/// reach it through a shared reference only: Envoy can call one hook from inside another (the
-/// body hook runs inside `continue_decoding`, called from the scheduled hook), so two may be
-/// live at once; the state that changes is in `Cell`s.
-struct Filter {
-    config: Arc<FilterConfig>,
-    /// The outcome of a check that is running on the module's runtime.
-    parked: Cell<Option<Arc<Parked>>>,
-    /// Whether the request waits for that check (its body and trailers are held back).
-    pending: Cell<bool>,
 }
 
 /// Runs `body`, or answers 500 if it panics: the request is never let through undecided.
@@ -514,7 +512,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
         // SAFETY: Envoy's buffer, valid during this hook.
         let bytes = unsafe { copied(config.ptr, config.length) };
         match RouteOverrides::parse(&bytes) {
-            Ok(route) => Box::into_raw(Box::new(route)) as *const c_void,
+            Ok(route) => ROUTES.issue(route),
             Err(err) => {
                 log_error(&format!("a per-route config is refused: {}", err.0));
                 std::ptr::null()
@@ -529,8 +527,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
     route: *const c_void,
 ) {
     contained((), || {
-        // SAFETY: `route` came from `Box::into_raw` in `per_route_config_new`; destroyed once.
-        drop(unsafe { Box::from_raw(route as *mut RouteOverrides) });
+        if !ROUTES.retire(route) {
+            log_error("Envoy destroyed a per-route config this module did not make");
+        }
     })
 }
 
@@ -544,12 +543,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
         // SAFETY: `config` is the live `Arc<FilterConfig>` from `config_new`: Envoy destroys a
         // config only after every filter made from it.
         let config = unsafe { &*(config as *const Arc<FilterConfig>) };
-        let filter = Filter {
-            config: Arc::clone(config),
-            parked: Cell::new(None),
-            pending: Cell::new(false),
-        };
-        Box::into_raw(Box::new(filter)) as *const c_void
+        Box::into_raw(Box::new(Filter::new(Arc::clone(config)))) as *const c_void
     })
 }
 
@@ -558,7 +552,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
 /// # Safety
 /// `module` must be the pointer `on_http_filter_new` returned, not yet destroyed. Envoy calls a
 /// stream's hooks on its worker thread only, possibly one inside another: hence a shared
-/// reference (`Filter` is not `Sync`, and never leaves that thread).
+/// reference (`Filter` is not `Sync`, and never leaves that thread). The reference must end
+/// before a call that may end the stream (which may destroy the filter): the filter's methods
+/// return a [`filter::Finish`] that makes such calls without it.
 unsafe fn filter_of<'a>(module: *const c_void) -> &'a Filter {
     // SAFETY: as the caller guarantees.
     unsafe { &*(module as *const Filter) }
@@ -572,15 +568,21 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     _end_of_stream: bool,
 ) -> u32 {
     guarded(filter_envoy, HEADERS_STOP_ITERATION, || {
-        // SAFETY: a hook of a live filter (see `filter_of`).
-        let filter = unsafe { filter_of(module) };
-        // SAFETY: live filter of this hook; the pointer returned is null or a per-route config
-        // this module made and Envoy keeps alive for the route, hence for this stream.
-        let route = unsafe {
-            let route = envoy_dynamic_module_callback_get_most_specific_route_config(filter_envoy);
-            (route as *const RouteOverrides).as_ref()
-        };
         let mut stream = EnvoyStream(filter_envoy);
+        // SAFETY: live filter of this hook; the pointer is only looked up, never read.
+        let route =
+            unsafe { envoy_dynamic_module_callback_get_most_specific_route_config(filter_envoy) };
+        let route = match ROUTES.get(route) {
+            Lookup::Absent => None,
+            Lookup::Issued(route) => Some(route),
+            Lookup::Foreign => {
+                log_error(
+                    "the route's per-route config was not made by this module: refused (500)",
+                );
+                filter::fail_closed(&mut stream);
+                return HEADERS_STOP_ITERATION;
+            }
+        };
         let waker = || {
             // SAFETY: created on the stream's worker thread inside its hook, as required.
             let scheduler = Scheduler(unsafe {
@@ -588,10 +590,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             });
             move || scheduler.commit()
         };
-        let (step, parked) = filter::on_request_headers(&filter.config, route, &mut stream, waker);
-        filter.pending.set(parked.is_some());
-        filter.parked.set(parked);
-        match step {
+        // SAFETY: a hook of a live filter (see `filter_of`); the reference ends here.
+        let finish =
+            unsafe { filter_of(module) }.on_request_headers(route.as_ref(), &stream, waker);
+        match finish.run(&mut stream) {
             Step::Continue => HEADERS_CONTINUE,
             Step::Replied => HEADERS_STOP_ITERATION,
             Step::Pending => HEADERS_STOP_ALL_AND_WATERMARK,
@@ -607,25 +609,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     _event_id: u64,
 ) {
     guarded(filter_envoy, (), || {
-        // SAFETY: a hook of a live filter (see `filter_of`).
-        let filter = unsafe { filter_of(module) };
-        let Some(parked) = filter.parked.take() else {
-            return;
-        };
-        let mut stream = EnvoyStream(filter_envoy);
-        let step = match parked.take() {
-            Some(outcome) => filter::apply(outcome.as_ref(), parked.request(), &mut stream),
-            None => {
-                filter::fail_closed(&mut stream);
-                Step::Replied
-            }
-        };
-        // Decided: the body hooks Envoy calls from inside `continue_decoding` let data through.
-        filter.pending.set(false);
-        if step == Step::Continue {
-            // SAFETY: live filter of this hook, whose request headers were stopped.
-            unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(filter_envoy) }
-        }
+        // SAFETY: a hook of a live filter (see `filter_of`); the reference ends here.
+        let finish = unsafe { filter_of(module) }.on_scheduled();
+        let _ = finish.run(&mut EnvoyStream(filter_envoy));
     })
 }
 
@@ -638,7 +624,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
 ) -> u32 {
     guarded(filter_envoy, BODY_STOP_AND_WATERMARK, || {
         // SAFETY: a hook of a live filter (see `filter_of`).
-        if unsafe { filter_of(module) }.pending.get() {
+        if unsafe { filter_of(module) }.holds_body() {
             BODY_STOP_AND_WATERMARK
         } else {
             BODY_CONTINUE
@@ -654,9 +640,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
 ) -> u32 {
     guarded(filter_envoy, TRAILERS_STOP, || {
         // SAFETY: a hook of a live filter (see `filter_of`).
-        let filter = unsafe { filter_of(module) };
-        filter::strip_trailers(&filter.config, &mut EnvoyStream(filter_envoy));
-        if filter.pending.get() {
+        if unsafe { filter_of(module) }.on_request_trailers(&mut EnvoyStream(filter_envoy)) {
             TRAILERS_STOP
         } else {
             TRAILERS_CONTINUE
@@ -664,7 +648,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     })
 }
 
-/// The stream is gone: free its state (a pending check finishes and its event is dropped).
+/// The stream is gone: free its state. A pending check's tasks are aborted; one that woke the
+/// stream already is harmless (Envoy drops the event of a destroyed stream).
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: *const c_void) {
     contained((), || {
