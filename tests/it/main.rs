@@ -4,6 +4,7 @@
 mod common;
 
 mod architecture;
+mod attack_i28;
 mod authz;
 mod browser;
 mod cli;

@@ -1,0 +1,236 @@
+//! Attack round on issue 28's first changes (`revoke --redis`, the module's JSON config):
+//! reproductions that fail until each is fixed. Real `cognito-authz` binary, real
+//! `redis-server`, loopback only.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cognito_authz::config::Config;
+use cognito_authz::shared::Shared;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cognito-authz");
+const PW: &str = "s3cret-attack-pw";
+const KEY: &str = "0123456789abcdef0123456789abcdef0123";
+
+/// A throwaway `redis-server` (no password: the tests judge what it stores).
+struct Redis(std::process::Child, u16);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = cruddur_demo::stack::Ports::ephemeral().unwrap().app;
+        let child = Command::new("/usr/bin/redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis(child, port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.1)
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        let mut c = redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .unwrap();
+        redis::cmd("GET").arg(key).query(&mut c).unwrap()
+    }
+}
+
+fn revoke(args: &[&str], vars: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .arg("revoke")
+        .args(args)
+        .env_clear()
+        .envs(vars.iter().copied())
+        .output()
+        .expect("run cognito-authz")
+}
+
+fn printed(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn key_file(name: &str, text: &str) -> String {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("attack-i28-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// The docs' own example is `rediss://`: the command must not panic on it (no rustls provider
+/// is installed on this path; `serve` installs one). A Redis that takes the TCP connection and
+/// never answers stands in for the TLS one: the handshake is where it panicked.
+#[test]
+fn revoke_in_redis_over_rediss_fails_cleanly_instead_of_panicking() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let url = format!("rediss://revoker:{PW}@127.0.0.1:{port}/");
+    let started = Instant::now();
+    let out = revoke(
+        &["--redis", "--jti", "over-tls"],
+        &[("AUTHZ_REDIS_URL", url.as_str())],
+    );
+    let shown = printed(&out);
+    assert!(!shown.contains("panicked"), "{shown}");
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{shown}");
+    assert!(!shown.contains(PW), "{shown}");
+    drop(silent);
+}
+
+/// An id of 200 control characters is within MAX_ID_BYTES (256) but its JSON (`\u0001` each)
+/// is over MAX_ENTRY_BYTES (1024): every replica and module ignores it as too large, yet the
+/// command says `recorded` and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn revoke_in_redis_never_reports_an_entry_no_replica_reads() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let jti = "\u{1}".repeat(200);
+    let out = revoke(
+        &["--redis", "--jti", &jti],
+        &[("AUTHZ_REDIS_URL", url.as_str())],
+    );
+    // What a replica would take from Redis.
+    let reader = Shared::writer(&url, &[]).unwrap();
+    let listed = reader.live_revocations(10).await.unwrap();
+    assert!(
+        out.status.code() != Some(0) || !listed.entries.is_empty(),
+        "exit 0 and `recorded: true`, but no replica reads it: {}",
+        printed(&out)
+    );
+}
+
+/// Forgetting AUTHZ_REDIS_SIGNING_KEY_FILE where the replicas sign: the entry is written
+/// unsigned, every replica ignores it, and the command exits 0 saying nothing about it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn revoke_in_redis_without_a_key_where_replicas_sign_is_not_a_silent_success() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let keys = key_file("signing-keys", &format!("{KEY}\n"));
+    // A replica that signs has already shared a revocation.
+    let signed = revoke(
+        &["--redis", "--jti", "signed-before"],
+        &[
+            ("AUTHZ_REDIS_URL", url.as_str()),
+            ("AUTHZ_REDIS_SIGNING_KEY_FILE", keys.as_str()),
+        ],
+    );
+    assert_eq!(signed.status.code(), Some(0), "{}", printed(&signed));
+    // The operator forgets the key file.
+    let out = revoke(
+        &["--redis", "--jti", "unsigned-now"],
+        &[("AUTHZ_REDIS_URL", url.as_str())],
+    );
+    let reader = Shared::writer(&url, &[KEY.as_bytes()]).unwrap();
+    let listed = reader.live_revocations(10).await.unwrap();
+    let taken = listed
+        .entries
+        .iter()
+        .any(|e| format!("{:?}", e.revocation).contains("unsigned-now"));
+    assert!(!taken, "a signing replica took an unsigned entry");
+    let shown = printed(&out);
+    assert!(
+        out.status.code() != Some(0) || shown.contains("AUTHZ_REDIS_SIGNING_KEY_FILE"),
+        "exit 0, `recorded: true`, and no replica will ever enforce it: {shown}"
+    );
+}
+
+/// A later `--before` that is earlier than the stored one replaces it (plain SET): a module or
+/// replica started afterwards admits the tokens issued in between.
+#[test]
+fn revoke_in_redis_never_weakens_a_stored_sub_revocation() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let vars = [("AUTHZ_REDIS_URL", url.as_str())];
+    let first = revoke(&["--redis", "--sub", "weakened"], &vars);
+    assert_eq!(first.status.code(), Some(0), "{}", printed(&first));
+    let stored = |r: &Redis| -> i64 {
+        let value: serde_json::Value =
+            serde_json::from_str(&r.get("cognito-authz:rev:sub:weakened").unwrap()).unwrap();
+        value["revocation"]["sub"]["before"].as_i64().unwrap()
+    };
+    let before = stored(&redis);
+    let earlier = (before - 50_000).to_string();
+    let _ = revoke(
+        &["--redis", "--sub", "weakened", "--before", &earlier],
+        &vars,
+    );
+    assert_eq!(
+        stored(&redis),
+        before,
+        "the stored revocation now covers fewer tokens"
+    );
+}
+
+/// `revoke --redis` reads the config file; a TOML mistake on the line that holds the Redis URL
+/// prints that line, password and all.
+#[test]
+fn revoke_in_redis_config_file_error_never_prints_the_password() {
+    let config = key_file(
+        "cognito-authz.toml",
+        &format!("[server]\nredis_url = \"rediss://revoker:{PW}@redis.internal:6380/0\" x\n"),
+    );
+    let out = revoke(
+        &["--redis", "--jti", "x"],
+        &[("COGNITO_AUTHZ_CONFIG", config.as_str())],
+    );
+    let shown = printed(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(!shown.contains(PW), "the password was printed: {shown}");
+}
+
+fn pool_env(key: &str) -> Option<String> {
+    match key {
+        "AWS_COGNITO_USER_POOL_ID" => Some("us-east-1_AbC123".into()),
+        "AWS_COGNITO_USER_POOL_CLIENT_ID" => Some("client-a".into()),
+        _ => None,
+    }
+}
+
+/// `from_json` strips double-quoted values from serde's messages, but serde quotes an unknown
+/// enum variant in backticks: a secret pasted as a `mode` is repeated (to Envoy's log).
+#[test]
+fn json_config_never_repeats_a_value_given_as_an_enum() {
+    let secret = format!("rediss://u:{PW}@redis.internal:6380");
+    for field in [
+        "mode",
+        "revocation",
+        "revocation_on_unavailable",
+        "token_use",
+    ] {
+        let json =
+            format!(r#"{{"routes": [{{"name": "x", "path": "/", "{field}": "{secret}"}}]}}"#);
+        let err = Config::from_json(pool_env, &json).unwrap_err().to_string();
+        assert!(!err.contains(PW), "{field}: {err}");
+    }
+}
+
+/// A value holding a `"` is printed escaped (`\"`), which flips the stripper's quote state:
+/// what follows the quote is repeated.
+#[test]
+fn json_config_never_repeats_a_value_holding_a_quote() {
+    let json = format!(r#"{{"leeway_seconds": "pw\"{PW}"}}"#);
+    let err = Config::from_json(pool_env, &json).unwrap_err().to_string();
+    assert!(!err.contains(PW), "{err}");
+}
