@@ -234,3 +234,16 @@ fn json_config_never_repeats_a_value_holding_a_quote() {
     let err = Config::from_json(pool_env, &json).unwrap_err().to_string();
     assert!(!err.contains(PW), "{err}");
 }
+
+/// TOML refuses a repeated key; JSON takes the last of a repeated map key silently (the
+/// `identity.claim_headers` map), so one of two intended identity headers disappears.
+#[test]
+fn json_config_refuses_a_repeated_key_as_toml_does() {
+    let toml = "[identity.claim_headers]\nx-a = \"email\"\nx-a = \"sub\"\n";
+    assert!(Config::from_toml(pool_env, toml).is_err());
+    let json = r#"{"identity": {"claim_headers": {"x-a": "email", "x-a": "sub"}}}"#;
+    assert!(
+        Config::from_json(pool_env, json).is_err(),
+        "JSON took a repeated key that TOML refuses"
+    );
+}
