@@ -247,3 +247,21 @@ fn json_config_refuses_a_repeated_key_as_toml_does() {
         "JSON took a repeated key that TOML refuses"
     );
 }
+
+/// A URL from the config file that redis-rs cannot parse is blamed on AUTHZ_REDIS_URL, which
+/// is not set: the error must name the file key it came from (docs/revocation.md: "naming the
+/// variable, file key or flag").
+#[test]
+fn revoke_in_redis_names_the_file_key_a_bad_url_came_from() {
+    let config = key_file(
+        "bad-url.toml",
+        "[server]\nredis_url = \"redis://127.0.0.1:bad/\"\n",
+    );
+    let out = revoke(
+        &["--redis", "--jti", "x"],
+        &[("COGNITO_AUTHZ_CONFIG", config.as_str())],
+    );
+    let shown = printed(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("server.redis_url"), "{shown}");
+}
