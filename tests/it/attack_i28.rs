@@ -265,3 +265,25 @@ fn revoke_in_redis_names_the_file_key_a_bad_url_came_from() {
     assert_eq!(out.status.code(), Some(2), "{shown}");
     assert!(shown.contains("server.redis_url"), "{shown}");
 }
+
+/// `revocation.max_concurrent` (and COGNITO_REVOCATION_MAX_CONCURRENT) has no upper bound:
+/// above tokio's semaphore limit (usize::MAX >> 3) `serve` panics at start (exit 101) and the
+/// module's config hook panics (caught: "a configuration hook panicked"). It must be refused
+/// as a configuration error, naming the setting.
+#[test]
+fn an_unbounded_revocation_max_concurrent_is_refused_not_a_panic_later() {
+    let huge = "4611686018427387904";
+    let json = format!(r#"{{"revocation": {{"mode": "cognito", "max_concurrent": {huge}}}}}"#);
+    let err = Config::from_json(pool_env, &json).map(|_| ());
+    assert!(err.is_err(), "accepted max_concurrent = {huge}");
+    let env = |key: &str| match key {
+        "COGNITO_REVOCATION_MAX_CONCURRENT" => Some(huge.to_string()),
+        "COGNITO_REVOCATION" => Some("cognito".to_string()),
+        _ => pool_env(key),
+    };
+    let err = Config::from_toml(env, "").map(|_| ());
+    assert!(
+        err.is_err(),
+        "accepted COGNITO_REVOCATION_MAX_CONCURRENT={huge}"
+    );
+}
