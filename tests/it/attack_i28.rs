@@ -287,3 +287,17 @@ fn an_unbounded_revocation_max_concurrent_is_refused_not_a_panic_later() {
         "accepted COGNITO_REVOCATION_MAX_CONCURRENT={huge}"
     );
 }
+
+/// AUTHZ_WORKER_THREADS has no upper bound: `serve` panics building its runtime ("capacity
+/// overflow") instead of naming the setting.
+#[test]
+fn an_unbounded_worker_thread_count_is_refused_not_a_panic_later() {
+    let env = |key: &str| match key {
+        "AUTHZ_WORKER_THREADS" => Some("9223372036854775807".to_string()),
+        _ => pool_env(key),
+    };
+    assert!(
+        Config::from_toml(env, "").is_err(),
+        "accepted AUTHZ_WORKER_THREADS=9223372036854775807"
+    );
+}
