@@ -418,7 +418,12 @@ impl Config {
         let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
         let file_config = serde_json::from_str(text).map_err(|err| ConfigError::Parse {
             path: PathBuf::from("<config>"),
-            message: without_quoted_values(&err.to_string()),
+            message: format!(
+                "line {} column {}: {}",
+                err.line(),
+                err.column(),
+                without_values(&err.to_string())
+            ),
         })?;
         Config::combine(&var, file_config)
     }
@@ -592,6 +597,8 @@ pub struct SharedWriterConfig {
     pub leeway: Duration,
     /// The keys that sign what is shared, when configured (never shown).
     pub redis_signing_key: Option<SigningKeys>,
+    /// Where the URL came from: the flag, the variable or the file's key.
+    pub redis_url_from: &'static str,
 }
 
 impl SharedWriterConfig {
@@ -637,6 +644,7 @@ impl SharedWriterConfig {
             }
             None => settings::text(&var, &REDIS_URL, file_server.redis_url),
         };
+        let redis_url_from = picked.as_ref().map_or(ENV_REDIS_URL, |(from, _)| *from);
         let redis_url = redis_url(picked)?.ok_or_else(|| {
             ConfigError::invalid(
                 ENV_REDIS_URL,
@@ -647,6 +655,7 @@ impl SharedWriterConfig {
             redis_url,
             leeway,
             redis_signing_key: signing_keys(&var, file_server.redis_signing_key_file)?,
+            redis_url_from,
         })
     }
 
@@ -664,29 +673,39 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     parse_file(path, &text)
 }
 
-/// A JSON parser's message without the values it quotes (`invalid type: string "..."`): a
-/// value in the wrong place may be a secret (a Redis URL). Keys are quoted with backticks, and
-/// stay.
-fn without_quoted_values(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut quoted = false;
-    for c in message.chars() {
-        if c == '"' {
-            if !quoted {
-                out.push_str("\"…\"");
-            }
-            quoted = !quoted;
-        } else if !quoted {
-            out.push(c);
-        }
+/// A parser's message with no value in it: a value in the wrong place may be a secret (a Redis
+/// URL with its password). Messages about keys (an unknown, missing or repeated field) name
+/// only keys and stay whole; any other is cut where it would start quoting (`"`, `` ` ``, `'`),
+/// however the value is escaped. serde's messages stop at the first line (toml adds the
+/// source line after it).
+fn without_values(message: &str) -> String {
+    const ABOUT_KEYS: [&str; 4] = [
+        "unknown field",
+        "missing field",
+        "duplicate field",
+        "duplicate key",
+    ];
+    let message = message.lines().next().unwrap_or_default().trim();
+    if ABOUT_KEYS.iter().any(|about| message.starts_with(about)) {
+        return message.to_string();
     }
-    out
+    match message.find(['"', '`', '\'']) {
+        Some(cut) => format!("{} (the value is not shown)", message[..cut].trim_end()),
+        None => message.to_string(),
+    }
 }
 
 fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-    toml::from_str(text).map_err(|err| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: err.to_string().trim_end().replace('\n', " | "),
+    toml::from_str(text).map_err(|err: toml::de::Error| {
+        // The line by number, never by its text: it may hold a secret.
+        let line = err
+            .span()
+            .and_then(|span| text.get(..span.start))
+            .map_or(0, |before| before.matches('\n').count() + 1);
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: format!("line {line}: {}", without_values(err.message())),
+        }
     })
 }
 

@@ -526,6 +526,8 @@ fn revoke_in_redis(args: &RevokeArgs, url: Option<&str>, file: Option<&Path>) ->
     };
     // The link's connection manager starts its task as it is made.
     let _in_runtime = runtime.enter();
+    // Two rustls providers are linked; rediss:// needs one chosen, as `serve` chooses it.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let prepared = (|| {
         let body = revocation_request(args)?;
         let config = SharedWriterConfig::from_env(file, url)
@@ -536,14 +538,8 @@ fn revoke_in_redis(args: &RevokeArgs, url: Option<&str>, file: Option<&Path>) ->
             .map(|keys| keys.as_bytes())
             .unwrap_or_default();
         // redis-rs's messages name the problem, never the URL.
-        let shared = Shared::writer(&config.redis_url, &keys).map_err(|err| {
-            format!(
-                "configuration error: {}: {err}",
-                url.map_or(cognito_authz::config::ENV_REDIS_URL, |_| {
-                    cognito_authz::config::REDIS_FLAG
-                })
-            )
-        })?;
+        let shared = Shared::writer(&config.redis_url, &keys)
+            .map_err(|err| format!("configuration error: {}: {err}", config.redis_url_from))?;
         Ok::<_, String>((body, config, shared))
     })();
     let (body, config, shared) = match prepared {
@@ -565,6 +561,13 @@ fn revoke_in_redis(args: &RevokeArgs, url: Option<&str>, file: Option<&Path>) ->
         }
     };
     let shown = config.shown_url();
+    if config.redis_signing_key.is_none() {
+        eprintln!(
+            "cognito-authz: no {}: the revocation is written unsigned, and replicas and \
+             modules that sign (that set it) ignore it",
+            cognito_authz::config::ENV_REDIS_SIGNING_KEY_FILE
+        );
+    }
     match runtime.block_on(shared.publish_once(&entry)) {
         Ok(heard) => {
             println!(

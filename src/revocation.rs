@@ -149,7 +149,9 @@ impl Entry {
             Revocation::Jti(id) | Revocation::Session(id) => id_ok(id),
             Revocation::Sub { sub, .. } => id_ok(sub),
         };
-        if !ok {
+        // As shared: what no reader would take (an id of control characters grows sixfold
+        // in JSON) is refused here too, never recorded and reported.
+        if !ok || serde_json::to_string(self).map_or(true, |json| json.len() > MAX_ENTRY_BYTES) {
             return Err(Refused::TooLarge);
         }
         if let Revocation::Sub { before, .. } = &self.revocation {

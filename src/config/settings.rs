@@ -311,7 +311,8 @@ pub const WORKER_THREADS: Setting = Setting::new(
     Unset("one per core"),
     "`serve`'s runtime worker threads (BENCHMARKS.md measures `1` against the default)",
 )
-.at_least(1);
+.at_least(1)
+.at_most(1_024);
 /// `AUTHZ_DRY_RUN`.
 pub const DRY_RUN: Setting = Setting::new(
     ENV_DRY_RUN,
@@ -445,7 +446,8 @@ pub const REVOCATION_MAX_CONCURRENT: Setting = Setting::new(
     Number(revocation_check::DEFAULT_MAX_CONCURRENT as u64),
     "`GetUser` calls in flight per pool; eight times as many wait for a turn, more get `revocation_unavailable` at once",
 )
-.at_least(1);
+.at_least(1)
+.at_most(10_000);
 /// `COGNITO_REVOCATION_UNVERIFIABLE`.
 pub const REVOCATION_UNVERIFIABLE: Setting = Setting::new(
     ENV_REVOCATION_UNVERIFIABLE,

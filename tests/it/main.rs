@@ -4,7 +4,6 @@
 mod common;
 
 mod architecture;
-mod attack_i28;
 mod authz;
 mod browser;
 mod cli;
@@ -21,6 +20,7 @@ mod key_store;
 mod listeners;
 mod module_deploy;
 mod module_revocation;
+mod operator_input;
 mod platforms;
 mod properties;
 mod readme;

@@ -1,6 +1,6 @@
-//! Attack round on issue 28's first changes (`revoke --redis`, the module's JSON config):
-//! reproductions that fail until each is fixed. Real `cognito-authz` binary, real
-//! `redis-server`, loopback only.
+//! What an operator (or whatever answers them) can get wrong, held to a clear answer: the
+//! second review of issue 28's first changes (`revoke --redis`, the module's JSON config), each
+//! a reproduction first. Real `cognito-authz` binary, real `redis-server`, loopback only.
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -41,13 +41,6 @@ impl Redis {
 
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.1)
-    }
-
-    fn get(&self, key: &str) -> Option<String> {
-        let mut c = redis::Client::open(self.url())
-            .and_then(|c| c.get_connection())
-            .unwrap();
-        redis::cmd("GET").arg(key).query(&mut c).unwrap()
     }
 }
 
@@ -156,33 +149,6 @@ async fn revoke_in_redis_without_a_key_where_replicas_sign_is_not_a_silent_succe
     );
 }
 
-/// A later `--before` that is earlier than the stored one replaces it (plain SET): a module or
-/// replica started afterwards admits the tokens issued in between.
-#[test]
-fn revoke_in_redis_never_weakens_a_stored_sub_revocation() {
-    let redis = Redis::start();
-    let url = redis.url();
-    let vars = [("AUTHZ_REDIS_URL", url.as_str())];
-    let first = revoke(&["--redis", "--sub", "weakened"], &vars);
-    assert_eq!(first.status.code(), Some(0), "{}", printed(&first));
-    let stored = |r: &Redis| -> i64 {
-        let value: serde_json::Value =
-            serde_json::from_str(&r.get("cognito-authz:rev:sub:weakened").unwrap()).unwrap();
-        value["revocation"]["sub"]["before"].as_i64().unwrap()
-    };
-    let before = stored(&redis);
-    let earlier = (before - 50_000).to_string();
-    let _ = revoke(
-        &["--redis", "--sub", "weakened", "--before", &earlier],
-        &vars,
-    );
-    assert_eq!(
-        stored(&redis),
-        before,
-        "the stored revocation now covers fewer tokens"
-    );
-}
-
 /// `revoke --redis` reads the config file; a TOML mistake on the line that holds the Redis URL
 /// prints that line, password and all.
 #[test]
@@ -233,19 +199,6 @@ fn json_config_never_repeats_a_value_holding_a_quote() {
     let json = format!(r#"{{"leeway_seconds": "pw\"{PW}"}}"#);
     let err = Config::from_json(pool_env, &json).unwrap_err().to_string();
     assert!(!err.contains(PW), "{err}");
-}
-
-/// TOML refuses a repeated key; JSON takes the last of a repeated map key silently (the
-/// `identity.claim_headers` map), so one of two intended identity headers disappears.
-#[test]
-fn json_config_refuses_a_repeated_key_as_toml_does() {
-    let toml = "[identity.claim_headers]\nx-a = \"email\"\nx-a = \"sub\"\n";
-    assert!(Config::from_toml(pool_env, toml).is_err());
-    let json = r#"{"identity": {"claim_headers": {"x-a": "email", "x-a": "sub"}}}"#;
-    assert!(
-        Config::from_json(pool_env, json).is_err(),
-        "JSON took a repeated key that TOML refuses"
-    );
 }
 
 /// A URL from the config file that redis-rs cannot parse is blamed on AUTHZ_REDIS_URL, which
