@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use crate::filter::{self, Filter, FilterConfig, RouteOverrides, Step, Stream};
 
-mod metrics;
 mod issued;
+mod metrics;
 mod unused;
 
 use issued::{Issued, Lookup};
