@@ -13,9 +13,12 @@
 //! token's claims.
 
 use aws_lc_rs::digest;
+use std::sync::Arc;
+
 use prometheus_client::metrics::counter::Counter;
 
 use crate::identity::Identity;
+use crate::metrics::MetricsObserver;
 
 /// Default number of cached tokens: about 25 MB at 250 bytes each.
 pub const DEFAULT_CACHE_ENTRIES: usize = 100_000;
@@ -39,26 +42,62 @@ pub enum Lookup {
     Stale,
 }
 
+impl Lookup {
+    /// Every outcome, in the order of [`CacheCounters`]' fields.
+    pub const ALL: [Lookup; 3] = [Lookup::Hit, Lookup::Miss, Lookup::Stale];
+
+    /// The metrics label: `hit`, `miss` or `stale`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lookup::Hit => "hit",
+            Lookup::Miss => "miss",
+            Lookup::Stale => "stale",
+        }
+    }
+}
+
+/// Where the cache counts its lookups: the registry's counters, or the observer that replaces
+/// the registry (Envoy's stats, in the dynamic module).
+#[derive(Clone, Default)]
+pub struct CacheCounters {
+    /// Hits.
+    pub hits: Counter,
+    /// Misses.
+    pub misses: Counter,
+    /// Stale entries dropped.
+    pub stale: Counter,
+    /// When set, lookups are counted there and not in the counters above.
+    pub observer: Option<Arc<dyn MetricsObserver>>,
+}
+
+impl CacheCounters {
+    fn count(&self, lookup: Lookup) {
+        if let Some(observer) = &self.observer {
+            observer.cache_lookup(lookup.as_str());
+            return;
+        }
+        match lookup {
+            Lookup::Hit => self.hits.inc(),
+            Lookup::Miss => self.misses.inc(),
+            Lookup::Stale => self.stale.inc(),
+        };
+    }
+}
+
 /// The cache and its counters.
 pub struct TokenCache {
     map: Option<quick_cache::sync::Cache<[u8; 16], Identity>>,
     /// Lookups by outcome, for metrics.
-    pub hits: Counter,
-    /// Misses, for metrics.
-    pub misses: Counter,
-    /// Stale entries dropped, for metrics.
-    pub stale: Counter,
+    pub counters: CacheCounters,
 }
 
 impl TokenCache {
     /// A cache for at most `entries` tokens (0 disables caching), counting hits, misses and
-    /// stale entries into these counters.
-    pub fn with_counters(entries: usize, [hits, misses, stale]: [Counter; 3]) -> TokenCache {
+    /// stale entries into `counters`.
+    pub fn with_counters(entries: usize, counters: CacheCounters) -> TokenCache {
         TokenCache {
             map: (entries > 0).then(|| quick_cache::sync::Cache::new(entries)),
-            hits,
-            misses,
-            stale,
+            counters,
         }
     }
 
@@ -76,7 +115,7 @@ impl TokenCache {
         };
         match map.get(key) {
             None => {
-                self.misses.inc();
+                self.counters.count(Lookup::Miss);
                 (Lookup::Miss, None)
             }
             Some(identity) => {
@@ -84,10 +123,10 @@ impl TokenCache {
                     || !key_present(identity.pool(), identity.kid())
                 {
                     map.remove(key);
-                    self.stale.inc();
+                    self.counters.count(Lookup::Stale);
                     (Lookup::Stale, None)
                 } else {
-                    self.hits.inc();
+                    self.counters.count(Lookup::Hit);
                     (Lookup::Hit, Some(identity))
                 }
             }
@@ -166,7 +205,11 @@ mod tests {
             "key gone"
         );
         assert_eq!(
-            (cache.hits.get(), cache.misses.get(), cache.stale.get()),
+            (
+                cache.counters.hits.get(),
+                cache.counters.misses.get(),
+                cache.counters.stale.get()
+            ),
             (2, 2, 2)
         );
 

@@ -251,6 +251,23 @@ impl RevocationChecker {
             .then_some(verdict)
     }
 
+    /// Every result a check is counted under (the metrics labels).
+    pub const RESULTS: [&'static str; 13] = [
+        "cached",
+        "shared",
+        "held",
+        "grace",
+        "valid",
+        "revoked",
+        "expired",
+        "unverifiable",
+        "timeout",
+        "unreachable",
+        "throttled",
+        "bad_answer",
+        "busy",
+    ];
+
     fn count(&self, result: &'static str) {
         self.inner.observer.revocation_check(result);
     }

@@ -36,6 +36,8 @@ use crate::revocation::{
     CognitoVerdict, Entry, Refused, Revocation, RevocationList, MAX_ENTRY_BYTES,
 };
 
+/// Every Redis operation an error is counted under (the `op` label of `redis_errors`).
+pub const OPERATIONS: [&str; 6] = ["get", "set", "publish", "lock", "load", "resign"];
 /// The channel revocations are announced on.
 pub const CHANNEL: &str = "cognito-authz:revocations";
 const REVOKED_PREFIX: &str = "cognito-authz:rev:";

@@ -14,6 +14,7 @@ use cognito_authz::clock::Clock;
 use cognito_authz::config::Config;
 use cognito_authz::decision::{Answer, CheckInput, Outcome};
 use cognito_authz::identity::IDENTITY_PREFIX;
+use cognito_authz::metrics::MetricsObserver;
 use cognito_authz::policy::{RouteConfig, ENVOY_ALLOWED_HEADERS};
 use cognito_authz::server::Core;
 
@@ -40,6 +41,8 @@ pub trait Stream {
     fn request_trailer_names(&self) -> Vec<String>;
     /// Removes every value of the request trailer `name`.
     fn remove_request_trailer(&mut self, name: &str);
+    /// The check is decided; its outcome is carried out next (the module times checks here).
+    fn decided(&mut self) {}
 }
 
 /// What the filter tells Envoy after the request headers.
@@ -71,7 +74,19 @@ impl FilterConfig {
     /// Builds the config from the filter's TOML (`serve`'s file format), with the pool and
     /// every other setting also taken from the environment as `serve` takes them.
     pub fn new(toml: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        FilterConfig::with_stats(toml, env, |_| None)
+    }
+
+    /// As [`FilterConfig::new`], the core counting into the observer `stats` makes for the
+    /// configured pools (their ids) instead of its own registry: Envoy's stats, in the module.
+    pub fn with_stats(
+        toml: &str,
+        env: impl Fn(&str) -> Option<String>,
+        stats: impl FnOnce(&[String]) -> Option<Arc<dyn MetricsObserver>>,
+    ) -> Result<Self, ConfigError> {
         let config = Config::from_toml(env, toml).map_err(|e| ConfigError(e.to_string()))?;
+        let pools: Vec<String> = config.pools.iter().map(|p| p.id.clone()).collect();
+        let observer = stats(&pools);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("cognito-authz")
@@ -80,7 +95,8 @@ impl FilterConfig {
             .map_err(|e| ConfigError(format!("cannot start the module's runtime: {e}")))?;
         let core = {
             let _entered = runtime.enter();
-            Core::start(&config, Clock::system()).map_err(|e| ConfigError(e.to_string()))?
+            Core::start(&config, Clock::system(), observer)
+                .map_err(|e| ConfigError(e.to_string()))?
         };
         // Every header an allow removes must be read, so that one the request carries is seen.
         let mut reads: Vec<String> = ENVOY_ALLOWED_HEADERS
@@ -338,6 +354,7 @@ impl Request {
 /// every header an allow may remove). No outcome (a route override Envoy's config got wrong)
 /// is refused like an internal error.
 pub fn apply(outcome: Option<&Outcome>, request: &Request, stream: &mut dyn Stream) -> Step {
+    stream.decided();
     let Some(outcome) = outcome else {
         fail_closed(stream);
         return Step::Replied;

@@ -16,7 +16,10 @@ use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use crate::filter::{self, FilterConfig, Parked, RouteOverrides, Step, Stream};
+use metrics::EnvoyStats;
 
 mod metrics;
 mod unused;
@@ -207,14 +210,27 @@ fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 
 /// One stream, reached through Envoy's callbacks. Only built inside a hook, on the stream's
 /// worker thread, from the pointer Envoy passed to it.
-struct EnvoyStream(FilterEnvoyPtr);
+struct EnvoyStream<'a> {
+    filter: FilterEnvoyPtr,
+    /// The stats a decided check's latency goes to, and when the check started.
+    timing: Option<(&'a EnvoyStats, Instant)>,
+}
 
-impl EnvoyStream {
+impl EnvoyStream<'_> {
+    /// The stream of the filter `filter`, its checks not timed.
+    fn untimed(filter: FilterEnvoyPtr) -> EnvoyStream<'static> {
+        EnvoyStream {
+            filter,
+            timing: None,
+        }
+    }
+
     /// The headers of the map `kind` (request headers or trailers) whose name `wanted` accepts,
     /// copied; the others stay in Envoy.
     fn headers(&self, kind: u32, wanted: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
-        // SAFETY: `self.0` is the live filter of the current hook.
-        let count = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.0, kind) };
+        // SAFETY: `self.filter` is the live filter of the current hook.
+        let count =
+            unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.filter, kind) };
         let empty = EnvoyHttpHeader {
             key_ptr: std::ptr::null(),
             key_length: 0,
@@ -225,7 +241,7 @@ impl EnvoyStream {
         // SAFETY: `headers` has room for the `count` entries Envoy reported; Envoy fills them
         // with pointers into its header map, valid until this hook returns or a header is set.
         let ok = unsafe {
-            envoy_dynamic_module_callback_http_get_headers(self.0, kind, headers.as_mut_ptr())
+            envoy_dynamic_module_callback_http_get_headers(self.filter, kind, headers.as_mut_ptr())
         };
         if !ok {
             return Vec::new();
@@ -253,7 +269,7 @@ impl EnvoyStream {
         // header; the name's buffer outlives the call.
         unsafe {
             envoy_dynamic_module_callback_http_set_header(
-                self.0,
+                self.filter,
                 kind,
                 ModuleBuffer::of(name.as_bytes()),
                 ModuleBuffer::null(),
@@ -262,7 +278,14 @@ impl EnvoyStream {
     }
 }
 
-impl Stream for EnvoyStream {
+impl Stream for EnvoyStream<'_> {
+    fn decided(&mut self) {
+        if let Some((stats, started)) = self.timing.take() {
+            // SAFETY: live filter of the current hook, on its worker thread, before any reply.
+            unsafe { stats.record_check(self.filter, started.elapsed()) }
+        }
+    }
+
     fn request_headers(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
         self.headers(REQUEST_HEADER, wanted)
     }
@@ -282,7 +305,7 @@ impl Stream for EnvoyStream {
         // SAFETY: live filter of the current hook; both buffers outlive the call.
         unsafe {
             envoy_dynamic_module_callback_http_set_header(
-                self.0,
+                self.filter,
                 REQUEST_HEADER,
                 ModuleBuffer::of(name.as_bytes()),
                 ModuleBuffer::of(value.as_bytes()),
@@ -294,7 +317,7 @@ impl Stream for EnvoyStream {
         // SAFETY: live filter of the current hook; both buffers outlive the call.
         unsafe {
             envoy_dynamic_module_callback_http_add_header(
-                self.0,
+                self.filter,
                 REQUEST_HEADER,
                 ModuleBuffer::of(name.as_bytes()),
                 ModuleBuffer::of(value.as_bytes()),
@@ -328,7 +351,7 @@ impl Stream for EnvoyStream {
         // `entries`, which outlive the call, and Envoy copies them into one metadata merge.
         unsafe {
             envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
-                self.0,
+                self.filter,
                 ModuleBuffer::of(namespace.as_bytes()),
                 pairs.as_ptr(),
                 count,
@@ -351,7 +374,7 @@ impl Stream for EnvoyStream {
         // into outlive the call, and Envoy copies them.
         unsafe {
             envoy_dynamic_module_callback_http_send_response(
-                self.0,
+                self.filter,
                 u32::from(status),
                 headers.as_mut_ptr(),
                 headers.len(),
@@ -391,6 +414,10 @@ impl Drop for Scheduler {
 /// live at once; the state that changes is in `Cell`s.
 struct Filter {
     config: Arc<FilterConfig>,
+    /// The config's Envoy stats, for the check's latency.
+    stats: Arc<EnvoyStats>,
+    /// When the check started (timed on the worker thread, to when it is carried out).
+    started: Cell<Option<Instant>>,
     /// The outcome of a check that is running on the module's runtime.
     parked: Cell<Option<Arc<Parked>>>,
     /// Whether the request waits for that check (its body and trailers are held back).
@@ -404,7 +431,7 @@ fn guarded<T>(filter: FilterEnvoyPtr, on_panic: T, body: impl FnOnce() -> T) -> 
         Err(_) => {
             log_error("the check panicked: the request is refused (500)");
             let replied = catch_unwind(AssertUnwindSafe(|| {
-                filter::fail_closed(&mut EnvoyStream(filter));
+                filter::fail_closed(&mut EnvoyStream::untimed(filter));
             }));
             if replied.is_err() {
                 log_error("refusing the request panicked too");
@@ -466,10 +493,17 @@ impl Drop for EnvoyLogLine {
     }
 }
 
-/// A `DynamicModuleFilter` config: the TOML in `filter_config`. Null refuses the config.
+/// What the module keeps for one `DynamicModuleFilter` config.
+struct ModuleConfig {
+    filter: Arc<FilterConfig>,
+    stats: Arc<EnvoyStats>,
+}
+
+/// A `DynamicModuleFilter` config: the TOML in `filter_config`. Null refuses the config. Every
+/// Envoy stat is defined here, the only hook where Envoy allows it.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
-    _config_envoy: ConfigEnvoyPtr,
+    config_envoy: ConfigEnvoyPtr,
     _name: EnvoyBuffer,
     config: EnvoyBuffer,
 ) -> *const c_void {
@@ -480,9 +514,29 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             log_error("the filter config is not UTF-8");
             return std::ptr::null();
         };
-        match FilterConfig::new(&text, |key| std::env::var(key).ok()) {
-            Ok(config) => Box::into_raw(Box::new(Arc::new(config))) as *const c_void,
-            Err(err) => {
+        let mut defined = None;
+        let made = FilterConfig::with_stats(
+            &text,
+            |key| std::env::var(key).ok(),
+            |pools| {
+                let stats = Arc::new(EnvoyStats::define(config_envoy, pools));
+                defined = Some(Arc::clone(&stats));
+                Some(stats as Arc<dyn cognito_authz::metrics::MetricsObserver>)
+            },
+        );
+        match (made, defined) {
+            (Ok(config), Some(stats)) => Box::into_raw(Box::new(ModuleConfig {
+                filter: Arc::new(config),
+                stats,
+            })) as *const c_void,
+            (Ok(_), None) => {
+                log_error("the filter config is refused: its stats were not defined");
+                std::ptr::null()
+            }
+            (Err(err), stats) => {
+                if let Some(stats) = stats {
+                    stats.close();
+                }
                 // Without the lines a TOML error quotes: they may hold a secret (a Redis URL).
                 let reason: Vec<&str> = err.0.lines().filter(|l| !l.contains('|')).collect();
                 log_error(&format!(
@@ -500,7 +554,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
     contained((), || {
         // SAFETY: `config` came from `Box::into_raw` in `config_new`; Envoy destroys it once.
-        drop(unsafe { Box::from_raw(config as *mut Arc<FilterConfig>) });
+        let config = unsafe { Box::from_raw(config as *mut ModuleConfig) };
+        // First: a count from the module's runtime must not reach Envoy's config once it goes.
+        config.stats.close();
+        drop(config);
     })
 }
 
@@ -541,11 +598,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     _filter_envoy: FilterEnvoyPtr,
 ) -> *const c_void {
     contained(std::ptr::null(), || {
-        // SAFETY: `config` is the live `Arc<FilterConfig>` from `config_new`: Envoy destroys a
+        // SAFETY: `config` is the live `ModuleConfig` from `config_new`: Envoy destroys a
         // config only after every filter made from it.
-        let config = unsafe { &*(config as *const Arc<FilterConfig>) };
+        let config = unsafe { &*(config as *const ModuleConfig) };
         let filter = Filter {
-            config: Arc::clone(config),
+            config: Arc::clone(&config.filter),
+            stats: Arc::clone(&config.stats),
+            started: Cell::new(None),
             parked: Cell::new(None),
             pending: Cell::new(false),
         };
@@ -580,7 +639,12 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             let route = envoy_dynamic_module_callback_get_most_specific_route_config(filter_envoy);
             (route as *const RouteOverrides).as_ref()
         };
-        let mut stream = EnvoyStream(filter_envoy);
+        let started = Instant::now();
+        filter.started.set(Some(started));
+        let mut stream = EnvoyStream {
+            filter: filter_envoy,
+            timing: Some((&filter.stats, started)),
+        };
         let waker = || {
             // SAFETY: created on the stream's worker thread inside its hook, as required.
             let scheduler = Scheduler(unsafe {
@@ -612,7 +676,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
         let Some(parked) = filter.parked.take() else {
             return;
         };
-        let mut stream = EnvoyStream(filter_envoy);
+        let mut stream = EnvoyStream {
+            filter: filter_envoy,
+            timing: filter
+                .started
+                .get()
+                .map(|started| (&*filter.stats, started)),
+        };
         let step = match parked.take() {
             Some(outcome) => filter::apply(outcome.as_ref(), parked.request(), &mut stream),
             None => {
@@ -655,7 +725,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     guarded(filter_envoy, TRAILERS_STOP, || {
         // SAFETY: a hook of a live filter (see `filter_of`).
         let filter = unsafe { filter_of(module) };
-        filter::strip_trailers(&filter.config, &mut EnvoyStream(filter_envoy));
+        filter::strip_trailers(&filter.config, &mut EnvoyStream::untimed(filter_envoy));
         if filter.pending.get() {
             TRAILERS_STOP
         } else {
