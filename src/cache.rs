@@ -18,7 +18,6 @@ use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::identity::Identity;
-use crate::metrics::MetricsObserver;
 
 /// Default number of cached tokens: about 25 MB at 250 bytes each.
 pub const DEFAULT_CACHE_ENTRIES: usize = 100_000;
@@ -56,6 +55,12 @@ impl Lookup {
     }
 }
 
+/// Who hears of each lookup instead of the counters (the dynamic module's Envoy stats).
+pub trait LookupObserver: Send + Sync {
+    /// One lookup went `lookup`.
+    fn lookup(&self, lookup: Lookup);
+}
+
 /// Where the cache counts its lookups: the registry's counters, or the observer that replaces
 /// the registry (Envoy's stats, in the dynamic module).
 #[derive(Clone, Default)]
@@ -67,13 +72,13 @@ pub struct CacheCounters {
     /// Stale entries dropped.
     pub stale: Counter,
     /// When set, lookups are counted there and not in the counters above.
-    pub observer: Option<Arc<dyn MetricsObserver>>,
+    pub observer: Option<Arc<dyn LookupObserver>>,
 }
 
 impl CacheCounters {
     fn count(&self, lookup: Lookup) {
         if let Some(observer) = &self.observer {
-            observer.cache_lookup(lookup.as_str());
+            observer.lookup(lookup);
             return;
         }
         match lookup {

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::cache::{CacheCounters, Lookup};
+use crate::cache::{CacheCounters, Lookup, LookupObserver};
 use crate::jwks::FetchObserver;
 use crate::revocation_check::CheckObserver;
 use crate::shared::SharedObserver;
@@ -257,7 +257,7 @@ impl Metrics {
     pub fn cache_counters(&self) -> CacheCounters {
         if let Some(observer) = &self.inner.observer {
             return CacheCounters {
-                observer: Some(Arc::clone(observer)),
+                observer: Some(Arc::new(ForwardLookups(Arc::clone(observer)))),
                 ..CacheCounters::default()
             };
         }
@@ -296,6 +296,15 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
         out
+    }
+}
+
+/// The cache's lookups, to the observer that replaces the registry.
+struct ForwardLookups(Arc<dyn MetricsObserver>);
+
+impl LookupObserver for ForwardLookups {
+    fn lookup(&self, lookup: Lookup) {
+        self.0.cache_lookup(lookup.as_str());
     }
 }
 
