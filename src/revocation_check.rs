@@ -619,3 +619,37 @@ fn verdict_check(verdict: CognitoVerdict) -> Check {
         CognitoVerdict::Revoked => Check::Revoked,
     }
 }
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    /// Every result a check is counted under is in [`RevocationChecker::RESULTS`], the list the
+    /// dynamic module defines its Envoy stats from (one it lacks is counted as `other`).
+    #[test]
+    fn every_counted_result_is_listed() {
+        let source = include_str!("revocation_check.rs");
+        let mut counted: Vec<&str> = source
+            .split("self.count(\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(counted.len() >= 5, "{counted:?}");
+        counted.extend(
+            [
+                Unavailable::Timeout,
+                Unavailable::Unreachable,
+                Unavailable::Throttled,
+                Unavailable::BadAnswer,
+                Unavailable::Busy,
+            ]
+            .map(Unavailable::as_str),
+        );
+        for result in counted {
+            assert!(
+                RevocationChecker::RESULTS.contains(&result),
+                "{result} is not in RESULTS"
+            );
+        }
+    }
+}
