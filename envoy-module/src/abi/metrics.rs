@@ -134,54 +134,41 @@ enum Kind {
     Histogram,
 }
 
+/// Defines the label-less stat `name` of `kind`: its id, or None (logged) if Envoy refuses it.
+fn define_stat(config: ConfigEnvoyPtr, kind: Kind, name: &str) -> Option<usize> {
+    let define = match kind {
+        Kind::Counter => envoy_dynamic_module_callback_http_filter_config_define_counter,
+        Kind::Gauge => envoy_dynamic_module_callback_http_filter_config_define_gauge,
+        Kind::Histogram => envoy_dynamic_module_callback_http_filter_config_define_histogram,
+    };
+    let mut id = 0usize;
+    // SAFETY: `config` is the live config of the current `config_new` hook (the caller's); the
+    // name's buffer outlives the call (Envoy copies it); no label names; `id` is writable.
+    let result = unsafe {
+        define(
+            config,
+            ModuleBuffer::of(name.as_bytes()),
+            std::ptr::null(),
+            0,
+            &mut id,
+        )
+    };
+    if result == METRICS_SUCCESS {
+        Some(id)
+    } else {
+        super::log_error(&format!(
+            "Envoy refused to define the stat {name} ({result})"
+        ));
+        None
+    }
+}
+
 impl EnvoyStats {
     /// Defines every stat the decision core counts, for the pools `pools`. Only inside
     /// `on_http_filter_config_new`, with the config Envoy passed to it; a stat Envoy refuses
     /// to define is logged and then not counted.
     pub(super) fn define(config: ConfigEnvoyPtr, pools: &[String]) -> EnvoyStats {
-        let define = |kind: Kind, name: &str| -> Option<usize> {
-            let mut id = 0usize;
-            // SAFETY: `config` is the live config of the current `config_new` hook; the name's
-            // buffer outlives the call (Envoy copies it); no label names; `id` is writable.
-            let result = unsafe {
-                let name = ModuleBuffer::of(name.as_bytes());
-                match kind {
-                    Kind::Counter => {
-                        envoy_dynamic_module_callback_http_filter_config_define_counter(
-                            config,
-                            name,
-                            std::ptr::null(),
-                            0,
-                            &mut id,
-                        )
-                    }
-                    Kind::Gauge => envoy_dynamic_module_callback_http_filter_config_define_gauge(
-                        config,
-                        name,
-                        std::ptr::null(),
-                        0,
-                        &mut id,
-                    ),
-                    Kind::Histogram => {
-                        envoy_dynamic_module_callback_http_filter_config_define_histogram(
-                            config,
-                            name,
-                            std::ptr::null(),
-                            0,
-                            &mut id,
-                        )
-                    }
-                }
-            };
-            if result == METRICS_SUCCESS {
-                Some(id)
-            } else {
-                super::log_error(&format!(
-                    "Envoy refused to define the stat {name} ({result})"
-                ));
-                None
-            }
-        };
+        let define = |kind: Kind, name: &str| define_stat(config, kind, name);
         let counters = |prefix: &str, labels: &[&'static str]| -> HashMap<&'static str, usize> {
             labels
                 .iter()

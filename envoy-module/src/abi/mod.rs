@@ -15,7 +15,6 @@ use std::cell::Cell;
 use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-
 use std::time::Instant;
 
 use crate::filter::{self, FilterConfig, Parked, RouteOverrides, Step, Stream};
