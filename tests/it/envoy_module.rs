@@ -151,6 +151,20 @@ async fn the_walkthrough_and_spoofed_headers_with_the_module_in_envoy() {
         before,
         "a denial reached the app"
     );
+
+    // 4. Envoy's Prometheus page shows the walkthrough's decisions, under the sidecar's names.
+    let text = prometheus_until(&stack, |_| true).await;
+    let decisions = "cognito_authz_decisions_total";
+    for labels in [
+        [("decision", "allow"), ("reason", "valid")],
+        [("decision", "allow_anonymous"), ("reason", "public")],
+        [("decision", "deny"), ("reason", "no_token")],
+    ] {
+        assert!(
+            sample(&text, decisions, &labels) >= Some(1.0),
+            "{labels:?} not counted in\n{text}"
+        );
+    }
 }
 
 /// A local JWKS the module fetches instead of the emulator's, so the test signs its own
@@ -987,6 +1001,10 @@ async fn envoys_prometheus_page_counts_the_modules_decisions() {
         sample(&text, "cognito_authz_redis_up", &[]),
         Some(0.0),
         "{text}"
+    );
+    assert!(
+        text.contains("cognito_authz_check_duration_microseconds_bucket{le=\"1638400\"}"),
+        "not the sidecar's buckets:\n{text}"
     );
     assert!(
         !text.contains("dynamicmodulescustom"),
