@@ -13,6 +13,8 @@
 //! token's claims.
 
 use aws_lc_rs::digest;
+use std::sync::Arc;
+
 use prometheus_client::metrics::counter::Counter;
 
 use crate::identity::Identity;
@@ -39,26 +41,68 @@ pub enum Lookup {
     Stale,
 }
 
+impl Lookup {
+    /// Every outcome, in the order of [`CacheCounters`]' fields.
+    pub const ALL: [Lookup; 3] = [Lookup::Hit, Lookup::Miss, Lookup::Stale];
+
+    /// The metrics label: `hit`, `miss` or `stale`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lookup::Hit => "hit",
+            Lookup::Miss => "miss",
+            Lookup::Stale => "stale",
+        }
+    }
+}
+
+/// Who hears of each lookup instead of the counters (the dynamic module's Envoy stats).
+pub trait LookupObserver: Send + Sync {
+    /// One lookup went `lookup`.
+    fn lookup(&self, lookup: Lookup);
+}
+
+/// Where the cache counts its lookups: the registry's counters, or the observer that replaces
+/// the registry (Envoy's stats, in the dynamic module).
+#[derive(Clone, Default)]
+pub struct CacheCounters {
+    /// Hits.
+    pub hits: Counter,
+    /// Misses.
+    pub misses: Counter,
+    /// Stale entries dropped.
+    pub stale: Counter,
+    /// When set, lookups are counted there and not in the counters above.
+    pub observer: Option<Arc<dyn LookupObserver>>,
+}
+
+impl CacheCounters {
+    fn count(&self, lookup: Lookup) {
+        if let Some(observer) = &self.observer {
+            observer.lookup(lookup);
+            return;
+        }
+        match lookup {
+            Lookup::Hit => self.hits.inc(),
+            Lookup::Miss => self.misses.inc(),
+            Lookup::Stale => self.stale.inc(),
+        };
+    }
+}
+
 /// The cache and its counters.
 pub struct TokenCache {
     map: Option<quick_cache::sync::Cache<[u8; 16], Identity>>,
     /// Lookups by outcome, for metrics.
-    pub hits: Counter,
-    /// Misses, for metrics.
-    pub misses: Counter,
-    /// Stale entries dropped, for metrics.
-    pub stale: Counter,
+    pub counters: CacheCounters,
 }
 
 impl TokenCache {
     /// A cache for at most `entries` tokens (0 disables caching), counting hits, misses and
-    /// stale entries into these counters.
-    pub fn with_counters(entries: usize, [hits, misses, stale]: [Counter; 3]) -> TokenCache {
+    /// stale entries into `counters`.
+    pub fn with_counters(entries: usize, counters: CacheCounters) -> TokenCache {
         TokenCache {
             map: (entries > 0).then(|| quick_cache::sync::Cache::new(entries)),
-            hits,
-            misses,
-            stale,
+            counters,
         }
     }
 
@@ -76,7 +120,7 @@ impl TokenCache {
         };
         match map.get(key) {
             None => {
-                self.misses.inc();
+                self.counters.count(Lookup::Miss);
                 (Lookup::Miss, None)
             }
             Some(identity) => {
@@ -84,10 +128,10 @@ impl TokenCache {
                     || !key_present(identity.pool(), identity.kid())
                 {
                     map.remove(key);
-                    self.stale.inc();
+                    self.counters.count(Lookup::Stale);
                     (Lookup::Stale, None)
                 } else {
-                    self.hits.inc();
+                    self.counters.count(Lookup::Hit);
                     (Lookup::Hit, Some(identity))
                 }
             }
@@ -166,7 +210,11 @@ mod tests {
             "key gone"
         );
         assert_eq!(
-            (cache.hits.get(), cache.misses.get(), cache.stale.get()),
+            (
+                cache.counters.hits.get(),
+                cache.counters.misses.get(),
+                cache.counters.stale.get()
+            ),
             (2, 2, 2)
         );
 

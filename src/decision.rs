@@ -54,6 +54,29 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
+    /// Every reason a denial can carry but the token's own ([`Reason::ALL`]).
+    pub const OWN: [DenyReason; 10] = [
+        DenyReason::NoToken,
+        DenyReason::InvalidRequest,
+        DenyReason::BadHost,
+        DenyReason::PoolNotAllowed,
+        DenyReason::MissingGroup,
+        DenyReason::MissingScope,
+        DenyReason::UnsafeClaim,
+        DenyReason::Revoked,
+        DenyReason::RevocationUnavailable,
+        DenyReason::RevocationUnverifiable,
+    ];
+
+    /// Every reason code a decision can carry: an allow's (`valid`, `public`, `preflight`),
+    /// then every denial's (an anonymous allow names one of these too).
+    pub fn every_code() -> Vec<&'static str> {
+        let mut codes = vec!["valid", "public", "preflight"];
+        codes.extend(DenyReason::OWN.map(DenyReason::as_str));
+        codes.extend(Reason::ALL.map(Reason::as_str));
+        codes
+    }
+
     /// The stable code used in logs, metrics and the deny body.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -668,18 +691,7 @@ mod tests {
 
     /// Every reason a request can be denied for.
     fn every_reason() -> Vec<DenyReason> {
-        let mut all = vec![
-            DenyReason::NoToken,
-            DenyReason::InvalidRequest,
-            DenyReason::BadHost,
-            DenyReason::PoolNotAllowed,
-            DenyReason::MissingGroup,
-            DenyReason::MissingScope,
-            DenyReason::UnsafeClaim,
-            DenyReason::Revoked,
-            DenyReason::RevocationUnavailable,
-            DenyReason::RevocationUnverifiable,
-        ];
+        let mut all = DenyReason::OWN.to_vec();
         all.extend(Reason::ALL.map(DenyReason::Token));
         all
     }

@@ -95,6 +95,16 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// Every label [`FetchError::as_str`] returns.
+    pub const LABELS: [&'static str; 6] = [
+        "timeout",
+        "http_error",
+        "bad_status",
+        "too_large",
+        "not_jwks",
+        "no_usable_keys",
+    ];
+
     /// A short stable label for metrics.
     pub fn as_str(&self) -> &'static str {
         match self {

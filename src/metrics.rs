@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::cache::{CacheCounters, Lookup, LookupObserver};
 use crate::jwks::FetchObserver;
 use crate::revocation_check::CheckObserver;
 use crate::shared::SharedObserver;
@@ -57,8 +58,34 @@ struct TimeoutLabels {
     timeout: &'static str,
 }
 
+/// Where the counts go instead of the registry: Envoy's stats, when the decision core runs
+/// inside Envoy as the dynamic module. [`Metrics::with_observer`] forwards every count the
+/// decision core makes to it, and counts nothing itself: one count, in one place. Its methods
+/// may be called from any thread (a worker's, or the runtime's that fetches keys and talks to
+/// Redis). Check latency is not forwarded: the module times a check itself, on the worker thread
+/// that carries out the decision.
+pub trait MetricsObserver: Send + Sync {
+    /// One decision: `allow`, `allow_anonymous` or `deny`, and its reason code.
+    fn decision(&self, decision: &'static str, reason: &'static str);
+    /// One verified-token cache lookup: `hit`, `miss` or `stale` ([`crate::cache::Lookup`]).
+    fn cache_lookup(&self, result: &'static str);
+    /// One key fetch for `pool` ended with `result` (`ok` or an error label); `keys` are held.
+    fn key_fetch(&self, pool: &str, result: &'static str, keys: usize);
+    /// One revocation check ended with `result`.
+    fn revocation_check(&self, result: &'static str);
+    /// The Redis link is up or down.
+    fn redis_up(&self, up: bool);
+    /// A Redis operation `op` failed or timed out.
+    fn redis_error(&self, op: &'static str);
+    /// `count` explicit revocations are held.
+    fn revocations_held(&self, count: usize);
+    /// A revocation was refused, for `reason`.
+    fn revocation_refused(&self, reason: &'static str);
+}
+
 struct Inner {
     registry: Registry,
+    observer: Option<Arc<dyn MetricsObserver>>,
     decisions: Family<DecisionLabels, Counter>,
     check_duration: Histogram,
     fetches: Family<FetchLabels, Counter>,
@@ -89,6 +116,17 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh registry with every metric registered under `cognito_authz_`.
     pub fn new() -> Metrics {
+        Metrics::build(None)
+    }
+
+    /// Metrics that forward every count of the decision core to `observer` instead of counting
+    /// them in the registry (which then holds only the listeners' and the trace pipeline's,
+    /// none of which the dynamic module has).
+    pub fn with_observer(observer: Arc<dyn MetricsObserver>) -> Metrics {
+        Metrics::build(Some(observer))
+    }
+
+    fn build(observer: Option<Arc<dyn MetricsObserver>>) -> Metrics {
         let mut registry = Registry::with_prefix("cognito_authz");
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
@@ -172,6 +210,7 @@ impl Metrics {
         registry.register_collector(Box::new(SpanCollector));
         Metrics {
             inner: Arc::new(Inner {
+                observer,
                 revocations,
                 revocations_refused,
                 revocation_checks,
@@ -214,18 +253,36 @@ impl Metrics {
             .inc();
     }
 
-    /// The cache's hit, miss and stale counters.
-    pub fn cache_counters(&self) -> [Counter; 3] {
-        ["hit", "miss", "stale"].map(|result| {
+    /// The cache's hit, miss and stale counters (or the observer they go to).
+    pub fn cache_counters(&self) -> CacheCounters {
+        if let Some(observer) = &self.inner.observer {
+            return CacheCounters {
+                observer: Some(Arc::new(ForwardLookups(Arc::clone(observer)))),
+                ..CacheCounters::default()
+            };
+        }
+        let [hits, misses, stale] = Lookup::ALL.map(|lookup| {
             self.inner
                 .cache
-                .get_or_create(&CacheLabels { result })
+                .get_or_create(&CacheLabels {
+                    result: lookup.as_str(),
+                })
                 .clone()
-        })
+        });
+        CacheCounters {
+            hits,
+            misses,
+            stale,
+            observer: None,
+        }
     }
 
     /// Counts one decision and its latency.
     pub fn decision(&self, decision: &'static str, reason: &'static str, seconds: f64) {
+        if let Some(observer) = &self.inner.observer {
+            observer.decision(decision, reason);
+            return;
+        }
         self.inner
             .decisions
             .get_or_create(&DecisionLabels { decision, reason })
@@ -239,6 +296,15 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
         out
+    }
+}
+
+/// The cache's lookups, to the observer that replaces the registry.
+struct ForwardLookups(Arc<dyn MetricsObserver>);
+
+impl LookupObserver for ForwardLookups {
+    fn lookup(&self, lookup: Lookup) {
+        self.0.cache_lookup(lookup.as_str());
     }
 }
 
@@ -282,6 +348,10 @@ impl prometheus_client::collector::Collector for SpanCollector {
 
 impl FetchObserver for Metrics {
     fn fetched(&self, pool_id: &str, result: &'static str, keys: usize) {
+        if let Some(observer) = &self.inner.observer {
+            observer.key_fetch(pool_id, result, keys);
+            return;
+        }
         self.inner
             .fetches
             .get_or_create(&FetchLabels {
@@ -300,6 +370,10 @@ impl FetchObserver for Metrics {
 
 impl CheckObserver for Metrics {
     fn revocation_check(&self, result: &'static str) {
+        if let Some(observer) = &self.inner.observer {
+            observer.revocation_check(result);
+            return;
+        }
         self.inner
             .revocation_checks
             .get_or_create(&CacheLabels { result })
@@ -309,12 +383,20 @@ impl CheckObserver for Metrics {
 
 impl crate::revocation::ListObserver for Metrics {
     fn held(&self, count: usize) {
+        if let Some(observer) = &self.inner.observer {
+            observer.revocations_held(count);
+            return;
+        }
         self.inner
             .revocations
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     fn refused(&self, why: crate::revocation::Refused) {
+        if let Some(observer) = &self.inner.observer {
+            observer.revocation_refused(why.as_str());
+            return;
+        }
         self.inner
             .revocations_refused
             .get_or_create(&ReasonLabels {
@@ -326,10 +408,18 @@ impl crate::revocation::ListObserver for Metrics {
 
 impl SharedObserver for Metrics {
     fn redis_up(&self, up: bool) {
+        if let Some(observer) = &self.inner.observer {
+            observer.redis_up(up);
+            return;
+        }
         self.inner.redis_up.set(i64::from(up));
     }
 
     fn redis_error(&self, op: &'static str) {
+        if let Some(observer) = &self.inner.observer {
+            observer.redis_error(op);
+            return;
+        }
         self.inner
             .redis_errors
             .get_or_create(&OpLabels { op })
@@ -365,6 +455,90 @@ mod tests {
             "cognito_authz_connections_timed_out_total{listener=\"admin\",timeout=\"idle\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    /// What the observer heard, one line per call.
+    #[derive(Default)]
+    struct Heard(std::sync::Mutex<Vec<String>>);
+
+    impl Heard {
+        fn push(&self, line: String) {
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
+    impl MetricsObserver for Heard {
+        fn decision(&self, decision: &'static str, reason: &'static str) {
+            self.push(format!("decision {decision} {reason}"));
+        }
+        fn cache_lookup(&self, result: &'static str) {
+            self.push(format!("cache {result}"));
+        }
+        fn key_fetch(&self, pool: &str, result: &'static str, keys: usize) {
+            self.push(format!("fetch {pool} {result} {keys}"));
+        }
+        fn revocation_check(&self, result: &'static str) {
+            self.push(format!("check {result}"));
+        }
+        fn redis_up(&self, up: bool) {
+            self.push(format!("redis_up {up}"));
+        }
+        fn redis_error(&self, op: &'static str) {
+            self.push(format!("redis_error {op}"));
+        }
+        fn revocations_held(&self, count: usize) {
+            self.push(format!("held {count}"));
+        }
+        fn revocation_refused(&self, reason: &'static str) {
+            self.push(format!("refused {reason}"));
+        }
+    }
+
+    /// With an observer every count goes there, once, and the registry counts none of them:
+    /// the module's Envoy stats replace the registry, they do not double it.
+    #[test]
+    fn an_observer_gets_every_count_and_the_registry_none() {
+        use crate::revocation::ListObserver as _;
+        let heard = Arc::new(Heard::default());
+        let m = Metrics::with_observer(heard.clone());
+        m.decision("deny", "expired", 0.0001);
+        let cache = m.cache_counters();
+        let table = crate::cache::TokenCache::with_counters(1, cache);
+        let _ = table.get(&[0; 16], 0, 0, |_, _| true);
+        m.fetched("us-east-1_A", "ok", 2);
+        m.revocation_check("cached");
+        m.redis_up(true);
+        m.redis_error("get");
+        m.held(3);
+        m.refused(crate::revocation::Refused::Full);
+        assert_eq!(
+            *heard.0.lock().unwrap(),
+            [
+                "decision deny expired",
+                "cache miss",
+                "fetch us-east-1_A ok 2",
+                "check cached",
+                "redis_up true",
+                "redis_error get",
+                "held 3",
+                "refused full",
+            ]
+        );
+        let text = m.encode();
+        for absent in [
+            "cognito_authz_decisions_total{",
+            "cognito_authz_check_duration_seconds_count 1",
+            "cognito_authz_token_cache_lookups_total{",
+            "cognito_authz_jwks_fetches_total{",
+            "cognito_authz_jwks_keys{",
+            "cognito_authz_revocation_checks_total{",
+            "\ncognito_authz_redis_up 1",
+            "cognito_authz_redis_errors_total{",
+            "\ncognito_authz_revocations 3",
+            "cognito_authz_revocations_refused_total{",
+        ] {
+            assert!(!text.contains(absent), "{absent} counted in\n{text}");
         }
     }
 }

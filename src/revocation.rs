@@ -81,6 +81,14 @@ pub enum Refused {
 }
 
 impl Refused {
+    /// Every reason a revocation is refused for.
+    pub const ALL: [Refused; 4] = [
+        Refused::TooLarge,
+        Refused::Future,
+        Refused::Full,
+        Refused::Expired,
+    ];
+
     /// A stable label for metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -251,6 +251,23 @@ impl RevocationChecker {
             .then_some(verdict)
     }
 
+    /// Every result a check is counted under (the metrics labels).
+    pub const RESULTS: [&'static str; 13] = [
+        "cached",
+        "shared",
+        "held",
+        "grace",
+        "valid",
+        "revoked",
+        "expired",
+        "unverifiable",
+        "timeout",
+        "unreachable",
+        "throttled",
+        "bad_answer",
+        "busy",
+    ];
+
     fn count(&self, result: &'static str) {
         self.inner.observer.revocation_check(result);
     }
@@ -600,5 +617,39 @@ fn verdict_check(verdict: CognitoVerdict) -> Check {
     match verdict {
         CognitoVerdict::Valid => Check::Live,
         CognitoVerdict::Revoked => Check::Revoked,
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    /// Every result a check is counted under is in [`RevocationChecker::RESULTS`], the list the
+    /// dynamic module defines its Envoy stats from (one it lacks is counted as `other`).
+    #[test]
+    fn every_counted_result_is_listed() {
+        let source = include_str!("revocation_check.rs");
+        let mut counted: Vec<&str> = source
+            .split("self.count(\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(counted.len() >= 5, "{counted:?}");
+        counted.extend(
+            [
+                Unavailable::Timeout,
+                Unavailable::Unreachable,
+                Unavailable::Throttled,
+                Unavailable::BadAnswer,
+                Unavailable::Busy,
+            ]
+            .map(Unavailable::as_str),
+        );
+        for result in counted {
+            assert!(
+                RevocationChecker::RESULTS.contains(&result),
+                "{result} is not in RESULTS"
+            );
+        }
     }
 }

@@ -36,6 +36,8 @@ use crate::revocation::{
     CognitoVerdict, Entry, Refused, Revocation, RevocationList, MAX_ENTRY_BYTES,
 };
 
+/// Every Redis operation an error is counted under (the `op` label of `redis_errors`).
+pub const OPERATIONS: [&str; 6] = ["get", "set", "publish", "lock", "load", "resign"];
 /// The channel revocations are announced on.
 pub const CHANNEL: &str = "cognito-authz:revocations";
 const REVOKED_PREFIX: &str = "cognito-authz:rev:";
@@ -830,6 +832,23 @@ fn admit(list: &RevocationList, value: &str, now: i64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// Every operation an error is counted under is in [`OPERATIONS`], the list the dynamic
+    /// module defines its Envoy stats from (one it lacks is counted as `other`).
+    #[test]
+    fn every_redis_operation_is_listed() {
+        let source = include_str!("shared.rs");
+        let ops: Vec<&str> = source
+            // Spelt in two, so that this line is not one of the calls it finds.
+            .split(concat!(".ru", "n("))
+            .skip(1)
+            .filter_map(|rest| rest.trim_start().strip_prefix('"')?.split('"').next())
+            .collect();
+        assert!(ops.len() >= 5, "{ops:?}");
+        for op in ops {
+            assert!(OPERATIONS.contains(&op), "{op} is not in OPERATIONS");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -368,6 +368,19 @@ impl EnvoyConfig {
             .position(|c| c.get("name").and_then(|n| scalar(&n)).as_deref() == Some(AUTHZ_CLUSTER))
             .expect("the Envoy config has no authz cluster");
         clusters.remove(index);
+        let root = self.root();
+        insert_after(
+            &root,
+            "overload_manager",
+            "layered_runtime",
+            snippet_mapping(MODULE_RUNTIME),
+        );
+        insert_after(
+            &root,
+            "layered_runtime",
+            "stats_config",
+            snippet_mapping(MODULE_STATS_CONFIG),
+        );
         self
     }
 
@@ -631,6 +644,47 @@ typed_config:
   filter_config:
     "@type": type.googleapis.com/google.protobuf.StringValue
     value: ""
+"#;
+
+/// The module's stats under the sidecar's Prometheus names: the flag drops Envoy's namespace for
+/// a module's stats (`dynamicmodulescustom.`) and the `envoy_` prefix from their Prometheus
+/// names, so `cognito_authz.decisions_total...` is `cognito_authz_decisions_total`.
+const MODULE_RUNTIME: &str = r#"layers:
+- name: static
+  # The module's stats under the sidecar's Prometheus names (cognito_authz_decisions_total,
+  # ...): without this flag they carry Envoy's namespace (envoy_dynamicmodulescustom_...).
+  static_layer:
+    envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix: true
+"#;
+
+/// The module defines its stats without labels, one per label value
+/// (`cognito_authz.decisions_total.deny.expired`); these turn the name's parts back into the
+/// sidecar's labels (`cognito_authz_decisions_total{decision="deny",reason="expired"}`). In
+/// each regex the first group leaves the name and the second is the label's value.
+const MODULE_STATS_CONFIG: &str = r#"stats_tags:
+# The module's stats have no labels, one stat per value (cognito_authz.decisions_total.deny.expired):
+# these give the sidecar's labels back (cognito_authz_decisions_total{decision="deny",reason="expired"}).
+- tag_name: decision
+  regex: '^dynamicmodulescustom\.cognito_authz\.decisions_total(\.([^.]+))\.[^.]+$'
+- tag_name: reason
+  regex: '^dynamicmodulescustom\.cognito_authz\.decisions_total\.[^.]+(\.([^.]+))$'
+- tag_name: pool
+  regex: '^dynamicmodulescustom\.cognito_authz\.jwks_fetches_total(\.([^.]+))\.[^.]+$'
+- tag_name: result
+  regex: '^dynamicmodulescustom\.cognito_authz\.jwks_fetches_total\.[^.]+(\.([^.]+))$'
+- tag_name: pool
+  regex: '^dynamicmodulescustom\.cognito_authz\.jwks_keys(\.([^.]+))$'
+- tag_name: result
+  regex: '^dynamicmodulescustom\.cognito_authz\.(?:token_cache_lookups|revocation_checks)_total(\.([^.]+))$'
+- tag_name: op
+  regex: '^dynamicmodulescustom\.cognito_authz\.redis_errors_total(\.([^.]+))$'
+- tag_name: reason
+  regex: '^dynamicmodulescustom\.cognito_authz\.revocations_refused_total(\.([^.]+))$'
+# Check latency in microseconds (Envoy records integers), in the sidecar's buckets: 25 µs
+# doubling to about 1.6 s.
+histogram_bucket_settings:
+- match: { suffix: cognito_authz.check_duration_microseconds }
+  buckets: [25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200, 102400, 204800, 409600, 819200, 1638400]
 "#;
 
 /// A route's policy for the module: what `context_extensions` carry to the sidecar.
@@ -946,6 +1000,8 @@ mod tests {
             .collect();
         changed.push(format!("{hcm}/http_filters/1"));
         changed.push(clusters.to_string());
+        changed.push("/layered_runtime".to_string());
+        changed.push("/stats_config".to_string());
         for prefix in &changed {
             assert!(
                 module.iter().any(|p| p.starts_with(prefix.as_str())),

@@ -15,6 +15,7 @@ use cognito_authz::clock::Clock;
 use cognito_authz::config::Config;
 use cognito_authz::decision::{Answer, CheckInput, Outcome};
 use cognito_authz::identity::IDENTITY_PREFIX;
+use cognito_authz::metrics::MetricsObserver;
 use cognito_authz::policy::{RouteConfig, ENVOY_ALLOWED_HEADERS};
 use cognito_authz::server::Core;
 
@@ -45,6 +46,8 @@ pub trait Stream {
     fn request_trailer_names(&self) -> Vec<String>;
     /// Removes every value of the request trailer `name`.
     fn remove_request_trailer(&mut self, name: &str);
+    /// The check is decided; its outcome is carried out next (the module times checks here).
+    fn decided(&mut self) {}
 }
 
 /// What the filter tells Envoy after the request headers.
@@ -78,12 +81,24 @@ impl FilterConfig {
     /// or the same schema as a JSON object, which is what Envoy Gateway hands a module (an
     /// `EnvoyExtensionPolicy`'s `config`). A TOML document cannot start with `{`.
     pub fn new(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        FilterConfig::with_stats(text, env, |_| None)
+    }
+
+    /// As [`FilterConfig::new`], the core counting into the observer `stats` makes for the
+    /// configured pools (their ids) instead of its own registry: Envoy's stats, in the module.
+    pub fn with_stats(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+        stats: impl FnOnce(&[String]) -> Option<Arc<dyn MetricsObserver>>,
+    ) -> Result<Self, ConfigError> {
         let config = if text.trim_start().starts_with('{') {
             Config::from_json(env, text)
         } else {
             Config::from_toml(env, text)
         }
         .map_err(|e| ConfigError(e.to_string()))?;
+        let pools: Vec<String> = config.pools.iter().map(|p| p.id.clone()).collect();
+        let observer = stats(&pools);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("cognito-authz")
@@ -92,7 +107,8 @@ impl FilterConfig {
             .map_err(|e| ConfigError(format!("cannot start the module's runtime: {e}")))?;
         let core = {
             let _entered = runtime.enter();
-            Core::start(&config, Clock::system()).map_err(|e| ConfigError(e.to_string()))?
+            Core::start(&config, Clock::system(), observer)
+                .map_err(|e| ConfigError(e.to_string()))?
         };
         // Every header an allow removes must be read, so that one the request carries is seen.
         let mut reads: Vec<String> = ENVOY_ALLOWED_HEADERS
@@ -528,6 +544,7 @@ impl Request {
 /// every header an allow may remove). No outcome (a route override Envoy's config got wrong)
 /// is refused like an internal error.
 pub fn apply(outcome: Option<&Outcome>, request: &Request, stream: &mut dyn Stream) -> Step {
+    stream.decided();
     let Some(outcome) = outcome else {
         fail_closed(stream);
         return Step::Replied;

@@ -285,9 +285,18 @@ pub struct Core {
 impl Core {
     /// Builds the core `config` describes and starts its upkeep (the first key fetch and the
     /// refresh loops, the revocation purge, the Redis subscriber) on the current Tokio runtime.
-    pub fn start(config: &Config, clock: Clock) -> Result<Core, ServerError> {
+    /// With an `observer`, everything the core counts goes there instead of into its registry
+    /// (the dynamic module's Envoy stats).
+    pub fn start(
+        config: &Config,
+        clock: Clock,
+        observer: Option<Arc<dyn crate::metrics::MetricsObserver>>,
+    ) -> Result<Core, ServerError> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let metrics = Metrics::new();
+        let metrics = match observer {
+            Some(observer) => Metrics::with_observer(observer),
+            None => Metrics::new(),
+        };
         let (authorizer, keys, shared) = decision_core(config, &metrics, clock)?;
         // Kept by the core: a closed channel would read as "stop" to the Redis subscriber.
         let (stop, shutdown_rx) = watch::channel(false);

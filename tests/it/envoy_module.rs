@@ -152,6 +152,20 @@ async fn the_walkthrough_and_spoofed_headers_with_the_module_in_envoy() {
         before,
         "a denial reached the app"
     );
+
+    // 4. Envoy's Prometheus page shows the walkthrough's decisions, under the sidecar's names.
+    let text = prometheus_until(&stack, |_| true).await;
+    let decisions = "cognito_authz_decisions_total";
+    for labels in [
+        [("decision", "allow"), ("reason", "valid")],
+        [("decision", "allow_anonymous"), ("reason", "public")],
+        [("decision", "deny"), ("reason", "no_token")],
+    ] {
+        assert!(
+            sample(&text, decisions, &labels) >= Some(1.0),
+            "{labels:?} not counted in\n{text}"
+        );
+    }
 }
 
 /// A local JWKS the module fetches instead of the emulator's, so the test signs its own
@@ -886,6 +900,128 @@ fn the_module_page_shows_the_filter_envoy_module_yaml_ships() {
         let found = found.unwrap_or_else(|| panic!("envoy.module.yaml lacks `{line}` (in order)"));
         at += found + 1;
     }
+}
+
+/// The value of the Prometheus sample `name` whose labels include every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (labelled, value) = rest.rsplit_once(' ')?;
+        if !labelled.starts_with('{') && !labelled.is_empty() {
+            return None;
+        }
+        labels
+            .iter()
+            .all(|(k, v)| labelled.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.parse().ok())?
+    })
+}
+
+/// Envoy's Prometheus page, read until `ready` accepts it (histograms reach it at Envoy's stats
+/// flush, every 5 s).
+async fn prometheus_until(stack: &Stack, ready: impl Fn(&str) -> bool) -> String {
+    let url = format!(
+        "http://127.0.0.1:{}/stats/prometheus",
+        stack.ports.envoy_admin
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        if ready(&text) || std::time::Instant::now() >= deadline {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// The module's decisions, cache lookups and key fetches are Envoy stats, on Envoy's
+/// `/stats/prometheus` under the sidecar's names and labels (`envoy/envoy.module.yaml`), each
+/// counted once; the latency histogram is in microseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoys_prometheus_page_counts_the_modules_decisions() {
+    let (stack, idp) =
+        stack_over_local_keys("module-stats", Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let pool = stack.pool.pool_id.clone();
+    // The keys gauge is set on the module's own runtime thread, after the first fetch.
+    let text = prometheus_until(&stack, |t| {
+        sample(t, "cognito_authz_jwks_keys", &[("pool", &pool)]) == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        sample(&text, "cognito_authz_jwks_keys", &[("pool", &pool)]),
+        Some(1.0),
+        "{text}"
+    );
+
+    let token = idp.token(0);
+    for _ in 0..3 {
+        // Allowed, to the app, which has no such page.
+        assert_eq!(verdict(&stack, &token).await.0, 404);
+    }
+    let expired = idp.with_claims(|c| {
+        c["exp"] = json!(now() - 3600);
+        c["iat"] = json!(now() - 7200);
+    });
+    assert_eq!(verdict(&stack, &expired).await.0, 401);
+    let none = get(&stack, "/elsewhere", None, &[]).await;
+    assert_eq!(none.status.as_u16(), 401);
+
+    let text = prometheus_until(&stack, |t| {
+        sample(t, "cognito_authz_check_duration_microseconds_count", &[]) >= Some(5.0)
+    })
+    .await;
+    let decisions = "cognito_authz_decisions_total";
+    for (labels, count) in [
+        (&[("decision", "allow"), ("reason", "valid")], 3.0),
+        (&[("decision", "deny"), ("reason", "expired")], 1.0),
+        (&[("decision", "deny"), ("reason", "no_token")], 1.0),
+        (&[("decision", "deny"), ("reason", "valid")], 0.0),
+    ] {
+        assert_eq!(
+            sample(&text, decisions, labels),
+            Some(count),
+            "{labels:?} in\n{text}"
+        );
+    }
+    // The token's first check verifies it; the next two are cache hits.
+    assert_eq!(
+        sample(
+            &text,
+            "cognito_authz_token_cache_lookups_total",
+            &[("result", "hit")]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "cognito_authz_jwks_fetches_total",
+            &[("pool", &pool), ("result", "ok")]
+        ) >= Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "cognito_authz_check_duration_microseconds_count",
+            &[]
+        ) >= Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "cognito_authz_redis_up", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("cognito_authz_check_duration_microseconds_bucket{le=\"1638400\"}"),
+        "not the sidecar's buckets:\n{text}"
+    );
+    assert!(
+        !text.contains("dynamicmodulescustom"),
+        "a module stat kept Envoy's namespace:\n{text}"
+    );
 }
 
 /// Envoy around the module over an IdP that answers its keys after `delay` (a fetch may take

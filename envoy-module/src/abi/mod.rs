@@ -11,11 +11,14 @@
 //! (`scheduler_commit` may be called from any thread); `on_http_filter_scheduled` then runs
 //! on the stream's worker thread again.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::filter::{self, Filter, FilterConfig, RouteOverrides, Step, Stream};
+use metrics::EnvoyStats;
 
 mod issued;
 mod metrics;
@@ -212,14 +215,28 @@ fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 
 /// One stream, reached through Envoy's callbacks. Only built inside a hook, on the stream's
 /// worker thread, from the pointer Envoy passed to it.
-struct EnvoyStream(FilterEnvoyPtr);
+struct EnvoyStream {
+    filter: FilterEnvoyPtr,
+    /// The stats a decided check's latency goes to, and when the check started (owned: the
+    /// stream may outlive the filter that holds them, once a call has ended it).
+    timing: Option<(Arc<EnvoyStats>, Instant)>,
+}
 
 impl EnvoyStream {
+    /// The stream of the filter `filter`, its checks not timed.
+    fn untimed(filter: FilterEnvoyPtr) -> EnvoyStream {
+        EnvoyStream {
+            filter,
+            timing: None,
+        }
+    }
+
     /// The headers of the map `kind` (request headers or trailers) whose name `wanted` accepts,
     /// copied; the others stay in Envoy.
     fn headers(&self, kind: u32, wanted: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
-        // SAFETY: `self.0` is the live filter of the current hook.
-        let count = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.0, kind) };
+        // SAFETY: `self.filter` is the live filter of the current hook.
+        let count =
+            unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.filter, kind) };
         let empty = EnvoyHttpHeader {
             key_ptr: std::ptr::null(),
             key_length: 0,
@@ -230,7 +247,7 @@ impl EnvoyStream {
         // SAFETY: `headers` has room for the `count` entries Envoy reported; Envoy fills them
         // with pointers into its header map, valid until this hook returns or a header is set.
         let ok = unsafe {
-            envoy_dynamic_module_callback_http_get_headers(self.0, kind, headers.as_mut_ptr())
+            envoy_dynamic_module_callback_http_get_headers(self.filter, kind, headers.as_mut_ptr())
         };
         if !ok {
             return Vec::new();
@@ -258,7 +275,7 @@ impl EnvoyStream {
         // header; the name's buffer outlives the call.
         unsafe {
             envoy_dynamic_module_callback_http_set_header(
-                self.0,
+                self.filter,
                 kind,
                 ModuleBuffer::of(name.as_bytes()),
                 ModuleBuffer::null(),
@@ -268,6 +285,13 @@ impl EnvoyStream {
 }
 
 impl Stream for EnvoyStream {
+    fn decided(&mut self) {
+        if let Some((stats, started)) = self.timing.take() {
+            // SAFETY: live filter of the current hook, on its worker thread, before any reply.
+            unsafe { stats.record_check(self.filter, started.elapsed()) }
+        }
+    }
+
     fn request_headers(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
         self.headers(REQUEST_HEADER, wanted)
     }
@@ -287,7 +311,7 @@ impl Stream for EnvoyStream {
         // SAFETY: live filter of the current hook; both buffers outlive the call.
         unsafe {
             envoy_dynamic_module_callback_http_set_header(
-                self.0,
+                self.filter,
                 REQUEST_HEADER,
                 ModuleBuffer::of(name.as_bytes()),
                 ModuleBuffer::of(value.as_bytes()),
@@ -299,7 +323,7 @@ impl Stream for EnvoyStream {
         // SAFETY: live filter of the current hook; both buffers outlive the call.
         unsafe {
             envoy_dynamic_module_callback_http_add_header(
-                self.0,
+                self.filter,
                 REQUEST_HEADER,
                 ModuleBuffer::of(name.as_bytes()),
                 ModuleBuffer::of(value.as_bytes()),
@@ -333,7 +357,7 @@ impl Stream for EnvoyStream {
         // `entries`, which outlive the call, and Envoy copies them into one metadata merge.
         unsafe {
             envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
-                self.0,
+                self.filter,
                 ModuleBuffer::of(namespace.as_bytes()),
                 pairs.as_ptr(),
                 count,
@@ -356,7 +380,7 @@ impl Stream for EnvoyStream {
         // into outlive the call, and Envoy copies them.
         unsafe {
             envoy_dynamic_module_callback_http_send_response(
-                self.0,
+                self.filter,
                 u32::from(status),
                 headers.as_mut_ptr(),
                 headers.len(),
@@ -368,7 +392,7 @@ impl Stream for EnvoyStream {
 
     fn continue_decoding(&mut self) {
         // SAFETY: live filter of the current hook, whose request headers were stopped.
-        unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(self.0) }
+        unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(self.filter) }
     }
 }
 
@@ -402,7 +426,7 @@ fn guarded<T>(filter: FilterEnvoyPtr, on_panic: T, body: impl FnOnce() -> T) -> 
         Err(_) => {
             log_error("the check panicked: the request is refused (500)");
             let replied = catch_unwind(AssertUnwindSafe(|| {
-                filter::fail_closed(&mut EnvoyStream(filter));
+                filter::fail_closed(&mut EnvoyStream::untimed(filter));
             }));
             if replied.is_err() {
                 log_error("refusing the request panicked too");
@@ -467,7 +491,7 @@ impl Drop for EnvoyLogLine {
 /// A `DynamicModuleFilter` config: the TOML in `filter_config`. Null refuses the config.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
-    _config_envoy: ConfigEnvoyPtr,
+    config_envoy: ConfigEnvoyPtr,
     _name: EnvoyBuffer,
     config: EnvoyBuffer,
 ) -> *const c_void {
@@ -478,9 +502,29 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             log_error("the filter config is not UTF-8");
             return std::ptr::null();
         };
-        match FilterConfig::new(&text, |key| std::env::var(key).ok()) {
-            Ok(config) => Box::into_raw(Box::new(Arc::new(config))) as *const c_void,
-            Err(err) => {
+        let mut defined = None;
+        let made = FilterConfig::with_stats(
+            &text,
+            |key| std::env::var(key).ok(),
+            |pools| {
+                let stats = Arc::new(EnvoyStats::define(config_envoy, pools));
+                defined = Some(Arc::clone(&stats));
+                Some(stats as Arc<dyn cognito_authz::metrics::MetricsObserver>)
+            },
+        );
+        match (made, defined) {
+            (Ok(config), Some(stats)) => Box::into_raw(Box::new(ModuleConfig {
+                filter: Arc::new(config),
+                stats,
+            })) as *const c_void,
+            (Ok(_), None) => {
+                log_error("the filter config is refused: its stats were not defined");
+                std::ptr::null()
+            }
+            (Err(err), stats) => {
+                if let Some(stats) = stats {
+                    stats.close();
+                }
                 // Without the lines a TOML error quotes: they may hold a secret (a Redis URL).
                 let reason: Vec<&str> = err.0.lines().filter(|l| !l.contains('|')).collect();
                 log_error(&format!(
@@ -493,12 +537,43 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     })
 }
 
+/// What the module keeps for one `DynamicModuleFilter` config: the filter's config and the
+/// Envoy stats defined for it.
+struct ModuleConfig {
+    filter: Arc<FilterConfig>,
+    stats: Arc<EnvoyStats>,
+}
+
+/// One stream's state: the filter, and what times its check for the config's stats.
+struct Hooked {
+    filter: Filter,
+    stats: Arc<EnvoyStats>,
+    /// When the check started (timed on the worker thread, to when it is carried out).
+    started: Cell<Option<Instant>>,
+}
+
+impl Hooked {
+    /// The stream of this filter, its check timed from when it started.
+    fn timed(&self, filter: FilterEnvoyPtr) -> EnvoyStream {
+        EnvoyStream {
+            filter,
+            timing: self
+                .started
+                .get()
+                .map(|started| (Arc::clone(&self.stats), started)),
+        }
+    }
+}
+
 /// The config is gone from Envoy: no filter of it remains.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
     contained((), || {
         // SAFETY: `config` came from `Box::into_raw` in `config_new`; Envoy destroys it once.
-        drop(unsafe { Box::from_raw(config as *mut Arc<FilterConfig>) });
+        let config = unsafe { Box::from_raw(config as *mut ModuleConfig) };
+        // First: a count from the module's runtime must not reach Envoy's config once it goes.
+        config.stats.close();
+        drop(config);
     })
 }
 
@@ -540,10 +615,15 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     _filter_envoy: FilterEnvoyPtr,
 ) -> *const c_void {
     contained(std::ptr::null(), || {
-        // SAFETY: `config` is the live `Arc<FilterConfig>` from `config_new`: Envoy destroys a
+        // SAFETY: `config` is the live `ModuleConfig` from `config_new`: Envoy destroys a
         // config only after every filter made from it.
-        let config = unsafe { &*(config as *const Arc<FilterConfig>) };
-        Box::into_raw(Box::new(Filter::new(Arc::clone(config)))) as *const c_void
+        let config = unsafe { &*(config as *const ModuleConfig) };
+        let hooked = Hooked {
+            filter: Filter::new(Arc::clone(&config.filter)),
+            stats: Arc::clone(&config.stats),
+            started: Cell::new(None),
+        };
+        Box::into_raw(Box::new(hooked)) as *const c_void
     })
 }
 
@@ -555,9 +635,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
 /// reference (`Filter` is not `Sync`, and never leaves that thread). The reference must end
 /// before a call that may end the stream (which may destroy the filter): the filter's methods
 /// return a [`filter::Finish`] that makes such calls without it.
-unsafe fn filter_of<'a>(module: *const c_void) -> &'a Filter {
+unsafe fn filter_of<'a>(module: *const c_void) -> &'a Hooked {
     // SAFETY: as the caller guarantees.
-    unsafe { &*(module as *const Filter) }
+    unsafe { &*(module as *const Hooked) }
 }
 
 /// The request headers: the check runs here.
@@ -568,7 +648,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     _end_of_stream: bool,
 ) -> u32 {
     guarded(filter_envoy, HEADERS_STOP_ITERATION, || {
-        let mut stream = EnvoyStream(filter_envoy);
+        // SAFETY: a hook of a live filter (see `filter_of`); the reference ends before the
+        // finish runs.
+        let hooked = unsafe { filter_of(module) };
+        hooked.started.set(Some(Instant::now()));
+        let mut stream = hooked.timed(filter_envoy);
         // SAFETY: live filter of this hook; the pointer is only looked up, never read.
         let route =
             unsafe { envoy_dynamic_module_callback_get_most_specific_route_config(filter_envoy) };
@@ -590,9 +674,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             });
             move || scheduler.commit()
         };
-        // SAFETY: a hook of a live filter (see `filter_of`); the reference ends here.
-        let finish =
-            unsafe { filter_of(module) }.on_request_headers(route.as_ref(), &stream, waker);
+        let finish = hooked
+            .filter
+            .on_request_headers(route.as_ref(), &stream, waker);
         match finish.run(&mut stream) {
             Step::Continue => HEADERS_CONTINUE,
             Step::Replied => HEADERS_STOP_ITERATION,
@@ -610,8 +694,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
 ) {
     guarded(filter_envoy, (), || {
         // SAFETY: a hook of a live filter (see `filter_of`); the reference ends here.
-        let finish = unsafe { filter_of(module) }.on_scheduled();
-        let _ = finish.run(&mut EnvoyStream(filter_envoy));
+        let hooked = unsafe { filter_of(module) };
+        let mut stream = hooked.timed(filter_envoy);
+        let finish = hooked.filter.on_scheduled();
+        let _ = finish.run(&mut stream);
     })
 }
 
@@ -624,7 +710,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
 ) -> u32 {
     guarded(filter_envoy, BODY_STOP_AND_WATERMARK, || {
         // SAFETY: a hook of a live filter (see `filter_of`).
-        if unsafe { filter_of(module) }.holds_body() {
+        if unsafe { filter_of(module) }.filter.holds_body() {
             BODY_STOP_AND_WATERMARK
         } else {
             BODY_CONTINUE
@@ -640,7 +726,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
 ) -> u32 {
     guarded(filter_envoy, TRAILERS_STOP, || {
         // SAFETY: a hook of a live filter (see `filter_of`).
-        if unsafe { filter_of(module) }.on_request_trailers(&mut EnvoyStream(filter_envoy)) {
+        if unsafe { filter_of(module) }
+            .filter
+            .on_request_trailers(&mut EnvoyStream::untimed(filter_envoy))
+        {
             TRAILERS_STOP
         } else {
             TRAILERS_CONTINUE
@@ -654,6 +743,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
 pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: *const c_void) {
     contained((), || {
         // SAFETY: `module` came from `Box::into_raw` in `filter_new`; destroyed once.
-        drop(unsafe { Box::from_raw(module as *mut Filter) });
+        drop(unsafe { Box::from_raw(module as *mut Hooked) });
     })
 }
