@@ -27,7 +27,9 @@ verified on every request), (2h) jwt_authn writing the six identity headers the 
 (claim_to_headers), (M) the cognito-authz Envoy module (cache on) and (Mu) with its cache off,
 each of (2), (2h) and (M) twice, interleaved; then (3)/(4) the do-nothing gRPC server and the
 gRPC sidecar, (3h)/(4h) the do-nothing HTTP server and the HTTP sidecar (HTTP/2); with
-BENCH_QUICK=1 only (2), (2h) and (M), twice, at 16 connections (A/B trials of the module).
+BENCH_QUICK=1 only (2), (2h) and (M), twice, at 16 connections (A/B trials of the module); with
+BENCH_QUICK=1 and BENCH_MODULE_B=/folder/holding/libcognito_authz_envoy.so, (M) with this build,
+that one, and this one again (an A/B of two module builds in one run).
 """
 import json
 import os
@@ -583,6 +585,16 @@ def module_comparison(with_envoy, scenario, start_authz, results, pool, jwks, jw
     jwt = JWT_AUTHN.format(issuer=pool["issuer"], jwks=jwks)
     jwt_headers = JWT_AUTHN_HEADERS.format(issuer=pool["issuer"], jwks=jwks)
     jwt_uncached = JWT_AUTHN_UNCACHED.format(issuer=pool["issuer"], jwks=jwks)
+    other_module = os.environ.get("BENCH_MODULE_B")
+    if QUICK and other_module:
+        # An A/B of two module builds: this one, the other (a folder holding its .so), this
+        # one again, at 16 connections.
+        for tag, note, path in [("", "", RELEASE), ("b", " (BENCH_MODULE_B)", Path(other_module)),
+                                ("again", " again", RELEASE)]:
+            with_envoy(f"module{tag}", MODULE_FILTER, None,
+                       [scenario(f"M{tag}", f"(M) cognito-authz module, one token{note}", valid1)],
+                       env={**module_env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(path)})
+        return
     if QUICK:
         # A/B trials of the module: (2) and (M) only, interleaved, at 16 connections.
         for round in ["", " again"]:
