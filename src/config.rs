@@ -389,14 +389,7 @@ impl Config {
         F: Fn(&str) -> Option<String>,
     {
         let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
-        let file_path = file
-            .map(Path::to_path_buf)
-            .or_else(|| var(ENV_CONFIG_FILE).map(PathBuf::from));
-        let file_config = match &file_path {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        Config::combine(&var, file_config)
+        Config::combine(&var, named_file(&var, file)?)
     }
 
     /// Parses TOML text as if it were the config file (for tests and `check-config`).
@@ -619,13 +612,7 @@ impl SharedWriterConfig {
         F: Fn(&str) -> Option<String>,
     {
         let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
-        let file_path = file
-            .map(Path::to_path_buf)
-            .or_else(|| var(ENV_CONFIG_FILE).map(PathBuf::from));
-        let file = match &file_path {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
+        let file = named_file(&var, file)?;
         let file_server = file.server.unwrap_or_default();
         let leeway = Duration::from_secs(settings::number(&var, &LEEWAY, file.leeway_seconds)?);
         let picked = match url {
@@ -662,6 +649,21 @@ impl SharedWriterConfig {
     /// The Redis URL with its password replaced, to show.
     pub fn shown_url(&self) -> String {
         redacted(&self.redis_url)
+    }
+}
+
+/// The config file `file` names (the argument wins over `COGNITO_AUTHZ_CONFIG`), read; empty
+/// when neither names one.
+fn named_file(
+    var: &dyn Fn(&str) -> Option<String>,
+    file: Option<&Path>,
+) -> Result<FileConfig, ConfigError> {
+    let path = file
+        .map(Path::to_path_buf)
+        .or_else(|| var(ENV_CONFIG_FILE).map(PathBuf::from));
+    match &path {
+        Some(path) => read_file(path),
+        None => Ok(FileConfig::default()),
     }
 }
 
