@@ -6,14 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::ffi::c_void;
-use std::sync::Mutex;
+use std::sync::{Arc, RwLock};
 
 /// What a pointer Envoy handed back stands for.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Lookup<T> {
     /// Null: the route has no per-route config.
     Absent,
-    /// One this registry issued and Envoy has not destroyed (a copy).
+    /// One this registry issued and Envoy has not destroyed (shared, not copied: a lookup is
+    /// on every request's path).
     Issued(T),
     /// Not ours, or already destroyed.
     Foreign,
@@ -21,38 +22,36 @@ pub(super) enum Lookup<T> {
 
 /// Values handed to Envoy as opaque pointers, keyed by the address of their box.
 pub(super) struct Issued<T> {
-    values: Mutex<BTreeMap<usize, Box<T>>>,
+    values: RwLock<BTreeMap<usize, Arc<T>>>,
 }
 
-impl<T: Clone> Issued<T> {
+impl<T> Issued<T> {
     pub(super) const fn new() -> Issued<T> {
         Issued {
-            values: Mutex::new(BTreeMap::new()),
+            values: RwLock::new(BTreeMap::new()),
         }
     }
 
-    fn values(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Box<T>>> {
-        // A panic while the lock was held cannot leave the map half-written.
-        self.values.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Keeps `value` and returns the pointer Envoy is given for it (never null: a box's
-    /// address; unique while it is kept).
+    /// Keeps `value` and returns the pointer Envoy is given for it (never null: the address of
+    /// the shared value; unique while it is kept).
     pub(super) fn issue(&self, value: T) -> *const c_void {
-        let boxed = Box::new(value);
-        let ptr = std::ptr::from_ref::<T>(&*boxed).cast::<c_void>();
-        self.values().insert(ptr as usize, boxed);
+        let shared = Arc::new(value);
+        let ptr = Arc::as_ptr(&shared).cast::<c_void>();
+        // A panic while the lock was held cannot leave the map half-written.
+        let mut values = self.values.write().unwrap_or_else(|e| e.into_inner());
+        values.insert(ptr as usize, shared);
         ptr
     }
 
-    /// What `ptr` stands for; the value is copied under the lock, so a config destroyed on
-    /// another thread meanwhile is never read.
-    pub(super) fn get(&self, ptr: *const c_void) -> Lookup<T> {
+    /// What `ptr` stands for; a share of it is taken under the lock, so a config destroyed on
+    /// another thread meanwhile stays alive for the request that holds it.
+    pub(super) fn get(&self, ptr: *const c_void) -> Lookup<Arc<T>> {
         if ptr.is_null() {
             return Lookup::Absent;
         }
-        match self.values().get(&(ptr as usize)) {
-            Some(value) => Lookup::Issued(T::clone(value)),
+        let values = self.values.read().unwrap_or_else(|e| e.into_inner());
+        match values.get(&(ptr as usize)) {
+            Some(value) => Lookup::Issued(Arc::clone(value)),
             None => Lookup::Foreign,
         }
     }
@@ -60,7 +59,10 @@ impl<T: Clone> Issued<T> {
     /// Drops the value `ptr` stands for; false if it was not issued here (or already retired).
     pub(super) fn retire(&self, ptr: *const c_void) -> bool {
         // Dropped after the lock is released.
-        let value = self.values().remove(&(ptr as usize));
+        let value = {
+            let mut values = self.values.write().unwrap_or_else(|e| e.into_inner());
+            values.remove(&(ptr as usize))
+        };
         value.is_some()
     }
 }
@@ -76,8 +78,8 @@ mod tests {
         let b = issued.issue("b".to_string());
         assert!(!a.is_null());
         assert_ne!(a, b);
-        assert_eq!(issued.get(a), Lookup::Issued("a".to_string()));
-        assert_eq!(issued.get(b), Lookup::Issued("b".to_string()));
+        assert_eq!(issued.get(a), Lookup::Issued(Arc::new("a".to_string())));
+        assert_eq!(issued.get(b), Lookup::Issued(Arc::new("b".to_string())));
         assert_eq!(issued.get(std::ptr::null()), Lookup::Absent);
         // Another module's config: a pointer this registry never gave out, never read.
         let foreign = String::from("someone else's");
@@ -88,7 +90,7 @@ mod tests {
         assert!(issued.retire(a));
         assert_eq!(issued.get(a), Lookup::Foreign);
         assert!(!issued.retire(a));
-        assert_eq!(issued.get(b), Lookup::Issued("b".to_string()));
+        assert_eq!(issued.get(b), Lookup::Issued(Arc::new("b".to_string())));
     }
 
     #[test]
@@ -98,6 +100,6 @@ mod tests {
         let ptr = issued.issue([1, 2]);
         let inside = ptr.cast::<u8>().wrapping_add(8).cast::<c_void>();
         assert_eq!(issued.get(inside), Lookup::Foreign);
-        assert_eq!(issued.get(ptr), Lookup::Issued([1, 2]));
+        assert_eq!(issued.get(ptr), Lookup::Issued(Arc::new([1, 2])));
     }
 }

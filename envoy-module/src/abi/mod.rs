@@ -676,7 +676,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         };
         let finish = hooked
             .filter
-            .on_request_headers(route.as_ref(), &stream, waker);
+            .on_request_headers(route.as_deref(), &stream, waker);
         match finish.run(&mut stream) {
             Step::Continue => HEADERS_CONTINUE,
             Step::Replied => HEADERS_STOP_ITERATION,
