@@ -164,13 +164,15 @@ impl Activity {
     /// flight.
     async fn expired(&self, limits: &Limits, idle: Option<Duration>) -> &'static str {
         // Lazily: a request does not wake this; the deadline is looked at again when it would
-        // have passed, and has usually moved on by then.
+        // have passed, and has usually moved on by then. Never later than one idle timeout
+        // from now: a first request that comes and goes before the header-read deadline moves
+        // the deadline earlier, not later.
         let again = idle.unwrap_or(limits.header_read_timeout);
         loop {
             let now = Instant::now();
             let next = match self.deadline(limits, idle) {
                 Some((at, which)) if now >= at => return which,
-                Some((at, _)) => at,
+                Some((at, _)) => at.min(now + again),
                 // In flight (or idle without a timeout): look again later.
                 None => now + again,
             };
@@ -385,6 +387,33 @@ fn timed_out(grpc: bool) -> axum::response::Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection whose first request came and went is closed for idleness one idle timeout
+    /// later, even when the header-read timeout is the longer: the watch first slept towards
+    /// the header-read deadline and closed an idle connection only then.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_closes_after_the_idle_timeout_not_the_header_read_one() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(2),
+            ..Limits::default()
+        };
+        let activity = Activity::new();
+        let opened = Instant::now();
+        let watch = tokio::spawn({
+            let (activity, limits) = (Arc::clone(&activity), limits.clone());
+            async move { activity.expired(&limits, Some(limits.idle_timeout)).await }
+        });
+        // The watch is asleep before the first request arrives, as on a real connection.
+        tokio::task::yield_now().await;
+        drop(activity.begin());
+        assert_eq!(watch.await.unwrap(), "idle");
+        let closed_after = opened.elapsed();
+        assert!(
+            closed_after < Duration::from_secs(3),
+            "an idle connection was closed after {closed_after:?}, its idle timeout is 2 s"
+        );
+    }
 
     #[test]
     fn grpc_timeouts_are_read_as_grpc_defines_them() {
