@@ -51,27 +51,30 @@ fn check_response(outcome: Outcome) -> CheckResponse {
     let metadata = Struct {
         fields: outcome
             .metadata
-            .into_iter()
+            .iter()
             .map(|(k, v)| {
                 (
                     k.to_string(),
                     PbValue {
-                        kind: Some(Kind::StringValue(v)),
+                        kind: Some(Kind::StringValue(v.to_string())),
                     },
                 )
             })
             .collect(),
     };
     match outcome.answer {
-        Answer::Allow { set, remove } => CheckResponse {
+        Answer::Allow(rewrite) => CheckResponse {
             status: Some(rpc::Status {
                 code: tonic::Code::Ok as i32,
                 ..Default::default()
             }),
             dynamic_metadata: Some(metadata),
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                headers: set.into_iter().map(|(k, v)| overwrite(k, v)).collect(),
-                headers_to_remove: remove,
+                headers: rewrite
+                    .set()
+                    .map(|(k, v)| overwrite(k.to_string(), v.to_string()))
+                    .collect(),
+                headers_to_remove: rewrite.remove().map(str::to_string).collect(),
                 ..Default::default()
             })),
         },

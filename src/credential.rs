@@ -1,8 +1,8 @@
 //! Where a request's credential is and whether it has one: `Authorization: Bearer`, a configured
 //! token header or cookie, and the CORS preflight that never carries one. Plain string parsing
-//! that no input can make panic; depends on nothing else in the crate.
+//! that no input can make panic; depends on nothing else in the crate but the header view.
 
-use std::collections::HashMap;
+use crate::headers::Headers;
 
 /// Where the request's credential stands.
 #[derive(Debug, PartialEq, Eq)]
@@ -75,7 +75,7 @@ pub fn pasted_token(value: &str) -> &str {
 /// `token_cookie`. Envoy joins repeated headers with commas, which no bearer token contains, so
 /// two `authorization` headers are malformed.
 pub fn find_credential<'a>(
-    headers: &'a HashMap<String, String>,
+    headers: &'a (impl Headers + ?Sized),
     token_header: Option<&str>,
     token_cookie: Option<&str>,
 ) -> Credential<'a> {
@@ -125,10 +125,10 @@ pub fn strip_cookie(cookies: &str, name: &str) -> Option<String> {
 
 /// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`. Browsers
 /// never attach credentials to one; an `OPTIONS` without both headers is an ordinary request.
-pub fn is_preflight(method: &str, headers: &HashMap<String, String>) -> bool {
+pub fn is_preflight(method: &str, headers: &(impl Headers + ?Sized)) -> bool {
     method == "OPTIONS"
-        && headers.contains_key("origin")
-        && headers.contains_key("access-control-request-method")
+        && headers.contains("origin")
+        && headers.contains("access-control-request-method")
 }
 
 #[cfg(test)]

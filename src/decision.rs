@@ -17,6 +17,8 @@ use tracing::info;
 use crate::cache::{token_key, Lookup, TokenCache};
 use crate::clock::Clock;
 use crate::credential::{find_credential, is_preflight, Credential};
+use crate::header_plan::Rewrite;
+use crate::headers::Headers;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::policy::{host_name, Mode, OverrideError, Requirements, RouteConfig};
@@ -195,7 +197,7 @@ impl Verdict {
 
 /// One request as either protocol hands it over. Header names are lowercase; repeated
 /// headers are joined with commas, as Envoy does for gRPC.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct CheckInput<'a> {
     /// The request method.
     pub method: &'a str,
@@ -204,7 +206,7 @@ pub struct CheckInput<'a> {
     /// The path with its query.
     pub path: &'a str,
     /// The headers Envoy sent (`allowed_headers`).
-    pub headers: &'a HashMap<String, String>,
+    pub headers: &'a dyn Headers,
     /// `context_extensions` (gRPC only; empty over HTTP).
     pub extensions: &'a HashMap<String, String>,
 }
@@ -212,14 +214,9 @@ pub struct CheckInput<'a> {
 /// What Envoy should do with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// Let it through after setting `set` (each replacing the client's value) and removing
-    /// `remove`. No header is in both.
-    Allow {
-        /// Headers to set.
-        set: Vec<(String, String)>,
-        /// Headers to remove.
-        remove: Vec<String>,
-    },
+    /// Let it through after setting [`Rewrite::set`] (each replacing the client's value) and
+    /// removing [`Rewrite::remove`]. No header is in both.
+    Allow(Rewrite),
     /// Answer the client with this response instead.
     Deny {
         /// The HTTP status.
@@ -240,7 +237,50 @@ pub struct Outcome {
     pub answer: Answer,
     /// Fields for Envoy's dynamic metadata (the access log): `decision`, `reason`, `sub`, and
     /// with full metadata also `rule`, `pool`, `token_use`; `dry_run` in dry-run mode.
-    pub metadata: Vec<(&'static str, String)>,
+    pub metadata: Metadata,
+}
+
+/// The decision's fields for Envoy's dynamic metadata, read through [`Metadata::iter`]: the
+/// values are borrowed from the verdict (an identity's `sub` included), so the usual three
+/// fields copy nothing.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    decision: &'static str,
+    reason: &'static str,
+    identity: Option<Identity>,
+    dry_run: bool,
+    /// `rule`, and `pool` and `token_use` for an identity (full metadata only).
+    full: Option<(String, Option<(String, &'static str)>)>,
+}
+
+impl Metadata {
+    /// Every field, `(key, value)`, in a fixed order: `decision`, `reason`, `sub`, `dry_run`,
+    /// then `rule`, `pool`, `token_use`.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        let sub = self.identity.as_ref().map(|i| ("sub", i.sub()));
+        let dry_run = self.dry_run.then_some(("dry_run", "true"));
+        let full = self.full.iter().flat_map(|(rule, identity)| {
+            let identity = identity
+                .iter()
+                .flat_map(|(pool, token_use)| [("pool", pool.as_str()), ("token_use", *token_use)]);
+            std::iter::once(("rule", rule.as_str())).chain(identity)
+        });
+        [("decision", self.decision), ("reason", self.reason)]
+            .into_iter()
+            .chain(sub)
+            .chain(dry_run)
+            .chain(full)
+    }
+
+    /// How many fields there are.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether there are none (never: `decision` and `reason` are always there).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// Everything a configuration decides: swapped whole on reload, so a request sees one.
@@ -447,7 +487,7 @@ impl Authorizer {
             rule = %requirements.rule,
             method = %input.method,
             sub = verdict.identity.as_ref().map(|i| i.sub()),
-            request_id = input.headers.get("x-request-id").map(String::as_str),
+            request_id = input.headers.get("x-request-id"),
             dry_run,
             latency_us = elapsed.as_micros() as u64,
             "check"
@@ -489,7 +529,7 @@ impl State {
         &self,
         method: &str,
         requirements: &Requirements,
-        headers: &HashMap<String, String>,
+        headers: &dyn Headers,
         revocations: &RevocationList,
         now: i64,
     ) -> Verdict {
@@ -591,12 +631,7 @@ impl State {
 
     /// What Envoy should do with a verdict: a denial's RFC 6750 answer, or the header plan's
     /// rewrite for an allow (the identity's headers set, every other managed header removed).
-    fn answer(
-        &self,
-        verdict: &Verdict,
-        request_headers: &HashMap<String, String>,
-        dry_run: bool,
-    ) -> Answer {
+    fn answer(&self, verdict: &Verdict, request_headers: &dyn Headers, dry_run: bool) -> Answer {
         let routes = &*self.routes;
         // In dry-run mode a denial is computed, logged and counted, then let through as anonymous.
         if let Decision::Deny(reason) = verdict.decision {
@@ -604,13 +639,11 @@ impl State {
                 return deny_answer(reason, &routes.realm);
             }
         }
-        let rewrite = routes
-            .headers
-            .allow(verdict.identity.as_ref(), request_headers);
-        Answer::Allow {
-            set: rewrite.set,
-            remove: rewrite.remove,
-        }
+        Answer::Allow(
+            routes
+                .headers
+                .allow(verdict.identity.as_ref(), request_headers),
+        )
     }
 
     /// Fields for Envoy's access log, under the filter's namespace
@@ -621,26 +654,21 @@ impl State {
         requirements: &Requirements,
         dry_run: bool,
         full: bool,
-    ) -> Vec<(&'static str, String)> {
-        let mut fields = vec![
-            ("decision", verdict.decision.as_str().to_string()),
-            ("reason", verdict.reason.to_string()),
-        ];
-        if let Some(identity) = &verdict.identity {
-            fields.push(("sub", identity.sub().to_string()));
-        }
-        if dry_run {
-            fields.push(("dry_run", "true".to_string()));
-        }
-        if full {
-            fields.push(("rule", requirements.rule.clone()));
-            if let Some(identity) = &verdict.identity {
+    ) -> Metadata {
+        let full = full.then(|| {
+            let identity = verdict.identity.as_ref().map(|identity| {
                 let pool = &self.verifier.pools()[identity.pool()].id;
-                fields.push(("pool", pool.clone()));
-                fields.push(("token_use", identity.token_use().as_str().to_string()));
-            }
+                (pool.clone(), identity.token_use().as_str())
+            });
+            (requirements.rule.clone(), identity)
+        });
+        Metadata {
+            decision: verdict.decision.as_str(),
+            reason: verdict.reason,
+            identity: verdict.identity.clone(),
+            dry_run,
+            full,
         }
-        fields
     }
 }
 

@@ -10,9 +10,10 @@
 //! does not set, and no header is ever both set and removed: Envoy applies removals after
 //! setting, so a header in both would never reach the app.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::credential::strip_cookie;
+use crate::headers::Headers;
 use crate::identity::{Identity, IDENTITY_PREFIX};
 
 /// Which headers an allow sets and removes, for every verdict and both protocols. Built once
@@ -31,13 +32,74 @@ pub struct HeaderPlan {
 }
 
 /// What Envoy does to the upstream request on an allow. No name is in both lists.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Read through [`Rewrite::set`] and [`Rewrite::remove`], which borrow the names from the plan
+/// and the values from the identity: an allow copies no header name or value. Only what the
+/// request itself adds is owned: a cookie header without the token, and any other header in
+/// our namespace Envoy showed.
+#[derive(Debug, Clone)]
 pub struct Rewrite {
-    /// Headers to set, each replacing the client's value.
-    pub set: Vec<(String, String)>,
-    /// Headers to remove.
-    pub remove: Vec<String>,
+    plan: Arc<HeaderPlan>,
+    identity: Option<Identity>,
+    /// Headers in our namespace the request showed that the plan does not manage.
+    shown: Vec<String>,
+    /// The `cookie` header without the token cookie, when the request carried that cookie: set
+    /// when something remains, else removed.
+    cookie: Option<String>,
 }
+
+impl Rewrite {
+    /// Headers to set, each replacing the client's value: the identity's, fixed ones first,
+    /// then a `cookie` without the token.
+    pub fn set(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let identity = self
+            .identity
+            .iter()
+            .flat_map(|i| i.headers(&self.plan.claim_headers));
+        let cookie = self
+            .cookie
+            .as_deref()
+            .filter(|rest| !rest.is_empty())
+            .map(|rest| ("cookie", rest));
+        identity.chain(cookie)
+    }
+
+    /// Headers to remove: every managed header not set, the namespace headers the request
+    /// showed, the token's headers when it must not be forwarded, and a `cookie` that held
+    /// only the token.
+    pub fn remove(&self) -> impl Iterator<Item = &str> + '_ {
+        let managed = self
+            .plan
+            .managed
+            .iter()
+            .map(String::as_str)
+            .filter(|name| !self.sets(name));
+        let cookie = self
+            .cookie
+            .as_deref()
+            .filter(|rest| rest.is_empty())
+            .map(|_| "cookie");
+        managed
+            .chain(self.shown.iter().map(String::as_str))
+            .chain(self.plan.token_headers.iter().map(String::as_str))
+            .chain(cookie)
+    }
+
+    /// Whether the identity sets the header `name`.
+    fn sets(&self, name: &str) -> bool {
+        self.identity
+            .as_ref()
+            .is_some_and(|i| i.headers(&self.plan.claim_headers).any(|(k, _)| k == name))
+    }
+}
+
+impl PartialEq for Rewrite {
+    fn eq(&self, other: &Rewrite) -> bool {
+        self.set().eq(other.set()) && self.remove().eq(other.remove())
+    }
+}
+
+impl Eq for Rewrite {}
 
 impl HeaderPlan {
     /// A plan over `managed` identity headers (names lowercase), the `claim_headers` mappings
@@ -71,67 +133,67 @@ impl HeaderPlan {
     /// `request` is read for two things only, neither of which the guarantee rests on: the
     /// `cookie` header, to cut the token cookie out of it, and any other header in our
     /// namespace that Envoy happened to show, removed as well (defence in depth).
-    pub fn allow(&self, identity: Option<&Identity>, request: &HashMap<String, String>) -> Rewrite {
-        let mut set: Vec<(String, String)> = identity
-            .map(|i| {
-                i.headers(&self.claim_headers)
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let is_set = |set: &[(String, String)], name: &str| set.iter().any(|(k, _)| k == name);
-        let mut remove: Vec<String> = self
-            .managed
-            .iter()
-            .filter(|h| !is_set(&set, h))
-            .cloned()
-            .collect();
-        for name in request.keys() {
-            if name.starts_with(IDENTITY_PREFIX) && !is_set(&set, name) && !remove.contains(name) {
-                remove.push(name.clone());
+    pub fn allow(
+        self: &Arc<Self>,
+        identity: Option<&Identity>,
+        request: &(impl Headers + ?Sized),
+    ) -> Rewrite {
+        let mut rewrite = Rewrite {
+            plan: Arc::clone(self),
+            identity: identity.cloned(),
+            shown: Vec::new(),
+            cookie: None,
+        };
+        let mut shown = Vec::new();
+        request.each_name(&mut |name| {
+            if name.starts_with(IDENTITY_PREFIX)
+                && !self.managed.iter().any(|m| m == name)
+                && !shown.iter().any(|s: &String| s == name)
+            {
+                shown.push(name.to_string());
             }
-        }
-        remove.extend(self.token_headers.iter().cloned());
+        });
+        rewrite.shown = shown;
         if let Some(cookie) = &self.token_cookie {
-            match request.get("cookie").and_then(|c| strip_cookie(c, cookie)) {
-                Some(rest) if rest.is_empty() => remove.push("cookie".to_string()),
-                Some(rest) => set.push(("cookie".to_string(), rest)),
-                None => {}
-            }
+            rewrite.cookie = request.get("cookie").and_then(|c| strip_cookie(c, cookie));
         }
         debug_assert!(
-            set.iter().all(|(k, _)| !remove.contains(k)),
+            rewrite
+                .set()
+                .all(|(k, _)| !rewrite.remove().any(|r| r == k)),
             "a header is both set and removed"
         );
-        Rewrite { set, remove }
+        rewrite
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use crate::identity::IDENTITY_HEADERS;
 
-    fn plan(forward_token: bool) -> HeaderPlan {
+    fn plan(forward_token: bool) -> Arc<HeaderPlan> {
         let mut managed: Vec<String> = IDENTITY_HEADERS.iter().map(|h| h.to_string()).collect();
         managed.push("x-tenant-id".to_string());
-        HeaderPlan::new(
+        Arc::new(HeaderPlan::new(
             managed,
             vec![("custom:tenant".into(), "x-tenant-id".into())],
             forward_token,
             Some("x-access-token"),
             Some("jwt"),
-        )
+        ))
     }
 
     #[test]
     fn an_anonymous_allow_removes_every_managed_header_the_request_did_not_show() {
-        let rewrite = plan(true).allow(None, &HashMap::new());
-        assert!(rewrite.set.is_empty());
+        let rewrite = plan(true).allow(None, &HashMap::<String, String>::new());
+        assert!(rewrite.set().next().is_none());
         for header in IDENTITY_HEADERS.iter().copied().chain(["x-tenant-id"]) {
-            assert!(rewrite.remove.iter().any(|h| h == header), "{header}");
+            assert!(rewrite.remove().any(|h| h == header), "{header}");
         }
-        assert!(!rewrite.remove.iter().any(|h| h == "authorization"));
+        assert!(!rewrite.remove().any(|h| h == "authorization"));
     }
 
     #[test]
@@ -139,7 +201,7 @@ mod tests {
         let request: HashMap<String, String> =
             [("x-cognito-is-admin".to_string(), "true".to_string())].into();
         let rewrite = plan(true).allow(None, &request);
-        assert!(rewrite.remove.iter().any(|h| h == "x-cognito-is-admin"));
+        assert!(rewrite.remove().any(|h| h == "x-cognito-is-admin"));
     }
 
     #[test]
@@ -147,13 +209,13 @@ mod tests {
         let request: HashMap<String, String> =
             [("cookie".to_string(), "jwt=abc; theme=dark".to_string())].into();
         let rewrite = plan(false).allow(None, &request);
-        assert!(rewrite.remove.iter().any(|h| h == "authorization"));
-        assert!(rewrite.remove.iter().any(|h| h == "x-access-token"));
+        assert!(rewrite.remove().any(|h| h == "authorization"));
+        assert!(rewrite.remove().any(|h| h == "x-access-token"));
         assert_eq!(
-            rewrite.set,
-            vec![("cookie".to_string(), "theme=dark".to_string())]
+            rewrite.set().collect::<Vec<_>>(),
+            vec![("cookie", "theme=dark")]
         );
-        assert!(!rewrite.remove.iter().any(|h| h == "cookie"));
+        assert!(!rewrite.remove().any(|h| h == "cookie"));
     }
 
     #[test]
@@ -161,7 +223,7 @@ mod tests {
         let request: HashMap<String, String> =
             [("cookie".to_string(), "jwt=abc".to_string())].into();
         let rewrite = plan(false).allow(None, &request);
-        assert!(rewrite.remove.iter().any(|h| h == "cookie"));
-        assert!(rewrite.set.is_empty());
+        assert!(rewrite.remove().any(|h| h == "cookie"));
+        assert!(rewrite.set().next().is_none());
     }
 }

@@ -21,6 +21,7 @@ use axum::response::Response;
 use tracing::Instrument as _;
 
 use crate::decision::{Answer, Authorizer, CheckInput};
+use crate::headers::Headers;
 
 /// The response header listing the request headers Envoy must remove before the upstream.
 pub const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
@@ -48,6 +49,46 @@ fn header_map(headers: &HeaderMap) -> HashMap<String, String> {
     map
 }
 
+/// The check's headers as the decision core reads them: borrowed from the request when that
+/// reads the same (each name once, every value UTF-8: what Envoy sends), else copied and
+/// joined ([`header_map`]).
+enum CheckHeaders<'a> {
+    Borrowed(&'a HeaderMap),
+    Joined(HashMap<String, String>),
+}
+
+impl<'a> CheckHeaders<'a> {
+    fn of(headers: &'a HeaderMap) -> CheckHeaders<'a> {
+        let plain = headers.keys_len() == headers.len()
+            && headers
+                .values()
+                .all(|v| std::str::from_utf8(v.as_bytes()).is_ok());
+        if plain {
+            CheckHeaders::Borrowed(headers)
+        } else {
+            CheckHeaders::Joined(header_map(headers))
+        }
+    }
+}
+
+impl Headers for CheckHeaders<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        match self {
+            CheckHeaders::Borrowed(headers) => headers
+                .get(name)
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()),
+            CheckHeaders::Joined(map) => Headers::get(map, name),
+        }
+    }
+
+    fn each_name(&self, each: &mut dyn FnMut(&str)) {
+        match self {
+            CheckHeaders::Borrowed(headers) => headers.keys().for_each(|k| each(k.as_str())),
+            CheckHeaders::Joined(map) => map.each_name(each),
+        }
+    }
+}
+
 /// A response that denies without saying why beyond the status: used when an answer cannot be
 /// encoded, so nothing is ever allowed because something went wrong.
 fn fail_closed() -> Response {
@@ -59,70 +100,75 @@ fn fail_closed() -> Response {
 impl Authorizer {
     /// Decides one HTTP authorization request and builds Envoy's answer.
     pub async fn check_http(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
-        let map = header_map(headers);
+        let view = CheckHeaders::of(headers);
         // HTTP/2 carries the host in :authority (the URI), HTTP/1.1 in Host.
         let host = uri
             .authority()
             .map(|a| a.as_str())
-            .or_else(|| map.get("host").map(String::as_str))
+            .or_else(|| view.get("host"))
             .unwrap_or("");
         let input = CheckInput {
             method: method.as_str(),
             host,
             path: uri.path_and_query().map_or("/", |p| p.as_str()),
-            headers: &map,
+            headers: &view,
             extensions: no_extensions(),
         };
         let Ok(outcome) = self.decide(&input).await else {
             // Only context_extensions can fail, and this protocol has none.
             return fail_closed();
         };
-        let (status, mut pairs, body) = match outcome.answer {
-            Answer::Allow { set, remove } => {
+        let mut response = Response::new(Body::empty());
+        let out = response.headers_mut();
+        // Identity values were checked when the token was verified (no control characters,
+        // bounded length); one that still cannot be encoded must not be dropped silently, or
+        // the client's copy of that header would survive.
+        let mut append = |name: &str, value: &str| -> Result<(), ()> {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(drop)?;
+            let value = HeaderValue::from_bytes(value.as_bytes()).map_err(drop)?;
+            out.append(name, value);
+            Ok(())
+        };
+        let (status, body) = match outcome.answer {
+            Answer::Allow(rewrite) => {
                 // Envoy copies the set headers that match `allowed_upstream_headers`
                 // (docs/security.md says which the guarantee needs) and removes the listed ones.
-                let mut pairs = set;
-                if !remove.is_empty() {
-                    pairs.push((HEADERS_TO_REMOVE.to_string(), remove.join(",")));
+                for (name, value) in rewrite.set() {
+                    if append(name, value).is_err() {
+                        return fail_closed();
+                    }
                 }
-                (200, pairs, String::new())
+                let mut remove = rewrite.remove().peekable();
+                if remove.peek().is_some() {
+                    let list = remove.collect::<Vec<_>>().join(",");
+                    if append(HEADERS_TO_REMOVE, &list).is_err() {
+                        return fail_closed();
+                    }
+                }
+                (200, String::new())
             }
             Answer::Deny {
                 status,
                 headers,
                 body,
-            } => (
-                status,
-                headers
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
-                body,
-            ),
+            } => {
+                for (name, value) in &headers {
+                    if append(name, value).is_err() {
+                        return fail_closed();
+                    }
+                }
+                (status, body)
+            }
         };
         // The gRPC adapter's dynamic metadata, field for field: the access log reads `sub` from
         // here, never from a request header a client may have forged.
-        pairs.extend(
-            outcome
-                .metadata
-                .into_iter()
-                .map(|(field, value)| (format!("{METADATA_PREFIX}{field}"), value)),
-        );
-        let mut response = Response::new(Body::from(body));
-        *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-        let out = response.headers_mut();
-        for (name, value) in pairs {
-            // Identity values were checked when the token was verified (no control characters,
-            // bounded length); one that still cannot be encoded must not be dropped silently,
-            // or the client's copy of that header would survive.
-            let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_bytes(value.as_bytes()),
-            ) else {
+        for (field, value) in outcome.metadata.iter() {
+            if append(&format!("{METADATA_PREFIX}{field}"), value).is_err() {
                 return fail_closed();
-            };
-            out.append(name, value);
+            }
         }
+        *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+        *response.body_mut() = Body::from(body);
         response
     }
 }
@@ -175,6 +221,39 @@ mod tests {
         let map = header_map(&headers);
         assert_eq!(map["authorization"], "Bearer a,Bearer b");
         assert_eq!(map["x-request-id"], "1");
+    }
+
+    /// The borrowed view reads as the joined copy does, and is used only where it can.
+    #[test]
+    fn the_borrowed_view_is_used_only_where_it_reads_as_the_joined_copy() {
+        let mut plain = HeaderMap::new();
+        plain.append("authorization", HeaderValue::from_static("Bearer a"));
+        plain.append("x-cognito-sub", HeaderValue::from_static("forged"));
+        let view = CheckHeaders::of(&plain);
+        assert!(matches!(view, CheckHeaders::Borrowed(_)));
+        let map = header_map(&plain);
+        for name in ["authorization", "x-cognito-sub", "cookie"] {
+            assert_eq!(view.get(name), Headers::get(&map, name), "{name}");
+        }
+        let mut names = Vec::new();
+        view.each_name(&mut |n| names.push(n.to_string()));
+        names.sort();
+        assert_eq!(names, ["authorization", "x-cognito-sub"]);
+
+        let mut repeated = plain.clone();
+        repeated.append("authorization", HeaderValue::from_static("Bearer b"));
+        let view = CheckHeaders::of(&repeated);
+        assert!(matches!(view, CheckHeaders::Joined(_)));
+        assert_eq!(view.get("authorization"), Some("Bearer a,Bearer b"));
+
+        let mut binary = HeaderMap::new();
+        binary.append(
+            "authorization",
+            HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+        );
+        let view = CheckHeaders::of(&binary);
+        assert!(matches!(view, CheckHeaders::Joined(_)));
+        assert_eq!(view.get("authorization"), Some("Bearer \u{fffd}"));
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub mod credential;
 pub mod decision;
 pub mod diagnostics;
 pub mod header_plan;
+pub mod headers;
 pub mod http_authz;
 pub mod identity;
 pub mod jwks;

@@ -2,8 +2,10 @@
 //! `required`), Envoy's per-route overrides through `context_extensions`, and the identity-header
 //! settings (which headers we manage, where a token may come from).
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::ops::Deref;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -206,7 +208,121 @@ pub struct RouteConfig {
     pub managed_headers: Vec<String>,
     /// Which headers every allow sets and removes, built from the settings above.
     #[serde(skip)]
-    pub headers: HeaderPlan,
+    pub headers: Arc<HeaderPlan>,
+    /// Requirements after each set of `context_extensions` overrides seen, parsed once.
+    #[serde(skip)]
+    overridden: OverrideCache,
+}
+
+/// The most distinct sets of `context_extensions` overrides whose requirements are kept. A
+/// set is one route's in Envoy's config, so a few dozen is a large deployment; past the bound
+/// a set is parsed on each request, as before there was a cache.
+pub const MAX_OVERRIDE_SETS: usize = 256;
+
+/// A request's requirements: a rule's own, borrowed, or a rule's after Envoy's overrides,
+/// shared by every request that sends the same overrides.
+#[derive(Debug, Clone)]
+pub enum Resolved<'a> {
+    /// The matching rule's (or the fallback's), unchanged.
+    Rule(&'a Requirements),
+    /// After `context_extensions` overrides.
+    Overridden(Arc<Requirements>),
+}
+
+impl Deref for Resolved<'_> {
+    type Target = Requirements;
+
+    fn deref(&self) -> &Requirements {
+        match self {
+            Resolved::Rule(requirements) => requirements,
+            Resolved::Overridden(requirements) => requirements,
+        }
+    }
+}
+
+/// One set of overrides on one rule, and the requirements they make.
+#[derive(Debug)]
+struct OverrideSet {
+    /// The rule's index, [`usize::MAX`] for the fallback.
+    base: usize,
+    /// The `cognito_authz.*` entries.
+    entries: Vec<(String, String)>,
+    requirements: Arc<Requirements>,
+}
+
+/// Parsed override sets by a hash of the rule and the entries (entries compared on a hit).
+#[derive(Debug, Default)]
+struct OverrideCache(RwLock<HashMap<u64, Vec<OverrideSet>>>);
+
+impl Clone for OverrideCache {
+    /// A copy of a configuration starts with no sets parsed.
+    fn clone(&self) -> OverrideCache {
+        OverrideCache::default()
+    }
+}
+
+/// Whether a `context_extensions` key is one of ours.
+fn is_override(key: &str) -> bool {
+    key.starts_with("cognito_authz.")
+}
+
+/// The hash of a rule's overrides: the same whatever order the map gives its entries in
+/// (each entry hashed alone, the hashes added), with fixed keys (the entries come from
+/// Envoy's configuration, not from a client).
+fn override_hash(base: usize, extensions: &HashMap<String, String>) -> u64 {
+    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    extensions
+        .iter()
+        .filter(|(key, _)| is_override(key))
+        .fold(hasher.hash_one(base), |sum, entry| {
+            sum.wrapping_add(hasher.hash_one(entry))
+        })
+}
+
+impl OverrideCache {
+    fn get(
+        &self,
+        hash: u64,
+        base: usize,
+        extensions: &HashMap<String, String>,
+    ) -> Option<Arc<Requirements>> {
+        let sets = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let count = extensions.keys().filter(|k| is_override(k)).count();
+        sets.get(&hash)?
+            .iter()
+            .find(|set| {
+                set.base == base
+                    && set.entries.len() == count
+                    && set
+                        .entries
+                        .iter()
+                        .all(|(k, v)| extensions.get(k) == Some(v))
+            })
+            .map(|set| Arc::clone(&set.requirements))
+    }
+
+    fn insert(
+        &self,
+        hash: u64,
+        base: usize,
+        extensions: &HashMap<String, String>,
+        requirements: &Arc<Requirements>,
+    ) {
+        let mut sets = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if sets.values().map(Vec::len).sum::<usize>() >= MAX_OVERRIDE_SETS {
+            return;
+        }
+        let entries = extensions
+            .iter()
+            .filter(|(key, _)| is_override(key))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        sets.entry(hash).or_default().push(OverrideSet {
+            base,
+            entries,
+            requirements: Arc::clone(requirements),
+        });
+    }
 }
 
 impl RouteConfig {
@@ -489,13 +605,14 @@ impl RouteConfig {
             },
             realm,
             forward_token,
-            headers: HeaderPlan::new(
+            headers: Arc::new(HeaderPlan::new(
                 managed_headers.clone(),
                 claim_headers.clone(),
                 forward_token,
                 token_header.as_deref(),
                 token_cookie.as_deref(),
-            ),
+            )),
+            overridden: OverrideCache::default(),
             token_header,
             token_cookie,
             claim_headers,
@@ -504,84 +621,97 @@ impl RouteConfig {
     }
 
     /// The requirements for a request: the first matching rule (or the `required` fallback),
-    /// then Envoy's `context_extensions` overrides.
+    /// then Envoy's `context_extensions` overrides. A set of overrides is parsed the first time
+    /// it comes with a rule, then shared (an error is never kept: it is found again each time).
     pub fn requirements(
         &self,
         method: &str,
         host: &str,
         path: &str,
         extensions: &HashMap<String, String>,
-    ) -> Result<Cow<'_, Requirements>, OverrideError> {
+    ) -> Result<Resolved<'_>, OverrideError> {
         let path = path.split(['?', '#']).next().unwrap_or("");
         // A host that does not parse matches no rule: the decision refuses it (`bad_host`), and
         // the fallback here only names a rule for the log.
-        let base = match host_name(host) {
-            Some(host) => self
-                .rules
+        let index = host_name(host).and_then(|host| {
+            self.rules
                 .iter()
-                .find(|rule| rule.matches(method, host, path))
-                .map_or(&self.fallback, |rule| &rule.requirements),
-            None => &self.fallback,
-        };
+                .position(|rule| rule.matches(method, host, path))
+        });
+        let base = index.map_or(&self.fallback, |i| &self.rules[i].requirements);
         // Borrowed unless Envoy overrides something: no per-check copy of the rule.
-        if !extensions.keys().any(|k| k.starts_with("cognito_authz.")) {
-            return Ok(Cow::Borrowed(base));
+        if !extensions.keys().any(|k| is_override(k)) {
+            return Ok(Resolved::Rule(base));
         }
-        let mut req = base.clone();
-        for (key, value) in extensions {
-            match key.as_str() {
-                CTX_MODE => {
-                    req.mode = Mode::parse(value).ok_or_else(|| OverrideError {
-                        key: CTX_MODE,
-                        problem: format!("'{value}' is not public, optional or required"),
-                    })?
-                }
-                CTX_GROUPS_ANY => req.groups_any = split_words(value, &[',']),
-                CTX_SCOPES_ALL => req.scopes_all = split_words(value, &[',', ' ']),
-                CTX_TOKEN_USE => {
-                    req.token_use =
-                        Some(
-                            TokenUsePolicy::parse(value).map_err(|problem| OverrideError {
-                                key: CTX_TOKEN_USE,
-                                problem,
-                            })?,
-                        )
-                }
-                CTX_DENY_INVALID => req.deny_invalid = parse_bool(CTX_DENY_INVALID, value)?,
-                CTX_ALLOW_PREFLIGHT => {
-                    req.allow_preflight = parse_bool(CTX_ALLOW_PREFLIGHT, value)?
-                }
-                CTX_REVOCATION => {
-                    req.revocation = RevocationMode::parse(value).ok_or_else(|| OverrideError {
-                        key: CTX_REVOCATION,
-                        problem: format!("'{value}' is not off or cognito"),
-                    })?
-                }
-                CTX_REVOCATION_ON_UNAVAILABLE => {
-                    req.revocation_on_unavailable =
-                        OnUnavailable::parse(value).ok_or_else(|| OverrideError {
-                            key: CTX_REVOCATION_ON_UNAVAILABLE,
-                            problem: format!("'{value}' is not deny or grace"),
-                        })?
-                }
-                CTX_RULE => req.rule = value.clone(),
-                other if other.starts_with("cognito_authz.") => {
-                    return Err(OverrideError {
-                        key: "cognito_authz.*",
-                        problem: format!("unknown key {other}"),
-                    })
-                }
-                _ => {}
-            }
+        let index = index.unwrap_or(usize::MAX);
+        let hash = override_hash(index, extensions);
+        if let Some(requirements) = self.overridden.get(hash, index, extensions) {
+            return Ok(Resolved::Overridden(requirements));
         }
-        if req.mode == Mode::Public && (!req.groups_any.is_empty() || !req.scopes_all.is_empty()) {
-            return Err(OverrideError {
-                key: CTX_MODE,
-                problem: "a public route cannot require groups or scopes".to_string(),
-            });
-        }
-        Ok(Cow::Owned(req))
+        let requirements = Arc::new(overridden(base, extensions)?);
+        self.overridden
+            .insert(hash, index, extensions, &requirements);
+        Ok(Resolved::Overridden(requirements))
     }
+}
+
+/// `base` after Envoy's `context_extensions` overrides.
+fn overridden(
+    base: &Requirements,
+    extensions: &HashMap<String, String>,
+) -> Result<Requirements, OverrideError> {
+    let mut req = base.clone();
+    for (key, value) in extensions {
+        match key.as_str() {
+            CTX_MODE => {
+                req.mode = Mode::parse(value).ok_or_else(|| OverrideError {
+                    key: CTX_MODE,
+                    problem: format!("'{value}' is not public, optional or required"),
+                })?
+            }
+            CTX_GROUPS_ANY => req.groups_any = split_words(value, &[',']),
+            CTX_SCOPES_ALL => req.scopes_all = split_words(value, &[',', ' ']),
+            CTX_TOKEN_USE => {
+                req.token_use =
+                    Some(
+                        TokenUsePolicy::parse(value).map_err(|problem| OverrideError {
+                            key: CTX_TOKEN_USE,
+                            problem,
+                        })?,
+                    )
+            }
+            CTX_DENY_INVALID => req.deny_invalid = parse_bool(CTX_DENY_INVALID, value)?,
+            CTX_ALLOW_PREFLIGHT => req.allow_preflight = parse_bool(CTX_ALLOW_PREFLIGHT, value)?,
+            CTX_REVOCATION => {
+                req.revocation = RevocationMode::parse(value).ok_or_else(|| OverrideError {
+                    key: CTX_REVOCATION,
+                    problem: format!("'{value}' is not off or cognito"),
+                })?
+            }
+            CTX_REVOCATION_ON_UNAVAILABLE => {
+                req.revocation_on_unavailable =
+                    OnUnavailable::parse(value).ok_or_else(|| OverrideError {
+                        key: CTX_REVOCATION_ON_UNAVAILABLE,
+                        problem: format!("'{value}' is not deny or grace"),
+                    })?
+            }
+            CTX_RULE => req.rule = value.clone(),
+            other if is_override(other) => {
+                return Err(OverrideError {
+                    key: "cognito_authz.*",
+                    problem: format!("unknown key {other}"),
+                })
+            }
+            _ => {}
+        }
+    }
+    if req.mode == Mode::Public && (!req.groups_any.is_empty() || !req.scopes_all.is_empty()) {
+        return Err(OverrideError {
+            key: CTX_MODE,
+            problem: "a public route cannot require groups or scopes".to_string(),
+        });
+    }
+    Ok(req)
 }
 
 fn split_words(value: &str, separators: &[char]) -> Vec<String> {
@@ -724,6 +854,62 @@ mod tests {
 
     fn none() -> HashMap<String, String> {
         HashMap::new()
+    }
+
+    fn ext(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A set of overrides is parsed once per rule and shared; the same entries in another
+    /// map (another order) find it; other values, another rule or a bad value never do; past
+    /// the bound, sets are still parsed, only not kept.
+    #[test]
+    fn overrides_are_parsed_once_per_rule_and_set_and_never_confused() {
+        let r = routes(APP);
+        let first = ext(&[
+            (CTX_MODE, "optional"),
+            (CTX_GROUPS_ANY, "a, b"),
+            ("other.filter", "x"),
+        ]);
+        let shared = |req: Resolved<'_>| match req {
+            Resolved::Overridden(req) => req,
+            Resolved::Rule(_) => panic!("overrides ignored"),
+        };
+        let a = shared(r.requirements("GET", "h", "/api/admin/x", &first).unwrap());
+        assert_eq!(a.mode, Mode::Optional);
+        assert_eq!(a.groups_any, ["a", "b"]);
+        assert_eq!(a.rule, "admin");
+        // Built again with its entries the other way round: the same hash, the same set.
+        let mut again = HashMap::with_capacity(8);
+        for key in [CTX_GROUPS_ANY, "other.filter", CTX_MODE] {
+            again.insert(key.to_string(), first[key].clone());
+        }
+        let b = shared(r.requirements("GET", "h", "/api/admin/y", &again).unwrap());
+        assert!(Arc::ptr_eq(&a, &b), "the same set was parsed twice");
+        // Another value, another rule: other requirements.
+        let other = ext(&[(CTX_MODE, "optional"), (CTX_GROUPS_ANY, "a")]);
+        let c = shared(r.requirements("GET", "h", "/api/admin/x", &other).unwrap());
+        assert_eq!(c.groups_any, ["a"]);
+        let d = shared(r.requirements("GET", "h", "/elsewhere", &first).unwrap());
+        assert_eq!((d.rule.as_str(), d.mode), ("default", Mode::Optional));
+        assert!(!Arc::ptr_eq(&a, &d));
+        // A bad set is refused every time, never kept.
+        let bad = ext(&[(CTX_MODE, "sometimes")]);
+        for _ in 0..2 {
+            assert!(r.requirements("GET", "h", "/x", &bad).is_err());
+        }
+        // Past the bound: each set still gets its own requirements.
+        for i in 0..MAX_OVERRIDE_SETS + 10 {
+            let rule = format!("rule-{i}");
+            let set = ext(&[(CTX_RULE, rule.as_str())]);
+            assert_eq!(r.requirements("GET", "h", "/x", &set).unwrap().rule, rule);
+            assert_eq!(r.requirements("GET", "h", "/x", &set).unwrap().rule, rule);
+        }
+        let kept: usize = r.overridden.0.read().unwrap().values().map(Vec::len).sum();
+        assert_eq!(kept, MAX_OVERRIDE_SETS);
     }
 
     #[test]

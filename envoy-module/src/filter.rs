@@ -14,6 +14,7 @@ use std::task::{Context, Poll, Waker};
 use cognito_authz::clock::Clock;
 use cognito_authz::config::Config;
 use cognito_authz::decision::{Answer, CheckInput, Outcome};
+use cognito_authz::headers::Headers;
 use cognito_authz::identity::IDENTITY_PREFIX;
 use cognito_authz::metrics::MetricsObserver;
 use cognito_authz::policy::{RouteConfig, ENVOY_ALLOWED_HEADERS};
@@ -25,8 +26,9 @@ pub const METADATA_NAMESPACE: &str = "envoy.filters.http.ext_authz";
 
 /// What the filter needs from Envoy for one stream.
 pub trait Stream {
-    /// The request headers (pseudo-headers included) whose name `wanted` accepts, in order.
-    fn request_headers(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<(String, String)>;
+    /// Shows `each` the request headers (pseudo-headers included) whose name `wanted` accepts,
+    /// in order, borrowed for the call.
+    fn request_headers(&self, wanted: &dyn Fn(&str) -> bool, each: &mut dyn FnMut(&str, &str));
     /// Replaces every value of `name` with `value`.
     fn set_header(&mut self, name: &str, value: &str);
     /// Adds `name: value`, for a header the request does not carry (Envoy skips the search
@@ -276,6 +278,9 @@ impl Drop for Check {
 }
 
 /// A check decided on the worker thread, or one left running on the runtime.
+// The outcome stays inline: it lives on the stack for one hook, and a box would be one more
+// allocation per check.
+#[allow(clippy::large_enum_variant)]
 enum Decided {
     Now(Option<Outcome>, Arc<Request>),
     Later(Check),
@@ -295,8 +300,11 @@ fn decide<W>(
 where
     W: FnOnce() + Send + 'static,
 {
-    let (mut decision, request) =
-        decision(config, route, stream.request_headers(&|h| config.reads(h)));
+    let mut request = Request::with_capacity();
+    stream.request_headers(&|h| config.reads(h), &mut |name, value| {
+        request.add(name, value)
+    });
+    let (mut decision, request) = decision(config, route, request);
     let runtime = config.runtime();
     let polled = {
         let _entered = runtime.enter();
@@ -368,6 +376,7 @@ pub struct Filter {
 /// What a hook leaves to do once it no longer touches the filter: the calls that may end the
 /// stream.
 #[must_use = "the request is decided only once the finish runs"]
+#[allow(clippy::large_enum_variant)] // as for `Decided`: no allocation for a decided check
 pub enum Finish {
     /// Nothing to do (a wake-up for a check already carried out).
     Nothing,
@@ -463,19 +472,15 @@ impl Filter {
 fn decision(
     config: &FilterConfig,
     route: Option<&RouteOverrides>,
-    headers: Vec<(String, String)>,
+    request: Request,
 ) -> (Decision, Arc<Request>) {
     let authorizer = config.core().authorizer.clone();
     // Shared, not copied: a route's overrides are the same for each of its requests.
-    let extensions = route.map(|r| Arc::clone(&r.0)).unwrap_or_default();
-    let mut request = Request::default();
-    for (name, value) in headers {
-        request.add(name, value);
-    }
+    let extensions = route.map(|r| Arc::clone(&r.0));
     let request = Arc::new(request);
     let shared = Arc::clone(&request);
     #[cfg(feature = "fault-injection")]
-    let fault = request.headers.get("x-cognito-authz-fault").cloned();
+    let fault = request.get("x-cognito-authz-fault").map(str::to_string);
     #[cfg(feature = "fault-injection")]
     if fault.as_deref() == Some("panic") {
         panic!("injected fault on the worker thread");
@@ -486,56 +491,152 @@ fn decision(
             tokio::task::yield_now().await;
             panic!("injected fault on the module's runtime");
         }
+        // An empty map makes no allocation.
+        let none = HashMap::new();
         let input = CheckInput {
-            method: &request.method,
-            host: &request.host,
-            path: &request.path,
-            headers: &request.headers,
-            extensions: &extensions,
+            method: request.method(),
+            host: request.host(),
+            path: request.path(),
+            headers: &*request,
+            extensions: extensions.as_deref().unwrap_or(&none),
         };
         authorizer.decide(&input).await.ok()
     });
     (decision, shared)
 }
 
-/// The request as the decision core reads it: pseudo-headers apart, other names lowercase,
-/// repeated headers joined with commas (as Envoy joins them for the gRPC protocol).
-#[derive(Default)]
-pub struct Request {
-    method: String,
-    host: String,
-    path: String,
-    headers: HashMap<String, String>,
+/// Where one piece of a [`Request`]'s text stands in it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    start: u32,
+    end: u32,
 }
 
+/// The request as the decision core reads it: pseudo-headers apart, other names lowercase,
+/// repeated headers joined with commas (as Envoy joins them for the gRPC protocol). Every name
+/// and value is in one buffer, so that a check copies the headers it reads out of Envoy in a
+/// few allocations, however many headers there are.
+#[derive(Debug)]
+pub struct Request {
+    text: String,
+    method: Span,
+    host: Span,
+    path: Span,
+    /// `(name, value)` of each header.
+    headers: Vec<(Span, Span)>,
+}
+
+/// What a check's copy of the request starts with room for: a Cognito access token with the
+/// headers around it; a bigger request grows it.
+const REQUEST_TEXT: usize = 4096;
+/// How many headers that copy starts with room for.
+const REQUEST_HEADERS: usize = 16;
+
 impl Request {
-    fn add(&mut self, mut name: String, value: String) {
-        match name.as_str() {
-            ":method" => self.method = value,
-            ":authority" => self.host = value,
-            ":path" => self.path = value,
+    fn with_capacity() -> Request {
+        Request {
+            text: String::with_capacity(REQUEST_TEXT),
+            method: Span::default(),
+            host: Span::default(),
+            path: Span::default(),
+            headers: Vec::with_capacity(REQUEST_HEADERS),
+        }
+    }
+
+    /// Appends `value` to the text, where it stands. A request is bounded by Envoy's header
+    /// limits (60 KiB by default, at most 8 MiB), so its text never reaches 4 GiB.
+    fn push(&mut self, value: &str) -> Span {
+        let start = self.text.len();
+        self.text.push_str(value);
+        Span {
+            start: u32::try_from(start).unwrap_or(u32::MAX),
+            end: u32::try_from(self.text.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn at(&self, span: Span) -> &str {
+        self.text
+            .get(span.start as usize..span.end as usize)
+            .unwrap_or("")
+    }
+
+    fn add(&mut self, name: &str, value: &str) {
+        match name {
+            ":method" => self.method = self.push(value),
+            ":authority" => self.host = self.push(value),
+            ":path" => self.path = self.push(value),
             _ if name.starts_with(':') => {}
             _ => {
-                // In place: Envoy's names are lowercase already, and this costs no copy.
-                name.make_ascii_lowercase();
-                match self.headers.get_mut(&name) {
-                    Some(joined) => {
-                        // Cookies join as one `Cookie` header would carry them (RFC 6265), so a
-                        // token cookie in a second header is still found and cut out.
-                        joined.push_str(if name == "cookie" { "; " } else { "," });
-                        joined.push_str(&value);
+                // Envoy's names are lowercase already; lowercased here all the same.
+                let name_span = self.push(name);
+                self.text[name_span.start as usize..].make_ascii_lowercase();
+                let lower = self.at(name_span);
+                let earlier = self.headers.iter().position(|(n, _)| self.at(*n) == lower);
+                match earlier {
+                    Some(i) => {
+                        // The name once is enough; the joined value goes after the text so
+                        // far. Cookies join as one `Cookie` header would carry them (RFC
+                        // 6265), so a token cookie in a second header is still found and cut
+                        // out.
+                        self.text.truncate(name_span.start as usize);
+                        let separator = if self.at(self.headers[i].0) == "cookie" {
+                            "; "
+                        } else {
+                            ","
+                        };
+                        let start = self.text.len();
+                        let joined = self.headers[i].1;
+                        self.text
+                            .extend_from_within(joined.start as usize..joined.end as usize);
+                        self.text.push_str(separator);
+                        self.text.push_str(value);
+                        self.headers[i].1 = Span {
+                            start: u32::try_from(start).unwrap_or(u32::MAX),
+                            end: u32::try_from(self.text.len()).unwrap_or(u32::MAX),
+                        };
                     }
                     None => {
-                        self.headers.insert(name, value);
+                        let value = self.push(value);
+                        self.headers.push((name_span, value));
                     }
                 }
             }
         }
     }
 
+    /// `:method`.
+    pub fn method(&self) -> &str {
+        self.at(self.method)
+    }
+
+    /// `:authority`.
+    pub fn host(&self) -> &str {
+        self.at(self.host)
+    }
+
+    /// `:path`.
+    pub fn path(&self) -> &str {
+        self.at(self.path)
+    }
+
     /// Whether the request carries the header `name` (lowercase).
     pub fn carries(&self, name: &str) -> bool {
-        self.headers.contains_key(name)
+        self.get(name).is_some()
+    }
+}
+
+impl Headers for Request {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| self.at(*n) == name)
+            .map(|(_, v)| self.at(*v))
+    }
+
+    fn each_name(&self, each: &mut dyn FnMut(&str)) {
+        for (name, _) in &self.headers {
+            each(self.at(*name));
+        }
     }
 }
 
@@ -551,17 +652,18 @@ pub fn apply(outcome: Option<&Outcome>, request: &Request, stream: &mut dyn Stre
     };
     debug_assert!(outcome.metadata.len() <= MAX_METADATA, "metadata cut short");
     let mut entries = [("", ""); MAX_METADATA];
-    let count = outcome.metadata.len().min(MAX_METADATA);
-    for (entry, (key, value)) in entries.iter_mut().zip(&outcome.metadata) {
-        *entry = (key, value.as_str());
+    let mut count = 0;
+    for (entry, field) in entries.iter_mut().zip(outcome.metadata.iter()) {
+        *entry = field;
+        count += 1;
     }
     stream.set_metadata(METADATA_NAMESPACE, &entries[..count]);
     match &outcome.answer {
-        Answer::Allow { set, remove } => {
-            for name in remove.iter().filter(|name| request.carries(name)) {
+        Answer::Allow(rewrite) => {
+            for name in rewrite.remove().filter(|name| request.carries(name)) {
                 stream.remove_header(name);
             }
-            for (name, value) in set {
+            for (name, value) in rewrite.set() {
                 // A client's value is replaced; a header the request lacks is only added.
                 if request.carries(name) {
                     stream.set_header(name, value);
@@ -647,12 +749,10 @@ mod tests {
     }
 
     impl Stream for FakeStream {
-        fn request_headers(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
-            self.headers
-                .iter()
-                .filter(|(k, _)| wanted(k))
-                .cloned()
-                .collect()
+        fn request_headers(&self, wanted: &dyn Fn(&str) -> bool, each: &mut dyn FnMut(&str, &str)) {
+            for (k, v) in self.headers.iter().filter(|(k, _)| wanted(k)) {
+                each(k, v);
+            }
         }
         fn set_header(&mut self, name: &str, value: &str) {
             self.not_ended();
@@ -765,7 +865,7 @@ mod tests {
 
     #[test]
     fn repeated_headers_are_joined_and_names_lowercased() {
-        let mut request = Request::default();
+        let mut request = Request::with_capacity();
         for (k, v) in [
             (":method", "GET"),
             (":path", "/a"),
@@ -774,15 +874,12 @@ mod tests {
             ("X-Cognito-Sub", "one"),
             ("x-cognito-sub", "two"),
         ] {
-            request.add(k.into(), v.into());
+            request.add(k, v);
         }
-        assert_eq!(
-            (request.method.as_str(), request.path.as_str()),
-            ("GET", "/a")
-        );
-        assert_eq!(request.host, "h");
+        assert_eq!((request.method(), request.path()), ("GET", "/a"));
+        assert_eq!(request.host(), "h");
         assert_eq!(request.headers.len(), 1, "{:?}", request.headers);
-        assert_eq!(request.headers["x-cognito-sub"], "one,two");
+        assert_eq!(request.get("x-cognito-sub"), Some("one,two"));
     }
 
     #[test]
@@ -814,10 +911,10 @@ mod tests {
 
     #[test]
     fn two_cookie_headers_join_as_one() {
-        let mut request = Request::default();
-        request.add("cookie".into(), "a=1".into());
-        request.add("cookie".into(), "jwt=t".into());
-        assert_eq!(request.headers["cookie"], "a=1; jwt=t");
+        let mut request = Request::with_capacity();
+        request.add("cookie", "a=1");
+        request.add("cookie", "jwt=t");
+        assert_eq!(request.get("cookie"), Some("a=1; jwt=t"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -83,6 +83,10 @@ struct ModuleHttpHeader {
     value_length: usize,
 }
 
+/// How many headers a hook reads without allocating for Envoy's pointers to them (a browser's
+/// request has about 15 to 25).
+const HEADERS_ON_STACK: usize = 64;
+
 /// A header owned by Envoy's header map, valid for the current hook only.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -231,9 +235,15 @@ impl EnvoyStream {
         }
     }
 
-    /// The headers of the map `kind` (request headers or trailers) whose name `wanted` accepts,
-    /// copied; the others stay in Envoy.
-    fn headers(&self, kind: u32, wanted: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
+    /// Shows `each` the headers of the map `kind` (request headers or trailers) whose name
+    /// `wanted` accepts, borrowed from Envoy for the call; the others are not converted. Up to
+    /// [`HEADERS_ON_STACK`] headers, Envoy's pointers to them are collected without allocating.
+    fn each_header(
+        &self,
+        kind: u32,
+        wanted: &dyn Fn(&str) -> bool,
+        each: &mut dyn FnMut(&str, &str),
+    ) {
         // SAFETY: `self.filter` is the live filter of the current hook.
         let count =
             unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.filter, kind) };
@@ -243,30 +253,36 @@ impl EnvoyStream {
             value_ptr: std::ptr::null(),
             value_length: 0,
         };
-        let mut headers = vec![empty; count];
+        let mut on_stack = [empty; HEADERS_ON_STACK];
+        let mut on_heap = Vec::new();
+        let headers: &mut [EnvoyHttpHeader] = if count <= HEADERS_ON_STACK {
+            &mut on_stack[..count]
+        } else {
+            on_heap.resize(count, empty);
+            &mut on_heap
+        };
         // SAFETY: `headers` has room for the `count` entries Envoy reported; Envoy fills them
         // with pointers into its header map, valid until this hook returns or a header is set.
         let ok = unsafe {
             envoy_dynamic_module_callback_http_get_headers(self.filter, kind, headers.as_mut_ptr())
         };
         if !ok {
-            return Vec::new();
+            return;
         }
-        headers
-            .iter()
-            .filter_map(|h| {
-                // SAFETY: filled by Envoy just above; read (and the wanted ones copied) before
-                // this function returns, with no header set in between.
-                let (key, value) = unsafe {
-                    (
-                        borrowed(h.key_ptr, h.key_length),
-                        borrowed(h.value_ptr, h.value_length),
-                    )
-                };
-                let key = text(key);
-                wanted(&key).then(|| (key.into_owned(), text(value).into_owned()))
-            })
-            .collect()
+        for h in headers.iter() {
+            // SAFETY: filled by Envoy just above; read before this function returns, with no
+            // header set in between.
+            let (key, value) = unsafe {
+                (
+                    borrowed(h.key_ptr, h.key_length),
+                    borrowed(h.value_ptr, h.value_length),
+                )
+            };
+            let key = text(key);
+            if wanted(&key) {
+                each(&key, &text(value));
+            }
+        }
     }
 
     /// Removes every value of `name` from the map `kind`.
@@ -292,15 +308,16 @@ impl Stream for EnvoyStream {
         }
     }
 
-    fn request_headers(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
-        self.headers(REQUEST_HEADER, wanted)
+    fn request_headers(&self, wanted: &dyn Fn(&str) -> bool, each: &mut dyn FnMut(&str, &str)) {
+        self.each_header(REQUEST_HEADER, wanted, each);
     }
 
     fn request_trailer_names(&self) -> Vec<String> {
-        self.headers(REQUEST_TRAILER, &|_| true)
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect()
+        let mut names = Vec::new();
+        self.each_header(REQUEST_TRAILER, &|_| true, &mut |name, _| {
+            names.push(name.to_string())
+        });
+        names
     }
 
     fn remove_request_trailer(&mut self, name: &str) {
