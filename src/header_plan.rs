@@ -41,6 +41,9 @@ pub struct HeaderPlan {
 pub struct Rewrite {
     plan: Arc<HeaderPlan>,
     identity: Option<Identity>,
+    /// Bit `i` set: the identity sets `plan.managed[i]` (the first 64; past them, the
+    /// identity's headers are searched).
+    set_mask: u64,
     /// Headers in our namespace the request showed that the plan does not manage.
     shown: Vec<String>,
     /// The `cookie` header without the token cookie, when the request carried that cookie: set
@@ -72,8 +75,14 @@ impl Rewrite {
             .plan
             .managed
             .iter()
-            .map(String::as_str)
-            .filter(|name| !self.sets(name));
+            .enumerate()
+            .filter(
+                |(i, name)| match u32::try_from(*i).ok().and_then(|i| 1u64.checked_shl(i)) {
+                    Some(bit) => self.set_mask & bit == 0,
+                    None => !self.sets(name),
+                },
+            )
+            .map(|(_, name)| name.as_str());
         let cookie = self
             .cookie
             .as_deref()
@@ -138,9 +147,17 @@ impl HeaderPlan {
         identity: Option<&Identity>,
         request: &(impl Headers + ?Sized),
     ) -> Rewrite {
+        // Which managed headers the identity sets, looked up once: each removal is then a bit.
+        let mut set_mask = 0u64;
+        for (name, _) in identity.iter().flat_map(|i| i.headers(&self.claim_headers)) {
+            if let Some(i) = self.managed.iter().take(64).position(|m| m == name) {
+                set_mask |= 1 << i;
+            }
+        }
         let mut rewrite = Rewrite {
             plan: Arc::clone(self),
             identity: identity.cloned(),
+            set_mask,
             shown: Vec::new(),
             cookie: None,
         };

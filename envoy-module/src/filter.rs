@@ -627,9 +627,10 @@ impl Request {
 
 impl Headers for Request {
     fn get(&self, name: &str) -> Option<&str> {
+        let bytes = self.text.as_bytes();
         self.headers
             .iter()
-            .find(|(n, _)| self.at(*n) == name)
+            .find(|(n, _)| bytes.get(n.start as usize..n.end as usize) == Some(name.as_bytes()))
             .map(|(_, v)| self.at(*v))
     }
 
