@@ -6,9 +6,9 @@ upstream (Envoy's own direct response, so only the auth work differs) and one lo
 Scenarios, each at 1 and 16 connections: (1) no auth, (2) Envoy jwt_authn with its JWT cache,
 (3) ext_authz to a do-nothing gRPC server, (3l) the same server answering like-for-like (below),
 (4) ext_authz to cognito-authz with one valid token over TCP and over a Unix socket, (4x) the
-same over TCP with the context_extensions envoy/envoy.yaml sets on its /api/ route (the bench's
-path falls under it) on the bench's route — they turn revocation checks on, so GetUser is
-answered by the do-nothing HTTP server and every measured check finds the verdict fresh —,
+same over TCP, the bench's route carrying the context_extensions envoy/envoy.yaml sets on its
+/api/ route, where /api/bench falls (they turn revocation checks on, so GetUser is answered by
+the do-nothing HTTP server and every measured check finds the verdict fresh),
 (5) 10,000 distinct valid tokens, each seen once before the measurement, (6) an invalid token
 (bad signature: the full verification every time).
 Envoy's HTTP protocol (`http_service`): (3h) a do-nothing HTTP server over an HTTP/2 cluster
@@ -16,8 +16,8 @@ and (3h1) over HTTP/1.1, (3hl) and (3h1l) the same answering like-for-like, (4h)
 cognito-authz over the same; each HTTP row's "vs (3)" is against the do-nothing server on the
 same cluster protocol. The shipped HTTP configs set no context_extensions (that protocol has
 none, and nothing stands in for them), so there is no HTTP twin of (4x).
-Like-for-like do-nothing servers: before the scenarios, cognito-authz is asked once (on its
-HTTP listener) for its answer to the bench's token, written to .run/bench/answer.json: the
+Like-for-like do-nothing servers: before the first of their rows, cognito-authz is asked once
+(on its HTTP listener) for its answer to the bench's token, written to .run/bench/answer.json: the
 identity headers it sets, those it removes, the decision metadata (decision, reason, sub).
 noop-authz and noop-http-authz given that file answer every check with exactly that, built once.
 Then direct gRPC load on Check without Envoy (cache hits, cold with the cache off, p99 at a
