@@ -240,6 +240,11 @@ async fn what_jwt_authn_with_rbac_lets_through_and_the_module_refuses() {
         "libcognito_authz_envoy.so is missing: build it with `cargo build -p cognito-authz-envoy`"
     );
     let module = start_envoy(&layout, "module", upstream, MODULE_FILTER, &module_env).await;
+    let log = std::fs::read_to_string(layout.work_dir.join("peer.log")).unwrap();
+    assert!(
+        !log.to_lowercase().contains("deprecated"),
+        "the peer's config uses a deprecated field:\n{log}"
+    );
 
     // The app client's access token passes both, with the peer's identity headers; the module
     // fetches its keys after Envoy is ready, so it is asked until it has them.
