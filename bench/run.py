@@ -4,30 +4,54 @@ upstream (Envoy's own direct response, so only the auth work differs) and one lo
 (wrk, one thread, with a Lua script cycling tokens).
 
 Scenarios, each at 1 and 16 connections: (1) no auth, (2) Envoy jwt_authn with its JWT cache,
-(3) ext_authz to a do-nothing gRPC server, (4) ext_authz to cognito-authz with one valid token
-over TCP and over a Unix socket, (5) 10,000 distinct valid tokens, each seen once before the
-measurement, (6) an invalid token (bad signature: the full verification every time).
+(3) ext_authz to a do-nothing gRPC server, (3l) the same server answering like-for-like (below),
+(4) ext_authz to cognito-authz with one valid token over TCP and over a Unix socket, (4x) the
+same over TCP, the bench's route carrying the context_extensions envoy/envoy.yaml sets on its
+/api/ route, where /api/bench falls (they turn revocation checks on, so GetUser is answered by
+the do-nothing HTTP server and every measured check finds the verdict fresh),
+(5) 10,000 distinct valid tokens, each seen once before the measurement, (6) an invalid token
+(bad signature: the full verification every time).
 Envoy's HTTP protocol (`http_service`): (3h) a do-nothing HTTP server over an HTTP/2 cluster
-and (3h1) over HTTP/1.1, (4h) and (4h1) cognito-authz over the same; each HTTP row's "vs (3)"
-is against the do-nothing server on the same cluster protocol.
+and (3h1) over HTTP/1.1, (3hl) and (3h1l) the same answering like-for-like, (4h) and (4h1)
+cognito-authz over the same; each HTTP row's "vs (3)" is against the do-nothing server on the
+same cluster protocol. The shipped HTTP configs set no context_extensions (that protocol has
+none, and nothing stands in for them), so there is no HTTP twin of (4x).
+Like-for-like do-nothing servers: before the first of their rows, cognito-authz is asked once
+(on its HTTP listener) for its answer to the bench's token, written to .run/bench/answer.json: the
+identity headers it sets, those it removes, the decision metadata (decision, reason, sub).
+noop-authz and noop-http-authz given that file answer every check with exactly that, built once.
 Then direct gRPC load on Check without Envoy (cache hits, cold with the cache off, p99 at a
 fixed 5,000 checks/s) and cognito-authz's RSS with 100,000 cached tokens.
 
 Every figure is printed next to its ratio to (2) and to (3), with CPU time per request of
-Envoy and of the authz server, read from /proc. Writes the report to .run/bench/report.md.
-Environment: BENCH_SECONDS (default 5) per measurement; BENCH_QUICK=1 runs only (3) and (4)
-over TCP at 16 connections, for A/B trials of a setting; BENCH_GRPC_CLIENT=google switches
-Envoy's ext_authz client from envoy_grpc to google_grpc; BENCH_AUTHZ_B=/path/to/cognito-authz
-adds, in quick mode, (4) with that other binary right after (4) with this one, then this one
-again, and the same for (4h) and (4h1) (an A/B of two builds in one run). BENCH_TRACING=1 runs only the tracing comparison: direct gRPC load on Check
-(cache hits) with traces off, on at sampling 1.0 and on at 0.01 (to a do-nothing OTLP
-collector), each twice, interleaved. BENCH_MODULE=1 runs only the in-process comparison, side
-by side in one run: (1) no auth, (2) jwt_authn with its cache and (2u) without it (a token
-verified on every request), (2h) jwt_authn writing the six identity headers the module writes
-(claim_to_headers), (M) the cognito-authz Envoy module (cache on) and (Mu) with its cache off,
-each of (2), (2h) and (M) twice, interleaved; then (3)/(4) the do-nothing gRPC server and the
-gRPC sidecar, (3h)/(4h) the do-nothing HTTP server and the HTTP sidecar (HTTP/2); with
-BENCH_QUICK=1 only (2), (2h) and (M), twice, at 16 connections (A/B trials of the module); with
+Envoy and of the authz server, read from /proc; then the sidecars' ratios, each at 1 and 16
+connections: (4)/(3), (4)/(3l), (4x)/(3l), (4x)/(4), (4h)/(3h), (4h)/(3hl), (4h1)/(3h1),
+(4h1)/(3h1l) as requests/s, Envoy CPU per request and the authz process's own CPU per check.
+Writes the report to .run/bench/report.md.
+Environment: BENCH_SECONDS (default 5) per measurement; BENCH_QUICK=1 runs only (3), (3l), (4)
+and (4x) over TCP and the HTTP rows at 16 connections, for A/B trials of a setting;
+BENCH_GRPC_CLIENT=google switches Envoy's ext_authz client from envoy_grpc to google_grpc;
+BENCH_AUTHZ_B=/path/to/cognito-authz adds, in quick mode, (4) with that other binary right after
+(4) with this one, then this one again, and the same for (4h) and (4h1) (an A/B of two builds in
+one run). BENCH_TRACING=1 runs only the tracing comparison: direct gRPC load on Check (cache
+hits) with traces off, on at sampling 1.0 and on at 0.01 (to a do-nothing OTLP collector), each
+twice, interleaved.
+
+BENCH_MODULE=1 runs only the in-process comparison, side by side in one run: (1) no auth,
+(2) jwt_authn with its cache and (2u) without it (a token verified on every request), (2h)
+jwt_authn writing the six identity headers the module writes (claim_to_headers), (2r) the peer:
+(2h) plus payload_in_metadata and an RBAC filter admitting only the app client's access tokens
+(client_id and token_use, as Istio's RequestAuthentication + AuthorizationPolicy on
+request.auth.claims compile), from bench/jwt-authn-rbac.yaml (tests/it/jwt_authn_peer.rs runs
+the same file and shows what it still lets through), (M) the cognito-authz Envoy module (cache
+on), (Mo) the module's outputs-only build (cargo feature bench-outputs-only, which bench/run
+builds into target/release/outputs-only/: the same hooks and writes, nothing read or decided;
+the ceiling of any filter writing what the module writes) and (Mu) the module with its cache
+off; (2), (2h), (2r), (M) and (Mo) twice, interleaved; then (3)/(3l)/(4)/(4x) and
+(3h)/(3hl)/(4h) (HTTP/2) as above. It prints, per round and connection count, (M)/(2r),
+(M)/(2h), (M)/(2), (M)/(Mo) and (Mo)/(2r) as requests/s and Envoy CPU per request, and the
+sidecars' ratios; the report goes to .run/bench/module-report.md. With BENCH_QUICK=1 only (2),
+(2h), (2r), (M) and (Mo), twice, at 16 connections (A/B trials of the module); with
 BENCH_QUICK=1 and BENCH_MODULE_B=/folder/holding/libcognito_authz_envoy.so, (M) with this build,
 that one, and this one again (an A/B of two module builds in one run).
 """
@@ -42,9 +66,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("COGNITO_AUTHZ_VENV", ROOT / ".venv"))
 RELEASE = ROOT / "target" / "release"
+# The outputs-only module build (feature bench-outputs-only), which bench/run builds and copies
+# here with BENCH_MODULE=1: scenario (Mo), the ceiling.
+OUTPUTS_ONLY = RELEASE / "outputs-only"
+# Scenario (2r)'s filters, shared with the test that checks what they let through.
+JWT_RBAC = ROOT / "bench" / "jwt-authn-rbac.yaml"
 WORK = ROOT / ".run" / "bench"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -144,7 +175,7 @@ static_resources:
               routes:
               - match: {{ prefix: / }}
                 direct_response: {{ status: 200, body: {{ inline_string: "ok" }} }}
-          http_filters:
+{route_extra}          http_filters:
 {filters}
           - name: envoy.filters.http.router
             typed_config:
@@ -267,7 +298,44 @@ GOOGLE_GRPC = """google_grpc:
                   stat_prefix: authz"""
 
 
-def envoy_config(name, filters, authz_address=None, google_target=None, http1=False):
+def jwt_rbac_filters(pool, jwks):
+    """Scenario (2r)'s filters: bench/jwt-authn-rbac.yaml for the bench's pool, indented."""
+    text = JWT_RBAC.read_text()
+    for placeholder, value in [("${ISSUER}", pool["issuer"]), ("${JWKS}", jwks.strip()),
+                               ("${CLIENT_ID}", pool["client_id"])]:
+        text = text.replace(placeholder, value)
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return "\n" + "\n".join(" " * 10 + line for line in lines) + "\n"
+
+
+def shipped_extensions(prefix="/api/"):
+    """The context_extensions envoy/envoy.yaml sets on its `prefix` route (the bench's path,
+    /api/bench, falls under /api/): scenario (4x) sets the same on the bench's one route."""
+    def routes(node):
+        if isinstance(node, dict):
+            if node.get("match") == {"prefix": prefix}:
+                yield node
+            for value in node.values():
+                yield from routes(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from routes(value)
+    [route] = list(routes(yaml.safe_load((ROOT / "envoy" / "envoy.yaml").read_text())))
+    per_filter = route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]
+    return per_filter["check_settings"]["context_extensions"]
+
+
+def extensions_route(extensions):
+    """A route's ext_authz per-filter config setting `extensions` (JSON is a YAML flow map)."""
+    return f"""                typed_per_filter_config:
+                  envoy.filters.http.ext_authz:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                    check_settings:
+                      context_extensions: {json.dumps(extensions)}
+"""
+
+
+def envoy_config(name, filters, authz_address=None, google_target=None, http1=False, route_extra=""):
     if google_target and "envoy_grpc" in filters:
         filters = filters.replace("envoy_grpc: { cluster_name: authz }", GOOGLE_GRPC.format(target=google_target))
     clusters = "  []" if authz_address is None else AUTHZ_CLUSTER.format(address=authz_address)
@@ -275,7 +343,8 @@ def envoy_config(name, filters, authz_address=None, google_target=None, http1=Fa
         clusters = clusters.replace("explicit_http_config: {{ http2_protocol_options: {{}} }}".format(),
                                     "explicit_http_config: { http_protocol_options: {} }")
     port, admin = free_port(), free_port()
-    text = ENVOY_HEAD.format(admin=admin, port=port, filters=filters or "", clusters=clusters)
+    text = ENVOY_HEAD.format(admin=admin, port=port, filters=filters or "", clusters=clusters,
+                             route_extra=route_extra)
     path = WORK / f"envoy-{name}.yaml"
     path.write_text(text)
     return path, port, admin
@@ -403,12 +472,12 @@ def main():
     print(f"Envoy {version.group(1) if version else '?'},"
           f" wrk 1 thread, Envoy --concurrency 1, {SECONDS} s a measurement, {os.cpu_count()} cores", flush=True)
 
-    def with_envoy(name, filters, authz_address, runs, http1=False, env=None):
+    def with_envoy(name, filters, authz_address, runs, http1=False, env=None, route_extra=""):
         target = None
         if GRPC_CLIENT == "google" and authz_address:
             m = re.search(r"port_value: (\d+)", authz_address)
             target = f"127.0.0.1:{m.group(1)}" if m else f"unix:{authz_address.split('path: ')[1].rstrip(' }')}"
-        path, port, admin = envoy_config(name, filters, authz_address, target, http1)
+        path, port, admin = envoy_config(name, filters, authz_address, target, http1, route_extra)
         proc = start(f"envoy-{name}", [str(envoy), "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
                                        "--log-level", "error"], env)
         wait_http(f"http://127.0.0.1:{admin}/ready")
@@ -431,8 +500,9 @@ def main():
                 results[(key, c)]["jwt"] = jwt
         return run
 
+    sidecars = Sidecars(start_authz, with_envoy, scenario, valid1)
     if MODULE:
-        module_comparison(with_envoy, scenario, start_authz, results, pool, jwks, jwks_port, valid1, valid10k)
+        module_comparison(with_envoy, scenario, sidecars, results, pool, jwks, jwks_port, valid1, valid10k)
         report = render(results, None, None, None, None)
         (WORK / "module-report.md").write_text(report)
         print()
@@ -452,6 +522,7 @@ def main():
     with_envoy("noop", EXT_AUTHZ, tcp_address(noop_port),
                [scenario("3", "(3) ext_authz to a do-nothing server, TCP", valid1, noop.pid)])
     stop(noop)
+    sidecars.like_for_like_grpc()
 
     authz_port = free_port()
     authz, authz_admin = start_authz("authz-tcp", f"127.0.0.1:{authz_port}")
@@ -463,6 +534,7 @@ def main():
     ]))
     peak_tcp = rss_kb(authz.pid, "VmHWM")
     stop(authz)
+    sidecars.with_extensions()
     other = os.environ.get("BENCH_AUTHZ_B")
     if other:
         authz, _ = start_authz("authz-b", f"127.0.0.1:{authz_port}", binary=Path(other))
@@ -484,6 +556,7 @@ def main():
                    [scenario(f"3{suffix}", f"(3{suffix}) HTTP ext_authz, do-nothing, {proto}", valid1, noop_http.pid,
                              baseline=f"3{suffix}")], http1=http1)
     stop(noop_http)
+    sidecars.like_for_like_http(["h", "h1"])
     # With BENCH_AUTHZ_B: this build, the other, this one again, each over both cluster protocols.
     builds = [("", "", RELEASE / "cognito-authz")]
     if other:
@@ -556,6 +629,83 @@ def main():
     print(report)
 
 
+class Sidecars:
+    """The sidecar rows beside (3)/(4): the like-for-like do-nothing servers (3l), (3hl) and
+    (3h1l), which answer what cognito-authz answers for the bench's token, and (4x), the gRPC
+    sidecar with the shipped configs' context_extensions on the bench's route."""
+
+    def __init__(self, start_authz, with_envoy, scenario, tokens):
+        self.start_authz, self.with_envoy, self.scenario, self.tokens = start_authz, with_envoy, scenario, tokens
+        self.answer_file = None
+
+    def answer(self):
+        """cognito-authz's answer to the bench's token, asked once of its HTTP listener (the
+        gRPC answer carries the same: src/authz.rs and src/http_authz.rs render one outcome),
+        as the JSON the do-nothing servers read: headers set, removed, decision metadata."""
+        if self.answer_file:
+            return self.answer_file
+        grpc_port, http_port = free_port(), free_port()
+        authz, _ = self.start_authz("authz-answer", f"127.0.0.1:{grpc_port}", http_addr=f"127.0.0.1:{http_port}")
+        token = Path(self.tokens).read_text().split()[0]
+        request = urllib.request.Request(f"http://127.0.0.1:{http_port}/api/bench",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            headers = [(k.lower(), v) for k, v in response.headers.items()]
+        stop(authz)
+        answer = {
+            "set": [[k, v] for k, v in headers if k.startswith("x-cognito-")],
+            "remove": [name for k, v in headers if k == "x-envoy-auth-headers-to-remove" for name in v.split(",")],
+            "metadata": [[k.removeprefix("x-authz-"), v] for k, v in headers if k.startswith("x-authz-")],
+        }
+        print(f"cognito-authz's answer to the bench's token: sets {', '.join(k for k, _ in answer['set'])}; "
+              f"removes {', '.join(answer['remove'])}; metadata {', '.join(k for k, _ in answer['metadata'])}",
+              flush=True)
+        self.answer_file = WORK / "answer.json"
+        self.answer_file.write_text(json.dumps(answer))
+        return self.answer_file
+
+    def like_for_like_grpc(self):
+        port = free_port()
+        noop = start("noop-like", [str(RELEASE / "noop-authz"), f"127.0.0.1:{port}", str(self.answer())])
+        wait_tcp(port)
+        self.with_envoy("noop-like", EXT_AUTHZ, tcp_address(port),
+                        [self.scenario("3l", "(3l) do-nothing gRPC server, cognito-authz's answer", self.tokens,
+                                       noop.pid)])
+        stop(noop)
+
+    def like_for_like_http(self, suffixes):
+        port = free_port()
+        noop = start("noop-http-like", [str(RELEASE / "noop-http-authz"), f"127.0.0.1:{port}", str(self.answer())])
+        wait_tcp(port)
+        for suffix in suffixes:
+            http1 = suffix == "h1"
+            proto = "HTTP/1.1" if http1 else "HTTP/2"
+            self.with_envoy(f"noop-{suffix}l", EXT_AUTHZ_HTTP, tcp_address(port),
+                            [self.scenario(f"3{suffix}l", f"(3{suffix}l) do-nothing HTTP server, cognito-authz's "
+                                           f"answer, {proto}", self.tokens, noop.pid, baseline=f"3{suffix}")],
+                            http1=http1)
+        stop(noop)
+
+    def with_extensions(self):
+        """(4x): the /api/ route's context_extensions from envoy/envoy.yaml. They turn on
+        revocation checks, so GetUser is answered by the do-nothing HTTP server (200, a live
+        token), asked once, and every measured check finds the verdict fresh."""
+        getuser_port, port = free_port(), free_port()
+        getuser = start("getuser-x", [str(RELEASE / "noop-http-authz"), f"127.0.0.1:{getuser_port}"])
+        wait_tcp(getuser_port)
+        authz, _ = self.start_authz("authz-ext", f"127.0.0.1:{port}", extra={
+            "COGNITO_IDP_ENDPOINT": f"http://127.0.0.1:{getuser_port}/", "COGNITO_REVOCATION_TTL_SECONDS": "3600"})
+        extensions = shipped_extensions()
+        print(f"(4x) sets the context_extensions of envoy/envoy.yaml's /api/ route: {json.dumps(extensions)}",
+              flush=True)
+        self.with_envoy("authz-ext", EXT_AUTHZ, tcp_address(port),
+                        [self.scenario("4x", "(4x) cognito-authz, gRPC, shipped /api/ extensions",
+                                       self.tokens, authz.pid, warm=True)],
+                        route_extra=extensions_route(extensions))
+        stop(authz)
+        stop(getuser)
+
+
 def wait_allowed(port, token_file, timeout=30):
     """Until a valid token passes (the module fetches its keys after Envoy is ready)."""
     token = Path(token_file).read_text().split()[0]
@@ -572,18 +722,21 @@ def wait_allowed(port, token_file, timeout=30):
     raise SystemExit(f"no valid token passed on port {port} within {timeout} s")
 
 
-def module_comparison(with_envoy, scenario, start_authz, results, pool, jwks, jwks_port, valid1, valid10k):
+def module_comparison(with_envoy, scenario, sidecars, results, pool, jwks, jwks_port, valid1, valid10k):
     """The in-process module against jwt_authn, the sidecars and the do-nothing servers."""
-    if not (RELEASE / "libcognito_authz_envoy.so").exists():
-        raise SystemExit(f"{RELEASE / 'libcognito_authz_envoy.so'} is missing: bench/run builds it")
+    for so in [RELEASE / "libcognito_authz_envoy.so", OUTPUTS_ONLY / "libcognito_authz_envoy.so"]:
+        if not so.exists():
+            raise SystemExit(f"{so} is missing: bench/run builds it")
     module_env = {
         "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(RELEASE),
         "AWS_COGNITO_USER_POOL_ID": pool["pool_id"],
         "AWS_COGNITO_USER_POOL_CLIENT_ID": pool["client_id"],
         "COGNITO_JWKS_URI": f"http://127.0.0.1:{jwks_port}/jwks.json",
     }
+    outputs_only_env = {**module_env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(OUTPUTS_ONLY)}
     jwt = JWT_AUTHN.format(issuer=pool["issuer"], jwks=jwks)
     jwt_headers = JWT_AUTHN_HEADERS.format(issuer=pool["issuer"], jwks=jwks)
+    jwt_rbac = jwt_rbac_filters(pool, jwks)
     jwt_uncached = JWT_AUTHN_UNCACHED.format(issuer=pool["issuer"], jwks=jwks)
     other_module = os.environ.get("BENCH_MODULE_B")
     if QUICK and other_module:
@@ -595,28 +748,25 @@ def module_comparison(with_envoy, scenario, start_authz, results, pool, jwks, jw
                        [scenario(f"M{tag}", f"(M) cognito-authz module, one token{note}", valid1)],
                        env={**module_env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(path)})
         return
-    if QUICK:
-        # A/B trials of the module: (2) and (M) only, interleaved, at 16 connections.
-        for round in ["", " again"]:
-            suffix = "b" if round else ""
-            with_envoy(f"jwt{suffix}", jwt, None,
-                       [scenario(f"2{suffix}", f"(2) jwt_authn, one token (JWT cache){round}", valid1)])
-            with_envoy(f"jwth{suffix}", jwt_headers, None,
-                       [scenario(f"2h{suffix}", f"(2h) jwt_authn + the six identity headers{round}", valid1)])
-            with_envoy(f"module{suffix}", MODULE_FILTER, None,
-                       [scenario(f"M{suffix}", f"(M) cognito-authz module, one token{round}", valid1)],
-                       env=module_env)
-        return
-    with_envoy("direct", "", None, [scenario("1", "(1) no auth, direct response", valid1)])
+    if not QUICK:
+        with_envoy("direct", "", None, [scenario("1", "(1) no auth, direct response", valid1)])
+    # (2), (2h), (2r), (M) and (Mo) twice, interleaved, so drift falls on all alike.
     for round in ["", " again"]:
         suffix = "b" if round else ""
         with_envoy(f"jwt{suffix}", jwt, None,
                    [scenario(f"2{suffix}", f"(2) jwt_authn, one token (JWT cache){round}", valid1)])
         with_envoy(f"jwth{suffix}", jwt_headers, None,
                    [scenario(f"2h{suffix}", f"(2h) jwt_authn + the six identity headers{round}", valid1)])
+        with_envoy(f"jwtr{suffix}", jwt_rbac, None,
+                   [scenario(f"2r{suffix}", f"(2r) jwt_authn + headers + RBAC{round}", valid1)])
         with_envoy(f"module{suffix}", MODULE_FILTER, None,
                    [scenario(f"M{suffix}", f"(M) cognito-authz module, one token{round}", valid1)],
                    env=module_env)
+        with_envoy(f"outputs{suffix}", MODULE_FILTER, None,
+                   [scenario(f"Mo{suffix}", f"(Mo) outputs-only module build{round}", valid1)],
+                   env=outputs_only_env)
+    if QUICK:
+        return
     with_envoy("jwt-uncached", jwt_uncached, None,
                [scenario("2u", "(2u) jwt_authn, no cache, 10,000 tokens", valid10k)])
     with_envoy("module-uncached", MODULE_FILTER, None,
@@ -628,18 +778,62 @@ def module_comparison(with_envoy, scenario, start_authz, results, pool, jwks, jw
     with_envoy("noop", EXT_AUTHZ, tcp_address(noop_port),
                [scenario("3", "(3) ext_authz to a do-nothing server, gRPC", valid1, noop.pid)])
     stop(noop)
+    sidecars.like_for_like_grpc()
     authz_port, http_port = free_port(), free_port()
-    authz, _ = start_authz("authz", f"127.0.0.1:{authz_port}", http_addr=f"127.0.0.1:{http_port}")
+    authz, _ = sidecars.start_authz("authz", f"127.0.0.1:{authz_port}", http_addr=f"127.0.0.1:{http_port}")
     with_envoy("authz-grpc", EXT_AUTHZ, tcp_address(authz_port),
                [scenario("4", "(4) cognito-authz sidecar, gRPC", valid1, authz.pid)])
     with_envoy("authz-http", EXT_AUTHZ_HTTP, tcp_address(http_port),
                [scenario("4h", "(4h) cognito-authz sidecar, HTTP/2", valid1, authz.pid, baseline="3h")])
     stop(authz)
+    sidecars.with_extensions()
     noop_http = start("noop-http", [str(RELEASE / "noop-http-authz"), f"127.0.0.1:{http_port}"])
     wait_tcp(http_port)
     with_envoy("noop-h", EXT_AUTHZ_HTTP, tcp_address(http_port),
                [scenario("3h", "(3h) HTTP ext_authz, do-nothing, HTTP/2", valid1, noop_http.pid, baseline="3h")])
     stop(noop_http)
+    sidecars.like_for_like_http(["h"])
+
+
+# The ratios each comparison is read by: (numerator, denominator, what it answers).
+MODULE_RATIOS = [
+    ("M", "2r", "the module against jwt_authn + headers + RBAC (the peer)"),
+    ("M", "2h", "the module against jwt_authn + headers"),
+    ("M", "2", "the module against bare jwt_authn"),
+    ("M", "Mo", "the module against its outputs-only build (the ceiling)"),
+    ("Mo", "2r", "the ceiling against the peer"),
+]
+SIDECAR_RATIOS = [
+    ("4", "3", "gRPC sidecar against the do-nothing server"),
+    ("4", "3l", "gRPC sidecar against the like-for-like do-nothing server"),
+    ("4x", "3l", "gRPC sidecar with the shipped extensions against the like-for-like server"),
+    ("4x", "4", "gRPC sidecar with the shipped extensions against without"),
+    ("4h", "3h", "HTTP/2 sidecar against the do-nothing server"),
+    ("4h", "3hl", "HTTP/2 sidecar against the like-for-like do-nothing server"),
+    ("4h1", "3h1", "HTTP/1.1 sidecar against the do-nothing server"),
+    ("4h1", "3h1l", "HTTP/1.1 sidecar against the like-for-like do-nothing server"),
+]
+
+
+def ratio_lines(results, pairs):
+    """One row per ratio the run measured both sides of, per connection count and (for the
+    interleaved module rounds) per round: requests/s, Envoy's CPU per request and the authz
+    process's CPU per check, each as numerator / denominator."""
+    lines = ["| ratio | conns | rps | Envoy CPU/req | authz CPU/check | what |", "|---|---|---|---|---|---|"]
+    connections = sorted({c for (_, c) in results})
+    for top, bottom, what in pairs:
+        for round in ["", "b"]:
+            for c in connections:
+                a, b = results.get((top + round, c)), results.get((bottom + round, c))
+                if not a or not b:
+                    continue
+                def ratio(key):
+                    x, y = a.get(key), b.get(key)
+                    return f"{x / y:.2f}" if x and y else "-"
+                name = f"({top})/({bottom})" + (" again" if round else "")
+                lines.append(f"| {name} | {c} | {ratio('rps')} | {ratio('cpu_envoy_us')} | {ratio('cpu_authz_us')} "
+                             f"| {what} |")
+    return lines if len(lines) > 2 else []
 
 
 def tracing_comparison(start_authz, tokens):
@@ -698,6 +892,10 @@ def render(results, direct, base_rss, cached_rss, peak_tcp):
         ratio = lambda base: f"{100 * r['rps'] / base['rps']:.0f}%" if base else "-"
         lines.append(f"| {r['label']} | {c} | {r['rps']:.0f} | {ratio(two)} | {ratio(three)} | {r['p50_us']:.0f} | "
                      f"{r['p99_us']:.0f} | {r.get('cpu_envoy_us', 0):.1f} | {r.get('cpu_authz_us', 0):.1f} |")
+    for pairs in [MODULE_RATIOS, SIDECAR_RATIOS]:
+        ratios = ratio_lines(results, pairs)
+        if ratios:
+            lines += [""] + ratios
     if direct is None:
         return "\n".join(lines) + "\n"
     lines += ["", "| direct gRPC Check | checks/s | p50 µs | p99 µs |", "|---|---|---|---|"]

@@ -16,6 +16,7 @@ mod envoy_module;
 mod fuzz_replay;
 mod hostile;
 mod http_authz;
+mod jwt_authn_peer;
 mod key_store;
 mod listeners;
 mod module_deploy;
