@@ -45,6 +45,7 @@ pub mod headers;
 pub mod http_authz;
 pub mod identity;
 pub mod jwks;
+pub mod log_writer;
 pub mod metrics;
 pub mod policy;
 pub mod pool;

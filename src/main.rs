@@ -217,7 +217,7 @@ fn main() -> ExitCode {
 fn init_logs(
     config: &Config,
     command: &Command,
-) -> Result<(tracing_appender::non_blocking::WorkerGuard, Option<Tracing>), String> {
+) -> Result<(cognito_authz::log_writer::FlushGuard, Option<Tracing>), String> {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::Layer as _;
@@ -232,15 +232,12 @@ fn init_logs(
                 .parse()
                 .map_err(|err| format!("the log filter: {err}"))?,
         );
-    // A background thread does the writing: one log event per decision must not cost the
-    // request a write syscall. It buffers what is queued and flushes whenever the queue runs
-    // empty, so under load many lines share one write and at rest each line goes out at once.
-    // Lines are dropped, not waited for, if that thread falls behind by more than its queue;
-    // the guard flushes the rest at exit.
-    let (writer, guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
-        64 * 1024,
-        std::io::stderr(),
-    ));
+    // A background thread does the writing: one log line per decision must cost the request
+    // neither a write syscall nor a wake-up. Lines wait in one buffer for at most
+    // `FLUSH_INTERVAL` and go out together; they are dropped (and counted), not waited for, if
+    // the output is stuck; the guard writes the rest at exit.
+    let (writer, guard) = cognito_authz::log_writer::batched(std::io::stderr())
+        .map_err(|err| format!("the log writer thread: {err}"))?;
     let logs = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(writer);

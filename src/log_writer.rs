@@ -1,0 +1,238 @@
+//! Where `serve`'s log lines go: appended to one shared buffer, which a background thread
+//! writes out every few milliseconds. One log line per decision must cost a check neither a
+//! write syscall nor a wake-up of another thread.
+//!
+//! `tracing-appender`'s non-blocking writer, used before, sends each line through a channel as
+//! its own allocation and wakes its writer thread for it; with a line per check, that was most
+//! of what a check cost the sidecar beyond a do-nothing server (BENCHMARKS.md, issue 29).
+//! Here a line is one copy into a buffer under a lock held for that copy, and the writer wakes
+//! on a timer, writing whatever came meanwhile in one go.
+//!
+//! Bounded: past [`MAX_BUFFERED_BYTES`] waiting to be written (the output is stuck), lines are
+//! dropped, never waited for, and their count is written out once the output moves again.
+//! Dropping the [`FlushGuard`] writes what is left.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long a line may wait in the buffer: the writer thread's period.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+/// The most bytes that wait to be written; lines past it are dropped.
+pub const MAX_BUFFERED_BYTES: usize = 8 * 1024 * 1024;
+
+struct Shared {
+    buffer: Mutex<Vec<u8>>,
+    dropped: AtomicU64,
+    stopping: AtomicBool,
+}
+
+/// Makes the writers `tracing-subscriber`'s fmt layer writes each formatted line to.
+#[derive(Clone)]
+pub struct BatchedWriter {
+    shared: Arc<Shared>,
+}
+
+/// Stops the writer thread when dropped, once it has written every buffered line.
+pub struct FlushGuard {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A writer over `out` (stderr, for `serve`) and the guard that flushes it at exit.
+pub fn batched<W: Write + Send + 'static>(out: W) -> std::io::Result<(BatchedWriter, FlushGuard)> {
+    let shared = Arc::new(Shared {
+        buffer: Mutex::new(Vec::with_capacity(64 * 1024)),
+        dropped: AtomicU64::new(0),
+        stopping: AtomicBool::new(false),
+    });
+    let thread = std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn({
+            let shared = Arc::clone(&shared);
+            move || write_out(&shared, out)
+        })?;
+    Ok((
+        BatchedWriter {
+            shared: Arc::clone(&shared),
+        },
+        FlushGuard {
+            shared,
+            thread: Some(thread),
+        },
+    ))
+}
+
+/// The writer thread: every [`FLUSH_INTERVAL`], what was buffered goes out in one write. Two
+/// buffers take turns, so a steady stream of lines allocates nothing.
+fn write_out<W: Write>(shared: &Shared, mut out: W) {
+    let mut spare = Vec::with_capacity(64 * 1024);
+    loop {
+        let stopping = shared.stopping.load(Ordering::Acquire);
+        {
+            let mut buffer = shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::swap(&mut *buffer, &mut spare);
+        }
+        if !spare.is_empty() {
+            // A failed write loses these lines, as it would have lost them written one by one.
+            let _ = out.write_all(&spare).and_then(|()| out.flush());
+            spare.clear();
+            if spare.capacity() > MAX_BUFFERED_BYTES / 4 {
+                spare.shrink_to(64 * 1024);
+            }
+        }
+        let dropped = shared.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let _ = writeln!(
+                out,
+                "cognito-authz: {dropped} log lines dropped: the log output did not keep up"
+            )
+            .and_then(|()| out.flush());
+        }
+        if stopping {
+            return;
+        }
+        std::thread::park_timeout(FLUSH_INTERVAL);
+    }
+}
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One line's writer: the fmt layer formats a whole line, then writes it here at once.
+pub struct LineWriter<'a> {
+    shared: &'a Shared,
+}
+
+impl Write for LineWriter<'_> {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let mut buffer = self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        if buffer.len() + line.len() > MAX_BUFFERED_BYTES {
+            drop(buffer);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            buffer.extend_from_slice(line);
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchedWriter {
+    type Writer = LineWriter<'a>;
+
+    fn make_writer(&'a self) -> LineWriter<'a> {
+        LineWriter {
+            shared: &self.shared,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::fmt::MakeWriter as _;
+
+    /// An output the test can read while the writer thread holds it.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn lines_go_out_whole_in_order_within_the_interval_and_all_at_exit() {
+        let out = Captured::default();
+        let (writer, guard) = batched(out.clone()).unwrap();
+        writer.make_writer().write_all(b"one\n").unwrap();
+        writer.make_writer().write_all(b"two\n").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while out.text() != "one\ntwo\n" {
+            assert!(std::time::Instant::now() < deadline, "{:?}", out.text());
+            std::thread::sleep(FLUSH_INTERVAL / 4);
+        }
+        for i in 0..1000 {
+            writer
+                .make_writer()
+                .write_all(format!("line {i}\n").as_bytes())
+                .unwrap();
+        }
+        drop(guard);
+        let text = out.text();
+        let lines: Vec<&str> = text.lines().skip(2).collect();
+        assert_eq!(lines.len(), 1000);
+        assert!(lines
+            .iter()
+            .enumerate()
+            .all(|(i, line)| *line == format!("line {i}")));
+    }
+
+    /// An output that never takes a byte: lines past the bound are dropped, not waited for, and
+    /// counted when the output moves again.
+    #[test]
+    fn a_stuck_output_drops_lines_past_the_bound_and_says_how_many() {
+        let gate = Arc::new(Mutex::new(()));
+        struct Stuck(Arc<Mutex<()>>, Captured);
+        impl Write for Stuck {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                let _open = self.0.lock().unwrap();
+                self.1.write(bytes)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Captured::default();
+        let held = gate.lock().unwrap();
+        let (writer, guard) = batched(Stuck(Arc::clone(&gate), out.clone())).unwrap();
+        let line = vec![b'x'; 1024];
+        let lines = MAX_BUFFERED_BYTES / 1024 * 3;
+        for _ in 0..lines {
+            // Never blocks, however stuck the output is.
+            writer.make_writer().write_all(&line).unwrap();
+        }
+        drop(held);
+        drop(guard);
+        let text = out.text();
+        let written = text.bytes().filter(|b| *b == b'x').count() / 1024;
+        let note = text
+            .lines()
+            .find(|l| l.contains("log lines dropped"))
+            .expect("the drop is reported");
+        let dropped: usize = note
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(
+            dropped > 0 && written < lines,
+            "{written} written, {dropped} dropped"
+        );
+        assert_eq!(written + dropped, lines);
+    }
+}
