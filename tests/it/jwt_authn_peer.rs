@@ -7,7 +7,9 @@
 //! RBAC closes the gap in `client_id` and `token_use`. What the peer still lets through is
 //! checked here, each token side by side with the cognito-authz module in front of the same
 //! upstream: a token without `exp`, one issued far in the future and one without a `kid`
-//! reach the upstream through the peer, with identity headers, and are refused by the module.
+//! reach the upstream through the peer, with identity headers, and are refused by the module;
+//! and a client's own `x-cognito-email` (a claim the token lacks) reaches the upstream through
+//! the peer, where the module removes it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -192,15 +194,26 @@ async fn start_envoy(
 /// `GET /api/peer?probe=PROBE` through `envoy` with `token`: the status and the `reason` of a
 /// denial's JSON body (empty when it has none).
 async fn send(envoy: &Envoy, token: &str, probe: &str) -> (u16, String) {
-    let response = reqwest::Client::new()
+    send_with(envoy, token, probe, &[]).await
+}
+
+/// [`send`] with `extra` request headers.
+async fn send_with(
+    envoy: &Envoy,
+    token: &str,
+    probe: &str,
+    extra: &[(&str, &str)],
+) -> (u16, String) {
+    let mut request = reqwest::Client::new()
         .get(format!(
             "http://127.0.0.1:{}/api/peer?probe={probe}",
             envoy.port
         ))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+        .bearer_auth(token);
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     let reason = body["reason"].as_str().unwrap_or("").to_string();
@@ -270,6 +283,19 @@ async fn what_jwt_authn_with_rbac_lets_through_and_the_module_refuses() {
         (Some(CLIENT), Some("access")),
         "{peer_valid:?}"
     );
+
+    // A header the token has no claim for is the client's own through the peer
+    // (`claim_to_headers` only adds what the token carries); the module removes it.
+    let forged = [("x-cognito-email", "ceo@example.com")];
+    for (envoy, probe) in [(&peer, "peer-forged"), (&module, "module-forged")] {
+        assert_eq!(
+            send_with(envoy, &valid, probe, &forged).await,
+            (200, String::new())
+        );
+    }
+    let email = |probe: &str| seen.lock().unwrap()[probe].get("x-cognito-email").cloned();
+    assert_eq!(email("peer-forged").as_deref(), Some("ceo@example.com"));
+    assert_eq!(email("module-forged"), None);
 
     // RBAC does its part: another client's token and an ID token are refused (403) and never
     // reach the upstream.
