@@ -24,8 +24,10 @@ use tokio::time::Instant;
 use tonic::codegen::http;
 use tracing::{debug, warn};
 
+use crate::authz::AuthzService;
 use crate::config::limits::Limits;
 use crate::metrics::Metrics;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 
 /// How long a connection closed for its header-read deadline gets to go quietly before it is
 /// dropped.
@@ -232,7 +234,7 @@ where
 pub(super) async fn serve_app<L: Accept>(
     listener: L,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    app: axum::Router,
+    app: App,
     gate: Gate,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
@@ -285,10 +287,55 @@ pub(super) async fn serve_app<L: Accept>(
     .await;
 }
 
+/// The path of Envoy's one call per request on the gRPC listener.
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// What a listener serves: an axum app and, on the gRPC listener, the `Check` service, called
+/// without the router in between. Envoy's check is the one call made per request; the router
+/// would hand it to the same service after a path match and a boxed call.
+#[derive(Clone)]
+pub(super) struct App {
+    router: axum::Router,
+    check: Option<AuthorizationServer<AuthzService>>,
+}
+
+impl App {
+    /// The gRPC listener's: its routes, and the `Check` service among them.
+    pub(super) fn grpc(router: axum::Router, check: AuthorizationServer<AuthzService>) -> App {
+        App {
+            router,
+            check: Some(check),
+        }
+    }
+
+    /// Answers one request: `Check` straight to its service, anything else through the router.
+    async fn call(self, request: http::Request<hyper::body::Incoming>) -> axum::response::Response {
+        match self.check {
+            Some(check) if request.uri().path() == CHECK_PATH => {
+                let Ok(response) = tower::ServiceExt::oneshot(check, request).await;
+                response.map(axum::body::Body::new)
+            }
+            _ => {
+                let Ok(response) = tower::ServiceExt::oneshot(self.router, request).await;
+                response
+            }
+        }
+    }
+}
+
+impl From<axum::Router> for App {
+    fn from(router: axum::Router) -> App {
+        App {
+            router,
+            check: None,
+        }
+    }
+}
+
 /// One HTTP connection and what bounds it.
 struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
-    app: axum::Router,
+    app: App,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
     metrics: Metrics,
@@ -321,11 +368,8 @@ impl Connection {
                 .map_or(request_timeout, |asked| asked.min(request_timeout));
             async move {
                 let _in_flight = in_flight;
-                let answer = tower::ServiceExt::oneshot(app, request);
-                match tokio::time::timeout(timeout, answer).await {
-                    Ok(answer) => answer,
-                    Err(_) => Ok(timed_out(grpc)),
-                }
+                let answer = tokio::time::timeout(timeout, app.call(request)).await;
+                Ok::<_, std::convert::Infallible>(answer.unwrap_or_else(|_| timed_out(grpc)))
             }
         });
         let connection = self.builder.serve_connection(TokioIo::new(io), service);

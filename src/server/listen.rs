@@ -64,7 +64,13 @@ pub(super) fn spawn_app(
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(conn::serve_app(
-        listener, None, app, gate, limits, shutdown, false,
+        listener,
+        None,
+        app.into(),
+        gate,
+        limits,
+        shutdown,
+        false,
     ))
 }
 
@@ -72,7 +78,7 @@ pub(super) fn spawn_app(
 /// HTTP/2 alone, with TLS when configured; connections bounded like every listener's.
 pub(super) async fn serve_grpc(
     addr: &str,
-    routes: axum::Router,
+    routes: conn::App,
     tls: Option<&TlsFiles>,
     gate: Gate,
     limits: Limits,
@@ -106,7 +112,7 @@ pub(super) async fn serve_http(
         info!(mutual = tls.client_ca.is_some(), "HTTP listener uses TLS");
     }
     let serving = Serving {
-        app: crate::http_authz::router(authorizer, trust_traceparent),
+        app: crate::http_authz::router(authorizer, trust_traceparent).into(),
         gate,
         limits,
         shutdown,
@@ -117,7 +123,7 @@ pub(super) async fn serve_http(
 
 /// What a listener serves and how it bounds its connections.
 struct Serving {
-    app: axum::Router,
+    app: conn::App,
     gate: Gate,
     limits: Limits,
     shutdown: watch::Receiver<bool>,

@@ -417,19 +417,18 @@ fn grpc_router(
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
-) -> Result<axum::Router, ServerError> {
+) -> Result<conn::App, ServerError> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::generated::DIAGNOSTICS_DESCRIPTOR)
             .register_encoded_file_descriptor_set(crate::generated::ENVOY_AUTHZ_DESCRIPTOR)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    let check = AuthorizationServer::new(AuthzService::new(authorizer.clone()));
     let mut routes = tonic::service::RoutesBuilder::default();
     routes
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(AuthzService::new(
-            authorizer.clone(),
-        )));
+        .add_service(check.clone());
     if config.server.diagnostics {
         routes
             .add_service(reflection().build_v1().map_err(ServerError::Reflection)?)
@@ -445,7 +444,8 @@ fn grpc_router(
         info!("diagnostics and reflection are off on the gRPC listener");
     }
     // Served like the other listeners, on HTTP/2 alone (`listen::serve_grpc`).
-    Ok(routes.routes().prepare().into_axum_router())
+    let router = routes.routes().prepare().into_axum_router();
+    Ok(conn::App::grpc(router, check))
 }
 
 impl Running {
