@@ -240,6 +240,7 @@ fn init_logs(
         .map_err(|err| format!("the log writer thread: {err}"))?;
     let logs = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .fmt_fields(cognito_authz::log_writer::PlainFields)
         .with_writer(writer);
     let logs = if config.server.json_logs {
         logs.json().flatten_event(true).with_filter(filter).boxed()
