@@ -401,7 +401,7 @@ mod tests {
         let activity = Activity::new();
         let opened = Instant::now();
         let watch = tokio::spawn({
-            let (activity, limits) = (Arc::clone(&activity), limits.clone());
+            let (activity, limits) = (Arc::clone(&activity), limits);
             async move { activity.expired(&limits, Some(limits.idle_timeout)).await }
         });
         // The watch is asleep before the first request arrives, as on a real connection.
