@@ -1,0 +1,189 @@
+//! Replicas sharing a real Redis Cluster (`AUTHZ_REDIS_CLUSTER=true`): six Debian
+//! `redis-server` processes on loopback, three primaries and three replicas, an ACL user with a
+//! password; three cognito-authz processes behind Envoy, the Cognito emulator, and
+//! `cognito-authz revoke --redis`. One cluster serves every step, failover included.
+//!
+//! Needs `scripts/setup-venv`, `cargo build --workspace` and Debian's `redis-server` and
+//! `redis-tools` (the README's test command installs them); without them it fails, naming
+//! what is missing.
+
+use crate::common::redis_cluster::{RedisCluster, PASSWORD};
+use crate::revocation::{
+    check, layout, revoke_cli, revoke_cli_output, sign_in, until_revoked, user, wait_redis,
+};
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cruddur_demo::stack::{Options, Ports, Stack};
+use cruddur_demo::walkthrough::get;
+
+/// A key in the revocations' slot: the primary serving it holds every revocation.
+const REVOCATIONS_SLOT: &str = "cognito-authz:{rev}:probe";
+
+/// `cognito-authz revoke --redis --token -` against the cluster, the URL (with its password)
+/// and cluster mode from the environment, as an operator would run it.
+fn revoke_in_cluster(cluster: &RedisCluster, token: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+        .args(["revoke", "--redis", "--token", "-"])
+        .env_clear()
+        .env("AUTHZ_REDIS_URL", cluster.url())
+        .env("AUTHZ_REDIS_CLUSTER", "true")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_replicas_share_revocations_through_a_failover_and_lose_none() {
+    let mut cluster = RedisCluster::start("replicas");
+    let options = Options {
+        replicas: 3,
+        authz_env: vec![
+            ("AUTHZ_REDIS_URL".into(), cluster.url()),
+            ("AUTHZ_REDIS_CLUSTER".into(), "true".into()),
+        ],
+        ..Options::default()
+    };
+    let mut stack = Stack::start_options(layout("cluster"), Ports::ephemeral().unwrap(), options)
+        .await
+        .unwrap_or_else(|e| panic!("the stack did not start: {e}"));
+    let replicas = stack.replicas.clone();
+    for r in &replicas {
+        wait_redis(r.admin, true).await;
+    }
+    user(&stack, "cluster@example.com").await;
+
+    // Verdicts and locks in the cluster: three replicas checking one token at once make one
+    // GetUser between them.
+    let token = sign_in(&stack, "cluster@example.com").await;
+    let calls = stack.get_user_calls();
+    let checks: Vec<_> = replicas
+        .iter()
+        .map(|r| {
+            let (port, token) = (r.grpc, token.clone());
+            tokio::spawn(async move { check(port, &token).await })
+        })
+        .collect();
+    for c in checks {
+        assert_eq!(c.await.unwrap(), (true, "allowed".to_string()));
+    }
+    assert_eq!(stack.get_user_calls(), calls + 1, "one call across three");
+
+    // Revoked through one replica, refused by every one within a second.
+    revoke_cli(&stack, replicas[0].admin, &token);
+    for r in &replicas[1..] {
+        until_revoked(r.grpc, &token, Duration::from_secs(1)).await;
+    }
+
+    // `revoke --redis` in cluster mode: stored in the revocations' slot, heard by every
+    // replica within a second; the password shows nowhere.
+    let by_cli = sign_in(&stack, "cluster@example.com").await;
+    let out = revoke_in_cluster(&cluster, &by_cli);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(!printed.contains(PASSWORD), "{printed}");
+    for r in &replicas {
+        until_revoked(r.grpc, &by_cli, Duration::from_secs(1)).await;
+    }
+    let stored = cluster.cli(
+        cluster.primary_of(REVOCATIONS_SLOT),
+        &["--scan", "--pattern", "cognito-authz:{rev}:*"],
+    );
+    assert_eq!(stored.lines().count(), 2, "{stored}");
+
+    // Under load through Envoy, a revocation, then at once the primary holding the
+    // revocations dies.
+    let live = sign_in(&stack, "cluster@example.com").await;
+    let load = {
+        let (url, live) = (stack.url("/api/echo"), live.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let deadline = Instant::now() + Duration::from_secs(6);
+            let mut statuses = Vec::new();
+            while Instant::now() < deadline {
+                if let Ok(r) = http.get(&url).bearer_auth(&live).send().await {
+                    statuses.push(r.status().as_u16());
+                }
+            }
+            statuses
+        })
+    };
+    let before_failover = sign_in(&stack, "cluster@example.com").await;
+    let during_failover = sign_in(&stack, "cluster@example.com").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    revoke_cli(&stack, replicas[1].admin, &before_failover);
+    let old = cluster.primary_of(REVOCATIONS_SLOT);
+    cluster.kill(old);
+    for r in &replicas {
+        wait_redis(r.admin, false).await;
+    }
+    // Revoked while the slot has no primary: refused here at once, shared once it has one.
+    let out = revoke_cli_output(&stack, replicas[2].admin, &during_failover);
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["recorded"], true, "{answer}");
+    until_revoked(replicas[2].grpc, &during_failover, Duration::from_secs(1)).await;
+    let promoted = tokio::task::block_in_place(|| {
+        cluster.wait_promoted(REVOCATIONS_SLOT, old, Duration::from_secs(15))
+    });
+    let promoted_at = Instant::now();
+    assert_ne!(promoted, old);
+    // Within a second of the promotion, on every replica.
+    for r in &replicas {
+        let left = Duration::from_secs(1).saturating_sub(promoted_at.elapsed());
+        until_revoked(r.grpc, &during_failover, left).await;
+    }
+    let statuses = load.await.unwrap();
+    assert!(statuses.len() > 20, "{} requests", statuses.len());
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "a valid token was refused during the failover: {:?}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+    );
+
+    // A replica started after the promotion loads the revocation the old primary took just
+    // before it died, and the others.
+    let late = stack.add_replica().unwrap();
+    stack.start_replica(late).await.unwrap();
+    let late = stack.replicas[late];
+    for revoked in [&token, &by_cli, &before_failover, &during_failover] {
+        assert_eq!(check(late.grpc, revoked).await, (false, "revoked".into()));
+    }
+    let seen = get(&stack, "/api/echo", Some(&live), &[]).await;
+    assert_eq!(seen.status.as_u16(), 200);
+
+    // Every replica restarted: each loads every live revocation from the cluster.
+    for (i, r) in replicas.iter().enumerate() {
+        stack.kill_replica(i).unwrap();
+        stack.start_replica(i).await.unwrap();
+        for revoked in [&token, &by_cli, &before_failover, &during_failover] {
+            assert_eq!(check(r.grpc, revoked).await, (false, "revoked".into()));
+        }
+        assert_eq!(check(r.grpc, &live).await, (true, "allowed".into()));
+    }
+
+    // The password shows in no replica's log.
+    for i in 0..stack.replicas.len() {
+        let name = match i {
+            0 => "cognito-authz".to_string(),
+            i => format!("cognito-authz-{i}"),
+        };
+        let log = std::fs::read_to_string(stack.log_path(&name)).unwrap();
+        assert!(log.contains("redis is up"), "replica {i}: {log}");
+        assert!(!log.contains(PASSWORD), "replica {i} logged the password");
+    }
+}
