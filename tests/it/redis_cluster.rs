@@ -7,6 +7,7 @@
 //! `redis-tools` (the README's test command installs them); without them it fails, naming
 //! what is missing.
 
+use crate::common;
 use crate::common::redis_cluster::{RedisCluster, PASSWORD};
 use crate::revocation::{
     check, layout, revoke_cli, revoke_cli_output, sign_in, until_revoked, user, wait_redis,
@@ -17,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use cruddur_demo::stack::{Options, Ports, Stack};
 use cruddur_demo::walkthrough::get;
+
+/// What `revoke --redis` says when no replica of the primary confirmed the revocation.
+const NOT_REPLICATED: &str = "no replica of it confirmed it in time";
 
 /// A key in the revocations' slot: the primary serving it holds every revocation.
 const REVOCATIONS_SLOT: &str = "cognito-authz:{rev}:probe";
@@ -97,6 +101,7 @@ async fn redis_cluster_replicas_share_revocations_through_a_failover_and_lose_no
     );
     assert!(out.status.success(), "{printed}");
     assert!(!printed.contains(PASSWORD), "{printed}");
+    assert!(!printed.contains(NOT_REPLICATED), "{printed}");
     for r in &replicas {
         until_revoked(r.grpc, &by_cli, Duration::from_secs(1)).await;
     }
@@ -132,6 +137,13 @@ async fn redis_cluster_replicas_share_revocations_through_a_failover_and_lose_no
     for r in &replicas {
         wait_redis(r.admin, false).await;
     }
+    // Not required (the default): still ready, saying Redis is down.
+    let (status, body) = common::http_get(
+        std::net::SocketAddr::from(([127, 0, 0, 1], replicas[0].admin)),
+        "/readyz",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     // Revoked while the slot has no primary: refused here at once, shared once it has one.
     let out = revoke_cli_output(&stack, replicas[2].admin, &during_failover);
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -165,6 +177,17 @@ async fn redis_cluster_replicas_share_revocations_through_a_failover_and_lose_no
     }
     let seen = get(&stack, "/api/echo", Some(&live), &[]).await;
     assert_eq!(seen.status.as_u16(), 200);
+
+    // The promoted primary has no replica left: `revoke --redis` stores and announces, and
+    // says that no replica confirmed it (its WAIT for one ran out).
+    let unreplicated = sign_in(&stack, "cluster@example.com").await;
+    let out = revoke_in_cluster(&cluster, &unreplicated);
+    let printed = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains(NOT_REPLICATED), "{printed}");
+    for r in &replicas {
+        until_revoked(r.grpc, &unreplicated, Duration::from_secs(1)).await;
+    }
 
     // Every replica restarted: each loads every live revocation from the cluster.
     for (i, r) in replicas.iter().enumerate() {
