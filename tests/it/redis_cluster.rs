@@ -210,3 +210,112 @@ async fn redis_cluster_replicas_share_revocations_through_a_failover_and_lose_no
         assert!(!log.contains(PASSWORD), "replica {i} logged the password");
     }
 }
+
+/// Two Envoys running the module follow the cluster as a replica does (the same code): a
+/// revocation written by `revoke --redis` in cluster mode is refused by both within a second,
+/// and an Envoy started afterwards loads it from the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_modules_follow_revocations_written_by_revoke_in_redis() {
+    use crate::module_revocation::{first_answer_is, refused_within, Checker};
+    use cognito_authz::testkit::{access_claims, jwks, now, Behaviour, JwksServer, TestKey};
+    use cruddur_demo::stack::Protocol;
+
+    let cluster = RedisCluster::start("modules");
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let layout = common::stack_layout("cluster-module");
+    assert!(
+        layout.bin_dir.join("libcognito_authz_envoy.so").exists(),
+        "the module is missing: build it with `cargo build -p cognito-authz-envoy`"
+    );
+    let options = Options {
+        protocol: Protocol::Module,
+        authz_env: vec![
+            ("COGNITO_JWKS_URI".into(), idp.url("/jwks.json")),
+            ("AUTHZ_REDIS_URL".into(), cluster.url()),
+            ("AUTHZ_REDIS_CLUSTER".into(), "true".into()),
+        ],
+        ..Options::default()
+    };
+    let mut stack = Stack::start_options(layout, Ports::ephemeral().unwrap(), options)
+        .await
+        .unwrap_or_else(|e| panic!("the stack did not start: {e}"));
+    let second = stack.start_module_envoy().await.unwrap();
+    let modules = [Checker::Module(stack.ports.envoy), Checker::Module(second)];
+    let issuer = format!(
+        "https://cognito-idp.us-east-1.amazonaws.com/{}",
+        stack.pool.pool_id
+    );
+    let token = |user: &str| {
+        let mut claims = access_claims(&issuer, &stack.pool.client_id, now() - 30);
+        claims["sub"] = serde_json::json!(format!("{user}-sub"));
+        claims["origin_jti"] = serde_json::json!(format!("{user}-session"));
+        claims["jti"] = serde_json::json!(format!("{user}-jti"));
+        TestKey::shared(0).token(&claims)
+    };
+    let (revoked, kept) = (token("revoked"), token("kept"));
+    for at in modules {
+        first_answer_is(at, &revoked, (200, "")).await;
+        first_answer_is(at, &kept, (200, "")).await;
+    }
+    // Both modules subscribed to the sharded channel, on the revocations' primary.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let primary = cluster.primary_of(REVOCATIONS_SLOT);
+        let counts = cluster.cli(
+            primary,
+            &[
+                "PUBSUB",
+                "SHARDNUMSUB",
+                cognito_authz::shared::CLUSTER_CHANNEL,
+            ],
+        );
+        let subscribed: i64 = counts
+            .lines()
+            .last()
+            .unwrap_or("0")
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if subscribed >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the modules never subscribed: {counts}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let out = revoke_in_cluster(&cluster, &revoked);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        !printed.contains("no replica or module follows it"),
+        "{printed}"
+    );
+    let revoked_at = Instant::now();
+    for at in modules {
+        refused_within(at, &revoked, revoked_at, Duration::from_secs(1)).await;
+        assert_eq!(crate::module_revocation::check(at, &kept).await.0, 200);
+    }
+    let third = Checker::Module(stack.start_module_envoy().await.unwrap());
+    first_answer_is(third, &revoked, (401, "revoked")).await;
+    first_answer_is(third, &kept, (200, "")).await;
+
+    // The password shows in no log of the stack (Envoys, the module, the emulator, the app).
+    for file in std::fs::read_dir(&stack.layout.work_dir).unwrap() {
+        let path = file.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                !log.contains(PASSWORD),
+                "{} shows the password",
+                path.display()
+            );
+        }
+    }
+}
