@@ -111,6 +111,12 @@ async fn redis_cluster_replicas_share_revocations_through_a_failover_and_lose_no
     );
     assert_eq!(stored.lines().count(), 2, "{stored}");
 
+    // One replica requires Redis (AUTHZ_REDIS_REQUIRED): restarted so.
+    stack.kill_replica(2).unwrap();
+    stack.set_replica_env(2, &[("AUTHZ_REDIS_REQUIRED", "true")]);
+    stack.start_replica(2).await.unwrap();
+    wait_redis(replicas[2].admin, true).await;
+
     // Under load through Envoy, a revocation, then at once the primary holding the
     // revocations dies.
     let live = sign_in(&stack, "cluster@example.com").await;
@@ -137,13 +143,18 @@ async fn redis_cluster_replicas_share_revocations_through_a_failover_and_lose_no
     for r in &replicas {
         wait_redis(r.admin, false).await;
     }
-    // Not required (the default): still ready, saying Redis is down.
-    let (status, body) = common::http_get(
-        std::net::SocketAddr::from(([127, 0, 0, 1], replicas[0].admin)),
-        "/readyz",
-    )
-    .await;
+    // Not required (the default): still ready, saying Redis is down; required: not ready while
+    // the revocations' slot has no primary.
+    let readyz = |r: usize| {
+        common::http_get(
+            std::net::SocketAddr::from(([127, 0, 0, 1], replicas[r].admin)),
+            "/readyz",
+        )
+    };
+    let (status, body) = readyz(0).await;
     assert_eq!(status, 200, "{body}");
+    let (status, body) = readyz(2).await;
+    assert_eq!(status, 503, "{body}");
     // Revoked while the slot has no primary: refused here at once, shared once it has one.
     let out = revoke_cli_output(&stack, replicas[2].admin, &during_failover);
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -159,6 +170,8 @@ async fn redis_cluster_replicas_share_revocations_through_a_failover_and_lose_no
         let left = Duration::from_secs(1).saturating_sub(promoted_at.elapsed());
         until_revoked(r.grpc, &during_failover, left).await;
     }
+    wait_redis(replicas[2].admin, true).await;
+    assert_eq!(readyz(2).await.0, 200);
     let statuses = load.await.unwrap();
     assert!(statuses.len() > 20, "{} requests", statuses.len());
     assert!(
