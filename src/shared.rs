@@ -1331,6 +1331,65 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_push_past_the_queue_is_dropped_and_asks_for_a_reload() {
+        use redis::aio::AsyncPushSender as _;
+        let (sender, mut receiver) = mpsc::channel(1);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let pushes = Pushes {
+            sender,
+            overflowed: overflowed.clone(),
+        };
+        let push = || PushInfo {
+            kind: PushKind::SMessage,
+            data: Vec::new(),
+        };
+        assert!(pushes.send(push()).is_ok());
+        assert!(!overflowed.load(Ordering::Relaxed));
+        // Full: never blocks the connection; the subscriber reloads instead.
+        assert!(pushes.send(push()).is_ok());
+        assert!(overflowed.load(Ordering::Relaxed));
+        assert!(receiver.try_recv().is_ok());
+        assert!(receiver.try_recv().is_err(), "the second was dropped");
+        drop(receiver);
+        assert!(pushes.send(push()).is_err(), "nobody follows any more");
+    }
+
+    #[tokio::test]
+    async fn cluster_keys_share_one_slot_and_one_redis_keeps_its_names() {
+        // The hash tag is `rev` for every revocation and the channel: one slot.
+        for key in [
+            key_of(CLUSTER_REVOKED_PREFIX, &Revocation::Jti("a".into())),
+            key_of(CLUSTER_REVOKED_PREFIX, &Revocation::Session("b".into())),
+            CLUSTER_CHANNEL.to_string(),
+            format!("{CLUSTER_REVOKED_PREFIX}probe"),
+        ] {
+            assert_eq!(
+                key.split_once('{')
+                    .and_then(|(_, rest)| rest.split_once('}'))
+                    .map(|t| t.0),
+                Some("rev"),
+                "{key}"
+            );
+            assert!(key.starts_with("cognito-authz:"), "one ACL pattern: {key}");
+        }
+        assert_eq!(REVOKED_PREFIX, "cognito-authz:rev:");
+        assert_eq!(CHANNEL, "cognito-authz:revocations");
+        let single = Shared::writer("redis://127.0.0.1:1/", &[]).unwrap();
+        assert!(!single.clustered());
+        assert!(
+            Shared::writer(
+                RedisTarget {
+                    urls: vec!["redis://a:1/".into(), "redis://b:1/".into()],
+                    cluster: false,
+                },
+                &[]
+            )
+            .is_err(),
+            "several URLs are a cluster's"
+        );
+    }
+
+    #[test]
     fn a_verdict_stamped_in_the_future_is_no_verdict() {
         let now = 1_000_000;
         assert_eq!(
