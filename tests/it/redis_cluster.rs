@@ -28,12 +28,22 @@ const REVOCATIONS_SLOT: &str = "cognito-authz:{rev}:probe";
 /// `cognito-authz revoke --redis --token -` against the cluster, the URL (with its password)
 /// and cluster mode from the environment, as an operator would run it.
 fn revoke_in_cluster(cluster: &RedisCluster, token: &str) -> std::process::Output {
+    revoke_in_cluster_with(cluster, token, &[])
+}
+
+/// [`revoke_in_cluster`] with more variables (the signing keys).
+fn revoke_in_cluster_with(
+    cluster: &RedisCluster,
+    token: &str,
+    vars: &[(&str, &str)],
+) -> std::process::Output {
     use std::io::Write as _;
     let mut child = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
         .args(["revoke", "--redis", "--token", "-"])
         .env_clear()
         .env("AUTHZ_REDIS_URL", cluster.url())
         .env("AUTHZ_REDIS_CLUSTER", "true")
+        .envs(vars.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -212,6 +222,28 @@ async fn redis_cluster_replicas_share_revocations_through_a_failover_and_lose_no
         assert_eq!(check(r.grpc, &live).await, (true, "allowed".into()));
     }
 
+    // The control API lists what the cluster holds (one slot's scan), and /config shows the
+    // seed nodes without the password.
+    let secret = std::fs::read_to_string(stack.admin_token_file().unwrap()).unwrap();
+    let admin = |path: &str| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:{}{path}", replicas[0].admin))
+            .bearer_auth(secret.trim())
+            .send()
+    };
+    let listing: serde_json::Value = admin("/revocations").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        listing["revocations"].as_array().map(Vec::len),
+        Some(5),
+        "{listing}"
+    );
+    let config = admin("/config").await.unwrap().text().await.unwrap();
+    assert!(!config.contains(PASSWORD), "{config}");
+    assert!(config.contains("authz:redacted@127.0.0.1"), "{config}");
+
     // The password shows in no replica's log.
     for i in 0..stack.replicas.len() {
         let name = match i {
@@ -224,9 +256,10 @@ async fn redis_cluster_replicas_share_revocations_through_a_failover_and_lose_no
     }
 }
 
-/// Two Envoys running the module follow the cluster as a replica does (the same code): a
-/// revocation written by `revoke --redis` in cluster mode is refused by both within a second,
-/// and an Envoy started afterwards loads it from the cluster.
+/// Two Envoys running the module follow the cluster as a replica does (the same code), signing
+/// with two keys as during a rotation: a revocation written by `revoke --redis` in cluster mode
+/// is refused by both within a second, and an Envoy started afterwards loads it from the
+/// cluster; an unsigned one is ignored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_modules_follow_revocations_written_by_revoke_in_redis() {
     use crate::module_revocation::{first_answer_is, refused_within, Checker};
@@ -240,9 +273,18 @@ async fn redis_cluster_modules_follow_revocations_written_by_revoke_in_redis() {
         layout.bin_dir.join("libcognito_authz_envoy.so").exists(),
         "the module is missing: build it with `cargo build -p cognito-authz-envoy`"
     );
+    std::fs::create_dir_all(&layout.work_dir).unwrap();
+    let keys = layout.work_dir.join("signing-keys");
+    std::fs::write(
+        &keys,
+        "0123456789abcdef0123456789abcdef01\nfedcba9876543210fedcba9876543210fe\n",
+    )
+    .unwrap();
+    let keys = keys.display().to_string();
     let options = Options {
         protocol: Protocol::Module,
         authz_env: vec![
+            ("AUTHZ_REDIS_SIGNING_KEY_FILE".into(), keys.clone()),
             ("COGNITO_JWKS_URI".into(), idp.url("/jwks.json")),
             ("AUTHZ_REDIS_URL".into(), cluster.url()),
             ("AUTHZ_REDIS_CLUSTER".into(), "true".into()),
@@ -266,6 +308,7 @@ async fn redis_cluster_modules_follow_revocations_written_by_revoke_in_redis() {
         TestKey::shared(0).token(&claims)
     };
     let (revoked, kept) = (token("revoked"), token("kept"));
+    let signing = [("AUTHZ_REDIS_SIGNING_KEY_FILE", keys.as_str())];
     for at in modules {
         first_answer_is(at, &revoked, (200, "")).await;
         first_answer_is(at, &kept, (200, "")).await;
@@ -299,7 +342,10 @@ async fn redis_cluster_modules_follow_revocations_written_by_revoke_in_redis() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let out = revoke_in_cluster(&cluster, &revoked);
+    // Unsigned (no keys given to the command): every module ignores it.
+    let out = revoke_in_cluster(&cluster, &kept);
+    assert!(out.status.success());
+    let out = revoke_in_cluster_with(&cluster, &revoked, &signing);
     let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
