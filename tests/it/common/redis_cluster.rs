@@ -29,14 +29,21 @@ pub struct RedisCluster {
     dir: PathBuf,
 }
 
-/// `n` distinct free loopback ports (a node's client port and its cluster bus port).
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
+/// Twelve free loopback ports (each node's client port and cluster bus port), reserved for this
+/// process as the stacks' are: below the ephemeral range, never picked twice side by side.
+fn free_ports() -> Vec<u16> {
+    (0..2)
+        .flat_map(|_| {
+            let p = cruddur_demo::stack::Ports::ephemeral().expect("free loopback ports");
+            [
+                p.envoy,
+                p.envoy_admin,
+                p.authz,
+                p.authz_admin,
+                p.app,
+                p.cognito,
+            ]
+        })
         .collect()
 }
 
@@ -55,7 +62,7 @@ impl RedisCluster {
             .join(format!("{name}-cluster-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let ports = free_ports(12);
+        let ports = free_ports();
         let mut cluster = RedisCluster {
             nodes: Vec::new(),
             dir,
