@@ -378,3 +378,32 @@ async fn redis_cluster_modules_follow_revocations_written_by_revoke_in_redis() {
         }
     }
 }
+
+/// Over TLS with an ACL user, as ElastiCache Serverless and MemoryDB are reached: a cluster
+/// speaking TLS only (to clients and between nodes) takes `revoke --redis`'s entry in the
+/// revocations' slot, its replica confirms it, and the password shows nowhere.
+#[test]
+fn redis_cluster_over_tls_takes_a_revocation_from_revoke_in_redis() {
+    let cluster = RedisCluster::start_tls("tls");
+    assert!(cluster.url().starts_with("rediss://"));
+    let out = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+        .args(["revoke", "--redis", "--jti", "over-tls"])
+        .env_clear()
+        .env("AUTHZ_REDIS_URL", cluster.url())
+        .env("AUTHZ_REDIS_CLUSTER", "true")
+        // The test CA, trusted as a system's roots are (rustls-native-certs reads it).
+        .env("SSL_CERT_FILE", cluster.ca())
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(!printed.contains(PASSWORD), "{printed}");
+    assert!(!printed.contains(NOT_REPLICATED), "{printed}");
+    let key = "cognito-authz:{rev}:jti:over-tls";
+    let stored = cluster.cli(cluster.primary_of(key), &["GET", key]);
+    assert!(stored.contains("over-tls"), "{stored}");
+}

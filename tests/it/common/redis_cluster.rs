@@ -27,6 +27,9 @@ struct Node {
 pub struct RedisCluster {
     nodes: Vec<Node>,
     dir: PathBuf,
+    /// Over TLS only (`--port 0`, TLS between nodes too): the CA that signed every node's
+    /// certificate.
+    tls_ca: Option<PathBuf>,
 }
 
 /// Twelve free loopback ports (each node's client port and cluster bus port), reserved for this
@@ -52,6 +55,22 @@ impl RedisCluster {
     /// every node says `cluster_state:ok`. Panics, naming the fix, when redis-server or
     /// redis-cli is missing.
     pub fn start(name: &str) -> RedisCluster {
+        RedisCluster::start_with(name, false)
+    }
+
+    /// [`RedisCluster::start`], speaking TLS only, to clients and between nodes, as
+    /// ElastiCache Serverless and MemoryDB do; [`RedisCluster::ca`] signed the nodes'
+    /// certificates (for 127.0.0.1).
+    pub fn start_tls(name: &str) -> RedisCluster {
+        RedisCluster::start_with(name, true)
+    }
+
+    /// The CA file a TLS cluster's clients trust.
+    pub fn ca(&self) -> &std::path::Path {
+        self.tls_ca.as_deref().expect("a TLS cluster")
+    }
+
+    fn start_with(name: &str, tls: bool) -> RedisCluster {
         for tool in [SERVER, CLI] {
             assert!(
                 std::path::Path::new(tool).exists(),
@@ -63,9 +82,14 @@ impl RedisCluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let ports = free_ports();
+        let tls_ca = tls.then(|| {
+            super::write_pki(&dir.join("tls"));
+            dir.join("tls/ca.pem")
+        });
         let mut cluster = RedisCluster {
             nodes: Vec::new(),
             dir,
+            tls_ca,
         };
         for pair in ports.chunks(2) {
             let (port, bus) = (pair[0], pair[1]);
@@ -85,6 +109,7 @@ impl RedisCluster {
             .collect();
         let out = Command::new(CLI)
             .args(["--user", USER, "--pass", PASSWORD, "--no-auth-warning"])
+            .args(cluster.tls_args())
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
@@ -120,10 +145,37 @@ impl RedisCluster {
         }
     }
 
+    /// redis-cli's flags for a TLS cluster (none otherwise).
+    fn tls_args(&self) -> Vec<String> {
+        match &self.tls_ca {
+            Some(ca) => vec!["--tls".into(), "--cacert".into(), ca.display().to_string()],
+            None => Vec::new(),
+        }
+    }
+
     fn spawn(&self, port: u16, bus: u16) -> Child {
         let log = std::fs::File::create(self.dir.join(format!("{port}.log"))).unwrap();
-        Command::new(SERVER)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new(SERVER);
+        match &self.tls_ca {
+            Some(ca) => {
+                let tls = ca.parent().unwrap();
+                command
+                    .args(["--port", "0", "--tls-port", &port.to_string()])
+                    .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                    .arg("--tls-cert-file")
+                    .arg(tls.join("server.pem"))
+                    .arg("--tls-key-file")
+                    .arg(tls.join("server-key.pem"))
+                    .arg("--tls-ca-cert-file")
+                    .arg(ca)
+                    .args(["--tls-auth-clients", "no"]);
+            }
+            None => {
+                command.args(["--port", &port.to_string()]);
+            }
+        }
+        command
+            .args(["--bind", "127.0.0.1"])
             .args([
                 "--cluster-enabled",
                 "yes",
@@ -158,6 +210,7 @@ impl RedisCluster {
         let out = Command::new(CLI)
             .args(["-p", &port.to_string(), "--user", USER, "--pass", PASSWORD])
             .arg("--no-auth-warning")
+            .args(self.tls_args())
             .args(args)
             .output()
             .unwrap();
@@ -206,7 +259,14 @@ impl RedisCluster {
     pub fn url(&self) -> String {
         self.nodes[..2]
             .iter()
-            .map(|n| format!("redis://{USER}:{PASSWORD}@127.0.0.1:{}", n.port))
+            .map(|n| {
+                let scheme = if self.tls_ca.is_some() {
+                    "rediss"
+                } else {
+                    "redis"
+                };
+                format!("{scheme}://{USER}:{PASSWORD}@127.0.0.1:{}", n.port)
+            })
             .collect::<Vec<_>>()
             .join(",")
     }
