@@ -10,8 +10,9 @@
 //! Keys (each expires on its own):
 //! - `cognito-authz:rev:{jti|session|sub}:{id}`: a revocation entry as JSON, until it can match
 //!   no valid token (about 150 bytes with the key); on a cluster `cognito-authz:{rev}:...`, one
-//!   hash tag, so that every revocation lives in one slot: the start-up load is one node's
-//!   `SCAN` and the bounded `MGET` script's keys are all in that slot;
+//!   hash tag, so that every revocation lives in one slot: the start-up load is that slot's
+//!   primary's `SCAN` (in a script naming a key of the slot), and every multi-key operation
+//!   stays in it;
 //! - `cognito-authz:verdict:{sha256 prefix of the token, hex}`: `valid:{unix}` or
 //!   `revoked:{unix}`, for the verdict TTL plus the grace (about 90 bytes);
 //! - `cognito-authz:lock:{same}`: held by the replica asking Cognito, for the call's timeout.
@@ -575,7 +576,9 @@ impl Shared {
     }
 
     /// Runs `command` on the primary of the revocations' slot (in a cluster; on the one Redis
-    /// otherwise): for the commands that name no key there (`SCAN`, `WAIT`, the probe).
+    /// otherwise): `WAIT`, which names no key, and `SPUBLISH`. The client sends it to a replica
+    /// or another node when that primary is not connected: `SPUBLISH` is then redirected
+    /// (`MOVED`), `WAIT` answers wrongly or fails, which only changes what is said about it.
     async fn run_at_revocations<T: redis::FromRedisValue>(
         &self,
         op: &'static str,
