@@ -1023,6 +1023,8 @@ impl Shared {
         mut stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let shared = self.clone();
+        // Until the first load (or the first failure to reach Redis), no token is admitted.
+        list.set_loading(!self.settled());
         tokio::spawn(async move {
             match &shared.inner.link {
                 Link::Single { client, .. } => shared.follow(client, &list, &mut stop).await,
@@ -1059,7 +1061,14 @@ impl Shared {
             }
             Err(err) => warn!(cause = %err, "loading revocations from redis failed"),
         }
+        self.settle(list);
+    }
+
+    /// The first connection was tried: the revocations are loaded, or Redis is unreachable and
+    /// decisions go on from local state.
+    fn settle(&self, list: &RevocationList) {
         self.inner.settled.store(true, Ordering::Relaxed);
+        list.set_loading(false);
     }
 
     /// Takes one announced revocation into `list`, re-signing it when an older key signed it.
@@ -1098,7 +1107,7 @@ impl Shared {
             };
             tokio::select! {
                 result = session => {
-                    self.inner.settled.store(true, Ordering::Relaxed);
+                    self.settle(list);
                     if let Err(err) = result {
                         warn!(cause = %err, "redis subscription failed");
                     } else {
@@ -1159,7 +1168,7 @@ impl Shared {
                     if !self.probe().await {
                         self.set_up(false);
                         // Unreachable at start-up: settled, deciding from local state.
-                        self.inner.settled.store(true, Ordering::Relaxed);
+                        self.settle(list);
                         continue;
                     }
                     if self.is_up() {
@@ -1331,6 +1340,34 @@ mod tests {
         assert!(admit(&list, &sub(now), now));
         assert!(!admit(&list, &jti("b"), now), "past the cap");
         assert_eq!(list.len(), 2);
+    }
+
+    /// A module has no readiness: until the first load from Redis (or the first failure to
+    /// reach it), its list says it is loading, and the decision core admits no token.
+    #[tokio::test]
+    async fn the_list_is_loading_until_the_subscriber_settles() {
+        // Takes connections and never answers: the subscriber waits its timeout out.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}/", silent.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                open.push(socket);
+            }
+        });
+        let shared = Shared::new(url.as_str(), Arc::new(Unobserved), &[]).unwrap();
+        let list = Arc::new(RevocationList::new(10, None));
+        let (_stop, stop) = watch::channel(false);
+        let _subscriber = shared.spawn_subscriber(list.clone(), stop);
+        assert!(list.loading(), "loading from the start");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while list.loading() {
+            assert!(std::time::Instant::now() < deadline, "never settled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Unreachable: deciding from local state, as a replica then is ready.
+        assert!(shared.settled());
+        held.abort();
     }
 
     #[test]
