@@ -128,8 +128,11 @@ pub const ENV_REVOCATION_TIMEOUT_MS: &str = "COGNITO_REVOCATION_TIMEOUT_MS";
 pub const ENV_REVOCATION_MAX_CONCURRENT: &str = "COGNITO_REVOCATION_MAX_CONCURRENT";
 /// Tokens `GetUser` cannot judge on routes that require the check: `deny` (default) or `allow`.
 pub const ENV_REVOCATION_UNVERIFIABLE: &str = "COGNITO_REVOCATION_UNVERIFIABLE";
-/// Redis shared by every replica (`redis://` or `rediss://`): revocations and verdicts.
+/// Redis shared by every replica (`redis://` or `rediss://`): revocations and verdicts. In
+/// cluster mode, one or more seed nodes, comma-separated.
 pub const ENV_REDIS_URL: &str = "AUTHZ_REDIS_URL";
+/// Whether [`ENV_REDIS_URL`] is a Redis Cluster's (`false` by default).
+pub const ENV_REDIS_CLUSTER: &str = "AUTHZ_REDIS_CLUSTER";
 /// Whether `/readyz` fails while Redis is down (`false` by default).
 pub const ENV_REDIS_REQUIRED: &str = "AUTHZ_REDIS_REQUIRED";
 /// Log format: `text` (default) or `json`.
@@ -345,6 +348,7 @@ struct FileServer {
     http_trust_traceparent: Option<bool>,
     decision_metadata: Option<String>,
     redis_url: Option<String>,
+    redis_cluster: Option<bool>,
     redis_required: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -584,8 +588,11 @@ pub const REDIS_FLAG: &str = "--redis";
 /// and nothing else (revoking needs no pool).
 #[derive(Debug)]
 pub struct SharedWriterConfig {
-    /// The Redis URL (`redis://` or `rediss://`, an ACL user and password in it).
+    /// The Redis URL (`redis://` or `rediss://`, an ACL user and password in it); a cluster's
+    /// seed nodes, comma-separated.
     pub redis_url: String,
+    /// The Redis is a cluster ([`ENV_REDIS_CLUSTER`]).
+    pub redis_cluster: bool,
     /// The clock leeway, which bounds a `before` and lengthens an entry's life.
     pub leeway: Duration,
     /// The keys that sign what is shared, when configured (never shown).
@@ -632,7 +639,8 @@ impl SharedWriterConfig {
             None => settings::text(&var, &REDIS_URL, file_server.redis_url),
         };
         let redis_url_from = picked.as_ref().map_or(ENV_REDIS_URL, |(from, _)| *from);
-        let redis_url = redis_url(picked)?.ok_or_else(|| {
+        let redis_cluster = settings::switch(&var, &REDIS_CLUSTER, file_server.redis_cluster)?;
+        let redis_url = redis_url(picked, redis_cluster)?.ok_or_else(|| {
             ConfigError::invalid(
                 ENV_REDIS_URL,
                 format!("not set: give {REDIS_FLAG} URL, set it, or set server.redis_url in the config file"),
@@ -640,6 +648,7 @@ impl SharedWriterConfig {
         })?;
         Ok(SharedWriterConfig {
             redis_url,
+            redis_cluster,
             leeway,
             redis_signing_key: signing_keys(&var, file_server.redis_signing_key_file)?,
             redis_url_from,
@@ -649,6 +658,14 @@ impl SharedWriterConfig {
     /// The Redis URL with its password replaced, to show.
     pub fn shown_url(&self) -> String {
         redacted(&self.redis_url)
+    }
+
+    /// Where the entry is written.
+    pub fn redis_target(&self) -> crate::shared::RedisTarget {
+        crate::shared::RedisTarget {
+            urls: server::redis_urls(&self.redis_url),
+            cluster: self.redis_cluster,
+        }
     }
 }
 
@@ -961,6 +978,58 @@ mod tests {
             shown.contains("redis://:redacted@127.0.0.1:6379/0"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn cluster_mode_takes_seed_nodes_and_hides_every_password() {
+        let seeds = "rediss://authz:s3cret@node-1:6379, rediss://authz:s3cret@node-2:6379";
+        let mut vars = app_env();
+        vars.push((ENV_REDIS_URL, seeds));
+        // Several URLs are a cluster's seed nodes: refused without cluster mode.
+        assert_eq!(
+            err_key(Config::from_lookup(env(&vars), None)),
+            ENV_REDIS_URL
+        );
+        vars.push((ENV_REDIS_CLUSTER, "true"));
+        let config = Config::from_lookup(env(&vars), None).unwrap();
+        let target = config.server.redis_target().unwrap();
+        assert!(target.cluster);
+        assert_eq!(
+            target.urls,
+            [
+                "rediss://authz:s3cret@node-1:6379",
+                "rediss://authz:s3cret@node-2:6379"
+            ]
+        );
+        let shown = serde_json::to_string(&config).unwrap();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains(
+                "rediss://authz:redacted@node-1:6379,rediss://authz:redacted@node-2:6379"
+            ),
+            "{shown}"
+        );
+        // One scheme: TLS to some seed nodes and not to others is a mistake.
+        let mut mixed = app_env();
+        mixed.push((ENV_REDIS_CLUSTER, "true"));
+        mixed.push((ENV_REDIS_URL, "rediss://node-1:6379,redis://node-2:6379"));
+        assert_eq!(
+            err_key(Config::from_lookup(env(&mixed), None)),
+            ENV_REDIS_URL
+        );
+        // One URL in cluster mode is the usual form (a configuration endpoint).
+        let mut one = app_env();
+        one.push((ENV_REDIS_CLUSTER, "true"));
+        one.push((
+            ENV_REDIS_URL,
+            "rediss://authz:s3cret@clustercfg.example:6379",
+        ));
+        let config = Config::from_lookup(env(&one), None).unwrap();
+        assert_eq!(config.server.redis_target().unwrap().urls.len(), 1);
+        // The one-shot writer reads the same settings, and shows no password either.
+        let writer = SharedWriterConfig::from_lookup(env(&vars), None, None).unwrap();
+        assert!(writer.redis_target().cluster);
+        assert!(!writer.shown_url().contains("s3cret"));
     }
 
     #[test]

@@ -571,6 +571,11 @@ impl State {
         if revocations.is_revoked(&ids, now) {
             return refuse(optional, requirements, DenyReason::Revoked);
         }
+        // Not revoked here, but the revocations shared through Redis are not loaded yet (a
+        // module just started: unlike a replica it has no readiness to hold traffic back).
+        if revocations.loading() {
+            return refuse(optional, requirements, DenyReason::RevocationUnavailable);
+        }
         if requirements.revocation == RevocationMode::Cognito {
             let grace = requirements.revocation_on_unavailable == OnUnavailable::Grace;
             let check = match &self.checker {

@@ -536,7 +536,7 @@ fn revoke_in_redis(args: &RevokeArgs, url: Option<&str>, file: Option<&Path>) ->
             .map(|keys| keys.as_bytes())
             .unwrap_or_default();
         // redis-rs's messages name the problem, never the URL.
-        let shared = Shared::writer(&config.redis_url, &keys)
+        let shared = Shared::writer(config.redis_target(), &keys)
             .map_err(|err| format!("configuration error: {}: {err}", config.redis_url_from))?;
         Ok::<_, String>((body, config, shared))
     })();
@@ -567,7 +567,7 @@ fn revoke_in_redis(args: &RevokeArgs, url: Option<&str>, file: Option<&Path>) ->
         );
     }
     match runtime.block_on(shared.publish_once(&entry)) {
-        Ok(heard) => {
+        Ok(published) => {
             println!(
                 "{}",
                 json!(server::RevocationRecorded {
@@ -576,10 +576,17 @@ fn revoke_in_redis(args: &RevokeArgs, url: Option<&str>, file: Option<&Path>) ->
                     shared: Some(true),
                 })
             );
-            if heard == 0 {
+            if published.heard == 0 {
                 eprintln!(
                     "cognito-authz: stored in {shown}; no replica or module follows it right \
                      now: each loads it when it starts or reconnects"
+                );
+            }
+            if published.replicated == Some(false) {
+                eprintln!(
+                    "cognito-authz: stored on the cluster's primary, but no replica of it \
+                     confirmed it in time: should that primary fail now, run the command again \
+                     once its replica took over"
                 );
             }
             ExitCode::SUCCESS

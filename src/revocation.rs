@@ -6,7 +6,7 @@
 //! Depends on nothing above it: the decision core asks, the Redis share fills the list.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tracing::Instrument as _;
@@ -199,6 +199,9 @@ pub struct RevocationList {
     lists: RwLock<Lists>,
     cap: AtomicUsize,
     observer: Option<Arc<dyn ListObserver>>,
+    /// The revocations shared through Redis are still being loaded (a replica or module just
+    /// started): a token not revoked here may be revoked elsewhere.
+    loading: AtomicBool,
 }
 
 impl Default for RevocationList {
@@ -223,7 +226,19 @@ impl RevocationList {
             lists: RwLock::default(),
             cap: AtomicUsize::new(cap),
             observer,
+            loading: AtomicBool::new(false),
         }
+    }
+
+    /// Says whether the revocations shared through Redis are still being loaded; while they
+    /// are, no token is admitted (its status is unavailable).
+    pub fn set_loading(&self, loading: bool) {
+        self.loading.store(loading, Ordering::Relaxed);
+    }
+
+    /// Whether the revocations shared through Redis are still being loaded.
+    pub fn loading(&self) -> bool {
+        self.loading.load(Ordering::Relaxed)
     }
 
     /// Changes the cap (a reload); entries held beyond it stay until they expire.

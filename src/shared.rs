@@ -9,12 +9,25 @@
 //!
 //! Keys (each expires on its own):
 //! - `cognito-authz:rev:{jti|session|sub}:{id}`: a revocation entry as JSON, until it can match
-//!   no valid token (about 150 bytes with the key);
+//!   no valid token (about 150 bytes with the key); on a cluster `cognito-authz:{rev}:...`, one
+//!   hash tag, so that every revocation lives in one slot: the start-up load is that slot's
+//!   primary's `SCAN` (in a script naming a key of the slot), and every multi-key operation
+//!   stays in it;
 //! - `cognito-authz:verdict:{sha256 prefix of the token, hex}`: `valid:{unix}` or
 //!   `revoked:{unix}`, for the verdict TTL plus the grace (about 90 bytes);
 //! - `cognito-authz:lock:{same}`: held by the replica asking Cognito, for the call's timeout.
 //!
-//! Channel: `cognito-authz:revocations`, one JSON entry per message.
+//! Channel: `cognito-authz:revocations`, one JSON entry per message; on a cluster, the sharded
+//! channel `cognito-authz:{rev}:revocations` (`SSUBSCRIBE`/`SPUBLISH`), served by the node that
+//! holds the revocations, so that one shard's failover moves both together.
+//!
+//! On a cluster (`AUTHZ_REDIS_CLUSTER`), redis-rs's cluster client routes each command by its
+//! key and follows failovers, and re-subscribes by itself wherever the channel's slot moved
+//! (RESP3 pushes). Redis counts as up while the node holding the revocations answers (a probe
+//! every [`PROBE_INTERVAL`]); each time it comes back, and each time the client re-subscribes,
+//! the subscriber catches up as after a reconnect. An operator's revocation waits (`WAIT`) for
+//! a replica to hold it before it is announced, so that a failover right after it cannot lose
+//! it.
 //!
 //! With signing keys (`AUTHZ_REDIS_SIGNING_KEY_FILE`), each value is `{tag hex}.{value}` with a
 //! tag per key, and opens with any: a replica adds its keys' tags to every entry one of its keys
@@ -26,7 +39,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use tokio::sync::watch;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{PushInfo, PushKind};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt as _;
 use tracing::{info, warn, Instrument as _};
 
@@ -37,10 +53,26 @@ use crate::revocation::{
 };
 
 /// Every Redis operation an error is counted under (the `op` label of `redis_errors`).
-pub const OPERATIONS: [&str; 6] = ["get", "set", "publish", "lock", "load", "resign"];
+pub const OPERATIONS: [&str; 7] = ["get", "set", "publish", "lock", "load", "resign", "wait"];
 /// The channel revocations are announced on.
 pub const CHANNEL: &str = "cognito-authz:revocations";
+/// The sharded channel revocations are announced on in a cluster: its hash tag is the
+/// revocations' own, so one node serves both.
+pub const CLUSTER_CHANNEL: &str = "cognito-authz:{rev}:revocations";
+/// Where revocations are stored on one Redis. Unchanged since the first release, so that
+/// replicas of every version share them.
 const REVOKED_PREFIX: &str = "cognito-authz:rev:";
+/// Where revocations are stored in a cluster: under one hash tag, so in one slot. Still
+/// `cognito-authz:`-prefixed, so one ACL key pattern (`~cognito-authz:*`) covers both layouts.
+const CLUSTER_REVOKED_PREFIX: &str = "cognito-authz:{rev}:";
+/// How often a cluster subscriber asks the node holding the revocations whether it answers:
+/// a failover is noticed, and caught up on, within about this much of the promotion.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// How long an operator's revocation waits for a replica of its primary to hold it.
+const REPLICATION_WAIT: Duration = Duration::from_millis(150);
+/// Most cluster pushes (messages, re-subscriptions) queued for the subscriber; past it one is
+/// dropped and the subscriber reloads every revocation instead.
+const MAX_QUEUED_PUSHES: usize = 4096;
 const VERDICT_PREFIX: &str = "cognito-authz:verdict:";
 const LOCK_PREFIX: &str = "cognito-authz:lock:";
 /// How long one Redis operation may take before the decision goes on without it.
@@ -82,9 +114,70 @@ pub trait SharedObserver: Send + Sync {
     fn redis_error(&self, op: &'static str);
 }
 
+/// Where the shared state lives: one Redis, or a cluster reached through seed nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    /// `redis://` or `rediss://` URLs: one Redis, or one or more seed nodes of a cluster (the
+    /// same scheme, user and password on each).
+    pub urls: Vec<String>,
+    /// A Redis Cluster (ElastiCache Serverless, MemoryDB, cluster-mode ElastiCache, Valkey or
+    /// Redis Cluster): the cluster client, keys under one hash tag, sharded pub/sub.
+    pub cluster: bool,
+}
+
+impl From<&str> for RedisTarget {
+    fn from(url: &str) -> RedisTarget {
+        RedisTarget {
+            urls: vec![url.to_string()],
+            cluster: false,
+        }
+    }
+}
+
+impl From<&String> for RedisTarget {
+    fn from(url: &String) -> RedisTarget {
+        RedisTarget::from(url.as_str())
+    }
+}
+
+/// The connection commands go through.
+enum Link {
+    /// One Redis: a reconnecting connection, and a client for the subscriber's own.
+    Single {
+        client: Box<redis::Client>,
+        manager: ConnectionManager,
+    },
+    /// A cluster: one connection per node, routed by slot; its pushes (sharded messages,
+    /// re-subscriptions, disconnections) reach the subscriber through `pushes`.
+    Cluster {
+        connection: ClusterConnection,
+        pushes: std::sync::Mutex<Option<mpsc::Receiver<PushInfo>>>,
+        overflowed: Arc<AtomicBool>,
+    },
+}
+
+/// Hands the cluster connection's pushes to the subscriber without blocking the connection:
+/// past [`MAX_QUEUED_PUSHES`] one is dropped, and the subscriber reloads every revocation.
+struct Pushes {
+    sender: mpsc::Sender<PushInfo>,
+    overflowed: Arc<AtomicBool>,
+}
+
+impl redis::aio::AsyncPushSender for Pushes {
+    fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
+        match self.sender.try_send(info) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflowed.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(redis::aio::SendError),
+        }
+    }
+}
+
 struct Inner {
-    client: redis::Client,
-    manager: ConnectionManager,
+    link: Link,
     up: AtomicBool,
     /// The first connection was tried: revocations loaded, or Redis unreachable.
     settled: AtomicBool,
@@ -104,6 +197,16 @@ struct Unobserved;
 impl SharedObserver for Unobserved {
     fn redis_up(&self, _: bool) {}
     fn redis_error(&self, _: &'static str) {}
+}
+
+/// What a one-shot publish ([`Shared::publish_once`]) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// How many subscribers (replicas and modules following Redis right now) heard it.
+    pub heard: usize,
+    /// In a cluster, whether a replica of the primary confirmed it holds it (`WAIT`): when not,
+    /// a failover right now could lose it. None on one Redis, or when the ask failed.
+    pub replicated: Option<bool>,
 }
 
 /// How far a one-shot publish ([`Shared::publish_once`]) got when it failed.
@@ -254,6 +357,17 @@ const BOUNDED_MGET_SCRIPT: &str = "local out = {} \
     and redis.call('STRLEN', key) <= tonumber(ARGV[1]) then out[i] = redis.call('GET', key) end \
     end return out";
 
+/// One page of a cluster's revocations with their values, bounded as [`BOUNDED_MGET_SCRIPT`]:
+/// `SCAN` run in a script that names a key of the revocations' slot, so the cluster client
+/// sends it to that slot's primary, and any other node refuses it (`MOVED`) instead of
+/// answering for keys it does not hold. `{cursor, keys, values}`.
+const CLUSTER_SCAN_SCRIPT: &str = "local page = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], \
+    'COUNT', ARGV[3]) local keys, values = page[2], {} \
+    for i, key in ipairs(keys) do values[i] = false \
+    if redis.call('TYPE', key).ok == 'string' \
+    and redis.call('STRLEN', key) <= tonumber(ARGV[4]) then values[i] = redis.call('GET', key) end \
+    end return {page[1], keys, values}";
+
 /// Replaces a revocation with its re-signed value, keeping its expiry, only if it still holds
 /// what was read: a later revocation written meanwhile is never replaced by an older one.
 const RESEAL_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
@@ -282,11 +396,11 @@ pub struct Shared {
     clock: Clock,
 }
 
-fn key_of(revocation: &Revocation) -> String {
+fn key_of(prefix: &str, revocation: &Revocation) -> String {
     match revocation {
-        Revocation::Jti(jti) => format!("{REVOKED_PREFIX}jti:{jti}"),
-        Revocation::Session(id) => format!("{REVOKED_PREFIX}session:{id}"),
-        Revocation::Sub { sub, .. } => format!("{REVOKED_PREFIX}sub:{sub}"),
+        Revocation::Jti(jti) => format!("{prefix}jti:{jti}"),
+        Revocation::Session(id) => format!("{prefix}session:{id}"),
+        Revocation::Sub { sub, .. } => format!("{prefix}sub:{sub}"),
     }
 }
 
@@ -295,23 +409,32 @@ fn hex(key: &[u8; 16]) -> String {
 }
 
 impl Shared {
-    /// A share over `url` (`redis://` or `rediss://`). Connects lazily: Redis may be down at
-    /// start-up. Call [`Shared::spawn_subscriber`] to follow revocations.
+    /// A share over `target` (one Redis, or a cluster's seed nodes). Connects lazily: Redis
+    /// may be down at start-up. Call [`Shared::spawn_subscriber`] to follow revocations.
     pub fn new(
-        url: &str,
+        target: impl Into<RedisTarget>,
         observer: Arc<dyn SharedObserver>,
         signing_keys: &[&[u8]],
     ) -> Result<Shared, redis::RedisError> {
-        Shared::link(url, observer, signing_keys, OPERATION_TIMEOUT, false)
+        Shared::link(
+            &target.into(),
+            observer,
+            signing_keys,
+            OPERATION_TIMEOUT,
+            false,
+        )
     }
 
     /// A link for a one-shot writer (`cognito-authz revoke --redis`): the same keys, values and
     /// signing as a replica's, no subscriber, and each operation tried (within
     /// [`WRITER_TIMEOUT`]) since nothing follows whether Redis is up. Publish with
     /// [`Shared::publish_once`].
-    pub fn writer(url: &str, signing_keys: &[&[u8]]) -> Result<Shared, redis::RedisError> {
+    pub fn writer(
+        target: impl Into<RedisTarget>,
+        signing_keys: &[&[u8]],
+    ) -> Result<Shared, redis::RedisError> {
         Shared::link(
-            url,
+            &target.into(),
             Arc::new(Unobserved),
             signing_keys,
             WRITER_TIMEOUT,
@@ -320,22 +443,36 @@ impl Shared {
     }
 
     fn link(
-        url: &str,
+        target: &RedisTarget,
         observer: Arc<dyn SharedObserver>,
         signing_keys: &[&[u8]],
         timeout: Duration,
         up: bool,
     ) -> Result<Shared, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let link = if target.cluster {
+            // A one-shot writer (`up` from the start) follows nothing: no pushes.
+            Shared::cluster_link(&target.urls, timeout, !up)?
+        } else {
+            let [url] = target.urls.as_slice() else {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "one Redis URL, or cluster mode for several",
+                )));
+            };
+            let client = redis::Client::open(url.as_str())?;
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(1);
+            let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+            Link::Single {
+                client: Box::new(client),
+                manager,
+            }
+        };
         Ok(Shared {
             inner: Arc::new(Inner {
-                client,
-                manager,
+                link,
                 up: AtomicBool::new(up),
                 settled: AtomicBool::new(up),
                 observer,
@@ -345,6 +482,60 @@ impl Shared {
             }),
             clock: Clock::system(),
         })
+    }
+
+    /// A cluster connection over `seeds`, connecting in the background (the cluster may be
+    /// down at start-up), with its pushes kept for the subscriber when it `follows`. RESP3,
+    /// which the cluster client's pub/sub needs (Redis 7 and Valkey speak it, as ElastiCache
+    /// and MemoryDB do).
+    fn cluster_link(
+        seeds: &[String],
+        timeout: Duration,
+        follows: bool,
+    ) -> Result<Link, redis::RedisError> {
+        let client = redis::cluster::ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(1)
+            .build()?;
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let mut config = redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        let mut pushes = None;
+        if follows {
+            let (sender, receiver) = mpsc::channel(MAX_QUEUED_PUSHES);
+            config = config.set_push_sender(Pushes {
+                sender,
+                overflowed: overflowed.clone(),
+            });
+            pushes = Some(receiver);
+        }
+        Ok(Link::Cluster {
+            connection: client.get_pending_async_connection_with_config(config),
+            pushes: std::sync::Mutex::new(pushes),
+            overflowed,
+        })
+    }
+
+    /// Whether this link is to a cluster.
+    fn clustered(&self) -> bool {
+        matches!(self.inner.link, Link::Cluster { .. })
+    }
+
+    /// Where revocations are stored, in this link's layout.
+    fn revoked_prefix(&self) -> &'static str {
+        if self.clustered() {
+            CLUSTER_REVOKED_PREFIX
+        } else {
+            REVOKED_PREFIX
+        }
+    }
+
+    /// A revocation's key, in this link's layout.
+    fn revocation_key(&self, revocation: &Revocation) -> String {
+        key_of(self.revoked_prefix(), revocation)
     }
 
     /// The same link judging expiry by `clock` (a manual one in tests).
@@ -381,12 +572,32 @@ impl Shared {
         op: &'static str,
         command: &redis::Cmd,
     ) -> Result<T, SharedError> {
+        self.run_on(op, command, None).await
+    }
+
+    /// Runs `command` on the primary of the revocations' slot (in a cluster; on the one Redis
+    /// otherwise): `WAIT`, which names no key, and `SPUBLISH`. The client sends it to a replica
+    /// or another node when that primary is not connected: `SPUBLISH` is then redirected
+    /// (`MOVED`), `WAIT` answers wrongly or fails, which only changes what is said about it.
+    async fn run_at_revocations<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        command: &redis::Cmd,
+    ) -> Result<T, SharedError> {
+        self.run_on(op, command, Some(CLUSTER_REVOKED_PREFIX)).await
+    }
+
+    async fn run_on<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        command: &redis::Cmd,
+        slot_of: Option<&str>,
+    ) -> Result<T, SharedError> {
         if !self.is_up() {
             return Err(SharedError::Down);
         }
-        let mut connection = self.inner.manager.clone();
         let span = crate::trace::redis_span(op);
-        let result = tokio::time::timeout(self.inner.timeout, command.query_async(&mut connection))
+        let result = tokio::time::timeout(self.inner.timeout, self.query(command, slot_of))
             .instrument(span.clone())
             .await
             .map_err(|_| SharedError::Timeout)
@@ -396,6 +607,32 @@ impl Shared {
             crate::trace::record_failure(&span, err.as_str());
         }
         result
+    }
+
+    /// `command`'s answer, over either link; in a cluster, from the primary of `slot_of`'s slot
+    /// when given, else wherever the client routes it (by its key).
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+        slot_of: Option<&str>,
+    ) -> redis::RedisResult<T> {
+        match (&self.inner.link, slot_of) {
+            (Link::Single { manager, .. }, _) => command.query_async(&mut manager.clone()).await,
+            (Link::Cluster { connection, .. }, None) => {
+                command.query_async(&mut connection.clone()).await
+            }
+            (Link::Cluster { connection, .. }, Some(key)) => {
+                let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+                    key.as_bytes(),
+                    SlotAddr::Master,
+                ));
+                let value = connection
+                    .clone()
+                    .route_command(command.clone(), RoutingInfo::SingleNode(route))
+                    .await?;
+                Ok(T::from_redis_value(value)?)
+            }
+        }
     }
 
     /// Stores a revocation until it expires and announces it to every replica. When Redis does
@@ -484,7 +721,10 @@ impl Shared {
         let Ok(entry) = serde_json::from_str::<Entry>(content) else {
             return;
         };
-        match self.reseal(&key_of(&entry.revocation), sealed).await {
+        match self
+            .reseal(&self.revocation_key(&entry.revocation), sealed)
+            .await
+        {
             Ok(true) => info!(
                 resigned = 1,
                 "a revocation signed with an older key is re-signed"
@@ -496,8 +736,39 @@ impl Shared {
 
     async fn publish_now(&self, entry: &Entry) -> Result<(), SharedError> {
         let stored = self.store(entry).await?;
+        self.replicate().await;
         self.announce(&stored).await?;
         Ok(())
+    }
+
+    /// In a cluster, waits (up to [`REPLICATION_WAIT`]) until a replica of the revocations'
+    /// primary holds what it just took: replication is asynchronous, and a primary that failed
+    /// right after acknowledging a revocation would otherwise take it along, unseen by any
+    /// replica started after the promotion. A replica that does not confirm in time (or a
+    /// service without `WAIT`) is logged, not an error: the primary holds the revocation, and
+    /// the replicas that hear it hold it too.
+    ///
+    /// Whether a replica confirmed it; none when not asked (one Redis) or the ask failed.
+    async fn replicate(&self) -> Option<bool> {
+        if !self.clustered() {
+            return None;
+        }
+        let millis = u64::try_from(REPLICATION_WAIT.as_millis()).unwrap_or(u64::MAX);
+        let command = redis::cmd("WAIT").arg(1).arg(millis).clone();
+        match self.run_at_revocations::<i64>("wait", &command).await {
+            Ok(0) => {
+                warn!(
+                    "no replica confirmed a revocation in time: a failover now could lose it \
+                     from redis (replicas that heard it keep it)"
+                );
+                Some(false)
+            }
+            Ok(_) => Some(true),
+            Err(err) => {
+                warn!(cause = %err, "waiting for a replica to hold a revocation failed");
+                None
+            }
+        }
     }
 
     /// Stores `entry` under its key until it expires; the value as stored.
@@ -510,7 +781,7 @@ impl Shared {
         self.run::<()>(
             "set",
             redis::cmd("SET")
-                .arg(key_of(&entry.revocation))
+                .arg(self.revocation_key(&entry.revocation))
                 .arg(&json)
                 .arg("EXAT")
                 .arg(expires),
@@ -521,20 +792,30 @@ impl Shared {
 
     /// Announces a stored value on the channel; how many subscribers heard it.
     async fn announce(&self, stored: &str) -> Result<usize, SharedError> {
-        let heard: i64 = self
-            .run("publish", redis::cmd("PUBLISH").arg(CHANNEL).arg(stored))
-            .await?;
+        let heard: i64 = if self.clustered() {
+            let command = redis::cmd("SPUBLISH")
+                .arg(CLUSTER_CHANNEL)
+                .arg(stored)
+                .clone();
+            self.run_at_revocations("publish", &command).await?
+        } else {
+            self.run("publish", redis::cmd("PUBLISH").arg(CHANNEL).arg(stored))
+                .await?
+        };
         Ok(usize::try_from(heard).unwrap_or(0))
     }
 
     /// Stores and announces a revocation as [`Shared::publish`] does, once: nothing is kept to
     /// retry (a one-shot writer has no later). How many subscribers (replicas and modules
     /// following Redis right now) heard it.
-    pub async fn publish_once(&self, entry: &Entry) -> Result<usize, PublishError> {
+    pub async fn publish_once(&self, entry: &Entry) -> Result<Published, PublishError> {
         let stored = self.store(entry).await.map_err(PublishError::NotStored)?;
-        self.announce(&stored)
+        let replicated = self.replicate().await;
+        let heard = self
+            .announce(&stored)
             .await
-            .map_err(PublishError::NotAnnounced)
+            .map_err(PublishError::NotAnnounced)?;
+        Ok(Published { heard, replicated })
     }
 
     /// A verdict another replica (or this one) stored for a token: the verdict and when Cognito
@@ -608,13 +889,16 @@ impl Shared {
         &self,
         cursor: u64,
     ) -> Result<(u64, Vec<(String, String)>), SharedError> {
+        if self.clustered() {
+            return self.scan_cluster_revocations(cursor).await;
+        }
         let (next, keys): (u64, Vec<String>) = self
             .run(
                 "load",
                 redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
-                    .arg(format!("{REVOKED_PREFIX}*"))
+                    .arg(format!("{}*", self.revoked_prefix()))
                     .arg("COUNT")
                     .arg(500),
             )
@@ -633,6 +917,36 @@ impl Shared {
                     .arg(MAX_STORED_BYTES),
             )
             .await?;
+        let found = keys
+            .into_iter()
+            .zip(values)
+            .filter_map(|(key, value)| Some((key, value?)))
+            .collect();
+        Ok((next, found))
+    }
+
+    /// [`Shared::scan_revocations`] in a cluster: every revocation is in one slot, so its
+    /// primary's `SCAN` finds them all.
+    async fn scan_cluster_revocations(
+        &self,
+        cursor: u64,
+    ) -> Result<(u64, Vec<(String, String)>), SharedError> {
+        let (next, keys, values): (String, Vec<String>, Vec<Option<String>>) = self
+            .run(
+                "load",
+                redis::cmd("EVAL")
+                    .arg(CLUSTER_SCAN_SCRIPT)
+                    .arg(1)
+                    .arg(format!("{CLUSTER_REVOKED_PREFIX}probe"))
+                    .arg(cursor)
+                    .arg(format!("{CLUSTER_REVOKED_PREFIX}*"))
+                    .arg(500)
+                    .arg(MAX_STORED_BYTES),
+            )
+            .await?;
+        let next = next.parse().map_err(|_| {
+            redis::RedisError::from((redis::ErrorKind::Parse, "a SCAN cursor that is no number"))
+        })?;
         let found = keys
             .into_iter()
             .zip(values)
@@ -701,84 +1015,205 @@ impl Shared {
     }
 
     /// Follows the revocation channel into `list` until `stop` turns true: subscribe, load every
-    /// live revocation, apply messages; on a disconnect, mark Redis down and start over.
+    /// live revocation, apply messages; on a disconnect, mark Redis down and start over. In a
+    /// cluster, the cluster client re-subscribes by itself: see [`Shared::follow_cluster`].
     pub fn spawn_subscriber(
         &self,
         list: Arc<RevocationList>,
         mut stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let shared = self.clone();
+        // Until the first load (or the first failure to reach Redis), no token is admitted.
+        list.set_loading(!self.settled());
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            while !*stop.borrow() {
-                let session = async {
-                    let mut pubsub = tokio::time::timeout(
-                        OPERATION_TIMEOUT,
-                        shared.inner.client.get_async_pubsub(),
-                    )
-                    .await
-                    .map_err(|_| SharedError::Timeout)??;
-                    pubsub.subscribe(CHANNEL).await?;
-                    // Subscribed first, then loaded: nothing published in between is missed.
-                    shared.set_up(true);
-                    // What was revoked here while Redis was down goes out first. The command
-                    // connection may still hold the socket Redis dropped: its first use fails
-                    // and reconnects, so try a few times.
-                    for attempt in 1..=3 {
-                        match shared.flush_pending().await {
-                            Ok(0) => break,
-                            Ok(published) => {
-                                info!(
-                                    published,
-                                    "revocations made while redis was down are shared"
-                                );
-                                break;
-                            }
-                            Err(err) if attempt == 3 => {
-                                warn!(cause = %err, "sharing revocations made while redis was down failed");
-                            }
-                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                        }
-                    }
-                    match shared.load_all(&list).await {
-                        Ok((loaded, resigned)) => {
-                            info!(loaded, resigned, "revocations loaded from redis");
-                        }
-                        Err(err) => warn!(cause = %err, "loading revocations from redis failed"),
-                    }
-                    shared.inner.settled.store(true, Ordering::Relaxed);
-                    let mut messages = pubsub.on_message();
-                    while let Some(message) = messages.next().await {
-                        let payload: String = message.get_payload().unwrap_or_default();
-                        if let Some((value, stale)) = shared.open(ENTRY_CONTEXT, &payload) {
-                            admit(&list, value, shared.clock.now());
-                            if stale {
-                                shared.reseal_message(&payload, value).await;
-                            }
-                        }
-                    }
-                    Ok::<(), SharedError>(())
-                };
-                tokio::select! {
-                    result = session => {
-                        shared.inner.settled.store(true, Ordering::Relaxed);
-                        if let Err(err) = result {
-                            warn!(cause = %err, "redis subscription failed");
-                        } else {
-                            backoff = Duration::from_millis(100);
-                        }
-                    }
-                    _ = stop.wait_for(|s| *s) => break,
-                }
-                shared.set_up(false);
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.wait_for(|s| *s) => break,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+            match &shared.inner.link {
+                Link::Single { client, .. } => shared.follow(client, &list, &mut stop).await,
+                Link::Cluster { .. } => shared.follow_cluster(&list, &mut stop).await,
             }
         })
     }
+
+    /// What a (re)subscription catches up on: first what was revoked here while Redis was
+    /// down, then every live revocation in Redis (what was announced while this replica was not
+    /// subscribed is stored there). The replica is settled after the first.
+    async fn catch_up(&self, list: &RevocationList) {
+        // The command connection may still hold the socket Redis dropped: its first use fails
+        // and reconnects, so try a few times.
+        for attempt in 1..=3 {
+            match self.flush_pending().await {
+                Ok(0) => break,
+                Ok(published) => {
+                    info!(
+                        published,
+                        "revocations made while redis was down are shared"
+                    );
+                    break;
+                }
+                Err(err) if attempt == 3 => {
+                    warn!(cause = %err, "sharing revocations made while redis was down failed");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        match self.load_all(list).await {
+            Ok((loaded, resigned)) => {
+                info!(loaded, resigned, "revocations loaded from redis");
+            }
+            Err(err) => warn!(cause = %err, "loading revocations from redis failed"),
+        }
+        self.settle(list);
+    }
+
+    /// The first connection was tried: the revocations are loaded, or Redis is unreachable and
+    /// decisions go on from local state.
+    fn settle(&self, list: &RevocationList) {
+        self.inner.settled.store(true, Ordering::Relaxed);
+        list.set_loading(false);
+    }
+
+    /// Takes one announced revocation into `list`, re-signing it when an older key signed it.
+    async fn take_message(&self, list: &RevocationList, payload: &str) {
+        if let Some((value, stale)) = self.open(ENTRY_CONTEXT, payload) {
+            admit(list, value, self.clock.now());
+            if stale {
+                self.reseal_message(payload, value).await;
+            }
+        }
+    }
+
+    /// One Redis's subscriber: a pub/sub connection of its own; each time it is made, catch up.
+    async fn follow(
+        &self,
+        client: &redis::Client,
+        list: &RevocationList,
+        stop: &mut watch::Receiver<bool>,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        while !*stop.borrow() {
+            let session = async {
+                let mut pubsub = tokio::time::timeout(OPERATION_TIMEOUT, client.get_async_pubsub())
+                    .await
+                    .map_err(|_| SharedError::Timeout)??;
+                pubsub.subscribe(CHANNEL).await?;
+                // Subscribed first, then loaded: nothing published in between is missed.
+                self.set_up(true);
+                self.catch_up(list).await;
+                let mut messages = pubsub.on_message();
+                while let Some(message) = messages.next().await {
+                    let payload: String = message.get_payload().unwrap_or_default();
+                    self.take_message(list, &payload).await;
+                }
+                Ok::<(), SharedError>(())
+            };
+            tokio::select! {
+                result = session => {
+                    self.settle(list);
+                    if let Err(err) = result {
+                        warn!(cause = %err, "redis subscription failed");
+                    } else {
+                        backoff = Duration::from_millis(100);
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            self.set_up(false);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// A cluster's subscriber. The cluster client keeps the sharded subscription itself: after
+    /// a reconnect or a failover it re-subscribes on whichever node now holds the channel's
+    /// slot, and says so with an `ssubscribe` push. Each such push, and each time the node
+    /// holding the revocations answers the probe again after it did not, the subscriber
+    /// catches up. Redis is up while that node answers: a cluster with another shard down is
+    /// up (verdicts and locks on that shard fail on their own, counted, and decisions go on).
+    async fn follow_cluster(&self, list: &RevocationList, stop: &mut watch::Receiver<bool>) {
+        let Link::Cluster {
+            connection,
+            pushes,
+            overflowed,
+        } = &self.inner.link
+        else {
+            return;
+        };
+        let Some(mut pushes) = lock(pushes).take() else {
+            warn!("this cluster link is followed already");
+            return;
+        };
+        let mut probe = tokio::time::interval(PROBE_INTERVAL);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stopped(stop) => return,
+                push = pushes.recv() => {
+                    let Some(push) = push else { return };
+                    match push.kind {
+                        PushKind::SMessage => {
+                            let payload = push.data.into_iter().nth(1).and_then(|value| {
+                                <String as redis::FromRedisValue>::from_redis_value(value).ok()
+                            });
+                            self.take_message(list, &payload.unwrap_or_default()).await;
+                        }
+                        // A (re-)subscription, wherever the slot is now: what was announced
+                        // before it is in Redis.
+                        PushKind::SSubscribe if self.is_up() => self.catch_up(list).await,
+                        _ => {}
+                    }
+                }
+                _ = probe.tick() => {
+                    if !self.probe().await {
+                        self.set_up(false);
+                        // Unreachable at start-up: settled, deciding from local state.
+                        self.settle(list);
+                        continue;
+                    }
+                    if self.is_up() {
+                        continue;
+                    }
+                    // Back (or up for the first time): subscribe where the slot is now, even
+                    // if the client says it did so itself, then catch up. Subscribed first,
+                    // then loaded: nothing announced in between is missed.
+                    let mut connection = connection.clone();
+                    let subscribe = connection.ssubscribe(CLUSTER_CHANNEL);
+                    match tokio::time::timeout(OPERATION_TIMEOUT, subscribe).await {
+                        Ok(Ok(())) => {
+                            self.set_up(true);
+                            self.catch_up(list).await;
+                        }
+                        Ok(Err(err)) => warn!(cause = %err, "redis subscription failed"),
+                        Err(_) => warn!("redis subscription timed out"),
+                    }
+                }
+            }
+            if overflowed.swap(false, Ordering::Relaxed) && self.is_up() {
+                warn!("too many redis messages at once: reloading every revocation");
+                self.catch_up(list).await;
+            }
+        }
+    }
+
+    /// Whether the primary of the revocations' slot answers, tried even while Redis is down. A
+    /// key's command, not `PING`: the client answers a key's command from its slot's primary
+    /// only, where it would send a `PING` for a node it cannot reach to another.
+    async fn probe(&self) -> bool {
+        let exists = redis::cmd("EXISTS")
+            .arg(format!("{CLUSTER_REVOKED_PREFIX}probe"))
+            .clone();
+        let answer = self.query::<i64>(&exists, None);
+        matches!(
+            tokio::time::timeout(self.inner.timeout, answer).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// Returns once `stop` turns true (holding no borrow of it across the wait's end).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// How far in the future a shared time may lie: the largest clock leeway. A verdict stamped
@@ -854,14 +1289,21 @@ mod tests {
     #[test]
     fn keys_name_the_kind_and_the_id() {
         assert_eq!(
-            key_of(&Revocation::Session("s-1".into())),
+            key_of(REVOKED_PREFIX, &Revocation::Session("s-1".into())),
             "cognito-authz:rev:session:s-1"
         );
         assert_eq!(
-            key_of(&Revocation::Sub {
-                sub: "u".into(),
-                before: 5
-            }),
+            key_of(CLUSTER_REVOKED_PREFIX, &Revocation::Jti("j".into())),
+            "cognito-authz:{rev}:jti:j"
+        );
+        assert_eq!(
+            key_of(
+                REVOKED_PREFIX,
+                &Revocation::Sub {
+                    sub: "u".into(),
+                    before: 5
+                }
+            ),
             "cognito-authz:rev:sub:u"
         );
         assert_eq!(hex(&[0xab; 16]).len(), 32);
@@ -898,6 +1340,93 @@ mod tests {
         assert!(admit(&list, &sub(now), now));
         assert!(!admit(&list, &jti("b"), now), "past the cap");
         assert_eq!(list.len(), 2);
+    }
+
+    /// A module has no readiness: until the first load from Redis (or the first failure to
+    /// reach it), its list says it is loading, and the decision core admits no token.
+    #[tokio::test]
+    async fn the_list_is_loading_until_the_subscriber_settles() {
+        // Takes connections and never answers: the subscriber waits its timeout out.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}/", silent.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                open.push(socket);
+            }
+        });
+        let shared = Shared::new(url.as_str(), Arc::new(Unobserved), &[]).unwrap();
+        let list = Arc::new(RevocationList::new(10, None));
+        let (_stop, stop) = watch::channel(false);
+        let _subscriber = shared.spawn_subscriber(list.clone(), stop);
+        assert!(list.loading(), "loading from the start");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while list.loading() {
+            assert!(std::time::Instant::now() < deadline, "never settled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Unreachable: deciding from local state, as a replica then is ready.
+        assert!(shared.settled());
+        held.abort();
+    }
+
+    #[test]
+    fn a_cluster_push_past_the_queue_is_dropped_and_asks_for_a_reload() {
+        use redis::aio::AsyncPushSender as _;
+        let (sender, mut receiver) = mpsc::channel(1);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let pushes = Pushes {
+            sender,
+            overflowed: overflowed.clone(),
+        };
+        let push = || PushInfo {
+            kind: PushKind::SMessage,
+            data: Vec::new(),
+        };
+        assert!(pushes.send(push()).is_ok());
+        assert!(!overflowed.load(Ordering::Relaxed));
+        // Full: never blocks the connection; the subscriber reloads instead.
+        assert!(pushes.send(push()).is_ok());
+        assert!(overflowed.load(Ordering::Relaxed));
+        assert!(receiver.try_recv().is_ok());
+        assert!(receiver.try_recv().is_err(), "the second was dropped");
+        drop(receiver);
+        assert!(pushes.send(push()).is_err(), "nobody follows any more");
+    }
+
+    #[tokio::test]
+    async fn cluster_keys_share_one_slot_and_one_redis_keeps_its_names() {
+        // The hash tag is `rev` for every revocation and the channel: one slot.
+        for key in [
+            key_of(CLUSTER_REVOKED_PREFIX, &Revocation::Jti("a".into())),
+            key_of(CLUSTER_REVOKED_PREFIX, &Revocation::Session("b".into())),
+            CLUSTER_CHANNEL.to_string(),
+            format!("{CLUSTER_REVOKED_PREFIX}probe"),
+        ] {
+            assert_eq!(
+                key.split_once('{')
+                    .and_then(|(_, rest)| rest.split_once('}'))
+                    .map(|t| t.0),
+                Some("rev"),
+                "{key}"
+            );
+            assert!(key.starts_with("cognito-authz:"), "one ACL pattern: {key}");
+        }
+        assert_eq!(REVOKED_PREFIX, "cognito-authz:rev:");
+        assert_eq!(CHANNEL, "cognito-authz:revocations");
+        let single = Shared::writer("redis://127.0.0.1:1/", &[]).unwrap();
+        assert!(!single.clustered());
+        assert!(
+            Shared::writer(
+                RedisTarget {
+                    urls: vec!["redis://a:1/".into(), "redis://b:1/".into()],
+                    cluster: false,
+                },
+                &[]
+            )
+            .is_err(),
+            "several URLs are a cluster's"
+        );
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct ServerConfig {
     /// Redis shared by the replicas, when configured (shown without its password).
     #[serde(serialize_with = "redacted_url")]
     pub redis_url: Option<String>,
+    /// The Redis is a cluster: `redis_url` lists its seed nodes.
+    pub redis_cluster: bool,
     /// `/readyz` fails while Redis is down.
     pub redis_required: bool,
     /// TLS for the gRPC listener, when configured.
@@ -283,6 +285,7 @@ impl Default for ServerConfig {
             http_trust_traceparent: false,
             full_metadata: false,
             redis_url: None,
+            redis_cluster: false,
             redis_required: false,
             tls: None,
             admin_token: None,
@@ -303,6 +306,7 @@ pub(super) fn server_config(
         settings::text(var, setting, file).map_or_else(String::new, |(_, addr)| addr)
     };
     let limits = listener_limits(var, &file_server)?;
+    let redis_cluster = settings::switch(var, &REDIS_CLUSTER, file_server.redis_cluster)?;
     let mut server = ServerConfig {
         grpc_addr: address(&GRPC_ADDR, file_server.grpc_addr),
         admin_addr: address(&ADMIN_ADDR, file_server.admin_addr),
@@ -330,7 +334,11 @@ pub(super) fn server_config(
             &HTTP_TRUST_TRACEPARENT,
             file_server.http_trust_traceparent,
         )?,
-        redis_url: redis_url(settings::text(var, &REDIS_URL, file_server.redis_url))?,
+        redis_url: redis_url(
+            settings::text(var, &REDIS_URL, file_server.redis_url),
+            redis_cluster,
+        )?,
+        redis_cluster,
         redis_required: settings::switch(var, &REDIS_REQUIRED, file_server.redis_required)?,
         full_metadata: settings::choice(
             var,
@@ -393,19 +401,61 @@ fn listener_limits(
     })
 }
 
-/// A Redis URL, named by where it came from: `redis://` or `rediss://` only.
-pub(super) fn redis_url(picked: Option<(&str, String)>) -> Result<Option<String>, ConfigError> {
+/// A Redis URL, named by where it came from: `redis://` or `rediss://` only; in cluster mode,
+/// one or more seed nodes' URLs, comma-separated, with one scheme (TLS on each or on none).
+pub(super) fn redis_url(
+    picked: Option<(&str, String)>,
+    cluster: bool,
+) -> Result<Option<String>, ConfigError> {
     let Some((key, url)) = picked else {
         return Ok(None);
     };
-    let url = url.trim().to_string();
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
-        Ok(Some(url))
-    } else {
-        Err(ConfigError::invalid(
+    let urls = redis_urls(&url);
+    if urls.len() > 1 && !cluster {
+        return Err(ConfigError::invalid(
+            key,
+            format!("one URL, or several seed nodes with {ENV_REDIS_CLUSTER}=true"),
+        ));
+    }
+    if urls.iter().any(String::is_empty) {
+        return Err(ConfigError::invalid(key, "an empty URL in the list"));
+    }
+    let tls = |url: &String| url.starts_with("rediss://");
+    if !urls
+        .iter()
+        .all(|url| url.starts_with("redis://") || tls(url))
+    {
+        return Err(ConfigError::invalid(
             key,
             "must be a redis:// or rediss:// URL",
-        ))
+        ));
+    }
+    if urls.iter().any(tls) && !urls.iter().all(tls) {
+        return Err(ConfigError::invalid(
+            key,
+            "seed nodes must all use rediss:// or all redis://",
+        ));
+    }
+    Ok(Some(urls.join(",")))
+}
+
+/// The URLs of a Redis setting: one, or a cluster's seed nodes, comma-separated.
+pub(super) fn redis_urls(setting: &str) -> Vec<String> {
+    setting
+        .split(',')
+        .map(|url| url.trim().to_string())
+        .collect()
+}
+
+impl ServerConfig {
+    /// Where the replicas' shared state lives, when a Redis is configured.
+    pub fn redis_target(&self) -> Option<crate::shared::RedisTarget> {
+        self.redis_url
+            .as_deref()
+            .map(|url| crate::shared::RedisTarget {
+                urls: redis_urls(url),
+                cluster: self.redis_cluster,
+            })
     }
 }
 
@@ -492,8 +542,16 @@ pub(super) fn redacted_url<S: serde::Serializer>(
     }
 }
 
-/// A URL with its password replaced (`<unparsable>` when it does not parse).
-pub(super) fn redacted(url: &str) -> String {
+/// A URL (or a cluster's comma-separated seed nodes) with each password replaced
+/// (`<unparsable>` for a URL that does not parse).
+pub(super) fn redacted(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| redacted_one(url.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redacted_one(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("redacted"));
@@ -505,6 +563,9 @@ pub(super) fn redacted(url: &str) -> String {
 }
 
 /// Whether a URL carries a password (or cannot be parsed well enough to tell: then it may).
-pub(super) fn password_in(url: &str) -> bool {
-    reqwest::Url::parse(url).map_or(url.contains('@'), |parsed| parsed.password().is_some())
+pub(super) fn password_in(urls: &str) -> bool {
+    urls.split(',').any(|url| {
+        let url = url.trim();
+        reqwest::Url::parse(url).map_or(url.contains('@'), |parsed| parsed.password().is_some())
+    })
 }

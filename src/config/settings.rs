@@ -332,7 +332,14 @@ pub const REDIS_URL: Setting = Setting::new(
     ENV_REDIS_URL,
     "server.redis_url",
     Unset("none"),
-    "`redis://` or `rediss://`: revocations and verdicts shared by every replica (the password never shows in `check-config` or `/config`)",
+    "`redis://` or `rediss://`: revocations and verdicts shared by every replica (the password never shows in `check-config` or `/config`); in cluster mode, one or more seed nodes, comma-separated, with the same scheme, user and password",
+);
+/// `AUTHZ_REDIS_CLUSTER`.
+pub const REDIS_CLUSTER: Setting = Setting::new(
+    ENV_REDIS_CLUSTER,
+    "server.redis_cluster",
+    Switch(false),
+    "the Redis is a cluster (ElastiCache Serverless, MemoryDB, cluster-mode ElastiCache, Valkey or Redis Cluster, Redis 7+): slot routing, failover, revocations under one hash tag, sharded pub/sub ([cluster mode](revocation.md#redis-cluster))",
 );
 /// `AUTHZ_REDIS_REQUIRED`.
 pub const REDIS_REQUIRED: Setting = Setting::new(
@@ -566,7 +573,7 @@ pub const OTEL_EXPORT_TIMEOUT: Setting = Setting::env_only(
 .at_most(3_600_000);
 
 /// Every setting, in the reference's order: pools, verification, keys, server, revocation, traces.
-pub const SETTINGS: [&Setting; 61] = [
+pub const SETTINGS: [&Setting; 62] = [
     &POOL_ID,
     &CLIENT_IDS,
     &REGION,
@@ -602,6 +609,7 @@ pub const SETTINGS: [&Setting; 61] = [
     &DRY_RUN,
     &DECISION_METADATA,
     &REDIS_URL,
+    &REDIS_CLUSTER,
     &REDIS_REQUIRED,
     &REDIS_SIGNING_KEY_FILE,
     &TLS_CERT,

@@ -241,15 +241,15 @@ fn decision_core(
     authorizer
         .revocations()
         .set_cap(config.server.max_revocations);
-    let shared = match &config.server.redis_url {
-        Some(url) => {
+    let shared = match config.server.redis_target() {
+        Some(target) => {
             let signing = config
                 .server
                 .redis_signing_key
                 .as_ref()
                 .map(|keys| keys.as_bytes())
                 .unwrap_or_default();
-            let shared = Shared::new(url, Arc::new(metrics.clone()), &signing)
+            let shared = Shared::new(target, Arc::new(metrics.clone()), &signing)
                 .map_err(ServerError::Redis)?;
             Some(shared.with_clock(clock))
         }

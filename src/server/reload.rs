@@ -27,6 +27,7 @@ impl Running {
             warn!("listener addresses changed: they take effect at the next restart");
         }
         if config.server.redis_url != old_config.server.redis_url
+            || config.server.redis_cluster != old_config.server.redis_cluster
             || config.server.redis_signing_key != old_config.server.redis_signing_key
         {
             warn!("the Redis URL or signing keys changed: they take effect at the next restart");

@@ -1042,3 +1042,26 @@ async fn a_route_accepts_only_the_pools_it_names() {
         Answer::Allowed { .. }
     ));
 }
+
+/// While the revocations shared through Redis are still loading (a module just started: it has
+/// no readiness to hold Envoy back, as a replica has), a valid token is not admitted, since it
+/// may be revoked elsewhere: 503, to retry. Once loaded, it is.
+#[tokio::test]
+async fn a_valid_token_waits_while_the_shared_revocations_load() {
+    let a = authorizer();
+    let token = access_token(|_| {});
+    let auth = bearer(&token);
+    a.revocations().set_loading(true);
+    match check(&a, "/api/things", &[("authorization", &auth)]).await {
+        Answer::Denied { status, body, .. } => {
+            assert_eq!(status, 503);
+            assert_eq!(body["reason"], "revocation_unavailable");
+        }
+        Answer::Allowed { .. } => panic!("admitted before the shared revocations loaded"),
+    }
+    a.revocations().set_loading(false);
+    assert!(matches!(
+        check(&a, "/api/things", &[("authorization", &auth)]).await,
+        Answer::Allowed { .. }
+    ));
+}

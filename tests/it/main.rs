@@ -25,6 +25,7 @@ mod operator_input;
 mod platforms;
 mod properties;
 mod readme;
+mod redis_cluster;
 mod redis_rotation;
 mod redis_signing;
 mod reload;

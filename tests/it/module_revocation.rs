@@ -19,13 +19,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_cognito-authz");
 /// Where a token is checked: an Envoy running the module (its ingress port), or the sidecar
 /// replica (its gRPC port).
 #[derive(Debug, Clone, Copy)]
-enum Checker {
+pub(crate) enum Checker {
     Module(u16),
     Sidecar(u16),
 }
 
 /// (status, reason) for `token` on a route that requires one; 200 when it is let through.
-async fn check(at: Checker, token: &str) -> (u16, String) {
+pub(crate) async fn check(at: Checker, token: &str) -> (u16, String) {
     match at {
         Checker::Module(port) => {
             let seen = reqwest::Client::new()
@@ -67,7 +67,7 @@ async fn check(at: Checker, token: &str) -> (u16, String) {
 }
 
 /// Waits until `at` holds keys (no more 503), then asserts its first answer is `want`.
-async fn first_answer_is(at: Checker, token: &str, want: (u16, &str)) {
+pub(crate) async fn first_answer_is(at: Checker, token: &str, want: (u16, &str)) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (status, reason) = check(at, token).await;
@@ -81,7 +81,7 @@ async fn first_answer_is(at: Checker, token: &str, want: (u16, &str)) {
 }
 
 /// Polls `at` until it refuses `token` as revoked, within `within` of `since`.
-async fn refused_within(at: Checker, token: &str, since: Instant, within: Duration) {
+pub(crate) async fn refused_within(at: Checker, token: &str, since: Instant, within: Duration) {
     loop {
         let (status, reason) = check(at, token).await;
         if (status, reason.as_str()) == (401, "revoked") {

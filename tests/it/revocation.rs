@@ -45,7 +45,7 @@ pub(crate) async fn sign_in(stack: &Stack, email: &str) -> String {
 }
 
 /// Check on one replica, on a route that asks Cognito (as Envoy's `/api/` routes do).
-async fn check(port: u16, token: &str) -> (bool, String) {
+pub(crate) async fn check(port: u16, token: &str) -> (bool, String) {
     let auth = format!("Bearer {token}");
     let channel = common::channel(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await;
     let response = AuthorizationClient::new(channel)
@@ -70,7 +70,7 @@ async fn check(port: u16, token: &str) -> (bool, String) {
 }
 
 /// Polls `port` until the token is denied as revoked; returns how long that took.
-async fn until_revoked(port: u16, token: &str, within: Duration) -> Duration {
+pub(crate) async fn until_revoked(port: u16, token: &str, within: Duration) -> Duration {
     let started = Instant::now();
     loop {
         let (allowed, reason) = check(port, token).await;
@@ -88,7 +88,11 @@ async fn until_revoked(port: u16, token: &str, within: Duration) -> Duration {
 
 /// `cognito-authz revoke --token -` (the token on stdin) through a replica's admin API, with
 /// the stack's secret.
-fn revoke_cli_output(stack: &Stack, admin_port: u16, token: &str) -> std::process::Output {
+pub(crate) fn revoke_cli_output(
+    stack: &Stack,
+    admin_port: u16,
+    token: &str,
+) -> std::process::Output {
     use std::io::Write as _;
     use std::process::Stdio;
     let mut child = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
@@ -115,7 +119,7 @@ fn revoke_cli_output(stack: &Stack, admin_port: u16, token: &str) -> std::proces
     child.wait_with_output().unwrap()
 }
 
-fn revoke_cli(stack: &Stack, admin_port: u16, token: &str) {
+pub(crate) fn revoke_cli(stack: &Stack, admin_port: u16, token: &str) {
     let out = revoke_cli_output(stack, admin_port, token);
     assert!(
         out.status.success(),

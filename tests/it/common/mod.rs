@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod otlp;
+pub mod redis_cluster;
 
 use std::collections::HashMap;
 

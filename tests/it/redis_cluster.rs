@@ -1,0 +1,409 @@
+//! Replicas sharing a real Redis Cluster (`AUTHZ_REDIS_CLUSTER=true`): six Debian
+//! `redis-server` processes on loopback, three primaries and three replicas, an ACL user with a
+//! password; three cognito-authz processes behind Envoy, the Cognito emulator, and
+//! `cognito-authz revoke --redis`. One cluster serves every step, failover included.
+//!
+//! Needs `scripts/setup-venv`, `cargo build --workspace` and Debian's `redis-server` and
+//! `redis-tools` (the README's test command installs them); without them it fails, naming
+//! what is missing.
+
+use crate::common;
+use crate::common::redis_cluster::{RedisCluster, PASSWORD};
+use crate::revocation::{
+    check, layout, revoke_cli, revoke_cli_output, sign_in, until_revoked, user, wait_redis,
+};
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cruddur_demo::stack::{Options, Ports, Stack};
+use cruddur_demo::walkthrough::get;
+
+/// What `revoke --redis` says when no replica of the primary confirmed the revocation.
+const NOT_REPLICATED: &str = "no replica of it confirmed it in time";
+
+/// A key in the revocations' slot: the primary serving it holds every revocation.
+const REVOCATIONS_SLOT: &str = "cognito-authz:{rev}:probe";
+
+/// `cognito-authz revoke --redis --token -` against the cluster, the URL (with its password)
+/// and cluster mode from the environment, as an operator would run it.
+fn revoke_in_cluster(cluster: &RedisCluster, token: &str) -> std::process::Output {
+    revoke_in_cluster_with(cluster, token, &[])
+}
+
+/// [`revoke_in_cluster`] with more variables (the signing keys).
+fn revoke_in_cluster_with(
+    cluster: &RedisCluster,
+    token: &str,
+    vars: &[(&str, &str)],
+) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+        .args(["revoke", "--redis", "--token", "-"])
+        .env_clear()
+        .env("AUTHZ_REDIS_URL", cluster.url())
+        .env("AUTHZ_REDIS_CLUSTER", "true")
+        .envs(vars.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_replicas_share_revocations_through_a_failover_and_lose_none() {
+    let mut cluster = RedisCluster::start("replicas");
+    let options = Options {
+        replicas: 3,
+        authz_env: vec![
+            ("AUTHZ_REDIS_URL".into(), cluster.url()),
+            ("AUTHZ_REDIS_CLUSTER".into(), "true".into()),
+        ],
+        ..Options::default()
+    };
+    let mut stack = Stack::start_options(layout("cluster"), Ports::ephemeral().unwrap(), options)
+        .await
+        .unwrap_or_else(|e| panic!("the stack did not start: {e}"));
+    let replicas = stack.replicas.clone();
+    for r in &replicas {
+        wait_redis(r.admin, true).await;
+    }
+    user(&stack, "cluster@example.com").await;
+
+    // Verdicts and locks in the cluster: three replicas checking one token at once make one
+    // GetUser between them.
+    let token = sign_in(&stack, "cluster@example.com").await;
+    let calls = stack.get_user_calls();
+    let checks: Vec<_> = replicas
+        .iter()
+        .map(|r| {
+            let (port, token) = (r.grpc, token.clone());
+            tokio::spawn(async move { check(port, &token).await })
+        })
+        .collect();
+    for c in checks {
+        assert_eq!(c.await.unwrap(), (true, "allowed".to_string()));
+    }
+    assert_eq!(stack.get_user_calls(), calls + 1, "one call across three");
+
+    // Revoked through one replica, refused by every one within a second.
+    revoke_cli(&stack, replicas[0].admin, &token);
+    for r in &replicas[1..] {
+        until_revoked(r.grpc, &token, Duration::from_secs(1)).await;
+    }
+
+    // `revoke --redis` in cluster mode: stored in the revocations' slot, heard by every
+    // replica within a second; the password shows nowhere.
+    let by_cli = sign_in(&stack, "cluster@example.com").await;
+    let out = revoke_in_cluster(&cluster, &by_cli);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(!printed.contains(PASSWORD), "{printed}");
+    assert!(!printed.contains(NOT_REPLICATED), "{printed}");
+    for r in &replicas {
+        until_revoked(r.grpc, &by_cli, Duration::from_secs(1)).await;
+    }
+    let stored = cluster.cli(
+        cluster.primary_of(REVOCATIONS_SLOT),
+        &["--scan", "--pattern", "cognito-authz:{rev}:*"],
+    );
+    assert_eq!(stored.lines().count(), 2, "{stored}");
+
+    // One replica requires Redis (AUTHZ_REDIS_REQUIRED): restarted so.
+    stack.kill_replica(2).unwrap();
+    stack.set_replica_env(2, &[("AUTHZ_REDIS_REQUIRED", "true")]);
+    stack.start_replica(2).await.unwrap();
+    wait_redis(replicas[2].admin, true).await;
+
+    // Under load through Envoy, a revocation, then at once the primary holding the
+    // revocations dies.
+    let live = sign_in(&stack, "cluster@example.com").await;
+    let load = {
+        let (url, live) = (stack.url("/api/echo"), live.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let deadline = Instant::now() + Duration::from_secs(6);
+            let mut statuses = Vec::new();
+            while Instant::now() < deadline {
+                if let Ok(r) = http.get(&url).bearer_auth(&live).send().await {
+                    statuses.push(r.status().as_u16());
+                }
+            }
+            statuses
+        })
+    };
+    let before_failover = sign_in(&stack, "cluster@example.com").await;
+    let during_failover = sign_in(&stack, "cluster@example.com").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    revoke_cli(&stack, replicas[1].admin, &before_failover);
+    let old = cluster.primary_of(REVOCATIONS_SLOT);
+    cluster.kill(old);
+    for r in &replicas {
+        wait_redis(r.admin, false).await;
+    }
+    // Not required (the default): still ready, saying Redis is down; required: not ready while
+    // the revocations' slot has no primary.
+    let readyz = |r: usize| {
+        common::http_get(
+            std::net::SocketAddr::from(([127, 0, 0, 1], replicas[r].admin)),
+            "/readyz",
+        )
+    };
+    let (status, body) = readyz(0).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = readyz(2).await;
+    assert_eq!(status, 503, "{body}");
+    // Revoked while the slot has no primary: refused here at once, shared once it has one.
+    let out = revoke_cli_output(&stack, replicas[2].admin, &during_failover);
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["recorded"], true, "{answer}");
+    until_revoked(replicas[2].grpc, &during_failover, Duration::from_secs(1)).await;
+    let promoted = tokio::task::block_in_place(|| {
+        cluster.wait_promoted(REVOCATIONS_SLOT, old, Duration::from_secs(15))
+    });
+    let promoted_at = Instant::now();
+    assert_ne!(promoted, old);
+    // Within a second of the promotion, on every replica.
+    for r in &replicas {
+        let left = Duration::from_secs(1).saturating_sub(promoted_at.elapsed());
+        until_revoked(r.grpc, &during_failover, left).await;
+    }
+    wait_redis(replicas[2].admin, true).await;
+    assert_eq!(readyz(2).await.0, 200);
+    let statuses = load.await.unwrap();
+    assert!(statuses.len() > 20, "{} requests", statuses.len());
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "a valid token was refused during the failover: {:?}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+    );
+
+    // A replica started after the promotion loads the revocation the old primary took just
+    // before it died, and the others.
+    let late = stack.add_replica().unwrap();
+    stack.start_replica(late).await.unwrap();
+    let late = stack.replicas[late];
+    for revoked in [&token, &by_cli, &before_failover, &during_failover] {
+        assert_eq!(check(late.grpc, revoked).await, (false, "revoked".into()));
+    }
+    let seen = get(&stack, "/api/echo", Some(&live), &[]).await;
+    assert_eq!(seen.status.as_u16(), 200);
+
+    // The promoted primary has no replica left: `revoke --redis` stores and announces, and
+    // says that no replica confirmed it (its WAIT for one ran out).
+    let unreplicated = sign_in(&stack, "cluster@example.com").await;
+    let out = revoke_in_cluster(&cluster, &unreplicated);
+    let printed = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains(NOT_REPLICATED), "{printed}");
+    for r in &replicas {
+        until_revoked(r.grpc, &unreplicated, Duration::from_secs(1)).await;
+    }
+
+    // Every replica restarted: each loads every live revocation from the cluster.
+    for (i, r) in replicas.iter().enumerate() {
+        stack.kill_replica(i).unwrap();
+        stack.start_replica(i).await.unwrap();
+        for revoked in [&token, &by_cli, &before_failover, &during_failover] {
+            assert_eq!(check(r.grpc, revoked).await, (false, "revoked".into()));
+        }
+        assert_eq!(check(r.grpc, &live).await, (true, "allowed".into()));
+    }
+
+    // The control API lists what the cluster holds (one slot's scan), and /config shows the
+    // seed nodes without the password.
+    let secret = std::fs::read_to_string(stack.admin_token_file().unwrap()).unwrap();
+    let admin = |path: &str| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:{}{path}", replicas[0].admin))
+            .bearer_auth(secret.trim())
+            .send()
+    };
+    let listing: serde_json::Value = admin("/revocations").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        listing["revocations"].as_array().map(Vec::len),
+        Some(5),
+        "{listing}"
+    );
+    let config = admin("/config").await.unwrap().text().await.unwrap();
+    assert!(!config.contains(PASSWORD), "{config}");
+    assert!(config.contains("authz:redacted@127.0.0.1"), "{config}");
+
+    // The password shows in no replica's log.
+    for i in 0..stack.replicas.len() {
+        let name = match i {
+            0 => "cognito-authz".to_string(),
+            i => format!("cognito-authz-{i}"),
+        };
+        let log = std::fs::read_to_string(stack.log_path(&name)).unwrap();
+        assert!(log.contains("redis is up"), "replica {i}: {log}");
+        assert!(!log.contains(PASSWORD), "replica {i} logged the password");
+    }
+}
+
+/// Two Envoys running the module follow the cluster as a replica does (the same code), signing
+/// with two keys as during a rotation: a revocation written by `revoke --redis` in cluster mode
+/// is refused by both within a second, and an Envoy started afterwards loads it from the
+/// cluster; an unsigned one is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_modules_follow_revocations_written_by_revoke_in_redis() {
+    use crate::module_revocation::{first_answer_is, refused_within, Checker};
+    use cognito_authz::testkit::{access_claims, jwks, now, Behaviour, JwksServer, TestKey};
+    use cruddur_demo::stack::Protocol;
+
+    let cluster = RedisCluster::start("modules");
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let layout = common::stack_layout("cluster-module");
+    assert!(
+        layout.bin_dir.join("libcognito_authz_envoy.so").exists(),
+        "the module is missing: build it with `cargo build -p cognito-authz-envoy`"
+    );
+    std::fs::create_dir_all(&layout.work_dir).unwrap();
+    let keys = layout.work_dir.join("signing-keys");
+    std::fs::write(
+        &keys,
+        "0123456789abcdef0123456789abcdef01\nfedcba9876543210fedcba9876543210fe\n",
+    )
+    .unwrap();
+    let keys = keys.display().to_string();
+    let options = Options {
+        protocol: Protocol::Module,
+        authz_env: vec![
+            ("AUTHZ_REDIS_SIGNING_KEY_FILE".into(), keys.clone()),
+            ("COGNITO_JWKS_URI".into(), idp.url("/jwks.json")),
+            ("AUTHZ_REDIS_URL".into(), cluster.url()),
+            ("AUTHZ_REDIS_CLUSTER".into(), "true".into()),
+        ],
+        ..Options::default()
+    };
+    let mut stack = Stack::start_options(layout, Ports::ephemeral().unwrap(), options)
+        .await
+        .unwrap_or_else(|e| panic!("the stack did not start: {e}"));
+    let second = stack.start_module_envoy().await.unwrap();
+    let modules = [Checker::Module(stack.ports.envoy), Checker::Module(second)];
+    let issuer = format!(
+        "https://cognito-idp.us-east-1.amazonaws.com/{}",
+        stack.pool.pool_id
+    );
+    let token = |user: &str| {
+        let mut claims = access_claims(&issuer, &stack.pool.client_id, now() - 30);
+        claims["sub"] = serde_json::json!(format!("{user}-sub"));
+        claims["origin_jti"] = serde_json::json!(format!("{user}-session"));
+        claims["jti"] = serde_json::json!(format!("{user}-jti"));
+        TestKey::shared(0).token(&claims)
+    };
+    let (revoked, kept) = (token("revoked"), token("kept"));
+    let signing = [("AUTHZ_REDIS_SIGNING_KEY_FILE", keys.as_str())];
+    for at in modules {
+        first_answer_is(at, &revoked, (200, "")).await;
+        first_answer_is(at, &kept, (200, "")).await;
+    }
+    // Both modules subscribed to the sharded channel, on the revocations' primary.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let primary = cluster.primary_of(REVOCATIONS_SLOT);
+        let counts = cluster.cli(
+            primary,
+            &[
+                "PUBSUB",
+                "SHARDNUMSUB",
+                cognito_authz::shared::CLUSTER_CHANNEL,
+            ],
+        );
+        let subscribed: i64 = counts
+            .lines()
+            .last()
+            .unwrap_or("0")
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if subscribed >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the modules never subscribed: {counts}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Unsigned (no keys given to the command): every module ignores it.
+    let out = revoke_in_cluster(&cluster, &kept);
+    assert!(out.status.success());
+    let out = revoke_in_cluster_with(&cluster, &revoked, &signing);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        !printed.contains("no replica or module follows it"),
+        "{printed}"
+    );
+    let revoked_at = Instant::now();
+    for at in modules {
+        refused_within(at, &revoked, revoked_at, Duration::from_secs(1)).await;
+        assert_eq!(crate::module_revocation::check(at, &kept).await.0, 200);
+    }
+    let third = Checker::Module(stack.start_module_envoy().await.unwrap());
+    first_answer_is(third, &revoked, (401, "revoked")).await;
+    first_answer_is(third, &kept, (200, "")).await;
+
+    // The password shows in no log of the stack (Envoys, the module, the emulator, the app).
+    for file in std::fs::read_dir(&stack.layout.work_dir).unwrap() {
+        let path = file.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                !log.contains(PASSWORD),
+                "{} shows the password",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Over TLS with an ACL user, as ElastiCache Serverless and MemoryDB are reached: a cluster
+/// speaking TLS only (to clients and between nodes) takes `revoke --redis`'s entry in the
+/// revocations' slot, its replica confirms it, and the password shows nowhere.
+#[test]
+fn redis_cluster_over_tls_takes_a_revocation_from_revoke_in_redis() {
+    let cluster = RedisCluster::start_tls("tls");
+    assert!(cluster.url().starts_with("rediss://"));
+    let out = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+        .args(["revoke", "--redis", "--jti", "over-tls"])
+        .env_clear()
+        .env("AUTHZ_REDIS_URL", cluster.url())
+        .env("AUTHZ_REDIS_CLUSTER", "true")
+        // The test CA, trusted as a system's roots are (rustls-native-certs reads it).
+        .env("SSL_CERT_FILE", cluster.ca())
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(!printed.contains(PASSWORD), "{printed}");
+    assert!(!printed.contains(NOT_REPLICATED), "{printed}");
+    let key = "cognito-authz:{rev}:jti:over-tls";
+    let stored = cluster.cli(cluster.primary_of(key), &["GET", key]);
+    assert!(stored.contains("over-tls"), "{stored}");
+}
