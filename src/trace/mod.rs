@@ -120,8 +120,18 @@ pub fn counts() -> &'static SpanCounts {
     &COUNTS
 }
 
+/// Whether any check span can be recorded: a trace pipeline is installed. Read from the
+/// callsite's cached interest, so a check pays nothing for the span lookups below when
+/// tracing is off (`Span::current()` is a walk of the registry's span stack).
+fn recording() -> bool {
+    tracing::enabled!(target: TARGET, tracing::Level::INFO)
+}
+
 /// The decision on the current check span (a no-op outside one).
 pub fn record_decision(decision: &str, reason: &str, rule: &str, pool: Option<&str>) {
+    if !recording() {
+        return;
+    }
     let span = Span::current();
     if span.is_disabled() {
         return;
@@ -136,6 +146,9 @@ pub fn record_decision(decision: &str, reason: &str, rule: &str, pool: Option<&s
 
 /// Whether the token was found in the verified-token cache, on the current check span.
 pub fn record_cache(hit: bool) {
+    if !recording() {
+        return;
+    }
     Span::current().record("cache", if hit { "hit" } else { "miss" });
 }
 
