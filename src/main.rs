@@ -251,12 +251,15 @@ fn init_logs(
         (Command::Serve, Some(_)) => Some(Tracing::start(&config.tracing)?),
         _ => None,
     };
-    let traces = tracing.as_ref().map(|t| t.layer());
-    tracing_subscriber::registry()
-        .with(logs)
-        .with(traces)
-        .try_init()
-        .map_err(|err| format!("the log subscriber: {err}"))?;
+    // Without a trace pipeline no trace layer at all: an absent (`None`) layer counts as
+    // interested in everything, which would make every check span and its records live work
+    // for nothing.
+    let registry = tracing_subscriber::registry().with(logs);
+    match &tracing {
+        Some(tracing) => registry.with(tracing.layer()).try_init(),
+        None => registry.try_init(),
+    }
+    .map_err(|err| format!("the log subscriber: {err}"))?;
     Ok((guard, tracing))
 }
 
