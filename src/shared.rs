@@ -1184,8 +1184,17 @@ impl Shared {
                             self.set_up(true);
                             self.catch_up(list).await;
                         }
-                        Ok(Err(err)) => warn!(cause = %err, "redis subscription failed"),
-                        Err(_) => warn!("redis subscription timed out"),
+                        // Refused (an ACL without the sharded channel, say) or silent: as on
+                        // one Redis, Redis is unavailable and decisions go on from local state,
+                        // rather than the loading gate refusing every valid token for ever.
+                        Ok(Err(err)) => {
+                            warn!(cause = %err, "redis subscription failed");
+                            self.settle(list);
+                        }
+                        Err(_) => {
+                            warn!("redis subscription timed out");
+                            self.settle(list);
+                        }
                     }
                 }
             }

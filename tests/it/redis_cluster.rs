@@ -407,3 +407,48 @@ fn redis_cluster_over_tls_takes_a_revocation_from_revoke_in_redis() {
     let stored = cluster.cli(cluster.primary_of(key), &["GET", key]);
     assert!(stored.contains("over-tls"), "{stored}");
 }
+
+/// A replica or module whose ACL user may not subscribe to the sharded channel (an ACL written
+/// for one Redis, `&cognito-authz:revocations`, kept when moving to a cluster) still settles:
+/// as on one Redis, a refused subscription is Redis unavailable, and decisions go on from local
+/// state; the loading gate never stays shut, refusing every valid token for ever.
+#[tokio::test]
+async fn redis_cluster_a_refused_subscription_does_not_keep_the_revocations_loading() {
+    use cognito_authz::revocation::RevocationList;
+    use cognito_authz::shared::{RedisTarget, Shared};
+    use std::sync::Arc;
+    let cluster = RedisCluster::start("refused-channel");
+    for answer in cluster.cli_all(&[
+        "ACL",
+        "SETUSER",
+        common::redis_cluster::USER,
+        "resetchannels",
+        "&cognito-authz:revocations",
+    ]) {
+        assert!(answer.contains("OK"), "{answer}");
+    }
+    let target = RedisTarget {
+        urls: cluster.url().split(',').map(str::to_string).collect(),
+        cluster: true,
+    };
+    let shared = Shared::new(
+        target,
+        Arc::new(cognito_authz::metrics::Metrics::new()),
+        &[],
+    )
+    .unwrap();
+    let list = Arc::new(RevocationList::new(100, None));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let subscriber = shared.spawn_subscriber(list.clone(), stop);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while list.loading() {
+        assert!(
+            Instant::now() < deadline,
+            "still loading 5 s after start: every valid token is refused"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(shared.settled());
+    stop_tx.send(true).unwrap();
+    subscriber.await.unwrap();
+}

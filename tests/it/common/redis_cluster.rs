@@ -217,6 +217,14 @@ impl RedisCluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `redis-cli` against every live node (an ACL change, say); their outputs.
+    pub fn cli_all(&self, args: &[&str]) -> Vec<String> {
+        self.live_ports()
+            .into_iter()
+            .map(|port| self.cli(port, args))
+            .collect()
+    }
+
     fn wait_answers(&self, port: u16) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.cli(port, &["PING"]).contains("PONG") {
