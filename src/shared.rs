@@ -1161,6 +1161,16 @@ impl Shared {
                         // A (re-)subscription, wherever the slot is now: what was announced
                         // before it is in Redis.
                         PushKind::SSubscribe if self.is_up() => self.catch_up(list).await,
+                        // The node dropped the subscription: never asked for here, so the
+                        // channel's slot moved away from it (a resharding). The client does not
+                        // follow that by itself, and the probe, redirected, still answers:
+                        // subscribe where the slot is now, or count Redis down until it can.
+                        PushKind::SUnsubscribe => {
+                            warn!("redis dropped the subscription: subscribing again");
+                            if !self.subscribe_cluster(connection, list).await {
+                                self.set_up(false);
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -1175,27 +1185,8 @@ impl Shared {
                         continue;
                     }
                     // Back (or up for the first time): subscribe where the slot is now, even
-                    // if the client says it did so itself, then catch up. Subscribed first,
-                    // then loaded: nothing announced in between is missed.
-                    let mut connection = connection.clone();
-                    let subscribe = connection.ssubscribe(CLUSTER_CHANNEL);
-                    match tokio::time::timeout(OPERATION_TIMEOUT, subscribe).await {
-                        Ok(Ok(())) => {
-                            self.set_up(true);
-                            self.catch_up(list).await;
-                        }
-                        // Refused (an ACL without the sharded channel, say) or silent: as on
-                        // one Redis, Redis is unavailable and decisions go on from local state,
-                        // rather than the loading gate refusing every valid token for ever.
-                        Ok(Err(err)) => {
-                            warn!(cause = %err, "redis subscription failed");
-                            self.settle(list);
-                        }
-                        Err(_) => {
-                            warn!("redis subscription timed out");
-                            self.settle(list);
-                        }
-                    }
+                    // if the client says it did so itself, then catch up.
+                    self.subscribe_cluster(connection, list).await;
                 }
             }
             if overflowed.swap(false, Ordering::Relaxed) && self.is_up() {
@@ -1203,6 +1194,31 @@ impl Shared {
                 self.catch_up(list).await;
             }
         }
+    }
+
+    /// Subscribes to the sharded channel wherever its slot is now, then catches up (subscribed
+    /// first, then loaded: nothing announced in between is missed). Whether it subscribed.
+    async fn subscribe_cluster(
+        &self,
+        connection: &ClusterConnection,
+        list: &RevocationList,
+    ) -> bool {
+        let mut connection = connection.clone();
+        let subscribe = connection.ssubscribe(CLUSTER_CHANNEL);
+        match tokio::time::timeout(OPERATION_TIMEOUT, subscribe).await {
+            Ok(Ok(())) => {
+                self.set_up(true);
+                self.catch_up(list).await;
+                return true;
+            }
+            // Refused (an ACL without the sharded channel, say) or silent: as on one Redis,
+            // Redis is unavailable and decisions go on from local state, rather than the
+            // loading gate refusing every valid token for ever.
+            Ok(Err(err)) => warn!(cause = %err, "redis subscription failed"),
+            Err(_) => warn!("redis subscription timed out"),
+        }
+        self.settle(list);
+        false
     }
 
     /// Whether the primary of the revocations' slot answers, tried even while Redis is down. A

@@ -452,3 +452,102 @@ async fn redis_cluster_a_refused_subscription_does_not_keep_the_revocations_load
     stop_tx.send(true).unwrap();
     subscriber.await.unwrap();
 }
+
+/// A resharding (as ElastiCache Serverless does as it scales) moves the revocations' slot to
+/// another primary: that node now holds the sharded channel, and a replica still hears every
+/// revocation announced there, within about a second, as it does after a failover.
+#[tokio::test]
+async fn redis_cluster_a_replica_follows_the_revocations_slot_to_another_primary() {
+    use cognito_authz::revocation::{Entry, Revocation, RevocationList};
+    use cognito_authz::shared::{RedisTarget, Shared};
+    use std::sync::Arc;
+    let cluster = RedisCluster::start("resharded");
+    let target = RedisTarget {
+        urls: cluster.url().split(',').map(str::to_string).collect(),
+        cluster: true,
+    };
+    let shared = Shared::new(
+        target.clone(),
+        Arc::new(cognito_authz::metrics::Metrics::new()),
+        &[],
+    )
+    .unwrap();
+    let list = Arc::new(RevocationList::new(100, None));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let subscriber = shared.spawn_subscriber(list.clone(), stop);
+    let writer = Shared::writer(target, &[]).unwrap();
+    let now = || {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap()
+    };
+    let heard_within = |expected: usize, within: Duration| {
+        let list = list.clone();
+        async move {
+            let deadline = Instant::now() + within;
+            while list.len() < expected {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} of {expected} revocations heard",
+                    list.len()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // Subscribed and loaded: a revocation reaches it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while list.loading() || !shared.is_up() {
+        assert!(Instant::now() < deadline, "never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let entry = |jti: &str| Entry::new(Revocation::Jti(jti.into()), now(), 3600);
+    writer
+        .publish_once(&entry("before-the-move"))
+        .await
+        .unwrap();
+    heard_within(1, Duration::from_secs(1)).await;
+
+    let from = cluster.primary_of(REVOCATIONS_SLOT);
+    let to = *cluster
+        .primaries()
+        .iter()
+        .find(|&&port| port != from)
+        .unwrap();
+    cluster.move_slot(REVOCATIONS_SLOT, to);
+    assert_eq!(cluster.primary_of(REVOCATIONS_SLOT), to);
+    // Announced right after the move: heard, or loaded once subscribed where the slot is now.
+    writer
+        .publish_once(&entry("during-the-move"))
+        .await
+        .unwrap();
+    heard_within(2, Duration::from_secs(2)).await;
+    // And the subscription is live again on the new primary: the next one is heard at once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cluster
+        .cli(
+            to,
+            &[
+                "PUBSUB",
+                "SHARDNUMSUB",
+                cognito_authz::shared::CLUSTER_CHANNEL,
+            ],
+        )
+        .ends_with("1\n")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "never subscribed on the new primary"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let published = writer.publish_once(&entry("after-the-move")).await.unwrap();
+    assert_eq!(published.heard, 1, "{published:?}");
+    heard_within(3, Duration::from_secs(1)).await;
+    stop_tx.send(true).unwrap();
+    subscriber.await.unwrap();
+}
