@@ -551,3 +551,108 @@ async fn redis_cluster_a_replica_follows_the_revocations_slot_to_another_primary
     stop_tx.send(true).unwrap();
     subscriber.await.unwrap();
 }
+
+/// The node holding the revocations drops the subscriber's connection (as `CLIENT KILL`, or a
+/// writer's oversized message past the output buffer limit, does): the replica reconnects,
+/// subscribes again and hears the next revocation within about a second.
+#[tokio::test]
+async fn redis_cluster_a_replica_whose_connection_is_killed_hears_again() {
+    use cognito_authz::revocation::{Entry, Revocation, RevocationList};
+    use cognito_authz::shared::{RedisTarget, Shared};
+    use std::sync::Arc;
+    let cluster = RedisCluster::start("killed-client");
+    let target = RedisTarget {
+        urls: cluster.url().split(',').map(str::to_string).collect(),
+        cluster: true,
+    };
+    let shared = Shared::new(
+        target.clone(),
+        Arc::new(cognito_authz::metrics::Metrics::new()),
+        &[],
+    )
+    .unwrap();
+    let list = Arc::new(RevocationList::new(100, None));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let subscriber = shared.spawn_subscriber(list.clone(), stop);
+    let writer = Shared::writer(target, &[]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while list.loading() || !shared.is_up() {
+        assert!(Instant::now() < deadline, "never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let primary = cluster.primary_of(REVOCATIONS_SLOT);
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    for round in 1..=3 {
+        let killed = cluster.cli(primary, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+        assert_eq!(killed.trim(), "1", "round {round}: {killed}");
+        let entry = Entry::new(Revocation::Jti(format!("after-kill-{round}")), now, 3600);
+        writer.publish_once(&entry).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while list.len() < round {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the revocation was not heard"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    stop_tx.send(true).unwrap();
+    subscriber.await.unwrap();
+}
+
+/// The redis crate logs through `log`, which reaches our logs: at `RUST_LOG=trace`, with a
+/// first seed that answers nothing and a second that does, a replica (`serve`) and
+/// `revoke --redis` show the cluster's addresses and slots but never the password.
+#[test]
+fn redis_cluster_traces_show_no_password() {
+    let cluster = RedisCluster::start("traced");
+    let ports = Ports::ephemeral().unwrap();
+    let seeds = format!(
+        "redis://{}:{PASSWORD}@127.0.0.1:{},{}",
+        common::redis_cluster::USER,
+        ports.app,
+        cluster.url()
+    );
+    let run = |args: &[&str], stop_after: Option<Duration>| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+            .args(args)
+            .env_clear()
+            .env("RUST_LOG", "trace")
+            .env("AWS_COGNITO_USER_POOL_ID", "us-east-1_AbC123")
+            .env("AWS_COGNITO_USER_POOL_CLIENT_ID", "client-a")
+            .env("AUTHZ_GRPC_ADDR", format!("127.0.0.1:{}", ports.authz))
+            .env(
+                "AUTHZ_ADMIN_ADDR",
+                format!("127.0.0.1:{}", ports.authz_admin),
+            )
+            .env("AUTHZ_REDIS_URL", &seeds)
+            .env("AUTHZ_REDIS_CLUSTER", "true")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(after) = stop_after {
+            std::thread::sleep(after);
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let served = run(&["serve"], Some(Duration::from_secs(3)));
+    // The redis crate's own lines are there: this is the level that would show it.
+    assert!(served.contains("redis::"), "{served}");
+    assert!(!served.contains(PASSWORD), "{served}");
+    let revoked = run(&["revoke", "--redis", "--jti", "traced"], None);
+    assert!(revoked.contains("\"shared\":true"), "{revoked}");
+    assert!(!revoked.contains(PASSWORD), "{revoked}");
+}
