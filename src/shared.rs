@@ -651,22 +651,36 @@ impl Shared {
         result
     }
 
-    /// Publishes what waited for Redis; what fails again waits on.
+    /// Publishes what waited for Redis; what fails again waits on. All are stored first, then
+    /// one wait for a replica covers them all (`WAIT` counts every write before it), then each
+    /// is announced: a wait each would keep the subscriber from its peers' revocations for
+    /// 150 ms a revocation after a failover, when the promoted primary has no replica yet.
     async fn flush_pending(&self) -> Result<usize, SharedError> {
         let waiting = std::mem::take(&mut *lock(&self.inner.pending));
         let now = self.clock.now();
-        let mut published = 0;
-        let mut rest = waiting.into_iter().filter(|e| e.expires > now);
-        while let Some(entry) = rest.next() {
-            if let Err(err) = self.publish_now(&entry).await {
-                let mut pending = lock(&self.inner.pending);
-                pending.push(entry);
-                pending.extend(rest);
+        let waiting: Vec<Entry> = waiting.into_iter().filter(|e| e.expires > now).collect();
+        let wait_on = |from: usize| lock(&self.inner.pending).extend_from_slice(&waiting[from..]);
+        let mut stored = Vec::with_capacity(waiting.len());
+        for entry in &waiting {
+            match self.store(entry).await {
+                Ok(value) => stored.push(value),
+                Err(err) => {
+                    // Those stored are not announced yet: they wait too.
+                    wait_on(0);
+                    return Err(err);
+                }
+            }
+        }
+        if !stored.is_empty() {
+            self.replicate().await;
+        }
+        for (announced, value) in stored.iter().enumerate() {
+            if let Err(err) = self.announce(value).await {
+                wait_on(announced);
                 return Err(err);
             }
-            published += 1;
         }
-        Ok(published)
+        Ok(stored.len())
     }
 
     /// A value as written: sealed when a key is configured.

@@ -656,3 +656,64 @@ fn redis_cluster_traces_show_no_password() {
     assert!(revoked.contains("\"shared\":true"), "{revoked}");
     assert!(!revoked.contains(PASSWORD), "{revoked}");
 }
+
+/// After a failover the promoted primary has no replica, so each `WAIT` for one takes its full
+/// 150 ms. A replica sharing the revocations made through it while the slot had no primary
+/// must not wait that long for each of them before it reloads and hears its peers' again: a
+/// revocation announced by another replica meanwhile is taken within a second.
+#[tokio::test]
+async fn redis_cluster_revocations_held_during_a_failover_do_not_deafen_the_replica() {
+    use cognito_authz::revocation::{Entry, Revocation, RevocationList};
+    use cognito_authz::shared::{RedisTarget, Shared};
+    use std::sync::Arc;
+    const HELD: usize = 40;
+    let mut cluster = RedisCluster::start("held");
+    // The revocations' primary without a replica, as a promoted one is: no WAIT is confirmed.
+    let primary = cluster.primary_of(REVOCATIONS_SLOT);
+    cluster.kill(cluster.replica_of(primary));
+    let target = RedisTarget {
+        urls: cluster.url().split(',').map(str::to_string).collect(),
+        cluster: true,
+    };
+    let shared = Shared::new(
+        target.clone(),
+        Arc::new(cognito_authz::metrics::Metrics::new()),
+        &[],
+    )
+    .unwrap();
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    // Not following Redis yet, so Redis counts as down: each waits to be shared.
+    for i in 0..HELD {
+        let entry = Entry::new(Revocation::Jti(format!("held-{i}")), now, 3600);
+        assert!(shared.publish(&entry).await.is_err());
+    }
+    let list = Arc::new(RevocationList::new(1000, None));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let subscriber = shared.spawn_subscriber(list.clone(), stop);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shared.is_up() {
+        assert!(Instant::now() < deadline, "never subscribed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let writer = Shared::writer(target, &[]).unwrap();
+    let entry = Entry::new(Revocation::Jti("from-a-peer".into()), now, 3600);
+    writer.publish_once(&entry).await.unwrap();
+    let announced = Instant::now();
+    while list.len() < HELD + 1 {
+        assert!(
+            announced.elapsed() < Duration::from_secs(1),
+            "{} of {} revocations taken 1 s after a peer's announcement",
+            list.len(),
+            HELD + 1
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_tx.send(true).unwrap();
+    subscriber.await.unwrap();
+}

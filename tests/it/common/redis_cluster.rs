@@ -367,6 +367,18 @@ impl RedisCluster {
         }
     }
 
+    /// The port of a live replica of the primary on `primary`.
+    pub fn replica_of(&self, primary: u16) -> u16 {
+        let id = self.cli(primary, &["CLUSTER", "MYID"]).trim().to_string();
+        let replicas = self.cli(primary, &["CLUSTER", "REPLICAS", &id]);
+        let address = replicas
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("no replica of {primary}: {replicas}"));
+        let address = address.split('@').next().unwrap();
+        address.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
     /// The ports of the live primaries.
     pub fn primaries(&self) -> Vec<u16> {
         self.live_ports()
