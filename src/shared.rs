@@ -906,7 +906,7 @@ impl Shared {
         if self.clustered() {
             return self.scan_cluster_revocations(cursor).await;
         }
-        let (next, keys): (u64, Vec<String>) = self
+        let (next, keys): (u64, Vec<Bytes>) = self
             .run(
                 "load",
                 redis::cmd("SCAN")
@@ -921,7 +921,7 @@ impl Shared {
             return Ok((next, Vec::new()));
         }
         // Only values a revocation could be: a writer's 200 MB value is never read into memory.
-        let values: Vec<Option<String>> = self
+        let values: Vec<Option<Bytes>> = self
             .run(
                 "load",
                 redis::cmd("EVAL")
@@ -931,12 +931,7 @@ impl Shared {
                     .arg(MAX_STORED_BYTES),
             )
             .await?;
-        let found = keys
-            .into_iter()
-            .zip(values)
-            .filter_map(|(key, value)| Some((key, value?)))
-            .collect();
-        Ok((next, found))
+        Ok((next, texts(keys, values)))
     }
 
     /// [`Shared::scan_revocations`] in a cluster: every revocation is in one slot, so its
@@ -945,7 +940,7 @@ impl Shared {
         &self,
         cursor: u64,
     ) -> Result<(u64, Vec<(String, String)>), SharedError> {
-        let (next, keys, values): (String, Vec<String>, Vec<Option<String>>) = self
+        let (next, keys, values): (String, Vec<Bytes>, Vec<Option<Bytes>>) = self
             .run(
                 "load",
                 redis::cmd("EVAL")
@@ -961,12 +956,7 @@ impl Shared {
         let next = next.parse().map_err(|_| {
             redis::RedisError::from((redis::ErrorKind::Parse, "a SCAN cursor that is no number"))
         })?;
-        let found = keys
-            .into_iter()
-            .zip(values)
-            .filter_map(|(key, value)| Some((key, value?)))
-            .collect();
-        Ok((next, found))
+        Ok((next, texts(keys, values)))
     }
 
     /// Takes every live revocation in Redis into `list`, and re-signs with the signing key what
@@ -1248,6 +1238,23 @@ impl Shared {
             Ok(Ok(_))
         )
     }
+}
+
+/// A key or value as Redis holds it: not necessarily UTF-8.
+type Bytes = Vec<u8>;
+
+/// A page of keys and their values (none when too long), read as bytes: what is not UTF-8 (a
+/// writer's junk) is skipped on its own, rather than failing the whole load.
+fn texts(keys: Vec<Bytes>, values: Vec<Option<Bytes>>) -> Vec<(String, String)> {
+    keys.into_iter()
+        .zip(values)
+        .filter_map(|(key, value)| {
+            Some((
+                String::from_utf8(key).ok()?,
+                String::from_utf8(value?).ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// Returns once `stop` turns true (holding no borrow of it across the wait's end).

@@ -717,3 +717,68 @@ async fn redis_cluster_revocations_held_during_a_failover_do_not_deafen_the_repl
     stop_tx.send(true).unwrap();
     subscriber.await.unwrap();
 }
+
+/// A writer who stores one key or value that is not UTF-8 among the revocations spoils that
+/// entry alone: every other revocation is still loaded at start-up (one bad entry failing the
+/// whole load would let a restarted replica admit every revoked token).
+#[tokio::test]
+async fn redis_cluster_a_value_that_is_not_text_spoils_only_itself_in_the_load() {
+    use cognito_authz::revocation::{Entry, Revocation, RevocationList};
+    use cognito_authz::shared::{RedisTarget, Shared};
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::sync::Arc;
+    let cluster = RedisCluster::start("not-text");
+    let target = RedisTarget {
+        urls: cluster.url().split(',').map(str::to_string).collect(),
+        cluster: true,
+    };
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let writer = Shared::writer(target.clone(), &[]).unwrap();
+    let entry = Entry::new(Revocation::Jti("kept".into()), now, 3600);
+    writer.publish_once(&entry).await.unwrap();
+    let primary = cluster.primary_of(REVOCATIONS_SLOT);
+    for (key, value) in [
+        (&b"cognito-authz:{rev}:jti:junk-value"[..], &b"\xff\xfe"[..]),
+        (&b"cognito-authz:{rev}:jti:\xff"[..], &b"{}"[..]),
+    ] {
+        let out = Command::new("/usr/bin/redis-cli")
+            .args(["-p", &primary.to_string(), "--no-auth-warning"])
+            .args(["--user", common::redis_cluster::USER, "--pass", PASSWORD])
+            .args([
+                OsStr::new("SET"),
+                OsStr::from_bytes(key),
+                OsStr::from_bytes(value),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+    }
+    let shared = Shared::new(
+        target,
+        Arc::new(cognito_authz::metrics::Metrics::new()),
+        &[],
+    )
+    .unwrap();
+    let list = Arc::new(RevocationList::new(100, None));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let subscriber = shared.spawn_subscriber(list.clone(), stop);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while list.loading() || !shared.is_up() {
+        assert!(Instant::now() < deadline, "never loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        list.len(),
+        1,
+        "the revocation beside the junk was not loaded"
+    );
+    stop_tx.send(true).unwrap();
+    subscriber.await.unwrap();
+}
