@@ -1416,6 +1416,42 @@ mod tests {
         held.abort();
     }
 
+    /// A cluster whose seeds take connections and never answer (or refuse them): the
+    /// subscriber settles within about a second, deciding from local state, and keeps no
+    /// module refusing every valid token.
+    #[tokio::test]
+    async fn a_cluster_that_never_answers_settles_the_loading_gate() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let urls = vec![
+            format!("redis://u:pw@{}/", silent.local_addr().unwrap()),
+            format!("redis://u:pw@{}/", closed.local_addr().unwrap()),
+        ];
+        drop(closed);
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                open.push(socket);
+            }
+        });
+        let target = RedisTarget {
+            urls,
+            cluster: true,
+        };
+        let shared = Shared::new(target, Arc::new(Unobserved), &[]).unwrap();
+        let list = Arc::new(RevocationList::new(10, None));
+        let (_stop, stop) = watch::channel(false);
+        let _subscriber = shared.spawn_subscriber(list.clone(), stop);
+        assert!(list.loading(), "loading from the start");
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while list.loading() {
+            assert!(std::time::Instant::now() < deadline, "never settled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!shared.is_up());
+        held.abort();
+    }
+
     #[test]
     fn a_cluster_push_past_the_queue_is_dropped_and_asks_for_a_reload() {
         use redis::aio::AsyncPushSender as _;
