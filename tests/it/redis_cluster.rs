@@ -406,6 +406,25 @@ fn redis_cluster_over_tls_takes_a_revocation_from_revoke_in_redis() {
     let key = "cognito-authz:{rev}:jti:over-tls";
     let stored = cluster.cli(cluster.primary_of(key), &["GET", key]);
     assert!(stored.contains("over-tls"), "{stored}");
+    // The nodes' certificates are checked: without their CA among the trusted roots, nothing
+    // is written, and the command says so (exit 1) without the password.
+    let untrusted = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+        .args(["revoke", "--redis", "--jti", "untrusted"])
+        .env_clear()
+        .env("AUTHZ_REDIS_URL", cluster.url())
+        .env("AUTHZ_REDIS_CLUSTER", "true")
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&untrusted.stdout),
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
+    assert_eq!(untrusted.status.code(), Some(1), "{printed}");
+    assert!(!printed.contains(PASSWORD), "{printed}");
+    let key = "cognito-authz:{rev}:jti:untrusted";
+    let stored = cluster.cli(cluster.primary_of(key), &["EXISTS", key]);
+    assert_eq!(stored.trim(), "0", "{stored}");
 }
 
 /// A replica or module whose ACL user may not subscribe to the sharded channel (an ACL written
