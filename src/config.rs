@@ -1017,6 +1017,31 @@ mod tests {
             err_key(Config::from_lookup(env(&mixed), None)),
             ENV_REDIS_URL
         );
+        // What the client would refuse at start-up is refused here, without the password:
+        // seeds separated by something else than commas, no host, a bad port, two users.
+        for bad in [
+            "redis://authz:s3cret@node-1:6379 redis://authz:s3cret@node-2:6379",
+            "redis://authz:s3cret@node-1:6379;redis://authz:s3cret@node-2:6379",
+            "redis://",
+            "redis://authz:s3cret@node-1:99999",
+            "redis://authz:s3cret@node-1:6379,redis://authz:0ther@node-2:6379",
+            "redis://authz:s3cret@node-1:6379,redis://other:s3cret@node-2:6379",
+        ] {
+            let mut vars = app_env();
+            vars.push((ENV_REDIS_CLUSTER, "true"));
+            vars.push((ENV_REDIS_URL, bad));
+            match Config::from_lookup(env(&vars), None) {
+                Err(err @ ConfigError::Invalid { .. }) => {
+                    let shown = err.to_string();
+                    assert!(shown.contains(ENV_REDIS_URL), "{bad}: {shown}");
+                    assert!(
+                        !shown.contains("s3cret") && !shown.contains("0ther"),
+                        "{shown}"
+                    );
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
         // One URL in cluster mode is the usual form (a configuration endpoint).
         let mut one = app_env();
         one.push((ENV_REDIS_CLUSTER, "true"));

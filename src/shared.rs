@@ -651,22 +651,36 @@ impl Shared {
         result
     }
 
-    /// Publishes what waited for Redis; what fails again waits on.
+    /// Publishes what waited for Redis; what fails again waits on. All are stored first, then
+    /// one wait for a replica covers them all (`WAIT` counts every write before it), then each
+    /// is announced: a wait each would keep the subscriber from its peers' revocations for
+    /// 150 ms a revocation after a failover, when the promoted primary has no replica yet.
     async fn flush_pending(&self) -> Result<usize, SharedError> {
         let waiting = std::mem::take(&mut *lock(&self.inner.pending));
         let now = self.clock.now();
-        let mut published = 0;
-        let mut rest = waiting.into_iter().filter(|e| e.expires > now);
-        while let Some(entry) = rest.next() {
-            if let Err(err) = self.publish_now(&entry).await {
-                let mut pending = lock(&self.inner.pending);
-                pending.push(entry);
-                pending.extend(rest);
+        let waiting: Vec<Entry> = waiting.into_iter().filter(|e| e.expires > now).collect();
+        let wait_on = |from: usize| lock(&self.inner.pending).extend_from_slice(&waiting[from..]);
+        let mut stored = Vec::with_capacity(waiting.len());
+        for entry in &waiting {
+            match self.store(entry).await {
+                Ok(value) => stored.push(value),
+                Err(err) => {
+                    // Those stored are not announced yet: they wait too.
+                    wait_on(0);
+                    return Err(err);
+                }
+            }
+        }
+        if !stored.is_empty() {
+            self.replicate().await;
+        }
+        for (announced, value) in stored.iter().enumerate() {
+            if let Err(err) = self.announce(value).await {
+                wait_on(announced);
                 return Err(err);
             }
-            published += 1;
         }
-        Ok(published)
+        Ok(stored.len())
     }
 
     /// A value as written: sealed when a key is configured.
@@ -892,7 +906,7 @@ impl Shared {
         if self.clustered() {
             return self.scan_cluster_revocations(cursor).await;
         }
-        let (next, keys): (u64, Vec<String>) = self
+        let (next, keys): (u64, Vec<Bytes>) = self
             .run(
                 "load",
                 redis::cmd("SCAN")
@@ -907,7 +921,7 @@ impl Shared {
             return Ok((next, Vec::new()));
         }
         // Only values a revocation could be: a writer's 200 MB value is never read into memory.
-        let values: Vec<Option<String>> = self
+        let values: Vec<Option<Bytes>> = self
             .run(
                 "load",
                 redis::cmd("EVAL")
@@ -917,12 +931,7 @@ impl Shared {
                     .arg(MAX_STORED_BYTES),
             )
             .await?;
-        let found = keys
-            .into_iter()
-            .zip(values)
-            .filter_map(|(key, value)| Some((key, value?)))
-            .collect();
-        Ok((next, found))
+        Ok((next, texts(keys, values)))
     }
 
     /// [`Shared::scan_revocations`] in a cluster: every revocation is in one slot, so its
@@ -931,7 +940,7 @@ impl Shared {
         &self,
         cursor: u64,
     ) -> Result<(u64, Vec<(String, String)>), SharedError> {
-        let (next, keys, values): (String, Vec<String>, Vec<Option<String>>) = self
+        let (next, keys, values): (String, Vec<Bytes>, Vec<Option<Bytes>>) = self
             .run(
                 "load",
                 redis::cmd("EVAL")
@@ -947,12 +956,7 @@ impl Shared {
         let next = next.parse().map_err(|_| {
             redis::RedisError::from((redis::ErrorKind::Parse, "a SCAN cursor that is no number"))
         })?;
-        let found = keys
-            .into_iter()
-            .zip(values)
-            .filter_map(|(key, value)| Some((key, value?)))
-            .collect();
-        Ok((next, found))
+        Ok((next, texts(keys, values)))
     }
 
     /// Takes every live revocation in Redis into `list`, and re-signs with the signing key what
@@ -1161,6 +1165,16 @@ impl Shared {
                         // A (re-)subscription, wherever the slot is now: what was announced
                         // before it is in Redis.
                         PushKind::SSubscribe if self.is_up() => self.catch_up(list).await,
+                        // The node dropped the subscription: never asked for here, so the
+                        // channel's slot moved away from it (a resharding). The client does not
+                        // follow that by itself, and the probe, redirected, still answers:
+                        // subscribe where the slot is now, or count Redis down until it can.
+                        PushKind::SUnsubscribe => {
+                            warn!("redis dropped the subscription: subscribing again");
+                            if !self.subscribe_cluster(connection, list).await {
+                                self.set_up(false);
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -1175,18 +1189,8 @@ impl Shared {
                         continue;
                     }
                     // Back (or up for the first time): subscribe where the slot is now, even
-                    // if the client says it did so itself, then catch up. Subscribed first,
-                    // then loaded: nothing announced in between is missed.
-                    let mut connection = connection.clone();
-                    let subscribe = connection.ssubscribe(CLUSTER_CHANNEL);
-                    match tokio::time::timeout(OPERATION_TIMEOUT, subscribe).await {
-                        Ok(Ok(())) => {
-                            self.set_up(true);
-                            self.catch_up(list).await;
-                        }
-                        Ok(Err(err)) => warn!(cause = %err, "redis subscription failed"),
-                        Err(_) => warn!("redis subscription timed out"),
-                    }
+                    // if the client says it did so itself, then catch up.
+                    self.subscribe_cluster(connection, list).await;
                 }
             }
             if overflowed.swap(false, Ordering::Relaxed) && self.is_up() {
@@ -1194,6 +1198,31 @@ impl Shared {
                 self.catch_up(list).await;
             }
         }
+    }
+
+    /// Subscribes to the sharded channel wherever its slot is now, then catches up (subscribed
+    /// first, then loaded: nothing announced in between is missed). Whether it subscribed.
+    async fn subscribe_cluster(
+        &self,
+        connection: &ClusterConnection,
+        list: &RevocationList,
+    ) -> bool {
+        let mut connection = connection.clone();
+        let subscribe = connection.ssubscribe(CLUSTER_CHANNEL);
+        match tokio::time::timeout(OPERATION_TIMEOUT, subscribe).await {
+            Ok(Ok(())) => {
+                self.set_up(true);
+                self.catch_up(list).await;
+                return true;
+            }
+            // Refused (an ACL without the sharded channel, say) or silent: as on one Redis,
+            // Redis is unavailable and decisions go on from local state, rather than the
+            // loading gate refusing every valid token for ever.
+            Ok(Err(err)) => warn!(cause = %err, "redis subscription failed"),
+            Err(_) => warn!("redis subscription timed out"),
+        }
+        self.settle(list);
+        false
     }
 
     /// Whether the primary of the revocations' slot answers, tried even while Redis is down. A
@@ -1209,6 +1238,23 @@ impl Shared {
             Ok(Ok(_))
         )
     }
+}
+
+/// A key or value as Redis holds it: not necessarily UTF-8.
+type Bytes = Vec<u8>;
+
+/// A page of keys and their values (none when too long), read as bytes: what is not UTF-8 (a
+/// writer's junk) is skipped on its own, rather than failing the whole load.
+fn texts(keys: Vec<Bytes>, values: Vec<Option<Bytes>>) -> Vec<(String, String)> {
+    keys.into_iter()
+        .zip(values)
+        .filter_map(|(key, value)| {
+            Some((
+                String::from_utf8(key).ok()?,
+                String::from_utf8(value?).ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// Returns once `stop` turns true (holding no borrow of it across the wait's end).
@@ -1367,6 +1413,42 @@ mod tests {
         }
         // Unreachable: deciding from local state, as a replica then is ready.
         assert!(shared.settled());
+        held.abort();
+    }
+
+    /// A cluster whose seeds take connections and never answer (or refuse them): the
+    /// subscriber settles within about a second, deciding from local state, and keeps no
+    /// module refusing every valid token.
+    #[tokio::test]
+    async fn a_cluster_that_never_answers_settles_the_loading_gate() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let urls = vec![
+            format!("redis://u:pw@{}/", silent.local_addr().unwrap()),
+            format!("redis://u:pw@{}/", closed.local_addr().unwrap()),
+        ];
+        drop(closed);
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                open.push(socket);
+            }
+        });
+        let target = RedisTarget {
+            urls,
+            cluster: true,
+        };
+        let shared = Shared::new(target, Arc::new(Unobserved), &[]).unwrap();
+        let list = Arc::new(RevocationList::new(10, None));
+        let (_stop, stop) = watch::channel(false);
+        let _subscriber = shared.spawn_subscriber(list.clone(), stop);
+        assert!(list.loading(), "loading from the start");
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while list.loading() {
+            assert!(std::time::Instant::now() < deadline, "never settled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!shared.is_up());
         held.abort();
     }
 

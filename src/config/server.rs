@@ -436,6 +436,25 @@ pub(super) fn redis_url(
             "seed nodes must all use rediss:// or all redis://",
         ));
     }
+    // Parsed as the client will at start-up (no connection made), so that `check-config` and a
+    // reload refuse what `serve` would: seeds separated by spaces, no host, a bad port.
+    let mut signed_in = None;
+    for url in &urls {
+        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+            .map_err(|err| ConfigError::invalid(key, format!("not a usable Redis URL: {err}")))?;
+        let settings = info.redis_settings();
+        let user = (
+            settings.username().map(str::to_string),
+            settings.password().map(str::to_string),
+        );
+        // The cluster client signs in to every node as one user (never shown).
+        if signed_in.get_or_insert_with(|| user.clone()) != &user {
+            return Err(ConfigError::invalid(
+                key,
+                "seed nodes must all carry the same user and password",
+            ));
+        }
+    }
     Ok(Some(urls.join(",")))
 }
 

@@ -254,3 +254,37 @@ fn an_unbounded_worker_thread_count_is_refused_not_a_panic_later() {
         "accepted AUTHZ_WORKER_THREADS=9223372036854775807"
     );
 }
+
+/// One Redis: a writer's key or value that is not UTF-8 among the revocations is skipped on
+/// its own; the revocations beside it are still read (one bad entry failing the whole load
+/// would let a restarted replica admit every revoked token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn redis_a_value_that_is_not_text_spoils_only_itself() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt as _;
+    let redis = Redis::start();
+    let url = redis.url();
+    let out = revoke(
+        &["--redis", "--jti", "kept"],
+        &[("AUTHZ_REDIS_URL", url.as_str())],
+    );
+    assert!(out.status.success(), "{}", printed(&out));
+    for (key, value) in [
+        (&b"cognito-authz:rev:jti:junk-value"[..], &b"\xff\xfe"[..]),
+        (&b"cognito-authz:rev:jti:\xff"[..], &b"{}"[..]),
+    ] {
+        let out = Command::new("/usr/bin/redis-cli")
+            .args(["-p", &redis.1.to_string()])
+            .args([
+                OsStr::new("SET"),
+                OsStr::from_bytes(key),
+                OsStr::from_bytes(value),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+    }
+    let reader = Shared::writer(&url, &[]).unwrap();
+    let listed = reader.live_revocations(10).await.unwrap();
+    assert_eq!(listed.entries.len(), 1, "{listed:?}");
+}

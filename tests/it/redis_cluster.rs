@@ -406,4 +406,398 @@ fn redis_cluster_over_tls_takes_a_revocation_from_revoke_in_redis() {
     let key = "cognito-authz:{rev}:jti:over-tls";
     let stored = cluster.cli(cluster.primary_of(key), &["GET", key]);
     assert!(stored.contains("over-tls"), "{stored}");
+    // The nodes' certificates are checked: without their CA among the trusted roots, nothing
+    // is written, and the command says so (exit 1) without the password.
+    let untrusted = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+        .args(["revoke", "--redis", "--jti", "untrusted"])
+        .env_clear()
+        .env("AUTHZ_REDIS_URL", cluster.url())
+        .env("AUTHZ_REDIS_CLUSTER", "true")
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&untrusted.stdout),
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
+    assert_eq!(untrusted.status.code(), Some(1), "{printed}");
+    assert!(!printed.contains(PASSWORD), "{printed}");
+    let key = "cognito-authz:{rev}:jti:untrusted";
+    let stored = cluster.cli(cluster.primary_of(key), &["EXISTS", key]);
+    assert_eq!(stored.trim(), "0", "{stored}");
+}
+
+/// A replica or module whose ACL user may not subscribe to the sharded channel (an ACL written
+/// for one Redis, `&cognito-authz:revocations`, kept when moving to a cluster) still settles:
+/// as on one Redis, a refused subscription is Redis unavailable, and decisions go on from local
+/// state; the loading gate never stays shut, refusing every valid token for ever.
+#[tokio::test]
+async fn redis_cluster_a_refused_subscription_does_not_keep_the_revocations_loading() {
+    use cognito_authz::revocation::RevocationList;
+    use cognito_authz::shared::{RedisTarget, Shared};
+    use std::sync::Arc;
+    let cluster = RedisCluster::start("refused-channel");
+    for answer in cluster.cli_all(&[
+        "ACL",
+        "SETUSER",
+        common::redis_cluster::USER,
+        "resetchannels",
+        "&cognito-authz:revocations",
+    ]) {
+        assert!(answer.contains("OK"), "{answer}");
+    }
+    let target = RedisTarget {
+        urls: cluster.url().split(',').map(str::to_string).collect(),
+        cluster: true,
+    };
+    let shared = Shared::new(
+        target,
+        Arc::new(cognito_authz::metrics::Metrics::new()),
+        &[],
+    )
+    .unwrap();
+    let list = Arc::new(RevocationList::new(100, None));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let subscriber = shared.spawn_subscriber(list.clone(), stop);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while list.loading() {
+        assert!(
+            Instant::now() < deadline,
+            "still loading 5 s after start: every valid token is refused"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(shared.settled());
+    stop_tx.send(true).unwrap();
+    subscriber.await.unwrap();
+}
+
+/// A resharding (as ElastiCache Serverless does as it scales) moves the revocations' slot to
+/// another primary: that node now holds the sharded channel, and a replica still hears every
+/// revocation announced there, within about a second, as it does after a failover.
+#[tokio::test]
+async fn redis_cluster_a_replica_follows_the_revocations_slot_to_another_primary() {
+    use cognito_authz::revocation::{Entry, Revocation, RevocationList};
+    use cognito_authz::shared::{RedisTarget, Shared};
+    use std::sync::Arc;
+    let cluster = RedisCluster::start("resharded");
+    let target = RedisTarget {
+        urls: cluster.url().split(',').map(str::to_string).collect(),
+        cluster: true,
+    };
+    let shared = Shared::new(
+        target.clone(),
+        Arc::new(cognito_authz::metrics::Metrics::new()),
+        &[],
+    )
+    .unwrap();
+    let list = Arc::new(RevocationList::new(100, None));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let subscriber = shared.spawn_subscriber(list.clone(), stop);
+    let writer = Shared::writer(target, &[]).unwrap();
+    let now = || {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap()
+    };
+    let heard_within = |expected: usize, within: Duration| {
+        let list = list.clone();
+        async move {
+            let deadline = Instant::now() + within;
+            while list.len() < expected {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} of {expected} revocations heard",
+                    list.len()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // Subscribed and loaded: a revocation reaches it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while list.loading() || !shared.is_up() {
+        assert!(Instant::now() < deadline, "never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let entry = |jti: &str| Entry::new(Revocation::Jti(jti.into()), now(), 3600);
+    writer
+        .publish_once(&entry("before-the-move"))
+        .await
+        .unwrap();
+    heard_within(1, Duration::from_secs(1)).await;
+
+    let from = cluster.primary_of(REVOCATIONS_SLOT);
+    let to = *cluster
+        .primaries()
+        .iter()
+        .find(|&&port| port != from)
+        .unwrap();
+    cluster.move_slot(REVOCATIONS_SLOT, to);
+    assert_eq!(cluster.primary_of(REVOCATIONS_SLOT), to);
+    // Announced right after the move: heard, or loaded once subscribed where the slot is now.
+    writer
+        .publish_once(&entry("during-the-move"))
+        .await
+        .unwrap();
+    heard_within(2, Duration::from_secs(2)).await;
+    // And the subscription is live again on the new primary: the next one is heard at once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cluster
+        .cli(
+            to,
+            &[
+                "PUBSUB",
+                "SHARDNUMSUB",
+                cognito_authz::shared::CLUSTER_CHANNEL,
+            ],
+        )
+        .ends_with("1\n")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "never subscribed on the new primary"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let published = writer.publish_once(&entry("after-the-move")).await.unwrap();
+    assert_eq!(published.heard, 1, "{published:?}");
+    heard_within(3, Duration::from_secs(1)).await;
+    stop_tx.send(true).unwrap();
+    subscriber.await.unwrap();
+}
+
+/// The node holding the revocations drops the subscriber's connection (as `CLIENT KILL`, or a
+/// writer's oversized message past the output buffer limit, does): the replica reconnects,
+/// subscribes again and hears the next revocation within about a second.
+#[tokio::test]
+async fn redis_cluster_a_replica_whose_connection_is_killed_hears_again() {
+    use cognito_authz::revocation::{Entry, Revocation, RevocationList};
+    use cognito_authz::shared::{RedisTarget, Shared};
+    use std::sync::Arc;
+    let cluster = RedisCluster::start("killed-client");
+    let target = RedisTarget {
+        urls: cluster.url().split(',').map(str::to_string).collect(),
+        cluster: true,
+    };
+    let shared = Shared::new(
+        target.clone(),
+        Arc::new(cognito_authz::metrics::Metrics::new()),
+        &[],
+    )
+    .unwrap();
+    let list = Arc::new(RevocationList::new(100, None));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let subscriber = shared.spawn_subscriber(list.clone(), stop);
+    let writer = Shared::writer(target, &[]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while list.loading() || !shared.is_up() {
+        assert!(Instant::now() < deadline, "never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let primary = cluster.primary_of(REVOCATIONS_SLOT);
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    for round in 1..=3 {
+        let killed = cluster.cli(primary, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+        assert_eq!(killed.trim(), "1", "round {round}: {killed}");
+        let entry = Entry::new(Revocation::Jti(format!("after-kill-{round}")), now, 3600);
+        writer.publish_once(&entry).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while list.len() < round {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the revocation was not heard"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    stop_tx.send(true).unwrap();
+    subscriber.await.unwrap();
+}
+
+/// The redis crate logs through `log`, which reaches our logs: at `RUST_LOG=trace`, with a
+/// first seed that answers nothing and a second that does, a replica (`serve`) and
+/// `revoke --redis` show the cluster's addresses and slots but never the password.
+#[test]
+fn redis_cluster_traces_show_no_password() {
+    let cluster = RedisCluster::start("traced");
+    let ports = Ports::ephemeral().unwrap();
+    let seeds = format!(
+        "redis://{}:{PASSWORD}@127.0.0.1:{},{}",
+        common::redis_cluster::USER,
+        ports.app,
+        cluster.url()
+    );
+    let run = |args: &[&str], stop_after: Option<Duration>| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+            .args(args)
+            .env_clear()
+            .env("RUST_LOG", "trace")
+            .env("AWS_COGNITO_USER_POOL_ID", "us-east-1_AbC123")
+            .env("AWS_COGNITO_USER_POOL_CLIENT_ID", "client-a")
+            .env("AUTHZ_GRPC_ADDR", format!("127.0.0.1:{}", ports.authz))
+            .env(
+                "AUTHZ_ADMIN_ADDR",
+                format!("127.0.0.1:{}", ports.authz_admin),
+            )
+            .env("AUTHZ_REDIS_URL", &seeds)
+            .env("AUTHZ_REDIS_CLUSTER", "true")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(after) = stop_after {
+            std::thread::sleep(after);
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let served = run(&["serve"], Some(Duration::from_secs(3)));
+    // The redis crate's own lines are there: this is the level that would show it.
+    assert!(served.contains("redis::"), "{served}");
+    assert!(!served.contains(PASSWORD), "{served}");
+    let revoked = run(&["revoke", "--redis", "--jti", "traced"], None);
+    assert!(revoked.contains("\"shared\":true"), "{revoked}");
+    assert!(!revoked.contains(PASSWORD), "{revoked}");
+}
+
+/// After a failover the promoted primary has no replica, so each `WAIT` for one takes its full
+/// 150 ms. A replica sharing the revocations made through it while the slot had no primary
+/// must not wait that long for each of them before it reloads and hears its peers' again: a
+/// revocation announced by another replica meanwhile is taken within a second.
+#[tokio::test]
+async fn redis_cluster_revocations_held_during_a_failover_do_not_deafen_the_replica() {
+    use cognito_authz::revocation::{Entry, Revocation, RevocationList};
+    use cognito_authz::shared::{RedisTarget, Shared};
+    use std::sync::Arc;
+    const HELD: usize = 40;
+    let mut cluster = RedisCluster::start("held");
+    // The revocations' primary without a replica, as a promoted one is: no WAIT is confirmed.
+    let primary = cluster.primary_of(REVOCATIONS_SLOT);
+    cluster.kill(cluster.replica_of(primary));
+    let target = RedisTarget {
+        urls: cluster.url().split(',').map(str::to_string).collect(),
+        cluster: true,
+    };
+    let shared = Shared::new(
+        target.clone(),
+        Arc::new(cognito_authz::metrics::Metrics::new()),
+        &[],
+    )
+    .unwrap();
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    // Not following Redis yet, so Redis counts as down: each waits to be shared.
+    for i in 0..HELD {
+        let entry = Entry::new(Revocation::Jti(format!("held-{i}")), now, 3600);
+        assert!(shared.publish(&entry).await.is_err());
+    }
+    let list = Arc::new(RevocationList::new(1000, None));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let subscriber = shared.spawn_subscriber(list.clone(), stop);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shared.is_up() {
+        assert!(Instant::now() < deadline, "never subscribed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let writer = Shared::writer(target, &[]).unwrap();
+    let entry = Entry::new(Revocation::Jti("from-a-peer".into()), now, 3600);
+    writer.publish_once(&entry).await.unwrap();
+    let announced = Instant::now();
+    while list.len() < HELD + 1 {
+        assert!(
+            announced.elapsed() < Duration::from_secs(1),
+            "{} of {} revocations taken 1 s after a peer's announcement",
+            list.len(),
+            HELD + 1
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_tx.send(true).unwrap();
+    subscriber.await.unwrap();
+}
+
+/// A writer who stores one key or value that is not UTF-8 among the revocations spoils that
+/// entry alone: every other revocation is still loaded at start-up (one bad entry failing the
+/// whole load would let a restarted replica admit every revoked token).
+#[tokio::test]
+async fn redis_cluster_a_value_that_is_not_text_spoils_only_itself_in_the_load() {
+    use cognito_authz::revocation::{Entry, Revocation, RevocationList};
+    use cognito_authz::shared::{RedisTarget, Shared};
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::sync::Arc;
+    let cluster = RedisCluster::start("not-text");
+    let target = RedisTarget {
+        urls: cluster.url().split(',').map(str::to_string).collect(),
+        cluster: true,
+    };
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let writer = Shared::writer(target.clone(), &[]).unwrap();
+    let entry = Entry::new(Revocation::Jti("kept".into()), now, 3600);
+    writer.publish_once(&entry).await.unwrap();
+    let primary = cluster.primary_of(REVOCATIONS_SLOT);
+    for (key, value) in [
+        (&b"cognito-authz:{rev}:jti:junk-value"[..], &b"\xff\xfe"[..]),
+        (&b"cognito-authz:{rev}:jti:\xff"[..], &b"{}"[..]),
+    ] {
+        let out = Command::new("/usr/bin/redis-cli")
+            .args(["-p", &primary.to_string(), "--no-auth-warning"])
+            .args(["--user", common::redis_cluster::USER, "--pass", PASSWORD])
+            .args([
+                OsStr::new("SET"),
+                OsStr::from_bytes(key),
+                OsStr::from_bytes(value),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+    }
+    let shared = Shared::new(
+        target,
+        Arc::new(cognito_authz::metrics::Metrics::new()),
+        &[],
+    )
+    .unwrap();
+    let list = Arc::new(RevocationList::new(100, None));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let subscriber = shared.spawn_subscriber(list.clone(), stop);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while list.loading() || !shared.is_up() {
+        assert!(Instant::now() < deadline, "never loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        list.len(),
+        1,
+        "the revocation beside the junk was not loaded"
+    );
+    stop_tx.send(true).unwrap();
+    subscriber.await.unwrap();
 }

@@ -217,6 +217,14 @@ impl RedisCluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `redis-cli` against every live node (an ACL change, say); their outputs.
+    pub fn cli_all(&self, args: &[&str]) -> Vec<String> {
+        self.live_ports()
+            .into_iter()
+            .map(|port| self.cli(port, args))
+            .collect()
+    }
+
     fn wait_answers(&self, port: u16) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.cli(port, &["PING"]).contains("PONG") {
@@ -305,6 +313,78 @@ impl RedisCluster {
             }
         }
         None
+    }
+
+    /// Moves `key`'s slot, with its keys, from its primary to the primary on `to`, as a
+    /// resharding does (`CLUSTER SETSLOT ... IMPORTING/MIGRATING`, `MIGRATE`, `SETSLOT ... NODE`
+    /// on every primary), and waits until every live node routes the slot there.
+    pub fn move_slot(&self, key: &str, to: u16) {
+        let from = self.primary_of(key);
+        assert_ne!(from, to, "the slot is on {to} already");
+        let slot = self
+            .cli(from, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .to_string();
+        let id = |port: u16| self.cli(port, &["CLUSTER", "MYID"]).trim().to_string();
+        let (from_id, to_id) = (id(from), id(to));
+        let ok = |answer: String| assert!(answer.contains("OK"), "{answer}");
+        ok(self.cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]));
+        ok(self.cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]));
+        loop {
+            let keys = self.cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let to_port = to.to_string();
+            let mut args = vec![
+                "MIGRATE",
+                "127.0.0.1",
+                &to_port,
+                "",
+                "0",
+                "5000",
+                "AUTH2",
+                USER,
+                PASSWORD,
+                "KEYS",
+            ];
+            args.extend(keys);
+            ok(self.cli(from, &args));
+        }
+        ok(self.cli(to, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]));
+        ok(self.cli(from, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.try_primary_of(key) != Some(to)
+            || self.live_ports().iter().any(|&port| {
+                // `[slot->-id]` migrating, `[slot-<-id]` importing.
+                let nodes = self.cli(port, &["CLUSTER", "NODES"]);
+                nodes.contains("->-") || nodes.contains("-<-")
+            })
+        {
+            assert!(Instant::now() < deadline, "the slot move never spread");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The port of a live replica of the primary on `primary`.
+    pub fn replica_of(&self, primary: u16) -> u16 {
+        let id = self.cli(primary, &["CLUSTER", "MYID"]).trim().to_string();
+        let replicas = self.cli(primary, &["CLUSTER", "REPLICAS", &id]);
+        let address = replicas
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("no replica of {primary}: {replicas}"));
+        let address = address.split('@').next().unwrap();
+        address.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// The ports of the live primaries.
+    pub fn primaries(&self) -> Vec<u16> {
+        self.live_ports()
+            .into_iter()
+            .filter(|&port| self.cli(port, &["ROLE"]).starts_with("master"))
+            .collect()
     }
 
     /// Kills the node on `port` (as a crash would).
