@@ -89,6 +89,44 @@ impl Headers for CheckHeaders<'_> {
     }
 }
 
+/// The answer's header names every check writes, made once: `HeaderName::from_bytes` copies
+/// a name that is not one of HTTP's own into a new allocation each time.
+const KNOWN_NAMES: [&str; 17] = [
+    "x-cognito-sub",
+    "x-cognito-username",
+    "x-cognito-client-id",
+    "x-cognito-token-use",
+    "x-cognito-groups",
+    "x-cognito-scope",
+    "x-cognito-email",
+    "x-cognito-preferred-username",
+    HEADERS_TO_REMOVE,
+    "x-authz-decision",
+    "x-authz-reason",
+    "x-authz-sub",
+    "x-authz-dry_run",
+    "x-authz-rule",
+    "x-authz-pool",
+    "x-authz-token_use",
+    "www-authenticate",
+];
+
+/// `name` as a ready-made header name, when it is one of [`KNOWN_NAMES`].
+fn known_name(name: &str) -> Option<HeaderName> {
+    KNOWN_NAMES
+        .iter()
+        .find(|known| **known == name)
+        .map(|known| HeaderName::from_static(known))
+}
+
+/// The response header carrying the metadata field `field`, when it is one a decision writes.
+fn metadata_name(field: &str) -> Option<&'static str> {
+    KNOWN_NAMES
+        .iter()
+        .copied()
+        .find(|known| known.strip_prefix(METADATA_PREFIX) == Some(field))
+}
+
 /// A response that denies without saying why beyond the status: used when an answer cannot be
 /// encoded, so nothing is ever allowed because something went wrong.
 fn fail_closed() -> Response {
@@ -124,7 +162,10 @@ impl Authorizer {
         // bounded length); one that still cannot be encoded must not be dropped silently, or
         // the client's copy of that header would survive.
         let mut append = |name: &str, value: &str| -> Result<(), ()> {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(drop)?;
+            let name = match known_name(name) {
+                Some(name) => name,
+                None => HeaderName::from_bytes(name.as_bytes()).map_err(drop)?,
+            };
             let value = HeaderValue::from_bytes(value.as_bytes()).map_err(drop)?;
             out.append(name, value);
             Ok(())
@@ -163,7 +204,11 @@ impl Authorizer {
         // The gRPC adapter's dynamic metadata, field for field: the access log reads `sub` from
         // here, never from a request header a client may have forged.
         for (field, value) in outcome.metadata.iter() {
-            if append(&format!("{METADATA_PREFIX}{field}"), value).is_err() {
+            let appended = match metadata_name(field) {
+                Some(name) => append(name, value),
+                None => append(&format!("{METADATA_PREFIX}{field}"), value),
+            };
+            if appended.is_err() {
                 return fail_closed();
             }
         }
@@ -254,6 +299,38 @@ mod tests {
         let view = CheckHeaders::of(&binary);
         assert!(matches!(view, CheckHeaders::Joined(_)));
         assert_eq!(view.get("authorization"), Some("Bearer \u{fffd}"));
+    }
+
+    /// Every ready-made name is a valid header name (`from_static` would panic on one that is
+    /// not), the identity headers are all among them, and each metadata field's name is the
+    /// prefix and the field.
+    #[test]
+    fn the_ready_made_names_cover_the_identity_headers_and_the_metadata_fields() {
+        for name in KNOWN_NAMES {
+            assert_eq!(
+                HeaderName::from_bytes(name.as_bytes()).ok(),
+                known_name(name),
+                "{name}"
+            );
+        }
+        for header in crate::identity::IDENTITY_HEADERS {
+            assert!(known_name(header).is_some(), "{header}");
+        }
+        for field in [
+            "decision",
+            "reason",
+            "sub",
+            "dry_run",
+            "rule",
+            "pool",
+            "token_use",
+        ] {
+            assert_eq!(
+                metadata_name(field).map(str::to_string),
+                Some(format!("{METADATA_PREFIX}{field}"))
+            );
+        }
+        assert_eq!(known_name("x-tenant-id"), None);
     }
 
     #[test]
