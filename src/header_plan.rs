@@ -203,6 +203,50 @@ mod tests {
         ))
     }
 
+    /// Past the 64 managed headers the set is looked up bit by bit, the identity's headers
+    /// are searched: a header it sets is still never removed, one it lacks still always is.
+    #[test]
+    fn past_64_managed_headers_a_set_header_is_never_removed() {
+        use crate::identity::{ClaimSet, TokenUse};
+        let mapping: Vec<(String, String)> = (0..80)
+            .map(|i| (format!("custom:c{i}"), format!("x-c{i}")))
+            .collect();
+        let mut managed: Vec<String> = IDENTITY_HEADERS.iter().map(|h| h.to_string()).collect();
+        managed.extend(mapping.iter().map(|(_, header)| header.clone()));
+        let plan = Arc::new(HeaderPlan::new(managed, mapping.clone(), true, None, None));
+        let raw: serde_json::Map<String, serde_json::Value> = (0..80)
+            .filter(|i| i % 2 == 0)
+            .map(|i| (format!("custom:c{i}"), serde_json::json!("v")))
+            .collect();
+        let claims = ClaimSet {
+            pool: 0,
+            kid: "k",
+            exp: 1,
+            token_use: TokenUse::Access,
+            sub: "s",
+            username: None,
+            client_id: "c",
+            groups: &[],
+            scopes: &[],
+            email: None,
+            preferred_username: None,
+            jti: None,
+            origin_jti: None,
+            iat: 0,
+            raw: &raw,
+        };
+        let identity = Identity::from_claims(&claims, &mapping).unwrap();
+        let rewrite = plan.allow(Some(&identity), &HashMap::<String, String>::new());
+        let set: Vec<&str> = rewrite.set().map(|(name, _)| name).collect();
+        for (i, (_, header)) in mapping.iter().enumerate() {
+            let expected = i % 2 == 0;
+            assert_eq!(set.contains(&header.as_str()), expected, "{header}");
+            assert_eq!(rewrite.remove().any(|r| r == header), !expected, "{header}");
+        }
+        assert!(rewrite.remove().any(|r| r == "x-cognito-email"));
+        assert!(!rewrite.remove().any(|r| r == "x-cognito-sub"));
+    }
+
     #[test]
     fn an_anonymous_allow_removes_every_managed_header_the_request_did_not_show() {
         let rewrite = plan(true).allow(None, &HashMap::<String, String>::new());
