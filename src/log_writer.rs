@@ -10,7 +10,7 @@
 //!
 //! Bounded: past [`MAX_BUFFERED_BYTES`] waiting to be written (the output is stuck), lines are
 //! dropped, never waited for, and their count is written out once the output moves again.
-//! Dropping the [`FlushGuard`] writes what is left.
+//! Dropping the [`FlushGuard`] writes what is left, waiting for it at most [`EXIT_WAIT`].
 //!
 //! [`PlainFields`] writes an event's fields as `tracing-subscriber`'s default does, byte for
 //! byte, without its colour machinery where there is no colour to write.
@@ -31,6 +31,8 @@ use tracing_subscriber::fmt::FormatFields;
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// The most bytes that wait to be written; lines past it are dropped.
 pub const MAX_BUFFERED_BYTES: usize = 8 * 1024 * 1024;
+/// The longest the exit waits for the writer thread to write what is left.
+pub const EXIT_WAIT: Duration = Duration::from_secs(1);
 
 struct Shared {
     buffer: Mutex<Vec<u8>>,
@@ -48,6 +50,8 @@ pub struct BatchedWriter {
 pub struct FlushGuard {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// Hears from the writer thread once it has written everything and returned.
+    done: std::sync::mpsc::Receiver<()>,
 }
 
 /// A writer over `out` (stderr, for `serve`) and the guard that flushes it at exit.
@@ -57,11 +61,15 @@ pub fn batched<W: Write + Send + 'static>(out: W) -> std::io::Result<(BatchedWri
         dropped: AtomicU64::new(0),
         stopping: AtomicBool::new(false),
     });
+    let (finished, done) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("log-writer".into())
         .spawn({
             let shared = Arc::clone(&shared);
-            move || write_out(&shared, out)
+            move || {
+                write_out(&shared, out);
+                let _ = finished.send(());
+            }
         })?;
     Ok((
         BatchedWriter {
@@ -70,6 +78,7 @@ pub fn batched<W: Write + Send + 'static>(out: W) -> std::io::Result<(BatchedWri
         FlushGuard {
             shared,
             thread: Some(thread),
+            done,
         },
     ))
 }
@@ -108,11 +117,15 @@ fn write_out<W: Write>(shared: &Shared, mut out: W) {
 }
 
 impl Drop for FlushGuard {
+    /// Waits for the writer thread to write what is left, at most [`EXIT_WAIT`]: an output
+    /// stuck for good does not hold the exit (what it has not taken is lost).
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
             thread.thread().unpark();
-            let _ = thread.join();
+            if self.done.recv_timeout(EXIT_WAIT).is_ok() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -363,6 +376,35 @@ mod tests {
             .iter()
             .enumerate()
             .all(|(i, line)| *line == format!("line {i}")));
+    }
+
+    /// An output stuck for good (a pipe nobody reads) holds the exit no longer than
+    /// [`EXIT_WAIT`]: what cannot be written is given up, as a stuck output's lines are.
+    #[test]
+    fn a_stuck_output_holds_the_exit_no_longer_than_the_exit_wait() {
+        struct Stuck(Arc<Mutex<()>>);
+        impl Write for Stuck {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                let _never = self.0.lock().unwrap();
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let (writer, guard) = batched(Stuck(Arc::clone(&gate))).unwrap();
+        writer.make_writer().write_all(b"a line\n").unwrap();
+        std::thread::sleep(FLUSH_INTERVAL * 3);
+        let started = std::time::Instant::now();
+        drop(guard);
+        let waited = started.elapsed();
+        drop(held);
+        assert!(
+            waited < EXIT_WAIT + Duration::from_secs(2),
+            "the exit waited {waited:?} for a stuck output"
+        );
     }
 
     /// An output that never takes a byte: lines past the bound are dropped, not waited for, and
