@@ -548,6 +548,11 @@ impl Request {
     fn push(&mut self, value: &str) -> Span {
         let start = self.text.len();
         self.text.push_str(value);
+        self.since(start)
+    }
+
+    /// The text from `start` to its end.
+    fn since(&self, start: usize) -> Span {
         Span {
             start: u32::try_from(start).unwrap_or(u32::MAX),
             end: u32::try_from(self.text.len()).unwrap_or(u32::MAX),
@@ -590,10 +595,7 @@ impl Request {
                             .extend_from_within(joined.start as usize..joined.end as usize);
                         self.text.push_str(separator);
                         self.text.push_str(value);
-                        self.headers[i].1 = Span {
-                            start: u32::try_from(start).unwrap_or(u32::MAX),
-                            end: u32::try_from(self.text.len()).unwrap_or(u32::MAX),
-                        };
+                        self.headers[i].1 = self.since(start);
                     }
                     None => {
                         let value = self.push(value);
