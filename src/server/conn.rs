@@ -46,6 +46,25 @@ pub(super) trait Accept: Send + 'static {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// The next connection.
     fn next(&self) -> impl Future<Output = io::Result<Self::Io>> + Send;
+    /// Closes the listener, first taking the connections the kernel has already let in:
+    /// closing with them queued would reset them, their requests sent.
+    fn close(self) -> Vec<Self::Io>;
+}
+
+/// At most this many queued connections are taken when a listener closes.
+const TAKEN_ON_CLOSE: usize = 1024;
+
+/// Accepts from a non-blocking listener until nothing is queued (or [`TAKEN_ON_CLOSE`]).
+fn take_queued<S>(mut accept: impl FnMut() -> io::Result<S>) -> Vec<S> {
+    let mut taken = Vec::new();
+    while taken.len() < TAKEN_ON_CLOSE {
+        match accept() {
+            Ok(socket) => taken.push(socket),
+            Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {}
+            Err(_) => break,
+        }
+    }
+    taken
 }
 
 impl Accept for TcpListener {
@@ -55,12 +74,42 @@ impl Accept for TcpListener {
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
+
+    fn close(self) -> Vec<TcpStream> {
+        // The standard listener accepts with a system call each time, where tokio's answers
+        // from readiness it may not have heard of yet. It is non-blocking: an empty queue ends.
+        let Ok(listener) = self.into_std() else {
+            return Vec::new();
+        };
+        take_queued(|| listener.accept())
+            .into_iter()
+            .filter_map(|(stream, _)| {
+                stream.set_nonblocking(true).ok()?;
+                let stream = TcpStream::from_std(stream).ok()?;
+                let _ = stream.set_nodelay(true);
+                Some(stream)
+            })
+            .collect()
+    }
 }
 
 impl Accept for UnixListener {
     type Io = UnixStream;
     async fn next(&self) -> io::Result<UnixStream> {
         Ok(self.accept().await?.0)
+    }
+
+    fn close(self) -> Vec<UnixStream> {
+        let Ok(listener) = self.into_std() else {
+            return Vec::new();
+        };
+        take_queued(|| listener.accept())
+            .into_iter()
+            .filter_map(|(stream, _)| {
+                stream.set_nonblocking(true).ok()?;
+                UnixStream::from_std(stream).ok()
+            })
+            .collect()
     }
 }
 
@@ -196,25 +245,33 @@ impl Drop for InFlight {
 }
 
 /// Accepts on `listener` until shutdown, hands each connection under the cap to `serve`, then
-/// waits for the connections to finish.
+/// closes the listener and only then tells the connections to close (`serve`'s receiver turns
+/// true), and waits for them to finish.
+///
+/// In that order, because a client told to go away (HTTP/2's GOAWAY) opens its next connection
+/// at once, as Envoy does: with the listener still open, that connection could land in its
+/// queue as it closed, and be reset with a check sent. Once the listener is closed, the
+/// reconnect is refused and Envoy fails that one check closed.
 async fn accept_loop<L, F, Fut>(listener: L, gate: Gate, shutdown: watch::Receiver<bool>, serve: F)
 where
     L: Accept,
-    F: Fn(L::Io, Ticket) -> Fut,
+    F: Fn(L::Io, Ticket, watch::Receiver<bool>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut connections = JoinSet::new();
+    let (close, closing) = watch::channel(false);
+    let admit = |io: L::Io, connections: &mut JoinSet<()>| match gate.admit() {
+        Some(ticket) => {
+            connections.spawn(serve(io, ticket, closing.clone()));
+        }
+        None => drop(io),
+    };
     let stop = stopped(shutdown);
     tokio::pin!(stop);
     loop {
         tokio::select! {
             accepted = listener.next() => match accepted {
-                Ok(io) => match gate.admit() {
-                    Some(ticket) => {
-                        connections.spawn(serve(io, ticket));
-                    }
-                    None => drop(io),
-                },
+                Ok(io) => admit(io, &mut connections),
                 // Out of file descriptors and the like: let the condition pass.
                 Err(err) => {
                     debug!(cause = %err, listener = gate.listener, "accept failed");
@@ -225,7 +282,10 @@ where
             _ = &mut stop => break,
         }
     }
-    drop(listener);
+    for io in listener.close() {
+        admit(io, &mut connections);
+    }
+    let _ = close.send(true);
     while connections.join_next().await.is_some() {}
 }
 
@@ -256,12 +316,12 @@ pub(super) async fn serve_app<L: Accept>(
     let builder = Arc::new(builder);
     let metrics = gate.metrics.clone();
     let listener_name = gate.listener;
-    accept_loop(listener, gate, shutdown.clone(), |io, ticket| {
+    accept_loop(listener, gate, shutdown, |io, ticket, closing| {
         let connection = Connection {
             builder: Arc::clone(&builder),
             app: app.clone(),
             limits,
-            shutdown: shutdown.clone(),
+            closing,
             metrics: metrics.clone(),
             listener: listener_name,
             activity: Activity::new(),
@@ -337,7 +397,8 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     app: App,
     limits: Limits,
-    shutdown: watch::Receiver<bool>,
+    /// Turns true once the listener is closed: time to finish and go.
+    closing: watch::Receiver<bool>,
     metrics: Metrics,
     listener: &'static str,
     activity: Arc<Activity>,
@@ -388,7 +449,7 @@ impl Connection {
                 let bound = if which == "idle" { request_timeout } else { CLOSE_GRACE };
                 let _ = tokio::time::timeout(bound, connection).await;
             }
-            _ = stopped(self.shutdown.clone()) => {
+            _ = stopped(self.closing.clone()) => {
                 connection.as_mut().graceful_shutdown();
                 let _ = connection.await;
             }
@@ -456,6 +517,173 @@ mod tests {
         assert!(
             closed_after < Duration::from_secs(3),
             "an idle connection was closed after {closed_after:?}, its idle timeout is 2 s"
+        );
+    }
+
+    /// HTTP/2 frame types and flags the Envoy-like client below reads and writes.
+    const DATA: u8 = 0;
+    const HEADERS: u8 = 1;
+    const RST_STREAM: u8 = 3;
+    const SETTINGS: u8 = 4;
+    const PING: u8 = 6;
+    const GOAWAY: u8 = 7;
+    const END_STREAM: u8 = 1;
+    const END_HEADERS: u8 = 4;
+    const ACK: u8 = 1;
+
+    async fn write_frame(
+        io: &mut (impl AsyncWrite + Unpin),
+        kind: u8,
+        flags: u8,
+        stream: u32,
+        payload: &[u8],
+    ) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        let mut frame = vec![len[1], len[2], len[3], kind, flags];
+        frame.extend_from_slice(&stream.to_be_bytes());
+        frame.extend_from_slice(payload);
+        io.write_all(&frame).await
+    }
+
+    async fn read_frame(io: &mut (impl AsyncRead + Unpin)) -> io::Result<(u8, u8, u32, Vec<u8>)> {
+        use tokio::io::AsyncReadExt as _;
+        let mut head = [0u8; 9];
+        io.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        io.read_exact(&mut payload).await?;
+        Ok((head[3], head[4], stream, payload))
+    }
+
+    /// `GET /` on `stream`, HPACK-coded from the static table.
+    async fn send_get(io: &mut (impl AsyncWrite + Unpin), stream: u32) -> io::Result<()> {
+        let block = [0x82, 0x86, 0x84, 0x01, 0x01, b'a'];
+        write_frame(io, HEADERS, END_STREAM | END_HEADERS, stream, &block).await
+    }
+
+    /// Reads `io` until `stream` is answered or refused unprocessed (`Ok(None)`), or the server
+    /// says GOAWAY while `stream` is still owed (`Ok(Some(()))`, unless `goaway_seen`). An
+    /// error is the connection ending with `stream` neither answered nor refused.
+    async fn await_answer(
+        io: &mut TcpStream,
+        stream: u32,
+        goaway_seen: bool,
+    ) -> io::Result<Option<()>> {
+        loop {
+            let (kind, flags, on, payload) = read_frame(io).await?;
+            match kind {
+                SETTINGS if flags & ACK == 0 => write_frame(io, SETTINGS, ACK, 0, &[]).await?,
+                PING if flags & ACK == 0 => write_frame(io, PING, ACK, 0, &payload).await?,
+                HEADERS | DATA if on == stream && flags & END_STREAM != 0 => return Ok(None),
+                // REFUSED_STREAM: never processed.
+                RST_STREAM if on == stream && payload == [0, 0, 0, 7] => return Ok(None),
+                RST_STREAM if on == stream => {
+                    return Err(io::Error::other(format!("stream reset: {payload:?}")));
+                }
+                GOAWAY => {
+                    let last = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
+                        & 0x7fff_ffff;
+                    if stream > last {
+                        return Ok(None);
+                    }
+                    if !goaway_seen {
+                        return Ok(Some(()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// One client as Envoy's HTTP/2 connection pool is one: requests back to back on one
+    /// connection, and on GOAWAY a new connection at once while the old one finishes the request
+    /// it owes. Returns every request lost on a connection that was let in (its TCP connect
+    /// succeeded); a refused connect ends the client.
+    async fn envoy_like_client(addr: std::net::SocketAddr) -> Vec<String> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut failures = Vec::new();
+        let mut draining = JoinSet::new();
+        while let Ok(mut tcp) = TcpStream::connect(addr).await {
+            let opened = async {
+                tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await?;
+                write_frame(&mut tcp, SETTINGS, 0, 0, &[]).await
+            };
+            if let Err(err) = opened.await {
+                failures.push(format!("preface: {err}"));
+                continue;
+            }
+            let mut stream = 1;
+            loop {
+                if let Err(err) = send_get(&mut tcp, stream).await {
+                    failures.push(format!("request {stream} not sent: {err}"));
+                    break;
+                }
+                match await_answer(&mut tcp, stream, false).await {
+                    Ok(None) => stream += 2,
+                    Ok(Some(())) => {
+                        // Told to go away: the old connection finishes what it owes, and the
+                        // next request goes on a new one at once.
+                        draining.spawn(async move {
+                            await_answer(&mut tcp, stream, true)
+                                .await
+                                .map_err(|err| format!("request {stream} lost after GOAWAY: {err}"))
+                        });
+                        break;
+                    }
+                    Err(err) => {
+                        failures.push(format!("request {stream} lost: {err}"));
+                        break;
+                    }
+                }
+            }
+        }
+        while let Some(done) = draining.join_next().await {
+            if let Err(failure) = done.unwrap() {
+                failures.push(failure);
+            }
+        }
+        failures
+    }
+
+    /// Stopping a listener while its clients reconnect as soon as they are told to go away
+    /// (Envoy does so on GOAWAY) resets no connection it let in. The listener closes before any
+    /// connection says GOAWAY, so a reconnect is refused and Envoy fails that check closed; it
+    /// used to land in the listener's backlog and be reset there, request sent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopping_resets_no_connection_it_let_in() {
+        let mut failures = Vec::new();
+        for _ in 0..60 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, shutdown) = watch::channel(false);
+            let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+            let gate = Gate::new("grpc", 1000, &Metrics::new());
+            let limits = Limits::default();
+            let server = tokio::spawn(serve_app(
+                listener,
+                None,
+                app.into(),
+                gate,
+                limits,
+                shutdown,
+                true,
+            ));
+            let clients: Vec<_> = (0..4)
+                .map(|_| tokio::spawn(envoy_like_client(addr)))
+                .collect();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            stop.send(true).unwrap();
+            server.await.unwrap();
+            for client in clients {
+                failures.extend(client.await.unwrap());
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} failures: {failures:#?}",
+            failures.len()
         );
     }
 
