@@ -33,8 +33,10 @@ async fn replica(idp: &JwksServer, url: &str, key: &str, admin: &str) -> Running
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
+        // Ready, not only Redis up: up comes once subscribed, ready once the revocations
+        // already in Redis are loaded.
         let (_, body) = common::http_get(running.admin_addr, "/readyz").await;
-        if body.contains("redis: up") {
+        if body.starts_with("ready\n") && body.contains("redis: up") {
             return running;
         }
         assert!(Instant::now() < deadline, "redis never came up: {body}");
@@ -143,7 +145,7 @@ async fn a_held_lock_does_not_revive_a_stale_verdict() {
     while !common::http_get(running.admin_addr, "/readyz")
         .await
         .1
-        .contains("redis: up")
+        .starts_with("ready\nredis: up")
     {
         assert!(Instant::now() < deadline, "redis never came up");
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -322,19 +322,25 @@ async fn replicas_share_revocations_and_cognito_verdicts_through_redis() {
     );
 }
 
-/// Waits (up to 10 s) until a replica's `/readyz` reports Redis up or down.
+/// Waits (up to 10 s) until a replica's `/readyz` reports Redis up (and the replica ready: the
+/// revocations in Redis loaded), or Redis down.
 pub(crate) async fn wait_redis(admin: u16, up: bool) {
-    let want = if up { "redis: up" } else { "redis: down" };
+    let want = if up {
+        "ready\nredis: up"
+    } else {
+        "redis: down"
+    };
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, body) = common::http_get(addr, "/readyz").await;
-        if body.contains(want) {
+        // "not ready\nredis: up" contains the first; it is not what is wanted.
+        if body.starts_with(want) || (!up && body.contains(want)) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "replica {admin} never said {want}: {body}"
+            "replica {admin} never said {want:?}: {body}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
