@@ -1,7 +1,17 @@
 //! Where a request's credential is and whether it has one: `Authorization: Bearer`, a configured
 //! token header or cookie, and the CORS preflight that never carries one. Plain string parsing
-//! that no input can make panic; depends on nothing else in the crate but the header view.
+//! that no input can make panic; depends on nothing else in the crate but the header view and
+//! the cache's key.
+//!
+//! A well-formed token comes with its cache key. The last few a thread found are kept with
+//! their keys ([`RecentTokens`]), so that a token repeated on the same thread is compared byte
+//! for byte instead of scanned and hashed again: a client's burst of calls (a page's API calls,
+//! on one connection and so one Envoy worker) repeats its token, and the character scan and
+//! SHA-256 of a 1 KB token were a third of the module's cached check.
 
+use std::cell::RefCell;
+
+use crate::cache::token_key;
 use crate::headers::Headers;
 
 /// Where the request's credential stands.
@@ -12,7 +22,104 @@ pub enum Credential<'a> {
     /// A credential header that is not exactly one well-formed bearer token.
     Malformed,
     /// One token.
-    Token(&'a str),
+    Token(Token<'a>),
+}
+
+impl<'a> Credential<'a> {
+    /// The token's text, if there is one token.
+    pub fn token(&self) -> Option<&'a str> {
+        match self {
+            Credential::Token(token) => Some(token.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// A well-formed bearer token (RFC 6750's `b64token`) and its cache key. Made only here, only
+/// for text that is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token<'a> {
+    text: &'a str,
+    key: [u8; 16],
+}
+
+impl<'a> Token<'a> {
+    /// `candidate` as a token, if it is a well-formed one.
+    fn of(candidate: &'a str) -> Option<Token<'a>> {
+        // Never looked up: an empty slot of the memory holds the empty text.
+        if candidate.is_empty() {
+            return None;
+        }
+        if candidate.len() > RECENT_MAX_LEN {
+            return Token::checked(candidate);
+        }
+        RECENT_TOKENS
+            .try_with(|recent| recent.borrow_mut().token(candidate))
+            // This thread is exiting: no memory of its own left.
+            .unwrap_or_else(|_| Token::checked(candidate))
+    }
+
+    /// `candidate` as a token, scanned and hashed.
+    fn checked(candidate: &'a str) -> Option<Token<'a>> {
+        is_b64token(candidate).then(|| Token {
+            text: candidate,
+            key: token_key(candidate),
+        })
+    }
+
+    /// The token.
+    pub fn as_str(&self) -> &'a str {
+        self.text
+    }
+
+    /// Its key in the verified-token cache ([`crate::cache::token_key`]).
+    pub fn key(&self) -> [u8; 16] {
+        self.key
+    }
+}
+
+/// How many tokens a thread remembers.
+const RECENT: usize = 4;
+/// The longest token remembered (a Cognito token is 1–3 KB); a longer one is always scanned and
+/// hashed.
+const RECENT_MAX_LEN: usize = 4096;
+
+thread_local! {
+    static RECENT_TOKENS: RefCell<RecentTokens> = RefCell::default();
+}
+
+/// The last [`RECENT`] well-formed tokens a thread found and their keys, the oldest replaced
+/// first. A token is found only by comparing every byte, and only a token that passed the scan
+/// is kept: a hit is exactly what the scan and the hash would say. The tokens stay in this
+/// thread's memory until replaced (Envoy's `jwt_authn` keeps every token it caches); a replaced
+/// one is overwritten with zeros first.
+#[derive(Default)]
+struct RecentTokens {
+    tokens: [Vec<u8>; RECENT],
+    keys: [[u8; 16]; RECENT],
+    /// Which slot is replaced next.
+    next: usize,
+}
+
+impl RecentTokens {
+    fn token<'a>(&mut self, candidate: &'a str) -> Option<Token<'a>> {
+        let bytes = candidate.as_bytes();
+        if let Some(i) = self.tokens.iter().position(|t| t.as_slice() == bytes) {
+            return Some(Token {
+                text: candidate,
+                key: self.keys[i],
+            });
+        }
+        let token = Token::checked(candidate)?;
+        let slot = self.next;
+        self.next = (slot + 1) % RECENT;
+        let kept = &mut self.tokens[slot];
+        kept.fill(0);
+        kept.clear();
+        kept.extend_from_slice(bytes);
+        self.keys[slot] = token.key;
+        Some(token)
+    }
 }
 
 /// Whether `b` is one of the bytes RFC 6750's `b64token` allows before its trailing `=`s.
@@ -53,9 +160,9 @@ fn after_bearer(value: &str) -> Option<&str> {
 
 /// Parses a request's `Bearer <token>`: the scheme case-insensitive, exactly one token after it.
 pub fn parse_bearer(value: &str) -> Credential<'_> {
-    match after_bearer(value.trim_matches(|c| c == ' ' || c == '\t')) {
-        Some(token) if is_b64token(token) => Credential::Token(token),
-        _ => Credential::Malformed,
+    match after_bearer(value.trim_matches(|c| c == ' ' || c == '\t')).and_then(Token::of) {
+        Some(token) => Credential::Token(token),
+        None => Credential::Malformed,
     }
 }
 
@@ -86,8 +193,7 @@ pub fn find_credential<'a>(
         let value = value.trim();
         return match parse_bearer(value) {
             Credential::Token(token) => Credential::Token(token),
-            _ if is_b64token(value) => Credential::Token(value),
-            _ => Credential::Malformed,
+            _ => Token::of(value).map_or(Credential::Malformed, Credential::Token),
         };
     }
     if let (Some(name), Some(cookies)) = (token_cookie, headers.get("cookie")) {
@@ -97,11 +203,7 @@ pub fn find_credential<'a>(
             .find(|(k, _)| k.trim() == name);
         if let Some((_, value)) = found {
             let value = value.trim().trim_matches('"');
-            return if is_b64token(value) {
-                Credential::Token(value)
-            } else {
-                Credential::Malformed
-            };
+            return Token::of(value).map_or(Credential::Malformed, Credential::Token);
         }
     }
     Credential::Missing
@@ -137,7 +239,7 @@ mod tests {
 
     use super::{
         b64token_byte, find_credential, is_b64token, is_preflight, operator_secret, parse_bearer,
-        pasted_token, Credential,
+        pasted_token, token_key, Credential, RECENT, RECENT_MAX_LEN,
     };
 
     fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -169,6 +271,56 @@ mod tests {
     }
 
     #[test]
+    fn a_remembered_token_gets_its_own_key_and_a_malformed_one_is_never_remembered() {
+        let key_of = |value: &str| match parse_bearer(value) {
+            Credential::Token(token) => Some((token.as_str().to_string(), token.key())),
+            _ => None,
+        };
+        let tokens: Vec<String> = (0..2 * RECENT + 1)
+            .map(|i| format!("eyJhbGciOi.eyJzdWIi{i}.sig"))
+            .collect();
+        // Twice round more tokens than are remembered: hits, misses and replacements.
+        for _ in 0..2 {
+            for token in &tokens {
+                for _ in 0..2 {
+                    let found = key_of(&format!("Bearer {token}"));
+                    assert_eq!(found, Some((token.clone(), token_key(token))), "{token}");
+                }
+            }
+        }
+        // A prefix, an extension and a one-byte change of a remembered token are other
+        // tokens, each with its own key; with a byte no token may hold, not a token at all.
+        let kept = &tokens[tokens.len() - 1];
+        for other in [
+            &kept[..kept.len() - 1],
+            &format!("{kept}x"),
+            &kept.replace("sig", "sih"),
+        ] {
+            assert_eq!(
+                key_of(&format!("Bearer {other}")).map(|(_, k)| k),
+                Some(token_key(other))
+            );
+        }
+        for bad in [
+            format!("{kept},"),
+            format!("{kept}\""),
+            kept.replace('.', "!"),
+            String::new(),
+        ] {
+            for _ in 0..2 {
+                assert_eq!(key_of(&format!("Bearer {bad}")), None, "{bad}");
+            }
+        }
+        let long = "a".repeat(RECENT_MAX_LEN + 1);
+        assert_eq!(
+            key_of(&format!("Bearer {long}")),
+            Some((long.clone(), token_key(&long)))
+        );
+        let long_bad = format!("{long}!");
+        assert_eq!(key_of(&format!("Bearer {long_bad}")), None);
+    }
+
+    #[test]
     fn spaces_and_tabs_around_a_bearer_token_are_trimmed_and_nothing_else() {
         for value in [
             "Bearer abc",
@@ -176,7 +328,7 @@ mod tests {
             "\tBearer abc\t",
             "\t Bearer  abc \t",
         ] {
-            assert_eq!(parse_bearer(value), Credential::Token("abc"), "{value:?}");
+            assert_eq!(parse_bearer(value).token(), Some("abc"), "{value:?}");
         }
         for value in [
             "\nBearer abc",
@@ -194,7 +346,7 @@ mod tests {
         let find = |value: &str| {
             let map = headers(&[("x-auth", value)]);
             match find_credential(&map, Some("x-auth"), None) {
-                Credential::Token(token) => Ok(token.to_string()),
+                Credential::Token(token) => Ok(token.as_str().to_string()),
                 other => Err(format!("{other:?}")),
             }
         };
@@ -213,8 +365,8 @@ mod tests {
         );
         let map = headers(&[("x-auth", "abc"), ("authorization", "Bearer def")]);
         assert_eq!(
-            find_credential(&map, Some("x-auth"), None),
-            Credential::Token("def")
+            find_credential(&map, Some("x-auth"), None).token(),
+            Some("def")
         );
     }
 

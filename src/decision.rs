@@ -14,7 +14,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use tracing::info;
 
-use crate::cache::{token_key, Lookup, TokenCache};
+use crate::cache::{Lookup, TokenCache};
 use crate::clock::Clock;
 use crate::credential::{find_credential, is_preflight, Credential};
 use crate::header_plan::Rewrite;
@@ -554,7 +554,8 @@ impl State {
                 return refuse(optional, requirements, DenyReason::InvalidRequest)
             }
         };
-        let key = token_key(token);
+        let key = token.key();
+        let token = token.as_str();
         let identity = match self.identity(token, key, now).await {
             Ok(identity) => identity,
             Err(reason) => return refuse(optional, requirements, reason),

@@ -756,12 +756,16 @@ pub fn host_name(authority: &str) -> Option<&str> {
         };
         // One trailing dot is the fully qualified spelling of the same name.
         let host = host.strip_suffix('.').unwrap_or(host);
-        let name = !host.is_empty()
-            && host.split('.').all(|label| !label.is_empty())
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
-        if !name {
+        // Labels of letters, digits, '-' and '_', none empty: one pass over the bytes (this is
+        // on every check's path), a dot valid only after a label's character.
+        let mut previous = b'.';
+        let mut name = !host.is_empty();
+        for &b in host.as_bytes() {
+            let label = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_');
+            name &= label || (b == b'.' && previous != b'.');
+            previous = b;
+        }
+        if !name || previous == b'.' {
             return None;
         }
         (host, port)

@@ -870,10 +870,10 @@ async fn every_decision_is_counted_by_reason() {
 #[test]
 fn bearer_parsing_follows_rfc_6750() {
     assert_eq!(
-        parse_bearer("Bearer abc.def-_~+/=="),
-        Credential::Token("abc.def-_~+/==")
+        parse_bearer("Bearer abc.def-_~+/==").token(),
+        Some("abc.def-_~+/==")
     );
-    assert_eq!(parse_bearer("bearer   abc"), Credential::Token("abc"));
+    assert_eq!(parse_bearer("bearer   abc").token(), Some("abc"));
     for bad in [
         "Bearer",
         "Bearer a b",

@@ -156,6 +156,9 @@ proptest! {
     #[test]
     fn credential_parsing_never_panics(value in text(), name in text()) {
         if let Credential::Token(token) = parse_bearer(&value) {
+            // The key is the token's own, from memory or hashed now.
+            prop_assert_eq!(token.key(), cognito_authz::cache::token_key(token.as_str()));
+            let token = token.as_str();
             prop_assert!(value.contains(token));
             prop_assert!(!token.contains(' '));
         }
