@@ -73,8 +73,56 @@ pub struct FilterConfig {
     core: Option<Core>,
     runtime: Option<tokio::runtime::Runtime>,
     /// The headers a check reads besides `x-cognito-*` and the pseudo-headers: Envoy's
-    /// `allowed_headers` for the sidecar, plus a configured token header or cookie.
-    reads: Vec<String>,
+    /// `allowed_headers` for the sidecar, every header an allow manages, plus a configured
+    /// token header or cookie.
+    reads: ReadNames,
+}
+
+/// The header names a check reads, looked up by length first (this runs for every header of
+/// every request), each with whether an allow manages it (sets or removes it).
+struct ReadNames {
+    /// Index: a name's length; there, each name of that length (lowercase) and whether it is
+    /// managed.
+    by_len: Vec<Vec<(Box<str>, bool)>>,
+}
+
+impl ReadNames {
+    fn new(read: impl IntoIterator<Item = String>, managed: &[String]) -> ReadNames {
+        let mut names = ReadNames { by_len: Vec::new() };
+        let read = read.into_iter().map(|name| (name, false));
+        for (name, managing) in read.chain(managed.iter().map(|name| (name.clone(), true))) {
+            let name = name.to_ascii_lowercase();
+            if names.by_len.len() <= name.len() {
+                names.by_len.resize_with(name.len() + 1, Vec::new);
+            }
+            let same = &mut names.by_len[name.len()];
+            match same.iter_mut().find(|(n, _)| **n == *name) {
+                Some((_, m)) => *m |= managing,
+                None => same.push((name.into_boxed_str(), managing)),
+            }
+        }
+        names
+    }
+
+    /// Whether a check reads `name` (any case), and if so whether an allow manages it: the
+    /// pseudo-headers (read, not managed), every header in our namespace (managed: the header
+    /// plan removes each one a client sent, whatever it is), and the names given.
+    fn find(&self, name: &str) -> Option<bool> {
+        if name.starts_with(':') {
+            return Some(false);
+        }
+        if name
+            .get(..IDENTITY_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(IDENTITY_PREFIX))
+        {
+            return Some(true);
+        }
+        self.by_len
+            .get(name.len())?
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, managed)| *managed)
+    }
 }
 
 impl FilterConfig {
@@ -117,7 +165,6 @@ impl FilterConfig {
             .iter()
             .map(|h| h.to_string())
             .collect();
-        reads.extend(config.routes.managed_headers.iter().cloned());
         reads.extend(config.routes.token_header.clone());
         if config.routes.token_cookie.is_some() {
             reads.push("cookie".to_string());
@@ -125,7 +172,7 @@ impl FilterConfig {
         Ok(FilterConfig {
             core: Some(core),
             runtime: Some(runtime),
-            reads,
+            reads: ReadNames::new(reads, &config.routes.managed_headers),
         })
     }
 
@@ -133,11 +180,13 @@ impl FilterConfig {
     /// [`FilterConfig::reads`], and every header in our namespace (so the header plan removes
     /// each one the client sent, whatever it is). The others are never copied out of Envoy.
     pub fn reads(&self, name: &str) -> bool {
-        name.starts_with(':')
-            || name
-                .get(..IDENTITY_PREFIX.len())
-                .is_some_and(|p| p.eq_ignore_ascii_case(IDENTITY_PREFIX))
-            || self.reads.iter().any(|h| h.eq_ignore_ascii_case(name))
+        self.reads.find(name).is_some()
+    }
+
+    /// Whether an allow manages the header `name` (any case): sets it, or removes it when the
+    /// client sent it.
+    pub fn manages(&self, name: &str) -> bool {
+        self.reads.find(name) == Some(true)
     }
 
     fn core(&self) -> &Core {
@@ -302,7 +351,8 @@ where
 {
     let mut request = Request::with_capacity();
     stream.request_headers(&|h| config.reads(h), &mut |name, value| {
-        request.add(name, value)
+        request.add(name, value);
+        request.managed |= config.manages(name);
     });
     let (mut decision, request) = decision(config, route, request);
     let runtime = config.runtime();
@@ -524,6 +574,8 @@ pub struct Request {
     path: Span,
     /// `(name, value)` of each header.
     headers: Vec<(Span, Span)>,
+    /// Whether one of the headers is one an allow manages (see [`FilterConfig::manages`]).
+    managed: bool,
 }
 
 /// What a check's copy of the request starts with room for: a Cognito access token with the
@@ -540,6 +592,7 @@ impl Request {
             host: Span::default(),
             path: Span::default(),
             headers: Vec::with_capacity(REQUEST_HEADERS),
+            managed: false,
         }
     }
 
@@ -662,6 +715,14 @@ pub fn apply(outcome: Option<&Outcome>, request: &Request, stream: &mut dyn Stre
     }
     stream.set_metadata(METADATA_NAMESPACE, &entries[..count]);
     match &outcome.answer {
+        // The request carries no header an allow manages, so none is removed or replaced:
+        // each one the allow sets is added.
+        Answer::Allow(rewrite) if !request.managed => {
+            for (name, value) in rewrite.set() {
+                stream.add_header(name, value);
+            }
+            Step::Continue
+        }
         Answer::Allow(rewrite) => {
             for name in rewrite.remove().filter(|name| request.carries(name)) {
                 stream.remove_header(name);
@@ -764,7 +825,9 @@ mod tests {
         fn add_header(&mut self, name: &str, value: &str) {
             self.not_ended();
             assert!(
-                self.headers.iter().all(|(k, _)| k != name),
+                self.headers
+                    .iter()
+                    .all(|(k, _)| !k.eq_ignore_ascii_case(name)),
                 "{name} added beside the client's"
             );
             self.set.push((name.into(), value.into()));
@@ -1070,6 +1133,46 @@ mod tests {
                 assert!(config.reads(name), "{name} is set but not read");
             }
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn one_managed_header_in_any_case_is_enough_to_be_replaced_or_removed() {
+        // An allow adds its headers without looking when the request carries none it manages;
+        // a single one, in any letter case, must turn that off.
+        let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+        let toml = "[identity.claim_headers]\n\"origin_jti\" = \"x-tenant-id\"\n";
+        let config = config_with(&idp.url("/jwks.json"), toml);
+        let issuer = format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}");
+        let token = TestKey::shared(0).token(&access_claims(&issuer, CLIENT, now()));
+        let bearer = format!("Bearer {token}");
+        for (sent, written) in [
+            ("x-tenant-id", "x-tenant-id"),
+            ("X-Tenant-ID", "x-tenant-id"),
+            ("X-Cognito-Sub", "x-cognito-sub"),
+            ("x-cognito-email", "x-cognito-email"),
+            ("X-COGNITO-ANYTHING", "x-cognito-anything"),
+        ] {
+            let mut stream = request("/api/x", &[("authorization", &bearer), (sent, "forged")]);
+            assert!(config.manages(sent), "{sent}");
+            let step = check_to_the_end(&config, &mut stream);
+            assert_eq!(step, Step::Continue, "{:?}", stream.reply);
+            let replaced = stream
+                .set
+                .iter()
+                .any(|(k, v)| k == written && v != "forged");
+            let removed = stream.removed.iter().any(|k| k == written);
+            assert!(
+                replaced || removed,
+                "{sent}: set {:?}, removed {:?}",
+                stream.set,
+                stream.removed
+            );
+        }
+        // Read but not managed: not a reason to look.
+        for name in [":authority", "authorization", "x-request-id", "origin"] {
+            assert!(config.reads(name) && !config.manages(name), "{name}");
+        }
+        assert!(!config.reads("user-agent") && !config.manages("user-agent"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
