@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::credential::strip_cookie;
 use crate::headers::Headers;
-use crate::identity::{Identity, IDENTITY_PREFIX};
+use crate::identity::{self, Identity, IDENTITY_PREFIX};
 
 /// Which headers an allow sets and removes, for every verdict and both protocols. Built once
 /// per configuration.
@@ -29,6 +29,9 @@ pub struct HeaderPlan {
     /// The cookie carrying the token, cut out of `cookie` on every allow (`forward_token =
     /// false`): the app keeps its other cookies.
     token_cookie: Option<String>,
+    /// For each place in [`identity::header_names`], that header's index in `managed` (the
+    /// first 64 only).
+    managed_at: Vec<Option<u8>>,
 }
 
 /// What Envoy does to the upstream request on an allow. No name is in both lists.
@@ -128,11 +131,18 @@ impl HeaderPlan {
             headers.extend(token_header.map(str::to_string));
             (headers, token_cookie.map(str::to_string))
         };
+        let managed_at = identity::header_names(&claim_headers)
+            .map(|name| {
+                let index = managed.iter().take(64).position(|m| m == name)?;
+                u8::try_from(index).ok()
+            })
+            .collect();
         HeaderPlan {
             managed,
             claim_headers,
             token_headers,
             token_cookie,
+            managed_at,
         }
     }
 
@@ -148,12 +158,26 @@ impl HeaderPlan {
         request: &(impl Headers + ?Sized),
     ) -> Rewrite {
         // Which managed headers the identity sets, looked up once: each removal is then a bit.
+        // From the places of the headers with a value, each mapped once by the plan: no name
+        // is compared.
         let mut set_mask = 0u64;
-        for (name, _) in identity.iter().flat_map(|i| i.headers(&self.claim_headers)) {
-            if let Some(i) = self.managed.iter().take(64).position(|m| m == name) {
-                set_mask |= 1 << i;
+        let mut places = identity.map_or(0, Identity::header_places);
+        while places != 0 {
+            let place = places.trailing_zeros() as usize;
+            places &= places - 1;
+            if let Some(Some(index)) = self.managed_at.get(place) {
+                set_mask |= 1 << index;
             }
         }
+        debug_assert_eq!(
+            set_mask,
+            identity
+                .iter()
+                .flat_map(|i| i.headers(&self.claim_headers))
+                .filter_map(|(name, _)| self.managed.iter().take(64).position(|m| m == name))
+                .fold(0u64, |mask, i| mask | 1 << i),
+            "the places of an identity's headers name the headers it sets"
+        );
         let mut rewrite = Rewrite {
             plan: Arc::clone(self),
             identity: identity.cloned(),

@@ -171,6 +171,15 @@ const SCOPE: usize = 4;
 const HEADER_VALUES: usize = 7;
 const FIXED: usize = 7;
 
+/// Every header [`Identity::headers`] may give, in its order: the fixed ones, then
+/// `x-cognito-token-use`, then the mapped claims' (`claim_headers`).
+pub fn header_names(claim_headers: &[(String, String)]) -> impl Iterator<Item = &str> {
+    FIXED_HEADERS
+        .into_iter()
+        .chain(std::iter::once("x-cognito-token-use"))
+        .chain(claim_headers.iter().map(|(_, header)| header.as_str()))
+}
+
 /// The fixed identity headers, in [`Identity`] field order.
 const FIXED_HEADERS: [&str; HEADER_VALUES] = [
     "x-cognito-sub",
@@ -381,6 +390,17 @@ impl Identity {
         layout::HEADER + 2 * self.value_count() + self.u16_at(layout::KID_LEN)
     }
 
+    /// The length of value `index`, read from the offsets alone.
+    fn span_len(&self, index: usize) -> usize {
+        let end = self.u16_at(layout::HEADER + 2 * index);
+        let start = if index == 0 {
+            0
+        } else {
+            self.u16_at(layout::HEADER + 2 * (index - 1))
+        };
+        end.saturating_sub(start)
+    }
+
     fn span(&self, index: usize) -> &str {
         let base = self.values_start();
         let end = self.u16_at(layout::HEADER + 2 * index);
@@ -461,6 +481,31 @@ impl Identity {
     pub fn kid(&self) -> &str {
         let start = layout::HEADER + 2 * self.value_count();
         std::str::from_utf8(&self.0[start..start + self.u16_at(layout::KID_LEN)]).unwrap_or("")
+    }
+
+    /// Which headers [`Identity::headers`] gives, by their place in [`header_names`]: bit `p`
+    /// set when the `p`-th has a value. Read from the offsets alone, without the values. Places
+    /// past 63 are left out.
+    pub fn header_places(&self) -> u64 {
+        let username = match self.0[layout::USERNAME] {
+            x if x == Username::SameAsSub as u8 => self.span_len(SUB),
+            x if x == Username::Own as u8 => self.span_len(USERNAME),
+            _ => 0,
+        };
+        // `x-cognito-token-use` always has a value.
+        let mut places = 1u64 << HEADER_VALUES;
+        for i in 0..HEADER_VALUES {
+            let len = if i == USERNAME {
+                username
+            } else {
+                self.span_len(i)
+            };
+            places |= u64::from(len > 0) << i;
+        }
+        for extra in 0..(self.value_count() - FIXED).min(63 - HEADER_VALUES) {
+            places |= u64::from(self.span_len(FIXED + extra) > 0) << (HEADER_VALUES + 1 + extra);
+        }
+        places
     }
 
     /// The identity headers with a value, fixed ones first, then the extra mappings (named by
