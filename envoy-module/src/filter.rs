@@ -27,7 +27,8 @@ pub const METADATA_NAMESPACE: &str = "envoy.filters.http.ext_authz";
 /// What the filter needs from Envoy for one stream.
 pub trait Stream {
     /// Shows `each` the request headers (pseudo-headers included) whose name `wanted` accepts,
-    /// in order, borrowed for the call.
+    /// in order, borrowed for the call: `each` is called for a header right after `wanted`
+    /// accepted its name, before `wanted` sees the next one.
     fn request_headers(&self, wanted: &dyn Fn(&str) -> bool, each: &mut dyn FnMut(&str, &str));
     /// Replaces every value of `name` with `value`.
     fn set_header(&mut self, name: &str, value: &str);
@@ -350,9 +351,16 @@ where
     W: FnOnce() + Send + 'static,
 {
     let mut request = Request::with_capacity();
-    stream.request_headers(&|h| config.reads(h), &mut |name, value| {
+    // Whether the header `wanted` just accepted is managed: found once for both.
+    let managed = std::cell::Cell::new(false);
+    let wanted = |name: &str| {
+        let found = config.reads.find(name);
+        managed.set(found == Some(true));
+        found.is_some()
+    };
+    stream.request_headers(&wanted, &mut |name, value| {
         request.add(name, value);
-        request.managed |= config.manages(name);
+        request.managed |= managed.get();
     });
     let (mut decision, request) = decision(config, route, request);
     let runtime = config.runtime();
