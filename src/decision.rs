@@ -415,6 +415,17 @@ impl Authorizer {
         self.inner.state.load().routes.managed_headers.clone()
     }
 
+    /// Every header an allow may set or remove ([`crate::header_plan::HeaderPlan::rewritten`]).
+    pub fn rewritten_headers(&self) -> Vec<String> {
+        let state = self.inner.state.load();
+        state
+            .routes
+            .headers
+            .rewritten()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Tokens in the verified-token cache.
     pub fn cache_len(&self) -> usize {
         self.inner.state.load().cache.len()

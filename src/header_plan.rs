@@ -146,6 +146,17 @@ impl HeaderPlan {
         }
     }
 
+    /// Every header an allow may set or remove, besides any other in our namespace that a
+    /// request shows: the managed ones, the token's headers when it must not be forwarded, and
+    /// `cookie` when the token cookie is cut out of it.
+    pub fn rewritten(&self) -> impl Iterator<Item = &str> + '_ {
+        self.managed
+            .iter()
+            .chain(&self.token_headers)
+            .map(String::as_str)
+            .chain(self.token_cookie.is_some().then_some("cookie"))
+    }
+
     /// The rewrite for an allow: the identity's headers set (none when anonymous), every other
     /// managed header removed, the token's headers removed when it must not be forwarded.
     ///

@@ -161,7 +161,8 @@ impl FilterConfig {
             Core::start(&config, Clock::system(), observer)
                 .map_err(|e| ConfigError(e.to_string()))?
         };
-        // Every header an allow removes must be read, so that one the request carries is seen.
+        // Every header an allow sets or removes must be read, so that one the request carries
+        // is seen (and the allow replaces or removes it).
         let mut reads: Vec<String> = ENVOY_ALLOWED_HEADERS
             .iter()
             .map(|h| h.to_string())
@@ -170,10 +171,11 @@ impl FilterConfig {
         if config.routes.token_cookie.is_some() {
             reads.push("cookie".to_string());
         }
+        let reads = ReadNames::new(reads, &core.authorizer.rewritten_headers());
         Ok(FilterConfig {
             core: Some(core),
             runtime: Some(runtime),
-            reads: ReadNames::new(reads, &config.routes.managed_headers),
+            reads,
         })
     }
 
@@ -723,9 +725,16 @@ pub fn apply(outcome: Option<&Outcome>, request: &Request, stream: &mut dyn Stre
     }
     stream.set_metadata(METADATA_NAMESPACE, &entries[..count]);
     match &outcome.answer {
-        // The request carries no header an allow manages, so none is removed or replaced:
-        // each one the allow sets is added.
+        // The request carries no header an allow may set or remove, so none is removed or
+        // replaced: each one the allow sets is added.
         Answer::Allow(rewrite) if !request.managed => {
+            debug_assert!(
+                rewrite
+                    .remove()
+                    .chain(rewrite.set().map(|(name, _)| name))
+                    .all(|name| !request.carries(name)),
+                "a request said to carry no managed header carries one"
+            );
             for (name, value) in rewrite.set() {
                 stream.add_header(name, value);
             }
@@ -1181,6 +1190,44 @@ mod tests {
             assert!(config.reads(name) && !config.manages(name), "{name}");
         }
         assert!(!config.reads("user-agent") && !config.manages("user-agent"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_token_not_forwarded_is_removed_when_nothing_else_the_allow_manages_came_with_it() {
+        // forward_token = false: the token's headers are removed and the token cookie is cut
+        // out, on requests that carry no identity header at all.
+        let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+        let toml = "[identity]\nforward_token = false\ntoken_header = \"x-access-token\"\n\
+                    token_cookie = \"jwt\"\n";
+        let config = config_with(&idp.url("/jwks.json"), toml);
+        let issuer = format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}");
+        let token = TestKey::shared(0).token(&access_claims(&issuer, CLIENT, now()));
+        let bearer = format!("Bearer {token}");
+        let cookie = format!("jwt={token}; theme=dark");
+        let only_token = format!("jwt={token}");
+        for (header, value) in [
+            ("authorization", bearer.as_str()),
+            ("x-access-token", token.as_str()),
+            ("cookie", cookie.as_str()),
+            ("cookie", only_token.as_str()),
+        ] {
+            for _ in 0..2 {
+                let mut stream = request("/api/x", &[(header, value)]);
+                let step = check_to_the_end(&config, &mut stream);
+                assert_eq!(step, Step::Continue, "{header}: {:?}", stream.reply);
+                let removed = stream.removed.iter().any(|k| k == header);
+                let replaced = stream
+                    .set
+                    .iter()
+                    .any(|(k, v)| k == header && v == "theme=dark");
+                assert!(
+                    removed || replaced,
+                    "{header}: the token reaches the upstream: set {:?}, removed {:?}",
+                    stream.set,
+                    stream.removed
+                );
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
