@@ -1,8 +1,8 @@
 //! `cargo bench -p cognito-authz-envoy --bench check`: what the module spends on one request
 //! on Envoy's worker thread, without Envoy: the whole filter step for a cached token (headers
-//! in, rewrites and metadata out, through a stream that only records), next to the decision
-//! core alone (`Authorizer::decide`) in the same run. Interleaved rounds, medians. Also counts
-//! the heap allocations of one step.
+//! in, rewrites and metadata out, through a stream that only records), and the same step with
+//! the verified-token cache off, interleaved in one run (medians). Also counts the heap
+//! allocations of one cached step.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -115,6 +115,11 @@ fn main() {
     .into();
     let config =
         FilterConfig::new("", |k| env.get(k).cloned()).unwrap_or_else(|e| panic!("{}", e.0));
+    // The same with the verified-token cache off: every check verifies the token.
+    let mut uncached_env = env.clone();
+    uncached_env.insert("COGNITO_TOKEN_CACHE_SIZE", "0".to_string());
+    let uncached = FilterConfig::new("", |k| uncached_env.get(k).cloned())
+        .unwrap_or_else(|e| panic!("{}", e.0));
     let issuer = format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}");
     let token = TestKey::shared(0).token(&access_claims(&issuer, CLIENT, now()));
     // What a browser's API call through Envoy carries.
@@ -148,7 +153,15 @@ fn main() {
         assert!(Instant::now() < deadline, "the token never passed");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut filter = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while on_request_headers(&uncached, None, &mut stream, || || {}).0 != Step::Continue {
+        assert!(
+            Instant::now() < deadline,
+            "the token never passed without the cache"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mut filter, mut verifying) = (Vec::new(), Vec::new());
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -158,8 +171,12 @@ fn main() {
             let (step, _) = on_request_headers(&config, None, &mut stream, || || {});
             assert_eq!(step, Step::Continue);
         }));
+        verifying.push(rate(|| {
+            let (step, _) = on_request_headers(&uncached, None, &mut stream, || || {});
+            assert_eq!(step, Step::Continue);
+        }));
     }
-    let filter = median(filter);
+    let (filter, verifying) = (median(filter), median(verifying));
     let before = stream.calls;
     let allocations = ALLOCATIONS.load(Ordering::Relaxed);
     on_request_headers(&config, None, &mut stream, || || {});
@@ -182,6 +199,11 @@ fn main() {
         calls,
         allocations,
         routed
+    );
+    println!(
+        "module filter step, cache off (the token verified each time): {:.0} checks/s, {:.2} µs each",
+        verifying,
+        1e6 / verifying
     );
     // Issue 29's bound, counted across the whole step (the headers' copy out of the stream
     // included): a count, not a time, so it holds on any machine.
