@@ -36,11 +36,17 @@ impl<'a> Credential<'a> {
 }
 
 /// A well-formed bearer token (RFC 6750's `b64token`) and its cache key. Made only here, only
-/// for text that is one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// for text that is one. Its `Debug` shows the length, never the token.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Token<'a> {
     text: &'a str,
     key: [u8; 16],
+}
+
+impl std::fmt::Debug for Token<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token({} bytes)", self.text.len())
+    }
 }
 
 impl<'a> Token<'a> {
@@ -318,6 +324,12 @@ mod tests {
         );
         let long_bad = format!("{long}!");
         assert_eq!(key_of(&format!("Bearer {long_bad}")), None);
+    }
+
+    #[test]
+    fn a_token_never_shows_in_debug_output() {
+        let credential = parse_bearer("Bearer abc.def.ghi");
+        assert_eq!(format!("{credential:?}"), "Token(Token(11 bytes))");
     }
 
     #[test]
