@@ -679,6 +679,53 @@ mod tests {
         assert_eq!((without.jti(), without.origin_jti()), (None, None));
     }
 
+    /// The places an identity says it has values at are exactly the headers it gives, for
+    /// every mix of absent, empty and present values, a username absent, the same as `sub`,
+    /// its own or empty, and mappings short of, at and past the 64 places.
+    #[test]
+    fn header_places_name_exactly_the_headers_an_identity_gives() {
+        let sub = "sub-1".to_string();
+        for extras in [0usize, 1, 55, 56, 57, 70] {
+            let mapping: Vec<(String, String)> = (0..extras)
+                .map(|i| (format!("custom:c{i}"), format!("x-c{i}")))
+                .collect();
+            for username in [
+                None,
+                Some(sub.clone()),
+                Some("own".into()),
+                Some(String::new()),
+            ] {
+                for (email, preferred) in [(None, None), (Some(""), Some("p")), (Some("e"), None)] {
+                    for (groups, scopes) in [(vec![], vec![]), (vec!["g".to_string()], vec![])] {
+                        let mut c = claims();
+                        c.username = username.clone();
+                        c.preferred_username = preferred.map(str::to_string);
+                        c.groups = groups.clone();
+                        c.scopes = scopes.clone();
+                        // Present, empty and missing in turn.
+                        for i in (0..extras).filter(|i| i % 3 != 2) {
+                            let value = if i % 3 == 1 { "v" } else { "" };
+                            c.raw.insert(format!("custom:c{i}"), json!(value));
+                        }
+                        let mut set = c.set();
+                        set.email = email;
+                        let identity = Identity::from_claims(&set, &mapping).unwrap();
+                        let expected = header_names(&mapping)
+                            .take(64)
+                            .enumerate()
+                            .filter(|(_, name)| identity.headers(&mapping).any(|(k, _)| k == *name))
+                            .fold(0u64, |mask, (place, _)| mask | 1 << place);
+                        assert_eq!(
+                            identity.header_places(),
+                            expected,
+                            "{extras} extras, username {username:?}, email {email:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_machine_token_has_no_username() {
         let mut c = claims();

@@ -1192,6 +1192,126 @@ mod tests {
         assert!(!config.reads("user-agent") && !config.manages("user-agent"));
     }
 
+    /// What the upstream receives: the client's headers less every one removed or set (in any
+    /// letter case, as Envoy's map compares names), then the ones set. An added header was
+    /// checked absent from the client's ([`FakeStream::add_header`]), so it replaces nothing.
+    fn upstream(stream: &FakeStream) -> Vec<(String, String)> {
+        let gone = |name: &str| {
+            (stream.removed.iter())
+                .chain(stream.set.iter().map(|(k, _)| k))
+                .any(|r| r.eq_ignore_ascii_case(name))
+        };
+        let kept = stream.headers.iter().filter(|(k, _)| !gone(k)).cloned();
+        kept.chain(stream.set.iter().cloned()).collect()
+    }
+
+    /// Every allow, whichever path `apply` takes: no client's identity header (any case,
+    /// repeated, mapped or merely in our namespace) and, with `forward_token = false`, no copy
+    /// of the token (header, custom header, cookie) reaches the upstream, for access and ID
+    /// tokens, anonymous and public allows, and past 64 managed headers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn no_forged_identity_header_nor_a_token_not_forwarded_reaches_the_upstream() {
+        let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+        let issuer = format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}");
+        let key = TestKey::shared(0);
+        let access = key.token(&access_claims(&issuer, CLIENT, now()));
+        let mut claims = access_claims(&issuer, CLIENT, now());
+        claims["username"] = "someone-else".into();
+        claims["custom:c69"] = "sixty-nine".into();
+        let own_username = key.token(&claims);
+        claims.as_object_mut().unwrap().remove("username");
+        let no_username = key.token(&claims);
+        let id = key.token(&cognito_authz::testkit::id_claims(&issuer, CLIENT, now()));
+        let routes = "[[routes]]\nprefix = \"/pub\"\nmode = \"public\"\n\
+                      [[routes]]\nprefix = \"/opt\"\nmode = \"optional\"\n\
+                      [[routes]]\nprefix = \"/api\"\nmode = \"required\"\n";
+        let many: String = (0..70)
+            .map(|i| format!("\"custom:c{i}\" = \"x-c{i}\"\n"))
+            .collect();
+        let forged_names = [
+            "x-cognito-sub",
+            "X-Cognito-Groups",
+            "x-cognito-username",
+            "x-cognito-email",
+            "x-cognito-token-use",
+            "x-cognito-is-admin",
+            "x-tenant-id",
+            "X-TENANT-ID",
+            "x-c3",
+            "x-c69",
+        ];
+        for forward in [false, true] {
+            let toml = format!(
+                "{routes}[identity]\nforward_token = {forward}\ntoken_header = \"x-access-token\"\n\
+                 token_cookie = \"jwt\"\n[identity.claim_headers]\n\"origin_jti\" = \"x-tenant-id\"\n\
+                 {many}"
+            );
+            let env = [
+                ("AWS_COGNITO_USER_POOL_ID", POOL.to_string()),
+                ("AWS_COGNITO_USER_POOL_CLIENT_ID", CLIENT.to_string()),
+                ("AWS_DEFAULT_REGION", "us-east-1".to_string()),
+                ("COGNITO_JWKS_URI", idp.url("/jwks.json")),
+                ("COGNITO_TOKEN_USE", "any".to_string()),
+            ];
+            let config = FilterConfig::new(&toml, |k| {
+                env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+            })
+            .unwrap_or_else(|e| panic!("{}", e.0));
+            for token in [&access, &own_username, &no_username, &id] {
+                let bearer = format!("Bearer {token}");
+                let cookie = format!("theme=dark; jwt={token}");
+                let only = format!("jwt={token}");
+                let sources: [&[(&str, &str)]; 7] = [
+                    &[("authorization", &bearer)],
+                    &[("Authorization", &bearer)],
+                    &[("x-access-token", token)],
+                    &[("X-Access-Token", &bearer)],
+                    &[("cookie", &cookie)],
+                    &[("cookie", &only)],
+                    &[("cookie", "theme=dark"), ("cookie", &only)],
+                ];
+                let forgeries: Vec<Vec<(&str, &str)>> = std::iter::once(Vec::new())
+                    .chain(forged_names.iter().map(|n| vec![(*n, "forged")]))
+                    .chain([forged_names.iter().map(|n| (*n, "forged")).collect()])
+                    .chain([vec![
+                        ("x-cognito-sub", "forged"),
+                        ("x-cognito-sub", "forged"),
+                    ]])
+                    .collect();
+                for path in ["/api/x", "/opt/x", "/pub/x"] {
+                    for source in sources {
+                        for forged in &forgeries {
+                            let sent: Vec<(&str, &str)> =
+                                source.iter().chain(forged).copied().collect();
+                            // Twice: the token then remembered and cached.
+                            for _ in 0..2 {
+                                let mut stream = request(path, &sent);
+                                let step = check_to_the_end(&config, &mut stream);
+                                let case = format!("forward {forward}, {path}, {sent:?}");
+                                assert_eq!(step, Step::Continue, "{case}: {:?}", stream.reply);
+                                let upstream = upstream(&stream);
+                                for (name, value) in &upstream {
+                                    assert_ne!(value, "forged", "{case}: {name} reached it");
+                                    assert!(
+                                        forward || !value.contains(token.as_str()),
+                                        "{case}: the token reached it in {name}"
+                                    );
+                                }
+                                let sub = upstream
+                                    .iter()
+                                    .find(|(k, _)| k == "x-cognito-sub")
+                                    .map(|(_, v)| v.as_str());
+                                let expected = (path != "/pub/x")
+                                    .then_some("8f1e2d3c-0000-4000-8000-00000000abcd");
+                                assert_eq!(sub, expected, "{case}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_token_not_forwarded_is_removed_when_nothing_else_the_allow_manages_came_with_it() {
         // forward_token = false: the token's headers are removed and the token cookie is cut

@@ -51,13 +51,16 @@ pub(super) trait Accept: Send + 'static {
     fn close(self) -> Vec<Self::Io>;
 }
 
-/// At most this many queued connections are taken when a listener closes.
+/// At most this many accepts are made when a listener closes, so at most this many queued
+/// connections are taken.
 const TAKEN_ON_CLOSE: usize = 1024;
 
-/// Accepts from a non-blocking listener until nothing is queued (or [`TAKEN_ON_CLOSE`]).
+/// Accepts from a non-blocking listener until nothing is queued, in at most [`TAKEN_ON_CLOSE`]
+/// calls: one aborted (its peer reset it in the queue) counts too, so peers that keep
+/// connecting and resetting cannot keep the listener open.
 fn take_queued<S>(mut accept: impl FnMut() -> io::Result<S>) -> Vec<S> {
     let mut taken = Vec::new();
-    while taken.len() < TAKEN_ON_CLOSE {
+    for _ in 0..TAKEN_ON_CLOSE {
         match accept() {
             Ok(socket) => taken.push(socket),
             Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {}
@@ -492,6 +495,36 @@ fn timed_out(grpc: bool) -> axum::response::Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Taking what a closing listener's queue holds makes at most [`TAKEN_ON_CLOSE`] calls,
+    /// however they fail: connections aborted one after the other (peers that connect and reset
+    /// as fast as the server accepts) must not hold the listener open and shutdown waiting.
+    #[test]
+    fn a_closing_listener_takes_its_queue_in_bounded_calls_even_when_every_one_is_aborted() {
+        let mut calls = 0usize;
+        let taken: Vec<()> = take_queued(|| {
+            calls += 1;
+            if calls > 10 * TAKEN_ON_CLOSE {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Err(io::ErrorKind::ConnectionAborted.into())
+        });
+        assert!(taken.is_empty());
+        assert!(calls <= TAKEN_ON_CLOSE, "{calls} calls");
+        let mut calls = 0usize;
+        let taken = take_queued(|| {
+            calls += 1;
+            if calls.is_multiple_of(2) {
+                Err(io::ErrorKind::ConnectionAborted.into())
+            } else {
+                Ok(calls)
+            }
+        });
+        assert!(
+            !taken.is_empty() && calls <= TAKEN_ON_CLOSE,
+            "{calls} calls"
+        );
+    }
 
     /// A connection whose first request came and went is closed for idleness one idle timeout
     /// later, even when the header-read timeout is the longer: the watch first slept towards
