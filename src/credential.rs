@@ -110,7 +110,7 @@ struct RecentTokens {
 impl RecentTokens {
     fn token<'a>(&mut self, candidate: &'a str) -> Option<Token<'a>> {
         let bytes = candidate.as_bytes();
-        if let Some(i) = self.tokens.iter().position(|t| t.as_slice() == bytes) {
+        if let Some(i) = self.tokens.iter().position(|t| same_bytes(t, bytes)) {
             return Some(Token {
                 text: candidate,
                 key: self.keys[i],
@@ -162,6 +162,17 @@ fn after_bearer(value: &str) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| rest.trim_start_matches(' '))
+}
+
+/// Whether `kept` and `candidate` hold the same bytes, in a time that depends on their lengths
+/// only (no exit at the first difference): `kept` may be another client's token.
+fn same_bytes(kept: &[u8], candidate: &[u8]) -> bool {
+    kept.len() == candidate.len()
+        && kept
+            .iter()
+            .zip(candidate)
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
 }
 
 /// Parses a request's `Bearer <token>`: the scheme case-insensitive, exactly one token after it.
