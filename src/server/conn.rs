@@ -32,6 +32,9 @@ use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 /// How long a connection closed for its header-read deadline gets to go quietly before it is
 /// dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long a connection that has sent nothing gets, once its listener has closed, to send its
+/// first request.
+const FIRST_REQUEST_ON_CLOSE: Duration = Duration::from_millis(250);
 /// The shortest time between two warnings that a listener is at its cap.
 const CAP_WARNING_EVERY: Duration = Duration::from_secs(10);
 
@@ -453,6 +456,21 @@ impl Connection {
                 let _ = tokio::time::timeout(bound, connection).await;
             }
             _ = stopped(self.closing.clone()) => {
+                // Taken from the listener's queue as it closed, or opened just before: nothing
+                // read yet, and hyper drops a connection unread when told to close before it
+                // knows the protocol. Its first request (Envoy sends it with the connection)
+                // gets a moment.
+                if !self.activity.started.load(Ordering::SeqCst) {
+                    let first_request = async {
+                        while !self.activity.started.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = connection.as_mut() => return,
+                        _ = tokio::time::timeout(FIRST_REQUEST_ON_CLOSE, first_request) => {}
+                    }
+                }
                 connection.as_mut().graceful_shutdown();
                 let _ = connection.await;
             }
@@ -718,6 +736,73 @@ mod tests {
             "{} failures: {failures:#?}",
             failures.len()
         );
+    }
+
+    /// A connection the listener takes from its queue as it closes, its request already sent,
+    /// is answered on every listener: on one that tells HTTP/1.1 from HTTP/2 by the first
+    /// bytes, hyper used to drop it unread when told to close before it had read them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_taken_as_the_listener_closes_gets_its_answer() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        for http2_only in [false, true] {
+            for round in 0..20 {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                // In the listener's queue, the request sent, before anything accepts it.
+                let mut client = TcpStream::connect(addr).await.unwrap();
+                if http2_only {
+                    client
+                        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                        .await
+                        .unwrap();
+                    write_frame(&mut client, SETTINGS, 0, 0, &[]).await.unwrap();
+                    send_get(&mut client, 1).await.unwrap();
+                } else {
+                    client
+                        .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+                        .await
+                        .unwrap();
+                }
+                // Told to stop before it starts: it takes its queue and closes at once.
+                let (_stop, shutdown) = watch::channel(true);
+                let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+                let gate = Gate::new("http", 16, &Metrics::new());
+                let server = tokio::spawn(serve_app(
+                    listener,
+                    None,
+                    app.into(),
+                    gate,
+                    Limits::default(),
+                    shutdown,
+                    http2_only,
+                ));
+                let answer = async {
+                    if http2_only {
+                        // The answer's HEADERS on stream 1, before the connection ends.
+                        while let Ok((kind, _, stream, _)) = read_frame(&mut client).await {
+                            if kind == HEADERS && stream == 1 {
+                                return true;
+                            }
+                        }
+                        false
+                    } else {
+                        let mut answer = Vec::new();
+                        let _ = client.read_to_end(&mut answer).await;
+                        answer.starts_with(b"HTTP/1.1 200")
+                    }
+                };
+                let answered = tokio::time::timeout(Duration::from_secs(5), answer)
+                    .await
+                    .unwrap_or(false);
+                assert!(
+                    answered,
+                    "round {round}, HTTP/2 only: {http2_only}: no answer"
+                );
+                // An HTTP/2 server waits for its GOAWAY's ping to be answered; gone is enough.
+                drop(client);
+                server.await.unwrap();
+            }
+        }
     }
 
     #[test]
