@@ -38,6 +38,7 @@ use crate::trace::settings::{SamplerChoice, TraceSettings};
 pub mod limits;
 mod pools;
 mod server;
+pub(crate) use server::redacted as redacted_urls;
 pub mod settings;
 mod tracing;
 
@@ -586,7 +587,6 @@ pub const REDIS_FLAG: &str = "--redis";
 /// What a one-shot writer of revocations to the shared Redis needs (`cognito-authz revoke
 /// --redis`): the settings the entry depends on, from the same variables and file as `serve`,
 /// and nothing else (revoking needs no pool).
-#[derive(Debug)]
 pub struct SharedWriterConfig {
     /// The Redis URL (`redis://` or `rediss://`, an ACL user and password in it); a cluster's
     /// seed nodes, comma-separated.
@@ -599,6 +599,19 @@ pub struct SharedWriterConfig {
     pub redis_signing_key: Option<SigningKeys>,
     /// Where the URL came from: the flag, the variable or the file's key.
     pub redis_url_from: &'static str,
+}
+
+/// Every field, the Redis URL without its password.
+impl std::fmt::Debug for SharedWriterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedWriterConfig")
+            .field("redis_url", &server::redacted(&self.redis_url))
+            .field("redis_cluster", &self.redis_cluster)
+            .field("leeway", &self.leeway)
+            .field("redis_signing_key", &self.redis_signing_key)
+            .field("redis_url_from", &self.redis_url_from)
+            .finish()
+    }
 }
 
 impl SharedWriterConfig {
@@ -977,6 +990,18 @@ mod tests {
         assert!(
             shown.contains("redis://:redacted@127.0.0.1:6379/0"),
             "{shown}"
+        );
+        // Nor in `Debug`, of the whole configuration or of `revoke --redis`'s.
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("s3cret") && debug.contains(":redacted@"),
+            "{debug}"
+        );
+        let writer = SharedWriterConfig::from_lookup(env(&vars), None, None).unwrap();
+        let debug = format!("{writer:?}");
+        assert!(
+            !debug.contains("s3cret") && debug.contains(":redacted@"),
+            "{debug}"
         );
     }
 

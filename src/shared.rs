@@ -114,8 +114,9 @@ pub trait SharedObserver: Send + Sync {
     fn redis_error(&self, op: &'static str);
 }
 
-/// Where the shared state lives: one Redis, or a cluster reached through seed nodes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the shared state lives: one Redis, or a cluster reached through seed nodes. Its
+/// `Debug` shows the URLs without their passwords.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisTarget {
     /// `redis://` or `rediss://` URLs: one Redis, or one or more seed nodes of a cluster (the
     /// same scheme, user and password on each).
@@ -123,6 +124,20 @@ pub struct RedisTarget {
     /// A Redis Cluster (ElastiCache Serverless, MemoryDB, cluster-mode ElastiCache, Valkey or
     /// Redis Cluster): the cluster client, keys under one hash tag, sharded pub/sub.
     pub cluster: bool,
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self
+            .urls
+            .iter()
+            .map(|url| crate::config::redacted_urls(url))
+            .collect();
+        f.debug_struct("RedisTarget")
+            .field("urls", &urls)
+            .field("cluster", &self.cluster)
+            .finish()
+    }
 }
 
 impl From<&str> for RedisTarget {
@@ -1331,6 +1346,26 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_redis_target_shows_no_password_in_debug() {
+        let target = RedisTarget {
+            urls: vec![
+                "rediss://app:s3cret-pw@a.example:6379".to_string(),
+                "redis://:0ther-pw@b.example".to_string(),
+            ],
+            cluster: true,
+        };
+        let shown = format!("{target:?}");
+        assert!(
+            !shown.contains("s3cret-pw") && !shown.contains("0ther-pw"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("a.example") && shown.contains("redacted"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn keys_name_the_kind_and_the_id() {

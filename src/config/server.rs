@@ -5,7 +5,7 @@ use super::limits::Limits;
 use super::*;
 
 /// Listener and logging settings for `serve`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct ServerConfig {
     /// gRPC listen address (`host:port`, or `unix:/path`).
     pub grpc_addr: String,
@@ -45,6 +45,32 @@ pub struct ServerConfig {
     pub diagnostics: bool,
     /// What the listeners allow a connection, and how many at once.
     pub limits: Limits,
+}
+
+/// Every field, the Redis URL without its password.
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("admin_addr", &self.admin_addr)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("json_logs", &self.json_logs)
+            .field("worker_threads", &self.worker_threads)
+            .field("dry_run", &self.dry_run)
+            .field("http_addr", &self.http_addr)
+            .field("http_trust_traceparent", &self.http_trust_traceparent)
+            .field("full_metadata", &self.full_metadata)
+            .field("redis_url", &self.redis_url.as_deref().map(redacted))
+            .field("redis_cluster", &self.redis_cluster)
+            .field("redis_required", &self.redis_required)
+            .field("tls", &self.tls)
+            .field("admin_token", &self.admin_token)
+            .field("redis_signing_key", &self.redis_signing_key)
+            .field("max_revocations", &self.max_revocations)
+            .field("diagnostics", &self.diagnostics)
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 /// The control API's bearer secret. Shown as `<redacted>`; compared in constant time.
@@ -563,7 +589,7 @@ pub(super) fn redacted_url<S: serde::Serializer>(
 
 /// A URL (or a cluster's comma-separated seed nodes) with each password replaced
 /// (`<unparsable>` for a URL that does not parse).
-pub(super) fn redacted(urls: &str) -> String {
+pub(crate) fn redacted(urls: &str) -> String {
     urls.split(',')
         .map(|url| redacted_one(url.trim()))
         .collect::<Vec<_>>()
