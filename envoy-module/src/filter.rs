@@ -767,18 +767,16 @@ pub fn apply(outcome: Option<&Outcome>, request: &Request, stream: &mut dyn Stre
     }
 }
 
-/// Removes from the request's trailers every header an allow manages and every other header
-/// in our namespace: an upstream that reads trailers (gRPC, HTTP/2) must not find a client's
-/// `x-cognito-sub` there either.
+/// Removes from the request's trailers every header an allow may set or remove and every
+/// other header in our namespace: an upstream that reads trailers (gRPC, HTTP/2) must not find
+/// a client's `x-cognito-sub` there either, nor, with `forward_token = false`, a token.
 pub fn strip_trailers(config: &FilterConfig, stream: &mut dyn Stream) {
     let names = stream.request_trailer_names();
     if names.is_empty() {
         return;
     }
-    let managed = config.core().authorizer.managed_headers();
     for name in names {
-        let lower = name.to_ascii_lowercase();
-        if lower.starts_with(IDENTITY_PREFIX) || managed.contains(&lower) {
+        if config.manages(&name) {
             stream.remove_request_trailer(&name);
         }
     }
@@ -1008,6 +1006,26 @@ mod tests {
             trailers: vec![
                 "X-Cognito-Sub".into(),
                 "x-cognito-other".into(),
+                "grpc-status".into(),
+            ],
+            ..FakeStream::default()
+        };
+        strip_trailers(&config, &mut stream);
+        assert_eq!(stream.trailers, vec!["grpc-status".to_string()]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_token_not_forwarded_is_stripped_from_the_trailers_too() {
+        let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+        let toml = "[identity]\nforward_token = false\ntoken_header = \"x-access-token\"\n\
+                    token_cookie = \"jwt\"\n";
+        let config = config_with(&idp.url("/jwks.json"), toml);
+        let mut stream = FakeStream {
+            trailers: vec![
+                "Authorization".into(),
+                "x-access-token".into(),
+                "cookie".into(),
+                "X-Cognito-Sub".into(),
                 "grpc-status".into(),
             ],
             ..FakeStream::default()
