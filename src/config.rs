@@ -38,7 +38,6 @@ use crate::trace::settings::{SamplerChoice, TraceSettings};
 pub mod limits;
 mod pools;
 mod server;
-pub(crate) use server::redacted as redacted_urls;
 pub mod settings;
 mod tracing;
 
@@ -605,7 +604,7 @@ pub struct SharedWriterConfig {
 impl std::fmt::Debug for SharedWriterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedWriterConfig")
-            .field("redis_url", &server::redacted(&self.redis_url))
+            .field("redis_url", &crate::shared::redacted_urls(&self.redis_url))
             .field("redis_cluster", &self.redis_cluster)
             .field("leeway", &self.leeway)
             .field("redis_signing_key", &self.redis_signing_key)
@@ -670,7 +669,7 @@ impl SharedWriterConfig {
 
     /// The Redis URL with its password replaced, to show.
     pub fn shown_url(&self) -> String {
-        redacted(&self.redis_url)
+        crate::shared::redacted_urls(&self.redis_url)
     }
 
     /// Where the entry is written.
@@ -1003,6 +1002,28 @@ mod tests {
             !debug.contains("s3cret") && debug.contains(":redacted@"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn a_redis_url_that_turns_off_certificate_checks_is_refused() {
+        // The Redis client reads `#insecure` as "do not check the server's certificate".
+        for url in [
+            "rediss://authz:s3cret@cache.example:6379#insecure",
+            "rediss://cache.example:6379/0#INSECURE",
+        ] {
+            let mut vars = app_env();
+            vars.push((ENV_REDIS_URL, url));
+            let err = Config::from_lookup(env(&vars), None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("{ENV_REDIS_URL}:")), "{err}");
+            assert!(err.contains("insecure") && !err.contains("s3cret"), "{err}");
+            let err = SharedWriterConfig::from_lookup(env(&vars), None, None).unwrap_err();
+            assert!(err.to_string().contains("insecure"), "{err}");
+        }
+        let mut vars = app_env();
+        vars.push((ENV_REDIS_URL, "rediss://authz:s3cret@cache.example:6379"));
+        assert!(Config::from_lookup(env(&vars), None).is_ok());
     }
 
     #[test]

@@ -126,13 +126,29 @@ pub struct RedisTarget {
     pub cluster: bool,
 }
 
+/// A URL (or a cluster's comma-separated seed nodes) with each password replaced
+/// (`<unparsable>` for a URL that does not parse).
+pub fn redacted_urls(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| redacted_one(url.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redacted_one(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparsable>".to_string(),
+    }
+}
+
 impl std::fmt::Debug for RedisTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let urls: Vec<String> = self
-            .urls
-            .iter()
-            .map(|url| crate::config::redacted_urls(url))
-            .collect();
+        let urls: Vec<String> = self.urls.iter().map(|url| redacted_urls(url)).collect();
         f.debug_struct("RedisTarget")
             .field("urls", &urls)
             .field("cluster", &self.cluster)

@@ -3,6 +3,7 @@
 
 use super::limits::Limits;
 use super::*;
+use crate::shared::redacted_urls as redacted;
 
 /// Listener and logging settings for `serve`.
 #[derive(Clone, Serialize)]
@@ -462,6 +463,24 @@ pub(super) fn redis_url(
             "seed nodes must all use rediss:// or all redis://",
         ));
     }
+    // The Redis client reads `#insecure` as "do not check the server's certificate": no
+    // setting that turns TLS into a formality may hide in a URL.
+    let insecure = |url: &String| {
+        reqwest::Url::parse(url)
+            .ok()
+            .and_then(|parsed| {
+                parsed
+                    .fragment()
+                    .map(|f| f.eq_ignore_ascii_case("insecure"))
+            })
+            .unwrap_or(false)
+    };
+    if urls.iter().any(insecure) {
+        return Err(ConfigError::invalid(
+            key,
+            "`#insecure` (no check of Redis's certificate) is refused",
+        ));
+    }
     // Parsed as the client will at start-up (no connection made), so that `check-config` and a
     // reload refuse what `serve` would: seeds separated by spaces, no host, a bad port.
     let mut signed_in = None;
@@ -584,26 +603,6 @@ pub(super) fn redacted_url<S: serde::Serializer>(
     match url {
         None => s.serialize_none(),
         Some(url) => s.serialize_some(&redacted(url)),
-    }
-}
-
-/// A URL (or a cluster's comma-separated seed nodes) with each password replaced
-/// (`<unparsable>` for a URL that does not parse).
-pub(crate) fn redacted(urls: &str) -> String {
-    urls.split(',')
-        .map(|url| redacted_one(url.trim()))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn redacted_one(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("redacted"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "<unparsable>".to_string(),
     }
 }
 

@@ -332,7 +332,7 @@ pub const REDIS_URL: Setting = Setting::new(
     ENV_REDIS_URL,
     "server.redis_url",
     Unset("none"),
-    "`redis://` or `rediss://`: revocations and verdicts shared by every replica (the password never shows in `check-config` or `/config`); in cluster mode, one or more seed nodes, comma-separated, with the same scheme, user and password",
+    "`redis://` or `rediss://`: revocations and verdicts shared by every replica (the password never shows in `check-config` or `/config`; `#insecure`, which would skip the certificate check, is refused); in cluster mode, one or more seed nodes, comma-separated, with the same scheme, user and password",
 );
 /// `AUTHZ_REDIS_CLUSTER`.
 pub const REDIS_CLUSTER: Setting = Setting::new(
