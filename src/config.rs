@@ -413,15 +413,35 @@ impl Config {
         F: Fn(&str) -> Option<String>,
     {
         let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
-        let file_config = serde_json::from_str(text).map_err(|err| ConfigError::Parse {
-            path: PathBuf::from("<config>"),
-            message: format!(
-                "line {} column {}: {}",
-                err.line(),
-                err.column(),
-                without_values(&err.to_string())
-            ),
-        })?;
+        Config::combine(&var, parse_json(text)?)
+    }
+
+    /// As [`Config::from_toml`] or [`Config::from_json`] (JSON when the text starts with `{`),
+    /// for a configuration Envoy holds and shows (`/config_dump`): the dynamic module's. A Redis
+    /// password in it is refused; the same URL in [`ENV_REDIS_URL`] is Envoy's environment.
+    pub fn from_envoy_filter<F>(lookup: F, text: &str) -> Result<Config, ConfigError>
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        let file_config = if text.trim_start().starts_with('{') {
+            parse_json(text)?
+        } else {
+            parse_file(Path::new("<config>"), text)?
+        };
+        let url = file_config
+            .server
+            .as_ref()
+            .and_then(|s| s.redis_url.as_deref());
+        if url.is_some_and(password_in) {
+            return Err(ConfigError::invalid(
+                "server.redis_url",
+                format!(
+                    "carries a password, which Envoy shows in /config_dump: give the URL in \
+                     {ENV_REDIS_URL}, in Envoy's environment, instead"
+                ),
+            ));
+        }
         Config::combine(&var, file_config)
     }
 
@@ -724,6 +744,18 @@ fn without_values(message: &str) -> String {
         Some(cut) => format!("{} (the value is not shown)", message[..cut].trim_end()),
         None => message.to_string(),
     }
+}
+
+fn parse_json(text: &str) -> Result<FileConfig, ConfigError> {
+    serde_json::from_str(text).map_err(|err| ConfigError::Parse {
+        path: PathBuf::from("<config>"),
+        message: format!(
+            "line {} column {}: {}",
+            err.line(),
+            err.column(),
+            without_values(&err.to_string())
+        ),
+    })
 }
 
 fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {

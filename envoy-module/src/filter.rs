@@ -142,12 +142,8 @@ impl FilterConfig {
         env: impl Fn(&str) -> Option<String>,
         stats: impl FnOnce(&[String]) -> Option<Arc<dyn MetricsObserver>>,
     ) -> Result<Self, ConfigError> {
-        let config = if text.trim_start().starts_with('{') {
-            Config::from_json(env, text)
-        } else {
-            Config::from_toml(env, text)
-        }
-        .map_err(|e| ConfigError(e.to_string()))?;
+        let config =
+            Config::from_envoy_filter(env, text).map_err(|e| ConfigError(e.to_string()))?;
         let pools: Vec<String> = config.pools.iter().map(|p| p.id.clone()).collect();
         let observer = stats(&pools);
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -1012,6 +1008,31 @@ mod tests {
         };
         strip_trailers(&config, &mut stream);
         assert_eq!(stream.trailers, vec!["grpc-status".to_string()]);
+    }
+
+    #[test]
+    fn a_redis_password_in_the_filter_config_is_refused_for_envoy_shows_it() {
+        // Envoy's `/config_dump` shows a filter's config: a password belongs in the
+        // environment (`AUTHZ_REDIS_URL`), where the same URL is taken.
+        let env = [
+            ("AWS_COGNITO_USER_POOL_ID", POOL.to_string()),
+            ("AWS_COGNITO_USER_POOL_CLIENT_ID", CLIENT.to_string()),
+            ("AWS_DEFAULT_REGION", "us-east-1".to_string()),
+        ];
+        let lookup = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        for text in [
+            "[server]\nredis_url = \"redis://:s3cret@127.0.0.1:1/0\"\n",
+            r#"{"server": {"redis_url": "rediss://authz:s3cret@127.0.0.1:1"}}"#,
+        ] {
+            let Err(err) = FilterConfig::new(text, lookup) else {
+                panic!("accepted: {text}");
+            };
+            assert!(
+                err.0.contains("AUTHZ_REDIS_URL") && !err.0.contains("s3cret"),
+                "{}",
+                err.0
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
