@@ -145,6 +145,11 @@ impl TokenCache {
         }
     }
 
+    /// Whether it caches at all (a size of 0 turns it off).
+    pub fn is_enabled(&self) -> bool {
+        self.map.is_some()
+    }
+
     /// Entries held.
     pub fn len(&self) -> usize {
         self.map.as_ref().map_or(0, |m| m.len())

@@ -35,12 +35,32 @@ impl<'a> Credential<'a> {
     }
 }
 
-/// A well-formed bearer token (RFC 6750's `b64token`) and its cache key. Made only here, only
-/// for text that is one. Its `Debug` shows the length, never the token.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// A well-formed bearer token (RFC 6750's `b64token`) and, when it was [`Keys::Wanted`], its
+/// cache key. Made only here, only for text that is one. Two are equal when their text is.
+/// Its `Debug` shows the length, never the token.
+#[derive(Clone, Copy)]
 pub struct Token<'a> {
     text: &'a str,
-    key: [u8; 16],
+    key: Option<[u8; 16]>,
+}
+
+impl PartialEq for Token<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Token<'_> {}
+
+/// Whether a check wants the cache key of the token it finds, a SHA-256 of the whole token:
+/// with the verified-token cache off it is not worked out unless asked for
+/// ([`Token::key`]), and the thread's memory of recent tokens is not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// Worked out with the token (or found with it among the thread's recent tokens).
+    Wanted,
+    /// Worked out only if [`Token::key`] is called.
+    Unneeded,
 }
 
 impl std::fmt::Debug for Token<'_> {
@@ -51,7 +71,13 @@ impl std::fmt::Debug for Token<'_> {
 
 impl<'a> Token<'a> {
     /// `candidate` as a token, if it is a well-formed one.
-    fn of(candidate: &'a str) -> Option<Token<'a>> {
+    fn of(candidate: &'a str, keys: Keys) -> Option<Token<'a>> {
+        if keys == Keys::Unneeded {
+            return is_b64token(candidate).then_some(Token {
+                text: candidate,
+                key: None,
+            });
+        }
         // Never looked up: an empty slot of the memory holds the empty text.
         if candidate.is_empty() {
             return None;
@@ -69,7 +95,7 @@ impl<'a> Token<'a> {
     fn checked(candidate: &'a str) -> Option<Token<'a>> {
         is_b64token(candidate).then(|| Token {
             text: candidate,
-            key: token_key(candidate),
+            key: Some(token_key(candidate)),
         })
     }
 
@@ -78,9 +104,10 @@ impl<'a> Token<'a> {
         self.text
     }
 
-    /// Its key in the verified-token cache ([`crate::cache::token_key`]).
+    /// Its key in the verified-token cache ([`crate::cache::token_key`]), worked out now if
+    /// the token was found with [`Keys::Unneeded`].
     pub fn key(&self) -> [u8; 16] {
-        self.key
+        self.key.unwrap_or_else(|| token_key(self.text))
     }
 }
 
@@ -113,7 +140,7 @@ impl RecentTokens {
         if let Some(i) = self.tokens.iter().position(|t| same_bytes(t, bytes)) {
             return Some(Token {
                 text: candidate,
-                key: self.keys[i],
+                key: Some(self.keys[i]),
             });
         }
         let token = Token::checked(candidate)?;
@@ -123,7 +150,7 @@ impl RecentTokens {
         kept.fill(0);
         kept.clear();
         kept.extend_from_slice(bytes);
-        self.keys[slot] = token.key;
+        self.keys[slot] = token.key();
         Some(token)
     }
 }
@@ -176,8 +203,9 @@ fn same_bytes(kept: &[u8], candidate: &[u8]) -> bool {
 }
 
 /// Parses a request's `Bearer <token>`: the scheme case-insensitive, exactly one token after it.
-pub fn parse_bearer(value: &str) -> Credential<'_> {
-    match after_bearer(value.trim_matches(|c| c == ' ' || c == '\t')).and_then(Token::of) {
+pub fn parse_bearer(value: &str, keys: Keys) -> Credential<'_> {
+    let token = after_bearer(value.trim_matches(|c| c == ' ' || c == '\t'));
+    match token.and_then(|token| Token::of(token, keys)) {
         Some(token) => Credential::Token(token),
         None => Credential::Malformed,
     }
@@ -202,15 +230,16 @@ pub fn find_credential<'a>(
     headers: &'a (impl Headers + ?Sized),
     token_header: Option<&str>,
     token_cookie: Option<&str>,
+    keys: Keys,
 ) -> Credential<'a> {
     if let Some(value) = headers.get("authorization") {
-        return parse_bearer(value);
+        return parse_bearer(value, keys);
     }
     if let Some(value) = token_header.and_then(|h| headers.get(h)) {
         let value = value.trim();
-        return match parse_bearer(value) {
+        return match parse_bearer(value, keys) {
             Credential::Token(token) => Credential::Token(token),
-            _ => Token::of(value).map_or(Credential::Malformed, Credential::Token),
+            _ => Token::of(value, keys).map_or(Credential::Malformed, Credential::Token),
         };
     }
     if let (Some(name), Some(cookies)) = (token_cookie, headers.get("cookie")) {
@@ -220,7 +249,7 @@ pub fn find_credential<'a>(
             .find(|(k, _)| k.trim() == name);
         if let Some((_, value)) = found {
             let value = value.trim().trim_matches('"');
-            return Token::of(value).map_or(Credential::Malformed, Credential::Token);
+            return Token::of(value, keys).map_or(Credential::Malformed, Credential::Token);
         }
     }
     Credential::Missing
@@ -256,8 +285,37 @@ mod tests {
 
     use super::{
         b64token_byte, find_credential, is_b64token, is_preflight, operator_secret, parse_bearer,
-        pasted_token, token_key, Credential, RECENT, RECENT_MAX_LEN,
+        pasted_token, token_key, Credential, Headers, Keys, RECENT, RECENT_MAX_LEN,
     };
+
+    /// [`parse_bearer`] with the key wanted, after checking that it finds the same credential,
+    /// with the same key, when the key is not wanted.
+    fn bearer(value: &str) -> Credential<'_> {
+        let wanted = parse_bearer(value, Keys::Wanted);
+        same_either_way(&wanted, &parse_bearer(value, Keys::Unneeded));
+        wanted
+    }
+
+    /// [`find_credential`], checked the same way.
+    fn credential<'a>(
+        headers: &'a impl Headers,
+        token_header: Option<&str>,
+        token_cookie: Option<&str>,
+    ) -> Credential<'a> {
+        let wanted = find_credential(headers, token_header, token_cookie, Keys::Wanted);
+        let unneeded = find_credential(headers, token_header, token_cookie, Keys::Unneeded);
+        same_either_way(&wanted, &unneeded);
+        wanted
+    }
+
+    fn same_either_way(wanted: &Credential<'_>, unneeded: &Credential<'_>) {
+        assert_eq!(wanted, unneeded);
+        if let (Credential::Token(a), Credential::Token(b)) = (wanted, unneeded) {
+            assert!(a.key.is_some() && b.key.is_none());
+            assert_eq!(a.key(), b.key(), "the key worked out later is the same");
+            assert_eq!(a.key(), token_key(a.as_str()));
+        }
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -289,7 +347,7 @@ mod tests {
 
     #[test]
     fn a_remembered_token_gets_its_own_key_and_a_malformed_one_is_never_remembered() {
-        let key_of = |value: &str| match parse_bearer(value) {
+        let key_of = |value: &str| match bearer(value) {
             Credential::Token(token) => Some((token.as_str().to_string(), token.key())),
             _ => None,
         };
@@ -339,7 +397,7 @@ mod tests {
 
     #[test]
     fn a_token_never_shows_in_debug_output() {
-        let credential = parse_bearer("Bearer abc.def.ghi");
+        let credential = bearer("Bearer abc.def.ghi");
         assert_eq!(format!("{credential:?}"), "Token(Token(11 bytes))");
     }
 
@@ -351,7 +409,7 @@ mod tests {
             "\tBearer abc\t",
             "\t Bearer  abc \t",
         ] {
-            assert_eq!(parse_bearer(value).token(), Some("abc"), "{value:?}");
+            assert_eq!(bearer(value).token(), Some("abc"), "{value:?}");
         }
         for value in [
             "\nBearer abc",
@@ -360,7 +418,7 @@ mod tests {
             "Bearer a b",
             "Basic abc",
         ] {
-            assert_eq!(parse_bearer(value), Credential::Malformed, "{value:?}");
+            assert_eq!(bearer(value), Credential::Malformed, "{value:?}");
         }
     }
 
@@ -368,7 +426,7 @@ mod tests {
     fn the_token_header_takes_a_bare_token_or_a_bearer_and_refuses_anything_else() {
         let find = |value: &str| {
             let map = headers(&[("x-auth", value)]);
-            match find_credential(&map, Some("x-auth"), None) {
+            match credential(&map, Some("x-auth"), None) {
                 Credential::Token(token) => Ok(token.as_str().to_string()),
                 other => Err(format!("{other:?}")),
             }
@@ -382,15 +440,9 @@ mod tests {
         }
         // Only the configured header counts, and `authorization` comes first.
         let map = headers(&[("x-other", "abc")]);
-        assert_eq!(
-            find_credential(&map, Some("x-auth"), None),
-            Credential::Missing
-        );
+        assert_eq!(credential(&map, Some("x-auth"), None), Credential::Missing);
         let map = headers(&[("x-auth", "abc"), ("authorization", "Bearer def")]);
-        assert_eq!(
-            find_credential(&map, Some("x-auth"), None).token(),
-            Some("def")
-        );
+        assert_eq!(credential(&map, Some("x-auth"), None).token(), Some("def"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tracing::info;
 
 use crate::cache::{Lookup, TokenCache};
 use crate::clock::Clock;
-use crate::credential::{find_credential, is_preflight, Credential};
+use crate::credential::{find_credential, is_preflight, Credential, Keys, Token};
 use crate::header_plan::Rewrite;
 use crate::headers::Headers;
 use crate::identity::Identity;
@@ -512,26 +512,31 @@ impl Authorizer {
 }
 
 impl State {
-    async fn identity(&self, token: &str, key: [u8; 16], now: i64) -> Result<Identity, DenyReason> {
+    async fn identity(&self, token: Token<'_>, now: i64) -> Result<Identity, DenyReason> {
         let keys = self.verifier.keys();
-        if let (Lookup::Hit, Some(identity)) =
-            self.cache
-                .get(&key, now, self.verifier.leeway(), |pool, kid| {
-                    keys.has_key(pool, kid)
-                })
-        {
-            crate::trace::record_cache(true);
-            return Ok(identity);
+        let key = self.cache.is_enabled().then(|| token.key());
+        if let Some(key) = &key {
+            if let (Lookup::Hit, Some(identity)) =
+                self.cache
+                    .get(key, now, self.verifier.leeway(), |pool, kid| {
+                        keys.has_key(pool, kid)
+                    })
+            {
+                crate::trace::record_cache(true);
+                return Ok(identity);
+            }
         }
         crate::trace::record_cache(false);
         let claims = self
             .verifier
-            .verify_at(token, now)
+            .verify_at(token.as_str(), now)
             .await
             .map_err(|rejection| DenyReason::Token(rejection.reason))?;
         let identity = Identity::from_claims(&claims.claim_set(), &self.routes.claim_headers)
             .map_err(|_| DenyReason::UnsafeClaim)?;
-        self.cache.insert(key, identity.clone());
+        if let Some(key) = key {
+            self.cache.insert(key, identity.clone());
+        }
         Ok(identity)
     }
 
@@ -552,10 +557,18 @@ impl State {
             return Verdict::anonymous("preflight");
         }
         let optional = requirements.mode == Mode::Optional;
+        // The cache's key is a SHA-256 of the token: with no cache it is worked out only if
+        // the revocation check asks for it.
+        let keys = if self.cache.is_enabled() {
+            Keys::Wanted
+        } else {
+            Keys::Unneeded
+        };
         let credential = find_credential(
             headers,
             routes.token_header.as_deref(),
             routes.token_cookie.as_deref(),
+            keys,
         );
         let token = match credential {
             Credential::Token(token) => token,
@@ -565,9 +578,7 @@ impl State {
                 return refuse(optional, requirements, DenyReason::InvalidRequest)
             }
         };
-        let key = token.key();
-        let token = token.as_str();
-        let identity = match self.identity(token, key, now).await {
+        let identity = match self.identity(token, now).await {
             Ok(identity) => identity,
             Err(reason) => return refuse(optional, requirements, reason),
         };
@@ -591,7 +602,11 @@ impl State {
         if requirements.revocation == RevocationMode::Cognito {
             let grace = requirements.revocation_on_unavailable == OnUnavailable::Grace;
             let check = match &self.checker {
-                Some(checker) => checker.check(key, token, &identity, grace, now).await,
+                Some(checker) => {
+                    checker
+                        .check(token.key(), token.as_str(), &identity, grace, now)
+                        .await
+                }
                 None => Check::Unavailable(crate::revocation::Unavailable::Unreachable),
             };
             let refused = match check {

@@ -8,5 +8,5 @@ pub fn run(data: &[u8]) {
         assert!(text.starts_with(decoded.message));
     }
     let _ = cognito_authz::verify::unverified_payload(&text);
-    let _ = cognito_authz::credential::parse_bearer(&text);
+    let _ = cognito_authz::credential::parse_bearer(&text, cognito_authz::credential::Keys::Wanted);
 }

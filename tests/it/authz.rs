@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use cognito_authz::authz::Authorizer;
 use cognito_authz::config::Config;
-use cognito_authz::credential::{parse_bearer, Credential};
+use cognito_authz::credential::{parse_bearer, Credential, Keys};
 use cognito_authz::identity::IDENTITY_HEADERS;
 use cognito_authz::jwks::KeyStore;
 use cognito_authz::metrics::Metrics;
@@ -870,10 +870,13 @@ async fn every_decision_is_counted_by_reason() {
 #[test]
 fn bearer_parsing_follows_rfc_6750() {
     assert_eq!(
-        parse_bearer("Bearer abc.def-_~+/==").token(),
+        parse_bearer("Bearer abc.def-_~+/==", Keys::Wanted).token(),
         Some("abc.def-_~+/==")
     );
-    assert_eq!(parse_bearer("bearer   abc").token(), Some("abc"));
+    assert_eq!(
+        parse_bearer("bearer   abc", Keys::Wanted).token(),
+        Some("abc")
+    );
     for bad in [
         "Bearer",
         "Bearer a b",
@@ -882,7 +885,11 @@ fn bearer_parsing_follows_rfc_6750() {
         "Bearer =abc",
         "Bearer a\"b",
     ] {
-        assert_eq!(parse_bearer(bad), Credential::Malformed, "{bad}");
+        assert_eq!(
+            parse_bearer(bad, Keys::Wanted),
+            Credential::Malformed,
+            "{bad}"
+        );
     }
 }
 

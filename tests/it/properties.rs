@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use cognito_authz::authz::Authorizer;
 use cognito_authz::config::Config;
 use cognito_authz::credential::{
-    find_credential, is_preflight, parse_bearer, strip_cookie, Credential,
+    find_credential, is_preflight, parse_bearer, strip_cookie, Credential, Keys,
 };
 use cognito_authz::identity::IDENTITY_HEADERS;
 use cognito_authz::jwks::KeyStore;
@@ -155,7 +155,9 @@ proptest! {
 
     #[test]
     fn credential_parsing_never_panics(value in text(), name in text()) {
-        if let Credential::Token(token) = parse_bearer(&value) {
+        // With the key wanted or not, the same credential.
+        prop_assert_eq!(parse_bearer(&value, Keys::Wanted), parse_bearer(&value, Keys::Unneeded));
+        if let Credential::Token(token) = parse_bearer(&value, Keys::Wanted) {
             // The key is the token's own, from memory or hashed now.
             prop_assert_eq!(token.key(), cognito_authz::cache::token_key(token.as_str()));
             let token = token.as_str();
@@ -163,7 +165,12 @@ proptest! {
             prop_assert!(!token.contains(' '));
         }
         let headers = HashMap::from([("cookie".to_string(), value.clone())]);
-        let _ = find_credential(&headers, Some(name.as_str()), Some(name.as_str()));
+        let name = Some(name.as_str());
+        prop_assert_eq!(
+            find_credential(&headers, name, name, Keys::Wanted),
+            find_credential(&headers, name, name, Keys::Unneeded)
+        );
+        let name = name.unwrap_or_default();
         if let Some(rest) = strip_cookie(&value, &name) {
             let gone = rest
                 .split(';')
