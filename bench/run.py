@@ -47,13 +47,26 @@ the same file and shows what it still lets through), (M) the cognito-authz Envoy
 on), (Mo) the module's outputs-only build (cargo feature bench-outputs-only, which bench/run
 builds into target/release/outputs-only/: the same hooks and writes, nothing read or decided;
 the ceiling of any filter writing what the module writes) and (Mu) the module with its cache
-off; (2), (2h), (2r), (M) and (Mo) twice, interleaved; then (3)/(3l)/(4)/(4x) and
-(3h)/(3hl)/(4h) (HTTP/2) as above. It prints, per round and connection count, (M)/(2r),
-(M)/(2h), (M)/(2), (M)/(Mo) and (Mo)/(2r) as requests/s and Envoy CPU per request, and the
-sidecars' ratios; the report goes to .run/bench/module-report.md. With BENCH_QUICK=1 only (2),
-(2h), (2r), (M) and (Mo), twice, at 16 connections (A/B trials of the module); with
-BENCH_QUICK=1 and BENCH_MODULE_B=/folder/holding/libcognito_authz_envoy.so, (M) with this build,
-that one, and this one again (an A/B of two module builds in one run).
+off (COGNITO_TOKEN_CACHE_SIZE=0), (2u) and (Mu) with 10,000 tokens.
+These run as two interleaved comparisons, (1), (2), (2h), (2r), (M) and (Mo) cached, then (2u)
+and (Mu) uncached, because on a shared machine two 5 s measurements a minute apart differ by a
+quarter: every Envoy of a comparison starts at once (an idle Envoy costs nothing), each gets a
+warm-up slice, then, per connection count, BENCH_ROUNDS rounds (default 7, 5 with
+BENCH_QUICK=1) in which every scenario gets one wrk slice of BENCH_SLICE seconds (default 3),
+the order rotated every other round and reversed on odd rounds, so none is always first.
+Envoy's CPU per request comes from /proc/PID/stat around each slice. With two cores or more
+the comparisons' Envoys run on CPU 0 and wrk on CPU 1 (taskset, from util-linux; missing, the
+run stops), so the two never share a core nor move between cores mid-slice; BENCH_PIN=0 turns that
+off. Each round's raw figures are printed as they come; a scenario's row is the median of its
+rounds; each ratio, (M)/(2r), (M)/(2h), (M)/(2), (M)/(Mo), (Mo)/(2r) and (Mu)/(2u), as
+requests/s and Envoy CPU per request, is taken within each round (the same round's numerator
+over its denominator) and reported as the median of the rounds with [min–max], then a row per
+round. Then, one measurement each as above, (3)/(3l)/(4)/(4x) and (3h)/(3hl)/(4h) (HTTP/2)
+and the sidecars' ratios; the report goes to .run/bench/module-report.md. With BENCH_QUICK=1
+only the cached comparison without (1), at 16 connections (A/B trials of the module); with
+BENCH_QUICK=1 and BENCH_MODULE_B=/folder/holding/libcognito_authz_envoy.so, only (M) with this
+build and (Mb) with that one, interleaved the same way, read as (Mb)/(M) (an A/B of two module
+builds in one run).
 """
 import json
 import os
