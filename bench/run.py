@@ -538,7 +538,6 @@ def main():
         module_comparison(launch_envoy, with_envoy, scenario, sidecars, results, pool, jwks, jwks_port, valid1,
                           valid10k)
         report = interleaving_note() + "\n\n" + render(results, None, None, None, None)
-        report += "\n" + "\n".join(round_ratio_lines(results, MODULE_RATIOS + UNCACHED_RATIOS + MODULE_B_RATIOS))
         (WORK / "module-report.md").write_text(report)
         print()
         print(report)
@@ -821,6 +820,7 @@ def interleaved(launch_envoy, results, scenarios):
 
 
 def median_result(scenario, connections, rounds):
+    """A scenario's row: the medians of its rounds, printed, with the rounds kept."""
     result = {k: statistics.median(r[k] for r in rounds) for k in ["rps", "p50_us", "p99_us", "cpu_envoy_us"]}
     result.update(label=scenario.label, connections=connections, jwt=scenario.jwt, rounds=rounds)
     print(f"  {scenario.label:<46} c={connections:<2} {result['rps']:>9.0f} rps  p50 {result['p50_us']:>7.0f} us"
@@ -925,13 +925,13 @@ SIDECAR_RATIOS = [
 def ratio_lines(results, pairs):
     """One row per ratio the run measured both sides of once, per connection count:
     requests/s, Envoy's CPU per request and the authz process's CPU per check, each as
-    numerator / denominator. Interleaved rounds are read by round_ratio_lines instead."""
+    numerator / denominator (interleaved rounds are read by round_ratio_lines)."""
     lines = ["| ratio | conns | rps | Envoy CPU/req | authz CPU/check | what |", "|---|---|---|---|---|---|"]
     connections = sorted({c for (_, c) in results})
     for top, bottom, what in pairs:
         for c in connections:
             a, b = results.get((top, c)), results.get((bottom, c))
-            if not a or not b or "rounds" in a or "rounds" in b:
+            if not a or not b:
                 continue
             def ratio(key):
                 x, y = a.get(key), b.get(key)
@@ -1038,8 +1038,8 @@ def render(results, direct, base_rss, cached_rss, peak_tcp):
         ratio = lambda base: f"{100 * r['rps'] / base['rps']:.0f}%" if base else "-"
         lines.append(f"| {r['label']} | {c} | {r['rps']:.0f} | {ratio(two)} | {ratio(three)} | {r['p50_us']:.0f} | "
                      f"{r['p99_us']:.0f} | {r.get('cpu_envoy_us', 0):.1f} | {r.get('cpu_authz_us', 0):.1f} |")
-    for pairs in [MODULE_RATIOS, SIDECAR_RATIOS]:
-        ratios = ratio_lines(results, pairs)
+    for ratios in [round_ratio_lines(results, MODULE_RATIOS + UNCACHED_RATIOS + MODULE_B_RATIOS),
+                   ratio_lines(results, SIDECAR_RATIOS)]:
         if ratios:
             lines += [""] + ratios
     if direct is None:
