@@ -56,8 +56,8 @@ BENCH_QUICK=1) in which every scenario gets one wrk slice of BENCH_SLICE seconds
 the order rotated every other round and reversed on odd rounds, so none is always first.
 Envoy's CPU per request comes from /proc/PID/stat around each slice. With two cores or more
 the comparisons' Envoys run on CPU 0 and wrk on CPU 1 (taskset, from util-linux; missing, the
-run stops), so the two never share a core nor move between cores mid-slice; BENCH_PIN=0 turns that
-off. Each round's raw figures are printed as they come; a scenario's row is the median of its
+run stops), so the two never share a core nor move between cores mid-slice; BENCH_PIN=0
+turns that off. Each round's raw figures are printed as they come; a scenario's row is the median of its
 rounds; each ratio, (M)/(2r), (M)/(2h), (M)/(2), (M)/(Mo), (Mo)/(2r) and (Mu)/(2u), as
 requests/s and Envoy CPU per request, is taken within each round (the same round's numerator
 over its denominator) and reported as the median of the rounds with [min–max], then a row per
@@ -408,7 +408,8 @@ def wrk(port, tokens, connections, seconds, expect_status, pin=False):
     lua = WORK / "tokens.lua"
     lua.write_text(LUA)
     out = subprocess.run(
-        (["taskset", "-c", WRK_CPU] if pin else []) + ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua),
+        (["taskset", "-c", WRK_CPU] if pin else [])
+        + ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua),
          f"http://127.0.0.1:{port}/api/bench"],
         capture_output=True, text=True, env={**os.environ, "BENCH_TOKENS": str(tokens)}, check=True,
     ).stdout
