@@ -47,23 +47,39 @@ the same file and shows what it still lets through), (M) the cognito-authz Envoy
 on), (Mo) the module's outputs-only build (cargo feature bench-outputs-only, which bench/run
 builds into target/release/outputs-only/: the same hooks and writes, nothing read or decided;
 the ceiling of any filter writing what the module writes) and (Mu) the module with its cache
-off; (2), (2h), (2r), (M) and (Mo) twice, interleaved; then (3)/(3l)/(4)/(4x) and
-(3h)/(3hl)/(4h) (HTTP/2) as above. It prints, per round and connection count, (M)/(2r),
-(M)/(2h), (M)/(2), (M)/(Mo) and (Mo)/(2r) as requests/s and Envoy CPU per request, and the
-sidecars' ratios; the report goes to .run/bench/module-report.md. With BENCH_QUICK=1 only (2),
-(2h), (2r), (M) and (Mo), twice, at 16 connections (A/B trials of the module); with
-BENCH_QUICK=1 and BENCH_MODULE_B=/folder/holding/libcognito_authz_envoy.so, (M) with this build,
-that one, and this one again (an A/B of two module builds in one run).
+off (COGNITO_TOKEN_CACHE_SIZE=0), (2u) and (Mu) with 10,000 tokens.
+These run as two interleaved comparisons, (1), (2), (2h), (2r), (M) and (Mo) cached, then (2u)
+and (Mu) uncached, because on a shared machine two 5 s measurements a minute apart differ by a
+quarter: every Envoy of a comparison starts at once (an idle Envoy costs nothing), each gets a
+warm-up slice, then, per connection count, BENCH_ROUNDS rounds (default 7, 5 with
+BENCH_QUICK=1) in which every scenario gets one wrk slice of BENCH_SLICE seconds (default 3),
+the order rotated every other round and reversed on odd rounds, so none is always first.
+Envoy's CPU per request comes from /proc/PID/stat around each slice. With two cores or more
+the comparisons' Envoys run on CPU 0 and wrk on CPU 1 (taskset, from util-linux; missing, the
+run stops), so the two never share a core nor move between cores mid-slice; BENCH_PIN=0
+turns that off. Each round's raw figures are printed as they come; a scenario's row is the median of its
+rounds; each ratio, (M)/(2r), (M)/(2h), (M)/(2), (M)/(Mo), (Mo)/(2r) and (Mu)/(2u), as
+requests/s and Envoy CPU per request, is taken within each round (the same round's numerator
+over its denominator) and reported as the median of the rounds with [min–max], then a row per
+round. Then, one measurement each as above, (3)/(3l)/(4)/(4x) and (3h)/(3hl)/(4h) (HTTP/2)
+and the sidecars' ratios; the report goes to .run/bench/module-report.md. With BENCH_QUICK=1
+only the cached comparison without (1), at 16 connections (A/B trials of the module); with
+BENCH_QUICK=1 and BENCH_MODULE_B=/folder/holding/libcognito_authz_envoy.so, only (M) with this
+build and (Mb) with that one, interleaved the same way, read as (Mb)/(M) (an A/B of two module
+builds in one run).
 """
 import json
 import os
 import re
+import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from collections import namedtuple
 from pathlib import Path
 
 import yaml
@@ -84,6 +100,12 @@ MODULE = os.environ.get("BENCH_MODULE") == "1"
 # Envoy's gRPC client for ext_authz: "envoy" (envoy_grpc, the default) or "google" (google_grpc).
 GRPC_CLIENT = os.environ.get("BENCH_GRPC_CLIENT", "envoy")
 CONNECTIONS = (16,) if QUICK else (1, 16)
+# The module's interleaved comparisons: rounds per connection count, seconds a slice, and
+# whether their Envoys run on CPU 0 and wrk on CPU 1 (taskset; needs two cores).
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5" if QUICK else "7"))
+SLICE = int(os.environ.get("BENCH_SLICE", "3"))
+PIN = (os.cpu_count() or 1) >= 2 and os.environ.get("BENCH_PIN", "1") != "0"
+ENVOY_CPU, WRK_CPU = "0", "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROCS = []
 
@@ -382,17 +404,19 @@ def to_us(text):
     return value * {"us": 1, "ms": 1000, "s": 1_000_000, "m": 60_000_000}[unit]
 
 
-def wrk(port, tokens, connections, seconds, expect_status):
+def wrk(port, tokens, connections, seconds, expect_status, pin=False):
     lua = WORK / "tokens.lua"
     lua.write_text(LUA)
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua),
+        (["taskset", "-c", WRK_CPU] if pin else [])
+        + ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua),
          f"http://127.0.0.1:{port}/api/bench"],
         capture_output=True, text=True, env={**os.environ, "BENCH_TOKENS": str(tokens)}, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = to_us(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = to_us(re.search(r"99%\s+(\S+)", out).group(1))
+    # The distribution's own lines: a thread stat such as "97.99%" must not pass for the 99th.
+    p50 = to_us(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = to_us(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     total = int(re.search(r"(\d+) requests in", out).group(1))
     bad = int(non2xx.group(1)) if non2xx else 0
@@ -472,17 +496,23 @@ def main():
     print(f"Envoy {version.group(1) if version else '?'},"
           f" wrk 1 thread, Envoy --concurrency 1, {SECONDS} s a measurement, {os.cpu_count()} cores", flush=True)
 
-    def with_envoy(name, filters, authz_address, runs, http1=False, env=None, route_extra=""):
+    def launch_envoy(name, filters, authz_address=None, http1=False, env=None, route_extra="", pin=False):
+        """An Envoy ready to serve (and, with a module's env, past its key fetch): (process, port)."""
         target = None
         if GRPC_CLIENT == "google" and authz_address:
             m = re.search(r"port_value: (\d+)", authz_address)
             target = f"127.0.0.1:{m.group(1)}" if m else f"unix:{authz_address.split('path: ')[1].rstrip(' }')}"
         path, port, admin = envoy_config(name, filters, authz_address, target, http1, route_extra)
-        proc = start(f"envoy-{name}", [str(envoy), "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
-                                       "--log-level", "error"], env)
+        pinned = ["taskset", "-c", ENVOY_CPU] if pin else []
+        proc = start(f"envoy-{name}", pinned + [str(envoy), "-c", str(path), "--concurrency", "1",
+                                                "--disable-hot-restart", "--log-level", "error"], env)
         wait_http(f"http://127.0.0.1:{admin}/ready")
         if env:
             wait_allowed(port, valid1)
+        return proc, port
+
+    def with_envoy(name, filters, authz_address, runs, http1=False, env=None, route_extra=""):
+        proc, port = launch_envoy(name, filters, authz_address, http1, env, route_extra)
         try:
             for run in runs:
                 run(port, proc.pid)
@@ -502,8 +532,13 @@ def main():
 
     sidecars = Sidecars(start_authz, with_envoy, scenario, valid1)
     if MODULE:
-        module_comparison(with_envoy, scenario, sidecars, results, pool, jwks, jwks_port, valid1, valid10k)
-        report = render(results, None, None, None, None)
+        if PIN and not shutil.which("taskset"):
+            raise SystemExit("BENCH_MODULE pins Envoy and wrk with taskset (util-linux), which is missing; "
+                             "install it or set BENCH_PIN=0")
+        print(interleaving_note(), flush=True)
+        module_comparison(launch_envoy, with_envoy, scenario, sidecars, results, pool, jwks, jwks_port, valid1,
+                          valid10k)
+        report = interleaving_note() + "\n\n" + render(results, None, None, None, None)
         (WORK / "module-report.md").write_text(report)
         print()
         print(report)
@@ -722,8 +757,83 @@ def wait_allowed(port, token_file, timeout=30):
     raise SystemExit(f"no valid token passed on port {port} within {timeout} s")
 
 
-def module_comparison(with_envoy, scenario, sidecars, results, pool, jwks, jwks_port, valid1, valid10k):
-    """The in-process module against jwt_authn, the sidecars and the do-nothing servers."""
+# One scenario of an interleaved comparison: its result key, label, Envoy filters, Envoy's
+# environment (a module's settings; empty for jwt_authn), token file, and the row its
+# table's "vs (2)" column is read against.
+Scenario = namedtuple("Scenario", "key label filters env tokens jwt", defaults=("2",))
+
+
+def interleaving_note():
+    """How the interleaved comparisons ran, in one line (printed first and in the report)."""
+    if PIN:
+        pinning = f"Envoys pinned to CPU {ENVOY_CPU} and wrk to CPU {WRK_CPU} (taskset)"
+    elif (os.cpu_count() or 1) < 2:
+        pinning = "not pinned (one core)"
+    else:
+        pinning = "not pinned (BENCH_PIN=0)"
+    return (f"Interleaved comparisons: every Envoy of a comparison up at once, {ROUNDS} rounds of {SLICE} s "
+            f"wrk slices per connection count, the order turned each round; rows are medians of the rounds, "
+            f"ratios the median of each round's ratio; {pinning}.")
+
+
+def round_order(items, round_):
+    """The order of one round: rotated by one every other round, reversed on odd rounds, so
+    no scenario is always first (or always right after the same one)."""
+    k = (round_ // 2) % len(items)
+    turned = items[k:] + items[:k]
+    return turned[::-1] if round_ % 2 else turned
+
+
+def wrk_slice(port, envoy_pid, tokens, connections):
+    """One round's measurement of one scenario: a SLICE-second wrk run and Envoy's CPU per request."""
+    before = cpu_seconds(envoy_pid)
+    result = wrk(port, tokens, connections, SLICE, 200, pin=PIN)
+    result["cpu_envoy_us"] = (cpu_seconds(envoy_pid) - before) * 1e6 / max(result["requests"], 1)
+    return result
+
+
+def interleaved(launch_envoy, results, scenarios):
+    """One interleaved comparison. Every scenario's Envoy starts at once (an idle Envoy costs
+    nothing), each gets a warm-up slice, then for each connection count ROUNDS rounds in which
+    every scenario gets one SLICE-second wrk slice, in round_order, so the host's drift falls
+    on all alike. results[(key, c)] holds the medians over the rounds (the per-scenario table)
+    and the rounds themselves (the per-round ratios)."""
+    envoys = []
+    try:
+        for s in scenarios:
+            proc, port = launch_envoy(f"il-{s.key}", s.filters, env=s.env or None, pin=PIN)
+            envoys.append((s, proc, port))
+        for s, proc, port in envoys:
+            wrk(port, s.tokens, max(CONNECTIONS), SLICE, 200, pin=PIN)
+        for c in CONNECTIONS:
+            rounds = {s.key: [] for s in scenarios}
+            for round_ in range(ROUNDS):
+                for s, proc, port in round_order(envoys, round_):
+                    rounds[s.key].append(wrk_slice(port, proc.pid, s.tokens, c))
+                print(f"  c={c:<2} round {round_ + 1}/{ROUNDS} (rps/Envoy µs per request): " + "  ".join(
+                    f"({s.key}) {rounds[s.key][-1]['rps']:.0f}/{rounds[s.key][-1]['cpu_envoy_us']:.1f}"
+                    for s in scenarios), flush=True)
+            for s in scenarios:
+                results[(s.key, c)] = median_result(s, c, rounds[s.key])
+    finally:
+        for _, proc, _ in envoys:
+            stop(proc)
+
+
+def median_result(scenario, connections, rounds):
+    """A scenario's row: the medians of its rounds, printed, with the rounds kept."""
+    result = {k: statistics.median(r[k] for r in rounds) for k in ["rps", "p50_us", "p99_us", "cpu_envoy_us"]}
+    result.update(label=scenario.label, connections=connections, jwt=scenario.jwt, rounds=rounds)
+    print(f"  {scenario.label:<46} c={connections:<2} {result['rps']:>9.0f} rps  p50 {result['p50_us']:>7.0f} us"
+          f"  p99 {result['p99_us']:>7.0f} us  cpu/req envoy {result['cpu_envoy_us']:5.1f} us"
+          f"  (medians of {len(rounds)})", flush=True)
+    return result
+
+
+def module_comparison(launch_envoy, with_envoy, scenario, sidecars, results, pool, jwks, jwks_port, valid1,
+                      valid10k):
+    """The in-process module against jwt_authn (interleaved comparisons), then the sidecars
+    and the do-nothing servers (one measurement each)."""
     for so in [RELEASE / "libcognito_authz_envoy.so", OUTPUTS_ONLY / "libcognito_authz_envoy.so"]:
         if not so.exists():
             raise SystemExit(f"{so} is missing: bench/run builds it")
@@ -733,45 +843,41 @@ def module_comparison(with_envoy, scenario, sidecars, results, pool, jwks, jwks_
         "AWS_COGNITO_USER_POOL_CLIENT_ID": pool["client_id"],
         "COGNITO_JWKS_URI": f"http://127.0.0.1:{jwks_port}/jwks.json",
     }
-    outputs_only_env = {**module_env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(OUTPUTS_ONLY)}
-    jwt = JWT_AUTHN.format(issuer=pool["issuer"], jwks=jwks)
-    jwt_headers = JWT_AUTHN_HEADERS.format(issuer=pool["issuer"], jwks=jwks)
-    jwt_rbac = jwt_rbac_filters(pool, jwks)
-    jwt_uncached = JWT_AUTHN_UNCACHED.format(issuer=pool["issuer"], jwks=jwks)
     other_module = os.environ.get("BENCH_MODULE_B")
     if QUICK and other_module:
-        # An A/B of two module builds: this one, the other (a folder holding its .so), this
-        # one again, at 16 connections.
-        for tag, note, path in [("", "", RELEASE), ("b", " (BENCH_MODULE_B)", Path(other_module)),
-                                ("again", " again", RELEASE)]:
-            with_envoy(f"module{tag}", MODULE_FILTER, None,
-                       [scenario(f"M{tag}", f"(M) cognito-authz module, one token{note}", valid1)],
-                       env={**module_env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(path)})
+        # An A/B of two module builds: this one and the other (a folder holding its .so).
+        interleaved(launch_envoy, results, [
+            Scenario("M", "(M) cognito-authz module, one token", MODULE_FILTER, module_env, valid1),
+            Scenario("Mb", "(Mb) the module build in BENCH_MODULE_B", MODULE_FILTER,
+                     {**module_env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": other_module}, valid1),
+        ])
         return
-    if not QUICK:
-        with_envoy("direct", "", None, [scenario("1", "(1) no auth, direct response", valid1)])
-    # (2), (2h), (2r), (M) and (Mo) twice, interleaved, so drift falls on all alike.
-    for round in ["", " again"]:
-        suffix = "b" if round else ""
-        with_envoy(f"jwt{suffix}", jwt, None,
-                   [scenario(f"2{suffix}", f"(2) jwt_authn, one token (JWT cache){round}", valid1)])
-        with_envoy(f"jwth{suffix}", jwt_headers, None,
-                   [scenario(f"2h{suffix}", f"(2h) jwt_authn + the six identity headers{round}", valid1)])
-        with_envoy(f"jwtr{suffix}", jwt_rbac, None,
-                   [scenario(f"2r{suffix}", f"(2r) jwt_authn + headers + RBAC{round}", valid1)])
-        with_envoy(f"module{suffix}", MODULE_FILTER, None,
-                   [scenario(f"M{suffix}", f"(M) cognito-authz module, one token{round}", valid1)],
-                   env=module_env)
-        with_envoy(f"outputs{suffix}", MODULE_FILTER, None,
-                   [scenario(f"Mo{suffix}", f"(Mo) outputs-only module build{round}", valid1)],
-                   env=outputs_only_env)
+    jwt = JWT_AUTHN.format(issuer=pool["issuer"], jwks=jwks)
+    cached = [] if QUICK else [Scenario("1", "(1) no auth, direct response", "", {}, valid1)]
+    cached += [
+        Scenario("2", "(2) jwt_authn, one token (JWT cache)", jwt, {}, valid1),
+        Scenario("2h", "(2h) jwt_authn + the six identity headers",
+                 JWT_AUTHN_HEADERS.format(issuer=pool["issuer"], jwks=jwks), {}, valid1),
+        Scenario("2r", "(2r) jwt_authn + headers + RBAC", jwt_rbac_filters(pool, jwks), {}, valid1),
+        Scenario("M", "(M) cognito-authz module, one token", MODULE_FILTER, module_env, valid1),
+        Scenario("Mo", "(Mo) outputs-only module build", MODULE_FILTER,
+                 {**module_env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(OUTPUTS_ONLY)}, valid1),
+    ]
+    interleaved(launch_envoy, results, cached)
     if QUICK:
         return
-    with_envoy("jwt-uncached", jwt_uncached, None,
-               [scenario("2u", "(2u) jwt_authn, no cache, 10,000 tokens", valid10k)])
-    with_envoy("module-uncached", MODULE_FILTER, None,
-               [scenario("Mu", "(Mu) module, cache off, 10,000 tokens", valid10k, jwt="2u")],
-               env={**module_env, "COGNITO_TOKEN_CACHE_SIZE": "0"})
+    interleaved(launch_envoy, results, [
+        Scenario("2u", "(2u) jwt_authn, no cache, 10,000 tokens",
+                 JWT_AUTHN_UNCACHED.format(issuer=pool["issuer"], jwks=jwks), {}, valid10k, jwt="2u"),
+        Scenario("Mu", "(Mu) module, cache off, 10,000 tokens", MODULE_FILTER,
+                 {**module_env, "COGNITO_TOKEN_CACHE_SIZE": "0"}, valid10k, jwt="2u"),
+    ])
+    sidecar_comparison(with_envoy, scenario, sidecars, valid1)
+
+
+def sidecar_comparison(with_envoy, scenario, sidecars, valid1):
+    """The module run's sidecar rows: (3), (3l), (4), (4h), (4x), (3h) and (3hl), one
+    measurement each, Envoy by Envoy."""
     noop_port = free_port()
     noop = start("noop", [str(RELEASE / "noop-authz"), f"127.0.0.1:{noop_port}"])
     wait_tcp(noop_port)
@@ -803,6 +909,8 @@ MODULE_RATIOS = [
     ("M", "Mo", "the module against its outputs-only build (the ceiling)"),
     ("Mo", "2r", "the ceiling against the peer"),
 ]
+UNCACHED_RATIOS = [("Mu", "2u", "the module without its cache against jwt_authn without its cache")]
+MODULE_B_RATIOS = [("Mb", "M", "BENCH_MODULE_B's module build against this one")]
 SIDECAR_RATIOS = [
     ("4", "3", "gRPC sidecar against the do-nothing server"),
     ("4", "3l", "gRPC sidecar against the like-for-like do-nothing server"),
@@ -816,24 +924,63 @@ SIDECAR_RATIOS = [
 
 
 def ratio_lines(results, pairs):
-    """One row per ratio the run measured both sides of, per connection count and (for the
-    interleaved module rounds) per round: requests/s, Envoy's CPU per request and the authz
-    process's CPU per check, each as numerator / denominator."""
+    """One row per ratio the run measured both sides of once, per connection count:
+    requests/s, Envoy's CPU per request and the authz process's CPU per check, each as
+    numerator / denominator (interleaved rounds are read by round_ratio_lines)."""
     lines = ["| ratio | conns | rps | Envoy CPU/req | authz CPU/check | what |", "|---|---|---|---|---|---|"]
     connections = sorted({c for (_, c) in results})
     for top, bottom, what in pairs:
-        for round in ["", "b"]:
-            for c in connections:
-                a, b = results.get((top + round, c)), results.get((bottom + round, c))
-                if not a or not b:
-                    continue
-                def ratio(key):
-                    x, y = a.get(key), b.get(key)
-                    return f"{x / y:.2f}" if x and y else "-"
-                name = f"({top})/({bottom})" + (" again" if round else "")
-                lines.append(f"| {name} | {c} | {ratio('rps')} | {ratio('cpu_envoy_us')} | {ratio('cpu_authz_us')} "
-                             f"| {what} |")
+        for c in connections:
+            a, b = results.get((top, c)), results.get((bottom, c))
+            if not a or not b:
+                continue
+            def ratio(key):
+                x, y = a.get(key), b.get(key)
+                return f"{x / y:.2f}" if x and y else "-"
+            lines.append(f"| ({top})/({bottom}) | {c} | {ratio('rps')} | {ratio('cpu_envoy_us')} | "
+                         f"{ratio('cpu_authz_us')} | {what} |")
     return lines if len(lines) > 2 else []
+
+
+def per_round_ratios(results, top, bottom, connections):
+    """(requests/s ratio, Envoy CPU/req ratio) of each round both sides ran in together."""
+    a, b = results.get((top, connections)), results.get((bottom, connections))
+    if not a or not b or "rounds" not in a or "rounds" not in b:
+        return []
+    def ratio(x, y):
+        return x / y if y else float("nan")
+    return [(ratio(x["rps"], y["rps"]), ratio(x["cpu_envoy_us"], y["cpu_envoy_us"]))
+            for x, y in zip(a["rounds"], b["rounds"])]
+
+
+def spread(values):
+    return f"{statistics.median(values):.2f} [{min(values):.2f}–{max(values):.2f}]"
+
+
+def round_ratio_lines(results, pairs):
+    """The interleaved comparisons' ratios: each round's numerator over the same round's
+    denominator, then their median [min–max] over the rounds (not a ratio of medians); and per
+    connection count a row per round, so the spread shows."""
+    summary = ["| ratio | conns | rounds | rps: median [min–max] | Envoy CPU/req: median [min–max] | what |",
+               "|---|---|---|---|---|---|"]
+    per_round = []
+    for c in sorted({c for (_, c) in results}):
+        measured = [(f"({top})/({bottom})", what, per_round_ratios(results, top, bottom, c))
+                    for top, bottom, what in pairs]
+        measured = [m for m in measured if m[2]]
+        if not measured:
+            continue
+        for name, what, ratios in measured:
+            rps, cpu = [r for r, _ in ratios], [x for _, x in ratios]
+            summary.append(f"| {name} | {c} | {len(ratios)} | {spread(rps)} | {spread(cpu)} | {what} |")
+        per_round += ["", f"Per round at {c} connection(s), each cell rps ratio / Envoy CPU/req ratio:", "",
+                      "| round | " + " | ".join(name for name, _, _ in measured) + " |",
+                      "|---" * (len(measured) + 1) + "|"]
+        for i in range(max(len(ratios) for _, _, ratios in measured)):
+            cells = [f"{ratios[i][0]:.2f} / {ratios[i][1]:.2f}" if i < len(ratios) else "-"
+                     for _, _, ratios in measured]
+            per_round.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    return summary + per_round if len(summary) > 2 else []
 
 
 def tracing_comparison(start_authz, tokens):
@@ -892,8 +1039,8 @@ def render(results, direct, base_rss, cached_rss, peak_tcp):
         ratio = lambda base: f"{100 * r['rps'] / base['rps']:.0f}%" if base else "-"
         lines.append(f"| {r['label']} | {c} | {r['rps']:.0f} | {ratio(two)} | {ratio(three)} | {r['p50_us']:.0f} | "
                      f"{r['p99_us']:.0f} | {r.get('cpu_envoy_us', 0):.1f} | {r.get('cpu_authz_us', 0):.1f} |")
-    for pairs in [MODULE_RATIOS, SIDECAR_RATIOS]:
-        ratios = ratio_lines(results, pairs)
+    for ratios in [round_ratio_lines(results, MODULE_RATIOS + UNCACHED_RATIOS + MODULE_B_RATIOS),
+                   ratio_lines(results, SIDECAR_RATIOS)]:
         if ratios:
             lines += [""] + ratios
     if direct is None:
