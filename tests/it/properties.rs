@@ -165,12 +165,11 @@ proptest! {
             prop_assert!(!token.contains(' '));
         }
         let headers = HashMap::from([("cookie".to_string(), value.clone())]);
-        let name = Some(name.as_str());
+        let named = Some(name.as_str());
         prop_assert_eq!(
-            find_credential(&headers, name, name, Keys::Wanted),
-            find_credential(&headers, name, name, Keys::Unneeded)
+            find_credential(&headers, named, named, Keys::Wanted),
+            find_credential(&headers, named, named, Keys::Unneeded)
         );
-        let name = name.unwrap_or_default();
         if let Some(rest) = strip_cookie(&value, &name) {
             let gone = rest
                 .split(';')
