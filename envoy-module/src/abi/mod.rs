@@ -208,9 +208,14 @@ unsafe fn copied(ptr: *const c_char, length: usize) -> Vec<u8> {
 }
 
 /// Header bytes as text: borrowed when they are UTF-8 (always, but for a hostile client's),
-/// with U+FFFD for the bytes that are not. `from_utf8` first: its ASCII path is several times
-/// faster than the lossy one on a whole token, which every check reads.
+/// with U+FFFD for the bytes that are not. ASCII first (a token, and nearly every header, is
+/// ASCII): `is_ascii` reads a 1 KB token about three times faster than `from_utf8`, whose
+/// ASCII path is in turn several times faster than the lossy one.
 fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII bytes are UTF-8.
+        return std::borrow::Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
     match std::str::from_utf8(bytes) {
         Ok(text) => std::borrow::Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(bytes),
@@ -790,4 +795,27 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: *const c_v
         // SAFETY: `module` came from `Box::into_raw` in `filter_new`; destroyed once.
         drop(unsafe { Box::from_raw(module as *mut Hooked) });
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::text;
+
+    #[test]
+    fn header_bytes_become_the_same_text_by_every_path() {
+        let token = "eyJhbGciOiJSUzI1NiJ9.".repeat(50);
+        for (bytes, borrowed) in [
+            (token.as_bytes(), true),
+            (b"".as_slice(), true),
+            ("caf\u{e9} \u{1f600}".as_bytes(), true),
+            (b"a\xffb\xc3".as_slice(), false),
+            (b"\x80".as_slice(), false),
+        ] {
+            let got = text(bytes);
+            assert_eq!(got, String::from_utf8_lossy(bytes), "{bytes:?}");
+            assert_eq!(matches!(got, Cow::Borrowed(_)), borrowed, "{bytes:?}");
+        }
+    }
 }
