@@ -447,14 +447,15 @@ impl Authorizer {
     pub async fn decide(&self, input: &CheckInput<'_>) -> Result<Outcome, OverrideError> {
         let started = Instant::now();
         let state = self.inner.state.load_full();
+        let host = host_name(input.host);
         let requirements =
             state
                 .routes
-                .requirements(input.method, input.host, input.path, input.extensions)?;
+                .requirements_at(input.method, host, input.path, input.extensions)?;
         let dry_run = self.inner.dry_run.load(Ordering::Relaxed);
         // A host no rule can be chosen for is refused: the `required` fallback would skip a
         // stricter rule for that host (or for that path) as surely as a permissive one.
-        let verdict = if host_name(input.host).is_none() {
+        let verdict = if host.is_none() {
             Verdict::deny(DenyReason::BadHost)
         } else {
             state

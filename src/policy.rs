@@ -630,10 +630,22 @@ impl RouteConfig {
         path: &str,
         extensions: &HashMap<String, String>,
     ) -> Result<Resolved<'_>, OverrideError> {
+        self.requirements_at(method, host_name(host), path, extensions)
+    }
+
+    /// [`RouteConfig::requirements`] for a host already read with [`host_name`] (`None`: it
+    /// did not parse).
+    pub fn requirements_at(
+        &self,
+        method: &str,
+        host: Option<&str>,
+        path: &str,
+        extensions: &HashMap<String, String>,
+    ) -> Result<Resolved<'_>, OverrideError> {
         let path = path.split(['?', '#']).next().unwrap_or("");
         // A host that does not parse matches no rule: the decision refuses it (`bad_host`), and
         // the fallback here only names a rule for the log.
-        let index = host_name(host).and_then(|host| {
+        let index = host.and_then(|host| {
             self.rules
                 .iter()
                 .position(|rule| rule.matches(method, host, path))
