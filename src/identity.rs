@@ -413,6 +413,27 @@ impl Identity {
         std::str::from_utf8(&self.0[base + start..base + end]).unwrap_or("")
     }
 
+    /// Every value, as one text: read as UTF-8 once for all the values a caller takes from it
+    /// with [`Identity::value_in`] (`from_utf8` on each short value was a tenth of the module's
+    /// own work on a cached check).
+    fn values(&self) -> &str {
+        let start = self.values_start().min(self.0.len());
+        // Written from &str values: always UTF-8.
+        std::str::from_utf8(&self.0[start..]).unwrap_or("")
+    }
+
+    /// Value `index`, out of [`Identity::values`].
+    fn value_in<'a>(&self, values: &'a str, index: usize) -> &'a str {
+        let end = self.u16_at(layout::HEADER + 2 * index);
+        let start = if index == 0 {
+            0
+        } else {
+            self.u16_at(layout::HEADER + 2 * (index - 1))
+        };
+        // The offsets are those of whole values: on character boundaries.
+        values.get(start..end).unwrap_or("")
+    }
+
     /// `sub`.
     pub fn sub(&self) -> &str {
         self.span(SUB)
@@ -514,12 +535,17 @@ impl Identity {
         &'a self,
         claim_headers: &'a [(String, String)],
     ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        let username = self.username().unwrap_or("");
+        let values = self.values();
+        let username = match self.0[layout::USERNAME] {
+            x if x == Username::SameAsSub as u8 => self.value_in(values, SUB),
+            x if x == Username::Own as u8 => self.value_in(values, USERNAME),
+            _ => "",
+        };
         let fixed = (0..HEADER_VALUES).map(move |i| {
             let value = if i == USERNAME {
                 username
             } else {
-                self.span(i)
+                self.value_in(values, i)
             };
             (FIXED_HEADERS[i], value)
         });
@@ -528,7 +554,7 @@ impl Identity {
             .iter()
             .take(self.value_count() - FIXED)
             .enumerate()
-            .map(move |(i, (_, header))| (header.as_str(), self.span(FIXED + i)));
+            .map(move |(i, (_, header))| (header.as_str(), self.value_in(values, FIXED + i)));
         fixed
             .chain(token_use)
             .chain(extra)
@@ -632,6 +658,46 @@ mod tests {
         );
         assert!(!identity.in_group("a"));
         assert_eq!(identity.scopes().collect::<Vec<_>>(), ["openid", "profile"]);
+    }
+
+    /// The headers read out of the values read as one text are the values each accessor reads
+    /// alone, whatever their characters and lengths (offsets on character boundaries).
+    #[test]
+    fn the_headers_hold_the_same_values_as_the_accessors() {
+        let mapping = vec![
+            ("custom:tenant".to_string(), "x-tenant".to_string()),
+            ("custom:n".to_string(), "x-n".to_string()),
+        ];
+        for (sub, username) in [
+            ("s\u{e9}b-\u{1f600}", Some("n\u{e4}me")),
+            ("sub-1", Some("sub-1")),
+            ("\u{65e5}\u{672c}", None),
+            ("x", Some("\u{1f600}")),
+        ] {
+            let mut owned = claims();
+            owned.sub = sub.into();
+            owned.username = username.map(str::to_string);
+            owned.groups = vec!["gr\u{fc}n".into(), "a,b".into()];
+            owned
+                .raw
+                .insert("custom:tenant".into(), json!("t\u{e9}nant"));
+            let identity = Identity::from_claims(&owned.set(), &mapping).unwrap();
+            let headers: std::collections::HashMap<&str, &str> =
+                identity.headers(&mapping).collect();
+            assert_eq!(headers["x-cognito-sub"], identity.sub());
+            assert_eq!(
+                headers.get("x-cognito-username").copied(),
+                identity.username()
+            );
+            assert_eq!(headers["x-cognito-groups"], identity.span(GROUPS));
+            assert_eq!(headers["x-cognito-scope"], identity.span(SCOPE));
+            assert_eq!(headers["x-tenant"], "t\u{e9}nant");
+            assert_eq!(headers["x-n"], "7");
+            assert_eq!(
+                identity.values().len(),
+                identity.0.len() - identity.values_start()
+            );
+        }
     }
 
     /// Each fixed-header field at its named offset, read back through its accessor, with
