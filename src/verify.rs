@@ -234,6 +234,12 @@ fn b64_json(part: &str) -> Result<Map<String, Value>, Rejection> {
         .or(Err(NOT_A_UNIQUE_OBJECT))
 }
 
+/// A decoded part as text. A part that is not UTF-8 is no JSON `Value` accepts either (outside a
+/// string such a byte is a syntax error, inside one it is refused), so the detail is the same.
+fn utf8(json: &[u8]) -> Result<&str, Rejection> {
+    std::str::from_utf8(json).or(Err(NOT_A_UNIQUE_OBJECT))
+}
+
 /// Checks 1 and 2: shape and header. Never touches a key. The payload is decoded into
 /// `payload_json`, which the returned claims borrow from.
 pub fn decode<'a>(
@@ -258,7 +264,7 @@ pub fn decode<'a>(
     }
     let header_json = b64(header)?;
     let header_claims: Header<'_> =
-        serde_json::from_slice(&header_json).or(Err(NOT_A_UNIQUE_OBJECT))?;
+        serde_json::from_str(utf8(&header_json)?).or(Err(NOT_A_UNIQUE_OBJECT))?;
     match &header_claims.alg {
         Some(Claim::Str(alg)) if alg == "RS256" => {}
         _ => return reject(Reason::UnsupportedAlg, "alg must be RS256"),
@@ -278,7 +284,7 @@ pub fn decode<'a>(
     *payload_json = b64(payload)?;
     let payload_json: &'a [u8] = payload_json;
     let payload_claims: Payload<'a> =
-        serde_json::from_slice(payload_json).or(Err(NOT_A_UNIQUE_OBJECT))?;
+        serde_json::from_str(utf8(payload_json)?).or(Err(NOT_A_UNIQUE_OBJECT))?;
     let signature = URL_SAFE_NO_PAD
         .decode(signature)
         .or_else(|_| reject(Reason::Malformed, "the signature is not base64url"))?;

@@ -6,6 +6,10 @@
 //! nesting limit), so a part this accepts is one `Value` accepts, and the other way round. What
 //! is kept of a known claim is its JSON type (a [`Claim`]), so the checks decide as they did on a
 //! `Value`. Duplicate member names are refused at the top level, as before, by their decoded text.
+//!
+//! The caller checks the whole part is UTF-8 first (as `Value` refuses any part that is not:
+//! outside strings a byte above 0x7f is a syntax error, inside one it is refused), so the strings
+//! are not validated one by one.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -251,7 +255,8 @@ fn unique(names: &mut [Cow<'_, str>]) -> bool {
 }
 
 /// Reads the members of a top-level object: `slot` gives where a known name's value goes (`None`
-/// for the others, which are skipped); every name is kept for the duplicate check.
+/// for the others, which are skipped). A known name seen twice finds its slot filled; the other
+/// names are kept for one check at the end.
 fn read_members<'de, A, T>(
     mut access: A,
     target: &mut T,
@@ -260,17 +265,18 @@ fn read_members<'de, A, T>(
 where
     A: MapAccess<'de>,
 {
-    let mut names: Vec<Cow<'de, str>> = Vec::with_capacity(access.size_hint().unwrap_or(24));
+    let mut others: Vec<Cow<'de, str>> = Vec::new();
     while let Some(Name(name)) = access.next_key::<Name<'de>>()? {
         match slot(target, &name) {
+            Some(Some(_)) => return Err(de::Error::custom("duplicate member name")),
             Some(value) => *value = Some(access.next_value::<Claim<'de>>()?),
             None => {
                 access.next_value::<Skip>()?;
+                others.push(name);
             }
         }
-        names.push(name);
     }
-    if !unique(&mut names) {
+    if !unique(&mut others) {
         return Err(de::Error::custom("duplicate member name"));
     }
     Ok(())
