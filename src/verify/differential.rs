@@ -729,8 +729,17 @@ fn token(rng: &mut Rng, header: &[u8], payload: &[u8]) -> String {
 
 /// Old and new agree on one token; gives the decision's reason and detail (or "accepted").
 fn agree(inner: &VerifierInner, token: &str, mappings: &[(String, String)]) -> (String, String) {
+    agree_with(inner, token, typed_verify_at(inner, token, NOW), mappings)
+}
+
+/// Old and new agree on one token, the new decision given.
+fn agree_with(
+    inner: &VerifierInner,
+    token: &str,
+    new: Result<Claims, Rejection>,
+    mappings: &[(String, String)],
+) -> (String, String) {
     let old = legacy::verify_at(inner, token, NOW);
-    let new = typed_verify_at(inner, token, NOW);
     match (old, new) {
         (Err(old), Err(new)) => {
             assert_eq!(old, new, "token {token}");
@@ -747,6 +756,20 @@ fn agree(inner: &VerifierInner, token: &str, mappings: &[(String, String)]) -> (
         }
         (old, new) => panic!("token {token}: before {old:?}, now {new:?}"),
     }
+}
+
+fn mappings() -> Vec<(String, String)> {
+    [
+        "custom:tenant",
+        "email_verified",
+        "cognito:groups",
+        "exp",
+        "aud",
+        "x",
+    ]
+    .iter()
+    .map(|claim| (claim.to_string(), format!("x-{}", claim.replace(':', "-"))))
+    .collect()
 }
 
 fn same_claims(old: &legacy::Claims, new: &Claims, token: &str) {
@@ -787,17 +810,7 @@ fn the_typed_reading_decides_as_the_map_reading_did() {
         verifier_with(&[("COGNITO_TOKEN_USE", "any")]),
         verifier_with(&[("COGNITO_CLOCK_LEEWAY_SECONDS", "30")]),
     ];
-    let mappings: Vec<(String, String)> = [
-        "custom:tenant",
-        "email_verified",
-        "cognito:groups",
-        "exp",
-        "aud",
-        "x",
-    ]
-    .iter()
-    .map(|claim| (claim.to_string(), format!("x-{}", claim.replace(':', "-"))))
-    .collect();
+    let mappings = mappings();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
     for case in 0..CASES {
@@ -812,6 +825,31 @@ fn the_typed_reading_decides_as_the_map_reading_did() {
     assert!(seen.values().all(|&n| n >= 10), "{seen:#?}");
     assert!(seen[&("accepted".to_string(), String::new())] > CASES / 10);
     eprintln!("{CASES} tokens: {seen:#?}");
+}
+
+const SIGNED_CASES: usize = 2_000;
+
+/// The same corpus's payloads validly signed, through the whole `verify_at` (key lookup,
+/// signature, and the payload's bytes moved into the claims) against the old path.
+#[tokio::test]
+async fn signed_tokens_get_the_same_decisions_through_the_whole_verifier() {
+    let v = verifier_with(&[
+        ("COGNITO_TOKEN_USE", "any"),
+        ("COGNITO_CLOCK_LEEWAY_SECONDS", "30"),
+    ]);
+    let mappings = mappings();
+    let key = crate::testkit::TestKey::shared(0);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut accepted = 0;
+    for _ in 0..SIGNED_CASES {
+        let payload = payload(&mut rng);
+        let token = key.sign_raw(br#"{"kid":"test-kid-0","alg":"RS256"}"#, &payload);
+        let new = v.verify_at(&token, NOW).await;
+        if agree_with(&v.inner, &token, new, &mappings).0 == "accepted" {
+            accepted += 1;
+        }
+    }
+    assert!(accepted > SIGNED_CASES / 10, "{accepted} accepted");
 }
 
 /// The duplicate check's two ways (a scan while few names, a sort past that) on names
