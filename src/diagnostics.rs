@@ -44,7 +44,7 @@ impl DiagnosticsService {
                     valid: revocation.is_valid(),
                     reason: revocation.reason().unwrap_or_default().to_string(),
                     pool_id: claims.pool_id,
-                    claims: Some(to_struct(claims.raw)),
+                    claims: Some(to_struct(claims.raw.into_map())),
                     revocation_checked: revocation != RevocationStatus::Off,
                     revocation: revocation.as_str().to_string(),
                     ..Default::default()

@@ -158,7 +158,21 @@ pub struct ClaimSet<'a> {
     /// `iat`, Unix seconds (0 when absent).
     pub iat: i64,
     /// The whole payload, for the configured claim -> header mappings.
-    pub raw: &'a Map<String, Value>,
+    pub raw: &'a dyn ClaimLookup,
+}
+
+/// Where the configured claim -> header mappings read a claim from: the whole payload. The
+/// verifier builds that map only when one is looked up, so tokens checked without mappings never
+/// pay for it.
+pub trait ClaimLookup: std::fmt::Debug + Sync {
+    /// The top-level claim `name`, if the payload has it.
+    fn claim(&self, name: &str) -> Option<&Value>;
+}
+
+impl ClaimLookup for Map<String, Value> {
+    fn claim(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
 }
 
 // The slots of the fixed values, in `FIXED_HEADERS` order. The client id (2), email (5) and
@@ -328,7 +342,7 @@ impl Identity {
         let scope = claims.scopes.join(" ");
         let extras: Vec<Option<String>> = claim_headers
             .iter()
-            .map(|(claim, _)| claims.raw.get(claim).and_then(claim_as_header))
+            .map(|(claim, _)| claims.raw.claim(claim).and_then(claim_as_header))
             .collect();
         let own_username = match username {
             Username::Own => claims.username.unwrap_or(""),

@@ -182,10 +182,10 @@ proptest! {
 
     #[test]
     fn token_decoding_never_panics(token in text(), max in 0usize..64) {
-        let _ = decode(&token, max * 64);
+        let _ = decode(&token, max * 64, &mut Vec::new());
         let _ = unverified_payload(&token);
         let dotted = format!("{token}.{token}.{token}");
-        let _ = decode(&dotted, 16 * 1024);
+        let _ = decode(&dotted, 16 * 1024, &mut Vec::new());
     }
 
     #[test]
