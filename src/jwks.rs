@@ -5,7 +5,7 @@
 //! Keys are parsed into ready-to-verify RSA keys when a JWKS arrives, never per request; readers
 //! take a lock-free snapshot ([`arc_swap`]) of the current set.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tracing::Instrument as _;
@@ -176,6 +176,8 @@ impl std::fmt::Debug for VerificationKey {
 /// An immutable set of keys, swapped whole on every successful fetch.
 #[derive(Debug, Default)]
 pub struct KeySet {
+    /// By kid: looked up on every check (a cached token's key still there), with foldhash, not
+    /// SipHash; the kids come from the JWKS, a lookup's from a token.
     keys: HashMap<String, Arc<VerificationKey>>,
 }
 
@@ -207,7 +209,7 @@ impl KeySet {
         }
 
         let jwks: Jwks = serde_json::from_slice(body).map_err(FetchError::NotJwks)?;
-        let mut keys = HashMap::new();
+        let mut keys = HashMap::default();
         let mut skipped = 0;
         for entry in jwks.keys {
             let parsed = serde_json::from_value::<Jwk>(entry)

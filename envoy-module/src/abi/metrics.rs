@@ -20,7 +20,9 @@
 //!   Hence: from the module's runtime threads, only label-less counters and gauges; histograms
 //!   only from a worker thread's hook.
 
-use std::collections::HashMap;
+// A stat's id by its labels, found on every check: foldhash, not SipHash (the keys are our own
+// labels and the pools' names, never a client's).
+use foldhash::HashMap;
 use std::ffi::c_void;
 use std::sync::RwLock;
 use std::time::Duration;
@@ -181,7 +183,7 @@ impl EnvoyStats {
                 })
                 .collect()
         };
-        let mut decisions = HashMap::new();
+        let mut decisions = HashMap::default();
         for decision in ["allow", "allow_anonymous", "deny"] {
             for reason in DenyReason::every_code().into_iter().chain([OTHER]) {
                 if let Some(id) = define(
@@ -192,8 +194,8 @@ impl EnvoyStats {
                 }
             }
         }
-        let mut fetches = HashMap::new();
-        let mut keys = HashMap::new();
+        let mut fetches = HashMap::default();
+        let mut keys = HashMap::default();
         for pool in pools {
             // A dot would split the name where the tag regex does not expect it.
             let name = pool.replace('.', "_");
