@@ -73,28 +73,30 @@ need not be set; with it, this mode wins): (1), (2), (2h), (2r), (M), (Mo), (2u)
 built by module_scenarios exactly as the wall-clock comparison builds them (same filters, same
 environment), one Envoy after another, each run under valgrind's callgrind (valgrind,
 callgrind_control and callgrind_annotate must be installed; the run stops otherwise) on the
-envoy package's own ELF (.venv/bin/envoy is a python launcher). Instrumentation stays off
-while Envoy starts and serves 200 warm-up requests; it is turned on (callgrind_control on that
-pid only), BENCH_INSTRUCTIONS_REQUESTS requests (default 2000) are sent, it is turned off and
-the counts dumped. The requests go from this python process over one http.client keep-alive
+envoy package's own ELF (.venv/bin/envoy is a python launcher), under a vgdb prefix of its own
+so that no other callgrind_control on the machine reaches it. Instrumentation stays off while
+Envoy starts and serves 200 warm-up requests; it is turned on, BENCH_INSTRUCTIONS_REQUESTS
+requests (default 2000) are sent, it is turned off and the counts dumped (that one dump, or
+the run stops). The requests go from this python process over one http.client keep-alive
 connection, in series, the tokens cycling one per request ((2u) and (Mu) through the 10,000);
 every answer must be a 200 on that same connection or the run stops. The report,
 .run/bench/instructions-report.md and stdout, gives per scenario the instructions per request
 (callgrind_annotate's PROGRAM TOTALS over the requests counted), what it adds to (1), and for
 the module's builds the inclusive instructions of its request-headers hook
-(envoy_dynamic_module_on_http_filter_request_headers in its .so) per request, the module's own
-share, the rest being Envoy's; then (M)/(2r), (M)/(2h), (M)/(2), (M)/(Mo), (Mo)/(2r) and
-(Mu)/(2u), of the totals and of what each adds to (1). The dumps and their annotations stay in
-.run/bench/callgrind/. The counts repeat to about 0.02% and do not depend on the machine's
-load, so small differences can be read that the wall clock hides. What they are: instructions
-retired by Envoy's whole process (all threads, timers included) between the two toggles, for
-requests sent one at a time on one connection. What they are not: time (cache misses, branch
-mispredictions and stalls count nothing; a cheap instruction and a dear one count one each),
-batching under load (16 connections let Envoy read several requests per wake-up), or the
-machine's own code paths: valgrind's simulated CPU has no SHA extensions (SHA-NI), so SHA-256
-costs several times the instructions it does on the CPU, and it may take other paths than the
-CPU (AVX-512) in the crypto libraries. Each Envoy takes some seconds to start under valgrind;
-the whole run takes a few minutes.
+(envoy_dynamic_module_on_http_filter_request_headers in its .so) per request: the module's
+check with the Envoy callbacks it makes (reading the headers, writing headers and metadata),
+without the module's other hooks (a stream's creation and end) or Envoy's filter plumbing;
+then (M)/(2r), (M)/(2h), (M)/(2), (M)/(Mo), (Mo)/(2r) and (Mu)/(2u), of the totals and of what
+each adds to (1). The dumps and their annotations stay in .run/bench/callgrind/. The counts
+repeat to about 0.1% and do not depend on the machine's load, so they show differences the
+wall clock hides. What they are: instructions retired by Envoy's whole process (all threads,
+timers included) between the two toggles, for requests sent one at a time on one connection.
+What they are not: time (cache misses, branch mispredictions and stalls count nothing; a cheap
+instruction and a dear one count one each), batching under load (16 connections let Envoy read
+several requests per wake-up), or the machine's own code paths: valgrind's simulated CPU has no
+SHA extensions (SHA-NI), so SHA-256 costs several times the instructions it does on the CPU,
+and the crypto libraries may take other paths than on the CPU (AVX-512). Each Envoy takes some
+seconds to start under valgrind; the whole run takes about four minutes.
 """
 import http.client
 import json
@@ -993,10 +995,11 @@ def envoy_elf():
     return path
 
 
-def callgrind_control(pid, *args):
-    """callgrind_control on our Envoy alone (without a pid it acts on every callgrind run on
-    the machine); it exits 0 even when it failed, so its answer is read."""
-    out = subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, text=True)
+def callgrind_control(pid, vgdb_prefix, *args):
+    """callgrind_control on our Envoy alone, through its own vgdb prefix (see count_instructions);
+    it exits 0 even when it failed, so its answer is read."""
+    out = subprocess.run(["callgrind_control", f"--vgdb-prefix={vgdb_prefix}", *args, str(pid)],
+                         capture_output=True, text=True)
     if "OK." not in out.stdout:
         raise SystemExit(f"callgrind_control {' '.join(args)} {pid} failed:\n{out.stdout}{out.stderr}")
 
@@ -1025,8 +1028,12 @@ def count_instructions(elf, scenario):
     for old in out_dir.glob(f"{scenario.key}.out.*"):
         old.unlink()
     path, port, admin = envoy_config(f"cg-{scenario.key}", scenario.filters)
+    # callgrind_control without a pid acts on every callgrind run it finds under the default
+    # vgdb prefix (in /tmp): one run elsewhere on the machine would toggle or dump this Envoy
+    # mid-count. Under a prefix of its own, only this run reaches it.
+    vgdb_prefix = out_dir / "vgdb-pipe"
     proc = start(f"envoy-cg-{scenario.key}", [
-        "valgrind", "--tool=callgrind", "--instr-atstart=no",
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--vgdb-prefix={vgdb_prefix}",
         f"--callgrind-out-file={out_dir / scenario.key}.out.%p",
         str(elf), "-c", str(path), "--concurrency", "1", "--disable-hot-restart", "--log-level", "error",
     ], scenario.env)
@@ -1037,14 +1044,17 @@ def count_instructions(elf, scenario):
         tokens = Path(scenario.tokens).read_text().split()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         send_requests(conn, port, tokens, 0, INSTRUCTION_WARMUP)
-        callgrind_control(proc.pid, "--instr=on")
+        callgrind_control(proc.pid, vgdb_prefix, "--instr=on")
         send_requests(conn, port, tokens, INSTRUCTION_WARMUP, INSTRUCTION_REQUESTS)
-        callgrind_control(proc.pid, "--instr=off")
-        callgrind_control(proc.pid, "--dump")
+        callgrind_control(proc.pid, vgdb_prefix, "--instr=off")
+        callgrind_control(proc.pid, vgdb_prefix, "--dump")
         conn.close()
+        # Ours is the only dump before Envoy stops: any other part means something else dumped
+        # this Envoy, and the count would be split.
+        parts = sorted(out_dir.glob(f"{scenario.key}.out.{proc.pid}.*"))
         dump = out_dir / f"{scenario.key}.out.{proc.pid}.1"
-        if not dump.exists():
-            raise SystemExit(f"callgrind wrote no dump {dump}")
+        if parts != [dump]:
+            raise SystemExit(f"expected callgrind's one dump {dump}, found {[str(p) for p in parts]}")
         annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", "--auto=no",
                                     str(dump)], capture_output=True, text=True, check=True).stdout
     finally:
@@ -1128,8 +1138,8 @@ def instruction_lines(rows):
             continue
         a, b = rows[top][1], rows[bottom][1]
         extra_a, extra_b = above(a), above(b)
-        extra = f"{extra_a / extra_b:.2f}" if extra_a is not None and extra_b else "-"
-        lines.append(f"| ({top})/({bottom}) | {a / b:.2f} | {extra} | {what} |")
+        extra = f"{extra_a / extra_b:.3f}" if extra_a is not None and extra_b else "-"
+        lines.append(f"| ({top})/({bottom}) | {a / b:.3f} | {extra} | {what} |")
     return lines
 SIDECAR_RATIOS = [
     ("4", "3", "gRPC sidecar against the do-nothing server"),
