@@ -88,7 +88,7 @@ check with the Envoy callbacks it makes (reading the headers, writing headers an
 without the module's other hooks (a stream's creation and end) or Envoy's filter plumbing;
 then (M)/(2r), (M)/(2h), (M)/(2), (M)/(Mo), (Mo)/(2r) and (Mu)/(2u), of the totals and of what
 each adds to (1). The dumps and their annotations stay in .run/bench/callgrind/. The counts
-repeat to about 0.1% and do not depend on the machine's load, so they show differences the
+repeat to about 0.15% and do not depend on the machine's load, so they show differences the
 wall clock hides. What they are: instructions retired by Envoy's whole process (all threads,
 timers included) between the two toggles, for requests sent one at a time on one connection.
 What they are not: time (cache misses, branch mispredictions and stalls count nothing; a cheap
