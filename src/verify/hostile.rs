@@ -96,6 +96,14 @@ async fn an_escaped_known_name_is_the_claim_it_spells() {
             ("unknown_issuer", "iss names no configured pool"),
         ),
         (
+            access(&["iss"], &[&format!(r#""iss":"{ISS}\u0000""#)]),
+            ("unknown_issuer", "iss names no configured pool"),
+        ),
+        (
+            access(&["iss"], &[&format!(r#""iss":["{ISS}"]"#)]),
+            ("unknown_issuer", "the token has no iss"),
+        ),
+        (
             access(&["token_use"], &[r#""token\u005fuse":"id""#]),
             ("wrong_client", "the ID token has no aud"),
         ),
@@ -151,6 +159,16 @@ async fn an_escaped_known_name_is_the_claim_it_spells() {
     assert_eq!(claims.groups, ["r\u{f4}le", "a,b"]);
     assert_eq!(claims.client_id, CLIENT);
     assert_eq!(claims.token_use, TokenUse::Access);
+    // The issuer with its slashes escaped, as JSON allows, is the issuer.
+    let escaped = ISS.replace('/', r"\/");
+    let claims = accepted(
+        &v,
+        HEADER,
+        &access(&["iss"], &[&format!(r#""\u0069ss":"{escaped}""#)]),
+    )
+    .await;
+    assert_eq!(claims.pool_index, 0);
+    assert_eq!(claims.raw.map()["iss"], ISS);
 }
 
 /// A known name given twice is refused whatever the spellings and values (the same value too):
