@@ -674,6 +674,47 @@ mod tests {
         assert_eq!(identity.scopes().collect::<Vec<_>>(), ["openid", "profile"]);
     }
 
+    /// The headers take each value out of the values' one text by its offsets: an offset that
+    /// is not a whole value's (inside a character, backwards, past the end) gives an empty
+    /// value, never a panic on the request path.
+    #[test]
+    fn the_headers_read_an_offset_that_is_not_a_whole_values_as_empty() {
+        let mapping = vec![("custom:tenant".to_string(), "x-tenant".to_string())];
+        let mut owned = claims();
+        owned.sub = "\u{1f600}\u{e9}".into();
+        owned.username = Some("\u{e4}".into());
+        owned.raw.insert("custom:tenant".into(), json!("t\u{e9}"));
+        let identity = Identity::from_claims(&owned.set(), &mapping).unwrap();
+        let len = u16::try_from(identity.values().len()).unwrap();
+        assert_eq!(identity.value_count(), FIXED + 1);
+        let names = FIXED_HEADERS.iter().copied().chain(["x-tenant"]);
+        for (index, name) in names.enumerate() {
+            let at = layout::HEADER + 2 * index;
+            // 1, 2, 3: inside the first value's emoji; len - 1: inside the tenant's last
+            // character.
+            for offset in [0, 1, 2, 3, len - 1, len + 1, u16::MAX] {
+                let mut bytes = identity.0.to_vec();
+                bytes[at..at + 2].copy_from_slice(&offset.to_le_bytes());
+                let corrupt = Identity(Arc::from(bytes));
+                let mut headers: std::collections::HashMap<&str, &str> =
+                    corrupt.headers(&mapping).collect();
+                // Every value read (but the token use's, which is no value) is a part of the
+                // one text cut on character boundaries.
+                headers.remove("x-cognito-token-use");
+                for (header, value) in &headers {
+                    assert!(
+                        corrupt.values().contains(value),
+                        "{header} {value:?}, {name}'s offset set to {offset}"
+                    );
+                }
+                // Past the end: that value is empty, so its header is not written.
+                if offset > len && index != USERNAME {
+                    assert_eq!(headers.get(name), None, "{name}'s offset set to {offset}");
+                }
+            }
+        }
+    }
+
     /// The headers read out of the values read as one text are the values each accessor reads
     /// alone, whatever their characters and lengths (offsets on character boundaries).
     #[test]

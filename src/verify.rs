@@ -1147,3 +1147,5 @@ mod tests {
 
 #[cfg(test)]
 mod differential;
+#[cfg(test)]
+mod hostile;

@@ -288,7 +288,7 @@ fn typed_verify_at(inner: &VerifierInner, token: &str, now: i64) -> Result<Claim
     Ok(claims)
 }
 
-const NOW: i64 = 1_700_000_000;
+pub(super) const NOW: i64 = 1_700_000_000;
 const ISS: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TestPool";
 const KNOWN: [&str; 19] = [
     "iss",
@@ -733,7 +733,7 @@ fn agree(inner: &VerifierInner, token: &str, mappings: &[(String, String)]) -> (
 }
 
 /// Old and new agree on one token, the new decision given.
-fn agree_with(
+pub(super) fn agree_with(
     inner: &VerifierInner,
     token: &str,
     new: Result<Claims, Rejection>,
@@ -758,7 +758,7 @@ fn agree_with(
     }
 }
 
-fn mappings() -> Vec<(String, String)> {
+pub(super) fn mappings() -> Vec<(String, String)> {
     [
         "custom:tenant",
         "email_verified",

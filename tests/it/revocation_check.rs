@@ -559,3 +559,41 @@ async fn a_failing_cognito_is_not_asked_once_per_request() {
     assert_eq!(get_user.hits(), 2);
     running.stop().await.unwrap();
 }
+
+/// With the verified-token cache off the token's key is worked out only for the revocation
+/// check: it is the same key, so a token's verdict is still asked once per TTL, found again for
+/// the same token (by `VerifyToken` too), never for another, and a revocation refuses that
+/// token.
+#[tokio::test]
+async fn with_the_token_cache_off_a_verdict_is_still_the_tokens_own() {
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let get_user = JwksServer::start(Behaviour::Json(serde_json::json!({"Username": "u"}))).await;
+    let (running, addr) = start(&get_user, &idp, &[("COGNITO_TOKEN_CACHE_SIZE", "0")]).await;
+    let token = session_token(0, "first");
+    for _ in 0..3 {
+        assert_eq!(check(addr, &token).await, (200, "allowed".into()));
+    }
+    assert_eq!(get_user.hits(), 1, "three checks within the TTL, one call");
+    // `VerifyToken` keys the token as the cache does: it finds the verdict the checks stored.
+    let verdict = DiagnosticsClient::new(channel(addr).await)
+        .verify_token(VerifyTokenRequest {
+            token: token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verdict.revocation, "valid");
+    assert_eq!(get_user.hits(), 1, "the verdict found under the same key");
+    let other = session_token(1, "second");
+    assert_eq!(check(addr, &other).await, (200, "allowed".into()));
+    assert_eq!(get_user.hits(), 2, "another token, its own call");
+    assert_eq!(running.authorizer().cache_len(), 0, "no token cached");
+
+    get_user.set(not_authorized("Invalid Access Token"));
+    past_the_ttl(&running);
+    assert_eq!(check(addr, &token).await, (401, "revoked".into()));
+    let hits = get_user.hits();
+    assert_eq!(check(addr, &token).await, (401, "revoked".into()));
+    assert_eq!(get_user.hits(), hits, "the refusal is the token's verdict");
+    running.stop().await.unwrap();
+}
