@@ -1080,7 +1080,16 @@ def hook_inclusive(annotated):
         return None
     if not any(MODULE_SO in line for line in lines):
         raise SystemExit(f"{MODULE_HOOK} is not in {MODULE_SO}:\n" + "\n".join(lines))
-    return sum(int(line.split()[0].replace(",", "")) for line in lines)
+    # The same source file may be listed twice, once by its absolute path and once relative to
+    # the workspace (debug info written by builds run from different places): each file once.
+    by_file = {}
+    for line in lines:
+        m = re.match(rf"\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(\S+):{MODULE_HOOK}", line)
+        if not m:
+            raise SystemExit(f"cannot read callgrind_annotate's line: {line}")
+        source = m.group(2).removeprefix(f"{ROOT}/")
+        by_file[source] = max(by_file.get(source, 0), int(m.group(1).replace(",", "")))
+    return sum(by_file.values())
 
 
 def instruction_comparison(pool, jwks, jwks_port, valid1, valid10k):
