@@ -303,10 +303,11 @@ impl Parked {
 }
 
 /// A check running on the module's runtime, owned by its stream: dropping it (the stream is
-/// gone) aborts its tasks. A task that has already woken the stream is harmless: Envoy drops
-/// the event of a stream it destroyed.
+/// gone) aborts its tasks, the one that wakes the stream first. A task that has already woken
+/// the stream is harmless: Envoy drops the event of a stream it destroyed.
 pub struct Check {
     parked: Arc<Parked>,
+    /// The waiter (which wakes the stream), then the check's own task.
     tasks: [tokio::task::AbortHandle; 2],
 }
 
@@ -388,7 +389,9 @@ where
             });
             Decided::Later(Check {
                 parked,
-                tasks: [decided_task, waiter.abort_handle()],
+                // The waiter first: aborted after the check's task, it could see that task end
+                // and wake a stream already destroyed.
+                tasks: [waiter.abort_handle(), decided_task],
             })
         }
     }
@@ -1503,6 +1506,35 @@ mod tests {
             wait.recv_timeout(std::time::Duration::from_secs(10)),
             Err(mpsc::RecvTimeoutError::Disconnected),
             "the stream was woken after its filter was destroyed"
+        );
+    }
+
+    /// Dropping a check aborts its tasks one after the other, and the thread doing it may be
+    /// held up between the two: with only the first aborted, the stream is still never woken.
+    /// (The waiter went first: aborting the check's task first let the waiter see it end and
+    /// wake a destroyed stream; seen once in CI as `a_destroyed_filter_aborts_its_pending_check`.)
+    #[test]
+    fn a_stream_is_never_woken_once_the_first_of_its_tasks_is_aborted() {
+        let (_runtime, idp, auth) = slow_idp_and_token(std::time::Duration::from_secs(2), 0);
+        let config = config(&idp.url("/jwks.json"));
+        let mut stream = request("/api/x", &[("authorization", &auth)]);
+        let (woken, wait) = mpsc::channel();
+        let (step, check) = on_request_headers(&config, None, &mut stream, || {
+            move || woken.send(()).unwrap()
+        });
+        assert_eq!(step, Step::Pending);
+        let check = check.expect("a check that waits for the keys");
+        check.tasks[0].abort();
+        // Not woken: still waiting, or the waker already dropped unused.
+        assert_ne!(
+            wait.recv_timeout(std::time::Duration::from_millis(500)),
+            Ok(()),
+            "the stream was woken with the first task aborted"
+        );
+        drop(check);
+        assert_eq!(
+            wait.recv_timeout(std::time::Duration::from_secs(10)),
+            Err(mpsc::RecvTimeoutError::Disconnected)
         );
     }
 
