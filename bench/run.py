@@ -143,6 +143,8 @@ MODULE = os.environ.get("BENCH_MODULE") == "1"
 PART = os.environ.get("BENCH_PART", "")
 if PART not in ("", "module", "sidecars"):
     raise SystemExit(f"BENCH_PART={PART!r}: expected module or sidecars (unset: both)")
+# Whether BENCH_MODULE=1 runs the sidecars' comparison: asked for, or by default unless quick.
+SIDECAR_PART = PART == "sidecars" or (PART == "" and os.environ.get("BENCH_QUICK") != "1")
 # The module comparison's scenarios under callgrind: requests counted, after uncounted ones.
 INSTRUCTIONS = os.environ.get("BENCH_INSTRUCTIONS") == "1"
 INSTRUCTION_REQUESTS = int(os.environ.get("BENCH_INSTRUCTIONS_REQUESTS", "2000"))
@@ -826,7 +828,7 @@ def interleaving_note():
         pinning = "not pinned (one core)"
     else:
         pinning = "not pinned (BENCH_PIN=0)"
-    if PIN and PART != "module":
+    if PIN and SIDECAR_PART:
         pinning += "; the sidecar comparison's authz and do-nothing servers unpinned (they need a core too)"
     return (f"Interleaved comparisons: every Envoy of a comparison up at once, {ROUNDS} rounds of {SLICE} s "
             f"wrk slices per connection count, the order turned each round; rows are medians of the rounds, "
@@ -877,8 +879,8 @@ def interleaved(launch_envoy, results, scenarios):
             for round_ in range(ROUNDS):
                 for s, proc, port in round_order(envoys, round_):
                     rounds[s.key].append(wrk_slice(port, proc.pid, s.tokens, c, s.server))
-                servers = "[/authz µs]" if any(s.server for s in scenarios) else ""
-                print(f"  c={c:<2} round {round_ + 1}/{ROUNDS} (rps/Envoy µs{servers} per request): " + "  ".join(
+                authz = "/authz µs" if any(s.server for s in scenarios) else ""
+                print(f"  c={c:<2} round {round_ + 1}/{ROUNDS} (rps/Envoy µs{authz} per request): " + "  ".join(
                     f"({s.key}) {round_figures(rounds[s.key][-1])}" for s in scenarios), flush=True)
             for s in scenarios:
                 results[(s.key, c)] = median_result(s, c, rounds[s.key])
@@ -961,7 +963,7 @@ def module_comparison(launch_envoy, sidecars, results, pool, jwks, jwks_port, va
         interleaved(launch_envoy, results, cached)
         if not QUICK:
             interleaved(launch_envoy, results, uncached)
-    if PART == "sidecars" or (PART == "" and not QUICK):
+    if SIDECAR_PART:
         sidecar_comparison(launch_envoy, sidecars, results, valid1)
 
 
