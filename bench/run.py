@@ -61,9 +61,19 @@ turns that off. Each round's raw figures are printed as they come; a scenario's 
 rounds; each ratio, (M)/(2r), (M)/(2h), (M)/(2), (M)/(Mo), (Mo)/(2r) and (Mu)/(2u), as
 requests/s and Envoy CPU per request, is taken within each round (the same round's numerator
 over its denominator) and reported as the median of the rounds with [min–max], then a row per
-round. Then, one measurement each as above, (3)/(3l)/(4)/(4x) and (3h)/(3hl)/(4h) (HTTP/2)
-and the sidecars' ratios; the report goes to .run/bench/module-report.md. With BENCH_QUICK=1
-only the cached comparison without (1), at 16 connections (A/B trials of the module); with
+round. Then the sidecars, a third interleaved comparison the same way: (3), (3l), (4), (4x),
+(3h), (3hl) and (4h) (HTTP/2; the HTTP/1.1 rows are not run here), each scenario with its own
+server process (three cognito-authz, one per sidecar scenario, and four do-nothing servers,
+plus the do-nothing HTTP server answering (4x)'s GetUser), all started before their Envoys; a
+slice also reads its own server's CPU per request from /proc (the "authz" column). The
+servers are not pinned (with pinning, Envoy has CPU 0 and wrk CPU 1; they need a core too).
+The sidecars' ratios, (4)/(3), (4)/(3l), (4x)/(3l), (4x)/(4), (4h)/(3h) and (4h)/(3hl), as
+requests/s, Envoy CPU per request and the authz server's CPU per check, are read per round
+like the module's: median [min–max], then a row per round. The report goes to
+.run/bench/module-report.md. BENCH_PART=module runs only the module's comparisons,
+BENCH_PART=sidecars only the sidecars' (unset: both). With BENCH_QUICK=1
+only the cached comparison without (1), at 16 connections (A/B trials of the module), and no
+sidecars unless BENCH_PART=sidecars (then at 16 connections); with
 BENCH_QUICK=1 and BENCH_MODULE_B=/folder/holding/libcognito_authz_envoy.so, only (M) with this
 build and (Mb) with that one, interleaved the same way, read as (Mb)/(M) (an A/B of two module
 builds in one run).
@@ -128,6 +138,13 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 TRACING = os.environ.get("BENCH_TRACING") == "1"
 MODULE = os.environ.get("BENCH_MODULE") == "1"
+# With BENCH_MODULE=1: "module" (the module's comparisons only), "sidecars" (the sidecars'
+# only) or "" (both).
+PART = os.environ.get("BENCH_PART", "")
+if PART not in ("", "module", "sidecars"):
+    raise SystemExit(f"BENCH_PART={PART!r}: expected module or sidecars (unset: both)")
+# Whether BENCH_MODULE=1 runs the sidecars' comparison: asked for, or by default unless quick.
+SIDECAR_PART = PART == "sidecars" or (PART == "" and os.environ.get("BENCH_QUICK") != "1")
 # The module comparison's scenarios under callgrind: requests counted, after uncounted ones.
 INSTRUCTIONS = os.environ.get("BENCH_INSTRUCTIONS") == "1"
 INSTRUCTION_REQUESTS = int(os.environ.get("BENCH_INSTRUCTIONS_REQUESTS", "2000"))
@@ -574,8 +591,7 @@ def main():
             raise SystemExit("BENCH_MODULE pins Envoy and wrk with taskset (util-linux), which is missing; "
                              "install it or set BENCH_PIN=0")
         print(interleaving_note(), flush=True)
-        module_comparison(launch_envoy, with_envoy, scenario, sidecars, results, pool, jwks, jwks_port, valid1,
-                          valid10k)
+        module_comparison(launch_envoy, sidecars, results, pool, jwks, jwks_port, valid1, valid10k)
         report = interleaving_note() + "\n\n" + render(results, None, None, None, None)
         (WORK / "module-report.md").write_text(report)
         print()
@@ -796,9 +812,12 @@ def wait_allowed(port, token_file, timeout=30):
 
 
 # One scenario of an interleaved comparison: its result key, label, Envoy filters, Envoy's
-# environment (a module's settings; empty for jwt_authn), token file, and the row its
-# table's "vs (2)" column is read against.
-Scenario = namedtuple("Scenario", "key label filters env tokens jwt", defaults=("2",))
+# environment (a module's settings; empty for jwt_authn), token file, the rows its table's
+# "vs (2)" and "vs (3)" columns are read against, and for a sidecar scenario the authz
+# cluster's address, the route's extra lines and the pid of the server whose CPU per request
+# is its "authz" column.
+Scenario = namedtuple("Scenario", "key label filters env tokens jwt baseline address route_extra server",
+                      defaults=("2", "3", None, "", None))
 
 
 def interleaving_note():
@@ -809,6 +828,8 @@ def interleaving_note():
         pinning = "not pinned (one core)"
     else:
         pinning = "not pinned (BENCH_PIN=0)"
+    if PIN and SIDECAR_PART:
+        pinning += "; the sidecar comparison's authz and do-nothing servers unpinned (they need a core too)"
     return (f"Interleaved comparisons: every Envoy of a comparison up at once, {ROUNDS} rounds of {SLICE} s "
             f"wrk slices per connection count, the order turned each round; rows are medians of the rounds, "
             f"ratios the median of each round's ratio; {pinning}.")
@@ -822,12 +843,21 @@ def round_order(items, round_):
     return turned[::-1] if round_ % 2 else turned
 
 
-def wrk_slice(port, envoy_pid, tokens, connections):
-    """One round's measurement of one scenario: a SLICE-second wrk run and Envoy's CPU per request."""
-    before = cpu_seconds(envoy_pid)
+def wrk_slice(port, envoy_pid, tokens, connections, server_pid=None):
+    """One round's measurement of one scenario: a SLICE-second wrk run, Envoy's CPU per request
+    and, for a sidecar scenario, its server's CPU per request over the same slice."""
+    pids = {"envoy": envoy_pid, **({"authz": server_pid} if server_pid else {})}
+    before = {k: cpu_seconds(pid) for k, pid in pids.items()}
     result = wrk(port, tokens, connections, SLICE, 200, pin=PIN)
-    result["cpu_envoy_us"] = (cpu_seconds(envoy_pid) - before) * 1e6 / max(result["requests"], 1)
+    for k, pid in pids.items():
+        result[f"cpu_{k}_us"] = (cpu_seconds(pid) - before[k]) * 1e6 / max(result["requests"], 1)
     return result
+
+
+def round_figures(result):
+    """One scenario's slice as printed after each round: rps/Envoy µs[/authz µs] per request."""
+    figures = f"{result['rps']:.0f}/{result['cpu_envoy_us']:.1f}"
+    return figures + (f"/{result['cpu_authz_us']:.1f}" if "cpu_authz_us" in result else "")
 
 
 def interleaved(launch_envoy, results, scenarios):
@@ -839,7 +869,8 @@ def interleaved(launch_envoy, results, scenarios):
     envoys = []
     try:
         for s in scenarios:
-            proc, port = launch_envoy(f"il-{s.key}", s.filters, env=s.env or None, pin=PIN)
+            proc, port = launch_envoy(f"il-{s.key}", s.filters, authz_address=s.address, env=s.env or None,
+                                      route_extra=s.route_extra, pin=PIN)
             envoys.append((s, proc, port))
         for s, proc, port in envoys:
             wrk(port, s.tokens, max(CONNECTIONS), SLICE, 200, pin=PIN)
@@ -847,10 +878,10 @@ def interleaved(launch_envoy, results, scenarios):
             rounds = {s.key: [] for s in scenarios}
             for round_ in range(ROUNDS):
                 for s, proc, port in round_order(envoys, round_):
-                    rounds[s.key].append(wrk_slice(port, proc.pid, s.tokens, c))
-                print(f"  c={c:<2} round {round_ + 1}/{ROUNDS} (rps/Envoy µs per request): " + "  ".join(
-                    f"({s.key}) {rounds[s.key][-1]['rps']:.0f}/{rounds[s.key][-1]['cpu_envoy_us']:.1f}"
-                    for s in scenarios), flush=True)
+                    rounds[s.key].append(wrk_slice(port, proc.pid, s.tokens, c, s.server))
+                authz = "/authz µs" if any(s.server for s in scenarios) else ""
+                print(f"  c={c:<2} round {round_ + 1}/{ROUNDS} (rps/Envoy µs{authz} per request): " + "  ".join(
+                    f"({s.key}) {round_figures(rounds[s.key][-1])}" for s in scenarios), flush=True)
             for s in scenarios:
                 results[(s.key, c)] = median_result(s, c, rounds[s.key])
     finally:
@@ -860,10 +891,13 @@ def interleaved(launch_envoy, results, scenarios):
 
 def median_result(scenario, connections, rounds):
     """A scenario's row: the medians of its rounds, printed, with the rounds kept."""
-    result = {k: statistics.median(r[k] for r in rounds) for k in ["rps", "p50_us", "p99_us", "cpu_envoy_us"]}
-    result.update(label=scenario.label, connections=connections, jwt=scenario.jwt, rounds=rounds)
+    keys = ["rps", "p50_us", "p99_us", "cpu_envoy_us"] + (["cpu_authz_us"] if scenario.server else [])
+    result = {k: statistics.median(r[k] for r in rounds) for k in keys}
+    result.update(label=scenario.label, connections=connections, jwt=scenario.jwt, baseline=scenario.baseline,
+                  rounds=rounds)
+    authz = f"  authz {result['cpu_authz_us']:5.1f} us" if scenario.server else ""
     print(f"  {scenario.label:<46} c={connections:<2} {result['rps']:>9.0f} rps  p50 {result['p50_us']:>7.0f} us"
-          f"  p99 {result['p99_us']:>7.0f} us  cpu/req envoy {result['cpu_envoy_us']:5.1f} us"
+          f"  p99 {result['p99_us']:>7.0f} us  cpu/req envoy {result['cpu_envoy_us']:5.1f} us{authz}"
           f"  (medians of {len(rounds)})", flush=True)
     return result
 
@@ -908,55 +942,90 @@ def module_scenarios(pool, jwks, env, valid1, valid10k):
     return cached, uncached
 
 
-def module_comparison(launch_envoy, with_envoy, scenario, sidecars, results, pool, jwks, jwks_port, valid1,
-                      valid10k):
-    """The in-process module against jwt_authn (interleaved comparisons), then the sidecars
-    and the do-nothing servers (one measurement each)."""
-    require_module_builds()
-    env = module_env(pool, jwks_port)
-    other_module = os.environ.get("BENCH_MODULE_B")
-    if QUICK and other_module:
-        # An A/B of two module builds: this one and the other (a folder holding its .so).
+def module_comparison(launch_envoy, sidecars, results, pool, jwks, jwks_port, valid1, valid10k):
+    """The in-process module against jwt_authn, then the sidecars against the do-nothing
+    servers: interleaved comparisons, BENCH_PART choosing which."""
+    if PART != "sidecars":
+        require_module_builds()
+        env = module_env(pool, jwks_port)
+        other_module = os.environ.get("BENCH_MODULE_B")
+        if QUICK and other_module:
+            # An A/B of two module builds: this one and the other (a folder holding its .so).
+            interleaved(launch_envoy, results, [
+                Scenario("M", "(M) cognito-authz module, one token", MODULE_FILTER, env, valid1),
+                Scenario("Mb", "(Mb) the module build in BENCH_MODULE_B", MODULE_FILTER,
+                         {**env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": other_module}, valid1),
+            ])
+            return
+        cached, uncached = module_scenarios(pool, jwks, env, valid1, valid10k)
+        if QUICK:
+            cached = [s for s in cached if s.key != "1"]
+        interleaved(launch_envoy, results, cached)
+        if not QUICK:
+            interleaved(launch_envoy, results, uncached)
+    if SIDECAR_PART:
+        sidecar_comparison(launch_envoy, sidecars, results, valid1)
+
+
+def sidecar_comparison(launch_envoy, sidecars, results, valid1):
+    """The module run's sidecar rows, one interleaved comparison: (3), (3l), (4), (4x), (3h),
+    (3hl) and (4h) (HTTP/2), each with its own server process (three cognito-authz, four
+    do-nothing servers, and the do-nothing HTTP server answering (4x)'s GetUser), all started
+    before their Envoys, so each scenario's authz CPU is its own server's. The servers are
+    not pinned: Envoy has CPU 0 and wrk CPU 1, and they need a core too."""
+    answer = str(sidecars.answer())
+    servers = []
+
+    def server(name, binary, *args):
+        port = free_port()
+        proc = start(name, [str(RELEASE / binary), f"127.0.0.1:{port}", *args])
+        servers.append(proc)
+        wait_tcp(port)
+        return proc, port
+
+    def authz(name, http=False, extra=None):
+        grpc_port, http_port = free_port(), free_port()
+        proc, _ = sidecars.start_authz(name, f"127.0.0.1:{grpc_port}",
+                                       http_addr=f"127.0.0.1:{http_port}" if http else None, extra=extra)
+        servers.append(proc)
+        return proc, http_port if http else grpc_port
+
+    try:
+        noop, noop_port = server("noop", "noop-authz")
+        like, like_port = server("noop-like", "noop-authz", answer)
+        grpc, grpc_port = authz("authz-grpc")
+        getuser, getuser_port = server("getuser-x", "noop-http-authz")
+        ext, ext_port = authz("authz-ext", extra={"COGNITO_IDP_ENDPOINT": f"http://127.0.0.1:{getuser_port}/",
+                                                  "COGNITO_REVOCATION_TTL_SECONDS": "3600"})
+        noop_http, noop_http_port = server("noop-http", "noop-http-authz")
+        like_http, like_http_port = server("noop-http-like", "noop-http-authz", answer)
+        http, http_port = authz("authz-http", http=True)
+        extensions = shipped_extensions()
+        print(f"(4x) sets the context_extensions of envoy/envoy.yaml's /api/ route: {json.dumps(extensions)}",
+              flush=True)
+
+        def grpc_scenario(key, label, proc, port, route_extra=""):
+            return Scenario(key, label, EXT_AUTHZ, {}, valid1, address=tcp_address(port), route_extra=route_extra,
+                            server=proc.pid)
+
+        def http_scenario(key, label, proc, port):
+            return Scenario(key, label, EXT_AUTHZ_HTTP, {}, valid1, baseline="3h", address=tcp_address(port),
+                            server=proc.pid)
+
         interleaved(launch_envoy, results, [
-            Scenario("M", "(M) cognito-authz module, one token", MODULE_FILTER, env, valid1),
-            Scenario("Mb", "(Mb) the module build in BENCH_MODULE_B", MODULE_FILTER,
-                     {**env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": other_module}, valid1),
+            grpc_scenario("3", "(3) ext_authz to a do-nothing server, gRPC", noop, noop_port),
+            grpc_scenario("3l", "(3l) do-nothing gRPC server, cognito-authz's answer", like, like_port),
+            grpc_scenario("4", "(4) cognito-authz sidecar, gRPC", grpc, grpc_port),
+            grpc_scenario("4x", "(4x) cognito-authz, gRPC, shipped /api/ extensions", ext, ext_port,
+                          extensions_route(extensions)),
+            http_scenario("3h", "(3h) HTTP ext_authz, do-nothing, HTTP/2", noop_http, noop_http_port),
+            http_scenario("3hl", "(3hl) do-nothing HTTP server, cognito-authz's answer, HTTP/2", like_http,
+                          like_http_port),
+            http_scenario("4h", "(4h) cognito-authz sidecar, HTTP/2", http, http_port),
         ])
-        return
-    cached, uncached = module_scenarios(pool, jwks, env, valid1, valid10k)
-    if QUICK:
-        cached = [s for s in cached if s.key != "1"]
-    interleaved(launch_envoy, results, cached)
-    if QUICK:
-        return
-    interleaved(launch_envoy, results, uncached)
-    sidecar_comparison(with_envoy, scenario, sidecars, valid1)
-
-
-def sidecar_comparison(with_envoy, scenario, sidecars, valid1):
-    """The module run's sidecar rows: (3), (3l), (4), (4h), (4x), (3h) and (3hl), one
-    measurement each, Envoy by Envoy."""
-    noop_port = free_port()
-    noop = start("noop", [str(RELEASE / "noop-authz"), f"127.0.0.1:{noop_port}"])
-    wait_tcp(noop_port)
-    with_envoy("noop", EXT_AUTHZ, tcp_address(noop_port),
-               [scenario("3", "(3) ext_authz to a do-nothing server, gRPC", valid1, noop.pid)])
-    stop(noop)
-    sidecars.like_for_like_grpc()
-    authz_port, http_port = free_port(), free_port()
-    authz, _ = sidecars.start_authz("authz", f"127.0.0.1:{authz_port}", http_addr=f"127.0.0.1:{http_port}")
-    with_envoy("authz-grpc", EXT_AUTHZ, tcp_address(authz_port),
-               [scenario("4", "(4) cognito-authz sidecar, gRPC", valid1, authz.pid)])
-    with_envoy("authz-http", EXT_AUTHZ_HTTP, tcp_address(http_port),
-               [scenario("4h", "(4h) cognito-authz sidecar, HTTP/2", valid1, authz.pid, baseline="3h")])
-    stop(authz)
-    sidecars.with_extensions()
-    noop_http = start("noop-http", [str(RELEASE / "noop-http-authz"), f"127.0.0.1:{http_port}"])
-    wait_tcp(http_port)
-    with_envoy("noop-h", EXT_AUTHZ_HTTP, tcp_address(http_port),
-               [scenario("3h", "(3h) HTTP ext_authz, do-nothing, HTTP/2", valid1, noop_http.pid, baseline="3h")])
-    stop(noop_http)
-    sidecars.like_for_like_http(["h"])
+    finally:
+        for proc in servers:
+            stop(proc)
 
 
 # The ratios each comparison is read by: (numerator, denominator, what it answers).
@@ -1171,7 +1240,7 @@ def ratio_lines(results, pairs):
     for top, bottom, what in pairs:
         for c in connections:
             a, b = results.get((top, c)), results.get((bottom, c))
-            if not a or not b:
+            if not a or not b or "rounds" in a or "rounds" in b:
                 continue
             def ratio(key):
                 x, y = a.get(key), b.get(key)
@@ -1182,13 +1251,14 @@ def ratio_lines(results, pairs):
 
 
 def per_round_ratios(results, top, bottom, connections):
-    """(requests/s ratio, Envoy CPU/req ratio) of each round both sides ran in together."""
+    """(requests/s ratio, Envoy CPU/req ratio, authz CPU/check ratio) of each round both sides
+    ran in together; the last is nan where a side has no authz server."""
     a, b = results.get((top, connections)), results.get((bottom, connections))
     if not a or not b or "rounds" not in a or "rounds" not in b:
         return []
-    def ratio(x, y):
-        return x / y if y else float("nan")
-    return [(ratio(x["rps"], y["rps"]), ratio(x["cpu_envoy_us"], y["cpu_envoy_us"]))
+    def ratio(x, y, key):
+        return x[key] / y[key] if x.get(key) is not None and y.get(key) else float("nan")
+    return [(ratio(x, y, "rps"), ratio(x, y, "cpu_envoy_us"), ratio(x, y, "cpu_authz_us"))
             for x, y in zip(a["rounds"], b["rounds"])]
 
 
@@ -1196,12 +1266,14 @@ def spread(values):
     return f"{statistics.median(values):.2f} [{min(values):.2f}–{max(values):.2f}]"
 
 
-def round_ratio_lines(results, pairs):
+def round_ratio_lines(results, pairs, authz=False):
     """The interleaved comparisons' ratios: each round's numerator over the same round's
     denominator, then their median [min–max] over the rounds (not a ratio of medians); and per
-    connection count a row per round, so the spread shows."""
-    summary = ["| ratio | conns | rounds | rps: median [min–max] | Envoy CPU/req: median [min–max] | what |",
-               "|---|---|---|---|---|---|"]
+    connection count a row per round, so the spread shows. With authz, the authz servers' CPU
+    per check too (the sidecar comparison)."""
+    summary = ["| ratio | conns | rounds | rps: median [min–max] | Envoy CPU/req: median [min–max] | "
+               + ("authz CPU/check: median [min–max] | " if authz else "") + "what |",
+               "|---|---|---|---|---|---|" + ("---|" if authz else "")]
     per_round = []
     for c in sorted({c for (_, c) in results}):
         measured = [(f"({top})/({bottom})", what, per_round_ratios(results, top, bottom, c))
@@ -1209,14 +1281,16 @@ def round_ratio_lines(results, pairs):
         measured = [m for m in measured if m[2]]
         if not measured:
             continue
+        columns = 3 if authz else 2
         for name, what, ratios in measured:
-            rps, cpu = [r for r, _ in ratios], [x for _, x in ratios]
-            summary.append(f"| {name} | {c} | {len(ratios)} | {spread(rps)} | {spread(cpu)} | {what} |")
-        per_round += ["", f"Per round at {c} connection(s), each cell rps ratio / Envoy CPU/req ratio:", "",
+            cells = " | ".join(spread([r[k] for r in ratios]) for k in range(columns))
+            summary.append(f"| {name} | {c} | {len(ratios)} | {cells} | {what} |")
+        per_round += ["", f"Per round at {c} connection(s), each cell rps ratio / Envoy CPU/req ratio"
+                      + (" / authz CPU/check ratio:" if authz else ":"), "",
                       "| round | " + " | ".join(name for name, _, _ in measured) + " |",
                       "|---" * (len(measured) + 1) + "|"]
         for i in range(max(len(ratios) for _, _, ratios in measured)):
-            cells = [f"{ratios[i][0]:.2f} / {ratios[i][1]:.2f}" if i < len(ratios) else "-"
+            cells = [" / ".join(f"{ratios[i][k]:.2f}" for k in range(columns)) if i < len(ratios) else "-"
                      for _, _, ratios in measured]
             per_round.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     return summary + per_round if len(summary) > 2 else []
@@ -1279,6 +1353,7 @@ def render(results, direct, base_rss, cached_rss, peak_tcp):
         lines.append(f"| {r['label']} | {c} | {r['rps']:.0f} | {ratio(two)} | {ratio(three)} | {r['p50_us']:.0f} | "
                      f"{r['p99_us']:.0f} | {r.get('cpu_envoy_us', 0):.1f} | {r.get('cpu_authz_us', 0):.1f} |")
     for ratios in [round_ratio_lines(results, MODULE_RATIOS + UNCACHED_RATIOS + MODULE_B_RATIOS),
+                   round_ratio_lines(results, SIDECAR_RATIOS, authz=True),
                    ratio_lines(results, SIDECAR_RATIOS)]:
         if ratios:
             lines += [""] + ratios
