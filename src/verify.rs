@@ -204,8 +204,8 @@ impl<'de> Deserialize<'de> for StrictObject {
     }
 }
 
-/// A token split and decoded, before any key is involved.
-#[derive(Debug)]
+/// A token split and decoded, before any key is involved. Its `Debug` shows the kid and the
+/// parts' lengths: never the signed bytes nor the claims.
 pub struct Decoded<'a> {
     /// `kid` from the header.
     pub kid: String,
@@ -215,6 +215,16 @@ pub struct Decoded<'a> {
     pub message: &'a str,
     /// The signature bytes.
     pub signature: Vec<u8>,
+}
+
+impl fmt::Debug for Decoded<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decoded")
+            .field("kid", &self.kid)
+            .field("message_bytes", &self.message.len())
+            .field("signature_bytes", &self.signature.len())
+            .finish_non_exhaustive()
+    }
 }
 
 const NOT_A_UNIQUE_OBJECT: Rejection = Rejection {
@@ -687,6 +697,28 @@ mod tests {
             let rejection = v.verify(&with(value.clone())).await.unwrap_err();
             assert_eq!(rejection.reason, Reason::InvalidClaims, "{value}");
         }
+    }
+
+    /// A decoded token's debug output shows its kid and lengths: none of its parts, none of
+    /// its claims.
+    #[test]
+    fn a_decoded_token_shows_none_of_itself_in_debug() {
+        let token = access(|_| {});
+        let mut payload = Vec::new();
+        let decoded = decode(&token, token.len(), &mut payload).unwrap();
+        let shown = format!("{decoded:?}");
+        let parts: Vec<&str> = token.split('.').collect();
+        for part in [
+            parts[0],
+            parts[1],
+            &parts[1][..8],
+            parts[2],
+            &parts[2][..8],
+            CLIENT,
+        ] {
+            assert!(!shown.contains(part), "{shown}");
+        }
+        assert!(shown.contains("message_bytes"), "{shown}");
     }
 
     /// The size cap is inclusive, and each of the three parts must hold something: a token with
