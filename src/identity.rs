@@ -423,8 +423,12 @@ impl Identity {
         } else {
             self.u16_at(layout::HEADER + 2 * (index - 1))
         };
-        // Written from &str values at offsets of whole values: always UTF-8.
-        std::str::from_utf8(&self.0[base + start..base + end]).unwrap_or("")
+        // Written from &str values at offsets of whole values: always UTF-8, and in bounds
+        // (read with `get` all the same: no offset can make a check panic).
+        self.0
+            .get(base + start..base + end)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .unwrap_or("")
     }
 
     /// Every value, as one text: read as UTF-8 once for all the values a caller takes from it
@@ -515,7 +519,10 @@ impl Identity {
     /// The id of the signing key.
     pub fn kid(&self) -> &str {
         let start = layout::HEADER + 2 * self.value_count();
-        std::str::from_utf8(&self.0[start..start + self.u16_at(layout::KID_LEN)]).unwrap_or("")
+        self.0
+            .get(start..start + self.u16_at(layout::KID_LEN))
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .unwrap_or("")
     }
 
     /// Which headers [`Identity::headers`] gives, by their place in [`header_names`]: bit `p`
@@ -707,6 +714,10 @@ mod tests {
                         "{header} {value:?}, {name}'s offset set to {offset}"
                     );
                 }
+                // The accessors that read one value alone give a value or none, never a panic.
+                let _ = (corrupt.sub(), corrupt.username(), corrupt.kid());
+                let _ = (corrupt.groups().count(), corrupt.scopes().count());
+                let _ = corrupt.in_group("admins");
                 // Past the end: that value is empty, so its header is not written.
                 if offset > len && index != USERNAME {
                     assert_eq!(headers.get(name), None, "{name}'s offset set to {offset}");
