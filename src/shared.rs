@@ -427,11 +427,15 @@ pub struct Shared {
     clock: Clock,
 }
 
+/// A revocation's key. A user's cut-off is keyed with its `before` too: revoking the user again
+/// with an earlier one (a replayed sign-out, a slower call arriving second) adds a key rather
+/// than replacing the later cut-off, and a replica loading them all keeps the latest. `before`
+/// (digits, perhaps a sign) comes first and holds no `:`, so no two revocations share a key.
 fn key_of(prefix: &str, revocation: &Revocation) -> String {
     match revocation {
         Revocation::Jti(jti) => format!("{prefix}jti:{jti}"),
         Revocation::Session(id) => format!("{prefix}session:{id}"),
-        Revocation::Sub { sub, .. } => format!("{prefix}sub:{sub}"),
+        Revocation::Sub { sub, before } => format!("{prefix}sub:{before}:{sub}"),
     }
 }
 
@@ -1401,7 +1405,16 @@ mod tests {
                     before: 5
                 }
             ),
-            "cognito-authz:rev:sub:u"
+            "cognito-authz:rev:sub:5:u"
+        );
+        // A later and an earlier cut-off for one user: two keys, neither replacing the other.
+        let sub = |before| Revocation::Sub {
+            sub: "u".into(),
+            before,
+        };
+        assert_ne!(
+            key_of(REVOKED_PREFIX, &sub(5)),
+            key_of(REVOKED_PREFIX, &sub(4))
         );
         assert_eq!(hex(&[0xab; 16]).len(), 32);
     }

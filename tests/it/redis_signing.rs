@@ -320,3 +320,55 @@ async fn revoke_in_redis_writes_the_entry_the_control_api_writes() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A user's revocation cut-off only moves later. Revoking the same user again with an earlier
+/// `before` (an operator's script replaying an old sign-out, or a slower call arriving second)
+/// must not replace the later cut-off in Redis: a replica that starts afterwards loads both and
+/// still refuses the tokens issued between the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_cut_off_for_a_user_never_replaces_a_later_one_in_redis() {
+    assert!(
+        std::path::Path::new("/usr/bin/redis-server").is_file(),
+        "redis-server is missing: the README's test command installs it (Debian redis-server)"
+    );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("redis-cut-off-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_redis, url) = Redis::start();
+    let key = file(&dir, "signing-key", "0123456789abcdef0123456789abcdef0123");
+    let admin = file(&dir, "admin-token", ADMIN);
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let a = replica(&idp, &url, &key, &admin).await;
+
+    let now = cognito_authz::unix_now();
+    let (later, earlier) = (now - 10, now - 2000);
+    for before in [later, earlier] {
+        let revoked = reqwest::Client::new()
+            .post(format!("http://{}/revocations", a.admin_addr))
+            .bearer_auth(ADMIN)
+            .body(format!(r#"{{"sub": "user-1", "before": {before}}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(revoked.status().as_u16(), 200, "before {before}");
+    }
+    // Issued between the two cut-offs.
+    let between = cognito_authz::revocation::TokenIds {
+        jti: None,
+        origin_jti: None,
+        sub: "user-1",
+        iat: now - 1000,
+    };
+    assert!(
+        a.authorizer().revocations().is_revoked(&between, now),
+        "the replica that took both keeps the later cut-off"
+    );
+    let b = replica(&idp, &url, &key, &admin).await;
+    assert!(
+        b.authorizer().revocations().is_revoked(&between, now),
+        "a replica loading from Redis lost the later cut-off"
+    );
+    for r in [a, b] {
+        r.stop().await.unwrap();
+    }
+}
