@@ -107,6 +107,19 @@ several requests per wake-up), or the machine's own code paths: valgrind's simul
 SHA extensions (SHA-NI), so SHA-256 costs several times the instructions it does on the CPU,
 and the crypto libraries may take other paths than on the CPU (AVX-512). Each Envoy takes some
 seconds to start under valgrind; the whole run takes about four minutes.
+
+BENCH_PROFILE=1 runs only "where the time goes" (perf, from Debian's linux-perf, must be
+installed; the run stops otherwise): (2r), (M) and (Mo), cached, and (Mb) when BENCH_MODULE_B
+names another module build, interleaved as above at 16 connections (BENCH_ROUNDS rounds, the
+order turned each round, pinned unless BENCH_PIN=0), each slice sampled by
+`perf record -e cpu-clock -F 999` attached to its Envoy (software clock sampling: no hardware
+counters needed). Per scenario and round it reads the samples per shared object (envoy, the
+kernel, libc, the module's .so, the vdso) as CPU µs per request, and reports their medians over
+the rounds, then the symbols whose share differs most between (M) and (Mo) (µs per request,
+over all rounds). It answers what instruction counts cannot: whether a build's extra time is
+its own code or Envoy's and the kernel's code running slower beside it (a larger footprint in
+the caches and TLBs). The samples stay in .run/bench/profile/, the report goes to
+.run/bench/profile-report.md. About two minutes at the default seven rounds.
 """
 import http.client
 import json
@@ -147,6 +160,9 @@ if PART not in ("", "module", "sidecars"):
 SIDECAR_PART = PART == "sidecars" or (PART == "" and os.environ.get("BENCH_QUICK") != "1")
 # The module comparison's scenarios under callgrind: requests counted, after uncounted ones.
 INSTRUCTIONS = os.environ.get("BENCH_INSTRUCTIONS") == "1"
+PROFILE = os.environ.get("BENCH_PROFILE") == "1"
+# perf record's sampling rate (per CPU-second): a sample stands for 1/PROFILE_HZ s of CPU.
+PROFILE_HZ = 999
 INSTRUCTION_REQUESTS = int(os.environ.get("BENCH_INSTRUCTIONS_REQUESTS", "2000"))
 INSTRUCTION_WARMUP = 200
 # Envoy's gRPC client for ext_authz: "envoy" (envoy_grpc, the default) or "google" (google_grpc).
@@ -544,6 +560,9 @@ def main():
         return
     if INSTRUCTIONS:
         instruction_comparison(pool, jwks, jwks_port, valid1, valid10k)
+        return
+    if PROFILE:
+        profile_comparison(pool, jwks, jwks_port, valid1, valid10k)
         return
     results = {}
     version = re.search(r"/(\d+\.\d+\.\d+)/", subprocess.run([str(envoy), "--version"], capture_output=True,
@@ -1189,6 +1208,121 @@ def instruction_comparison(pool, jwks, jwks_port, valid1, valid10k):
     (WORK / "instructions-report.md").write_text(report)
     print()
     print(report)
+
+
+# --- Where the time goes (BENCH_PROFILE=1) --------------------------------------------------
+def perf_samples(data, sort):
+    """`perf report` of one recording: {key: samples}, key the shared object (sort "dso") or
+    (shared object, symbol) (sort "dso,sym")."""
+    out = subprocess.run(["perf", "report", "-i", str(data), "--sort", sort, "--stdio", "-n"],
+                         capture_output=True, text=True, check=True).stdout
+    found = {}
+    for line in out.splitlines():
+        m = re.match(r"\s+[\d.]+%\s+(\d+)\s+(\S+)(?:\s+\[.\]\s+(.*))?$", line.rstrip())
+        if m:
+            key = m.group(2) if sort == "dso" else (m.group(2), (m.group(3) or "").strip())
+            found[key] = found.get(key, 0) + int(m.group(1))
+    return found
+
+
+def profile_slice(s, proc, port, out):
+    """One scenario's slice under perf: wrk as in wrk_slice, perf attached to its Envoy for the
+    slice; (wrk's result, the recording)."""
+    data = out / f"{s.key}.{len(list(out.glob(s.key + '.*.data')))}.data"
+    perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", str(PROFILE_HZ), "-p", str(proc.pid),
+                             "-o", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    result = wrk(port, s.tokens, 16, SLICE, 200, pin=PIN)
+    perf.send_signal(signal.SIGINT)
+    perf.wait(30)
+    # perf exits with the signal's status once it has written the recording: its file says.
+    if not data.exists() or data.stat().st_size == 0:
+        raise SystemExit(f"perf record wrote nothing for ({s.key}): try `perf record -e cpu-clock -p PID` here")
+    return result, data
+
+
+def profile_comparison(pool, jwks, jwks_port, valid1, valid10k):
+    """BENCH_PROFILE=1: (2r), (M), (Mo) [and (Mb)] interleaved, each slice sampled by perf;
+    CPU µs per request by shared object, medians over the rounds."""
+    if not shutil.which("perf"):
+        raise SystemExit("BENCH_PROFILE samples with perf, which is missing (Debian: apt-get install linux-perf)")
+    require_module_builds()
+    env = module_env(pool, jwks_port)
+    cached, _ = module_scenarios(pool, jwks, env, valid1, valid10k)
+    scenarios = [s for s in cached if s.key in ("2r", "M", "Mo")]
+    other = os.environ.get("BENCH_MODULE_B")
+    if other:
+        scenarios.append(Scenario("Mb", "(Mb) the module build in BENCH_MODULE_B", MODULE_FILTER,
+                                  {**env, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": other}, valid1))
+    out = WORK / "profile"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    note = (f"{interleaving_note()} Each slice sampled by perf record -e cpu-clock -F {PROFILE_HZ} on its "
+            f"Envoy; CPU µs per request = samples / {PROFILE_HZ} s / requests, medians of {ROUNDS} rounds.")
+    print(note, flush=True)
+    per_dso = {s.key: [] for s in scenarios}
+    symbols = {s.key: ({}, 0) for s in scenarios}
+    envoys = []
+    try:
+        for s in scenarios:
+            proc, port = launch_envoy_for_profile(s)
+            envoys.append((s, proc, port))
+        for s, proc, port in envoys:
+            wrk(port, s.tokens, 16, SLICE, 200, pin=PIN)
+        for round_ in range(ROUNDS):
+            for s, proc, port in round_order(envoys, round_):
+                result, data = profile_slice(s, proc, port, out)
+                scale = 1e6 / PROFILE_HZ / max(result["requests"], 1)
+                per_dso[s.key].append({dso: n * scale for dso, n in perf_samples(data, "dso").items()})
+                counts, requests = symbols[s.key]
+                for key, n in perf_samples(data, "dso,sym").items():
+                    counts[key] = counts.get(key, 0) + n
+                symbols[s.key] = (counts, requests + result["requests"])
+            print(f"  round {round_ + 1}/{ROUNDS} (total CPU µs per request): " + "  ".join(
+                f"({s.key}) {sum(per_dso[s.key][-1].values()):.1f}" for s in scenarios), flush=True)
+    finally:
+        for _, proc, _ in envoys:
+            stop(proc)
+    report = note + "\n\n" + "\n".join(profile_lines(scenarios, per_dso, symbols)) + "\n"
+    (WORK / "profile-report.md").write_text(report)
+    print()
+    print(report)
+
+
+def launch_envoy_for_profile(s):
+    """An Envoy of the profile comparison, as interleaved() starts its own (pinned)."""
+    path, port, admin = envoy_config(f"pf-{s.key}", s.filters)
+    pinned = ["taskset", "-c", ENVOY_CPU] if PIN else []
+    proc = start(f"envoy-pf-{s.key}", pinned + [str(VENV / "bin" / "envoy"), "-c", str(path), "--concurrency", "1",
+                                               "--disable-hot-restart", "--log-level", "error"], s.env or None)
+    wait_http(f"http://127.0.0.1:{admin}/ready")
+    if s.env:
+        wait_allowed(port, s.tokens)
+    return proc, port
+
+
+def profile_lines(scenarios, per_dso, symbols):
+    """The profile report: µs per request by shared object (medians over the rounds), then the
+    symbols adding most to (M) over (Mo)."""
+    def median_of(key, dso):
+        return statistics.median(r.get(dso, 0.0) for r in per_dso[key])
+    dsos = sorted({d for rounds in per_dso.values() for r in rounds for d in r},
+                  key=lambda d: -max(median_of(s.key, d) for s in scenarios))[:6]
+    lines = ["| scenario | total | " + " | ".join(dsos) + " |", "|---|---|" + "---|" * len(dsos)]
+    for s in scenarios:
+        total = statistics.median(sum(r.values()) for r in per_dso[s.key])
+        lines.append(f"| {s.label} | {total:.2f} | " + " | ".join(f"{median_of(s.key, d):.2f}" for d in dsos) + " |")
+    (m, m_requests), (mo, mo_requests) = symbols["M"], symbols["Mo"]
+    def per_request(counts, requests, key):
+        return counts.get(key, 0) * 1e6 / PROFILE_HZ / max(requests, 1)
+    keys = sorted(set(m) | set(mo), key=lambda k: -(per_request(m, m_requests, k) - per_request(mo, mo_requests, k)))
+    lines += ["", "What (M) adds to (Mo), by symbol (µs per request over all rounds; Envoy's binary is stripped, "
+              "so its code shows as addresses):", "", "| (M) − (Mo) | (M) | (Mo) | object | symbol |",
+              "|---|---|---|---|---|"]
+    for k in keys[:25]:
+        a, b = per_request(m, m_requests, k), per_request(mo, mo_requests, k)
+        lines.append(f"| {a - b:+.3f} | {a:.3f} | {b:.3f} | {k[0]} | `{k[1][:90]}` |")
+    return lines
 
 
 def instructions_note(envoy, valgrind):
