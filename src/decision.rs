@@ -21,7 +21,7 @@ use crate::header_plan::Rewrite;
 use crate::headers::Headers;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
-use crate::policy::{host_name, Mode, OverrideError, Requirements, RouteConfig};
+use crate::policy::{host_name, Mode, OverrideError, Requirements, Resolved, RouteConfig};
 use crate::revocation::{RevocationList, TokenIds};
 use crate::revocation_check::{Check, OnUnavailable, RevocationChecker, RevocationMode};
 use crate::verify::{Reason, Verifier};
@@ -191,6 +191,14 @@ impl Verdict {
             decision: Decision::AllowAnonymous,
             reason,
             identity: None,
+        }
+    }
+
+    fn allow(identity: Identity) -> Verdict {
+        Verdict {
+            decision: Decision::Allow,
+            reason: "valid",
+            identity: Some(identity),
         }
     }
 }
@@ -445,14 +453,53 @@ impl Authorizer {
     /// error means Envoy sent a `context_extensions` value we cannot read: its configuration is
     /// wrong, and the adapter fails the check closed.
     pub async fn decide(&self, input: &CheckInput<'_>) -> Result<Outcome, OverrideError> {
+        self.decide_from(input, Resume::fresh()).await
+    }
+
+    /// Decides the request as [`Authorizer::decide`] does, if that needs no wait: a public
+    /// route, a preflight, no or a malformed credential, a token found in the cache. Otherwise
+    /// (a token to verify, a route that asks Cognito) nothing is decided, counted or logged,
+    /// and [`Authorizer::decide_from`] finishes the decision from the [`Resume`] given back,
+    /// the cache not asked twice. The same request decided either way gets the same outcome.
+    pub fn decide_now(&self, input: &CheckInput<'_>) -> Now {
         let started = Instant::now();
+        let state = self.inner.state.load();
+        let (host, requirements) = match state.routed(input) {
+            Ok(routed) => routed,
+            Err(err) => return Now::Decided(Err(err)),
+        };
+        let now = self.inner.clock.now();
+        let verdict = match host {
+            None => Verdict::deny(DenyReason::BadHost),
+            Some(_) => match state.decide_now(
+                input.method,
+                &requirements,
+                input.headers,
+                &self.inner.revocations,
+                now,
+            ) {
+                Ok(verdict) => verdict,
+                Err(cache) => return Now::Wait(Resume { started, cache }),
+            },
+        };
+        Now::Decided(Ok(self.finish(
+            &state,
+            input,
+            &requirements,
+            verdict,
+            started,
+        )))
+    }
+
+    /// Finishes a decision [`Authorizer::decide_now`] left to wait (or, from
+    /// [`Resume::fresh`], makes one from the start): as [`Authorizer::decide`].
+    pub async fn decide_from(
+        &self,
+        input: &CheckInput<'_>,
+        resume: Resume,
+    ) -> Result<Outcome, OverrideError> {
         let state = self.inner.state.load_full();
-        let host = host_name(input.host);
-        let requirements =
-            state
-                .routes
-                .requirements_at(input.method, host, input.path, input.extensions)?;
-        let dry_run = self.inner.dry_run.load(Ordering::Relaxed);
+        let (host, requirements) = state.routed(input)?;
         // A host no rule can be chosen for is refused: the `required` fallback would skip a
         // stricter rule for that host (or for that path) as surely as a permissive one.
         let verdict = if host.is_none() {
@@ -465,13 +512,27 @@ impl Authorizer {
                     input.headers,
                     &self.inner.revocations,
                     self.inner.clock.now(),
+                    resume.cache,
                 )
                 .await
         };
+        Ok(self.finish(&state, input, &requirements, verdict, resume.started))
+    }
+
+    /// A verdict made into what Envoy should do, counted, traced and logged.
+    fn finish(
+        &self,
+        state: &State,
+        input: &CheckInput<'_>,
+        requirements: &Requirements,
+        verdict: Verdict,
+        started: Instant,
+    ) -> Outcome {
+        let dry_run = self.inner.dry_run.load(Ordering::Relaxed);
         let answer = state.answer(&verdict, input.headers, dry_run);
         let metadata = state.metadata(
             &verdict,
-            &requirements,
+            requirements,
             dry_run,
             self.inner.full_metadata.load(Ordering::Relaxed),
         );
@@ -504,26 +565,94 @@ impl Authorizer {
             latency_us = elapsed.as_micros() as u64,
             "check"
         );
-        Ok(Outcome {
+        Outcome {
             verdict,
             answer,
             metadata,
-        })
+        }
     }
 }
 
+/// A decision [`Authorizer::decide_now`] could not make without waiting, or none begun.
+#[derive(Debug, Clone, Copy)]
+pub struct Resume {
+    /// When the check started (its latency counts from here).
+    started: Instant,
+    /// Whether the token cache was asked already (and had no usable entry).
+    cache: Asked,
+}
+
+impl Resume {
+    /// A decision from the start.
+    pub fn fresh() -> Resume {
+        Resume {
+            started: Instant::now(),
+            cache: Asked::No,
+        }
+    }
+}
+
+/// Whether a decision's token cache lookup is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    No,
+    /// Asked, and it had nothing usable: the token is verified without asking again (which
+    /// would count the lookup twice, and find nothing it did not find).
+    Missed,
+}
+
+/// What [`Authorizer::decide_now`] could do.
+#[derive(Debug)]
+// The outcome stays inline: returned through one call, and a box would be an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Now {
+    /// Decided (an error as from [`Authorizer::decide`]).
+    Decided(Result<Outcome, OverrideError>),
+    /// Needs a wait: finish with [`Authorizer::decide_from`].
+    Wait(Resume),
+}
+
 impl State {
-    async fn identity(&self, token: Token<'_>, now: i64) -> Result<Identity, DenyReason> {
+    /// The request's host name (none: not one host with an optional port) and the route's
+    /// requirements.
+    fn routed<'i>(
+        &self,
+        input: &CheckInput<'i>,
+    ) -> Result<(Option<&'i str>, Resolved<'_>), OverrideError> {
+        let host = host_name(input.host);
+        let requirements =
+            self.routes
+                .requirements_at(input.method, host, input.path, input.extensions)?;
+        Ok((host, requirements))
+    }
+
+    /// The identity of the token the cache holds and may still use, the lookup counted.
+    fn cached_identity(&self, token: &Token<'_>, now: i64) -> Option<Identity> {
+        if !self.cache.is_enabled() {
+            return None;
+        }
         let keys = self.verifier.keys();
-        let key = self.cache.is_enabled().then(|| token.key());
-        if let Some(key) = &key {
-            if let (Lookup::Hit, Some(identity)) =
-                self.cache
-                    .get(key, now, self.verifier.leeway(), |pool, kid| {
-                        keys.has_key(pool, kid)
-                    })
-            {
+        match self
+            .cache
+            .get(&token.key(), now, self.verifier.leeway(), |pool, kid| {
+                keys.has_key(pool, kid)
+            }) {
+            (Lookup::Hit, Some(identity)) => {
                 crate::trace::record_cache(true);
+                Some(identity)
+            }
+            _ => None,
+        }
+    }
+
+    async fn identity(
+        &self,
+        token: Token<'_>,
+        now: i64,
+        cache: Asked,
+    ) -> Result<Identity, DenyReason> {
+        if cache == Asked::No {
+            if let Some(identity) = self.cached_identity(&token, now) {
                 return Ok(identity);
             }
         }
@@ -535,27 +664,26 @@ impl State {
             .map_err(|rejection| DenyReason::Token(rejection.reason))?;
         let identity = Identity::from_claims(&claims.claim_set(), &self.routes.claim_headers)
             .map_err(|_| DenyReason::UnsafeClaim)?;
-        if let Some(key) = key {
-            self.cache.insert(key, identity.clone());
+        if self.cache.is_enabled() {
+            self.cache.insert(token.key(), identity.clone());
         }
         Ok(identity)
     }
 
-    /// The decision for a request with these headers under these requirements.
-    async fn decide(
+    /// The credential the route's decision turns on, or the verdict made without one (a
+    /// public route, a preflight, none or a malformed one).
+    fn credential<'h>(
         &self,
         method: &str,
         requirements: &Requirements,
-        headers: &dyn Headers,
-        revocations: &RevocationList,
-        now: i64,
-    ) -> Verdict {
+        headers: &'h dyn Headers,
+    ) -> Result<Token<'h>, Verdict> {
         let routes = &*self.routes;
         if requirements.mode == Mode::Public {
-            return Verdict::anonymous("public");
+            return Err(Verdict::anonymous("public"));
         }
         if requirements.allow_preflight && is_preflight(method, headers) {
-            return Verdict::anonymous("preflight");
+            return Err(Verdict::anonymous("preflight"));
         }
         let optional = requirements.mode == Mode::Optional;
         // The cache's key is a SHA-256 of the token: with no cache it is worked out only if
@@ -571,20 +699,28 @@ impl State {
             routes.token_cookie.as_deref(),
             keys,
         );
-        let token = match credential {
-            Credential::Token(token) => token,
-            Credential::Missing if optional => return Verdict::anonymous("no_token"),
-            Credential::Missing => return Verdict::deny(DenyReason::NoToken),
+        match credential {
+            Credential::Token(token) => Ok(token),
+            Credential::Missing if optional => Err(Verdict::anonymous("no_token")),
+            Credential::Missing => Err(Verdict::deny(DenyReason::NoToken)),
             Credential::Malformed => {
-                return refuse(optional, requirements, DenyReason::InvalidRequest)
+                Err(refuse(optional, requirements, DenyReason::InvalidRequest))
             }
-        };
-        let identity = match self.identity(token, now).await {
-            Ok(identity) => identity,
-            Err(reason) => return refuse(optional, requirements, reason),
-        };
-        if let Some(reason) = self.policy_failure(requirements, &identity) {
-            return refuse(optional, requirements, reason);
+        }
+    }
+
+    /// The checks of a token's identity that need no wait: the route's policy, the explicit
+    /// revocations. `Err`: the verdict they refuse it with.
+    fn judged(
+        &self,
+        requirements: &Requirements,
+        identity: &Identity,
+        revocations: &RevocationList,
+        now: i64,
+    ) -> Result<(), Verdict> {
+        let optional = requirements.mode == Mode::Optional;
+        if let Some(reason) = self.policy_failure(requirements, identity) {
+            return Err(refuse(optional, requirements, reason));
         }
         let ids = TokenIds {
             jti: identity.jti(),
@@ -593,12 +729,68 @@ impl State {
             iat: identity.iat(),
         };
         if revocations.is_revoked(&ids, now) {
-            return refuse(optional, requirements, DenyReason::Revoked);
+            return Err(refuse(optional, requirements, DenyReason::Revoked));
         }
         // Not revoked here, but the revocations shared through Redis are not loaded yet (a
         // module just started: unlike a replica it has no readiness to hold traffic back).
         if revocations.loading() {
-            return refuse(optional, requirements, DenyReason::RevocationUnavailable);
+            return Err(refuse(
+                optional,
+                requirements,
+                DenyReason::RevocationUnavailable,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The decision for a request with these headers under these requirements, if it needs no
+    /// wait (see [`Authorizer::decide_now`]); else whether the cache was asked.
+    fn decide_now(
+        &self,
+        method: &str,
+        requirements: &Requirements,
+        headers: &dyn Headers,
+        revocations: &RevocationList,
+        now: i64,
+    ) -> Result<Verdict, Asked> {
+        let token = match self.credential(method, requirements, headers) {
+            Ok(token) => token,
+            Err(verdict) => return Ok(verdict),
+        };
+        // A route that asks Cognito waits on it (or on Redis) whatever the cache holds.
+        if requirements.revocation == RevocationMode::Cognito || !self.cache.is_enabled() {
+            return Err(Asked::No);
+        }
+        let Some(identity) = self.cached_identity(&token, now) else {
+            return Err(Asked::Missed);
+        };
+        if let Err(verdict) = self.judged(requirements, &identity, revocations, now) {
+            return Ok(verdict);
+        }
+        Ok(Verdict::allow(identity))
+    }
+
+    /// The decision for a request with these headers under these requirements.
+    async fn decide(
+        &self,
+        method: &str,
+        requirements: &Requirements,
+        headers: &dyn Headers,
+        revocations: &RevocationList,
+        now: i64,
+        cache: Asked,
+    ) -> Verdict {
+        let token = match self.credential(method, requirements, headers) {
+            Ok(token) => token,
+            Err(verdict) => return verdict,
+        };
+        let optional = requirements.mode == Mode::Optional;
+        let identity = match self.identity(token, now, cache).await {
+            Ok(identity) => identity,
+            Err(reason) => return refuse(optional, requirements, reason),
+        };
+        if let Err(verdict) = self.judged(requirements, &identity, revocations, now) {
+            return verdict;
         }
         if requirements.revocation == RevocationMode::Cognito {
             let grace = requirements.revocation_on_unavailable == OnUnavailable::Grace;
@@ -624,11 +816,7 @@ impl State {
                 return refuse(optional, requirements, reason);
             }
         }
-        Verdict {
-            decision: Decision::Allow,
-            reason: "valid",
-            identity: Some(identity),
-        }
+        Verdict::allow(identity)
     }
 
     fn policy_failure(

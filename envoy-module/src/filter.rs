@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use cognito_authz::clock::Clock;
 use cognito_authz::config::Config;
-use cognito_authz::decision::{Answer, CheckInput, Outcome};
+use cognito_authz::decision::{Answer, CheckInput, Now, Outcome, Resume};
 use cognito_authz::headers::Headers;
 use cognito_authz::identity::IDENTITY_PREFIX;
 use cognito_authz::metrics::MetricsObserver;
@@ -331,7 +331,7 @@ impl Drop for Check {
 // allocation per check.
 #[allow(clippy::large_enum_variant)]
 enum Decided {
-    Now(Option<Outcome>, Arc<Request>),
+    Now(Option<Outcome>, Request),
     Later(Check),
 }
 
@@ -361,7 +361,11 @@ where
         request.add(name, value);
         request.managed |= managed.get();
     });
-    let (mut decision, request) = decision(config, route, request);
+    let resume = match decide_now(config, route, &request) {
+        Now::Decided(outcome) => return Decided::Now(outcome.ok(), request),
+        Now::Wait(resume) => resume,
+    };
+    let (mut decision, request) = decision(config, route, request, resume);
     let runtime = config.runtime();
     let polled = {
         let _entered = runtime.enter();
@@ -370,7 +374,11 @@ where
             .poll(&mut Context::from_waker(Waker::noop()))
     };
     match polled {
-        Poll::Ready(outcome) => Decided::Now(outcome, request),
+        Poll::Ready(outcome) => {
+            // With the future gone, the request is the filter's alone.
+            drop(decision);
+            Decided::Now(outcome, unshared(request))
+        }
         Poll::Pending => {
             let parked = Arc::new(Parked {
                 outcome: Mutex::new(None),
@@ -440,7 +448,7 @@ pub enum Finish {
     /// Nothing to do (a wake-up for a check already carried out).
     Nothing,
     /// Carry out a check decided on the worker thread.
-    Apply(Option<Outcome>, Arc<Request>),
+    Apply(Option<Outcome>, Request),
     /// The check is running on the runtime: stop the request until it wakes the stream.
     Wait,
     /// Carry out a check that waited, and let the request go on if it is allowed.
@@ -525,13 +533,42 @@ impl Filter {
     }
 }
 
+/// The check decided on the worker thread if it needs no wait (see
+/// [`cognito_authz::decision::Authorizer::decide_now`]): no future, nothing shared.
+fn decide_now(config: &FilterConfig, route: Option<&RouteOverrides>, request: &Request) -> Now {
+    #[cfg(feature = "fault-injection")]
+    match request.get("x-cognito-authz-fault") {
+        Some("panic") => panic!("injected fault on the worker thread"),
+        // Left to the runtime, where it panics.
+        Some("panic-later") => return Now::Wait(Resume::fresh()),
+        _ => {}
+    }
+    // An empty map makes no allocation.
+    let none = HashMap::new();
+    let input = CheckInput {
+        method: request.method(),
+        host: request.host(),
+        path: request.path(),
+        headers: request,
+        extensions: route.map_or(&none, |r| &*r.0),
+    };
+    config.core().authorizer.decide_now(&input)
+}
+
+/// The request back from the future that shared it, once that future is gone (a copy only if
+/// it somehow is not).
+fn unshared(request: Arc<Request>) -> Request {
+    Arc::try_unwrap(request).unwrap_or_else(|shared| Request::clone(&shared))
+}
+
 /// The check as a future that shares the request it reads (every managed header it carries
-/// among its headers). `None` from the future: the route's overrides could not be read
-/// (Envoy's config is wrong), which fails closed.
+/// among its headers), from where [`decide_now`] left it. `None` from the future: the route's
+/// overrides could not be read (Envoy's config is wrong), which fails closed.
 fn decision(
     config: &FilterConfig,
     route: Option<&RouteOverrides>,
     request: Request,
+    resume: Resume,
 ) -> (Decision, Arc<Request>) {
     let authorizer = config.core().authorizer.clone();
     // Shared, not copied: a route's overrides are the same for each of its requests.
@@ -540,10 +577,6 @@ fn decision(
     let shared = Arc::clone(&request);
     #[cfg(feature = "fault-injection")]
     let fault = request.get("x-cognito-authz-fault").map(str::to_string);
-    #[cfg(feature = "fault-injection")]
-    if fault.as_deref() == Some("panic") {
-        panic!("injected fault on the worker thread");
-    }
     let decision: Decision = Box::pin(async move {
         #[cfg(feature = "fault-injection")]
         if fault.as_deref() == Some("panic-later") {
@@ -559,7 +592,7 @@ fn decision(
             headers: &*request,
             extensions: extensions.as_deref().unwrap_or(&none),
         };
-        authorizer.decide(&input).await.ok()
+        authorizer.decide_from(&input, resume).await.ok()
     });
     (decision, shared)
 }
@@ -575,7 +608,7 @@ struct Span {
 /// repeated headers joined with commas (as Envoy joins them for the gRPC protocol). Every name
 /// and value is in one buffer, so that a check copies the headers it reads out of Envoy in a
 /// few allocations, however many headers there are.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Request {
     text: String,
     method: Span,

@@ -23,11 +23,19 @@ async fn setup(idp: &JwksServer, leeway: &str) -> (Authorizer, Metrics) {
 }
 
 async fn setup_with_clock(idp: &JwksServer, leeway: &str, clock: Clock) -> (Authorizer, Metrics) {
-    let vars = env_for(
-        &idp.url("/jwks.json"),
-        &[("COGNITO_CLOCK_LEEWAY_SECONDS", leeway)],
-    );
-    let config = Config::from_toml(|k| vars.get(k).cloned(), ROUTES).unwrap();
+    let leeway = [("COGNITO_CLOCK_LEEWAY_SECONDS", leeway)];
+    authorizer_for(idp, &leeway, ROUTES, clock).await
+}
+
+/// An authorizer over `idp`'s keys with the environment `extra` and the routes `routes`.
+async fn authorizer_for(
+    idp: &JwksServer,
+    extra: &[(&str, &str)],
+    routes: &str,
+    clock: Clock,
+) -> (Authorizer, Metrics) {
+    let vars = env_for(&idp.url("/jwks.json"), extra);
+    let config = Config::from_toml(|k| vars.get(k).cloned(), routes).unwrap();
     let keys = KeyStore::new(&config.pools, &config.jwks).unwrap();
     assert!(keys.refresh_all().await);
     let metrics = Metrics::new();
@@ -187,4 +195,138 @@ async fn a_zero_size_cache_verifies_every_time() {
         ));
     }
     assert!(a.cache_len() == 0);
+}
+
+/// The module decides a check on Envoy's worker thread when it needs no wait
+/// (`Authorizer::decide_now`), and finishes the others on its runtime (`decide_from`). Side by
+/// side with `decide` on a twin authorizer, over every kind of request and in both cache
+/// states, the outcome is the same, and each request's cache lookup is counted once.
+#[tokio::test]
+async fn a_decision_made_without_waiting_is_the_one_a_wait_would_make() {
+    use cognito_authz::decision::{CheckInput, Now};
+    use std::collections::HashMap;
+
+    const MIXED: &str = r#"
+[[routes]]
+prefix = "/admin"
+mode = "required"
+groups_any = ["root"]
+
+[[routes]]
+prefix = "/open"
+mode = "public"
+
+[[routes]]
+prefix = "/maybe"
+mode = "optional"
+
+[[routes]]
+prefix = "/cors"
+mode = "required"
+allow_preflight = true
+"#;
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let (now_first, now_metrics) = authorizer_for(&idp, &[], MIXED, Clock::system()).await;
+    let (waited, waited_metrics) = authorizer_for(&idp, &[], MIXED, Clock::system()).await;
+
+    let valid = TestKey::shared(0).token(&access_claims(ISS, CLIENT, now()));
+    let mut claims = access_claims(ISS, CLIENT, now());
+    claims["cognito:groups"] = serde_json::json!(["root"]);
+    let root = TestKey::shared(0).token(&claims);
+    let mut forged = valid.clone();
+    forged.truncate(forged.len() - 4);
+    forged.push_str("AAAA");
+    let expired = TestKey::shared(0).token(&access_claims(ISS, CLIENT, now() - 7200));
+    let bearer = |t: &str| format!("Bearer {t}");
+    /// Method, host, path, headers.
+    type Case<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, String)>);
+    let get = |path: &'static str, headers: Vec<(&'static str, String)>| -> Case {
+        ("GET", "app.example", path, headers)
+    };
+    let auth = |token: &str| vec![("authorization", bearer(token))];
+    let cases: Vec<Case> = vec![
+        get("/api", auth(&valid)),
+        get("/admin", auth(&valid)),
+        get("/admin", auth(&root)),
+        get("/api", auth(&forged)),
+        get("/api", auth(&expired)),
+        get("/api", vec![("authorization", "Bearer".into())]),
+        get("/api", vec![]),
+        get("/maybe", vec![]),
+        get("/maybe", auth(&forged)),
+        get("/maybe", auth(&valid)),
+        get("/open", auth(&forged)),
+        (
+            "OPTIONS",
+            "app.example",
+            "/cors",
+            vec![
+                ("origin", "https://web.example".into()),
+                ("access-control-request-method", "GET".into()),
+            ],
+        ),
+        ("GET", "app.example:bad:port", "/api", auth(&valid)),
+        get(
+            "/api",
+            vec![
+                ("authorization", bearer(&valid)),
+                ("x-cognito-sub", "forged".into()),
+                ("x-request-id", "r-1".into()),
+            ],
+        ),
+    ];
+    let extensions = HashMap::new();
+    let (mut decided_now, mut waits) = (0, 0);
+    // Twice over: first with every token unseen, then with the valid ones cached.
+    for pass in 0..2 {
+        for (method, host, path, headers) in &cases {
+            let headers: HashMap<String, String> = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            let input = CheckInput {
+                method,
+                host,
+                path,
+                headers: &headers,
+                extensions: &extensions,
+            };
+            let ours = match now_first.decide_now(&input) {
+                Now::Decided(outcome) => {
+                    decided_now += 1;
+                    outcome.unwrap()
+                }
+                Now::Wait(resume) => {
+                    waits += 1;
+                    now_first.decide_from(&input, resume).await.unwrap()
+                }
+            };
+            let theirs = waited.decide(&input).await.unwrap();
+            let case = format!("pass {pass}: {method} {host}{path} {:?}", headers.keys());
+            assert_eq!(ours.answer, theirs.answer, "{case}");
+            assert_eq!(
+                format!("{:?}", ours.verdict),
+                format!("{:?}", theirs.verdict),
+                "{case}"
+            );
+            assert_eq!(
+                format!("{:?}", ours.metadata),
+                format!("{:?}", theirs.metadata),
+                "{case}"
+            );
+        }
+    }
+    // Both ways were taken: the cached and tokenless cases at once, the tokens to verify later.
+    assert!(
+        decided_now >= 10 && waits >= 4,
+        "{decided_now} now, {waits} waited"
+    );
+    for result in ["hit", "miss", "stale"] {
+        assert_eq!(
+            lookups(&now_metrics, result),
+            lookups(&waited_metrics, result),
+            "{result}"
+        );
+    }
+    assert!(lookups(&now_metrics, "hit") >= 3);
 }

@@ -13,6 +13,7 @@
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_void, CStr};
+use std::mem::MaybeUninit;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
@@ -258,10 +259,21 @@ impl EnvoyStream {
             value_ptr: std::ptr::null(),
             value_length: 0,
         };
-        let mut on_stack = [empty; HEADERS_ON_STACK];
+        let mut on_stack = [const { MaybeUninit::<EnvoyHttpHeader>::uninit() }; HEADERS_ON_STACK];
         let mut on_heap = Vec::new();
         let headers: &mut [EnvoyHttpHeader] = if count <= HEADERS_ON_STACK {
-            &mut on_stack[..count]
+            // Only the `count` entries Envoy fills are set (empty first, should it fill fewer):
+            // the rest is never read, so never written (zeroing it all was a 2 KiB memset a
+            // request).
+            let slots = &mut on_stack[..count];
+            for slot in slots.iter_mut() {
+                slot.write(empty);
+            }
+            // SAFETY: every entry of `slots` was initialized just above, and
+            // `MaybeUninit<T>` has the layout of `T`.
+            unsafe {
+                &mut *(slots as *mut [MaybeUninit<EnvoyHttpHeader>] as *mut [EnvoyHttpHeader])
+            }
         } else {
             on_heap.resize(count, empty);
             &mut on_heap
