@@ -34,6 +34,7 @@
 //! signed that lacks one (at each load, and as such entries are announced), so the old key can
 //! be dropped once every replica holds the new one.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -1022,12 +1023,17 @@ impl Shared {
     }
 
     /// The live revocations in Redis this replica would take (signed with one of its keys, or
-    /// any while it has none; within the control API's bounds), at most `max`.
+    /// any while it has none; within the control API's bounds), at most `max`. A user's
+    /// cut-offs (a key each) are one revocation, as a replica holds them: listed once, with the
+    /// latest `before` and expiry. Past `max` the scan goes on, so that a user listed already
+    /// still shows the latest cut-off Redis holds.
     pub async fn live_revocations(&self, max: usize) -> Result<Listing, SharedError> {
         let mut listing = Listing {
             entries: Vec::new(),
             truncated: false,
         };
+        // Where each user's cut-off is in `entries`.
+        let mut users: HashMap<String, usize> = HashMap::new();
         let mut cursor = 0;
         loop {
             let (next, found) = self.scan_revocations(cursor).await?;
@@ -1038,13 +1044,22 @@ impl Shared {
                     .filter(|(content, _)| content.len() <= MAX_ENTRY_BYTES)
                     .and_then(|(content, _)| serde_json::from_str::<Entry>(content).ok())
                     .filter(|entry| entry.admissible(now, MAX_SKEW_SECS).is_ok());
-                if let Some(entry) = entry {
-                    if listing.entries.len() == max {
-                        listing.truncated = true;
-                        return Ok(listing);
+                let Some(entry) = entry else { continue };
+                if let Revocation::Sub { sub, before } = &entry.revocation {
+                    if let Some(listed) = users.get(sub).and_then(|&at| listing.entries.get_mut(at))
+                    {
+                        keep_latest_cut_off(listed, *before, entry.expires);
+                        continue;
                     }
-                    listing.entries.push(entry);
                 }
+                if listing.entries.len() == max {
+                    listing.truncated = true;
+                    continue;
+                }
+                if let Revocation::Sub { sub, .. } = &entry.revocation {
+                    users.insert(sub.clone(), listing.entries.len());
+                }
+                listing.entries.push(entry);
             }
             if next == 0 {
                 return Ok(listing);
@@ -1290,6 +1305,15 @@ fn texts(keys: Vec<Bytes>, values: Vec<Option<Bytes>>) -> Vec<(String, String)> 
             ))
         })
         .collect()
+}
+
+/// Makes a listed user's cut-off the later of it and another (`before`, `expires`), as
+/// [`RevocationList`] keeps them.
+fn keep_latest_cut_off(listed: &mut Entry, later: i64, expires: i64) {
+    if let Revocation::Sub { before, .. } = &mut listed.revocation {
+        *before = (*before).max(later);
+    }
+    listed.expires = listed.expires.max(expires);
 }
 
 /// Returns once `stop` turns true (holding no borrow of it across the wait's end).

@@ -372,3 +372,74 @@ async fn an_earlier_cut_off_for_a_user_never_replaces_a_later_one_in_redis() {
         r.stop().await.unwrap();
     }
 }
+
+/// Waits until the Redis at `url` answers.
+async fn answering(url: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client.get_multiplexed_async_connection().await.is_err() {
+        assert!(Instant::now() < deadline, "redis-server never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A user revoked with several cut-offs holds a key per cut-off in Redis, yet is one
+/// revocation: the listing (`GET /revocations`, what `copy-revocations` carries over when
+/// signing is turned on) names the user once, with the latest cut-off, and counts the user once
+/// against its bound (`AUTHZ_MAX_REVOCATIONS`). Counting keys, a user revoked again and again
+/// filled the bound, the listing came back truncated, and the later cut-off could be the one
+/// left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_cut_offs_are_listed_once_with_the_latest() {
+    use cognito_authz::revocation::{entry_lifetime, Entry, Revocation};
+    use cognito_authz::shared::Shared;
+    assert!(
+        std::path::Path::new("/usr/bin/redis-server").is_file(),
+        "redis-server is missing: the README's test command installs it (Debian redis-server)"
+    );
+    let (_redis, url) = Redis::start();
+    answering(&url).await;
+    let writer = Shared::writer(url.as_str(), &[]).unwrap();
+    let now = cognito_authz::unix_now();
+    let lifetime = entry_lifetime(Duration::from_secs(5));
+    let latest = now - 10;
+    // Written in no order: the latest neither first nor last.
+    for before in [now - 3000, latest, now - 2000, now - 1000] {
+        let sub = Revocation::Sub {
+            sub: "user-1".into(),
+            before,
+        };
+        writer
+            .publish_once(&Entry::new(sub, now, lifetime))
+            .await
+            .unwrap();
+    }
+    let other = Entry::new(Revocation::Jti("other".into()), now, lifetime);
+    writer.publish_once(&other).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("cognito-authz:rev:sub:*")
+        .query_async(
+            &mut redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 4, "a key per cut-off: {keys:?}");
+
+    let listing = writer.live_revocations(2).await.unwrap();
+    assert!(!listing.truncated, "two revocations fit a bound of two");
+    let mut entries = listing.entries;
+    entries.sort_by_key(|e| e.revocation.kind());
+    let latest_entry = Entry::new(
+        Revocation::Sub {
+            sub: "user-1".into(),
+            before: latest,
+        },
+        now,
+        lifetime,
+    );
+    assert_eq!(entries, [other, latest_entry]);
+}
