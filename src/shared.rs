@@ -1564,12 +1564,64 @@ mod tests {
         assert!(pushes.send(push()).is_err(), "nobody follows any more");
     }
 
+    /// No two revocations share a key, whatever a `sub` holds (`:`, digits, a sign, a newline,
+    /// braces, what looks like another key) and whatever `before` is: one cut-off never lands
+    /// on another's key, nor on a token's or a session's.
+    #[test]
+    fn no_two_revocations_share_a_key() {
+        let ids = [
+            "u",
+            "5u",
+            "5:u",
+            ":u",
+            "u:",
+            "-5:u",
+            "1:2:3",
+            "5",
+            "-",
+            "u\n5",
+            "{rev}",
+            "ü:ñ",
+            "sub:5:u",
+            "jti:x",
+            "session:x",
+        ];
+        let befores = [i64::MIN, -5, -1, 0, 5, 55, 1_796_000_000, i64::MAX];
+        let mut revocations = Vec::new();
+        for id in ids {
+            revocations.push(Revocation::Jti(id.into()));
+            revocations.push(Revocation::Session(id.into()));
+            for before in befores {
+                revocations.push(Revocation::Sub {
+                    sub: id.into(),
+                    before,
+                });
+            }
+        }
+        for prefix in [REVOKED_PREFIX, CLUSTER_REVOKED_PREFIX] {
+            let mut seen = HashMap::new();
+            for revocation in &revocations {
+                if let Some(other) = seen.insert(key_of(prefix, revocation), revocation) {
+                    panic!("{other:?} and {revocation:?} share a key");
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn cluster_keys_share_one_slot_and_one_redis_keeps_its_names() {
         // The hash tag is `rev` for every revocation and the channel: one slot.
         for key in [
             key_of(CLUSTER_REVOKED_PREFIX, &Revocation::Jti("a".into())),
             key_of(CLUSTER_REVOKED_PREFIX, &Revocation::Session("b".into())),
+            // A cut-off, with a `sub` holding a hash tag of its own: the first tag decides.
+            key_of(
+                CLUSTER_REVOKED_PREFIX,
+                &Revocation::Sub {
+                    sub: "{other}".into(),
+                    before: -5,
+                },
+            ),
             CLUSTER_CHANNEL.to_string(),
             format!("{CLUSTER_REVOKED_PREFIX}probe"),
         ] {

@@ -443,3 +443,78 @@ async fn a_users_cut_offs_are_listed_once_with_the_latest() {
     );
     assert_eq!(entries, [other, latest_entry]);
 }
+
+/// Redis written by the previous release held a user's cut-off at `sub:{sub}`; this one keys
+/// it `sub:{before}:{sub}`. While both layouts live side by side (a rolling deploy, and for a
+/// day after), a replica that starts takes the latest cut-off whichever layout holds it, and
+/// the listing names the user once with it: what a key is called never decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latest_cut_off_wins_across_the_old_and_the_new_key_layout() {
+    use cognito_authz::revocation::{entry_lifetime, Entry, Revocation, TokenIds};
+    use cognito_authz::shared::Shared;
+    assert!(
+        std::path::Path::new("/usr/bin/redis-server").is_file(),
+        "redis-server is missing: the README's test command installs it (Debian redis-server)"
+    );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("redis-cut-off-layouts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = "0123456789abcdef0123456789abcdef0123";
+    let key = file(&dir, "signing-key", secret);
+    let admin = file(&dir, "admin-token", ADMIN);
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let now = cognito_authz::unix_now();
+    let lifetime = entry_lifetime(Duration::from_secs(5));
+    let (later, earlier) = (now - 10, now - 2000);
+    // Issued between the two cut-offs: refused only under the later one.
+    let between = TokenIds {
+        jti: None,
+        origin_jti: None,
+        sub: "user-1",
+        iat: now - 1000,
+    };
+    for old_layout_holds in [later, earlier] {
+        let (_redis, url) = Redis::start();
+        answering(&url).await;
+        let writer = Shared::writer(url.as_str(), &[secret.as_bytes()]).unwrap();
+        let cut_off = |before| {
+            let sub = Revocation::Sub {
+                sub: "user-1".into(),
+                before,
+            };
+            Entry::new(sub, now, lifetime)
+        };
+        // The previous release stored the same signed value, under the user's name alone.
+        writer
+            .publish_once(&cut_off(old_layout_holds))
+            .await
+            .unwrap();
+        let mut conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let () = redis::cmd("RENAME")
+            .arg(format!("cognito-authz:rev:sub:{old_layout_holds}:user-1"))
+            .arg("cognito-authz:rev:sub:user-1")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let other = if old_layout_holds == later {
+            earlier
+        } else {
+            later
+        };
+        writer.publish_once(&cut_off(other)).await.unwrap();
+
+        let replica = replica(&idp, &url, &key, &admin).await;
+        assert!(
+            replica.authorizer().revocations().is_revoked(&between, now),
+            "the old layout held {old_layout_holds}: the later cut-off was lost"
+        );
+        let listing = writer.live_revocations(10).await.unwrap();
+        assert_eq!(listing.entries, [cut_off(later)], "{old_layout_holds}");
+        replica.stop().await.unwrap();
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
