@@ -8,11 +8,12 @@
 //! replica that missed messages while disconnected catches up.
 //!
 //! Keys (each expires on its own):
-//! - `cognito-authz:rev:{jti|session|sub}:{id}`: a revocation entry as JSON, until it can match
-//!   no valid token (about 150 bytes with the key); on a cluster `cognito-authz:{rev}:...`, one
-//!   hash tag, so that every revocation lives in one slot: the start-up load is that slot's
-//!   primary's `SCAN` (in a script naming a key of the slot), and every multi-key operation
-//!   stays in it;
+//! - `cognito-authz:rev:{jti|session}:{id}` and `cognito-authz:rev:sub:{before}:{sub}` (a key
+//!   per cut-off, so that an earlier one never replaces a later one): a revocation entry as
+//!   JSON, until it can match no valid token (about 150 bytes with the key); on a cluster
+//!   `cognito-authz:{rev}:...`, one hash tag, so that every revocation lives in one slot: the
+//!   start-up load is that slot's primary's `SCAN` (in a script naming a key of the slot),
+//!   and every multi-key operation stays in it;
 //! - `cognito-authz:verdict:{sha256 prefix of the token, hex}`: `valid:{unix}` or
 //!   `revoked:{unix}`, for the verdict TTL plus the grace (about 90 bytes);
 //! - `cognito-authz:lock:{same}`: held by the replica asking Cognito, for the call's timeout.
