@@ -518,3 +518,56 @@ async fn the_latest_cut_off_wins_across_the_old_and_the_new_key_layout() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `cognito-authz revoke --redis`, which writes Redis without a replica, keys a user's cut-off
+/// as a replica does: revoking the user again with an earlier `--before` adds a key, and a
+/// replica that starts afterwards still refuses the tokens issued between the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_in_redis_never_replaces_a_later_cut_off_with_an_earlier_one() {
+    assert!(
+        std::path::Path::new("/usr/bin/redis-server").is_file(),
+        "redis-server is missing: the README's test command installs it (Debian redis-server)"
+    );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("revoke-cut-offs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_redis, url) = Redis::start();
+    answering(&url).await;
+    let key = file(&dir, "signing-key", "0123456789abcdef0123456789abcdef0123");
+    let admin = file(&dir, "admin-token", ADMIN);
+    let now = cognito_authz::unix_now();
+    let (later, earlier) = (now - 10, now - 2000);
+    for before in [later, earlier] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+            .args(["revoke", "--redis", "--sub", "user-1", "--before"])
+            .arg(before.to_string())
+            .env_clear()
+            .envs([
+                ("AUTHZ_REDIS_URL", url.as_str()),
+                ("AUTHZ_REDIS_SIGNING_KEY_FILE", key.as_str()),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let replica = replica(&idp, &url, &key, &admin).await;
+    let between = cognito_authz::revocation::TokenIds {
+        jti: None,
+        origin_jti: None,
+        sub: "user-1",
+        iat: now - 1000,
+    };
+    assert!(
+        replica.authorizer().revocations().is_revoked(&between, now),
+        "the earlier cut-off replaced the later one in redis"
+    );
+    replica.stop().await.unwrap();
+    std::fs::remove_dir_all(dir).ok();
+}
