@@ -571,3 +571,42 @@ async fn revoke_in_redis_never_replaces_a_later_cut_off_with_an_earlier_one() {
     replica.stop().await.unwrap();
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A listing cut short by its bound still shows each user it names with the latest cut-off
+/// Redis holds for them, wherever the scan met that key (after the bound was reached too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_listing_shows_each_listed_user_with_the_latest_cut_off() {
+    use cognito_authz::revocation::{entry_lifetime, Entry, Revocation};
+    use cognito_authz::shared::Shared;
+    assert!(
+        std::path::Path::new("/usr/bin/redis-server").is_file(),
+        "redis-server is missing: the README's test command installs it (Debian redis-server)"
+    );
+    let (_redis, url) = Redis::start();
+    answering(&url).await;
+    let writer = Shared::writer(url.as_str(), &[]).unwrap();
+    let now = cognito_authz::unix_now();
+    let lifetime = entry_lifetime(Duration::from_secs(5));
+    // Twenty users, five cut-offs each, the latest `now - 10`.
+    for user in 0..20 {
+        for step in 0..5 {
+            let sub = Revocation::Sub {
+                sub: format!("user-{user}"),
+                before: now - 10 - 500 * step,
+            };
+            writer
+                .publish_once(&Entry::new(sub, now, lifetime))
+                .await
+                .unwrap();
+        }
+    }
+    let listing = writer.live_revocations(10).await.unwrap();
+    assert!(listing.truncated, "twenty users over a bound of ten");
+    assert_eq!(listing.entries.len(), 10);
+    for entry in &listing.entries {
+        let Revocation::Sub { before, .. } = &entry.revocation else {
+            panic!("{entry:?}")
+        };
+        assert_eq!(*before, now - 10, "{entry:?}");
+    }
+}
