@@ -125,10 +125,12 @@ pub fn entry_lifetime(leeway: Duration) -> i64 {
 
 impl Entry {
     /// An entry for `revocation` made at `now`, kept while a token it matches may be valid:
-    /// a token lives at most `lifetime` seconds (Cognito: one day) plus the clock leeway.
+    /// a token lives at most `lifetime` seconds (Cognito: one day) plus the clock leeway. A
+    /// user's cut-off matches tokens issued until `before`, which may lie up to the leeway
+    /// ahead ([`Entry::admissible`]): it is kept `lifetime` past `before`, not past `now`.
     pub fn new(revocation: Revocation, now: i64, lifetime: i64) -> Entry {
         let from = match &revocation {
-            Revocation::Sub { before, .. } => (*before).min(now),
+            Revocation::Sub { before, .. } => *before,
             _ => now,
         };
         Entry {
@@ -142,8 +144,11 @@ impl Entry {
     /// Whether a writer (the admin API, Redis) may make us keep this entry at `now`: every id
     /// non-empty and at most [`MAX_ID_BYTES`], `before` no later than `now + leeway`.
     pub fn admissible(&self, now: i64, leeway: i64) -> Result<(), Refused> {
-        // Already over (a `before` far in the past), or kept longer than any token can live.
+        // Already over (a `before` far in the past), or kept longer than any token can live:
+        // one issued by the leeway ahead (a cut-off's `before`, a clock ahead of ours) lives a
+        // day from then, and passes the leeway past its `exp`.
         let longest = now
+            .saturating_add(leeway)
             .saturating_add(crate::verify::MAX_TOKEN_LIFETIME_SECS)
             .saturating_add(leeway);
         if self.expires <= now {
@@ -618,6 +623,37 @@ mod tests {
         list.insert(&sub).unwrap();
         list.purge(1_100);
         assert!(list.is_empty());
+    }
+
+    /// A cut-off a little in the future (the leeway lets an operator cover a sign-in under
+    /// way) revokes the tokens issued until then, and is kept, in this list and as the
+    /// entry's expiry in Redis, until the last of them can no longer be valid: one issued a
+    /// second before the cut-off lives a day from then, plus the leeway. Kept only a day from
+    /// the revocation, it was forgotten while that token still passed; and a replica meeting
+    /// the user's earlier cut-off (its own key, expiring later) took that one instead.
+    #[test]
+    fn a_future_cut_off_is_kept_while_a_token_it_revokes_can_be_valid() {
+        let (now, leeway) = (1_000_000, 300);
+        let before = now + 200;
+        let entry = Entry::new(
+            Revocation::Sub {
+                sub: "u".into(),
+                before,
+            },
+            now,
+            entry_lifetime(Duration::from_secs(300)),
+        );
+        assert_eq!(entry.admissible(now, leeway), Ok(()));
+        let list = RevocationList::default();
+        list.insert(&entry).unwrap();
+        // Issued a second before the cut-off, with the longest life a token has: `verify`
+        // accepts it until `leeway` past its `exp`.
+        let iat = before - 1;
+        let exp = iat + crate::verify::MAX_TOKEN_LIFETIME_SECS;
+        let last_accepted = exp + leeway - 1;
+        list.purge(last_accepted);
+        assert!(list.is_revoked(&ids("j", "s", "u", iat), last_accepted));
+        assert!(entry.expires > last_accepted, "{entry:?}");
     }
 
     #[test]

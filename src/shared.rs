@@ -8,11 +8,12 @@
 //! replica that missed messages while disconnected catches up.
 //!
 //! Keys (each expires on its own):
-//! - `cognito-authz:rev:{jti|session|sub}:{id}`: a revocation entry as JSON, until it can match
-//!   no valid token (about 150 bytes with the key); on a cluster `cognito-authz:{rev}:...`, one
-//!   hash tag, so that every revocation lives in one slot: the start-up load is that slot's
-//!   primary's `SCAN` (in a script naming a key of the slot), and every multi-key operation
-//!   stays in it;
+//! - `cognito-authz:rev:{jti|session}:{id}` and `cognito-authz:rev:sub:{before}:{sub}` (a key
+//!   per cut-off, so that an earlier one never replaces a later one): a revocation entry as
+//!   JSON, until it can match no valid token (about 150 bytes with the key); on a cluster
+//!   `cognito-authz:{rev}:...`, one hash tag, so that every revocation lives in one slot: the
+//!   start-up load is that slot's primary's `SCAN` (in a script naming a key of the slot),
+//!   and every multi-key operation stays in it;
 //! - `cognito-authz:verdict:{sha256 prefix of the token, hex}`: `valid:{unix}` or
 //!   `revoked:{unix}`, for the verdict TTL plus the grace (about 90 bytes);
 //! - `cognito-authz:lock:{same}`: held by the replica asking Cognito, for the call's timeout.
@@ -34,6 +35,7 @@
 //! signed that lacks one (at each load, and as such entries are announced), so the old key can
 //! be dropped once every replica holds the new one.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -1022,12 +1024,17 @@ impl Shared {
     }
 
     /// The live revocations in Redis this replica would take (signed with one of its keys, or
-    /// any while it has none; within the control API's bounds), at most `max`.
+    /// any while it has none; within the control API's bounds), at most `max`. A user's
+    /// cut-offs (a key each) are one revocation, as a replica holds them: listed once, with the
+    /// latest `before` and expiry. Past `max` the scan goes on, so that a user listed already
+    /// still shows the latest cut-off Redis holds.
     pub async fn live_revocations(&self, max: usize) -> Result<Listing, SharedError> {
         let mut listing = Listing {
             entries: Vec::new(),
             truncated: false,
         };
+        // Where each user's cut-off is in `entries`.
+        let mut users: HashMap<String, usize> = HashMap::new();
         let mut cursor = 0;
         loop {
             let (next, found) = self.scan_revocations(cursor).await?;
@@ -1038,13 +1045,22 @@ impl Shared {
                     .filter(|(content, _)| content.len() <= MAX_ENTRY_BYTES)
                     .and_then(|(content, _)| serde_json::from_str::<Entry>(content).ok())
                     .filter(|entry| entry.admissible(now, MAX_SKEW_SECS).is_ok());
-                if let Some(entry) = entry {
-                    if listing.entries.len() == max {
-                        listing.truncated = true;
-                        return Ok(listing);
+                let Some(entry) = entry else { continue };
+                if let Revocation::Sub { sub, before } = &entry.revocation {
+                    if let Some(listed) = users.get(sub).and_then(|&at| listing.entries.get_mut(at))
+                    {
+                        keep_latest_cut_off(listed, *before, entry.expires);
+                        continue;
                     }
-                    listing.entries.push(entry);
                 }
+                if listing.entries.len() == max {
+                    listing.truncated = true;
+                    continue;
+                }
+                if let Revocation::Sub { sub, .. } = &entry.revocation {
+                    users.insert(sub.clone(), listing.entries.len());
+                }
+                listing.entries.push(entry);
             }
             if next == 0 {
                 return Ok(listing);
@@ -1290,6 +1306,15 @@ fn texts(keys: Vec<Bytes>, values: Vec<Option<Bytes>>) -> Vec<(String, String)> 
             ))
         })
         .collect()
+}
+
+/// Makes a listed user's cut-off the later of it and another (`before`, `expires`), as
+/// [`RevocationList`] keeps them.
+fn keep_latest_cut_off(listed: &mut Entry, later: i64, expires: i64) {
+    if let Revocation::Sub { before, .. } = &mut listed.revocation {
+        *before = (*before).max(later);
+    }
+    listed.expires = listed.expires.max(expires);
 }
 
 /// Returns once `stop` turns true (holding no borrow of it across the wait's end).
@@ -1540,12 +1565,64 @@ mod tests {
         assert!(pushes.send(push()).is_err(), "nobody follows any more");
     }
 
+    /// No two revocations share a key, whatever a `sub` holds (`:`, digits, a sign, a newline,
+    /// braces, what looks like another key) and whatever `before` is: one cut-off never lands
+    /// on another's key, nor on a token's or a session's.
+    #[test]
+    fn no_two_revocations_share_a_key() {
+        let ids = [
+            "u",
+            "5u",
+            "5:u",
+            ":u",
+            "u:",
+            "-5:u",
+            "1:2:3",
+            "5",
+            "-",
+            "u\n5",
+            "{rev}",
+            "ü:ñ",
+            "sub:5:u",
+            "jti:x",
+            "session:x",
+        ];
+        let befores = [i64::MIN, -5, -1, 0, 5, 55, 1_796_000_000, i64::MAX];
+        let mut revocations = Vec::new();
+        for id in ids {
+            revocations.push(Revocation::Jti(id.into()));
+            revocations.push(Revocation::Session(id.into()));
+            for before in befores {
+                revocations.push(Revocation::Sub {
+                    sub: id.into(),
+                    before,
+                });
+            }
+        }
+        for prefix in [REVOKED_PREFIX, CLUSTER_REVOKED_PREFIX] {
+            let mut seen = HashMap::new();
+            for revocation in &revocations {
+                if let Some(other) = seen.insert(key_of(prefix, revocation), revocation) {
+                    panic!("{other:?} and {revocation:?} share a key");
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn cluster_keys_share_one_slot_and_one_redis_keeps_its_names() {
         // The hash tag is `rev` for every revocation and the channel: one slot.
         for key in [
             key_of(CLUSTER_REVOKED_PREFIX, &Revocation::Jti("a".into())),
             key_of(CLUSTER_REVOKED_PREFIX, &Revocation::Session("b".into())),
+            // A cut-off, with a `sub` holding a hash tag of its own: the first tag decides.
+            key_of(
+                CLUSTER_REVOKED_PREFIX,
+                &Revocation::Sub {
+                    sub: "{other}".into(),
+                    before: -5,
+                },
+            ),
             CLUSTER_CHANNEL.to_string(),
             format!("{CLUSTER_REVOKED_PREFIX}probe"),
         ] {

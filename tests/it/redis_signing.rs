@@ -372,3 +372,241 @@ async fn an_earlier_cut_off_for_a_user_never_replaces_a_later_one_in_redis() {
         r.stop().await.unwrap();
     }
 }
+
+/// Waits until the Redis at `url` answers.
+async fn answering(url: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client.get_multiplexed_async_connection().await.is_err() {
+        assert!(Instant::now() < deadline, "redis-server never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A user revoked with several cut-offs holds a key per cut-off in Redis, yet is one
+/// revocation: the listing (`GET /revocations`, what `copy-revocations` carries over when
+/// signing is turned on) names the user once, with the latest cut-off, and counts the user once
+/// against its bound (`AUTHZ_MAX_REVOCATIONS`). Counting keys, a user revoked again and again
+/// filled the bound, the listing came back truncated, and the later cut-off could be the one
+/// left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_cut_offs_are_listed_once_with_the_latest() {
+    use cognito_authz::revocation::{entry_lifetime, Entry, Revocation};
+    use cognito_authz::shared::Shared;
+    assert!(
+        std::path::Path::new("/usr/bin/redis-server").is_file(),
+        "redis-server is missing: the README's test command installs it (Debian redis-server)"
+    );
+    let (_redis, url) = Redis::start();
+    answering(&url).await;
+    let writer = Shared::writer(url.as_str(), &[]).unwrap();
+    let now = cognito_authz::unix_now();
+    let lifetime = entry_lifetime(Duration::from_secs(5));
+    let latest = now - 10;
+    // Written in no order: the latest neither first nor last.
+    for before in [now - 3000, latest, now - 2000, now - 1000] {
+        let sub = Revocation::Sub {
+            sub: "user-1".into(),
+            before,
+        };
+        writer
+            .publish_once(&Entry::new(sub, now, lifetime))
+            .await
+            .unwrap();
+    }
+    let other = Entry::new(Revocation::Jti("other".into()), now, lifetime);
+    writer.publish_once(&other).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("cognito-authz:rev:sub:*")
+        .query_async(
+            &mut redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 4, "a key per cut-off: {keys:?}");
+
+    let listing = writer.live_revocations(2).await.unwrap();
+    assert!(!listing.truncated, "two revocations fit a bound of two");
+    let mut entries = listing.entries;
+    entries.sort_by_key(|e| e.revocation.kind());
+    let latest_entry = Entry::new(
+        Revocation::Sub {
+            sub: "user-1".into(),
+            before: latest,
+        },
+        now,
+        lifetime,
+    );
+    assert_eq!(entries, [other, latest_entry]);
+}
+
+/// Redis written by the previous release held a user's cut-off at `sub:{sub}`; this one keys
+/// it `sub:{before}:{sub}`. While both layouts live side by side (a rolling deploy, and for a
+/// day after), a replica that starts takes the latest cut-off whichever layout holds it, and
+/// the listing names the user once with it: what a key is called never decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latest_cut_off_wins_across_the_old_and_the_new_key_layout() {
+    use cognito_authz::revocation::{entry_lifetime, Entry, Revocation, TokenIds};
+    use cognito_authz::shared::Shared;
+    assert!(
+        std::path::Path::new("/usr/bin/redis-server").is_file(),
+        "redis-server is missing: the README's test command installs it (Debian redis-server)"
+    );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("redis-cut-off-layouts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = "0123456789abcdef0123456789abcdef0123";
+    let key = file(&dir, "signing-key", secret);
+    let admin = file(&dir, "admin-token", ADMIN);
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let now = cognito_authz::unix_now();
+    let lifetime = entry_lifetime(Duration::from_secs(5));
+    let (later, earlier) = (now - 10, now - 2000);
+    // Issued between the two cut-offs: refused only under the later one.
+    let between = TokenIds {
+        jti: None,
+        origin_jti: None,
+        sub: "user-1",
+        iat: now - 1000,
+    };
+    for old_layout_holds in [later, earlier] {
+        let (_redis, url) = Redis::start();
+        answering(&url).await;
+        let writer = Shared::writer(url.as_str(), &[secret.as_bytes()]).unwrap();
+        let cut_off = |before| {
+            let sub = Revocation::Sub {
+                sub: "user-1".into(),
+                before,
+            };
+            Entry::new(sub, now, lifetime)
+        };
+        // The previous release stored the same signed value, under the user's name alone.
+        writer
+            .publish_once(&cut_off(old_layout_holds))
+            .await
+            .unwrap();
+        let mut conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let () = redis::cmd("RENAME")
+            .arg(format!("cognito-authz:rev:sub:{old_layout_holds}:user-1"))
+            .arg("cognito-authz:rev:sub:user-1")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let other = if old_layout_holds == later {
+            earlier
+        } else {
+            later
+        };
+        writer.publish_once(&cut_off(other)).await.unwrap();
+
+        let replica = replica(&idp, &url, &key, &admin).await;
+        assert!(
+            replica.authorizer().revocations().is_revoked(&between, now),
+            "the old layout held {old_layout_holds}: the later cut-off was lost"
+        );
+        let listing = writer.live_revocations(10).await.unwrap();
+        assert_eq!(listing.entries, [cut_off(later)], "{old_layout_holds}");
+        replica.stop().await.unwrap();
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// `cognito-authz revoke --redis`, which writes Redis without a replica, keys a user's cut-off
+/// as a replica does: revoking the user again with an earlier `--before` adds a key, and a
+/// replica that starts afterwards still refuses the tokens issued between the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_in_redis_never_replaces_a_later_cut_off_with_an_earlier_one() {
+    assert!(
+        std::path::Path::new("/usr/bin/redis-server").is_file(),
+        "redis-server is missing: the README's test command installs it (Debian redis-server)"
+    );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("revoke-cut-offs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_redis, url) = Redis::start();
+    answering(&url).await;
+    let key = file(&dir, "signing-key", "0123456789abcdef0123456789abcdef0123");
+    let admin = file(&dir, "admin-token", ADMIN);
+    let now = cognito_authz::unix_now();
+    let (later, earlier) = (now - 10, now - 2000);
+    for before in [later, earlier] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cognito-authz"))
+            .args(["revoke", "--redis", "--sub", "user-1", "--before"])
+            .arg(before.to_string())
+            .env_clear()
+            .envs([
+                ("AUTHZ_REDIS_URL", url.as_str()),
+                ("AUTHZ_REDIS_SIGNING_KEY_FILE", key.as_str()),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
+    let replica = replica(&idp, &url, &key, &admin).await;
+    let between = cognito_authz::revocation::TokenIds {
+        jti: None,
+        origin_jti: None,
+        sub: "user-1",
+        iat: now - 1000,
+    };
+    assert!(
+        replica.authorizer().revocations().is_revoked(&between, now),
+        "the earlier cut-off replaced the later one in redis"
+    );
+    replica.stop().await.unwrap();
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A listing cut short by its bound still shows each user it names with the latest cut-off
+/// Redis holds for them, wherever the scan met that key (after the bound was reached too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_listing_shows_each_listed_user_with_the_latest_cut_off() {
+    use cognito_authz::revocation::{entry_lifetime, Entry, Revocation};
+    use cognito_authz::shared::Shared;
+    assert!(
+        std::path::Path::new("/usr/bin/redis-server").is_file(),
+        "redis-server is missing: the README's test command installs it (Debian redis-server)"
+    );
+    let (_redis, url) = Redis::start();
+    answering(&url).await;
+    let writer = Shared::writer(url.as_str(), &[]).unwrap();
+    let now = cognito_authz::unix_now();
+    let lifetime = entry_lifetime(Duration::from_secs(5));
+    // Twenty users, five cut-offs each, the latest `now - 10`.
+    for user in 0..20 {
+        for step in 0..5 {
+            let sub = Revocation::Sub {
+                sub: format!("user-{user}"),
+                before: now - 10 - 500 * step,
+            };
+            writer
+                .publish_once(&Entry::new(sub, now, lifetime))
+                .await
+                .unwrap();
+        }
+    }
+    let listing = writer.live_revocations(10).await.unwrap();
+    assert!(listing.truncated, "twenty users over a bound of ten");
+    assert_eq!(listing.entries.len(), 10);
+    for entry in &listing.entries {
+        let Revocation::Sub { before, .. } = &entry.revocation else {
+            panic!("{entry:?}")
+        };
+        assert_eq!(*before, now - 10, "{entry:?}");
+    }
+}
