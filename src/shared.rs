@@ -8,7 +8,7 @@
 //! replica that missed messages while disconnected catches up.
 //!
 //! Keys (each expires on its own):
-//! - `cognito-authz:rev:{jti|session}:{id}` and `cognito-authz:rev:sub:{before}:{sub}` (a key
+//! - `cognito-authz:rev:{jti|session}:{id}` and `cognito-authz:rev:cut:{before}:{sub}` (a key
 //!   per cut-off, so that an earlier one never replaces a later one): a revocation entry as
 //!   JSON, until it can match no valid token (about 150 bytes with the key); on a cluster
 //!   `cognito-authz:{rev}:...`, one hash tag, so that every revocation lives in one slot: the
@@ -437,7 +437,7 @@ fn key_of(prefix: &str, revocation: &Revocation) -> String {
     match revocation {
         Revocation::Jti(jti) => format!("{prefix}jti:{jti}"),
         Revocation::Session(id) => format!("{prefix}session:{id}"),
-        Revocation::Sub { sub, before } => format!("{prefix}sub:{before}:{sub}"),
+        Revocation::Sub { sub, before } => format!("{prefix}cut:{before}:{sub}"),
     }
 }
 
@@ -1430,7 +1430,7 @@ mod tests {
                     before: 5
                 }
             ),
-            "cognito-authz:rev:sub:5:u"
+            "cognito-authz:rev:cut:5:u"
         );
         // A later and an earlier cut-off for one user: two keys, neither replacing the other.
         let sub = |before| Revocation::Sub {
@@ -1605,6 +1605,15 @@ mod tests {
                 if let Some(other) = seen.insert(key_of(prefix, revocation), revocation) {
                     panic!("{other:?} and {revocation:?} share a key");
                 }
+            }
+            // Nor a key the previous release wrote for a user's cut-off (`sub:{sub}`, which a
+            // rolling deploy leaves beside these): writing one would replace the other.
+            for id in ids {
+                let old = format!("{prefix}sub:{id}");
+                assert!(
+                    !seen.contains_key(&old),
+                    "{old} is also a key of this release"
+                );
             }
         }
     }

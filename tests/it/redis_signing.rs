@@ -417,7 +417,7 @@ async fn a_users_cut_offs_are_listed_once_with_the_latest() {
     let other = Entry::new(Revocation::Jti("other".into()), now, lifetime);
     writer.publish_once(&other).await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("cognito-authz:rev:sub:*")
+        .arg("cognito-authz:rev:cut:*")
         .query_async(
             &mut redis::Client::open(url.as_str())
                 .unwrap()
@@ -445,7 +445,7 @@ async fn a_users_cut_offs_are_listed_once_with_the_latest() {
 }
 
 /// Redis written by the previous release held a user's cut-off at `sub:{sub}`; this one keys
-/// it `sub:{before}:{sub}`. While both layouts live side by side (a rolling deploy, and for a
+/// it `cut:{before}:{sub}` (another word, so no key of one layout can be a key of the other). While both layouts live side by side (a rolling deploy, and for a
 /// day after), a replica that starts takes the latest cut-off whichever layout holds it, and
 /// the listing names the user once with it: what a key is called never decides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,7 +495,7 @@ async fn the_latest_cut_off_wins_across_the_old_and_the_new_key_layout() {
             .await
             .unwrap();
         let () = redis::cmd("RENAME")
-            .arg(format!("cognito-authz:rev:sub:{old_layout_holds}:user-1"))
+            .arg(format!("cognito-authz:rev:cut:{old_layout_holds}:user-1"))
             .arg("cognito-authz:rev:sub:user-1")
             .query_async(&mut conn)
             .await
