@@ -753,14 +753,16 @@ impl State {
         revocations: &RevocationList,
         now: i64,
     ) -> Result<Verdict, Asked> {
+        // A route that asks Cognito waits on it (or on Redis) whatever the cache holds; without
+        // a cache every token is verified. Both are left whole to the wait, the credential
+        // not read twice.
+        if requirements.revocation == RevocationMode::Cognito || !self.cache.is_enabled() {
+            return Err(Asked::No);
+        }
         let token = match self.credential(method, requirements, headers) {
             Ok(token) => token,
             Err(verdict) => return Ok(verdict),
         };
-        // A route that asks Cognito waits on it (or on Redis) whatever the cache holds.
-        if requirements.revocation == RevocationMode::Cognito || !self.cache.is_enabled() {
-            return Err(Asked::No);
-        }
         let Some(identity) = self.cached_identity(&token, now) else {
             return Err(Asked::Missed);
         };
