@@ -453,7 +453,19 @@ impl Authorizer {
     /// error means Envoy sent a `context_extensions` value we cannot read: its configuration is
     /// wrong, and the adapter fails the check closed.
     pub async fn decide(&self, input: &CheckInput<'_>) -> Result<Outcome, OverrideError> {
-        self.decide_from(input, Resume::fresh()).await
+        let resume = Resume {
+            started: self.started(),
+            cache: Asked::No,
+        };
+        self.decide_from(input, resume).await
+    }
+
+    /// When a check starts, if anything reads its latency: the metrics (not when Envoy's stats
+    /// take the counts: the module times its checks itself) or the decision log (not when
+    /// filtered out). None spares the clock's reads.
+    fn started(&self) -> Option<Instant> {
+        let logged = tracing::enabled!(target: "cognito_authz::decision", tracing::Level::INFO);
+        (logged || self.inner.metrics.times_checks()).then(Instant::now)
     }
 
     /// Decides the request as [`Authorizer::decide`] does, if that needs no wait: a public
@@ -462,7 +474,7 @@ impl Authorizer {
     /// and [`Authorizer::decide_from`] finishes the decision from the [`Resume`] given back,
     /// the cache not asked twice. The same request decided either way gets the same outcome.
     pub fn decide_now(&self, input: &CheckInput<'_>) -> Now {
-        let started = Instant::now();
+        let started = self.started();
         let state = self.inner.state.load();
         let (host, requirements) = match state.routed(input) {
             Ok(routed) => routed,
@@ -526,7 +538,7 @@ impl Authorizer {
         input: &CheckInput<'_>,
         requirements: &Requirements,
         verdict: Verdict,
-        started: Instant,
+        started: Option<Instant>,
     ) -> Outcome {
         let dry_run = self.inner.dry_run.load(Ordering::Relaxed);
         let answer = state.answer(&verdict, input.headers, dry_run);
@@ -537,11 +549,11 @@ impl Authorizer {
             self.inner.full_metadata.load(Ordering::Relaxed),
         );
 
-        let elapsed = started.elapsed();
+        let elapsed = started.map(|started| started.elapsed());
         self.inner.metrics.decision(
             verdict.decision.as_str(),
             verdict.reason,
-            elapsed.as_secs_f64(),
+            elapsed.map_or(0.0, |elapsed| elapsed.as_secs_f64()),
         );
         crate::trace::record_decision(
             verdict.decision.as_str(),
@@ -562,7 +574,7 @@ impl Authorizer {
             sub = verdict.identity.as_ref().map(|i| i.sub()),
             request_id = input.headers.get("x-request-id"),
             dry_run,
-            latency_us = elapsed.as_micros() as u64,
+            latency_us = elapsed.map(|elapsed| elapsed.as_micros() as u64),
             "check"
         );
         Outcome {
@@ -576,17 +588,17 @@ impl Authorizer {
 /// A decision [`Authorizer::decide_now`] could not make without waiting, or none begun.
 #[derive(Debug, Clone, Copy)]
 pub struct Resume {
-    /// When the check started (its latency counts from here).
-    started: Instant,
+    /// When the check started (its latency counts from here), if anything reads it.
+    started: Option<Instant>,
     /// Whether the token cache was asked already (and had no usable entry).
     cache: Asked,
 }
 
 impl Resume {
-    /// A decision from the start.
+    /// A decision from the start, timed.
     pub fn fresh() -> Resume {
         Resume {
-            started: Instant::now(),
+            started: Some(Instant::now()),
             cache: Asked::No,
         }
     }

@@ -277,6 +277,12 @@ impl Metrics {
         }
     }
 
+    /// Whether a decision's latency is recorded here (not when an observer takes the counts:
+    /// the dynamic module times its checks in Envoy's stats itself).
+    pub fn times_checks(&self) -> bool {
+        self.inner.observer.is_none()
+    }
+
     /// Counts one decision and its latency.
     pub fn decision(&self, decision: &'static str, reason: &'static str, seconds: f64) {
         if let Some(observer) = &self.inner.observer {
