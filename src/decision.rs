@@ -361,9 +361,11 @@ impl Authorizer {
         }
     }
 
-    /// Replaces pools, keys, routes and identity settings at once (a reload). Checks in flight
-    /// finish with the configuration they started with; the token cache starts empty, since
-    /// cached identities belong to the old pools and header mappings.
+    /// Replaces pools, keys, routes and identity settings at once (a reload). A check in flight
+    /// finishes with the configuration it started with, except one that [`Authorizer::decide_now`]
+    /// left to wait: [`Authorizer::decide_from`] decides it wholly under the new one (it carries
+    /// nothing over). The token cache starts empty, since cached identities belong to the old
+    /// pools and header mappings.
     pub fn replace(&self, verifier: Verifier, routes: RouteConfig, cache_entries: usize) {
         let checker = self.inner.state.load().checker.clone();
         let state = State {
