@@ -15,11 +15,29 @@ use cognito_authz::testkit::{jwks, Behaviour, JwksServer, TestKey};
 use common::{serve_config, Redis};
 
 const ADMIN: &str = "signing-test-admin-secret";
+/// The replicas' signing key in the tests that need only one.
+const SIGNING_KEY: &str = "0123456789abcdef0123456789abcdef0123";
 
 fn file(dir: &std::path::Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
+}
+
+/// Fails, naming it, when Debian's `redis-server` is missing.
+fn needs_redis_server() {
+    assert!(
+        std::path::Path::new("/usr/bin/redis-server").is_file(),
+        "redis-server is missing: the README's test command installs it (Debian redis-server)"
+    );
+}
+
+/// A fresh folder for one test's key and token files.
+fn scratch(name: &str) -> PathBuf {
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 async fn replica(idp: &JwksServer, url: &str, key: &str, admin: &str) -> Running {
@@ -46,15 +64,10 @@ async fn replica(idp: &JwksServer, url: &str, key: &str, admin: &str) -> Running
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_take_only_what_is_signed_with_their_key() {
-    assert!(
-        std::path::Path::new("/usr/bin/redis-server").is_file(),
-        "redis-server is missing: the README's test command installs it (Debian redis-server)"
-    );
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("redis-signing-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    needs_redis_server();
+    let dir = scratch("redis-signing");
     let (_redis, url) = Redis::start();
-    let key = file(&dir, "signing-key", "0123456789abcdef0123456789abcdef0123");
+    let key = file(&dir, "signing-key", SIGNING_KEY);
     let admin = file(&dir, "admin-token", ADMIN);
     let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
     let a = replica(&idp, &url, &key, &admin).await;
@@ -225,11 +238,9 @@ impl AclRedis {
 async fn revoke_in_redis_writes_the_entry_the_control_api_writes() {
     use cognito_authz::revocation::{Entry, Revocation};
     use cognito_authz::shared::Shared;
-    const KEY_A: &str = "0123456789abcdef0123456789abcdef0123";
+    const KEY_A: &str = SIGNING_KEY;
     const KEY_B: &str = "another-key-of-more-than-thirty-two-bytes";
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("revoke-in-redis-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("revoke-in-redis");
     let (_redis, url) = AclRedis::start();
     let keys = file(&dir, "signing-keys", &format!("{KEY_A}\n{KEY_B}\n"));
     let admin = file(&dir, "admin-token", ADMIN);
@@ -327,15 +338,10 @@ async fn revoke_in_redis_writes_the_entry_the_control_api_writes() {
 /// still refuses the tokens issued between the two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_earlier_cut_off_for_a_user_never_replaces_a_later_one_in_redis() {
-    assert!(
-        std::path::Path::new("/usr/bin/redis-server").is_file(),
-        "redis-server is missing: the README's test command installs it (Debian redis-server)"
-    );
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("redis-cut-off-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    needs_redis_server();
+    let dir = scratch("redis-cut-off");
     let (_redis, url) = Redis::start();
-    let key = file(&dir, "signing-key", "0123456789abcdef0123456789abcdef0123");
+    let key = file(&dir, "signing-key", SIGNING_KEY);
     let admin = file(&dir, "admin-token", ADMIN);
     let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
     let a = replica(&idp, &url, &key, &admin).await;
@@ -393,10 +399,7 @@ async fn answering(url: &str) {
 async fn a_users_cut_offs_are_listed_once_with_the_latest() {
     use cognito_authz::revocation::{entry_lifetime, Entry, Revocation};
     use cognito_authz::shared::Shared;
-    assert!(
-        std::path::Path::new("/usr/bin/redis-server").is_file(),
-        "redis-server is missing: the README's test command installs it (Debian redis-server)"
-    );
+    needs_redis_server();
     let (_redis, url) = Redis::start();
     answering(&url).await;
     let writer = Shared::writer(url.as_str(), &[]).unwrap();
@@ -445,21 +448,16 @@ async fn a_users_cut_offs_are_listed_once_with_the_latest() {
 }
 
 /// Redis written by the previous release held a user's cut-off at `sub:{sub}`; this one keys
-/// it `cut:{before}:{sub}` (another word, so no key of one layout can be a key of the other). While both layouts live side by side (a rolling deploy, and for a
-/// day after), a replica that starts takes the latest cut-off whichever layout holds it, and
+/// it `cut:{before}:{sub}` (another word, so no key of one layout can be a key of the other).
+/// While both layouts live side by side (a rolling deploy, and for a day after), a replica that starts takes the latest cut-off whichever layout holds it, and
 /// the listing names the user once with it: what a key is called never decides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_latest_cut_off_wins_across_the_old_and_the_new_key_layout() {
     use cognito_authz::revocation::{entry_lifetime, Entry, Revocation, TokenIds};
     use cognito_authz::shared::Shared;
-    assert!(
-        std::path::Path::new("/usr/bin/redis-server").is_file(),
-        "redis-server is missing: the README's test command installs it (Debian redis-server)"
-    );
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("redis-cut-off-layouts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let secret = "0123456789abcdef0123456789abcdef0123";
+    needs_redis_server();
+    let dir = scratch("redis-cut-off-layouts");
+    let secret = SIGNING_KEY;
     let key = file(&dir, "signing-key", secret);
     let admin = file(&dir, "admin-token", ADMIN);
     let idp = JwksServer::start(Behaviour::Json(jwks(&[TestKey::shared(0)]))).await;
@@ -524,16 +522,11 @@ async fn the_latest_cut_off_wins_across_the_old_and_the_new_key_layout() {
 /// replica that starts afterwards still refuses the tokens issued between the two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_in_redis_never_replaces_a_later_cut_off_with_an_earlier_one() {
-    assert!(
-        std::path::Path::new("/usr/bin/redis-server").is_file(),
-        "redis-server is missing: the README's test command installs it (Debian redis-server)"
-    );
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("revoke-cut-offs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    needs_redis_server();
+    let dir = scratch("revoke-cut-offs");
     let (_redis, url) = Redis::start();
     answering(&url).await;
-    let key = file(&dir, "signing-key", "0123456789abcdef0123456789abcdef0123");
+    let key = file(&dir, "signing-key", SIGNING_KEY);
     let admin = file(&dir, "admin-token", ADMIN);
     let now = cognito_authz::unix_now();
     let (later, earlier) = (now - 10, now - 2000);
@@ -578,10 +571,7 @@ async fn revoke_in_redis_never_replaces_a_later_cut_off_with_an_earlier_one() {
 async fn a_truncated_listing_shows_each_listed_user_with_the_latest_cut_off() {
     use cognito_authz::revocation::{entry_lifetime, Entry, Revocation};
     use cognito_authz::shared::Shared;
-    assert!(
-        std::path::Path::new("/usr/bin/redis-server").is_file(),
-        "redis-server is missing: the README's test command installs it (Debian redis-server)"
-    );
+    needs_redis_server();
     let (_redis, url) = Redis::start();
     answering(&url).await;
     let writer = Shared::writer(url.as_str(), &[]).unwrap();
